@@ -1,0 +1,31 @@
+# Two commands set up everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+EXAMPLE := examples/store_sales
+
+.PHONY: demo test lint install clean
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(BIN)/python $(EXAMPLE)/generate.py --stores 1000 --out $(EXAMPLE)/data
+	cd $(EXAMPLE) && ../../$(BIN)/manymodels run weekly
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) $(EXAMPLE)/data $(EXAMPLE)/.manymodels .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,205 @@
+"""Checks beyond the schema: references between resources, job graphs, import paths, data columns."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from manymodels.bundle.loader import BundleConfig
+from manymodels.bundle.messages import did_you_mean
+from manymodels.bundle.schema import JobSpec, ModelSpec
+from manymodels.bundle.source import dotted
+from manymodels.data import is_numeric, read_schema
+from manymodels.errors import BundleError, DataError
+from manymodels.estimators import add_import_roots, resolve_entry
+
+
+def check_bundle(config: BundleConfig, data: bool = True) -> list[str]:
+    """Every problem of a resolved bundle, one line each (empty when it is sound).
+
+    Args:
+        config: the bundle resolved for a target.
+        data: also open each dataset's schema and check the columns the models use.
+    """
+    problems: list[str] = []
+    res = config.resolved.resources
+    add_import_roots([str(config.root / "src"), str(config.root)])
+    for name, model in res.models.items():
+        base = ("resources", "models", name)
+        if model.dataset not in res.datasets:
+            problems.append(
+                f"{config.where((*base, 'dataset'))}{dotted(base)}.dataset: no dataset {model.dataset!r} "
+                f"in resources.datasets{did_you_mean(model.dataset, res.datasets)}"
+            )
+        if model.estimator.entry:
+            try:
+                resolve_entry(model.estimator.entry)
+            except BundleError as exc:
+                problems.append(
+                    f"{config.where((*base, 'estimator', 'entry'))}{dotted(base)}.estimator.entry: {exc}"
+                )
+    for name, job in res.jobs.items():
+        problems += _check_job(config, name, job)
+    if data:
+        problems += _check_data(config)
+    return problems
+
+
+def model_features(model: ModelSpec, schema: pa.Schema) -> list[str]:
+    """The model's features: as listed, or every numeric column but label, segments and split time."""
+    if model.features is not None:
+        return list(model.features)
+    skip = {model.label, *model.segment_by, model.split.by}
+    return [f.name for f in schema if f.name not in skip and is_numeric(f.type)]
+
+
+def model_problems(config: BundleConfig, name: str, schema: pa.Schema) -> list[str]:
+    """Problems of one model family's columns against its dataset's schema."""
+    model = config.resolved.resources.models[name]
+    return _columns_problems(
+        config, ("resources", "models", name), model, model.dataset, schema, with_label=True
+    )
+
+
+def _check_job(config: BundleConfig, name: str, job: JobSpec) -> list[str]:
+    problems: list[str] = []
+    res = config.resolved.resources
+    keys = [t.key for t in job.tasks]
+    for i, task in enumerate(job.tasks):
+        base = ("resources", "jobs", name, "tasks", i)
+        if keys.count(task.key) > 1 and keys.index(task.key) != i:
+            problems.append(
+                f"{config.where((*base, 'key'))}{dotted(base)}.key {task.key!r} is used by two tasks"
+            )
+        for j, dep in enumerate(task.depends_on):
+            if dep not in keys:
+                problems.append(
+                    f"{config.where((*base, 'depends_on', j))}{dotted(base)}.depends_on: no task "
+                    f"{dep!r} in job {name}{did_you_mean(dep, keys)}"
+                )
+        model = task.train if task.train is not None else (task.score.model if task.score else None)
+        if model is not None and model not in res.models:
+            field = "train" if task.train is not None else "score"
+            problems.append(
+                f"{config.where((*base, field))}{dotted(base)}.{field}: no model {model!r} in "
+                f"resources.models{did_you_mean(model, res.models)}"
+            )
+        if task.score is not None and task.score.dataset not in res.datasets:
+            wanted = task.score.dataset
+            problems.append(
+                f"{config.where((*base, 'score', 'dataset'))}{dotted(base)}.score.dataset: no dataset "
+                f"{wanted!r} in resources.datasets{did_you_mean(wanted, res.datasets)}"
+            )
+    cycle = _find_cycle({t.key: list(t.depends_on) for t in job.tasks})
+    if cycle:
+        problems.append(
+            f"{config.where(('resources', 'jobs', name))}resources.jobs.{name}: tasks depend on each "
+            f"other in a cycle: {' -> '.join(cycle)}"
+        )
+    return problems
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str]:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        stack.append(node)
+        for dep in graph.get(node, []):
+            if state.get(dep) == 1:
+                return [*stack[stack.index(dep) :], dep]
+            if dep in graph and dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for node in graph:
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return []
+
+
+def _check_data(config: BundleConfig) -> list[str]:
+    problems: list[str] = []
+    res = config.resolved.resources
+    schemas: dict[str, pa.Schema] = {}
+    for name, ds in res.datasets.items():
+        try:
+            schemas[name] = read_schema(config.resolve_path(ds.path), ds.format)
+        except DataError as exc:
+            problems.append(
+                f"{config.where(('resources', 'datasets', name, 'path'))}resources.datasets.{name}: {exc}"
+            )
+    for name, model in res.models.items():
+        schema = schemas.get(model.dataset)
+        if schema is None:
+            continue
+        problems += model_problems(config, name, schema)
+    for job_name, job in res.jobs.items():
+        for i, task in enumerate(job.tasks):
+            if task.score is None or task.score.model not in res.models:
+                continue
+            schema = schemas.get(task.score.dataset)
+            if schema is None:
+                continue
+            base = ("resources", "jobs", job_name, "tasks", i, "score")
+            problems += _columns_problems(
+                config, base, res.models[task.score.model], task.score.dataset, schema, with_label=False
+            )
+    return problems
+
+
+def _columns_problems(
+    config: BundleConfig,
+    base: tuple[str | int, ...],
+    model: ModelSpec,
+    dataset: str,
+    schema: pa.Schema,
+    with_label: bool,
+) -> list[str]:
+    names = schema.names
+    where = f"dataset {dataset!r}"
+    problems: list[str] = []
+
+    def missing(key: tuple[str | int, ...], column: str) -> None:
+        problems.append(
+            f"{config.where(key)}{dotted(key)}: column {column!r} is not in {where}"
+            f"{did_you_mean(column, names)}"
+        )
+
+    model_base = base if base[1] == "models" else None
+    key_of = (lambda *k: (*model_base, *k)) if model_base else (lambda *k: base)
+    for i, col in enumerate(model.segment_by):
+        if col not in names:
+            missing(key_of("segment_by", i), col)
+    if with_label:
+        if model.label not in names:
+            missing(key_of("label"), model.label)
+        elif not is_numeric(schema.field(model.label).type):
+            problems.append(
+                f"{config.where(key_of('label'))}{dotted(key_of('label'))}: label {model.label!r} must "
+                f"be numeric; {where} has it as {schema.field(model.label).type}"
+            )
+        if model.split.by is not None and model.split.by not in names:
+            missing(key_of("split", "by"), model.split.by)
+    features = model_features(model, schema)
+    if not features:
+        problems.append(
+            f"{config.where(key_of('features'))}{dotted(key_of('features'))}: no numeric feature "
+            f"columns in {where}"
+        )
+    for i, col in enumerate(features):
+        key = key_of("features", i) if model.features is not None else key_of("features")
+        if col not in names:
+            missing(key, col)
+        elif not is_numeric(schema.field(col).type):
+            problems.append(
+                f"{config.where(key)}{dotted(key)}: feature {col!r} must be numeric; {where} has it as "
+                f"{schema.field(col).type}"
+            )
+    return problems

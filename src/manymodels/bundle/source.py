@@ -1,0 +1,109 @@
+"""Read YAML keeping where every key came from, so each problem can name file and line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from manymodels.errors import BundleError
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a bundle file: its name as the user gave it and a 1-based line."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass
+class SourceMap:
+    """Where each key path of a document was written."""
+
+    locations: dict[KeyPath, Location] = field(default_factory=dict)
+    default: Location | None = None
+
+    def locate(self, path: KeyPath) -> Location | None:
+        """The location of `path`, or of its nearest ancestor that has one."""
+        for end in range(len(path), -1, -1):
+            loc = self.locations.get(path[:end])
+            if loc is not None:
+                return loc
+        return self.default
+
+    def prefix(self, path: KeyPath) -> str:
+        """`file:line: ` for a key path, or an empty string when nothing is known."""
+        loc = self.locate(path)
+        return f"{loc}: " if loc else ""
+
+
+def load_yaml(path: Path, shown_as: str) -> tuple[Any, SourceMap]:
+    """Parse one YAML file into plain data plus the line of every key.
+
+    Args:
+        path: the file to read.
+        shown_as: the name used in messages (relative to the bundle root).
+
+    Raises:
+        BundleError: the file is missing, not YAML, or has a duplicate key.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BundleError(f"{shown_as}: cannot read bundle file: {exc.strerror or exc}") from exc
+    smap = SourceMap(default=Location(shown_as, 1))
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}, smap
+        data = _build(loader, node, (), shown_as, smap)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise BundleError(f"{shown_as}:{line}: invalid YAML: {problem}") from exc
+    except yaml.YAMLError as exc:
+        raise BundleError(f"{shown_as}: invalid YAML: {exc}") from exc
+    finally:
+        loader.dispose()
+    return data, smap
+
+
+def _build(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, shown_as: str, smap: SourceMap) -> Any:
+    smap.locations.setdefault(path, Location(shown_as, node.start_mark.line + 1))
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                raise BundleError(f"{shown_as}:{line}: keys must be strings; got {key!r}")
+            if key in out:
+                raise BundleError(f"{shown_as}:{line}: duplicate key {dotted((*path, key))}")
+            smap.locations[(*path, key)] = Location(shown_as, line)
+            out[key] = _build(loader, value_node, (*path, key), shown_as, smap)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(loader, item, (*path, i), shown_as, smap) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def dotted(path: KeyPath) -> str:
+    """`resources.models.demand.split[0]` for a key path."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out

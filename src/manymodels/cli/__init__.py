@@ -1,0 +1,1 @@
+"""The CLI layer: `manymodels` verbs, exit codes, progress bars and tables."""

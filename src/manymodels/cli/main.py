@@ -1,0 +1,273 @@
+"""`manymodels`: validate, schema, train, score, run, runs, show.
+
+Exit codes: 0 success; 1 the work failed (every segment failed, a task failed); 2 bad input
+(bundle, data, command line), one line per problem, no traceback unless --debug.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from manymodels.bundle import BundleConfig, check_bundle, load_config
+from manymodels.bundle.schema import bundle_json_schema
+from manymodels.cli import render
+from manymodels.errors import BundleError, ManymodelsError
+
+app = typer.Typer(
+    name="manymodels",
+    help="Train, track and score one model per segment, from a manymodels.yml bundle.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class _State:
+    bundle: Path | None = None
+    debug: bool = False
+
+
+state = _State()
+
+TargetOpt = Annotated[
+    str | None, typer.Option("--target", "-t", help="Target to use (default: the default target).")
+]
+VarOpt = Annotated[
+    list[str] | None, typer.Option("--var", help="Set a variable: --var key=value (repeatable).")
+]
+
+
+@app.callback()
+def _main(
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle", "-b", help="manymodels.yml or its folder (default: found from the current folder up)."
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    state.bundle = bundle
+    state.debug = debug
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    if state.debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, BundleError):
+        for line in exc.problems:
+            render.err.print(line, markup=False)
+    elif isinstance(exc, ManymodelsError):
+        render.err.print(f"error: {exc}", markup=False)
+    else:
+        render.err.print(f"error: {type(exc).__name__}: {exc} (--debug shows the traceback)", markup=False)
+    code = exc.exit_code if isinstance(exc, ManymodelsError) else 1
+    raise typer.Exit(code)
+
+
+def _guarded(body: Callable[[], int]) -> None:
+    try:
+        code = body()
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        render.err.print("interrupted")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - every error becomes one line and an exit code
+        _fail(exc)
+    if code:
+        raise typer.Exit(code)
+
+
+def _config(target: str | None, var: list[str] | None) -> BundleConfig:
+    values: dict[str, str] = {}
+    for item in var or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BundleError(f"--var {item!r}: expected key=value")
+        values[key.strip()] = value
+    return load_config(state.bundle, target, values)
+
+
+def _checked(target: str | None, var: list[str] | None) -> BundleConfig:
+    config = _config(target, var)
+    problems = check_bundle(config, data=False)
+    if problems:
+        raise BundleError(problems)
+    return config
+
+
+@app.command()
+def validate(
+    target: TargetOpt = None,
+    var: VarOpt = None,
+    no_data: Annotated[bool, typer.Option("--no-data", help="Skip the dataset checks.")] = False,
+) -> None:
+    """Check the bundle: schema, references, variables, import paths, datasets and their columns."""
+
+    def body() -> int:
+        config = _config(target, var)
+        problems = check_bundle(config, data=not no_data)
+        if problems:
+            raise BundleError(problems)
+        res = config.resolved.resources
+        render.out.print(
+            f"{config.file.name}: valid for target {config.target} "
+            f"({len(res.datasets)} datasets, {len(res.models)} models, {len(res.jobs)} jobs)"
+        )
+        return 0
+
+    _guarded(body)
+
+
+@app.command()
+def schema() -> None:
+    """Print the bundle's JSON schema (for editors)."""
+    sys.stdout.write(json.dumps(bundle_json_schema(), indent=2) + "\n")
+
+
+@app.command("train")
+def train_cmd(
+    model: Annotated[str, typer.Argument(help="The model family (resources.models.<name>).")],
+    target: TargetOpt = None,
+    var: VarOpt = None,
+    segments: Annotated[
+        str | None,
+        typer.Option(
+            help="Only these segments, comma-separated (several segment_by columns: values joined by '|')."
+        ),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Processes to fit on (default: cores).")] = None,
+) -> None:
+    """Train one model per segment and log them as one MLflow run."""
+    from manymodels.jobs import train
+
+    def body() -> int:
+        config = _checked(target, var)
+        wanted = [s.strip() for s in segments.split(",") if s.strip()] if segments else None
+        with render.segment_progress(f"train {model}") as hooks:
+            outcome = train(config, model, segments=wanted, workers=workers, **hooks)
+        render.train_summary(outcome)
+        return 0 if outcome.ok else 1
+
+    _guarded(body)
+
+
+@app.command("score")
+def score_cmd(
+    model: Annotated[str, typer.Argument(help="The model family.")],
+    data: Annotated[str, typer.Option("--data", help="A dataset of the bundle, or a Parquet/CSV path.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the scores (Parquet).")],
+    run: Annotated[
+        str | None, typer.Option("--run", help="Training run to use (default: latest successful).")
+    ] = None,
+    target: TargetOpt = None,
+    var: VarOpt = None,
+) -> None:
+    """Predict each row with its segment's model; write the input columns plus `prediction`."""
+    from manymodels.jobs import score
+
+    def body() -> int:
+        config = _checked(target, var)
+        render.score_summary(score(config, model, data, output=out, run_id=run))
+        return 0
+
+    _guarded(body)
+
+
+@app.command("run")
+def run_cmd(
+    job: Annotated[str, typer.Argument(help="The job (resources.jobs.<name>).")],
+    target: TargetOpt = None,
+    var: VarOpt = None,
+) -> None:
+    """Run a job's tasks in dependency order."""
+    from contextlib import ExitStack
+
+    from manymodels.jobs import run_job
+
+    def body() -> int:
+        config = _checked(target, var)
+        started = time.perf_counter()
+        stack = ExitStack()
+
+        def on_task(task: Any) -> dict[str, object]:
+            stack.close()
+            render.err.print(f"[bold]task {task.key}[/] ({task.kind})")
+            if task.kind == "train":
+                return dict(stack.enter_context(render.segment_progress(f"train {task.train}")))
+            return {}
+
+        def on_done(outcome: Any) -> None:
+            stack.close()
+            if outcome.result is not None and outcome.kind == "train":
+                render.train_summary(outcome.result)
+            elif outcome.result is not None:
+                render.score_summary(outcome.result)
+            elif outcome.error:
+                render.err.print(f"task {outcome.key} {outcome.status}: {outcome.error}", markup=False)
+
+        with stack:
+            result = run_job(config, job, on_task=on_task, on_done=on_done)
+        render.job_summary(result, time.perf_counter() - started)
+        return 0 if result.ok else 1
+
+    _guarded(body)
+
+
+@app.command("runs")
+def runs_cmd(
+    model: Annotated[str, typer.Argument(help="The model family.")],
+    target: TargetOpt = None,
+    var: VarOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
+) -> None:
+    """List a model's training runs, newest first."""
+    from manymodels.jobs import Project
+
+    def body() -> int:
+        config = _checked(target, var)
+        render.runs_table(model, Project(config).runs(model, limit=limit), config.model(model).primary_metric)
+        return 0
+
+    _guarded(body)
+
+
+@app.command("show")
+def show_cmd(
+    run_id: Annotated[str, typer.Argument(help="The training run's id.")],
+    target: TargetOpt = None,
+    var: VarOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (every failed segment).")] = False,
+    worst: Annotated[int, typer.Option(min=0, help="How many worst segments to list.")] = 10,
+) -> None:
+    """Show one run: summary metrics, failed segments with their errors, worst segments."""
+    from manymodels.jobs.report import run_report
+
+    def body() -> int:
+        config = _checked(target, var)
+        report = run_report(config, run_id, worst=worst, failed_limit=None if as_json else 20)
+        if as_json:
+            sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+        else:
+            render.show_run(report)
+        return 0
+
+    _guarded(body)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

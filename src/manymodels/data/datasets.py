@@ -1,0 +1,92 @@
+"""Read datasets whole or by column, read only their schema, write Parquet atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from manymodels.errors import DataError
+
+FORMATS = ("parquet", "csv")
+
+
+def read_schema(path: Path, fmt: str) -> pa.Schema:
+    """The columns and types of a dataset, without reading its rows (CSV: its first block).
+
+    Raises:
+        DataError: the file is missing or unreadable.
+    """
+    _must_exist(path)
+    try:
+        if fmt == "parquet":
+            return pq.read_schema(path)
+        reader = pacsv.open_csv(path)
+        try:
+            return reader.schema
+        finally:
+            reader.close()
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: cannot read {fmt} schema: {exc}") from exc
+
+
+def read_frame(path: Path, fmt: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A dataset as a pandas DataFrame, reading only `columns` when given.
+
+    Raises:
+        DataError: the file is missing, unreadable, or lacks a requested column.
+    """
+    _must_exist(path)
+    wanted = list(dict.fromkeys(columns)) if columns is not None else None
+    try:
+        if fmt == "parquet":
+            table = pq.read_table(path, columns=wanted)
+        else:
+            options = pacsv.ConvertOptions(include_columns=wanted) if wanted else None
+            table = pacsv.read_csv(path, convert_options=options)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: cannot read {fmt}: {exc}") from exc
+    return table.to_pandas()
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
+    """Write `frame` to `path` as Parquet; readers never see a half-written file.
+
+    Raises:
+        DataError: the folder cannot be created or written.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write Parquet: {exc.strerror or exc}") from exc
+    return path
+
+
+def is_numeric(dtype: pa.DataType) -> bool:
+    """Whether a column of this Arrow type can be a model feature as it is."""
+    return bool(
+        pa.types.is_integer(dtype)
+        or pa.types.is_floating(dtype)
+        or pa.types.is_boolean(dtype)
+        or pa.types.is_decimal(dtype)
+    )
+
+
+def _must_exist(path: Path) -> None:
+    if not path.is_file():
+        raise DataError(f"{path}: dataset file not found")

@@ -1,0 +1,39 @@
+"""Bin-pack segments into chunks by row count: tiny segments share a task, large ones get their own."""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIN_CHUNK_ROWS = 20_000
+MAX_CHUNK_SEGMENTS = 2_000
+CHUNKS_PER_WORKER = 8
+
+
+def plan_chunks(sizes: np.ndarray, workers: int, max_chunk_rows: int | None = None) -> list[tuple[int, int]]:
+    """Split segments 0..n-1 (in order) into contiguous runs of similar total rows.
+
+    Args:
+        sizes: the row count of each segment.
+        workers: how many fits run at once; there are several chunks per worker so the
+            pool stays busy to the end and progress moves smoothly.
+        max_chunk_rows: an upper bound on a chunk's rows (a segment larger than it stays whole).
+
+    Returns:
+        (first segment, end segment) of each chunk, covering every segment once.
+    """
+    n = len(sizes)
+    if n == 0:
+        return []
+    total = int(sizes.sum())
+    target = max(MIN_CHUNK_ROWS, total // max(1, workers * CHUNKS_PER_WORKER))
+    if max_chunk_rows is not None:
+        target = min(target, max_chunk_rows)
+    chunks: list[tuple[int, int]] = []
+    start, rows = 0, 0
+    for i, size in enumerate(sizes.tolist()):
+        if i > start and (rows + size > target or i - start >= MAX_CHUNK_SEGMENTS):
+            chunks.append((start, i))
+            start, rows = i, 0
+        rows += size
+    chunks.append((start, n))
+    return chunks

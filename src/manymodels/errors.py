@@ -1,0 +1,36 @@
+"""The error tree: every error manymodels raises on purpose is a ManymodelsError.
+
+Bad input (bundle, data) maps to exit code 2 in the CLI; failures of the work itself to 1.
+"""
+
+from __future__ import annotations
+
+
+class ManymodelsError(Exception):
+    """Base of every error manymodels raises on purpose."""
+
+    exit_code = 1
+
+
+class BundleError(ManymodelsError):
+    """The bundle is malformed: each problem is one line naming file, line and key."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class DataError(ManymodelsError):
+    """A dataset is missing, unreadable, or lacks what the bundle asks of it."""
+
+    exit_code = 2
+
+
+class EngineError(ManymodelsError):
+    """An engine could not run the work (not a single segment's failure)."""
+
+
+class RegistryError(ManymodelsError):
+    """Tracking or registry trouble: a run or pack that cannot be found, read or written."""

@@ -1,0 +1,26 @@
+"""The estimators layer: fit one segment's model, save it in its native format, load it back.
+
+Kinds: `lightgbm` (the default; saved as LightGBM model text), `sklearn` (any estimator class by
+import path) and `python` (a user's own class or function by import path); the last two are
+saved with pickle, as nothing else exists for arbitrary Python objects.
+"""
+
+from manymodels.estimators.core import (
+    FORMAT_LIGHTGBM,
+    FORMAT_PICKLE,
+    Predictor,
+    add_import_roots,
+    fit_model,
+    load_model,
+    resolve_entry,
+)
+
+__all__ = [
+    "FORMAT_LIGHTGBM",
+    "FORMAT_PICKLE",
+    "Predictor",
+    "add_import_roots",
+    "fit_model",
+    "load_model",
+    "resolve_entry",
+]

@@ -1,0 +1,155 @@
+"""Fit, serialize and load per-segment models, whatever their kind."""
+
+from __future__ import annotations
+
+import importlib
+import pickle  # noqa: S403 - only for estimators with no native format; loads only our own packs
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from manymodels.errors import BundleError
+
+FORMAT_LIGHTGBM = "lightgbm-text"
+FORMAT_PICKLE = "pickle"
+DEFAULT_ROUNDS = 100
+
+
+class Predictor(Protocol):
+    """A loaded model: features in, one score per row out."""
+
+    def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Predictions (regression values, or the positive class's probability) for each row."""
+        ...
+
+
+def resolve_entry(entry: str) -> Any:
+    """The object an import path names: `pkg.module:Name` or `pkg.module.Name`.
+
+    Raises:
+        BundleError: the module cannot be imported or has no such name.
+    """
+    module_name, sep, attr = entry.partition(":")
+    if not sep:
+        module_name, _, attr = entry.rpartition(".")
+    if not module_name or not attr:
+        raise BundleError(f"{entry!r} is not an import path such as 'pkg.module:Name'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BundleError(f"cannot import module {module_name!r} (from {entry!r}): {exc}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise BundleError(f"module {module_name!r} has no {attr!r} (from {entry!r})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise BundleError(f"{entry!r} is not a class or function")
+    return obj
+
+
+def fit_model(
+    kind: str,
+    entry: str | None,
+    params: Mapping[str, Any],
+    task: str,
+    X: pd.DataFrame,
+    y: np.ndarray,
+) -> tuple[Predictor, str, bytes]:
+    """Fit one model and serialize it.
+
+    Args:
+        kind: `lightgbm`, `sklearn` or `python`.
+        entry: the import path, for `sklearn` and `python`.
+        params: the estimator's parameters, passed through as given.
+        task: `regression` or `binary`.
+        X: the training features.
+        y: the training labels.
+
+    Returns:
+        The fitted predictor, its format name and its bytes.
+    """
+    if kind == "lightgbm":
+        booster = _fit_lightgbm(params, task, X, y)
+        return _LightGBMPredictor(booster), FORMAT_LIGHTGBM, booster.model_to_string().encode()
+    factory = resolve_entry(entry or "")
+    if isinstance(factory, type):
+        model = factory(**params)
+        fitted = model.fit(X, y)
+        model = fitted if fitted is not None else model  # fit returns self by contract; tolerate None
+    else:
+        model = factory(X, y, **params)
+    if not hasattr(model, "predict"):
+        raise TypeError(f"{entry} returned {type(model).__name__}, which has no predict method")
+    predictor = _ObjectPredictor(model, task)
+    return predictor, FORMAT_PICKLE, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load_model(fmt: str, blob: bytes, task: str) -> Predictor:
+    """Load a model saved by `fit_model`.
+
+    Raises:
+        ValueError: the format is unknown.
+    """
+    if fmt == FORMAT_LIGHTGBM:
+        import lightgbm as lgb
+
+        return _LightGBMPredictor(lgb.Booster(model_str=blob.decode()))
+    if fmt == FORMAT_PICKLE:
+        model = pickle.loads(blob)  # noqa: S301 - our own pack, written by fit_model
+        return _ObjectPredictor(model, task)
+    raise ValueError(f"unknown model format {fmt!r}")
+
+
+def _fit_lightgbm(params: Mapping[str, Any], task: str, X: pd.DataFrame, y: np.ndarray) -> Any:
+    import lightgbm as lgb
+
+    options = dict(params)
+    rounds = int(options.pop("num_boost_round", options.pop("n_estimators", DEFAULT_ROUNDS)))
+    options.setdefault("objective", "regression" if task == "regression" else "binary")
+    options.setdefault("verbose", -1)
+    # One thread per fit: the engine runs one fit per core, and oversubscription only slows them.
+    options.setdefault("num_threads", 1)
+    data = lgb.Dataset(
+        _float_matrix(X),
+        label=y,
+        feature_name=[str(c) for c in X.columns],
+        free_raw_data=True,
+        params={"verbose": options["verbose"]},
+    )
+    # keep_training_booster: skips a save/load round trip that lgb.train does to free the training data.
+    return lgb.train(options, data, num_boost_round=rounds, keep_training_booster=True)
+
+
+class _LightGBMPredictor:
+    def __init__(self, booster: Any) -> None:
+        self.booster = booster
+
+    def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(_float_matrix(X), num_threads=1), dtype=float)
+
+
+class _ObjectPredictor:
+    def __init__(self, model: Any, task: str) -> None:
+        self.model = model
+        self.task = task
+
+    def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        if self.task == "binary" and hasattr(self.model, "predict_proba"):
+            proba = np.asarray(self.model.predict_proba(X))
+            return proba[:, 1] if proba.ndim == 2 else proba
+        return np.asarray(self.model.predict(X), dtype=float).reshape(-1)
+
+
+def _float_matrix(X: pd.DataFrame | np.ndarray) -> np.ndarray:
+    return np.asarray(X, dtype=np.float64)
+
+
+def add_import_roots(roots: Sequence[str]) -> None:
+    """Make a project's own modules importable (its folder and src/), in this process."""
+    for root in reversed(roots):
+        if root not in sys.path:
+            sys.path.insert(0, root)

@@ -1,0 +1,158 @@
+"""The Python API: a bundle loaded for a target, with train / score / run as methods."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from manymodels.bundle import BundleConfig, check_bundle, load_config
+from manymodels.errors import BundleError
+from manymodels.jobs.runner import JobOutcome, run_job
+from manymodels.jobs.score import open_pack, resolve_run, score
+from manymodels.jobs.train import TrainOutcome, experiment_name, train
+from manymodels.registry import RunInfo, Tracker
+from manymodels.segment import metric_names
+
+
+@dataclass
+class TrainRun:
+    """A finished training run, as the Python API returns it."""
+
+    outcome: TrainOutcome
+
+    @property
+    def run_id(self) -> str:
+        """The MLflow run id."""
+        return self.outcome.run_id
+
+    @property
+    def manifest(self) -> pd.DataFrame:
+        """One row per segment: keys, status, error, rows, metrics, shard, fingerprint."""
+        return self.outcome.manifest
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """One row per segment: its keys, status, rows and holdout metrics."""
+        m = self.outcome.manifest
+        keys = [c for c in m.columns if c not in _MANIFEST_FIELDS and c not in _ALL_METRICS]
+        cols = [*keys, "status", "rows", *[c for c in m.columns if c in _ALL_METRICS]]
+        return m[cols].copy()
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        """The segments that failed, with their errors."""
+        m = self.outcome.manifest
+        return m[m["status"] != "ok"].copy()
+
+    @property
+    def summary(self) -> dict[str, float]:
+        """Segment counts and each metric's mean / p50 / p95 over segments."""
+        return dict(self.outcome.summary)
+
+
+_MANIFEST_FIELDS = {
+    "segment_index",
+    "status",
+    "error",
+    "rows",
+    "n_train",
+    "n_test",
+    "shard",
+    "model_format",
+    "fingerprint",
+    "fit_seconds",
+}
+_ALL_METRICS = {*metric_names("regression"), *metric_names("binary")}
+
+
+class Project:
+    """A bundle resolved for one target.
+
+    Example:
+        >>> project = load_bundle("manymodels.yml", target="dev")  # doctest: +SKIP
+        >>> run = project.train("demand")  # doctest: +SKIP
+        >>> scored = project.score("demand", frame)  # doctest: +SKIP
+    """
+
+    def __init__(self, config: BundleConfig) -> None:
+        self.config = config
+
+    @property
+    def target(self) -> str:
+        """The target this project was loaded for."""
+        return self.config.target
+
+    @property
+    def tracking_uri(self) -> str:
+        """Where runs are tracked."""
+        return self.config.tracking_uri
+
+    def validate(self, data: bool = True) -> list[str]:
+        """Every problem of the bundle (references, import paths, and with `data` the columns)."""
+        return check_bundle(self.config, data=data)
+
+    def train(
+        self,
+        model: str,
+        segments: Sequence[str] | None = None,
+        workers: int | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> TrainRun:
+        """Train one model per segment; returns the run (its metrics: one row per segment)."""
+        return TrainRun(
+            train(self.config, model, segments=segments, workers=workers, on_progress=on_progress)
+        )
+
+    def score(
+        self,
+        model: str,
+        data: str | Path | pd.DataFrame,
+        run_id: str | None = None,
+        output: str | Path | None = None,
+    ) -> pd.DataFrame:
+        """Predictions for `data` (a frame, a dataset name or a path): its columns plus `prediction`."""
+        out = Path(output) if output is not None else None
+        return score(self.config, model, data, output=out, run_id=run_id).frame
+
+    def run(self, job: str) -> JobOutcome:
+        """Run a job's tasks in dependency order."""
+        return run_job(self.config, job)
+
+    def runs(self, model: str, limit: int = 50) -> list[RunInfo]:
+        """The model's training runs, newest first."""
+        self.config.model(model)
+        tracker = Tracker(self.config.tracking_uri, self.config.embedded_artifacts)
+        return tracker.runs(experiment_name(self.config, model), model, limit=limit)
+
+    def manifest(self, model: str, run_id: str | None = None) -> pd.DataFrame:
+        """The manifest of a run (default: the latest successful one)."""
+        info = resolve_run(self.config, model, run_id)
+        return open_pack(self.config, info).manifest
+
+
+def load_bundle(
+    path: str | Path | None = None,
+    target: str | None = None,
+    variables: Mapping[str, str] | None = None,
+    check: bool = True,
+) -> Project:
+    """Load a bundle for a target.
+
+    Args:
+        path: manymodels.yml or its folder (default: found from the current folder up).
+        target: the target (default: the one marked `default: true`).
+        variables: variable values, as `--var k=v` would give them.
+        check: also check references between resources and estimator import paths.
+
+    Raises:
+        BundleError: every problem found, one line each.
+    """
+    config = load_config(path, target, variables)
+    if check:
+        problems = check_bundle(config, data=False)
+        if problems:
+            raise BundleError(problems)
+    return Project(config)

@@ -1,0 +1,115 @@
+"""Run a job: its tasks in dependency order; a failed task skips the tasks that depend on it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from manymodels.bundle import BundleConfig, TaskSpec
+from manymodels.errors import BundleError, ManymodelsError
+from manymodels.jobs.score import ScoreOutcome, score
+from manymodels.jobs.train import TrainOutcome, train
+
+
+@dataclass
+class TaskOutcome:
+    """One task's end: `ok`, `failed` or `skipped`, with what it produced or why it failed."""
+
+    key: str
+    kind: str
+    status: str
+    seconds: float = 0.0
+    error: str | None = None
+    result: TrainOutcome | ScoreOutcome | None = None
+
+
+@dataclass
+class JobOutcome:
+    """A job's end: every task's outcome, in the order they ran."""
+
+    job: str
+    tasks: list[TaskOutcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every task succeeded."""
+        return all(t.status == "ok" for t in self.tasks)
+
+
+def task_order(tasks: list[TaskSpec]) -> list[TaskSpec]:
+    """Tasks sorted so each comes after what it depends on; ties keep the bundle's order."""
+    done: set[str] = set()
+    ordered: list[TaskSpec] = []
+    pending = list(tasks)
+    while pending:
+        ready = [t for t in pending if set(t.depends_on) <= done]
+        if not ready:
+            raise BundleError(f"tasks {', '.join(t.key for t in pending)} depend on each other in a cycle")
+        task = ready[0]
+        ordered.append(task)
+        done.add(task.key)
+        pending.remove(task)
+    return ordered
+
+
+def run_job(
+    config: BundleConfig,
+    name: str,
+    on_task: Callable[[TaskSpec], dict[str, object]] | None = None,
+    on_done: Callable[[TaskOutcome], None] | None = None,
+) -> JobOutcome:
+    """Run a job's tasks in dependency order.
+
+    Args:
+        config: the bundle resolved for a target.
+        name: the job.
+        on_task: called before each task; returns extra keyword arguments for it (progress hooks).
+        on_done: called after each task with its outcome.
+    """
+    jobs = config.resolved.resources.jobs
+    if name not in jobs:
+        from manymodels.bundle.messages import did_you_mean
+
+        hint = did_you_mean(name, jobs) or f" (jobs: {', '.join(jobs) or 'none'})"
+        raise BundleError(f"{config.file.name}: no job {name!r} in resources.jobs{hint}")
+    outcome = JobOutcome(name)
+    failed: set[str] = set()
+    trained: dict[str, str] = {}
+    for task in task_order(jobs[name].tasks):
+        blocked = [d for d in task.depends_on if d in failed]
+        if blocked:
+            done = TaskOutcome(task.key, task.kind, "skipped", error=f"depends on failed task {blocked[0]}")
+            failed.add(task.key)
+        else:
+            done = _run_task(config, task, trained, on_task(task) if on_task else {})
+            if done.status != "ok":
+                failed.add(task.key)
+        outcome.tasks.append(done)
+        if on_done:
+            on_done(done)
+    return outcome
+
+
+def _run_task(
+    config: BundleConfig, task: TaskSpec, trained: dict[str, str], hooks: dict[str, object]
+) -> TaskOutcome:
+    start = time.perf_counter()
+    try:
+        if task.train is not None:
+            trained_run = train(config, task.train, **hooks)  # type: ignore[arg-type]
+            trained[task.train] = trained_run.run_id
+            status = "ok" if trained_run.ok else "failed"
+            error = None if trained_run.ok else "every segment failed"
+            result: TrainOutcome | ScoreOutcome = trained_run
+        else:
+            assert task.score is not None  # noqa: S101 - a task is train or score (schema)
+            spec = task.score
+            run_id = spec.run or trained.get(
+                spec.model
+            )  # a model trained earlier in this job scores with that run
+            result = score(config, spec.model, spec.dataset, config.resolve_path(spec.output), run_id)
+            status, error = "ok", None
+    except ManymodelsError as exc:
+        return TaskOutcome(task.key, task.kind, "failed", time.perf_counter() - start, str(exc))
+    return TaskOutcome(task.key, task.kind, status, time.perf_counter() - start, error, result)

@@ -1,0 +1,107 @@
+"""The score task: predictions from a training run's pack, written as Parquet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from manymodels.bundle import BundleConfig
+from manymodels.data import read_frame, write_parquet
+from manymodels.errors import DataError, RegistryError
+from manymodels.jobs.train import experiment_name
+from manymodels.registry import Pack, Tracker
+from manymodels.registry.tracking import STATUS_OK, RunInfo
+
+PACK_PATH = "model/artifacts/pack"
+
+
+@dataclass
+class ScoreOutcome:
+    """What scoring produced: the frame, where it went, which run served it, what had no model."""
+
+    model: str
+    run_id: str
+    frame: pd.DataFrame
+    output: Path | None
+    rows: int
+    rows_without_model: int
+    segments_without_model: int
+
+
+def resolve_run(config: BundleConfig, name: str, run_id: str | None = None) -> RunInfo:
+    """The run to score with: the one named, else the model's latest successful training run.
+
+    Raises:
+        RegistryError: no such run, a run of another model, a failed run, or none trained yet.
+    """
+    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
+    if run_id:
+        info = tracker.run(run_id)
+        if info.model != name:
+            raise RegistryError(f"run {run_id} is a run of model {info.model or '?'!r}, not {name!r}")
+        if info.status != STATUS_OK:
+            raise RegistryError(
+                f"run {run_id} did not finish successfully (status {info.status}); it has no models"
+            )
+        return info
+    runs = tracker.runs(experiment_name(config, name), name, only_ok=True, limit=1)
+    if not runs:
+        raise RegistryError(
+            f"model {name!r} has no successful training run on target {config.target!r} "
+            f"(run `manymodels train {name}` first)"
+        )
+    return runs[0]
+
+
+def open_pack(config: BundleConfig, info: RunInfo) -> Pack:
+    """The pack of a run, read in place or downloaded once into .manymodels/cache."""
+    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
+    return Pack(tracker.local_artifacts(info, PACK_PATH, config.embedded_dir / "cache"))
+
+
+def read_input(config: BundleConfig, data: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """A frame to score: given as is, a dataset of the bundle by name, or a Parquet/CSV path."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    datasets = config.resolved.resources.datasets
+    if isinstance(data, str) and data in datasets:
+        ds = datasets[data]
+        return read_frame(config.resolve_path(ds.path), ds.format)
+    path = Path(data)
+    if not path.is_file():
+        raise DataError(
+            f"{data}: neither a dataset of the bundle ({', '.join(datasets) or 'none'}) nor a file"
+        )
+    return read_frame(path, "csv" if path.suffix.lower() == ".csv" else "parquet")
+
+
+def score(
+    config: BundleConfig,
+    name: str,
+    data: str | Path | pd.DataFrame,
+    output: Path | None = None,
+    run_id: str | None = None,
+) -> ScoreOutcome:
+    """Predict every row with its segment's model; rows of segments without a model get null.
+
+    Args:
+        config: the bundle resolved for a target.
+        name: the model family.
+        data: a frame, a dataset name, or a file path.
+        output: where to write the input columns plus `prediction` as Parquet (None: don't write).
+        run_id: the training run whose models to use (default: the latest successful one).
+    """
+    config.model(name)
+    frame = read_input(config, data)
+    info = resolve_run(config, name, run_id)
+    pack = open_pack(config, info)
+    predicted = pack.predict(frame)
+    out = frame.copy()
+    out["prediction"] = predicted["prediction"].to_numpy()
+    missing = predicted["prediction"].isna().to_numpy()
+    unserved = frame.loc[missing, pack.segment_by].drop_duplicates()
+    if output is not None:
+        write_parquet(out, output)
+    return ScoreOutcome(name, info.run_id, out, output, len(out), int(missing.sum()), len(unserved))

@@ -1,0 +1,294 @@
+"""The train task: read the data once, fit every segment on the engine, log one MLflow run."""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from manymodels.bundle import BundleConfig, ModelSpec
+from manymodels.bundle.checks import model_features
+from manymodels.data import read_frame, read_schema
+from manymodels.engines import LocalEngine, PreparedData, prepare
+from manymodels.errors import BundleError, DataError
+from manymodels.registry import PackInfo, Tracker, write_pack_files
+from manymodels.registry.pack import SEGMENT_INDEX, SHARDS
+from manymodels.registry.pyfunc import save_pack_model
+from manymodels.registry.tracking import TAG, git_commit, local_path
+from manymodels.segment import SegmentResult, SegmentSpec, metric_names
+from manymodels.segment.fit import OK
+
+SEGMENT_KEY_SEPARATOR = "|"
+
+
+@dataclass
+class TrainOutcome:
+    """What a training run produced: its id, manifest and summary."""
+
+    model: str
+    run_id: str
+    experiment_id: str
+    artifact_uri: str
+    manifest: pd.DataFrame
+    summary: dict[str, float]
+    metric: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """Whether at least one segment has a model."""
+        return self.summary.get("segments_ok", 0) > 0
+
+
+def experiment_name(config: BundleConfig, model: str) -> str:
+    """The MLflow experiment of a model family on a target."""
+    spec = config.model(model)
+    return spec.experiment or f"{config.name}/{config.target}/{model}"
+
+
+def segment_spec(config: BundleConfig, model: ModelSpec, features: Sequence[str]) -> SegmentSpec:
+    """The picklable per-segment recipe of a bundle's model family."""
+    roots = [str(config.root)]
+    if (config.root / "src").is_dir():
+        roots.insert(0, str(config.root / "src"))
+    return SegmentSpec(
+        segment_by=tuple(model.segment_by),
+        label=model.label,
+        features=tuple(features),
+        task=model.task,
+        estimator=model.estimator.type,
+        entry=model.estimator.entry,
+        params=dict(model.estimator.params),
+        test_size=model.split.test_size,
+        seed=model.split.seed,
+        split_by=model.split.by,
+        cutoff=model.split.cutoff,
+        min_rows=model.min_rows,
+        metric=model.primary_metric,
+        import_roots=tuple(roots),
+    )
+
+
+def load_training_data(config: BundleConfig, name: str) -> tuple[SegmentSpec, pd.DataFrame]:
+    """The model's recipe and the columns of its dataset that training needs, checked first.
+
+    Raises:
+        BundleError: a column the bundle names is missing or not numeric.
+        DataError: the dataset is missing, unreadable or empty.
+    """
+    from manymodels.bundle.checks import model_problems
+
+    model = config.model(name)
+    ds = config.resolved.resources.datasets.get(model.dataset)
+    if ds is None:
+        raise BundleError(
+            f"{config.where(('resources', 'models', name, 'dataset'))}resources.models.{name}.dataset: "
+            f"no dataset {model.dataset!r}"
+        )
+    path = config.resolve_path(ds.path)
+    schema = read_schema(path, ds.format)
+    problems = model_problems(config, name, schema)
+    if problems:
+        raise BundleError(problems)
+    spec = segment_spec(config, model, model_features(model, schema))
+    frame = read_frame(path, ds.format, spec.columns)
+    if frame.empty:
+        raise DataError(f"{path}: dataset {model.dataset!r} has no rows")
+    return spec, frame
+
+
+def select_segments(frame: pd.DataFrame, segment_by: Sequence[str], wanted: Sequence[str]) -> pd.DataFrame:
+    """Rows of the named segments; a segment is its values joined by '|' (one column: the value).
+
+    Raises:
+        DataError: a named segment has no rows.
+    """
+    keys = frame[list(segment_by)].astype(str).agg(SEGMENT_KEY_SEPARATOR.join, axis=1)
+    wanted_set = set(wanted)
+    missing = sorted(wanted_set - set(keys.unique()))
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:5]) + (" …" if len(missing) > 5 else "")
+        raise DataError(f"no rows for segment(s) {shown}")
+    return frame[keys.isin(wanted_set).to_numpy()]
+
+
+def train(
+    config: BundleConfig,
+    name: str,
+    segments: Sequence[str] | None = None,
+    workers: int | None = None,
+    on_start: Callable[[int, str], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> TrainOutcome:
+    """Train one model per segment of a model family and log them as one MLflow run.
+
+    Args:
+        config: the bundle resolved for a target.
+        name: the model family.
+        segments: train only these segments (their values, '|'-joined for several columns).
+        workers: processes to fit on (default: the target's engine setting, else the cores).
+        on_start: called once with (segment count, run id) before fitting begins.
+        on_progress: called with the number of segments finished, as they finish.
+
+    Raises:
+        BundleError, DataError: bad input, before any run is created.
+        RegistryError: MLflow could not be reached or written.
+    """
+    started = time.perf_counter()
+    model = config.model(name)
+    spec, frame = load_training_data(config, name)
+    if segments:
+        frame = select_segments(frame, spec.segment_by, segments)
+    data = prepare(frame, list(spec.segment_by))
+    del frame
+    engine = LocalEngine(workers or config.resolved.engine.workers)
+    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
+    exp_name = experiment_name(config, name)
+    exp_id = tracker.experiment_id(exp_name)
+    assert exp_id is not None  # noqa: S101 - create=True always returns an id
+    run_id, artifact_uri = tracker.start_run(
+        exp_id,
+        f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        _tags(config, name),
+        _params(config, name, model, spec, engine.workers),
+    )
+    staged = local_path(artifact_uri)
+    staging = staged if staged is not None else Path(tempfile.mkdtemp(prefix=f"manymodels-{run_id}-"))
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+        pack_dir = save_pack_model(staging / "model")
+        (pack_dir / SHARDS).mkdir(parents=True, exist_ok=True)
+        if on_start:
+            on_start(len(data), run_id)
+        results = engine.fit(data, spec, str(pack_dir / SHARDS), on_progress)
+        manifest = build_manifest(data, results, spec)
+        info = PackInfo(
+            model=name,
+            segment_by=list(spec.segment_by),
+            features=list(spec.features),
+            label=spec.label,
+            task=spec.task,
+            metric=spec.metric,
+            run_id=run_id,
+            bundle=config.name,
+            target=config.target,
+        )
+        write_pack_files(pack_dir, info, manifest)
+        seconds = time.perf_counter() - started
+        summary = summarize_manifest(manifest, spec.task, seconds)
+        ok = summary["segments_ok"] > 0
+        tracker.finish_run(
+            run_id,
+            summary,
+            ok,
+            artifacts=None if staged is not None else staging,
+            tags={TAG + "segments": str(len(manifest))},
+        )
+    except BaseException as exc:
+        tracker.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if staged is None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds)
+
+
+def build_manifest(data: PreparedData, results: list[SegmentResult], spec: SegmentSpec) -> pd.DataFrame:
+    """One row per segment: keys, index, status, error, rows, metrics, shard, fingerprint."""
+    manifest = data.keys.copy()
+    by_index = {r.index: r for r in results}
+    ordered = [by_index[i] for i in range(len(data))]
+    manifest[SEGMENT_INDEX] = np.arange(len(data), dtype=np.int64)
+    manifest["status"] = [r.status for r in ordered]
+    manifest["error"] = pd.array([r.error for r in ordered], dtype="string")
+    manifest["rows"] = np.array([r.rows for r in ordered], dtype=np.int64)
+    manifest["n_train"] = np.array([r.n_train for r in ordered], dtype=np.int64)
+    manifest["n_test"] = np.array([r.n_test for r in ordered], dtype=np.int64)
+    for metric in metric_names(spec.task):
+        manifest[metric] = np.array([r.metrics.get(metric, np.nan) for r in ordered], dtype=float)
+    manifest["shard"] = pd.array([r.shard for r in ordered], dtype="string")
+    manifest["model_format"] = pd.array([r.model_format for r in ordered], dtype="string")
+    manifest["fingerprint"] = [r.fingerprint for r in ordered]
+    manifest["fit_seconds"] = np.array([r.seconds for r in ordered], dtype=float)
+    return manifest
+
+
+def summarize_manifest(manifest: pd.DataFrame, task: str, seconds: float) -> dict[str, float]:
+    """The run's summary metrics: segment counts and each metric's mean, p50 and p95 over segments."""
+    ok = manifest["status"] == OK
+    summary: dict[str, float] = {
+        "segments_total": float(len(manifest)),
+        "segments_ok": float(ok.sum()),
+        "segments_failed": float((~ok).sum()),
+        "rows_total": float(manifest["rows"].sum()),
+        "wall_seconds": round(seconds, 3),
+    }
+    for metric in metric_names(task):
+        values = manifest.loc[ok, metric].to_numpy(dtype=float)
+        values = values[np.isfinite(values)]
+        if values.size:
+            summary[f"{metric}_mean"] = float(values.mean())
+            summary[f"{metric}_p50"] = float(np.percentile(values, 50))
+            summary[f"{metric}_p95"] = float(np.percentile(values, 95))
+    return summary
+
+
+def _tags(config: BundleConfig, name: str) -> dict[str, str]:
+    tags = {
+        TAG + "bundle": config.name,
+        TAG + "target": config.target,
+        TAG + "model": name,
+        TAG + "kind": "train",
+        "mlflow.user": _user(),
+        "mlflow.source.name": str(config.file),
+        "mlflow.source.type": "LOCAL",
+    }
+    commit = git_commit(config.root)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags[TAG + "git_commit"] = commit
+    return tags
+
+
+def _params(
+    config: BundleConfig, name: str, model: ModelSpec, spec: SegmentSpec, workers: int
+) -> dict[str, object]:
+    ds = config.resolved.resources.datasets[model.dataset]
+    params: dict[str, object] = {
+        "model": name,
+        "dataset": model.dataset,
+        "dataset_path": str(config.resolve_path(ds.path)),
+        "segment_by": list(spec.segment_by),
+        "label": spec.label,
+        "features": list(spec.features),
+        "task": spec.task,
+        "estimator": spec.estimator,
+        "metric": spec.metric,
+        "min_rows": spec.min_rows,
+        "engine": config.resolved.engine.kind,
+        "workers": workers,
+        "host": socket.gethostname(),
+    }
+    if spec.entry:
+        params["estimator.entry"] = spec.entry
+    if spec.split_by:
+        params.update({"split.by": spec.split_by, "split.cutoff": spec.cutoff})
+    else:
+        params.update({"split.test_size": spec.test_size, "split.seed": spec.seed})
+    params.update({f"estimator.params.{k}": v for k, v in spec.params.items()})
+    return params
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

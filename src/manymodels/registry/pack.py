@@ -1,0 +1,149 @@
+"""A model pack: many segments' models as a few shards plus a manifest, and the router over them.
+
+Layout (inside the MLflow model, under `artifacts/pack/`)::
+
+    pack.json            what the models are: segment_by, features, task, metric, run
+    manifest.parquet     one row per segment: keys, status, error, rows, metrics, shard, fingerprint
+    shards/shard-NNNNN.parquet   the models themselves, native formats, many per file
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from manymodels.data import write_parquet
+from manymodels.errors import DataError, RegistryError
+from manymodels.estimators import FORMAT_LIGHTGBM, Predictor, load_model
+from manymodels.segment import read_shard
+
+PACK_VERSION = 1
+MANIFEST = "manifest.parquet"
+INFO = "pack.json"
+SHARDS = "shards"
+SEGMENT_INDEX = "segment_index"
+
+
+@dataclass(frozen=True)
+class PackInfo:
+    """What every model of a pack shares."""
+
+    model: str
+    segment_by: list[str]
+    features: list[str]
+    label: str
+    task: str
+    metric: str
+    run_id: str = ""
+    bundle: str = ""
+    target: str = ""
+    version: int = PACK_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def write_pack_files(pack_dir: Path, info: PackInfo, manifest: pd.DataFrame) -> None:
+    """Write a pack's manifest and description beside the shards the workers wrote."""
+    write_parquet(manifest, pack_dir / MANIFEST)
+    (pack_dir / INFO).write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")
+
+
+class Pack:
+    """A pack opened for prediction: routes each row to its segment's model.
+
+    Shards are read when first needed, at most `cache_shards` kept at once, and rows are
+    scored shard by shard, so memory stays bounded however large the fleet.
+    """
+
+    def __init__(self, root: Path | str, cache_shards: int = 4) -> None:
+        self.root = Path(root)
+        try:
+            raw = json.loads((self.root / INFO).read_text(encoding="utf-8"))
+            self.info = PackInfo(**raw)
+            self.manifest = pd.read_parquet(self.root / MANIFEST)
+        except (OSError, ValueError, TypeError) as exc:
+            raise RegistryError(f"{self.root}: not a readable model pack: {exc}") from exc
+        self._cache_size = max(1, cache_shards)
+        self._shards: OrderedDict[str, dict[int, tuple[str, bytes]]] = OrderedDict()
+
+    @property
+    def segment_by(self) -> list[str]:
+        """The columns that route a row to its model."""
+        return list(self.info.segment_by)
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """One prediction per input row, in input order; null where the segment has no model.
+
+        Returns:
+            A frame with the input's index and a nullable float column `prediction`.
+
+        Raises:
+            DataError: the input lacks a segment or feature column.
+        """
+        needed = [*self.info.segment_by, *self.info.features]
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise DataError(
+                f"input lacks column(s) {', '.join(missing)} that model {self.info.model!r} needs"
+            )
+        routed = self._route(frame)
+        values = np.full(len(frame), np.nan)
+        index = routed[SEGMENT_INDEX].to_numpy()
+        has_model = ~np.isnan(index)
+        if has_model.any():
+            features = frame[self.info.features]
+            matrix = features.to_numpy(dtype=np.float64, na_value=np.nan)
+            rows = np.flatnonzero(has_model)
+            shards = routed["shard"].to_numpy()[rows]
+            # Score shard by shard, segment by segment: each shard is read once, each model loaded once.
+            order = np.lexsort((index[rows], shards))
+            rows, shards, segs = rows[order], shards[order], index[rows][order].astype(np.int64)
+            cuts = np.flatnonzero((segs[1:] != segs[:-1]) | (shards[1:] != shards[:-1])) + 1
+            for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(rows)], strict=True):
+                fmt, blob = self._shard(str(shards[lo]))[int(segs[lo])]
+                predictor: Predictor = load_model(fmt, blob, self.info.task)
+                at = rows[lo:hi]
+                X = matrix[at] if fmt == FORMAT_LIGHTGBM else features.iloc[at]  # noqa: N806
+                values[at] = predictor.predict(X)
+        prediction = pd.array(values, dtype="Float64")
+        prediction[~has_model] = pd.NA
+        return pd.DataFrame({"prediction": prediction}, index=frame.index)
+
+    def _route(self, frame: pd.DataFrame) -> pd.DataFrame:
+        ok = self.manifest.loc[
+            self.manifest["shard"].notna(), [*self.info.segment_by, SEGMENT_INDEX, "shard"]
+        ]
+        keys = frame[self.info.segment_by].reset_index(drop=True)
+        keys["_position"] = np.arange(len(frame))
+        for col in self.info.segment_by:  # a key typed differently in the input still finds its model
+            if keys[col].dtype != ok[col].dtype:
+                try:
+                    keys[col] = keys[col].astype(ok[col].dtype)
+                except (TypeError, ValueError) as exc:
+                    raise DataError(
+                        f"segment column {col!r} is {keys[col].dtype} in the input but "
+                        f"{ok[col].dtype} in model {self.info.model!r}"
+                    ) from exc
+        routed = keys.merge(ok, on=self.info.segment_by, how="left", sort=False)
+        routed[SEGMENT_INDEX] = routed[SEGMENT_INDEX].astype(float)
+        return routed
+
+    def _shard(self, name: str) -> dict[int, tuple[str, bytes]]:
+        if name in self._shards:
+            self._shards.move_to_end(name)
+            return self._shards[name]
+        if Path(name).name != name:  # shard names come from our manifest; refuse anything path-like
+            raise RegistryError(f"{self.root}: bad shard name {name!r} in manifest")
+        try:
+            models = read_shard(self.root / SHARDS / name)
+        except OSError as exc:
+            raise RegistryError(f"{self.root}: cannot read shard {name}: {exc}") from exc
+        self._shards[name] = models
+        while len(self._shards) > self._cache_size:
+            self._shards.popitem(last=False)
+        return models

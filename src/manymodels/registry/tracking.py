@@ -1,0 +1,227 @@
+"""One MLflow run per training run, with a constant number of tracking calls whatever the fleet size."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess  # noqa: S404 - runs git with fixed arguments, never a shell
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from manymodels.errors import RegistryError
+
+TAG = "manymodels."
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+STATUS_RUNNING = "running"
+_BATCH = 100  # MLflow's limit of params (and tags) per log_batch call
+_PARAM_MAX = 6000
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A training run as listed: id, when, outcome and its summary metrics."""
+
+    run_id: str
+    model: str
+    status: str
+    start_time: float
+    end_time: float | None
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    artifact_uri: str
+
+
+class Tracker:
+    """Talks to one MLflow tracking server (or the embedded sqlite store) for one bundle target."""
+
+    def __init__(self, tracking_uri: str, embedded_artifacts: Path | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.embedded_artifacts = embedded_artifacts
+        if tracking_uri.startswith("sqlite:///"):
+            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    def experiment_id(self, name: str, create: bool = True) -> str | None:
+        """The experiment's id, created (with a local artifact folder when embedded) if missing."""
+        try:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None:
+                if exp.lifecycle_stage == "deleted":
+                    raise RegistryError(
+                        f"experiment {name!r} is deleted in {self.tracking_uri}; restore or purge it"
+                    )
+                return str(exp.experiment_id)
+            if not create:
+                return None
+            location = None
+            if self.embedded_artifacts is not None:
+                slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "experiment"
+                location = (self.embedded_artifacts / slug).resolve().as_uri()
+            return str(self.client.create_experiment(name, artifact_location=location))
+        except MlflowException as exc:
+            raise RegistryError(
+                f"MLflow at {self.tracking_uri}: cannot get experiment {name!r}: {exc.message}"
+            ) from exc
+
+    def start_run(
+        self, experiment_id: str, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]
+    ) -> tuple[str, str]:
+        """Create the run, log its tags and params; returns (run id, artifact URI)."""
+        try:
+            run = self.client.create_run(
+                experiment_id, run_name=run_name, tags={**tags, TAG + "status": STATUS_RUNNING}
+            )
+            run_id = run.info.run_id
+            items = [Param(k, _param_value(v)) for k, v in params.items()]
+            for i in range(0, len(items), _BATCH):
+                self.client.log_batch(run_id, params=items[i : i + _BATCH])
+            return run_id, str(run.info.artifact_uri)
+        except MlflowException as exc:
+            raise RegistryError(f"MLflow at {self.tracking_uri}: cannot start a run: {exc.message}") from exc
+
+    def finish_run(
+        self,
+        run_id: str,
+        metrics: Mapping[str, float],
+        ok: bool,
+        artifacts: Path | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Log summary metrics (and artifacts staged elsewhere), then mark the run done.
+
+        The status tag and the run's end state are written last, so a run that dies before
+        this point is never seen as successful.
+        """
+        now = int(time.time() * 1000)
+        try:
+            values = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v == v]  # NaN is not logged
+            for i in range(0, len(values), 1000):
+                self.client.log_batch(run_id, metrics=values[i : i + 1000])
+            if artifacts is not None:
+                self.client.log_artifacts(run_id, str(artifacts))
+            final = {**(tags or {}), TAG + "status": STATUS_OK if ok else STATUS_FAILED}
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in final.items()])
+            self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+        except MlflowException as exc:
+            raise RegistryError(
+                f"MLflow at {self.tracking_uri}: cannot finish run {run_id}: {exc.message}"
+            ) from exc
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        """Mark a run failed after an error; never raises (it runs while another error is handled)."""
+        try:
+            self.client.log_batch(
+                run_id, tags=[RunTag(TAG + "status", STATUS_FAILED), RunTag(TAG + "error", error[:4000])]
+            )
+            self.client.set_terminated(run_id, "FAILED")
+        except Exception:  # noqa: BLE001, S110 - the original error is the one to report
+            pass
+
+    def runs(self, experiment_name: str, model: str, only_ok: bool = False, limit: int = 50) -> list[RunInfo]:
+        """Training runs of a model, newest first."""
+        exp_id = self.experiment_id(experiment_name, create=False)
+        if exp_id is None:
+            return []
+        query = f"tags.`{TAG}model` = '{_quote(model)}' and tags.`{TAG}kind` = 'train'"
+        if only_ok:
+            query += f" and tags.`{TAG}status` = '{STATUS_OK}' and attributes.status = 'FINISHED'"
+        try:
+            found = self.client.search_runs(
+                [exp_id], query, order_by=["attributes.start_time DESC"], max_results=limit
+            )
+        except MlflowException as exc:
+            raise RegistryError(f"MLflow at {self.tracking_uri}: cannot list runs: {exc.message}") from exc
+        return [_info(r) for r in found]
+
+    def run(self, run_id: str) -> RunInfo:
+        """One run by id."""
+        try:
+            return _info(self.client.get_run(run_id))
+        except MlflowException as exc:
+            raise RegistryError(f"no run {run_id!r} in MLflow at {self.tracking_uri}: {exc.message}") from exc
+
+    def local_artifacts(self, info: RunInfo, path: str, cache_dir: Path) -> Path:
+        """A run's artifact folder on this machine: in place when the store is local, else downloaded once."""
+        local = local_path(info.artifact_uri)
+        if local is not None:
+            target = local / path
+            if not target.exists():
+                raise RegistryError(f"run {info.run_id} has no artifact {path!r} (looked in {target})")
+            return target
+        dest = cache_dir / info.run_id
+        done = dest / ".complete"
+        if not done.exists():
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir(parents=True, exist_ok=True)
+            try:
+                self.client.download_artifacts(info.run_id, path, str(dest))
+            except MlflowException as exc:
+                raise RegistryError(f"cannot download {path!r} of run {info.run_id}: {exc.message}") from exc
+            done.touch()
+        return dest / path
+
+
+def local_path(uri: str) -> Path | None:
+    """The local folder of a `file:` (or schemeless) artifact URI; None for remote stores."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" and uri.startswith("/"):
+        return Path(uri)
+    return None
+
+
+def git_commit(folder: Path) -> str | None:
+    """The git commit of the folder's checkout, or None outside git."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    try:
+        out = subprocess.run(  # noqa: S603 - fixed arguments, no shell
+            [git, "rev-parse", "HEAD"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def _param_value(value: Any) -> str:
+    text = (
+        value
+        if isinstance(value, str)
+        else repr(value)
+        if not isinstance(value, list)
+        else ",".join(map(str, value))
+    )
+    return text if len(text) <= _PARAM_MAX else text[: _PARAM_MAX - 3] + "..."
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _info(run: Any) -> RunInfo:
+    return RunInfo(
+        run_id=run.info.run_id,
+        model=run.data.tags.get(TAG + "model", ""),
+        status=run.data.tags.get(TAG + "status", run.info.status.lower()),
+        start_time=run.info.start_time / 1000.0,
+        end_time=run.info.end_time / 1000.0 if run.info.end_time else None,
+        metrics=dict(run.data.metrics),
+        tags=dict(run.data.tags),
+        artifact_uri=str(run.info.artifact_uri),
+    )

@@ -1,0 +1,170 @@
+"""`fit_segment`: one segment's rows in, one result out (model bytes, metrics, status, error)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from manymodels.estimators import add_import_roots, fit_model
+from manymodels.segment.metrics import compute_metrics
+from manymodels.segment.shards import shard_name, write_shard
+from manymodels.segment.spec import SegmentSpec
+
+OK = "ok"
+FAILED = "failed"
+
+
+class SegmentDataError(ValueError):
+    """A segment's rows cannot train a model (too few, bad labels, nothing to hold out)."""
+
+
+@dataclass
+class SegmentResult:
+    """What fitting one segment produced. `model` is None when the segment failed."""
+
+    index: int
+    status: str
+    rows: int
+    fingerprint: str
+    n_train: int = 0
+    n_test: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    model_format: str | None = None
+    model: bytes | None = None
+    seconds: float = 0.0
+    shard: str | None = None
+
+
+def data_fingerprint(frame: pd.DataFrame, spec: SegmentSpec) -> str:
+    """A hash of a segment's rows that does not depend on their order, combined with the spec's."""
+    if len(frame) == 0:
+        return f"{spec.fingerprint}-0-0"
+    hashes = pd.util.hash_pandas_object(frame[spec.columns], index=False).to_numpy(dtype=np.uint64)
+    total = int(hashes.sum(dtype=np.uint64))  # wraps mod 2**64: a sum is order-independent
+    return f"{spec.fingerprint}-{len(frame)}-{total:016x}"
+
+
+def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> SegmentResult:
+    """Split, fit and evaluate one segment; any failure is returned as a failed result, never raised.
+
+    Args:
+        frame: the segment's rows (at least the spec's columns), in a stable order.
+        spec: the model family's recipe.
+        index: the segment's number in its run.
+    """
+    start = time.perf_counter()
+    rows = len(frame)
+    try:
+        fingerprint = data_fingerprint(frame, spec)
+    except Exception as exc:  # noqa: BLE001 - a segment's trouble is a row, not a dead run
+        fingerprint = f"{spec.fingerprint}-{rows}-unhashable"
+        return SegmentResult(index, FAILED, rows, fingerprint, error=_describe(exc))
+    result = SegmentResult(index, FAILED, rows, fingerprint)
+    try:
+        X, y = _features_and_label(frame, spec)  # noqa: N806
+        train, test = _split(frame, spec)
+        predictor, fmt, blob = fit_model(
+            spec.estimator, spec.entry, spec.params, spec.task, X.iloc[train], y[train]
+        )
+        result.metrics = compute_metrics(spec.task, y[test], predictor.predict(X.iloc[test]))
+        result.n_train, result.n_test = len(train), len(test)
+        result.model_format, result.model, result.status = fmt, blob, OK
+    except Exception as exc:  # noqa: BLE001 - a segment's trouble is a row, not a dead run
+        result.error = _describe(exc)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def fit_chunk(
+    frame: pd.DataFrame,
+    bounds: list[tuple[int, int, int]],
+    spec: SegmentSpec,
+    chunk_id: int,
+    shard_dir: str | None,
+) -> list[SegmentResult]:
+    """Fit the segments of one chunk and write their models to one shard.
+
+    Args:
+        frame: the chunk's rows, grouped by segment.
+        bounds: (segment index, first row, end row) of each segment within `frame`.
+        spec: the model family's recipe.
+        chunk_id: names the shard file.
+        shard_dir: where to write the shard; None keeps model bytes in the results instead.
+
+    Returns:
+        One result per segment; with a shard written, their `model` bytes are dropped.
+    """
+    from threadpoolctl import threadpool_limits
+
+    add_import_roots(spec.import_roots)
+    with threadpool_limits(limits=1):
+        results = [fit_segment(frame.iloc[lo:hi], spec, index) for index, lo, hi in bounds]
+    if shard_dir is None:
+        return results
+    ok = [r for r in results if r.model is not None]
+    if ok:
+        name = shard_name(chunk_id)
+        write_shard(
+            Path(shard_dir) / name,
+            [r.index for r in ok],
+            [str(r.model_format) for r in ok],
+            [r.model for r in ok if r.model is not None],
+        )
+        for r in ok:
+            r.shard, r.model = name, None
+    return results
+
+
+def _features_and_label(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[pd.DataFrame, np.ndarray]:
+    rows = len(frame)
+    if rows < spec.min_rows:
+        raise SegmentDataError(f"segment has {rows} row(s); min_rows is {spec.min_rows}")
+    y = pd.to_numeric(frame[spec.label], errors="coerce").to_numpy(dtype=float)
+    bad = int((~np.isfinite(y)).sum())
+    if bad:
+        raise SegmentDataError(f"label {spec.label!r} has {bad} missing or infinite value(s) of {rows}")
+    if np.all(y == y[0]):
+        raise SegmentDataError(
+            f"label {spec.label!r} is constant ({y[0]:g} in all {rows} rows): nothing to learn"
+        )
+    if spec.task == "binary" and not np.isin(y, (0.0, 1.0)).all():
+        raise SegmentDataError(f"label {spec.label!r} must be 0 or 1 for task binary")
+    return frame[list(spec.features)], y
+
+
+def _split(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[np.ndarray, np.ndarray]:
+    n = len(frame)
+    if spec.split_by is None:
+        from sklearn.model_selection import train_test_split
+
+        train, test = train_test_split(np.arange(n), test_size=spec.test_size, random_state=spec.seed)
+        return np.asarray(train), np.asarray(test)
+    when = frame[spec.split_by]
+    cutoff: Any = spec.cutoff
+    if pd.api.types.is_datetime64_any_dtype(when) or not pd.api.types.is_numeric_dtype(when):
+        when = pd.to_datetime(when)
+        cutoff = pd.Timestamp(str(spec.cutoff))
+        if when.dt.tz is not None and cutoff.tzinfo is None:
+            cutoff = cutoff.tz_localize(when.dt.tz)
+    else:
+        cutoff = float(str(spec.cutoff))
+    before = (when < cutoff).to_numpy()
+    train, test = np.flatnonzero(before), np.flatnonzero(~before)
+    if len(train) < 2:
+        raise SegmentDataError(f"{len(train)} row(s) before cutoff {spec.cutoff}: too few to train")
+    if len(test) == 0:
+        raise SegmentDataError(f"no rows at or after cutoff {spec.cutoff}: nothing to evaluate on")
+    return train, test
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SegmentDataError):
+        return str(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
