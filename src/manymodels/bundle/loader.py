@@ -167,7 +167,9 @@ def _merge_new(
         into[key] = value
         _copy_locations(from_map, path, into_map, path)
         return
-    if isinstance(into[key], dict) and isinstance(value, dict) and len(path) < 2:
+    # Sections merge; a named resource (resources.<kind>.<name>, variables.<name>, targets.<name>) must be new.
+    leaf_depth = 3 if path[0] == "resources" else 2
+    if isinstance(into[key], dict) and isinstance(value, dict) and len(path) < leaf_depth:
         for sub, sub_value in value.items():
             _merge_new(into[key], sub, sub_value, (*path, sub), into_map, from_map)
         return

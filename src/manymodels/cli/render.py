@@ -68,8 +68,8 @@ def train_summary(outcome: TrainOutcome) -> None:
     """The table printed after training: counts, metric spread, where the pack went, wall time."""
     s = outcome.summary
     table = Table(title=f"train {outcome.model}", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
     table.add_row("run", outcome.run_id)
     table.add_row(
         "segments",
@@ -106,8 +106,8 @@ def failed_segments(manifest: pd.DataFrame, limit: int = 10) -> None:
 def score_summary(outcome: ScoreOutcome) -> None:
     """The table printed after scoring."""
     table = Table(title=f"score {outcome.model}", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
     table.add_row("run", outcome.run_id)
     table.add_row("rows", f"{outcome.rows:,} ({outcome.rows - outcome.rows_without_model:,} predicted)")
     table.add_row(
@@ -123,8 +123,9 @@ def score_summary(outcome: ScoreOutcome) -> None:
 def job_summary(outcome: JobOutcome, seconds: float) -> None:
     """One row per task of a finished job."""
     table = Table(title=f"job {outcome.job} ({seconds:.1f} s)", title_justify="left")
-    for col in ("task", "kind", "status", "time", "detail"):
-        table.add_column(col)
+    for col in ("task", "kind", "status", "time"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("detail", overflow="fold")
     for t in outcome.tasks:
         style = {"ok": "green", "failed": "red", "skipped": "yellow"}[t.status]
         table.add_row(
@@ -136,7 +137,8 @@ def job_summary(outcome: JobOutcome, seconds: float) -> None:
 def runs_table(model: str, runs: list[RunInfo], metric: str) -> None:
     """The runs of a model, newest first."""
     table = Table(title=f"runs of {model}", title_justify="left")
-    for col in ("run", "started", "status", "segments ok", "failed", f"{metric} p50", "wall"):
+    table.add_column("run", no_wrap=True)
+    for col in ("started", "status", "segments ok", "failed", f"{metric} p50", "wall"):
         table.add_column(col)
     for r in runs:
         m = r.metrics
@@ -155,8 +157,8 @@ def runs_table(model: str, runs: list[RunInfo], metric: str) -> None:
 def show_run(report: dict[str, Any]) -> None:
     """A run's summary, failed segments and worst segments."""
     table = Table(title=f"run {report['run_id']}", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
     for key in ("model", "status", "started", "bundle", "target", "git_commit"):
         if report.get(key):
             table.add_row(key, str(report[key]))

@@ -14,10 +14,16 @@ from manymodels.segment.fit import FAILED
 
 
 class LocalEngine:
-    """Fits chunks of segments on a pool of `workers` processes (default: the machine's cores)."""
+    """Fits chunks of segments on a pool of `workers` processes (default: the machine's cores).
 
-    def __init__(self, workers: int | None = None) -> None:
+    Args:
+        workers: processes in the pool; 1 fits in this process.
+        max_chunk_rows: an upper bound on the rows of one chunk (more, smaller tasks).
+    """
+
+    def __init__(self, workers: int | None = None, max_chunk_rows: int | None = None) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
+        self.max_chunk_rows = max_chunk_rows
 
     def fit(
         self,
@@ -27,7 +33,7 @@ class LocalEngine:
         on_progress: Progress | None = None,
     ) -> list[SegmentResult]:
         """Fit every segment; each chunk's models land in one shard in `shard_dir`."""
-        chunks = plan_chunks(data.sizes, self.workers)
+        chunks = plan_chunks(data.sizes, self.workers, self.max_chunk_rows)
         results: list[SegmentResult] = []
         workers = min(self.workers, len(chunks))
         tasks = [self._task(data, chunk_id, first, end) for chunk_id, (first, end) in enumerate(chunks)]

@@ -99,7 +99,7 @@ def score(
     pack = open_pack(config, info)
     predicted = pack.predict(frame)
     out = frame.copy()
-    out["prediction"] = predicted["prediction"].to_numpy()
+    out["prediction"] = predicted["prediction"].array  # nullable: no model is null, not NaN
     missing = predicted["prediction"].isna().to_numpy()
     unserved = frame.loc[missing, pack.segment_by].drop_duplicates()
     if output is not None:

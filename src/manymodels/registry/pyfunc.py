@@ -49,7 +49,9 @@ def save_pack_model(model_dir: Path) -> Path:
             requirements.append(f"{name}=={version(name)}")
         except PackageNotFoundError:
             requirements.append(name)
-    empty = Path(tempfile.mkdtemp(prefix="manymodels-pack-"))
+    scratch = Path(tempfile.mkdtemp(prefix="manymodels-pack-"))
+    empty = scratch / PACK_ARTIFACT  # MLflow copies an artifact folder under its own name
+    empty.mkdir()
     try:
         mlflow.pyfunc.save_model(
             str(model_dir),
@@ -58,5 +60,8 @@ def save_pack_model(model_dir: Path) -> Path:
             pip_requirements=requirements,
         )
     finally:
-        shutil.rmtree(empty, ignore_errors=True)
-    return model_dir / "artifacts" / PACK_ARTIFACT
+        shutil.rmtree(scratch, ignore_errors=True)
+    saved = mlflow.models.Model.load(str(model_dir)).flavors["python_function"]["artifacts"][PACK_ARTIFACT]["path"]
+    pack_dir = model_dir / saved
+    pack_dir.mkdir(parents=True, exist_ok=True)
+    return pack_dir

@@ -1,0 +1,84 @@
+"""The engine contract: every engine fits the same segments to the same results.
+
+Each engine subclasses EngineContract.Tests; the Spark engine will join it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import segment_frame
+from manymodels.engines import Engine, LocalEngine, prepare
+from manymodels.segment import SegmentSpec, read_shard
+
+SPEC = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"),
+                   params={"num_boost_round": 15, "min_data_in_leaf": 5}, min_rows=10)
+
+
+def fleet() -> pd.DataFrame:
+    frame = segment_frame(segments=12, rows=50, seed=4)
+    thin = segment_frame(names=["thin"], rows=3, seed=5)  # fails: below min_rows
+    flat = segment_frame(names=["flat"], rows=40, seed=6).assign(label=1.0)  # fails: constant label
+    return pd.concat([frame, thin, flat], ignore_index=True)
+
+
+def reference() -> dict[str, tuple[str, float]]:
+    """Results of the plainest engine: one process, no pool."""
+    results = LocalEngine(workers=1).fit(prepare(fleet(), ["segment"]), SPEC, _tmp_shards())
+    keys = prepare(fleet(), ["segment"]).keys["segment"].tolist()
+    return {keys[r.index]: (r.status, r.metrics.get("rmse", np.nan)) for r in results}
+
+
+def _tmp_shards() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="contract-")
+
+
+class EngineContract:
+    class Tests:
+        def engine(self) -> Engine:
+            raise NotImplementedError
+
+        def test_same_segments_statuses_and_metrics(self, tmp_path: Path) -> None:
+            data = prepare(fleet(), ["segment"])
+            progress: list[int] = []
+            results = self.engine().fit(data, SPEC, str(tmp_path), progress.append)
+            assert [r.index for r in results] == list(range(len(data)))
+            assert sum(progress) == len(data)
+            got = {data.keys["segment"][r.index]: (r.status, r.metrics.get("rmse", np.nan)) for r in results}
+            want = reference()
+            assert got.keys() == want.keys()
+            for seg, (status, rmse) in want.items():
+                assert got[seg][0] == status, seg
+                if status == "ok":
+                    assert got[seg][1] == pytest.approx(rmse, abs=1e-9), seg
+            failed = {data.keys["segment"][r.index]: r.error for r in results if r.status != "ok"}
+            assert failed == {"thin": "segment has 3 row(s); min_rows is 10",
+                              "flat": "label 'label' is constant (1 in all 40 rows): nothing to learn"}
+
+        def test_models_land_in_shards_not_in_results(self, tmp_path: Path) -> None:
+            data = prepare(fleet(), ["segment"])
+            results = self.engine().fit(data, SPEC, str(tmp_path))
+            ok = [r for r in results if r.status == "ok"]
+            assert all(r.model is None and r.shard for r in ok)
+            stored: dict[int, tuple[str, bytes]] = {}
+            for shard in tmp_path.glob("shard-*.parquet"):
+                stored.update(read_shard(shard))
+            assert sorted(stored) == sorted(r.index for r in ok)
+            assert all(fmt == "lightgbm-text" for fmt, _ in stored.values())
+
+
+class TestLocalInProcess(EngineContract.Tests):
+    def engine(self) -> Engine:
+        return LocalEngine(workers=1)
+
+
+@pytest.mark.slow
+class TestLocalPool(EngineContract.Tests):
+    def engine(self) -> Engine:
+        return LocalEngine(workers=2, max_chunk_rows=120)  # several chunks, so the pool is used

@@ -1,0 +1,82 @@
+"""Small deterministic datasets and bundles for the tests (each segment with known ground truth)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+
+def segment_frame(segments: int = 6, rows: int = 60, features: int = 3, seed: int = 0, noise: float = 0.5,
+                  names: list[str] | None = None) -> pd.DataFrame:
+    """label = 5 * (w_s . x) + b_s + noise for each segment s; rows shuffled."""
+    rng = np.random.default_rng(seed)
+    names = names or [f"seg_{i:03d}" for i in range(segments)]
+    w = rng.normal(size=(len(names), features))
+    b = rng.normal(scale=10, size=len(names))
+    idx = np.repeat(np.arange(len(names)), rows)
+    x = rng.random((len(idx), features))
+    y = 5 * np.einsum("ij,ij->i", x, w[idx]) + b[idx] + rng.normal(scale=noise, size=len(idx))
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(features)])
+    frame.insert(0, "segment", np.array(names, dtype=object)[idx])
+    frame.insert(0, "record_id", np.arange(len(idx), dtype=np.int64))
+    frame["label"] = y
+    return frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
+
+
+def model_block(**overrides: Any) -> dict[str, Any]:
+    """A model family over segment_frame's columns, small and fast."""
+    block: dict[str, Any] = {
+        "dataset": "train",
+        "segment_by": ["segment"],
+        "label": "label",
+        "features": ["f0", "f1", "f2"],
+        "estimator": {"type": "lightgbm", "params": {"num_boost_round": 20, "min_data_in_leaf": 5}},
+        "split": {"test_size": 0.25, "seed": 7},
+        "metric": "rmse",
+    }
+    block.update(overrides)
+    return block
+
+
+def write_bundle(root: Path, frame: pd.DataFrame | None = None, models: dict[str, Any] | None = None,
+                 tracking_uri: str | None = None, extra: dict[str, Any] | None = None,
+                 score_frame: pd.DataFrame | None = None) -> Path:
+    """A bundle folder: data/train.parquet (+ data/score.parquet), manymodels.yml with a `weekly` job."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "data").mkdir(exist_ok=True)
+    frame = segment_frame() if frame is None else frame
+    frame.to_parquet(root / "data" / "train.parquet", index=False)
+    score = frame.drop(columns=["label"], errors="ignore") if score_frame is None else score_frame
+    score.to_parquet(root / "data" / "score.parquet", index=False)
+    doc: dict[str, Any] = {
+        "bundle": {"name": "test-bundle"},
+        "variables": {"data_root": {"default": "data"}},
+        "targets": {"dev": {"default": True}},
+        "resources": {
+            "datasets": {
+                "train": {"format": "parquet", "path": "${var.data_root}/train.parquet"},
+                "to_score": {"format": "parquet", "path": "${var.data_root}/score.parquet"},
+            },
+            "models": models if models is not None else {"demand": model_block()},
+            "jobs": {
+                "weekly": {
+                    "tasks": [
+                        {"key": "train", "train": "demand"},
+                        {"key": "score", "depends_on": ["train"],
+                         "score": {"model": "demand", "dataset": "to_score", "output": "out/scores.parquet"}},
+                    ]
+                }
+            },
+        },
+    }
+    if tracking_uri:
+        doc["targets"]["dev"]["tracking_uri"] = tracking_uri
+    for key, value in (extra or {}).items():
+        doc[key] = value
+    path = root / "manymodels.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path

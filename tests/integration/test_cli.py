@@ -1,0 +1,209 @@
+"""The CLI end to end on bundles in temp dirs, embedded defaults (sqlite MLflow under .manymodels/)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from helpers import model_block, segment_frame, write_bundle
+from manymodels.cli.main import app
+
+runner = CliRunner()
+
+
+def cli(root: Path, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["--bundle", str(root), *args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_validate_ok_and_bad_exit_2_with_located_lines(tmp_path: Path) -> None:
+    write_bundle(tmp_path)
+    code, out, _ = cli(tmp_path, "validate")
+    assert code == 0 and "valid for target dev" in out
+    bad = tmp_path / "bad"
+    path = write_bundle(bad, models={"demand": model_block(split={"test_size": 2}, labell="x")})
+    code, out, err = cli(bad, "validate")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert any(line.endswith("resources.models.demand.split.test_size must be a float in (0, 1); got 2")
+               for line in lines)
+    assert any("resources.models.demand.labell is not a known key (did you mean 'label'?)" in line
+               for line in lines)
+    assert all(line.startswith("manymodels.yml:") for line in lines)
+    assert "Traceback" not in err
+    assert path.exists()
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    write_bundle(tmp_path, models={"demand": model_block(split={"test_size": 2})})
+    result = runner.invoke(app, ["--debug", "--bundle", str(tmp_path), "validate"], catch_exceptions=False)
+    assert result.exit_code == 2 and "Traceback" in result.stderr
+
+
+def test_schema_prints_json_schema(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["schema"])
+    assert result.exit_code == 0
+    assert "resources" in json.loads(result.stdout)["properties"]
+
+
+def test_train_score_runs_show_through_the_cli(tmp_path: Path) -> None:
+    frame = segment_frame(segments=8, rows=80)
+    write_bundle(tmp_path, frame=frame)
+    code, out, err = cli(tmp_path, "train", "demand", "--workers", "1")
+    assert code == 0, err
+    assert "8 ok / 0 failed of 8" in out and "rmse (holdout)" in out
+    assert "8/8" in err  # the progress bar reached the end
+    client = MlflowClient(f"sqlite:///{tmp_path / '.manymodels' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("test-bundle/dev/demand")
+    (run,) = client.search_runs([exp.experiment_id])
+    run_id = run.info.run_id
+    assert run.info.status == "FINISHED" and run.data.tags["manymodels.status"] == "ok"
+
+    out_path = tmp_path / "scores.parquet"
+    code, out, err = cli(tmp_path, "score", "demand", "--data", "to_score", "--out", str(out_path))
+    assert code == 0, err
+    scores = pd.read_parquet(out_path)
+    assert list(scores.columns) == [*frame.drop(columns=["label"]).columns, "prediction"]
+    assert scores["prediction"].notna().all() and len(scores) == len(frame)
+
+    code, out, _ = cli(tmp_path, "runs", "demand")
+    assert code == 0 and run_id in out
+    code, out, _ = cli(tmp_path, "show", run_id, "--json")
+    report = json.loads(out)
+    assert report["status"] == "ok" and report["metrics"]["segments_ok"] == 8
+    assert len(report["worst"]) == 8 and report["failed"] == []
+    rmses = [w["rmse"] for w in report["worst"]]
+    assert rmses == sorted(rmses, reverse=True)
+    code, out, _ = cli(tmp_path, "show", run_id)
+    assert code == 0 and "worst segments by rmse" in out
+
+
+def test_bad_segments_are_failed_rows_and_the_run_goes_on(tmp_path: Path) -> None:
+    good = segment_frame(segments=3, rows=60)
+    odd_names = ["../../etc/passwd", "store with spaces", "магазин-ü/β"]
+    odd = segment_frame(names=odd_names, rows=60, seed=2)
+    one_row = segment_frame(names=["lonely"], rows=1, seed=3)
+    flat = segment_frame(names=["flat"], rows=30, seed=4).assign(label=2.0)
+    nan = segment_frame(names=["holes"], rows=30, seed=5)
+    nan.loc[:4, "label"] = np.nan
+    inf = segment_frame(names=["infinite"], rows=30, seed=6)
+    inf.loc[0, "label"] = np.inf
+    frame = pd.concat([good, odd, one_row, flat, nan, inf], ignore_index=True)
+    write_bundle(tmp_path, frame=frame)
+    before = set(Path("/").iterdir()) | set((tmp_path.parent).iterdir())
+    code, out, err = cli(tmp_path, "train", "demand", "--workers", "1")
+    assert code == 0, err
+    assert "6 ok / 4 failed of 10" in out
+    assert set(Path("/").iterdir()) | set(tmp_path.parent.iterdir()) == before  # no path built from a segment
+    import manymodels as mm
+
+    manifest = mm.load_bundle(tmp_path).manifest("demand")
+    errors = dict(zip(manifest["segment"], manifest["error"], strict=True))
+    assert errors["lonely"] == "segment has 1 row(s); min_rows is 5"
+    assert errors["flat"] == "label 'label' is constant (2 in all 30 rows): nothing to learn"
+    assert errors["holes"] == "label 'label' has 5 missing or infinite value(s) of 30"
+    assert errors["infinite"] == "label 'label' has 1 missing or infinite value(s) of 30"
+    assert all(errors[name] is pd.NA for name in odd_names)
+    shard_files = list((tmp_path / ".manymodels").rglob("shard-*.parquet"))
+    assert shard_files and all(p.name.startswith("shard-0") for p in shard_files)
+    scored = mm.load_bundle(tmp_path).score("demand", frame.drop(columns=["label"]))
+    served = scored.groupby("segment")["prediction"].apply(lambda s: s.notna().all())
+    assert served[odd_names].all() and not served[["lonely", "flat", "holes", "infinite"]].any()
+
+
+def test_every_segment_failing_exits_1_and_no_successful_run(tmp_path: Path) -> None:
+    frame = segment_frame(segments=3, rows=30).assign(label=1.0)
+    write_bundle(tmp_path, frame=frame)
+    code, out, _ = cli(tmp_path, "train", "demand")
+    assert code == 1 and "0 ok / 3 failed" in out
+    code, _, err = cli(tmp_path, "score", "demand", "--data", "to_score", "--out", str(tmp_path / "s.parquet"))
+    assert code == 1 and "has no successful training run" in err
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("empty", "dataset 'train' has no rows"),
+        ("missing_file", "dataset file not found"),
+        ("missing_label", "resources.models.demand.label: column 'label' is not in dataset 'train'"),
+        ("text_feature", "feature 'f1' must be numeric"),
+        ("bad_entry", "cannot import module 'not_a_module_at_all'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_clear_line(tmp_path: Path, change: str, expected: str) -> None:
+    frame = segment_frame(segments=2, rows=20)
+    models = None
+    if change == "empty":
+        frame = frame.head(0)
+    elif change == "missing_label":
+        frame = frame.drop(columns=["label"])
+    elif change == "text_feature":
+        frame = frame.assign(f1="x")
+    elif change == "bad_entry":
+        models = {"demand": model_block(estimator={"type": "python", "entry": "not_a_module_at_all:fit"})}
+    write_bundle(tmp_path, frame=frame, models=models)
+    if change == "missing_file":
+        (tmp_path / "data" / "train.parquet").unlink()
+    code, out, err = cli(tmp_path, "train", "demand")
+    assert code == 2
+    assert expected in err and "Traceback" not in err
+    assert not list((tmp_path / ".manymodels").rglob("shard-*.parquet"))
+
+
+def test_run_job_trains_then_scores_in_order(tmp_path: Path) -> None:
+    write_bundle(tmp_path, frame=segment_frame(segments=4, rows=60))
+    code, out, err = cli(tmp_path, "run", "weekly")
+    assert code == 0, err + out
+    assert out.index("train demand") < out.index("score demand")
+    assert "job weekly" in out
+    assert pd.read_parquet(tmp_path / "out" / "scores.parquet")["prediction"].notna().all()
+
+
+def test_segments_option_trains_only_those(tmp_path: Path) -> None:
+    write_bundle(tmp_path, frame=segment_frame(segments=5, rows=40))
+    code, out, _ = cli(tmp_path, "train", "demand", "--segments", "seg_001,seg_003")
+    assert code == 0 and "2 ok / 0 failed of 2" in out
+    code, _, err = cli(tmp_path, "train", "demand", "--segments", "seg_999")
+    assert code == 2 and "no rows for segment(s) 'seg_999'" in err
+
+
+@pytest.mark.slow
+def test_cli_as_a_subprocess_with_a_worker_pool(tmp_path: Path) -> None:
+    write_bundle(tmp_path, frame=segment_frame(segments=40, rows=100))
+    exe = Path(sys.executable).with_name("manymodels")
+    env = {**os.environ, "COLUMNS": "200"}
+    done = subprocess.run([str(exe), "train", "demand", "--workers", "2"], cwd=tmp_path, capture_output=True,
+                          text=True, env=env, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "40 ok / 0 failed of 40" in done.stdout
+    bad = subprocess.run([str(exe), "train", "nope"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                         timeout=120, check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "manymodels.yml: no model 'nope' in resources.models (models: demand)"
+
+
+def test_pyfunc_from_the_embedded_store_matches_score(tmp_path: Path) -> None:
+    frame = segment_frame(segments=5, rows=60)
+    write_bundle(tmp_path, frame=frame)
+    import manymodels as mm
+
+    project = mm.load_bundle(tmp_path)
+    run = project.train("demand", workers=1)
+    mlflow.set_tracking_uri(project.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model")
+    unseen = frame.drop(columns=["label"]).head(50).copy()
+    unseen.loc[unseen.index[:3], "segment"] = "never_seen"
+    via_pyfunc = model.predict(unseen)["prediction"]
+    via_score = project.score("demand", unseen)["prediction"]
+    pd.testing.assert_series_equal(via_pyfunc.reset_index(drop=True), via_score.reset_index(drop=True))
+    assert via_score.isna().sum() == 3

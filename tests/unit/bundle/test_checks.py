@@ -1,0 +1,75 @@
+"""Checks beyond the schema: references, job graphs, import paths, columns read from the file's schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from helpers import model_block, segment_frame, write_bundle
+from manymodels.bundle import check_bundle, load_config
+
+
+def check(root: Path, **kwargs: object) -> list[str]:
+    return check_bundle(load_config(write_bundle(root, **kwargs)))  # type: ignore[arg-type]
+
+
+def test_sound_bundle_has_no_problems(tmp_path: Path) -> None:
+    assert check(tmp_path) == []
+
+
+def test_missing_columns_are_named_with_suggestions(tmp_path: Path) -> None:
+    found = check(tmp_path, models={"demand": model_block(label="lable", segment_by=["segmnt"], features=["f0", "f9"])})
+    joined = "\n".join(found)
+    assert "resources.models.demand.label: column 'lable' is not in dataset 'train' (did you mean 'label'?)" in joined
+    assert "resources.models.demand.segment_by[0]: column 'segmnt' is not in dataset 'train'" in joined
+    assert "resources.models.demand.features[1]: column 'f9' is not in dataset 'train'" in joined
+    assert all(line.startswith("manymodels.yml:") for line in found)
+
+
+def test_non_numeric_feature(tmp_path: Path) -> None:
+    frame = segment_frame()
+    frame["f1"] = frame["f1"].astype(str)
+    found = check(tmp_path, frame=frame)
+    assert any("feature 'f1' must be numeric" in p for p in found)
+
+
+def test_missing_dataset_file(tmp_path: Path) -> None:
+    path = write_bundle(tmp_path)
+    (tmp_path / "data" / "score.parquet").unlink()
+    found = check_bundle(load_config(path))
+    assert len(found) == 1 and "resources.datasets.to_score:" in found[0] and "dataset file not found" in found[0]
+
+
+def test_estimator_import_path_that_does_not_exist(tmp_path: Path) -> None:
+    found = check(tmp_path, models={"demand": model_block(estimator={"type": "sklearn",
+                                                                        "entry": "sklearn.linear_model.Ridgee"})})
+    assert len(found) == 1 and "estimator.entry" in found[0] and "has no 'Ridgee'" in found[0]
+
+
+def test_project_estimator_imports_from_bundle_src(tmp_path: Path) -> None:
+    (tmp_path / "src" / "shop_models").mkdir(parents=True)
+    (tmp_path / "src" / "shop_models" / "__init__.py").write_text("def fit(X, y):\n    return None\n")
+    found = check(tmp_path, models={"demand": model_block(estimator={"type": "python",
+                                                                        "entry": "shop_models:fit"})})
+    assert found == []
+
+
+def test_job_references_and_cycles(tmp_path: Path) -> None:
+    path = write_bundle(tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    tasks = doc["resources"]["jobs"]["weekly"]["tasks"]
+    tasks[1]["depends_on"] = ["trian"]
+    doc["resources"]["jobs"]["loop"] = {"tasks": [{"key": "a", "train": "demand", "depends_on": ["b"]},
+                                                  {"key": "b", "train": "demand", "depends_on": ["a"]}]}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    found = check_bundle(load_config(path))
+    assert any("depends_on: no task 'trian' in job weekly (did you mean 'train'?)" in p for p in found)
+    assert any("resources.jobs.loop: tasks depend on each other in a cycle: a -> b -> a" in p for p in found)
+
+
+def test_empty_features_when_no_numeric_columns(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"segment": ["a"] * 10, "label": range(10), "name": ["x"] * 10})
+    found = check(tmp_path, frame=frame, models={"demand": model_block(features=None)})
+    assert any("no numeric feature columns" in p for p in found)

@@ -1,0 +1,162 @@
+"""Loading manymodels.yml: targets, variables, includes, and one located line per problem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from manymodels.bundle import load_config
+from manymodels.bundle.schema import bundle_json_schema
+from manymodels.errors import BundleError
+
+BASE = """\
+bundle:
+  name: shop
+variables:
+  root:
+    default: data
+  rounds:
+    default: 50
+targets:
+  dev:
+    default: true
+  prod:
+    tracking_uri: http://mlflow.example:5000
+    variables:
+      root: /mnt/prod
+    resources:
+      models:
+        demand:
+          min_rows: 50
+resources:
+  datasets:
+    sales:
+      path: ${var.root}/sales.parquet
+  models:
+    demand:
+      dataset: sales
+      segment_by: store
+      label: sales
+      estimator:
+        params:
+          num_boost_round: ${var.rounds}
+      split:
+        test_size: 0.2
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "manymodels.yml") -> Path:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def problems(tmp_path: Path, text: str, **kwargs: object) -> list[str]:
+    with pytest.raises(BundleError) as info:
+        load_config(write(tmp_path, text), **kwargs)  # type: ignore[arg-type]
+    return info.value.problems
+
+
+def test_default_target_and_embedded_tracking(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, BASE))
+    assert config.target == "dev"
+    assert config.tracking_uri == f"sqlite:///{tmp_path / '.manymodels' / 'mlflow.db'}"
+    model = config.model("demand")
+    assert model.segment_by == ["store"]  # one column may be given as a string
+    assert model.estimator.params["num_boost_round"] == 50  # a whole-value reference keeps its type
+    assert config.resolved.resources.datasets["sales"].path == "data/sales.parquet"
+
+
+def test_target_overrides_resources_and_variables(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, BASE), target="prod")
+    assert config.tracking_uri == "http://mlflow.example:5000"
+    assert config.embedded_artifacts is None
+    assert config.model("demand").min_rows == 50
+    assert config.model("demand").label == "sales"  # untouched keys survive the merge
+    assert config.resolved.resources.datasets["sales"].path == "/mnt/prod/sales.parquet"
+
+
+def test_variable_precedence_cli_over_env_over_target_over_default(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE)
+    env = {"MANYMODELS_VAR_root": "/env"}
+    ds = lambda c: c.resolved.resources.datasets["sales"].path  # noqa: E731
+    assert ds(load_config(path, "prod", {"root": "/cli"}, env)) == "/cli/sales.parquet"
+    assert ds(load_config(path, "prod", {}, env)) == "/env/sales.parquet"
+    assert ds(load_config(path, "prod", {}, {})) == "/mnt/prod/sales.parquet"
+    assert ds(load_config(path, "dev", {}, {})) == "data/sales.parquet"
+
+
+def test_wrong_type_names_file_line_and_key(tmp_path: Path) -> None:
+    text = BASE.replace("test_size: 0.2", "test_size: 2")
+    line = text.splitlines().index("        test_size: 2") + 1
+    assert problems(tmp_path, text) == [
+        f"manymodels.yml:{line}: resources.models.demand.split.test_size must be a float in (0, 1); got 2"
+    ]
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
+    text = BASE.replace("      label: sales", "      labl: sales")
+    line = text.splitlines().index("      labl: sales") + 1
+    found = problems(tmp_path, text)
+    assert f"manymodels.yml:{line}: resources.models.demand.labl is not a known key (did you mean 'label'?)" in found
+    assert any("resources.models.demand.label is required" in p for p in found)
+
+
+def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
+    found = problems(tmp_path, "bundle:\n  name: [unclosed\nresources: {}\n")
+    assert len(found) == 1 and found[0].startswith("manymodels.yml:") and "invalid YAML" in found[0]
+
+
+def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
+    found = problems(tmp_path, "bundle:\n  name: a\n  name: b\n")
+    assert found == ["manymodels.yml:3: duplicate key bundle.name"]
+
+
+def test_undefined_variable_is_located(tmp_path: Path) -> None:
+    text = BASE.replace("${var.root}/sales", "${var.rooot}/sales")
+    line = text.splitlines().index("      path: ${var.rooot}/sales.parquet") + 1
+    found = problems(tmp_path, text)
+    assert found == [f"manymodels.yml:{line}: resources.datasets.sales.path: ${{var.rooot}} is not declared "
+                     "in variables (did you mean 'root'?)"]
+
+
+def test_variable_without_value(tmp_path: Path) -> None:
+    text = BASE.replace("  root:\n    default: data\n", "  root:\n    description: none given\n")
+    found = problems(tmp_path, text, environ={})
+    assert len(found) == 1 and "variable 'root' has no value" in found[0] and "MANYMODELS_VAR_root" in found[0]
+
+
+def test_undeclared_cli_variable(tmp_path: Path) -> None:
+    found = problems(tmp_path, BASE, variables={"roott": "x"})
+    assert found == ["--var roott: no variable 'roott' is declared in variables (did you mean 'root'?)"]
+
+
+def test_unknown_target(tmp_path: Path) -> None:
+    found = problems(tmp_path, BASE, target="prdo")
+    assert found == ["manymodels.yml: no target 'prdo' (did you mean 'prod'?)"]
+
+
+def test_includes_merge_and_report_their_own_lines(tmp_path: Path) -> None:
+    write(tmp_path, "resources:\n  models:\n    other:\n      dataset: sales\n      segment_by: [store]\n"
+                    "      label: sales\n      split: {test_size: 5}\n", "resources/other.yml")
+    text = BASE + "include:\n  - resources/*.yml\n"
+    found = problems(tmp_path, text)
+    assert found == ["resources/other.yml:7: resources.models.other.split.test_size must be a float in (0, 1); "
+                     "got 5"]
+
+
+def test_name_defined_twice_across_includes(tmp_path: Path) -> None:
+    write(tmp_path, "resources:\n  datasets:\n    sales:\n      path: x.parquet\n", "more.yml")
+    found = problems(tmp_path, BASE + "include: [more.yml]\n")
+    assert len(found) == 1 and found[0].startswith("more.yml:3: resources.datasets.sales is already defined at "
+                                                   "manymodels.yml:")
+
+
+def test_json_schema_covers_resources() -> None:
+    schema = bundle_json_schema()
+    text = json.dumps(schema)
+    assert "segment_by" in text and "test_size" in text
+    assert schema["properties"]["resources"]

@@ -1,0 +1,117 @@
+"""fit_segment: the pure per-segment work, its failure rows, splits, estimators and fingerprints."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from helpers import segment_frame
+from manymodels.estimators import load_model
+from manymodels.segment import SegmentSpec, compute_metrics, fit_segment
+from manymodels.segment.fit import data_fingerprint
+
+SPEC = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"),
+                   params={"num_boost_round": 50, "min_data_in_leaf": 5})
+
+
+def one_segment(rows: int = 200, seed: int = 0) -> pd.DataFrame:
+    frame = segment_frame(segments=1, rows=rows, seed=seed, noise=0.5)
+    return frame.reset_index(drop=True)
+
+
+def test_fit_returns_native_model_and_holdout_metrics() -> None:
+    frame = one_segment()
+    result = fit_segment(frame, SPEC)
+    assert result.status == "ok", result.error
+    assert (result.n_train, result.n_test) == (160, 40)
+    assert result.model_format == "lightgbm-text" and result.model is not None
+    assert result.model.startswith(b"tree\nversion=")  # LightGBM's own text format
+    assert 0 < result.metrics["rmse"] < 3 and result.metrics["r2"] > 0.5
+    predictor = load_model("lightgbm-text", result.model, "regression")
+    assert predictor.predict(frame[list(SPEC.features)]).shape == (200,)
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (lambda f: f.head(1), "segment has 1 row(s); min_rows is 5"),
+        (lambda f: f.assign(label=np.where(np.arange(len(f)) < 3, np.nan, f["label"])),
+         "label 'label' has 3 missing or infinite value(s) of 200"),
+        (lambda f: f.assign(label=np.where(np.arange(len(f)) == 0, np.inf, f["label"])),
+         "label 'label' has 1 missing or infinite value(s) of 200"),
+        (lambda f: f.assign(label=4.0), "label 'label' is constant (4 in all 200 rows): nothing to learn"),
+        (lambda f: f.assign(f1="text"), "ValueError: could not convert string to float: 'text'"),
+    ],
+)
+def test_bad_segments_fail_with_their_error(change: object, error: str) -> None:
+    result = fit_segment(change(one_segment()), SPEC)  # type: ignore[operator]
+    assert result.status == "failed"
+    assert result.error == error
+    assert result.model is None
+
+
+def test_time_split_trains_before_cutoff() -> None:
+    frame = one_segment(rows=100)
+    frame["day"] = pd.date_range("2026-01-01", periods=100, freq="D")
+    spec = dataclasses.replace(SPEC, split_by="day", cutoff="2026-03-22")
+    result = fit_segment(frame, spec)
+    assert result.status == "ok", result.error
+    assert (result.n_train, result.n_test) == (80, 20)
+    late = dataclasses.replace(spec, cutoff="2027-01-01")
+    assert fit_segment(frame, late).error == "no rows at or after cutoff 2027-01-01: nothing to evaluate on"
+
+
+def test_binary_task_and_its_metrics() -> None:
+    frame = one_segment(rows=300)
+    frame["label"] = (frame["f0"] + 0.1 * np.random.default_rng(0).normal(size=300) > 0.5).astype(int)
+    spec = dataclasses.replace(SPEC, task="binary", metric="auc")
+    result = fit_segment(frame, spec)
+    assert result.status == "ok", result.error
+    assert set(result.metrics) == {"logloss", "auc", "accuracy"}
+    assert result.metrics["auc"] > 0.9
+    bad = frame.assign(label=frame["label"] * 2)
+    assert fit_segment(bad, spec).error == "label 'label' must be 0 or 1 for task binary"
+
+
+def test_sklearn_estimator_by_import_path() -> None:
+    spec = dataclasses.replace(SPEC, estimator="sklearn", entry="sklearn.linear_model.Ridge", params={"alpha": 0.1})
+    result = fit_segment(one_segment(), spec)
+    assert result.status == "ok", result.error
+    assert result.model_format == "pickle"
+    assert result.metrics["rmse"] < 1.0  # the data is linear: a linear model reaches the noise
+
+
+def test_user_function_estimator() -> None:
+    spec = dataclasses.replace(SPEC, estimator="python", entry="sklearn.dummy:DummyRegressor", params={})
+    result = fit_segment(one_segment(), spec)
+    assert result.status == "ok", result.error
+    missing = dataclasses.replace(SPEC, estimator="python", entry="no_such_module_xyz:fit")
+    assert "cannot import module 'no_such_module_xyz'" in str(fit_segment(one_segment(), missing).error)
+
+
+def test_fingerprint_ignores_row_order_but_not_content_or_spec() -> None:
+    frame = one_segment()
+    shuffled = frame.sample(frac=1.0, random_state=3)
+    assert data_fingerprint(frame, SPEC) == data_fingerprint(shuffled, SPEC)
+    changed = frame.copy()
+    changed.loc[0, "label"] += 1
+    assert data_fingerprint(changed, SPEC) != data_fingerprint(frame, SPEC)
+    other = dataclasses.replace(SPEC, params={"num_boost_round": 51})
+    assert data_fingerprint(frame, other) != data_fingerprint(frame, SPEC)
+
+
+def test_metrics_match_their_definitions() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 500).astype(float)
+    p = np.clip(y * 0.3 + rng.random(500) * 0.7, 0, 1)
+    p[:50] = 0.5  # ties
+    m = compute_metrics("binary", y, p)
+    assert m["auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    r = compute_metrics("regression", np.array([1.0, 2.0, 4.0]), np.array([1.0, 3.0, 2.0]))
+    assert r["rmse"] == pytest.approx(np.sqrt(5 / 3))
+    assert r["mae"] == pytest.approx(1.0)
+    assert r["mape"] == pytest.approx((0 + 0.5 + 0.5) / 3)
