@@ -14,7 +14,7 @@ from manymodels.jobs.train import experiment_name
 from manymodels.registry import Pack, Tracker
 from manymodels.registry.tracking import STATUS_OK, RunInfo
 
-PACK_PATH = "model/artifacts/pack"
+PACK_PATH = "model/pack"
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A model pack: many segments' models as a few shards plus a manifest, and the router over them.
 
-Layout (inside the MLflow model, under `artifacts/pack/`)::
+Layout (inside the MLflow model, under `pack/`)::
 
     pack.json            what the models are: segment_by, features, task, metric, run
     manifest.parquet     one row per segment: keys, status, error, rows, metrics, shard, fingerprint

@@ -159,15 +159,16 @@ class Tracker:
             return target
         dest = cache_dir / info.run_id
         done = dest / ".complete"
+        target = dest / Path(path).name  # MLflow downloads a folder under its own name
         if not done.exists():
             shutil.rmtree(dest, ignore_errors=True)
             dest.mkdir(parents=True, exist_ok=True)
             try:
-                self.client.download_artifacts(info.run_id, path, str(dest))
+                target = Path(self.client.download_artifacts(info.run_id, path, str(dest)))
             except MlflowException as exc:
                 raise RegistryError(f"cannot download {path!r} of run {info.run_id}: {exc.message}") from exc
             done.touch()
-        return dest / path
+        return target
 
 
 def local_path(uri: str) -> Path | None:

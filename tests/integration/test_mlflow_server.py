@@ -1,0 +1,114 @@
+"""Against a real `mlflow server` on 127.0.0.1: one run per training, read back with MLflow's own client."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import mlflow
+import mlflow.utils.rest_utils as rest_utils
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+import manymodels as mm
+from helpers import model_block, segment_frame, write_bundle
+
+
+def git_repo(root: Path) -> str:
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.mark.slow
+def test_one_run_read_back_with_mlflows_own_client(tmp_path: Path, mlflow_server: str) -> None:
+    frame = segment_frame(segments=6, rows=80)
+    write_bundle(tmp_path, frame=frame, tracking_uri=mlflow_server)
+    commit = git_repo(tmp_path)
+    project = mm.load_bundle(tmp_path)
+    run = project.train("demand", workers=1)
+    assert isinstance(run.metrics, pd.DataFrame) and len(run.metrics) == 6
+    assert list(run.metrics.columns[:3]) == ["segment", "status", "rows"]
+
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("test-bundle/dev/demand")
+    runs = client.search_runs([exp.experiment_id])
+    assert [r.info.run_id for r in runs] == [run.run_id]  # ONE MLflow run for the whole fleet
+    got = runs[0]
+    assert got.info.status == "FINISHED"
+    tags = got.data.tags
+    assert (tags["manymodels.bundle"], tags["manymodels.target"], tags["manymodels.model"]) == \
+        ("test-bundle", "dev", "demand")
+    assert tags["mlflow.source.git.commit"] == commit
+    params = got.data.params
+    assert params["segment_by"] == "segment" and params["label"] == "label" and params["features"] == "f0,f1,f2"
+    assert params["estimator.params.num_boost_round"] == "20"
+    metrics = got.data.metrics
+    assert metrics["segments_ok"] == 6 and metrics["segments_failed"] == 0
+    assert metrics["rmse_p50"] == pytest.approx(run.metrics["rmse"].median())
+
+    top = {a.path for a in client.list_artifacts(run.run_id)}
+    assert top == {"model"}
+    pack = {a.path for a in client.list_artifacts(run.run_id, "model/pack")}
+    assert {"model/pack/manifest.parquet", "model/pack/pack.json",
+            "model/pack/shards"} <= pack
+    manifest = pd.read_parquet(client.download_artifacts(run.run_id, "model/pack/manifest.parquet",
+                                                         str(tmp_path / "dl")))
+    assert sorted(manifest["segment"]) == sorted(frame["segment"].unique())
+
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model")
+    inputs = frame.drop(columns=["label"])
+    via_mlflow = model.predict(inputs)["prediction"].to_numpy()
+    via_score = project.score("demand", inputs)["prediction"].to_numpy()
+    assert (via_mlflow == via_score).all()
+
+
+@pytest.mark.slow
+def test_tracking_calls_do_not_grow_with_the_fleet(tmp_path: Path, mlflow_server: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real = rest_utils.http_request
+
+    def counting(host_creds: object, endpoint: str, method: str, *args: object, **kwargs: object) -> object:
+        calls.append(f"{method} {endpoint}")
+        return real(host_creds, endpoint, method, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rest_utils, "http_request", counting)
+    counts = []
+    for segments in (5, 150):
+        root = tmp_path / f"fleet{segments}"
+        models = {"demand": model_block(estimator={"type": "lightgbm", "params": {"num_boost_round": 2}})}
+        write_bundle(root, frame=segment_frame(segments=segments, rows=20), tracking_uri=mlflow_server,
+                     models=models)
+        calls.clear()
+        run = mm.load_bundle(root).train("demand", workers=1)
+        assert run.summary["segments_ok"] == segments
+        counts.append(len(calls))
+    assert counts[0] == counts[1], counts
+    assert counts[0] <= 40, calls
+
+
+@pytest.mark.slow
+def test_a_crashed_run_is_never_the_one_scored(tmp_path: Path, mlflow_server: str) -> None:
+    frame = segment_frame(segments=3, rows=60)
+    path = write_bundle(tmp_path, frame=frame, tracking_uri=mlflow_server,
+                        extra={"bundle": {"name": "crash-test"}})
+    project = mm.load_bundle(path)
+    good = project.train("demand", workers=1)
+    (tmp_path / "crashy.py").write_text("def fit(X, y):\n    raise KeyboardInterrupt\n")
+    write_bundle(tmp_path, frame=frame, tracking_uri=mlflow_server, extra={"bundle": {"name": "crash-test"}},
+                 models={"demand": model_block(estimator={"type": "python", "entry": "crashy:fit"})})
+    with pytest.raises(KeyboardInterrupt):
+        mm.load_bundle(path).train("demand", workers=1)
+    runs = project.runs("demand")
+    assert [r.status for r in runs] == ["failed", "ok"]
+    crashed = MlflowClient(mlflow_server).get_run(runs[0].run_id)
+    assert crashed.info.status == "FAILED" and "KeyboardInterrupt" in crashed.data.tags["manymodels.error"]
+    from manymodels.jobs.score import resolve_run
+
+    assert resolve_run(project.config, "demand").run_id == good.run_id
+    with pytest.raises(mm.RegistryError, match="did not finish successfully"):
+        project.score("demand", frame, run_id=runs[0].run_id)
