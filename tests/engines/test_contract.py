@@ -82,3 +82,29 @@ class TestLocalInProcess(EngineContract.Tests):
 class TestLocalPool(EngineContract.Tests):
     def engine(self) -> Engine:
         return LocalEngine(workers=2, max_chunk_rows=120)  # several chunks, so the pool is used
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_fails_only_its_chunk(tmp_path: Path) -> None:
+    """A segment whose fit kills its process (native crash, OOM) fails; the run and other chunks go on."""
+    (tmp_path / "killer.py").write_text(
+        "import os\n"
+        "from sklearn.linear_model import Ridge\n\n"
+        "def fit(X, y):\n"
+        "    if y.mean() > 10_000:\n"
+        "        os._exit(3)\n"
+        "    return Ridge().fit(X, y)\n"
+    )
+    frame = pd.concat([segment_frame(segments=6, rows=40, seed=8),
+                       segment_frame(names=["poison"], rows=40, seed=9).assign(label=50_000.0 + np.arange(40))],
+                      ignore_index=True)
+    spec = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"), estimator="python",
+                       entry="killer:fit", import_roots=(str(tmp_path),))
+    data = prepare(frame, ["segment"])
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    results = LocalEngine(workers=2, max_chunk_rows=40).fit(data, spec, str(shards))
+    status = {data.keys["segment"][r.index]: (r.status, r.error) for r in results}
+    assert len(status) == 7
+    assert status["poison"][0] == "failed" and "worker process died" in str(status["poison"][1])
+    assert all(s == ("ok", None) for name, s in status.items() if name != "poison"), status

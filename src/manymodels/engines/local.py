@@ -6,11 +6,17 @@ import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.context import BaseContext
+
+import pandas as pd
 
 from manymodels.engines.base import PreparedData, Progress
 from manymodels.engines.chunking import plan_chunks
 from manymodels.segment import SegmentResult, SegmentSpec, fit_chunk
 from manymodels.segment.fit import FAILED
+
+# A unit of work: the chunk's rows, (segment index, first row, end row) of each segment, chunk number.
+Task = tuple[pd.DataFrame, list[tuple[int, int, int]], int]
 
 
 class LocalEngine:
@@ -47,34 +53,60 @@ class LocalEngine:
         # spawn, not fork: a forked child inherits OpenMP state that deadlocks LightGBM.
         context = multiprocessing.get_context("spawn")
         largest_first = sorted(tasks, key=lambda t: -len(t[0]))
+        lost: list[Task] = []
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures: dict[Future[list[SegmentResult]], list[tuple[int, int, int]]] = {
-                pool.submit(fit_chunk, frame, bounds, spec, chunk_id, shard_dir): bounds
+            futures: dict[Future[list[SegmentResult]], Task] = {
+                pool.submit(fit_chunk, frame, bounds, spec, chunk_id, shard_dir): (frame, bounds, chunk_id)
                 for frame, bounds, chunk_id in largest_first
             }
             for future in as_completed(futures):
-                bounds = futures[future]
                 try:
                     done = future.result()
-                except BrokenProcessPool as exc:
-                    done = _lost(bounds, data, spec, f"worker process died: {exc}")
+                except BrokenProcessPool:
+                    lost.append(futures[future])  # maybe not this chunk's fault: retried alone below
+                    continue
                 except Exception as exc:  # noqa: BLE001 - a chunk's trouble fails its segments, not the run
-                    done = _lost(bounds, data, spec, f"{type(exc).__name__}: {exc}")
+                    done = _lost(futures[future][1], spec, f"{type(exc).__name__}: {exc}")
                 results += done
                 if on_progress:
                     on_progress(len(done))
+        results += self._retry_alone(lost, spec, shard_dir, context, on_progress)
         return sorted(results, key=lambda r: r.index)
 
     @staticmethod
-    def _task(data: PreparedData, chunk_id: int, first: int, end: int) -> tuple:
+    def _retry_alone(lost: list[Task], spec: SegmentSpec, shard_dir: str, context: BaseContext,
+                     on_progress: Progress | None) -> list[SegmentResult]:
+        """Chunks lost when a worker died, run one at a time: only the chunk that kills its worker fails."""
+        results: list[SegmentResult] = []
+        pool: ProcessPoolExecutor | None = None
+        try:
+            for frame, bounds, chunk_id in sorted(lost, key=lambda t: t[2]):
+                pool = pool or ProcessPoolExecutor(max_workers=1, mp_context=context)
+                try:
+                    done = pool.submit(fit_chunk, frame, bounds, spec, chunk_id, shard_dir).result()
+                except BrokenProcessPool:
+                    pool.shutdown(wait=False)
+                    pool = None
+                    done = _lost(bounds, spec, "the worker process died fitting this segment's chunk (a crash in "
+                                               "native code or out of memory); it died again when retried alone")
+                except Exception as exc:  # noqa: BLE001
+                    done = _lost(bounds, spec, f"{type(exc).__name__}: {exc}")
+                results += done
+                if on_progress:
+                    on_progress(len(done))
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        return results
+
+    @staticmethod
+    def _task(data: PreparedData, chunk_id: int, first: int, end: int) -> Task:
         lo, hi = int(data.starts[first]), int(data.starts[end])
         bounds = [(i, int(data.starts[i]) - lo, int(data.starts[i + 1]) - lo) for i in range(first, end)]
         return data.frame.iloc[lo:hi], bounds, chunk_id
 
 
-def _lost(
-    bounds: list[tuple[int, int, int]], data: PreparedData, spec: SegmentSpec, error: str
-) -> list[SegmentResult]:
+def _lost(bounds: list[tuple[int, int, int]], spec: SegmentSpec, error: str) -> list[SegmentResult]:
     return [
         SegmentResult(index, FAILED, hi - lo, f"{spec.fingerprint}-{hi - lo}-lost", error=error)
         for index, lo, hi in bounds

@@ -37,7 +37,7 @@ class TrainRun:
     def metrics(self) -> pd.DataFrame:
         """One row per segment: its keys, status, rows and holdout metrics."""
         m = self.outcome.manifest
-        keys = [c for c in m.columns if c not in _MANIFEST_FIELDS and c not in _ALL_METRICS]
+        keys = list(m.columns[: list(m.columns).index("segment_index")])
         cols = [*keys, "status", "rows", *[c for c in m.columns if c in _ALL_METRICS]]
         return m[cols].copy()
 
@@ -53,18 +53,6 @@ class TrainRun:
         return dict(self.outcome.summary)
 
 
-_MANIFEST_FIELDS = {
-    "segment_index",
-    "status",
-    "error",
-    "rows",
-    "n_train",
-    "n_test",
-    "shard",
-    "model_format",
-    "fingerprint",
-    "fit_seconds",
-}
 _ALL_METRICS = {*metric_names("regression"), *metric_names("binary")}
 
 

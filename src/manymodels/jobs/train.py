@@ -16,7 +16,7 @@ import pandas as pd
 
 from manymodels.bundle import BundleConfig, ModelSpec
 from manymodels.bundle.checks import model_features
-from manymodels.data import read_frame, read_schema
+from manymodels.data import read_frame, read_schema, write_parquet
 from manymodels.engines import LocalEngine, PreparedData, prepare
 from manymodels.errors import BundleError, DataError
 from manymodels.registry import PackInfo, Tracker, write_pack_files
@@ -27,6 +27,7 @@ from manymodels.segment import SegmentResult, SegmentSpec, metric_names
 from manymodels.segment.fit import OK
 
 SEGMENT_KEY_SEPARATOR = "|"
+SEGMENT_METRICS = "segment_metrics.parquet"
 
 
 @dataclass
@@ -182,6 +183,7 @@ def train(
             target=config.target,
         )
         write_pack_files(pack_dir, info, manifest)
+        write_parquet(segment_metrics(manifest, spec), staging / SEGMENT_METRICS)
         seconds = time.perf_counter() - started
         summary = summarize_manifest(manifest, spec.task, seconds)
         ok = summary["segments_ok"] > 0
@@ -219,6 +221,12 @@ def build_manifest(data: PreparedData, results: list[SegmentResult], spec: Segme
     manifest["fingerprint"] = [r.fingerprint for r in ordered]
     manifest["fit_seconds"] = np.array([r.seconds for r in ordered], dtype=float)
     return manifest
+
+
+def segment_metrics(manifest: pd.DataFrame, spec: SegmentSpec) -> pd.DataFrame:
+    """The per-segment metrics table: keys, status, rows, holdout metrics, error."""
+    columns = [*spec.segment_by, "status", "rows", "n_train", "n_test", *metric_names(spec.task), "error"]
+    return manifest[columns].copy()
 
 
 def summarize_manifest(manifest: pd.DataFrame, task: str, seconds: float) -> dict[str, float]:
