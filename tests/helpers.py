@@ -80,3 +80,10 @@ def write_bundle(root: Path, frame: pd.DataFrame | None = None, models: dict[str
     path = root / "manymodels.yml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def edit_bundle(path: Path, change: Any) -> None:
+    """Load manymodels.yml, let `change(doc)` edit it in place, write it back."""
+    doc = yaml.safe_load(path.read_text())
+    change(doc)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Console
@@ -23,8 +23,10 @@ from rich.table import Table
 from rich.text import Text
 
 from manymodels.bundle.schema import HIGHER_IS_BETTER
-from manymodels.jobs import JobOutcome, ScoreOutcome, TrainOutcome
-from manymodels.registry import RunInfo
+
+if TYPE_CHECKING:  # the jobs layer pulls in MLflow; `--help` and `validate` need none of it
+    from manymodels.jobs import JobOutcome, ScoreOutcome, TrainOutcome
+    from manymodels.registry import RunInfo
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -129,7 +131,7 @@ def job_summary(outcome: JobOutcome, seconds: float) -> None:
     for t in outcome.tasks:
         style = {"ok": "green", "failed": "red", "skipped": "yellow"}[t.status]
         table.add_row(
-            t.key, t.kind, f"[{style}]{t.status}[/]", f"{t.seconds:.1f} s", _detail(t.result, t.error)
+            t.key, t.kind, f"[{style}]{t.status}[/]", f"{t.seconds:.1f} s", _detail(t.kind, t.result, t.error)
         )
     out.print(table)
 
@@ -183,15 +185,15 @@ def show_run(report: dict[str, Any]) -> None:
         out.print(t)
 
 
-def _detail(result: Any, error: str | None) -> str:
+def _detail(kind: str, result: Any, error: str | None) -> str:
     if error:
         return error.splitlines()[0]
-    if isinstance(result, TrainOutcome):
+    if result is None:
+        return ""
+    if kind == "train":
         s = result.summary
         return f"run {result.run_id[:8]}: {int(s['segments_ok'])} ok / {int(s['segments_failed'])} failed"
-    if isinstance(result, ScoreOutcome):
-        return f"{result.rows:,} rows -> {result.output} ({result.rows_without_model:,} without model)"
-    return ""
+    return f"{result.rows:,} rows -> {result.output} ({result.rows_without_model:,} without model)"
 
 
 def _keys(manifest: pd.DataFrame) -> list[str]:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from manymodels.bundle import BundleConfig, ModelSpec
-from manymodels.bundle.checks import model_features
+from manymodels.bundle.checks import model_features, model_problems
 from manymodels.data import read_frame, read_schema, write_parquet
 from manymodels.engines import LocalEngine, PreparedData, prepare
 from manymodels.errors import BundleError, DataError
@@ -85,8 +85,6 @@ def load_training_data(config: BundleConfig, name: str) -> tuple[SegmentSpec, pd
         BundleError: a column the bundle names is missing or not numeric.
         DataError: the dataset is missing, unreadable or empty.
     """
-    from manymodels.bundle.checks import model_problems
-
     model = config.model(name)
     ds = config.resolved.resources.datasets.get(model.dataset)
     if ds is None:

@@ -160,3 +160,15 @@ def test_json_schema_covers_resources() -> None:
     text = json.dumps(schema)
     assert "segment_by" in text and "test_size" in text
     assert schema["properties"]["resources"]
+
+
+def test_engine_kind_that_does_not_exist_yet(tmp_path: Path) -> None:
+    text = BASE.replace("  prod:\n", "  prod:\n    engine:\n      kind: spark\n")
+    line = text.splitlines().index("      kind: spark") + 1
+    assert problems(tmp_path, text, target="prod") == [
+        f"manymodels.yml:{line}: targets.prod.engine.kind must be one of 'local'; got 'spark'"
+    ]
+
+
+def test_empty_bundle_file(tmp_path: Path) -> None:
+    assert problems(tmp_path, "") == ["manymodels.yml:1: bundle is required"]

@@ -1,0 +1,80 @@
+"""The Python API on the shapes users bring: several segment columns, CSV data, binary labels, time splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import manymodels as mm
+from helpers import edit_bundle, model_block, segment_frame, write_bundle
+
+
+def test_several_segment_columns_train_score_and_select(tmp_path: Path) -> None:
+    frame = segment_frame(segments=4, rows=60)
+    frame["region"] = np.where(frame["segment"].isin(["seg_000", "seg_001"]), "north", "south")
+    frame["store"] = frame["segment"].str[-1].astype(int)  # an integer segment column
+    models = {"demand": model_block(segment_by=["region", "store"])}
+    write_bundle(tmp_path, frame=frame, models=models)
+    project = mm.load_bundle(tmp_path)
+    run = project.train("demand", workers=1)
+    assert list(run.metrics.columns[:2]) == ["region", "store"]
+    assert len(run.metrics) == 4 and (run.metrics["status"] == "ok").all()
+    scored = project.score("demand", frame.drop(columns=["label"]))
+    assert scored["prediction"].notna().all()
+    # the integer key column arriving as text still finds its model
+    as_text = frame.drop(columns=["label"]).assign(store=lambda f: f["store"].astype(str))
+    assert project.score("demand", as_text)["prediction"].notna().all()
+    only = project.train("demand", segments=["north|1"], workers=1)
+    assert only.metrics[["region", "store"]].values.tolist() == [["north", 1]]
+
+
+def test_csv_dataset(tmp_path: Path) -> None:
+    write_bundle(tmp_path)
+    frame = segment_frame(segments=3, rows=50)
+    frame.to_csv(tmp_path / "data" / "train.csv", index=False)
+    edit_bundle(tmp_path / "manymodels.yml", lambda doc: doc["resources"]["datasets"]["train"].update(
+        format="csv", path="${var.data_root}/train.csv"))
+    project = mm.load_bundle(tmp_path)
+    assert project.config.resolved.resources.datasets["train"].format == "csv"
+    assert project.validate() == []
+    assert project.train("demand", workers=1).summary["segments_ok"] == 3
+
+
+def test_binary_classification_end_to_end(tmp_path: Path) -> None:
+    frame = segment_frame(segments=3, rows=200)
+    frame["label"] = (frame["f0"] > 0.5).astype(int)
+    models = {"churn": model_block(task="binary", metric="auc")}
+    path = write_bundle(tmp_path, frame=frame, models=models)
+    edit_bundle(path, lambda doc: doc["resources"].pop("jobs"))
+    project = mm.load_bundle(tmp_path)
+    run = project.train("churn", workers=1)
+    assert set(run.summary) >= {"auc_mean", "logloss_p50", "accuracy_p95"}
+    assert run.metrics["auc"].min() > 0.9
+    scored = project.score("churn", frame.drop(columns=["label"]))
+    assert scored["prediction"].between(0, 1).all()
+
+
+def test_time_split_from_the_bundle(tmp_path: Path) -> None:
+    frame = segment_frame(segments=2, rows=100)
+    frame["day"] = pd.Timestamp("2026-01-01") + pd.to_timedelta(frame.groupby("segment").cumcount(), unit="D")
+    write_bundle(tmp_path, frame=frame, models={"demand": model_block(split={"by": "day", "cutoff": "2026-03-22"})})
+    run = mm.load_bundle(tmp_path).train("demand", workers=1)
+    assert run.manifest["n_test"].tolist() == [20, 20]
+
+
+def test_metric_that_does_not_fit_the_task(tmp_path: Path) -> None:
+    write_bundle(tmp_path, models={"demand": model_block(metric="auc")})
+    with pytest.raises(mm.BundleError, match="metric 'auc' does not fit task regression; use one of rmse, mae"):
+        mm.load_bundle(tmp_path)
+
+
+def test_unknown_model_and_job_names(tmp_path: Path) -> None:
+    write_bundle(tmp_path)
+    project = mm.load_bundle(tmp_path)
+    with pytest.raises(mm.BundleError, match=r"no model 'demnd' in resources.models \(did you mean 'demand'\?\)"):
+        project.train("demnd")
+    with pytest.raises(mm.BundleError, match=r"no job 'weekley' in resources.jobs \(did you mean 'weekly'\?\)"):
+        project.run("weekley")
