@@ -108,3 +108,21 @@ def test_a_worker_that_dies_fails_only_its_chunk(tmp_path: Path) -> None:
     assert len(status) == 7
     assert status["poison"][0] == "failed" and "worker process died" in str(status["poison"][1])
     assert all(s == ("ok", None) for name, s in status.items() if name != "poison"), status
+
+
+@pytest.mark.slow
+class TestLocalPoolStartedEarly(EngineContract.Tests):
+    """The pool `train` starts before reading data, so worker imports overlap the driver's set-up."""
+
+    def engine(self) -> Engine:
+        engine = LocalEngine(workers=2, max_chunk_rows=120)
+        engine.start(rows=None)
+        assert engine._pool is not None
+        return engine
+
+
+def test_small_fleets_start_no_pool() -> None:
+    engine = LocalEngine(workers=2)
+    engine.start(rows=1_000)
+    assert engine._pool is None
+    engine.close()

@@ -36,6 +36,16 @@ def read_schema(path: Path, fmt: str) -> pa.Schema:
         raise DataError(f"{path}: cannot read {fmt} schema: {exc}") from exc
 
 
+def row_count(path: Path, fmt: str) -> int | None:
+    """A dataset's row count from its metadata (Parquet), or None when only reading it would tell."""
+    if fmt != "parquet" or not path.is_file():
+        return None
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except (pa.ArrowException, OSError):
+        return None
+
+
 def read_frame(path: Path, fmt: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """A dataset as a pandas DataFrame, reading only `columns` when given.
 

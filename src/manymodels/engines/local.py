@@ -11,9 +11,12 @@ from multiprocessing.context import BaseContext
 import pandas as pd
 
 from manymodels.engines.base import PreparedData, Progress
-from manymodels.engines.chunking import plan_chunks
+from manymodels.engines.chunking import MIN_CHUNK_ROWS, plan_chunks
 from manymodels.segment import SegmentResult, SegmentSpec, fit_chunk
 from manymodels.segment.fit import FAILED
+
+# spawn, not fork: a forked child inherits OpenMP state that deadlocks LightGBM.
+_SPAWN = multiprocessing.get_context("spawn")
 
 # A unit of work: the chunk's rows, (segment index, first row, end row) of each segment, chunk number.
 Task = tuple[pd.DataFrame, list[tuple[int, int, int]], int]
@@ -30,6 +33,26 @@ class LocalEngine:
     def __init__(self, workers: int | None = None, max_chunk_rows: int | None = None) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.max_chunk_rows = max_chunk_rows
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self, rows: int | None = None) -> None:
+        """Start the workers now, so their imports overlap the driver's reading and tracking set-up.
+
+        Args:
+            rows: the dataset's row count if known; a fleet that fits one chunk runs in this
+                process and starts no pool.
+        """
+        if self._pool is not None or self.workers <= 1 or (rows is not None and rows <= MIN_CHUNK_ROWS):
+            return
+        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_SPAWN)
+        for _ in range(self.workers):
+            self._pool.submit(_warm_up)
+
+    def close(self) -> None:
+        """Stop the workers (idempotent)."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
     def fit(
         self,
@@ -44,17 +67,17 @@ class LocalEngine:
         workers = min(self.workers, len(chunks))
         tasks = [self._task(data, chunk_id, first, end) for chunk_id, (first, end) in enumerate(chunks)]
         if workers <= 1:
+            self.close()
             for frame, bounds, chunk_id in tasks:
                 done = fit_chunk(frame, bounds, spec, chunk_id, shard_dir)
                 results += done
                 if on_progress:
                     on_progress(len(done))
             return sorted(results, key=lambda r: r.index)
-        # spawn, not fork: a forked child inherits OpenMP state that deadlocks LightGBM.
-        context = multiprocessing.get_context("spawn")
         largest_first = sorted(tasks, key=lambda t: -len(t[0]))
         lost: list[Task] = []
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pool, self._pool = self._pool or ProcessPoolExecutor(max_workers=workers, mp_context=_SPAWN), None
+        with pool:
             futures: dict[Future[list[SegmentResult]], Task] = {
                 pool.submit(fit_chunk, frame, bounds, spec, chunk_id, shard_dir): (frame, bounds, chunk_id)
                 for frame, bounds, chunk_id in largest_first
@@ -70,7 +93,7 @@ class LocalEngine:
                 results += done
                 if on_progress:
                     on_progress(len(done))
-        results += self._retry_alone(lost, spec, shard_dir, context, on_progress)
+        results += self._retry_alone(lost, spec, shard_dir, _SPAWN, on_progress)
         return sorted(results, key=lambda r: r.index)
 
     @staticmethod
@@ -104,6 +127,12 @@ class LocalEngine:
         lo, hi = int(data.starts[first]), int(data.starts[end])
         bounds = [(i, int(data.starts[i]) - lo, int(data.starts[i + 1]) - lo) for i in range(first, end)]
         return data.frame.iloc[lo:hi], bounds, chunk_id
+
+
+def _warm_up() -> None:
+    """Import what fitting needs, in a fresh worker."""
+    import lightgbm  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
 
 
 def _lost(bounds: list[tuple[int, int, int]], spec: SegmentSpec, error: str) -> list[SegmentResult]:

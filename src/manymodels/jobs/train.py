@@ -16,7 +16,7 @@ import pandas as pd
 
 from manymodels.bundle import BundleConfig, ModelSpec
 from manymodels.bundle.checks import model_features, model_problems
-from manymodels.data import read_frame, read_schema, write_parquet
+from manymodels.data import read_frame, read_schema, row_count, write_parquet
 from manymodels.engines import LocalEngine, PreparedData, prepare
 from manymodels.errors import BundleError, DataError
 from manymodels.registry import PackInfo, Tracker, write_pack_files
@@ -143,12 +143,29 @@ def train(
     """
     started = time.perf_counter()
     model = config.model(name)
+    engine = LocalEngine(workers or config.resolved.engine.workers)
+    try:
+        engine.start(rows=_row_count(config, model))
+        return _train(config, name, model, engine, segments, started, on_start, on_progress)
+    finally:
+        engine.close()
+
+
+def _train(
+    config: BundleConfig,
+    name: str,
+    model: ModelSpec,
+    engine: LocalEngine,
+    segments: Sequence[str] | None,
+    started: float,
+    on_start: Callable[[int, str], None] | None,
+    on_progress: Callable[[int], None] | None,
+) -> TrainOutcome:
     spec, frame = load_training_data(config, name)
     if segments:
         frame = select_segments(frame, spec.segment_by, segments)
     data = prepare(frame, list(spec.segment_by))
     del frame
-    engine = LocalEngine(workers or config.resolved.engine.workers)
     tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
     exp_name = experiment_name(config, name)
     exp_id = tracker.experiment_id(exp_name)
@@ -199,6 +216,11 @@ def train(
         if staged is None:
             shutil.rmtree(staging, ignore_errors=True)
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds)
+
+
+def _row_count(config: BundleConfig, model: ModelSpec) -> int | None:
+    ds = config.resolved.resources.datasets.get(model.dataset)
+    return row_count(config.resolve_path(ds.path), ds.format) if ds is not None else None
 
 
 def build_manifest(data: PreparedData, results: list[SegmentResult], spec: SegmentSpec) -> pd.DataFrame:
