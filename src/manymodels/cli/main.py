@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 the work failed (every segment failed, a task failed); 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 import traceback
@@ -57,6 +58,8 @@ def _main(
 ) -> None:
     state.bundle = bundle
     state.debug = debug
+    # MLflow's INFO lines (database migrations and the like) drown the progress bar; --debug keeps them.
+    logging.getLogger("mlflow").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def _fail(exc: BaseException) -> NoReturn:
