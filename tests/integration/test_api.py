@@ -78,3 +78,19 @@ def test_unknown_model_and_job_names(tmp_path: Path) -> None:
         project.train("demnd")
     with pytest.raises(mm.BundleError, match=r"no job 'weekley' in resources.jobs \(did you mean 'weekly'\?\)"):
         project.run("weekley")
+
+
+def test_score_a_file_path_and_a_missing_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = segment_frame(segments=2, rows=40)
+    write_bundle(tmp_path, frame=frame)
+    project = mm.load_bundle(tmp_path)
+    project.train("demand", workers=1)
+    frame.drop(columns=["label"]).to_csv(tmp_path / "fresh.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    scored = project.score("demand", "fresh.csv", output=tmp_path / "out.parquet")
+    assert scored["prediction"].notna().all()
+    assert pd.read_parquet(tmp_path / "out.parquet")["prediction"].notna().all()
+    with pytest.raises(mm.DataError, match="neither a dataset of the bundle"):
+        project.score("demand", "nope.parquet")
+    with pytest.raises(mm.DataError, match=r"input lacks column\(s\) f2"):
+        project.score("demand", frame.drop(columns=["f2"]))
