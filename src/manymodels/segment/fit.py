@@ -41,11 +41,16 @@ class SegmentResult:
     shard: str | None = None
 
 
-def data_fingerprint(frame: pd.DataFrame, spec: SegmentSpec) -> str:
+def row_hashes(frame: pd.DataFrame, spec: SegmentSpec) -> np.ndarray:
+    """One 64-bit hash per row, of the columns training reads."""
+    return pd.util.hash_pandas_object(frame[spec.columns], index=False).to_numpy(dtype=np.uint64)
+
+
+def data_fingerprint(frame: pd.DataFrame, spec: SegmentSpec, hashes: np.ndarray | None = None) -> str:
     """A hash of a segment's rows that does not depend on their order, combined with the spec's."""
     if len(frame) == 0:
         return f"{spec.fingerprint}-0-0"
-    hashes = pd.util.hash_pandas_object(frame[spec.columns], index=False).to_numpy(dtype=np.uint64)
+    hashes = row_hashes(frame, spec) if hashes is None else hashes
     total = int(hashes.sum(dtype=np.uint64))  # wraps mod 2**64: a sum is order-independent
     return f"{spec.fingerprint}-{len(frame)}-{total:016x}"
 
@@ -54,14 +59,18 @@ def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> Segme
     """Split, fit and evaluate one segment; any failure is returned as a failed result, never raised.
 
     Args:
-        frame: the segment's rows (at least the spec's columns), in a stable order.
+        frame: the segment's rows (at least the spec's columns), in any order: they are put in a
+            canonical order (by row hash) first, so every engine, whatever order its data
+            arrives in, splits and fits the same rows the same way.
         spec: the model family's recipe.
         index: the segment's number in its run.
     """
     start = time.perf_counter()
     rows = len(frame)
     try:
-        fingerprint = data_fingerprint(frame, spec)
+        hashes = row_hashes(frame, spec)
+        fingerprint = data_fingerprint(frame, spec, hashes)
+        frame = frame.iloc[np.argsort(hashes, kind="stable")]
     except Exception as exc:  # noqa: BLE001 - a segment's trouble is a row, not a dead run
         fingerprint = f"{spec.fingerprint}-{rows}-unhashable"
         return SegmentResult(index, FAILED, rows, fingerprint, error=_describe(exc))
