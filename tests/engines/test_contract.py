@@ -5,7 +5,9 @@ Each engine subclasses EngineContract.Tests; the Spark engine will join it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +15,7 @@ import pytest
 
 from helpers import segment_frame
 from manymodels.engines import Engine, LocalEngine, prepare
+from manymodels.engines.spark import SparkEngine
 from manymodels.segment import SegmentSpec, read_shard
 
 SPEC = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"),
@@ -26,11 +29,12 @@ def fleet() -> pd.DataFrame:
     return pd.concat([frame, thin, flat], ignore_index=True)
 
 
-def reference() -> dict[str, tuple[str, float]]:
+def reference() -> dict[str, tuple[str, float, str]]:
     """Results of the plainest engine: one process, no pool."""
-    results = LocalEngine(workers=1).fit(prepare(fleet(), ["segment"]), SPEC, _tmp_shards())
-    keys = prepare(fleet(), ["segment"]).keys["segment"].tolist()
-    return {keys[r.index]: (r.status, r.metrics.get("rmse", np.nan)) for r in results}
+    data = prepare(fleet(), ["segment"])
+    results = LocalEngine(workers=1).fit(data, SPEC, _tmp_shards())
+    keys = data.keys["segment"].tolist()
+    return {keys[r.index]: (r.status, r.metrics.get("rmse", np.nan), r.fingerprint) for r in results}
 
 
 def _tmp_shards() -> str:
@@ -41,47 +45,87 @@ def _tmp_shards() -> str:
 
 class EngineContract:
     class Tests:
+        @pytest.fixture
         def engine(self) -> Engine:
             raise NotImplementedError
 
-        def test_same_segments_statuses_and_metrics(self, tmp_path: Path) -> None:
-            data = prepare(fleet(), ["segment"])
+        def load(self, engine: Engine, tmp_path: Path) -> Any:
+            path = tmp_path / "fleet.parquet"
+            fleet().to_parquet(path, index=False)
+            return engine.load(path, "parquet", SPEC)
+
+        def test_same_segments_statuses_and_metrics(self, engine: Engine, tmp_path: Path) -> None:
+            data = self.load(engine, tmp_path)
             progress: list[int] = []
-            results = self.engine().fit(data, SPEC, str(tmp_path), progress.append)
+            results = engine.fit(data, SPEC, str(tmp_path), progress.append)
             assert [r.index for r in results] == list(range(len(data)))
             assert sum(progress) == len(data)
-            got = {data.keys["segment"][r.index]: (r.status, r.metrics.get("rmse", np.nan)) for r in results}
+            keys = data.keys["segment"].tolist()
+            got = {keys[r.index]: (r.status, r.metrics.get("rmse", np.nan), r.fingerprint) for r in results}
             want = reference()
             assert got.keys() == want.keys()
-            for seg, (status, rmse) in want.items():
+            for seg, (status, rmse, fingerprint) in want.items():
                 assert got[seg][0] == status, seg
+                assert got[seg][2] == fingerprint, seg
                 if status == "ok":
                     assert got[seg][1] == pytest.approx(rmse, abs=1e-9), seg
-            failed = {data.keys["segment"][r.index]: r.error for r in results if r.status != "ok"}
+            failed = {keys[r.index]: r.error for r in results if r.status != "ok"}
             assert failed == {"thin": "segment has 3 row(s); min_rows is 10",
                               "flat": "label 'label' is constant (1 in all 40 rows): nothing to learn"}
 
-        def test_models_land_in_shards_not_in_results(self, tmp_path: Path) -> None:
-            data = prepare(fleet(), ["segment"])
-            results = self.engine().fit(data, SPEC, str(tmp_path))
+        def test_models_land_in_shards_not_in_results(self, engine: Engine, tmp_path: Path) -> None:
+            data = self.load(engine, tmp_path)
+            shards = tmp_path / "shards"
+            shards.mkdir()
+            results = engine.fit(data, SPEC, str(shards))
             ok = [r for r in results if r.status == "ok"]
             assert all(r.model is None and r.shard for r in ok)
             stored: dict[int, tuple[str, bytes]] = {}
-            for shard in tmp_path.glob("shard-*.parquet"):
+            for shard in shards.glob("shard-*.parquet"):
                 stored.update(read_shard(shard))
             assert sorted(stored) == sorted(r.index for r in ok)
             assert all(fmt == "lightgbm-text" for fmt, _ in stored.values())
 
+        def test_only_the_named_segments(self, engine: Engine, tmp_path: Path) -> None:
+            path = tmp_path / "fleet.parquet"
+            fleet().to_parquet(path, index=False)
+            data = engine.load(path, "parquet", SPEC, segments=["seg_003", "thin"])
+            assert data.keys["segment"].tolist() == ["seg_003", "thin"]
+            results = engine.fit(data, SPEC, str(tmp_path))
+            assert [r.status for r in results] == ["ok", "failed"]
+
 
 class TestLocalInProcess(EngineContract.Tests):
+    @pytest.fixture
     def engine(self) -> Engine:
         return LocalEngine(workers=1)
 
 
 @pytest.mark.slow
 class TestLocalPool(EngineContract.Tests):
+    @pytest.fixture
     def engine(self) -> Engine:
         return LocalEngine(workers=2, max_chunk_rows=120)  # several chunks, so the pool is used
+
+
+@pytest.mark.slow
+class TestLocalPoolStartedEarly(EngineContract.Tests):
+    """The pool `train` starts before reading data, so worker imports overlap the driver's set-up."""
+
+    @pytest.fixture
+    def engine(self) -> Iterator[Engine]:
+        engine = LocalEngine(workers=2, max_chunk_rows=120)
+        engine.start(rows=None)
+        assert engine._pool is not None
+        yield engine
+        engine.close()
+
+
+@pytest.mark.slow
+class TestSpark(EngineContract.Tests):
+    @pytest.fixture
+    def engine(self, spark: Any) -> Engine:
+        return SparkEngine(session=spark, max_chunk_rows=120)  # several chunks: several applyInPandas groups
 
 
 @pytest.mark.slow
@@ -108,17 +152,6 @@ def test_a_worker_that_dies_fails_only_its_chunk(tmp_path: Path) -> None:
     assert len(status) == 7
     assert status["poison"][0] == "failed" and "worker process died" in str(status["poison"][1])
     assert all(s == ("ok", None) for name, s in status.items() if name != "poison"), status
-
-
-@pytest.mark.slow
-class TestLocalPoolStartedEarly(EngineContract.Tests):
-    """The pool `train` starts before reading data, so worker imports overlap the driver's set-up."""
-
-    def engine(self) -> Engine:
-        engine = LocalEngine(workers=2, max_chunk_rows=120)
-        engine.start(rows=None)
-        assert engine._pool is not None
-        return engine
 
 
 def test_small_fleets_start_no_pool() -> None:

@@ -33,10 +33,32 @@ class VariableSpec(Strict):
 
 
 class EngineSpec(Strict):
-    """`engine:` where segments are fitted. Only the local process pool exists so far."""
+    """`engine:` where segments are fitted.
 
-    kind: Literal["local"] = "local"
+    `local` (default): a process pool of `workers` (default: the cores). `spark`: a Spark
+    session, classic (`master`: `local[2]`, `spark://host:7077`, `yarn`) or Spark Connect
+    (`remote`: `sc://host:15002`), with extra Spark `conf`.
+    """
+
+    kind: Literal["local", "spark"] = "local"
     workers: int | None = Field(default=None, ge=1)
+    master: str | None = None
+    remote: str | None = None
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    max_chunk_rows: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _spark_options_need_spark(self) -> EngineSpec:
+        if self.kind != "spark" and (self.master or self.remote or self.conf):
+            raise ValueError("master, remote and conf are for kind spark")
+        if self.master and self.remote:
+            raise ValueError("give master (classic Spark) or remote (Spark Connect), not both")
+        return self
+
+    def spark_options(self) -> dict[str, Any]:
+        """Keyword arguments of the Spark engine."""
+        return {"master": self.master, "remote": self.remote, "conf": dict(self.conf),
+                "max_chunk_rows": self.max_chunk_rows}
 
 
 class DatasetSpec(Strict):

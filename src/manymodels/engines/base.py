@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
+from manymodels.errors import DataError
 from manymodels.segment import SegmentResult, SegmentSpec
+
+SEGMENT_KEY_SEPARATOR = "|"
 
 
 @dataclass
@@ -49,17 +53,60 @@ def prepare(frame: pd.DataFrame, segment_by: list[str]) -> PreparedData:
 Progress = Callable[[int], None]
 
 
+class Fleet(Protocol):
+    """A dataset's segments as an engine holds them: the keys (in segment-index order) and their sizes."""
+
+    @property
+    def keys(self) -> pd.DataFrame:
+        """One row per segment: its segment_by values."""
+        ...
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Rows per segment."""
+        ...
+
+    def __len__(self) -> int: ...
+
+
 class Engine(Protocol):
-    """Maps the per-chunk fit over a prepared dataset's segments."""
+    """Reads a dataset as a fleet of segments and maps the per-chunk fit over it."""
 
     workers: int
 
-    def fit(
-        self,
-        data: PreparedData,
-        spec: SegmentSpec,
-        shard_dir: str,
-        on_progress: Progress | None = None,
-    ) -> list[SegmentResult]:
+    def start(self, rows: int | None = None) -> None:
+        """Get ready (start workers, sessions) while the driver does its own set-up."""
+        ...
+
+    def close(self) -> None:
+        """Release what `start` or `fit` acquired."""
+        ...
+
+    def load(self, path: Path, fmt: str, spec: SegmentSpec, segments: Sequence[str] | None = None) -> Fleet:
+        """The dataset's segments (only those named, when `segments` is given)."""
+        ...
+
+    def fit(self, fleet: Any, spec: SegmentSpec, shard_dir: str, on_progress: Progress | None = None
+            ) -> list[SegmentResult]:
         """Fit every segment; models go to shards in `shard_dir`; results come back in segment order."""
         ...
+
+
+def segment_labels(keys: pd.DataFrame) -> pd.Series:
+    """How a user names each segment: its values joined by '|' (one column: the value itself)."""
+    return keys.astype(str).agg(SEGMENT_KEY_SEPARATOR.join, axis=1)
+
+
+def wanted_mask(keys: pd.DataFrame, wanted: Sequence[str]) -> np.ndarray:
+    """Which rows of `keys` are among the segments named.
+
+    Raises:
+        DataError: a named segment does not exist.
+    """
+    labels = segment_labels(keys)
+    wanted_set = set(wanted)
+    missing = sorted(wanted_set - set(labels.unique()))
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:5]) + (" …" if len(missing) > 5 else "")
+        raise DataError(f"no rows for segment(s) {shown}")
+    return labels.isin(wanted_set).to_numpy()

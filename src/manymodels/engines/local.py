@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import BaseContext
+from pathlib import Path
 
 import pandas as pd
 
-from manymodels.engines.base import PreparedData, Progress
+from manymodels.data import read_frame
+from manymodels.engines.base import PreparedData, Progress, prepare, wanted_mask
 from manymodels.engines.chunking import MIN_CHUNK_ROWS, plan_chunks
 from manymodels.segment import SegmentResult, SegmentSpec, fit_chunk
 from manymodels.segment.fit import FAILED
@@ -53,6 +56,14 @@ class LocalEngine:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+
+    def load(self, path: Path, fmt: str, spec: SegmentSpec, segments: Sequence[str] | None = None
+             ) -> PreparedData:
+        """Read the columns training needs once, keep the named segments, group by segment."""
+        frame = read_frame(path, fmt, spec.columns)
+        if segments:
+            frame = frame[wanted_mask(frame[list(spec.segment_by)], segments)]
+        return prepare(frame, list(spec.segment_by))
 
     def fit(
         self,

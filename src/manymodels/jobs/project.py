@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -88,11 +89,14 @@ class Project:
         segments: Sequence[str] | None = None,
         workers: int | None = None,
         on_progress: Callable[[int], None] | None = None,
+        spark: Any = None,
     ) -> TrainRun:
-        """Train one model per segment; returns the run (its metrics: one row per segment)."""
-        return TrainRun(
-            train(self.config, model, segments=segments, workers=workers, on_progress=on_progress)
-        )
+        """Train one model per segment; returns the run (its metrics: one row per segment).
+
+        Pass `spark=` a SparkSession to train on it (a notebook's cluster) whatever the target's engine.
+        """
+        outcome = train(self.config, model, segments=segments, workers=workers, on_progress=on_progress, spark=spark)
+        return TrainRun(outcome)
 
     def score(
         self,

@@ -10,14 +10,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from manymodels.bundle import BundleConfig, ModelSpec
 from manymodels.bundle.checks import model_features, model_problems
-from manymodels.data import read_frame, read_schema, row_count, write_parquet
-from manymodels.engines import LocalEngine, PreparedData, prepare
+from manymodels.data import read_schema, row_count, write_parquet
+from manymodels.engines import Engine, Fleet, make_engine
 from manymodels.errors import BundleError, DataError
 from manymodels.registry import PackInfo, Tracker, write_pack_files
 from manymodels.registry.pack import SEGMENT_INDEX, SHARDS
@@ -26,7 +27,6 @@ from manymodels.registry.tracking import TAG, git_commit, local_path
 from manymodels.segment import SegmentResult, SegmentSpec, metric_names
 from manymodels.segment.fit import OK
 
-SEGMENT_KEY_SEPARATOR = "|"
 SEGMENT_METRICS = "segment_metrics.parquet"
 
 
@@ -78,12 +78,12 @@ def segment_spec(config: BundleConfig, model: ModelSpec, features: Sequence[str]
     )
 
 
-def load_training_data(config: BundleConfig, name: str) -> tuple[SegmentSpec, pd.DataFrame]:
-    """The model's recipe and the columns of its dataset that training needs, checked first.
+def training_spec(config: BundleConfig, name: str) -> tuple[SegmentSpec, Path, str]:
+    """The model's recipe, its dataset's path and format; columns checked against the file's schema.
 
     Raises:
         BundleError: a column the bundle names is missing or not numeric.
-        DataError: the dataset is missing, unreadable or empty.
+        DataError: the dataset is missing or unreadable.
     """
     model = config.model(name)
     ds = config.resolved.resources.datasets.get(model.dataset)
@@ -97,26 +97,7 @@ def load_training_data(config: BundleConfig, name: str) -> tuple[SegmentSpec, pd
     problems = model_problems(config, name, schema)
     if problems:
         raise BundleError(problems)
-    spec = segment_spec(config, model, model_features(model, schema))
-    frame = read_frame(path, ds.format, spec.columns)
-    if frame.empty:
-        raise DataError(f"{path}: dataset {model.dataset!r} has no rows")
-    return spec, frame
-
-
-def select_segments(frame: pd.DataFrame, segment_by: Sequence[str], wanted: Sequence[str]) -> pd.DataFrame:
-    """Rows of the named segments; a segment is its values joined by '|' (one column: the value).
-
-    Raises:
-        DataError: a named segment has no rows.
-    """
-    keys = frame[list(segment_by)].astype(str).agg(SEGMENT_KEY_SEPARATOR.join, axis=1)
-    wanted_set = set(wanted)
-    missing = sorted(wanted_set - set(keys.unique()))
-    if missing:
-        shown = ", ".join(repr(m) for m in missing[:5]) + (" …" if len(missing) > 5 else "")
-        raise DataError(f"no rows for segment(s) {shown}")
-    return frame[keys.isin(wanted_set).to_numpy()]
+    return segment_spec(config, model, model_features(model, schema)), path, ds.format
 
 
 def train(
@@ -126,6 +107,7 @@ def train(
     workers: int | None = None,
     on_start: Callable[[int, str], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    spark: Any = None,
 ) -> TrainOutcome:
     """Train one model per segment of a model family and log them as one MLflow run.
 
@@ -136,6 +118,7 @@ def train(
         workers: processes to fit on (default: the target's engine setting, else the cores).
         on_start: called once with (segment count, run id) before fitting begins.
         on_progress: called with the number of segments finished, as they finish.
+        spark: a SparkSession to train on (a notebook's, say) instead of the target's engine.
 
     Raises:
         BundleError, DataError: bad input, before any run is created.
@@ -143,7 +126,7 @@ def train(
     """
     started = time.perf_counter()
     model = config.model(name)
-    engine = LocalEngine(workers or config.resolved.engine.workers)
+    engine = engine_for(config, workers, spark)
     try:
         engine.start(rows=_row_count(config, model))
         return _train(config, name, model, engine, segments, started, on_start, on_progress)
@@ -155,17 +138,16 @@ def _train(
     config: BundleConfig,
     name: str,
     model: ModelSpec,
-    engine: LocalEngine,
+    engine: Engine,
     segments: Sequence[str] | None,
     started: float,
     on_start: Callable[[int, str], None] | None,
     on_progress: Callable[[int], None] | None,
 ) -> TrainOutcome:
-    spec, frame = load_training_data(config, name)
-    if segments:
-        frame = select_segments(frame, spec.segment_by, segments)
-    data = prepare(frame, list(spec.segment_by))
-    del frame
+    spec, path, fmt = training_spec(config, name)
+    data = engine.load(path, fmt, spec, segments)
+    if len(data) == 0:
+        raise DataError(f"{path}: dataset {model.dataset!r} has no rows")
     tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
     exp_name = experiment_name(config, name)
     exp_id = tracker.experiment_id(exp_name)
@@ -218,12 +200,19 @@ def _train(
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds)
 
 
+def engine_for(config: BundleConfig, workers: int | None = None, spark: Any = None) -> Engine:
+    """The target's engine (or Spark on a session the caller already has)."""
+    spec = config.resolved.engine
+    options = spec.spark_options() if spec.kind == "spark" else None
+    return make_engine(spec.kind, workers or spec.workers, options, session=spark)
+
+
 def _row_count(config: BundleConfig, model: ModelSpec) -> int | None:
     ds = config.resolved.resources.datasets.get(model.dataset)
     return row_count(config.resolve_path(ds.path), ds.format) if ds is not None else None
 
 
-def build_manifest(data: PreparedData, results: list[SegmentResult], spec: SegmentSpec) -> pd.DataFrame:
+def build_manifest(data: Fleet, results: list[SegmentResult], spec: SegmentSpec) -> pd.DataFrame:
     """One row per segment: keys, index, status, error, rows, metrics, shard, fingerprint."""
     manifest = data.keys.copy()
     by_index = {r.index: r for r in results}

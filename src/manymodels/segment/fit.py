@@ -42,8 +42,19 @@ class SegmentResult:
 
 
 def row_hashes(frame: pd.DataFrame, spec: SegmentSpec) -> np.ndarray:
-    """One 64-bit hash per row, of the columns training reads."""
-    return pd.util.hash_pandas_object(frame[spec.columns], index=False).to_numpy(dtype=np.uint64)
+    """One 64-bit hash per row, of the columns training reads, whatever their dtypes.
+
+    Values are normalised first (numbers as float64, anything else as text), so the same rows
+    read by pyarrow or by Spark (int32 or int64, Arrow or object strings) hash the same.
+    """
+    norm = {}
+    for col in spec.columns:
+        values = frame[col]
+        if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+            norm[col] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            norm[col] = values.astype(str).to_numpy(dtype=object)
+    return pd.util.hash_pandas_object(pd.DataFrame(norm), index=False).to_numpy(dtype=np.uint64)
 
 
 def data_fingerprint(frame: pd.DataFrame, spec: SegmentSpec, hashes: np.ndarray | None = None) -> str:

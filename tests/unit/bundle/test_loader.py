@@ -163,11 +163,14 @@ def test_json_schema_covers_resources() -> None:
 
 
 def test_engine_kind_that_does_not_exist_yet(tmp_path: Path) -> None:
-    text = BASE.replace("  prod:\n", "  prod:\n    engine:\n      kind: spark\n")
-    line = text.splitlines().index("      kind: spark") + 1
+    text = BASE.replace("  prod:\n", "  prod:\n    engine:\n      kind: ray\n")
+    line = text.splitlines().index("      kind: ray") + 1
     assert problems(tmp_path, text, target="prod") == [
-        f"manymodels.yml:{line}: targets.prod.engine.kind must be one of 'local'; got 'spark'"
+        f"manymodels.yml:{line}: targets.prod.engine.kind must be one of 'local' or 'spark'; got 'ray'"
     ]
+    spark_only = BASE.replace("  prod:\n", "  prod:\n    engine:\n      master: local[2]\n")
+    assert problems(tmp_path, spark_only, target="prod")[0].endswith(
+        "targets.prod.engine master, remote and conf are for kind spark")
 
 
 def test_empty_bundle_file(tmp_path: Path) -> None:

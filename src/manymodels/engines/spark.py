@@ -1,0 +1,229 @@
+"""The Spark engine: segments bin-packed into chunks on the cluster, one `applyInPandas` group per chunk.
+
+Data is read by Spark and never collected: the driver collects only the segment sizes (one row
+per segment), plans the chunks, and broadcasts the (segment -> chunk) table back. Executors run
+the same `fit_chunk` as the local engine, write their shard straight to the run's staging folder
+and return manifest rows only, so no model bytes pass through the driver.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from manymodels.engines.base import Progress, wanted_mask
+from manymodels.engines.chunking import plan_chunks
+from manymodels.errors import EngineError
+from manymodels.segment import SegmentResult, SegmentSpec, fit_chunk, metric_names
+from manymodels.segment.fit import OK
+
+# Every chunk is one pandas frame in one Python worker, sent as Arrow: stay far below Arrow's
+# 2 GiB per-batch limit however many small segments share a chunk.
+DEFAULT_MAX_CHUNK_ROWS = 1_000_000
+INDEX = "_mm_segment_index"
+CHUNK = "_mm_chunk"
+_AQE = "spark.sql.adaptive.enabled"
+_PARTITIONS = "spark.sql.shuffle.partitions"
+_RESULT_FIELDS = [("segment_index", "long"), ("status", "string"), ("error", "string"), ("rows", "long"),
+                  ("n_train", "long"), ("n_test", "long"), ("shard", "string"), ("model_format", "string"),
+                  ("fingerprint", "string"), ("fit_seconds", "double"), ("attempt", "int")]
+
+
+@dataclass
+class SparkFleet:
+    """A dataset's segments on Spark: the lazy data tagged with segment index and chunk, and the plan."""
+
+    frame: Any
+    keys: pd.DataFrame
+    sizes: np.ndarray
+    chunks: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class SparkEngine:
+    """Fits chunks of segments with `groupBy(chunk).applyInPandas` on a Spark session.
+
+    Args:
+        session: a SparkSession to use as is (never stopped by the engine).
+        master: classic Spark master (`local[2]`, `spark://host:7077`, `yarn`); default `local[*]`.
+        remote: a Spark Connect URL (`sc://host:15002`) instead of `master`.
+        conf: extra Spark configuration for a session the engine builds.
+        max_chunk_rows: an upper bound on one chunk's rows.
+    """
+
+    def __init__(self, session: Any = None, master: str | None = None, remote: str | None = None,
+                 conf: dict[str, Any] | None = None, max_chunk_rows: int | None = None) -> None:
+        self.session = session
+        self._owned = False
+        self.master, self.remote, self.conf = master, remote, dict(conf or {})
+        self.max_chunk_rows = max_chunk_rows or DEFAULT_MAX_CHUNK_ROWS
+        self.workers = 1
+
+    def start(self, rows: int | None = None) -> None:
+        """Get (or build) the session and learn how many tasks it runs at once."""
+        if self.session is None:
+            self.session = build_session(self.master, self.remote, self.conf)
+            self._owned = True
+        self.workers = _parallelism(self.session)
+
+    def close(self) -> None:
+        """Stop the session if the engine built it (a caller's session is left running)."""
+        if self._owned and self.session is not None:
+            self.session.stop()
+            self.session, self._owned = None, False
+
+    def load(self, path: Path, fmt: str, spec: SegmentSpec, segments: Sequence[str] | None = None) -> SparkFleet:
+        """Read with Spark, count rows per segment (the only thing collected), plan and tag chunks."""
+        from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
+
+        self.start()
+        spark = self.session
+        reader = spark.read
+        df = (reader.parquet(str(path)) if fmt == "parquet"
+              else reader.option("header", True).option("inferSchema", True).csv(str(path)))
+        df = df.select(*spec.columns)
+        by = list(spec.segment_by)
+        counts = df.groupBy(*by).count().toPandas()
+        counts = counts.sort_values(by, kind="stable", na_position="last").reset_index(drop=True)
+        if segments:
+            counts = counts[wanted_mask(counts[by], segments)].reset_index(drop=True)
+        keys = counts[by].copy()
+        sizes = counts["count"].to_numpy(dtype=np.int64)
+        chunks = plan_chunks(sizes, self.workers, self.max_chunk_rows)
+        chunk_of = np.zeros(len(keys), dtype=np.int64)
+        for chunk_id, (first, end) in enumerate(chunks):
+            chunk_of[first:end] = chunk_id
+        plan = keys.copy()
+        plan[INDEX] = np.arange(len(keys), dtype=np.int64)
+        plan[CHUNK] = chunk_of
+        if len(plan) == 0:
+            return SparkFleet(df, keys, sizes, chunks)
+        assign = spark.createDataFrame(plan)
+        same_segment = [df[c].eqNullSafe(assign[c]) for c in by]
+        tagged = df.join(F.broadcast(assign), on=same_segment, how="inner")
+        tagged = tagged.select(*[df[c] for c in spec.columns], assign[INDEX], assign[CHUNK])
+        return SparkFleet(tagged, keys, sizes, chunks)
+
+    def fit(self, fleet: SparkFleet, spec: SegmentSpec, shard_dir: str,
+            on_progress: Progress | None = None) -> list[SegmentResult]:
+        """One `applyInPandas` group per chunk; manifest rows come back, shards stay where executors wrote them."""
+        if len(fleet) == 0:
+            return []
+        metrics = list(metric_names(spec.task))
+        schema = ", ".join(f"{name} {kind}" for name, kind in [*_RESULT_FIELDS, *[(m, "double") for m in metrics]])
+
+        def fit_group(pdf: pd.DataFrame) -> pd.DataFrame:
+            return _fit_group(pdf, spec, shard_dir, metrics)
+
+        spark = self.session
+        saved = {key: spark.conf.get(key, None) for key in (_AQE, _PARTITIONS)}
+        # Adaptive execution would coalesce the chunk partitions back together (it sees small
+        # shuffles); with it off and one shuffle partition per chunk, chunks run side by side.
+        spark.conf.set(_AQE, "false")
+        spark.conf.set(_PARTITIONS, str(len(fleet.chunks)))
+        try:
+            rows = fleet.frame.groupBy(CHUNK).applyInPandas(fit_group, schema=schema).toPandas()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    spark.conf.unset(key)
+                else:
+                    spark.conf.set(key, value)
+        results = _results(rows, metrics)
+        if on_progress:
+            on_progress(len(results))
+        return results
+
+
+def build_session(master: str | None, remote: str | None, conf: dict[str, Any]) -> Any:
+    """A SparkSession for the target, or an EngineError saying what to install or check."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise EngineError("engine kind spark needs pyspark: pip install 'manymodels[spark]'") from exc
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName("manymodels")
+    builder = builder.remote(remote) if remote else builder.master(master or "local[*]")
+    for key, value in conf.items():
+        builder = builder.config(key, str(value).lower() if isinstance(value, bool) else str(value))
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:  # noqa: BLE001 - Java, network and config errors all end here
+        where = f"Spark Connect at {remote}" if remote else f"Spark master {master or 'local[*]'}"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EngineError(f"cannot start {where}: {first} (Spark needs Java 17+ on PATH or in JAVA_HOME, "
+                          "and a reachable master)") from exc
+
+
+def _parallelism(spark: Any) -> int:
+    try:
+        return max(1, int(spark.sparkContext.defaultParallelism))
+    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
+        return max(1, int(spark.conf.get("spark.default.parallelism", "2")))
+
+
+def _fit_group(pdf: pd.DataFrame, spec: SegmentSpec, shard_dir: str, metrics: list[str]) -> pd.DataFrame:
+    """On an executor: the chunk's rows in, one manifest row per segment out (the shard written)."""
+    pdf = pdf.sort_values(INDEX, kind="stable").reset_index(drop=True)
+    index = pdf[INDEX].to_numpy()
+    cuts = np.flatnonzero(index[1:] != index[:-1]) + 1
+    starts, ends = np.r_[0, cuts], np.r_[cuts, len(pdf)]
+    bounds = [(int(index[s]), int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
+    results = fit_chunk(pdf, bounds, spec, int(pdf[CHUNK].iloc[0]), shard_dir)
+    attempt = _attempt()
+    out = pd.DataFrame({
+        "segment_index": [r.index for r in results],
+        "status": [r.status for r in results],
+        "error": [r.error for r in results],
+        "rows": [r.rows for r in results],
+        "n_train": [r.n_train for r in results],
+        "n_test": [r.n_test for r in results],
+        "shard": [r.shard for r in results],
+        "model_format": [r.model_format for r in results],
+        "fingerprint": [r.fingerprint for r in results],
+        "fit_seconds": [r.seconds for r in results],
+        "attempt": [attempt] * len(results),
+    })
+    for m in metrics:
+        out[m] = [r.metrics.get(m, np.nan) for r in results]
+    return out
+
+
+def _attempt() -> int:
+    try:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        return int(context.attemptNumber()) if context is not None else 0
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def _results(rows: pd.DataFrame, metrics: list[str]) -> list[SegmentResult]:
+    """Manifest rows to results, one per segment: a retried task's rows count once (an ok attempt wins)."""
+    rows = rows.assign(_ok=rows["status"] == OK).sort_values(["segment_index", "_ok", "attempt"], kind="stable")
+    rows = rows.drop_duplicates("segment_index", keep="last")
+    results = []
+    for r in rows.itertuples(index=False):
+        rec = r._asdict()
+        results.append(SegmentResult(
+            index=int(rec["segment_index"]), status=str(rec["status"]), rows=int(rec["rows"]),
+            fingerprint=str(rec["fingerprint"]), n_train=int(rec["n_train"]), n_test=int(rec["n_test"]),
+            metrics={m: float(rec[m]) for m in metrics if rec[m] == rec[m]},
+            error=_text(rec["error"]), model_format=_text(rec["model_format"]), shard=_text(rec["shard"]),
+            seconds=float(rec["fit_seconds"]),
+        ))
+    return results
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or value is pd.NA or (isinstance(value, float) and value != value) else str(value)

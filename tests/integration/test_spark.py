@@ -1,0 +1,30 @@
+"""Training on Spark through the Python API, with a session the caller already has (as in a notebook)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import manymodels as mm
+from helpers import segment_frame, write_bundle
+
+
+@pytest.mark.slow
+def test_train_on_a_callers_spark_session_matches_the_local_engine(tmp_path: Path, spark: Any) -> None:
+    frame = segment_frame(segments=6, rows=80)
+    write_bundle(tmp_path, frame=frame)
+    project = mm.load_bundle(tmp_path)
+    on_spark = project.train("demand", spark=spark)
+    local = project.train("demand", workers=1)
+    assert spark.sparkContext._jsc is not None  # the caller's session is left running
+    assert on_spark.summary["segments_ok"] == 6
+    a = on_spark.metrics.sort_values("segment").reset_index(drop=True)
+    b = local.metrics.sort_values("segment").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-9)
+    inputs = frame.drop(columns=["label"])
+    spark_scores = project.score("demand", inputs, run_id=on_spark.run_id)["prediction"]
+    local_scores = project.score("demand", inputs, run_id=local.run_id)["prediction"]
+    pd.testing.assert_series_equal(spark_scores, local_scores)
