@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from manymodels.errors import BundleError, DataError, EngineError, ManymodelsError, RegistryError
+from manymodels.errors import BundleError, DataError, EngineError, EngineSetupError, ManymodelsError, RegistryError
 
 if TYPE_CHECKING:
     from manymodels.jobs.project import Project, TrainRun, load_bundle
@@ -22,6 +22,7 @@ __all__ = [
     "BundleError",
     "DataError",
     "EngineError",
+    "EngineSetupError",
     "ManymodelsError",
     "Project",
     "RegistryError",

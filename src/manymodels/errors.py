@@ -32,5 +32,11 @@ class EngineError(ManymodelsError):
     """An engine could not run the work (not a single segment's failure)."""
 
 
+class EngineSetupError(EngineError):
+    """An engine cannot start: something to install or check (Java, pyspark, a master's address)."""
+
+    exit_code = 2
+
+
 class RegistryError(ManymodelsError):
     """Tracking or registry trouble: a run or pack that cannot be found, read or written."""

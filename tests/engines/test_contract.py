@@ -29,18 +29,14 @@ def fleet() -> pd.DataFrame:
     return pd.concat([frame, thin, flat], ignore_index=True)
 
 
-def reference() -> dict[str, tuple[str, float, str]]:
+def reference(tmp_path: Path) -> dict[str, tuple[str, float, str]]:
     """Results of the plainest engine: one process, no pool."""
     data = prepare(fleet(), ["segment"])
-    results = LocalEngine(workers=1).fit(data, SPEC, _tmp_shards())
+    shards = tmp_path / "reference-shards"
+    shards.mkdir()
+    results = LocalEngine(workers=1).fit(data, SPEC, str(shards))
     keys = data.keys["segment"].tolist()
     return {keys[r.index]: (r.status, r.metrics.get("rmse", np.nan), r.fingerprint) for r in results}
-
-
-def _tmp_shards() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="contract-")
 
 
 class EngineContract:
@@ -62,7 +58,7 @@ class EngineContract:
             assert sum(progress) == len(data)
             keys = data.keys["segment"].tolist()
             got = {keys[r.index]: (r.status, r.metrics.get("rmse", np.nan), r.fingerprint) for r in results}
-            want = reference()
+            want = reference(tmp_path)
             assert got.keys() == want.keys()
             for seg, (status, rmse, fingerprint) in want.items():
                 assert got[seg][0] == status, seg

@@ -207,3 +207,15 @@ def test_pyfunc_from_the_embedded_store_matches_score(tmp_path: Path) -> None:
     via_score = project.score("demand", unseen)["prediction"]
     pd.testing.assert_series_equal(via_pyfunc.reset_index(drop=True), via_score.reset_index(drop=True))
     assert via_score.isna().sum() == 3
+
+
+def test_oversized_segments_are_reported_before_training(tmp_path: Path) -> None:
+    from helpers import edit_bundle
+
+    frame = pd.concat([segment_frame(segments=2, rows=20), segment_frame(names=["huge"], rows=90, seed=3)])
+    path = write_bundle(tmp_path, frame=frame)
+    edit_bundle(path, lambda doc: doc["targets"]["dev"].update(engine={"kind": "local", "max_segment_rows": 50}))
+    code, out, err = cli(tmp_path, "train", "demand", "--workers", "1")
+    assert code == 0
+    assert "1 segment(s) have more than 50 rows (largest: 'huge', 90 rows)" in " ".join(err.split())
+    assert "3 ok / 0 failed of 3" in out

@@ -28,3 +28,23 @@ def test_train_on_a_callers_spark_session_matches_the_local_engine(tmp_path: Pat
     spark_scores = project.score("demand", inputs, run_id=on_spark.run_id)["prediction"]
     local_scores = project.score("demand", inputs, run_id=local.run_id)["prediction"]
     pd.testing.assert_series_equal(spark_scores, local_scores)
+
+
+@pytest.mark.slow
+def test_no_java_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from helpers import edit_bundle
+
+    path = write_bundle(tmp_path, frame=segment_frame(segments=2, rows=30))
+    edit_bundle(path, lambda doc: doc["targets"]["dev"].update(engine={"kind": "spark", "master": "local[1]"}))
+    env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java-here")}
+    done = subprocess.run([str(Path(sys.executable).with_name("manymodels")), "train", "demand"], cwd=tmp_path,
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot start Spark master local[1]:") and "Java 17+" in last
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / ".manymodels" / "mlflow.db").exists()  # nothing tracked: it failed before the run

@@ -46,6 +46,7 @@ class EngineSpec(Strict):
     remote: str | None = None
     conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
     max_chunk_rows: int | None = Field(default=None, ge=1)
+    max_segment_rows: int = Field(default=1_000_000, ge=1)
 
     @model_validator(mode="after")
     def _spark_options_need_spark(self) -> EngineSpec:

@@ -62,8 +62,11 @@ def segment_progress(label: str) -> Iterator[dict[str, Any]]:
         if "task" in state:
             progress.advance(state["task"], n)
 
+    def on_warning(line: str) -> None:
+        progress.console.print(f"[yellow]warning:[/] {line}", highlight=False)
+
     with progress:
-        yield {"on_start": on_start, "on_progress": on_progress}
+        yield {"on_start": on_start, "on_progress": on_progress, "on_warning": on_warning}
 
 
 def train_summary(outcome: TrainOutcome) -> None:

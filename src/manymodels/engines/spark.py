@@ -20,7 +20,7 @@ import pandas as pd
 
 from manymodels.engines.base import Progress, wanted_mask
 from manymodels.engines.chunking import plan_chunks
-from manymodels.errors import EngineError
+from manymodels.errors import EngineSetupError
 from manymodels.segment import SegmentResult, SegmentSpec, fit_chunk, metric_names
 from manymodels.segment.fit import OK
 
@@ -149,7 +149,7 @@ def build_session(master: str | None, remote: str | None, conf: dict[str, Any]) 
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:
-        raise EngineError("engine kind spark needs pyspark: pip install 'manymodels[spark]'") from exc
+        raise EngineSetupError("engine kind spark needs pyspark: pip install 'manymodels[spark]'") from exc
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName("manymodels")
     builder = builder.remote(remote) if remote else builder.master(master or "local[*]")
@@ -160,7 +160,7 @@ def build_session(master: str | None, remote: str | None, conf: dict[str, Any]) 
     except Exception as exc:  # noqa: BLE001 - Java, network and config errors all end here
         where = f"Spark Connect at {remote}" if remote else f"Spark master {master or 'local[*]'}"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EngineError(f"cannot start {where}: {first} (Spark needs Java 17+ on PATH or in JAVA_HOME, "
+        raise EngineSetupError(f"cannot start {where}: {first} (Spark needs Java 17+ on PATH or in JAVA_HOME, "
                           "and a reachable master)") from exc
 
 

@@ -8,7 +8,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ class TrainOutcome:
     summary: dict[str, float]
     metric: str
     seconds: float
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -108,6 +109,7 @@ def train(
     on_start: Callable[[int, str], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     spark: Any = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> TrainOutcome:
     """Train one model per segment of a model family and log them as one MLflow run.
 
@@ -119,6 +121,7 @@ def train(
         on_start: called once with (segment count, run id) before fitting begins.
         on_progress: called with the number of segments finished, as they finish.
         spark: a SparkSession to train on (a notebook's, say) instead of the target's engine.
+        on_warning: called with each warning found before fitting (segments too large, say).
 
     Raises:
         BundleError, DataError: bad input, before any run is created.
@@ -129,7 +132,7 @@ def train(
     engine = engine_for(config, workers, spark)
     try:
         engine.start(rows=_row_count(config, model))
-        return _train(config, name, model, engine, segments, started, on_start, on_progress)
+        return _train(config, name, model, engine, segments, started, on_start, on_progress, on_warning)
     finally:
         engine.close()
 
@@ -143,11 +146,16 @@ def _train(
     started: float,
     on_start: Callable[[int, str], None] | None,
     on_progress: Callable[[int], None] | None,
+    on_warning: Callable[[str], None] | None,
 ) -> TrainOutcome:
     spec, path, fmt = training_spec(config, name)
     data = engine.load(path, fmt, spec, segments)
     if len(data) == 0:
         raise DataError(f"{path}: dataset {model.dataset!r} has no rows")
+    warnings = oversized_segments(data, config.resolved.engine.max_segment_rows)
+    if on_warning:
+        for line in warnings:
+            on_warning(line)
     tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
     exp_name = experiment_name(config, name)
     exp_id = tracker.experiment_id(exp_name)
@@ -197,7 +205,19 @@ def _train(
     finally:
         if staged is None:
             shutil.rmtree(staging, ignore_errors=True)
-    return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds)
+    return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds, warnings)
+
+
+def oversized_segments(data: Fleet, limit: int) -> list[str]:
+    """A warning naming the segments above `limit` rows: each is fitted whole, in one task's memory."""
+    big = np.flatnonzero(data.sizes > limit)
+    if big.size == 0:
+        return []
+    largest = int(big[np.argmax(data.sizes[big])])
+    key = "|".join(str(v) for v in data.keys.iloc[largest].tolist())
+    return [f"{big.size:,} segment(s) have more than {limit:,} rows (largest: {key!r}, {int(data.sizes[largest]):,} "
+            "rows); each is fitted whole in one task, so it must fit one worker's memory "
+            "(engine.max_segment_rows sets this limit)"]
 
 
 def engine_for(config: BundleConfig, workers: int | None = None, spark: Any = None) -> Engine:
