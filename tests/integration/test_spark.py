@@ -48,3 +48,23 @@ def test_no_java_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
     assert last.startswith("error: cannot start Spark master local[1]:") and "Java 17+" in last
     assert "Traceback" not in done.stderr
     assert not (tmp_path / ".manymodels" / "mlflow.db").exists()  # nothing tracked: it failed before the run
+
+
+@pytest.mark.slow
+def test_score_on_spark_matches_local_scoring(tmp_path: Path, spark: Any) -> None:
+    frame = segment_frame(segments=5, rows=60)
+    write_bundle(tmp_path, frame=frame)
+    project = mm.load_bundle(tmp_path)
+    run = project.train("demand", workers=1)
+    inputs = frame.drop(columns=["label"])
+    unseen = inputs.head(7).assign(segment="never_seen", record_id=lambda f: f["record_id"] + 10_000)
+    inputs = pd.concat([inputs, unseen], ignore_index=True)
+    inputs.to_parquet(tmp_path / "to_score.parquet", index=False)
+    written = project.score("demand", str(tmp_path / "to_score.parquet"), output=tmp_path / "spark_scores",
+                            spark=spark, partition_by_segment=True)
+    assert sorted(p.name for p in (tmp_path / "spark_scores").iterdir() if p.is_dir())[:1] == ["segment=never_seen"]
+    on_spark = written.toPandas().sort_values("record_id").reset_index(drop=True)
+    local = project.score("demand", inputs, run_id=run.run_id).sort_values("record_id").reset_index(drop=True)
+    assert on_spark["prediction"].isna().sum() == 7
+    pd.testing.assert_series_equal(on_spark["prediction"].astype("Float64"), local["prediction"],
+                                   check_exact=False, atol=1e-12)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,3 +227,59 @@ def _results(rows: pd.DataFrame, metrics: list[str]) -> list[SegmentResult]:
 
 def _text(value: Any) -> str | None:
     return None if value is None or value is pd.NA or (isinstance(value, float) and value != value) else str(value)
+
+
+
+_SHARD = "_mm_shard"
+
+
+def score_on_spark(spark: Any, data: Any, routes: pd.DataFrame, segment_by: list[str],
+                   predict: Callable[[pd.DataFrame], Any], output: str, partition_by_segment: bool = False) -> Any:
+    """Predictions for a Spark DataFrame, written as Parquet by Spark; returns the written frame.
+
+    Args:
+        spark: the session.
+        data: the rows to score (a Spark DataFrame).
+        routes: segment_by values plus `shard`: which shard holds each served segment's model.
+        segment_by: the segment columns.
+        predict: picklable; called on an executor with rows of one shard's segments, returns
+            their predictions (it loads what it needs once per Python worker).
+        output: where Spark writes the Parquet.
+        partition_by_segment: partition the output folders by the segment columns.
+
+    Rows are grouped by shard, so each task reads a shard once. Rows of segments without a model
+    get a null prediction.
+    """
+    from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
+    from pyspark.sql.types import DoubleType, StructField, StructType
+
+    served = routes.rename(columns={"shard": _SHARD})
+    served[_SHARD] = served[_SHARD].astype(object)
+    route_frame = spark.createDataFrame(served)
+    same_segment = [data[c].eqNullSafe(route_frame[c]) for c in segment_by]
+    routed = data.join(F.broadcast(route_frame), on=same_segment, how="left").select(
+        *[data[c] for c in data.columns], route_frame[_SHARD])
+    schema = StructType([*data.schema.fields, StructField("prediction", DoubleType(), True)])
+
+    def predict_group(pdf: pd.DataFrame) -> pd.DataFrame:
+        out = pdf.drop(columns=[_SHARD])
+        if pdf[_SHARD].isna().all():
+            out["prediction"] = pd.array([pd.NA] * len(out), dtype="Float64")
+        else:
+            out["prediction"] = predict(out)
+        return out
+
+    saved = spark.conf.get(_AQE, None)
+    spark.conf.set(_AQE, "false")
+    try:
+        scored = routed.groupBy(_SHARD).applyInPandas(predict_group, schema=schema)
+        writer = scored.write.mode("overwrite")
+        if partition_by_segment:
+            writer = writer.partitionBy(*segment_by)
+        writer.parquet(output)
+    finally:
+        if saved is None:
+            spark.conf.unset(_AQE)
+        else:
+            spark.conf.set(_AQE, saved)
+    return spark.read.parquet(output)

@@ -12,7 +12,7 @@ import pandas as pd
 from manymodels.bundle import BundleConfig, check_bundle, load_config
 from manymodels.errors import BundleError
 from manymodels.jobs.runner import JobOutcome, run_job
-from manymodels.jobs.score import open_pack, resolve_run, score
+from manymodels.jobs.score import open_pack, resolve_run, score, score_with_spark
 from manymodels.jobs.train import TrainOutcome, experiment_name, train
 from manymodels.registry import RunInfo, Tracker
 from manymodels.segment import metric_names
@@ -98,15 +98,19 @@ class Project:
         outcome = train(self.config, model, segments=segments, workers=workers, on_progress=on_progress, spark=spark)
         return TrainRun(outcome)
 
-    def score(
-        self,
-        model: str,
-        data: str | Path | pd.DataFrame,
-        run_id: str | None = None,
-        output: str | Path | None = None,
-    ) -> pd.DataFrame:
-        """Predictions for `data` (a frame, a dataset name or a path): its columns plus `prediction`."""
+    def score(self, model: str, data: Any, run_id: str | None = None, output: str | Path | None = None,
+              spark: Any = None, partition_by_segment: bool = False) -> Any:
+        """Predictions for `data` (a frame, a dataset name or a path): its columns plus `prediction`.
+
+        With `spark=` a SparkSession, Spark reads the data (a name, a path or a Spark DataFrame),
+        scores it on the executors and writes `output` (required) as Parquet, optionally partitioned
+        by segment; the written Spark DataFrame is returned.
+        """
         out = Path(output) if output is not None else None
+        if spark is not None:
+            if out is None:
+                raise BundleError("scoring on Spark writes its output with Spark: give output=PATH")
+            return score_with_spark(self.config, model, spark, data, out, run_id, partition_by_segment).frame
         return score(self.config, model, data, output=out, run_id=run_id).frame
 
     def run(self, job: str) -> JobOutcome:

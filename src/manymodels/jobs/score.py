@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -23,7 +24,7 @@ class ScoreOutcome:
 
     model: str
     run_id: str
-    frame: pd.DataFrame
+    frame: Any  # a pandas DataFrame; a Spark DataFrame when scored on Spark
     output: Path | None
     rows: int
     rows_without_model: int
@@ -75,6 +76,54 @@ def read_input(config: BundleConfig, data: str | Path | pd.DataFrame) -> pd.Data
             f"{data}: neither a dataset of the bundle ({', '.join(datasets) or 'none'}) nor a file"
         )
     return read_frame(path, "csv" if path.suffix.lower() == ".csv" else "parquet")
+
+
+class PackPredict:
+    """Picklable predictions from a pack folder; the pack is opened once per process that calls it."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._pack: Pack | None = None
+
+    def __call__(self, frame: pd.DataFrame) -> Any:
+        if self._pack is None:
+            self._pack = Pack(self.root)
+        return self._pack.predict(frame)["prediction"].array
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root, "_pack": None}
+
+
+def score_with_spark(config: BundleConfig, name: str, spark: Any, data: str | Path | Any, output: Path,
+                     run_id: str | None = None, partition_by_segment: bool = False) -> ScoreOutcome:
+    """Score on Spark: the data read (or given) as a Spark DataFrame, predictions written by Spark.
+
+    The run's pack must be on a path every executor can read (local mode, or a shared filesystem).
+    """
+    from manymodels.engines.spark import score_on_spark
+
+    config.model(name)
+    info = resolve_run(config, name, run_id)
+    pack = open_pack(config, info)
+    if isinstance(data, str | Path):
+        datasets = config.resolved.resources.datasets
+        if isinstance(data, str) and data in datasets:
+            path, fmt = config.resolve_path(datasets[data].path), datasets[data].format
+        else:
+            path, fmt = Path(data), "csv" if str(data).lower().endswith(".csv") else "parquet"
+        reader = spark.read
+        data = (reader.parquet(str(path)) if fmt == "parquet"
+                else reader.option("header", True).option("inferSchema", True).csv(str(path)))
+    routes = pack.manifest.loc[pack.manifest["shard"].notna(), [*pack.segment_by, "shard"]].copy()
+    written = score_on_spark(spark, data, routes, pack.segment_by, PackPredict(str(pack.root)), str(output),
+                             partition_by_segment)
+    from pyspark.sql import functions as F  # noqa: N812
+
+    missing = written.filter(F.col("prediction").isNull())
+    rows = written.count()
+    rows_without = missing.count()
+    segments_without = missing.select(*pack.segment_by).distinct().count()
+    return ScoreOutcome(name, info.run_id, written, output, rows, rows_without, segments_without)
 
 
 def score(
