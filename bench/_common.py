@@ -34,7 +34,7 @@ def write_bundle(root: Path, data: Path, features: int = 8) -> Path:
     doc = {
         "bundle": {"name": "bench"},
         "resources": {
-            "datasets": {"train": {"format": "parquet", "path": str(data)}},
+            "datasets": {"train": {"format": "parquet", "path": str(data.resolve())}},
             "models": {
                 "bench": {
                     "dataset": "train",

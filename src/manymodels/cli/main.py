@@ -174,13 +174,31 @@ def score_cmd(
     ] = None,
     target: TargetOpt = None,
     var: VarOpt = None,
+    partition_by_segment: Annotated[
+        bool, typer.Option("--partition-by-segment", help="Spark targets: one output folder per segment.")
+    ] = False,
 ) -> None:
-    """Predict each row with its segment's model; write the input columns plus `prediction`."""
+    """Predict each row with its segment's model; write the input columns plus `prediction`.
+
+    On a target whose engine is Spark, Spark reads the data and writes the Parquet.
+    """
     from manymodels.jobs import score
+    from manymodels.jobs.score import score_with_spark
+    from manymodels.jobs.train import engine_for
 
     def body() -> int:
         config = _checked(target, var)
-        render.score_summary(score(config, model, data, output=out, run_id=run))
+        if config.resolved.engine.kind != "spark":
+            render.score_summary(score(config, model, data, output=out, run_id=run))
+            return 0
+        engine = engine_for(config)
+        try:
+            engine.start()
+            spark = engine.session  # type: ignore[attr-defined]
+            outcome = score_with_spark(config, model, spark, data, out, run, partition_by_segment)
+            render.score_summary(outcome)
+        finally:
+            engine.close()
         return 0
 
     _guarded(body)
