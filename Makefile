@@ -32,6 +32,7 @@ bench: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/memory_bench.py
+	$(BIN)/python bench/spark_bench.py
 
 clean:
 	rm -rf $(VENV) $(EXAMPLE)/data $(EXAMPLE)/.manymodels .pytest_cache .mypy_cache .ruff_cache

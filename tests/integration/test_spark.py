@@ -21,6 +21,11 @@ def test_train_on_a_callers_spark_session_matches_the_local_engine(tmp_path: Pat
     local = project.train("demand", workers=1)
     assert spark.sparkContext._jsc is not None  # the caller's session is left running
     assert on_spark.summary["segments_ok"] == 6
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(project.tracking_uri)
+    assert client.get_run(on_spark.run_id).data.params["engine"] == "spark"
+    assert client.get_run(local.run_id).data.params["engine"] == "local"
     a = on_spark.metrics.sort_values("segment").reset_index(drop=True)
     b = local.metrics.sort_values("segment").reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-9)

@@ -72,6 +72,7 @@ class Fleet(Protocol):
 class Engine(Protocol):
     """Reads a dataset as a fleet of segments and maps the per-chunk fit over it."""
 
+    kind: str
     workers: int
 
     def start(self, rows: int | None = None) -> None:

@@ -33,6 +33,8 @@ class LocalEngine:
         max_chunk_rows: an upper bound on the rows of one chunk (more, smaller tasks).
     """
 
+    kind = "local"
+
     def __init__(self, workers: int | None = None, max_chunk_rows: int | None = None) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.max_chunk_rows = max_chunk_rows

@@ -60,6 +60,8 @@ class SparkEngine:
         max_chunk_rows: an upper bound on one chunk's rows.
     """
 
+    kind = "spark"
+
     def __init__(self, session: Any = None, master: str | None = None, remote: str | None = None,
                  conf: dict[str, Any] | None = None, max_chunk_rows: int | None = None) -> None:
         self.session = session
@@ -269,8 +271,10 @@ def score_on_spark(spark: Any, data: Any, routes: pd.DataFrame, segment_by: list
             out["prediction"] = predict(out)
         return out
 
-    saved = spark.conf.get(_AQE, None)
+    saved = {key: spark.conf.get(key, None) for key in (_AQE, _PARTITIONS)}
+    # One shuffle partition per shard (plus the rows without a model), not Spark's default 200 tiny tasks.
     spark.conf.set(_AQE, "false")
+    spark.conf.set(_PARTITIONS, str(int(served[_SHARD].nunique()) + 1))
     try:
         scored = routed.groupBy(_SHARD).applyInPandas(predict_group, schema=schema)
         writer = scored.write.mode("overwrite")
@@ -278,8 +282,9 @@ def score_on_spark(spark: Any, data: Any, routes: pd.DataFrame, segment_by: list
             writer = writer.partitionBy(*segment_by)
         writer.parquet(output)
     finally:
-        if saved is None:
-            spark.conf.unset(_AQE)
-        else:
-            spark.conf.set(_AQE, saved)
+        for key, value in saved.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
     return spark.read.parquet(output)

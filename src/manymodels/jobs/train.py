@@ -164,7 +164,7 @@ def _train(
         exp_id,
         f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
         _tags(config, name),
-        _params(config, name, model, spec, engine.workers),
+        _params(config, name, model, spec, engine),
     )
     staged = local_path(artifact_uri)
     staging = staged if staged is not None else Path(tempfile.mkdtemp(prefix=f"manymodels-{run_id}-"))
@@ -295,9 +295,7 @@ def _tags(config: BundleConfig, name: str) -> dict[str, str]:
     return tags
 
 
-def _params(
-    config: BundleConfig, name: str, model: ModelSpec, spec: SegmentSpec, workers: int
-) -> dict[str, object]:
+def _params(config: BundleConfig, name: str, model: ModelSpec, spec: SegmentSpec, engine: Engine) -> dict[str, object]:
     ds = config.resolved.resources.datasets[model.dataset]
     params: dict[str, object] = {
         "model": name,
@@ -310,8 +308,8 @@ def _params(
         "estimator": spec.estimator,
         "metric": spec.metric,
         "min_rows": spec.min_rows,
-        "engine": config.resolved.engine.kind,
-        "workers": workers,
+        "engine": engine.kind,
+        "workers": engine.workers,
         "host": socket.gethostname(),
     }
     if spec.entry:
