@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,20 +127,10 @@ class SparkEngine:
         def fit_group(pdf: pd.DataFrame) -> pd.DataFrame:
             return _fit_group(pdf, spec, shard_dir, metrics)
 
-        spark = self.session
-        saved = {key: spark.conf.get(key, None) for key in (_AQE, _PARTITIONS)}
         # Adaptive execution would coalesce the chunk partitions back together (it sees small
         # shuffles); with it off and one shuffle partition per chunk, chunks run side by side.
-        spark.conf.set(_AQE, "false")
-        spark.conf.set(_PARTITIONS, str(len(fleet.chunks)))
-        try:
+        with _stage_conf(self.session, {_AQE: "false", _PARTITIONS: str(len(fleet.chunks))}):
             rows = fleet.frame.groupBy(CHUNK).applyInPandas(fit_group, schema=schema).toPandas()
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    spark.conf.unset(key)
-                else:
-                    spark.conf.set(key, value)
         results = _results(rows, metrics)
         if on_progress:
             on_progress(len(results))
@@ -271,20 +262,27 @@ def score_on_spark(spark: Any, data: Any, routes: pd.DataFrame, segment_by: list
             out["prediction"] = predict(out)
         return out
 
-    saved = {key: spark.conf.get(key, None) for key in (_AQE, _PARTITIONS)}
     # One shuffle partition per shard (plus the rows without a model), not Spark's default 200 tiny tasks.
-    spark.conf.set(_AQE, "false")
-    spark.conf.set(_PARTITIONS, str(int(served[_SHARD].nunique()) + 1))
-    try:
+    with _stage_conf(spark, {_AQE: "false", _PARTITIONS: str(int(served[_SHARD].nunique()) + 1)}):
         scored = routed.groupBy(_SHARD).applyInPandas(predict_group, schema=schema)
         writer = scored.write.mode("overwrite")
         if partition_by_segment:
             writer = writer.partitionBy(*segment_by)
         writer.parquet(output)
+    return spark.read.parquet(output)
+
+
+@contextmanager
+def _stage_conf(spark: Any, settings: dict[str, str]) -> Iterator[None]:
+    """Spark settings for one stage, put back as they were afterwards."""
+    saved = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
                 spark.conf.unset(key)
             else:
                 spark.conf.set(key, value)
-    return spark.read.parquet(output)
