@@ -34,9 +34,7 @@ def check_bundle(config: BundleConfig, data: bool = True) -> list[str]:
             try:
                 resolve_entry(model.estimator.entry)
             except BundleError as exc:
-                problems.append(
-                    f"{config.where((*base, 'estimator', 'entry'))}{dotted(base)}.estimator.entry: {exc}"
-                )
+                problems.append(f"{config.where((*base, 'estimator', 'entry'))}{dotted(base)}.estimator.entry: {exc}")
     for name, job in res.jobs.items():
         problems += _check_job(config, name, job)
     if data:
@@ -55,9 +53,7 @@ def model_features(model: ModelSpec, schema: pa.Schema) -> list[str]:
 def model_problems(config: BundleConfig, name: str, schema: pa.Schema) -> list[str]:
     """Problems of one model family's columns against its dataset's schema."""
     model = config.resolved.resources.models[name]
-    return _columns_problems(
-        config, ("resources", "models", name), model, model.dataset, schema, with_label=True
-    )
+    return _columns_problems(config, ("resources", "models", name), model, model.dataset, schema, with_label=True)
 
 
 def _check_job(config: BundleConfig, name: str, job: JobSpec) -> list[str]:
@@ -67,9 +63,7 @@ def _check_job(config: BundleConfig, name: str, job: JobSpec) -> list[str]:
     for i, task in enumerate(job.tasks):
         base = ("resources", "jobs", name, "tasks", i)
         if keys.count(task.key) > 1 and keys.index(task.key) != i:
-            problems.append(
-                f"{config.where((*base, 'key'))}{dotted(base)}.key {task.key!r} is used by two tasks"
-            )
+            problems.append(f"{config.where((*base, 'key'))}{dotted(base)}.key {task.key!r} is used by two tasks")
         for j, dep in enumerate(task.depends_on):
             if dep not in keys:
                 problems.append(
@@ -132,9 +126,7 @@ def _check_data(config: BundleConfig) -> list[str]:
         try:
             schemas[name] = read_schema(config.resolve_path(ds.path), ds.format)
         except DataError as exc:
-            problems.append(
-                f"{config.where(('resources', 'datasets', name, 'path'))}resources.datasets.{name}: {exc}"
-            )
+            problems.append(f"{config.where(('resources', 'datasets', name, 'path'))}resources.datasets.{name}: {exc}")
     for name, model in res.models.items():
         schema = schemas.get(model.dataset)
         if schema is None:
@@ -168,8 +160,7 @@ def _columns_problems(
 
     def missing(key: tuple[str | int, ...], column: str) -> None:
         problems.append(
-            f"{config.where(key)}{dotted(key)}: column {column!r} is not in {where}"
-            f"{did_you_mean(column, names)}"
+            f"{config.where(key)}{dotted(key)}: column {column!r} is not in {where}{did_you_mean(column, names)}"
         )
 
     model_base = base if base[1] == "models" else None
@@ -190,8 +181,7 @@ def _columns_problems(
     features = model_features(model, schema)
     if not features:
         problems.append(
-            f"{config.where(key_of('features'))}{dotted(key_of('features'))}: no numeric feature "
-            f"columns in {where}"
+            f"{config.where(key_of('features'))}{dotted(key_of('features'))}: no numeric feature columns in {where}"
         )
     for i, col in enumerate(features):
         key = key_of("features", i) if model.features is not None else key_of("features")

@@ -120,9 +120,7 @@ def load_config(
 
     target_name = _pick_target(document, target, smap, file.name)
     tree, tree_map = _apply_target(doc, smap, target_name)
-    values = _variable_values(
-        document, target_name, variables or {}, os.environ if environ is None else environ, smap
-    )
+    values = _variable_values(document, target_name, variables or {}, os.environ if environ is None else environ, smap)
     problems: list[str] = []
     tree = _interpolate(tree, (), values, document, target_name, tree_map, problems)
     if problems:
@@ -153,9 +151,7 @@ def _include(doc: dict[str, Any], smap: SourceMap, root: Path) -> None:
             for key, value in part.items():
                 if key not in _INCLUDED_KEYS:
                     hint = did_you_mean(key, _INCLUDED_KEYS) or f" (allowed: {', '.join(_INCLUDED_KEYS)})"
-                    raise BundleError(
-                        f"{part_map.prefix((key,))}{key} is not allowed in an included file{hint}"
-                    )
+                    raise BundleError(f"{part_map.prefix((key,))}{key} is not allowed in an included file{hint}")
                 _merge_new(doc, key, value, (key,), smap, part_map)
 
 
@@ -193,8 +189,7 @@ def _pick_target(document: BundleDocument, wanted: str | None, smap: SourceMap, 
     defaults = [n for n, t in document.targets.items() if t.default]
     if len(defaults) > 1:
         raise BundleError(
-            f"{smap.prefix(('targets', defaults[1]))}targets: more than one default target: "
-            f"{', '.join(defaults)}"
+            f"{smap.prefix(('targets', defaults[1]))}targets: more than one default target: {', '.join(defaults)}"
         )
     if defaults:
         return defaults[0]
@@ -288,13 +283,9 @@ def _interpolate(
     problems: list[str],
 ) -> Any:
     if isinstance(value, dict):
-        return {
-            k: _interpolate(v, (*path, k), values, document, target, tmap, problems) for k, v in value.items()
-        }
+        return {k: _interpolate(v, (*path, k), values, document, target, tmap, problems) for k, v in value.items()}
     if isinstance(value, list):
-        return [
-            _interpolate(v, (*path, i), values, document, target, tmap, problems) for i, v in enumerate(value)
-        ]
+        return [_interpolate(v, (*path, i), values, document, target, tmap, problems) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 

@@ -67,9 +67,7 @@ def _one(err: ErrorDetails, model: type[BaseModel], smap: SourceMap, base: KeyPa
         msg = f"must be one of {expected}"
     elif kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
         ctx = err.get("ctx", {})
-        sign = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<", "less_than_equal": "<="}[
-            kind
-        ]
+        sign = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<", "less_than_equal": "<="}[kind]
         msg = f"must be {sign} {next(iter(ctx.values()), '?')}"
     elif kind == "too_short":
         msg = f"must have at least {err.get('ctx', {}).get('min_length', 1)} item(s)"

@@ -58,8 +58,12 @@ class EngineSpec(Strict):
 
     def spark_options(self) -> dict[str, Any]:
         """Keyword arguments of the Spark engine."""
-        return {"master": self.master, "remote": self.remote, "conf": dict(self.conf),
-                "max_chunk_rows": self.max_chunk_rows}
+        return {
+            "master": self.master,
+            "remote": self.remote,
+            "conf": dict(self.conf),
+            "max_chunk_rows": self.max_chunk_rows,
+        }
 
 
 class DatasetSpec(Strict):
@@ -139,9 +143,7 @@ class ModelSpec(Strict):
     def _metric_fits_task(self) -> ModelSpec:
         allowed = REGRESSION_METRICS if self.task == "regression" else BINARY_METRICS
         if self.metric is not None and self.metric not in allowed:
-            raise ValueError(
-                f"metric {self.metric!r} does not fit task {self.task}; use one of {', '.join(allowed)}"
-            )
+            raise ValueError(f"metric {self.metric!r} does not fit task {self.task}; use one of {', '.join(allowed)}")
         return self
 
     @property

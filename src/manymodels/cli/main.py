@@ -38,12 +38,8 @@ class _State:
 
 state = _State()
 
-TargetOpt = Annotated[
-    str | None, typer.Option("--target", "-t", help="Target to use (default: the default target).")
-]
-VarOpt = Annotated[
-    list[str] | None, typer.Option("--var", help="Set a variable: --var key=value (repeatable).")
-]
+TargetOpt = Annotated[str | None, typer.Option("--target", "-t", help="Target to use (default: the default target).")]
+VarOpt = Annotated[list[str] | None, typer.Option("--var", help="Set a variable: --var key=value (repeatable).")]
 
 
 @app.callback()
@@ -144,9 +140,7 @@ def train_cmd(
     var: VarOpt = None,
     segments: Annotated[
         str | None,
-        typer.Option(
-            help="Only these segments, comma-separated (several segment_by columns: values joined by '|')."
-        ),
+        typer.Option(help="Only these segments, comma-separated (several segment_by columns: values joined by '|')."),
     ] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Processes to fit on (default: cores).")] = None,
 ) -> None:
@@ -169,9 +163,7 @@ def score_cmd(
     model: Annotated[str, typer.Argument(help="The model family.")],
     data: Annotated[str, typer.Option("--data", help="A dataset of the bundle, or a Parquet/CSV path.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the scores (Parquet).")],
-    run: Annotated[
-        str | None, typer.Option("--run", help="Training run to use (default: latest successful).")
-    ] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Training run to use (default: latest successful).")] = None,
     target: TargetOpt = None,
     var: VarOpt = None,
     partition_by_segment: Annotated[

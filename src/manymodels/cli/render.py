@@ -78,14 +78,11 @@ def train_summary(outcome: TrainOutcome) -> None:
     table.add_row("run", outcome.run_id)
     table.add_row(
         "segments",
-        f"{int(s['segments_ok']):,} ok / {int(s['segments_failed']):,} failed "
-        f"of {int(s['segments_total']):,}",
+        f"{int(s['segments_ok']):,} ok / {int(s['segments_failed']):,} failed of {int(s['segments_total']):,}",
     )
     m = outcome.metric
     if f"{m}_mean" in s:
-        table.add_row(
-            f"{m} (holdout)", f"mean {s[f'{m}_mean']:.4g}  p50 {s[f'{m}_p50']:.4g}  p95 {s[f'{m}_p95']:.4g}"
-        )
+        table.add_row(f"{m} (holdout)", f"mean {s[f'{m}_mean']:.4g}  p50 {s[f'{m}_p50']:.4g}  p95 {s[f'{m}_p95']:.4g}")
     table.add_row("rows", f"{int(s['rows_total']):,}")
     table.add_row("model pack", f"{outcome.artifact_uri}/model")
     table.add_row("wall time", f"{outcome.seconds:.1f} s")
@@ -117,8 +114,7 @@ def score_summary(outcome: ScoreOutcome) -> None:
     table.add_row("rows", f"{outcome.rows:,} ({outcome.rows - outcome.rows_without_model:,} predicted)")
     table.add_row(
         "no model",
-        f"{outcome.rows_without_model:,} rows in {outcome.segments_without_model:,} segments "
-        "(prediction is null)",
+        f"{outcome.rows_without_model:,} rows in {outcome.segments_without_model:,} segments (prediction is null)",
     )
     if outcome.output is not None:
         table.add_row("scores", str(outcome.output))

@@ -8,12 +8,12 @@ from manymodels.engines.base import Engine, Fleet, PreparedData, prepare, segmen
 from manymodels.engines.chunking import plan_chunks
 from manymodels.engines.local import LocalEngine
 
-__all__ = ["Engine", "Fleet", "LocalEngine", "PreparedData", "make_engine", "plan_chunks", "prepare",
-           "segment_labels"]
+__all__ = ["Engine", "Fleet", "LocalEngine", "PreparedData", "make_engine", "plan_chunks", "prepare", "segment_labels"]
 
 
-def make_engine(kind: str, workers: int | None = None, options: dict[str, Any] | None = None,
-                session: Any = None) -> Engine:
+def make_engine(
+    kind: str, workers: int | None = None, options: dict[str, Any] | None = None, session: Any = None
+) -> Engine:
     """The engine a target names: `local` (a process pool) or `spark` (a session, or one built from options)."""
     if kind == "spark" or session is not None:
         from manymodels.engines.spark import SparkEngine

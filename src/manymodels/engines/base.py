@@ -87,8 +87,9 @@ class Engine(Protocol):
         """The dataset's segments (only those named, when `segments` is given)."""
         ...
 
-    def fit(self, fleet: Any, spec: SegmentSpec, shard_dir: str, on_progress: Progress | None = None
-            ) -> list[SegmentResult]:
+    def fit(
+        self, fleet: Any, spec: SegmentSpec, shard_dir: str, on_progress: Progress | None = None
+    ) -> list[SegmentResult]:
         """Fit every segment; models go to shards in `shard_dir`; results come back in segment order."""
         ...
 

@@ -7,7 +7,6 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing.context import BaseContext
 from pathlib import Path
 
 import pandas as pd
@@ -59,8 +58,7 @@ class LocalEngine:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
-    def load(self, path: Path, fmt: str, spec: SegmentSpec, segments: Sequence[str] | None = None
-             ) -> PreparedData:
+    def load(self, path: Path, fmt: str, spec: SegmentSpec, segments: Sequence[str] | None = None) -> PreparedData:
         """Read the columns training needs once, keep the named segments, group by segment."""
         frame = read_frame(path, fmt, spec.columns)
         if segments:
@@ -106,25 +104,30 @@ class LocalEngine:
                 results += done
                 if on_progress:
                     on_progress(len(done))
-        results += self._retry_alone(lost, spec, shard_dir, _SPAWN, on_progress)
+        results += self._retry_alone(lost, spec, shard_dir, on_progress)
         return sorted(results, key=lambda r: r.index)
 
     @staticmethod
-    def _retry_alone(lost: list[Task], spec: SegmentSpec, shard_dir: str, context: BaseContext,
-                     on_progress: Progress | None) -> list[SegmentResult]:
+    def _retry_alone(
+        lost: list[Task], spec: SegmentSpec, shard_dir: str, on_progress: Progress | None
+    ) -> list[SegmentResult]:
         """Chunks lost when a worker died, run one at a time: only the chunk that kills its worker fails."""
         results: list[SegmentResult] = []
         pool: ProcessPoolExecutor | None = None
         try:
             for frame, bounds, chunk_id in sorted(lost, key=lambda t: t[2]):
-                pool = pool or ProcessPoolExecutor(max_workers=1, mp_context=context)
+                pool = pool or ProcessPoolExecutor(max_workers=1, mp_context=_SPAWN)
                 try:
                     done = pool.submit(fit_chunk, frame, bounds, spec, chunk_id, shard_dir).result()
                 except BrokenProcessPool:
                     pool.shutdown(wait=False)
                     pool = None
-                    done = _lost(bounds, spec, "the worker process died fitting this segment's chunk (a crash in "
-                                               "native code or out of memory); it died again when retried alone")
+                    done = _lost(
+                        bounds,
+                        spec,
+                        "the worker process died fitting this segment's chunk (a crash in "
+                        "native code or out of memory); it died again when retried alone",
+                    )
                 except Exception as exc:  # noqa: BLE001
                     done = _lost(bounds, spec, f"{type(exc).__name__}: {exc}")
                 results += done

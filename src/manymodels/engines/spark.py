@@ -32,9 +32,19 @@ INDEX = "_mm_segment_index"
 CHUNK = "_mm_chunk"
 _AQE = "spark.sql.adaptive.enabled"
 _PARTITIONS = "spark.sql.shuffle.partitions"
-_RESULT_FIELDS = [("segment_index", "long"), ("status", "string"), ("error", "string"), ("rows", "long"),
-                  ("n_train", "long"), ("n_test", "long"), ("shard", "string"), ("model_format", "string"),
-                  ("fingerprint", "string"), ("fit_seconds", "double"), ("attempt", "int")]
+_RESULT_FIELDS = [
+    ("segment_index", "long"),
+    ("status", "string"),
+    ("error", "string"),
+    ("rows", "long"),
+    ("n_train", "long"),
+    ("n_test", "long"),
+    ("shard", "string"),
+    ("model_format", "string"),
+    ("fingerprint", "string"),
+    ("fit_seconds", "double"),
+    ("attempt", "int"),
+]
 
 
 @dataclass
@@ -63,8 +73,14 @@ class SparkEngine:
 
     kind = "spark"
 
-    def __init__(self, session: Any = None, master: str | None = None, remote: str | None = None,
-                 conf: dict[str, Any] | None = None, max_chunk_rows: int | None = None) -> None:
+    def __init__(
+        self,
+        session: Any = None,
+        master: str | None = None,
+        remote: str | None = None,
+        conf: dict[str, Any] | None = None,
+        max_chunk_rows: int | None = None,
+    ) -> None:
         self.session = session
         self._owned = False
         self.master, self.remote, self.conf = master, remote, dict(conf or {})
@@ -90,10 +106,7 @@ class SparkEngine:
 
         self.start()
         spark = self.session
-        reader = spark.read
-        df = (reader.parquet(str(path)) if fmt == "parquet"
-              else reader.option("header", True).option("inferSchema", True).csv(str(path)))
-        df = df.select(*spec.columns)
+        df = read_with_spark(spark, path, fmt).select(*spec.columns)
         by = list(spec.segment_by)
         counts = df.groupBy(*by).count().toPandas()
         counts = counts.sort_values(by, kind="stable", na_position="last").reset_index(drop=True)
@@ -116,8 +129,9 @@ class SparkEngine:
         tagged = tagged.select(*[df[c] for c in spec.columns], assign[INDEX], assign[CHUNK])
         return SparkFleet(tagged, keys, sizes, chunks)
 
-    def fit(self, fleet: SparkFleet, spec: SegmentSpec, shard_dir: str,
-            on_progress: Progress | None = None) -> list[SegmentResult]:
+    def fit(
+        self, fleet: SparkFleet, spec: SegmentSpec, shard_dir: str, on_progress: Progress | None = None
+    ) -> list[SegmentResult]:
         """One `applyInPandas` group per chunk; manifest rows come back, shards stay where executors wrote them."""
         if len(fleet) == 0:
             return []
@@ -137,8 +151,15 @@ class SparkEngine:
         return results
 
 
+def read_with_spark(spark: Any, path: Path | str, fmt: str) -> Any:
+    """A dataset as a Spark DataFrame (CSV: with a header, types inferred)."""
+    if fmt == "parquet":
+        return spark.read.parquet(str(path))
+    return spark.read.option("header", True).option("inferSchema", True).csv(str(path))
+
+
 def build_session(master: str | None, remote: str | None, conf: dict[str, Any]) -> Any:
-    """A SparkSession for the target, or an EngineError saying what to install or check."""
+    """A SparkSession for the target, or an EngineSetupError saying what to install or check."""
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:
@@ -153,8 +174,9 @@ def build_session(master: str | None, remote: str | None, conf: dict[str, Any]) 
     except Exception as exc:  # noqa: BLE001 - Java, network and config errors all end here
         where = f"Spark Connect at {remote}" if remote else f"Spark master {master or 'local[*]'}"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EngineSetupError(f"cannot start {where}: {first} (Spark needs Java 17+ on PATH or in JAVA_HOME, "
-                          "and a reachable master)") from exc
+        raise EngineSetupError(
+            f"cannot start {where}: {first} (Spark needs Java 17+ on PATH or in JAVA_HOME, and a reachable master)"
+        ) from exc
 
 
 def _parallelism(spark: Any) -> int:
@@ -173,19 +195,21 @@ def _fit_group(pdf: pd.DataFrame, spec: SegmentSpec, shard_dir: str, metrics: li
     bounds = [(int(index[s]), int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
     results = fit_chunk(pdf, bounds, spec, int(pdf[CHUNK].iloc[0]), shard_dir)
     attempt = _attempt()
-    out = pd.DataFrame({
-        "segment_index": [r.index for r in results],
-        "status": [r.status for r in results],
-        "error": [r.error for r in results],
-        "rows": [r.rows for r in results],
-        "n_train": [r.n_train for r in results],
-        "n_test": [r.n_test for r in results],
-        "shard": [r.shard for r in results],
-        "model_format": [r.model_format for r in results],
-        "fingerprint": [r.fingerprint for r in results],
-        "fit_seconds": [r.seconds for r in results],
-        "attempt": [attempt] * len(results),
-    })
+    out = pd.DataFrame(
+        {
+            "segment_index": [r.index for r in results],
+            "status": [r.status for r in results],
+            "error": [r.error for r in results],
+            "rows": [r.rows for r in results],
+            "n_train": [r.n_train for r in results],
+            "n_test": [r.n_test for r in results],
+            "shard": [r.shard for r in results],
+            "model_format": [r.model_format for r in results],
+            "fingerprint": [r.fingerprint for r in results],
+            "fit_seconds": [r.seconds for r in results],
+            "attempt": [attempt] * len(results),
+        }
+    )
     for m in metrics:
         out[m] = [r.metrics.get(m, np.nan) for r in results]
     return out
@@ -208,13 +232,21 @@ def _results(rows: pd.DataFrame, metrics: list[str]) -> list[SegmentResult]:
     results = []
     for r in rows.itertuples(index=False):
         rec = r._asdict()
-        results.append(SegmentResult(
-            index=int(rec["segment_index"]), status=str(rec["status"]), rows=int(rec["rows"]),
-            fingerprint=str(rec["fingerprint"]), n_train=int(rec["n_train"]), n_test=int(rec["n_test"]),
-            metrics={m: float(rec[m]) for m in metrics if rec[m] == rec[m]},
-            error=_text(rec["error"]), model_format=_text(rec["model_format"]), shard=_text(rec["shard"]),
-            seconds=float(rec["fit_seconds"]),
-        ))
+        results.append(
+            SegmentResult(
+                index=int(rec["segment_index"]),
+                status=str(rec["status"]),
+                rows=int(rec["rows"]),
+                fingerprint=str(rec["fingerprint"]),
+                n_train=int(rec["n_train"]),
+                n_test=int(rec["n_test"]),
+                metrics={m: float(rec[m]) for m in metrics if rec[m] == rec[m]},
+                error=_text(rec["error"]),
+                model_format=_text(rec["model_format"]),
+                shard=_text(rec["shard"]),
+                seconds=float(rec["fit_seconds"]),
+            )
+        )
     return results
 
 
@@ -222,12 +254,18 @@ def _text(value: Any) -> str | None:
     return None if value is None or value is pd.NA or (isinstance(value, float) and value != value) else str(value)
 
 
-
 _SHARD = "_mm_shard"
 
 
-def score_on_spark(spark: Any, data: Any, routes: pd.DataFrame, segment_by: list[str],
-                   predict: Callable[[pd.DataFrame], Any], output: str, partition_by_segment: bool = False) -> Any:
+def score_on_spark(
+    spark: Any,
+    data: Any,
+    routes: pd.DataFrame,
+    segment_by: list[str],
+    predict: Callable[[pd.DataFrame], Any],
+    output: str,
+    partition_by_segment: bool = False,
+) -> Any:
     """Predictions for a Spark DataFrame, written as Parquet by Spark; returns the written frame.
 
     Args:
@@ -251,7 +289,8 @@ def score_on_spark(spark: Any, data: Any, routes: pd.DataFrame, segment_by: list
     route_frame = spark.createDataFrame(served)
     same_segment = [data[c].eqNullSafe(route_frame[c]) for c in segment_by]
     routed = data.join(F.broadcast(route_frame), on=same_segment, how="left").select(
-        *[data[c] for c in data.columns], route_frame[_SHARD])
+        *[data[c] for c in data.columns], route_frame[_SHARD]
+    )
     schema = StructType([*data.schema.fields, StructField("prediction", DoubleType(), True)])
 
     def predict_group(pdf: pd.DataFrame) -> pd.DataFrame:

@@ -98,8 +98,15 @@ class Project:
         outcome = train(self.config, model, segments=segments, workers=workers, on_progress=on_progress, spark=spark)
         return TrainRun(outcome)
 
-    def score(self, model: str, data: Any, run_id: str | None = None, output: str | Path | None = None,
-              spark: Any = None, partition_by_segment: bool = False) -> Any:
+    def score(
+        self,
+        model: str,
+        data: Any,
+        run_id: str | None = None,
+        output: str | Path | None = None,
+        spark: Any = None,
+        partition_by_segment: bool = False,
+    ) -> Any:
         """Predictions for `data` (a frame, a dataset name or a path): its columns plus `prediction`.
 
         With `spark=` a SparkSession, Spark reads the data (a name, a path or a Spark DataFrame),

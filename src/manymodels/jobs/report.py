@@ -16,9 +16,7 @@ from manymodels.registry.pack import SEGMENT_INDEX
 from manymodels.registry.tracking import TAG
 
 
-def run_report(
-    config: BundleConfig, run_id: str, worst: int = 10, failed_limit: int | None = None
-) -> dict[str, Any]:
+def run_report(config: BundleConfig, run_id: str, worst: int = 10, failed_limit: int | None = None) -> dict[str, Any]:
     """A run's summary, its failed segments (with errors) and its worst segments by the primary metric.
 
     Raises:
@@ -62,10 +60,7 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
     for row in frame.to_dict(orient="records"):
         out.append(
-            {
-                k: (None if v is pd.NA or (isinstance(v, float) and v != v) else _plain(v))
-                for k, v in row.items()
-            }
+            {k: (None if v is pd.NA or (isinstance(v, float) and v != v) else _plain(v)) for k, v in row.items()}
         )
     return out
 

@@ -91,9 +91,7 @@ def run_job(
     return outcome
 
 
-def _run_task(
-    config: BundleConfig, task: TaskSpec, trained: dict[str, str], hooks: dict[str, object]
-) -> TaskOutcome:
+def _run_task(config: BundleConfig, task: TaskSpec, trained: dict[str, str], hooks: dict[str, object]) -> TaskOutcome:
     start = time.perf_counter()
     try:
         if task.train is not None:
@@ -105,9 +103,7 @@ def _run_task(
         else:
             assert task.score is not None  # noqa: S101 - a task is train or score (schema)
             spec = task.score
-            run_id = spec.run or trained.get(
-                spec.model
-            )  # a model trained earlier in this job scores with that run
+            run_id = spec.run or trained.get(spec.model)  # a model trained earlier in this job scores with that run
             result = score(config, spec.model, spec.dataset, config.resolve_path(spec.output), run_id)
             status, error = "ok", None
     except ManymodelsError as exc:

@@ -43,9 +43,7 @@ def resolve_run(config: BundleConfig, name: str, run_id: str | None = None) -> R
         if info.model != name:
             raise RegistryError(f"run {run_id} is a run of model {info.model or '?'!r}, not {name!r}")
         if info.status != STATUS_OK:
-            raise RegistryError(
-                f"run {run_id} did not finish successfully (status {info.status}); it has no models"
-            )
+            raise RegistryError(f"run {run_id} did not finish successfully (status {info.status}); it has no models")
         return info
     runs = tracker.runs(experiment_name(config, name), name, only_ok=True, limit=1)
     if not runs:
@@ -67,15 +65,19 @@ def read_input(config: BundleConfig, data: str | Path | pd.DataFrame) -> pd.Data
     if isinstance(data, pd.DataFrame):
         return data
     datasets = config.resolved.resources.datasets
+    path, fmt = dataset_location(config, data)
+    if not (isinstance(data, str) and data in datasets) and not path.is_file():
+        raise DataError(f"{data}: neither a dataset of the bundle ({', '.join(datasets) or 'none'}) nor a file")
+    return read_frame(path, fmt)
+
+
+def dataset_location(config: BundleConfig, data: str | Path) -> tuple[Path, str]:
+    """(path, format) of a dataset named in the bundle, or of a file path (CSV by its suffix, else Parquet)."""
+    datasets = config.resolved.resources.datasets
     if isinstance(data, str) and data in datasets:
-        ds = datasets[data]
-        return read_frame(config.resolve_path(ds.path), ds.format)
+        return config.resolve_path(datasets[data].path), datasets[data].format
     path = Path(data)
-    if not path.is_file():
-        raise DataError(
-            f"{data}: neither a dataset of the bundle ({', '.join(datasets) or 'none'}) nor a file"
-        )
-    return read_frame(path, "csv" if path.suffix.lower() == ".csv" else "parquet")
+    return path, "csv" if path.suffix.lower() == ".csv" else "parquet"
 
 
 class PackPredict:
@@ -94,29 +96,30 @@ class PackPredict:
         return {"root": self.root, "_pack": None}
 
 
-def score_with_spark(config: BundleConfig, name: str, spark: Any, data: str | Path | Any, output: Path,
-                     run_id: str | None = None, partition_by_segment: bool = False) -> ScoreOutcome:
+def score_with_spark(
+    config: BundleConfig,
+    name: str,
+    spark: Any,
+    data: str | Path | Any,
+    output: Path,
+    run_id: str | None = None,
+    partition_by_segment: bool = False,
+) -> ScoreOutcome:
     """Score on Spark: the data read (or given) as a Spark DataFrame, predictions written by Spark.
 
     The run's pack must be on a path every executor can read (local mode, or a shared filesystem).
     """
-    from manymodels.engines.spark import score_on_spark
+    from manymodels.engines.spark import read_with_spark, score_on_spark
 
     config.model(name)
     info = resolve_run(config, name, run_id)
     pack = open_pack(config, info)
     if isinstance(data, str | Path):
-        datasets = config.resolved.resources.datasets
-        if isinstance(data, str) and data in datasets:
-            path, fmt = config.resolve_path(datasets[data].path), datasets[data].format
-        else:
-            path, fmt = Path(data), "csv" if str(data).lower().endswith(".csv") else "parquet"
-        reader = spark.read
-        data = (reader.parquet(str(path)) if fmt == "parquet"
-                else reader.option("header", True).option("inferSchema", True).csv(str(path)))
+        data = read_with_spark(spark, *dataset_location(config, data))
     routes = pack.manifest.loc[pack.manifest["shard"].notna(), [*pack.segment_by, "shard"]].copy()
-    written = score_on_spark(spark, data, routes, pack.segment_by, PackPredict(str(pack.root)), str(output),
-                             partition_by_segment)
+    written = score_on_spark(
+        spark, data, routes, pack.segment_by, PackPredict(str(pack.root)), str(output), partition_by_segment
+    )
     from pyspark.sql import functions as F  # noqa: N812
 
     missing = written.filter(F.col("prediction").isNull())

@@ -215,9 +215,11 @@ def oversized_segments(data: Fleet, limit: int) -> list[str]:
         return []
     largest = int(big[np.argmax(data.sizes[big])])
     key = "|".join(str(v) for v in data.keys.iloc[largest].tolist())
-    return [f"{big.size:,} segment(s) have more than {limit:,} rows (largest: {key!r}, {int(data.sizes[largest]):,} "
-            "rows); each is fitted whole in one task, so it must fit one worker's memory "
-            "(engine.max_segment_rows sets this limit)"]
+    return [
+        f"{big.size:,} segment(s) have more than {limit:,} rows (largest: {key!r}, {int(data.sizes[largest]):,} "
+        "rows); each is fitted whole in one task, so it must fit one worker's memory "
+        "(engine.max_segment_rows sets this limit)"
+    ]
 
 
 def engine_for(config: BundleConfig, workers: int | None = None, spark: Any = None) -> Engine:

@@ -88,9 +88,7 @@ class Pack:
         needed = [*self.info.segment_by, *self.info.features]
         missing = [c for c in needed if c not in frame.columns]
         if missing:
-            raise DataError(
-                f"input lacks column(s) {', '.join(missing)} that model {self.info.model!r} needs"
-            )
+            raise DataError(f"input lacks column(s) {', '.join(missing)} that model {self.info.model!r} needs")
         routed = self._route(frame)
         values = np.full(len(frame), np.nan)
         index = routed[SEGMENT_INDEX].to_numpy()
@@ -115,9 +113,7 @@ class Pack:
         return pd.DataFrame({"prediction": prediction}, index=frame.index)
 
     def _route(self, frame: pd.DataFrame) -> pd.DataFrame:
-        ok = self.manifest.loc[
-            self.manifest["shard"].notna(), [*self.info.segment_by, SEGMENT_INDEX, "shard"]
-        ]
+        ok = self.manifest.loc[self.manifest["shard"].notna(), [*self.info.segment_by, SEGMENT_INDEX, "shard"]]
         keys = frame[self.info.segment_by].reset_index(drop=True)
         keys["_position"] = np.arange(len(frame))
         for col in self.info.segment_by:  # a key typed differently in the input still finds its model

@@ -54,12 +54,16 @@ def save_pack_model(model_dir: Path) -> Path:
     python = platform.python_version()
     env = {"python": python, "build_dependencies": ["pip"], "dependencies": ["-r requirements.txt"]}
     (model_dir / "python_env.yaml").write_text(yaml.safe_dump(env), encoding="utf-8")
-    conda = {"name": "mlflow-env", "channels": ["conda-forge"],
-             "dependencies": [f"python={python}", "pip", {"pip": requirements}]}
+    conda = {
+        "name": "mlflow-env",
+        "channels": ["conda-forge"],
+        "dependencies": [f"python={python}", "pip", {"pip": requirements}],
+    }
     (model_dir / "conda.yaml").write_text(yaml.safe_dump(conda), encoding="utf-8")
     model = Model()
-    mlflow.pyfunc.add_to_model(model, loader_module=__name__, data=PACK_FOLDER, conda_env="conda.yaml",
-                               python_env="python_env.yaml")
+    mlflow.pyfunc.add_to_model(
+        model, loader_module=__name__, data=PACK_FOLDER, conda_env="conda.yaml", python_env="python_env.yaml"
+    )
     model.save(str(model_dir / "MLmodel"))
     return pack_dir
 

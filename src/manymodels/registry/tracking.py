@@ -56,9 +56,7 @@ class Tracker:
             exp = self.client.get_experiment_by_name(name)
             if exp is not None:
                 if exp.lifecycle_stage == "deleted":
-                    raise RegistryError(
-                        f"experiment {name!r} is deleted in {self.tracking_uri}; restore or purge it"
-                    )
+                    raise RegistryError(f"experiment {name!r} is deleted in {self.tracking_uri}; restore or purge it")
                 return str(exp.experiment_id)
             if not create:
                 return None
@@ -112,9 +110,7 @@ class Tracker:
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in final.items()])
             self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
         except MlflowException as exc:
-            raise RegistryError(
-                f"MLflow at {self.tracking_uri}: cannot finish run {run_id}: {exc.message}"
-            ) from exc
+            raise RegistryError(f"MLflow at {self.tracking_uri}: cannot finish run {run_id}: {exc.message}") from exc
 
     def fail_run(self, run_id: str, error: str) -> None:
         """Mark a run failed after an error; never raises (it runs while another error is handled)."""
@@ -135,9 +131,7 @@ class Tracker:
         if only_ok:
             query += f" and tags.`{TAG}status` = '{STATUS_OK}' and attributes.status = 'FINISHED'"
         try:
-            found = self.client.search_runs(
-                [exp_id], query, order_by=["attributes.start_time DESC"], max_results=limit
-            )
+            found = self.client.search_runs([exp_id], query, order_by=["attributes.start_time DESC"], max_results=limit)
         except MlflowException as exc:
             raise RegistryError(f"MLflow at {self.tracking_uri}: cannot list runs: {exc.message}") from exc
         return [_info(r) for r in found]
@@ -201,13 +195,12 @@ def git_commit(folder: Path) -> str | None:
 
 
 def _param_value(value: Any) -> str:
-    text = (
-        value
-        if isinstance(value, str)
-        else repr(value)
-        if not isinstance(value, list)
-        else ",".join(map(str, value))
-    )
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, list):
+        text = ",".join(map(str, value))
+    else:
+        text = repr(value)
     return text if len(text) <= _PARAM_MAX else text[: _PARAM_MAX - 3] + "..."
 
 

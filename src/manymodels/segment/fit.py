@@ -89,9 +89,7 @@ def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> Segme
     try:
         X, y = _features_and_label(frame, spec)  # noqa: N806
         train, test = _split(frame, spec)
-        predictor, fmt, blob = fit_model(
-            spec.estimator, spec.entry, spec.params, spec.task, X.iloc[train], y[train]
-        )
+        predictor, fmt, blob = fit_model(spec.estimator, spec.entry, spec.params, spec.task, X.iloc[train], y[train])
         result.metrics = compute_metrics(spec.task, y[test], predictor.predict(X.iloc[test]))
         result.n_train, result.n_test = len(train), len(test)
         result.model_format, result.model, result.status = fmt, blob, OK
@@ -150,9 +148,7 @@ def _features_and_label(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[pd.Data
     if bad:
         raise SegmentDataError(f"label {spec.label!r} has {bad} missing or infinite value(s) of {rows}")
     if np.all(y == y[0]):
-        raise SegmentDataError(
-            f"label {spec.label!r} is constant ({y[0]:g} in all {rows} rows): nothing to learn"
-        )
+        raise SegmentDataError(f"label {spec.label!r} is constant ({y[0]:g} in all {rows} rows): nothing to learn")
     if spec.task == "binary" and not np.isin(y, (0.0, 1.0)).all():
         raise SegmentDataError(f"label {spec.label!r} must be 0 or 1 for task binary")
     return frame[list(spec.features)], y

@@ -8,9 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SHARD_SCHEMA = pa.schema(
-    [("segment_index", pa.int64()), ("format", pa.string()), ("model", pa.large_binary())]
-)
+SHARD_SCHEMA = pa.schema([("segment_index", pa.int64()), ("format", pa.string()), ("model", pa.large_binary())])
 
 
 def shard_name(chunk_id: int) -> str:
