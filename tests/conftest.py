@@ -64,11 +64,12 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
-    """One real Spark session (local[2], 2 shuffle partitions) for the module."""
+    """One real Spark session for the module: 2 cores, and a failed task is retried once (`local[2,2]`;
+    plain `local[2]` never retries, unlike a cluster)."""
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = (SparkSession.builder.master("local[2]").appName("manymodels-tests")
+    session = (SparkSession.builder.master("local[2,2]").appName("manymodels-tests")
                .config("spark.sql.shuffle.partitions", "2").config("spark.ui.enabled", "false").getOrCreate())
     session.sparkContext.setLogLevel("ERROR")
     yield session

@@ -73,3 +73,137 @@ def test_score_on_spark_matches_local_scoring(tmp_path: Path, spark: Any) -> Non
     assert on_spark["prediction"].isna().sum() == 7
     pd.testing.assert_series_equal(on_spark["prediction"].astype("Float64"), local["prediction"],
                                    check_exact=False, atol=1e-12)
+
+
+def test_chunk_labels_get_a_shuffle_partition_each(spark: Any) -> None:
+    """Chunk numbers themselves collide under Spark's hash partitioning; the labels must not."""
+    from pyspark.sql import functions as F
+
+    from manymodels.engines.spark import partition_labels
+
+    for n in (1, 7, 10, 16, 64):
+        labels = partition_labels(spark, n)
+        assert len(set(labels.tolist())) == n
+        frame = spark.createDataFrame(pd.DataFrame({"label": labels}))
+        used = frame.repartition(n, "label").select(F.spark_partition_id().alias("p")).distinct().count()
+        assert used == n, n
+    collide = spark.range(0, 10).repartition(10, "id").select(F.spark_partition_id()).distinct().count()
+    assert collide < 10  # why labels are needed: plain 0..9 share partitions
+
+
+@pytest.mark.slow
+def test_an_executor_dying_mid_task_is_retried_without_duplicate_segments(tmp_path: Path, spark: Any) -> None:
+    """The first attempt of the task holding `poison` kills its Python worker; Spark's retry fits it."""
+    import numpy as np
+
+    from manymodels.engines.spark import SparkEngine
+    from manymodels.segment import SegmentSpec, read_shard
+
+    marker = tmp_path / "killed-once"
+    (tmp_path / "killer.py").write_text(
+        "import os\n"
+        "from pathlib import Path\n"
+        "from sklearn.linear_model import Ridge\n\n"
+        "def fit(X, y):\n"
+        f"    marker = Path({str(marker)!r})\n"
+        "    if y.mean() > 10_000 and not marker.exists():\n"
+        "        marker.touch()\n"
+        "        os._exit(3)\n"
+        "    return Ridge().fit(X, y)\n"
+    )
+    frame = pd.concat([segment_frame(segments=6, rows=40, seed=8),
+                       segment_frame(names=["poison"], rows=40, seed=9).assign(label=50_000.0 + np.arange(40))],
+                      ignore_index=True)
+    frame.to_parquet(tmp_path / "fleet.parquet", index=False)
+    spec = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"), estimator="python",
+                       entry="killer:fit", import_roots=(str(tmp_path),))
+    engine = SparkEngine(session=spark, max_chunk_rows=80)  # several chunks, so others finish first
+    data = engine.load(tmp_path / "fleet.parquet", "parquet", spec)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    results = engine.fit(data, spec, str(shards))
+    assert marker.exists()  # the worker really died once
+    assert sorted(r.index for r in results) == list(range(7))  # each segment once
+    assert all(r.status == "ok" for r in results), [(r.index, r.error) for r in results]
+    stored: list[int] = []
+    for shard in shards.glob("shard-*.parquet"):
+        stored += list(read_shard(shard))
+    assert sorted(stored) == list(range(7))  # the retry rewrote its shard; nothing twice
+    assert not list(shards.glob(".*tmp"))
+
+
+@pytest.mark.slow
+def test_unreachable_master_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from helpers import edit_bundle
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = write_bundle(tmp_path, frame=segment_frame(segments=2, rows=30))
+    for engine, what in (({"kind": "spark", "master": f"spark://127.0.0.1:{port}"}, "Spark master"),
+                         ({"kind": "spark", "remote": f"sc://127.0.0.1:{port}"}, "Spark Connect server")):
+        edit_bundle(path, lambda doc, e=engine: doc["targets"]["dev"].update(engine=e))
+        done = subprocess.run([str(Path(sys.executable).with_name("manymodels")), "train", "demand"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 2, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: cannot reach {what} ") and f"127.0.0.1:{port}" in last, last
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / ".manymodels" / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_a_job_runs_on_spark_connect_from_the_cli(tmp_path: Path) -> None:
+    """`manymodels run` on a Spark Connect target: train and score on one session, scores as on the local engine."""
+    import subprocess
+    import sys
+
+    from helpers import edit_bundle
+
+    frame = segment_frame(segments=4, rows=60)
+    path = write_bundle(tmp_path, frame=frame)
+    edit_bundle(path, lambda doc: doc["targets"].update(connect={"engine": {"kind": "spark", "remote": "local[2]"}}))
+    cli = str(Path(sys.executable).with_name("manymodels"))
+    done = subprocess.run([cli, "run", "weekly", "-t", "connect"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    on_connect = pd.read_parquet(tmp_path / "out" / "scores.parquet")  # a folder Spark wrote
+    assert (tmp_path / "out" / "scores.parquet").is_dir()
+    project = mm.load_bundle(tmp_path, target="connect")
+    run = project.runs("demand", limit=1)[0]
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(project.tracking_uri).get_run(run.run_id).data.params["engine"] == "spark"
+    local = project.score("demand", frame.drop(columns=["label"]), run_id=run.run_id)
+    a = on_connect.sort_values("record_id").reset_index(drop=True)
+    b = local.sort_values("record_id").reset_index(drop=True)
+    assert len(a) == len(frame) and a["prediction"].notna().all()
+    pd.testing.assert_series_equal(a["prediction"].astype("Float64"), b["prediction"], check_exact=False, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_progress_is_reported_while_the_spark_stage_runs(tmp_path: Path, spark: Any) -> None:
+    from manymodels.engines.spark import SparkEngine
+    from manymodels.segment import SegmentSpec
+
+    (tmp_path / "slow.py").write_text(
+        "import time\n"
+        "from sklearn.linear_model import Ridge\n\n"
+        "def fit(X, y):\n"
+        "    time.sleep(0.5)\n"
+        "    return Ridge().fit(X, y)\n"
+    )
+    segment_frame(segments=8, rows=30).to_parquet(tmp_path / "fleet.parquet", index=False)
+    spec = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"), estimator="python",
+                       entry="slow:fit", import_roots=(str(tmp_path),))
+    engine = SparkEngine(session=spark, max_chunk_rows=30)  # one segment per chunk: 8 tasks on 2 cores
+    data = engine.load(tmp_path / "fleet.parquet", "parquet", spec)
+    steps: list[int] = []
+    results = engine.fit(data, spec, str(tmp_path), steps.append)
+    assert len(results) == 8 and sum(steps) == 8 and all(step > 0 for step in steps)
+    assert len(steps) > 1, steps  # some reported before the end
+    assert spark.sparkContext.getLocalProperty("spark.jobGroup.id") is None  # the caller's session left as it was

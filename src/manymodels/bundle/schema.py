@@ -37,7 +37,8 @@ class EngineSpec(Strict):
 
     `local` (default): a process pool of `workers` (default: the cores). `spark`: a Spark
     session, classic (`master`: `local[2]`, `spark://host:7077`, `yarn`) or Spark Connect
-    (`remote`: `sc://host:15002`), with extra Spark `conf`.
+    (`remote`: `sc://host:15002`), with extra Spark `conf`; there `workers` is the task slots
+    chunks are planned for (default: the cluster's default parallelism).
     """
 
     kind: Literal["local", "spark"] = "local"

@@ -18,5 +18,5 @@ def make_engine(
     if kind == "spark" or session is not None:
         from manymodels.engines.spark import SparkEngine
 
-        return SparkEngine(session=session, **(options or {}))
+        return SparkEngine(session=session, workers=workers, **(options or {}))
     return LocalEngine(workers)

@@ -9,12 +9,16 @@ and return manifest rows only, so no model bytes pass through the driver.
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -30,8 +34,15 @@ from manymodels.segment.fit import OK
 DEFAULT_MAX_CHUNK_ROWS = 1_000_000
 INDEX = "_mm_segment_index"
 CHUNK = "_mm_chunk"
+PART = "_mm_partition"  # a label per chunk that Spark's hash partitioning sends to a partition of its own
 _AQE = "spark.sql.adaptive.enabled"
 _PARTITIONS = "spark.sql.shuffle.partitions"
+_ARROW = "spark.sql.execution.arrow.pyspark.enabled"
+_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+# In local mode the driver JVM is the whole cluster, yet its work here is small (a scan, a shuffle,
+# Arrow to and from Python): the optimising JIT compiler and parallel GC threads burn more of the
+# machine's cores than they save (measured in bench/RESULTS.md). Used unless the target sets its own.
+LOCAL_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 _RESULT_FIELDS = [
     ("segment_index", "long"),
     ("status", "string"),
@@ -69,6 +80,7 @@ class SparkEngine:
         remote: a Spark Connect URL (`sc://host:15002`) instead of `master`.
         conf: extra Spark configuration for a session the engine builds.
         max_chunk_rows: an upper bound on one chunk's rows.
+        workers: task slots to plan chunks for (default: the cluster's default parallelism).
     """
 
     kind = "spark"
@@ -80,19 +92,21 @@ class SparkEngine:
         remote: str | None = None,
         conf: dict[str, Any] | None = None,
         max_chunk_rows: int | None = None,
+        workers: int | None = None,
     ) -> None:
         self.session = session
         self._owned = False
         self.master, self.remote, self.conf = master, remote, dict(conf or {})
         self.max_chunk_rows = max_chunk_rows or DEFAULT_MAX_CHUNK_ROWS
-        self.workers = 1
+        self._slots = workers
+        self.workers = workers or 1
 
     def start(self, rows: int | None = None) -> None:
         """Get (or build) the session and learn how many tasks it runs at once."""
         if self.session is None:
             self.session = build_session(self.master, self.remote, self.conf)
             self._owned = True
-        self.workers = _parallelism(self.session)
+        self.workers = self._slots or _parallelism(self.session)
 
     def close(self) -> None:
         """Stop the session if the engine built it (a caller's session is left running)."""
@@ -108,7 +122,7 @@ class SparkEngine:
         spark = self.session
         df = read_with_spark(spark, path, fmt).select(*spec.columns)
         by = list(spec.segment_by)
-        counts = df.groupBy(*by).count().toPandas()
+        counts = _to_pandas(df.groupBy(*by).count())
         counts = counts.sort_values(by, kind="stable", na_position="last").reset_index(drop=True)
         if segments:
             counts = counts[wanted_mask(counts[by], segments)].reset_index(drop=True)
@@ -123,10 +137,12 @@ class SparkEngine:
         plan[CHUNK] = chunk_of
         if len(plan) == 0:
             return SparkFleet(df, keys, sizes, chunks)
-        assign = spark.createDataFrame(plan)
+        plan[PART] = partition_labels(spark, len(chunks))[chunk_of]
+        with _stage_conf(spark, {_ARROW: "true"}):
+            assign = spark.createDataFrame(plan)
         same_segment = [df[c].eqNullSafe(assign[c]) for c in by]
         tagged = df.join(F.broadcast(assign), on=same_segment, how="inner")
-        tagged = tagged.select(*[df[c] for c in spec.columns], assign[INDEX], assign[CHUNK])
+        tagged = tagged.select(*[df[c] for c in spec.columns], assign[INDEX], assign[CHUNK], assign[PART])
         return SparkFleet(tagged, keys, sizes, chunks)
 
     def fit(
@@ -141,13 +157,14 @@ class SparkEngine:
         def fit_group(pdf: pd.DataFrame) -> pd.DataFrame:
             return _fit_group(pdf, spec, shard_dir, metrics)
 
-        # Adaptive execution would coalesce the chunk partitions back together (it sees small
-        # shuffles); with it off and one shuffle partition per chunk, chunks run side by side.
-        with _stage_conf(self.session, {_AQE: "false", _PARTITIONS: str(len(fleet.chunks))}):
-            rows = fleet.frame.groupBy(CHUNK).applyInPandas(fit_group, schema=schema).toPandas()
-        results = _results(rows, metrics)
-        if on_progress:
-            on_progress(len(results))
+        # One task per chunk: the shuffle has one partition per chunk and each chunk's label hashes
+        # to its own partition (chunk numbers themselves collide: 10 chunks fill 7 of 10 partitions).
+        # Adaptive execution is off for the stage, or it would coalesce the small partitions back together.
+        settings = {_AQE: "false", _PARTITIONS: str(len(fleet.chunks)), _ARROW: "true"}
+        with _stage_conf(self.session, settings), _progress(self.session, len(fleet), on_progress) as finish:
+            rows = _to_pandas(fleet.frame.groupBy(PART).applyInPandas(fit_group, schema=schema))
+            results = _results(rows, metrics)
+            finish()
         return results
 
 
@@ -164,9 +181,14 @@ def build_session(master: str | None, remote: str | None, conf: dict[str, Any]) 
         from pyspark.sql import SparkSession
     except ImportError as exc:
         raise EngineSetupError("engine kind spark needs pyspark: pip install 'manymodels[spark]'") from exc
+    _check_reachable(master, remote)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName("manymodels")
     builder = builder.remote(remote) if remote else builder.master(master or "local[*]")
+    if not remote:  # Spark's console progress bar would fight ours
+        builder = builder.config("spark.ui.showConsoleProgress", "false")
+    if not remote and (master or "local").startswith("local") and _JAVA_OPTIONS not in conf:
+        builder = builder.config(_JAVA_OPTIONS, LOCAL_JAVA_OPTIONS)
     for key, value in conf.items():
         builder = builder.config(key, str(value).lower() if isinstance(value, bool) else str(value))
     try:
@@ -179,11 +201,123 @@ def build_session(master: str | None, remote: str | None, conf: dict[str, Any]) 
         ) from exc
 
 
+def partition_labels(spark: Any, partitions: int) -> np.ndarray:
+    """`partitions` long values that Spark's hash partitioning into `partitions` sends one to each partition.
+
+    Asked of Spark itself (`pmod(hash(x), n)` is how a shuffle on a long column picks its
+    partition), so the labels hold for whatever hash the cluster's Spark version uses.
+    """
+    candidates = partitions * 16
+    while True:
+        ids = _to_pandas(spark.range(0, candidates).selectExpr("id", f"pmod(hash(id), {partitions}) AS p"))
+        first = ids.drop_duplicates("p").sort_values("p")
+        if len(first) == partitions:
+            return first["id"].to_numpy(dtype=np.int64)
+        candidates *= 4
+
+
+def _to_pandas(frame: Any) -> pd.DataFrame:
+    """`toPandas()` without Spark Connect's query metrics in `attrs` (pandas cannot write them to Parquet)."""
+    out = frame.toPandas()
+    out.attrs = {}
+    return out
+
+
+def _spark_context(spark: Any) -> Any:
+    try:
+        return spark.sparkContext
+    except Exception:  # noqa: BLE001 - Spark Connect has none
+        return None
+
+
+@contextmanager
+def _progress(spark: Any, segments: int, on_progress: Progress | None) -> Iterator[Callable[[], None]]:
+    """Report segments done while the fit stage runs; yields `finish`, which reports the rest.
+
+    Classic Spark: the stage's finished tasks (one chunk each) are read from the status tracker
+    twice a second and turned into segments (chunks hold similar row counts, not equal segment
+    counts, so the figure is an estimate until the end). Spark Connect: only the end is reported.
+    """
+    reported = 0
+    lock = threading.Lock()
+
+    def report(done: int) -> None:
+        nonlocal reported
+        with lock:
+            if on_progress is not None and done > reported:
+                on_progress(done - reported)
+                reported = done
+
+    context = _spark_context(spark) if on_progress is not None else None
+    if context is None:
+        yield lambda: report(segments)
+        return
+    group = f"manymodels-fit-{uuid.uuid4().hex}"
+    saved = {key: context.getLocalProperty(key) for key in ("spark.jobGroup.id", "spark.job.description")}
+    context.setJobGroup(group, "manymodels: fit segments")
+    tracker = context.statusTracker()
+    stop = threading.Event()
+
+    def fit_stage() -> Any:
+        jobs = [tracker.getJobInfo(job) for job in tracker.getJobIdsForGroup(group)]
+        stages = [stage for job in jobs if job is not None for stage in job.stageIds]
+        return tracker.getStageInfo(max(stages)) if stages else None  # the job's last stage runs the fits
+
+    def poll() -> None:
+        while not stop.wait(0.5):
+            try:
+                info = fit_stage()
+            except Exception:  # noqa: BLE001, S112 - progress is best effort; the result is not
+                continue
+            if info is not None and info.numTasks:
+                report(min(segments - 1, segments * info.numCompletedTasks // info.numTasks))
+
+    watcher = threading.Thread(target=poll, name="manymodels-spark-progress", daemon=True)
+    watcher.start()
+    try:
+        yield lambda: report(segments)
+    finally:
+        stop.set()
+        watcher.join()
+        for key, value in saved.items():
+            context.setLocalProperty(key, value)
+
+
+def _check_reachable(master: str | None, remote: str | None) -> None:
+    """Fail in seconds, not after Spark's minute of retries, when a standalone master or Connect server is down."""
+    if remote and remote.startswith("sc://"):
+        parsed = urlsplit(remote.split(";")[0])
+        addresses = [(parsed.hostname or "localhost", parsed.port or 15002)]
+        what = f"Spark Connect server {remote}"
+    elif master and master.startswith("spark://"):
+        addresses = []
+        for part in master[len("spark://") :].split(","):
+            name, _, number = part.strip().rpartition(":")
+            addresses.append((name or part, int(number) if number.isdigit() else 7077))
+        what = f"Spark master {master}"
+    else:
+        return  # local, yarn, k8s: Spark reports those itself
+    reasons = []
+    for host, port in addresses:
+        try:
+            with socket.create_connection((host, port), timeout=5):
+                return
+        except OSError as exc:
+            reasons.append(f"{host}:{port}: {exc.strerror or exc}")
+    raise EngineSetupError(f"cannot reach {what} ({'; '.join(reasons)}); check the URL and that it is running")
+
+
 def _parallelism(spark: Any) -> int:
+    """How many tasks the session runs at once (the chunk plan aims at a few chunks per task slot)."""
     try:
         return max(1, int(spark.sparkContext.defaultParallelism))
-    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
-        return max(1, int(spark.conf.get("spark.default.parallelism", "2")))
+    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext: ask the cluster
+        from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
+
+        # spark.range splits into the cluster's default parallelism; count the partitions it made.
+        parts = spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p"))
+        row = parts.agg(F.max("p").alias("last")).first()
+        return max(1, int(row["last"]) + 1)
 
 
 def _fit_group(pdf: pd.DataFrame, spec: SegmentSpec, shard_dir: str, metrics: list[str]) -> pd.DataFrame:
@@ -254,9 +388,6 @@ def _text(value: Any) -> str | None:
     return None if value is None or value is pd.NA or (isinstance(value, float) and value != value) else str(value)
 
 
-_SHARD = "_mm_shard"
-
-
 def score_on_spark(
     spark: Any,
     data: Any,
@@ -278,37 +409,54 @@ def score_on_spark(
         output: where Spark writes the Parquet.
         partition_by_segment: partition the output folders by the segment columns.
 
-    Rows are grouped by shard, so each task reads a shard once. Rows of segments without a model
-    get a null prediction.
+    One task per shard (each reads its shard once) plus one for the rows of segments without a
+    model, which get a null prediction.
     """
     from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
     from pyspark.sql.types import DoubleType, StructField, StructType
 
-    served = routes.rename(columns={"shard": _SHARD})
-    served[_SHARD] = served[_SHARD].astype(object)
-    route_frame = spark.createDataFrame(served)
+    shards = sorted(routes["shard"].dropna().unique().tolist())
+    labels = partition_labels(spark, len(shards) + 1)  # the last: rows without a model
+    served = routes[segment_by].copy()
+    served[PART] = labels[pd.Index(shards).get_indexer(routes["shard"])]
+    with _stage_conf(spark, {_ARROW: "true"}):
+        route_frame = spark.createDataFrame(served)
     same_segment = [data[c].eqNullSafe(route_frame[c]) for c in segment_by]
     routed = data.join(F.broadcast(route_frame), on=same_segment, how="left").select(
-        *[data[c] for c in data.columns], route_frame[_SHARD]
+        *[data[c] for c in data.columns], F.coalesce(route_frame[PART], F.lit(int(labels[-1]))).alias(PART)
     )
     schema = StructType([*data.schema.fields, StructField("prediction", DoubleType(), True)])
+    unserved = int(labels[-1])
 
     def predict_group(pdf: pd.DataFrame) -> pd.DataFrame:
-        out = pdf.drop(columns=[_SHARD])
-        if pdf[_SHARD].isna().all():
+        out = pdf.drop(columns=[PART])
+        if int(pdf[PART].iloc[0]) == unserved:
             out["prediction"] = pd.array([pd.NA] * len(out), dtype="Float64")
         else:
             out["prediction"] = predict(out)
         return out
 
-    # One shuffle partition per shard (plus the rows without a model), not Spark's default 200 tiny tasks.
-    with _stage_conf(spark, {_AQE: "false", _PARTITIONS: str(int(served[_SHARD].nunique()) + 1)}):
-        scored = routed.groupBy(_SHARD).applyInPandas(predict_group, schema=schema)
+    settings = {_AQE: "false", _PARTITIONS: str(len(labels)), _ARROW: "true"}
+    with _stage_conf(spark, settings):
+        scored = routed.groupBy(PART).applyInPandas(predict_group, schema=schema)
         writer = scored.write.mode("overwrite")
         if partition_by_segment:
             writer = writer.partitionBy(*segment_by)
         writer.parquet(output)
     return spark.read.parquet(output)
+
+
+def unserved_counts(scored: Any, segment_by: list[str]) -> tuple[int, int, int]:
+    """(rows, rows without a prediction, segments without a model) of a scored Spark frame, in one job."""
+    from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
+
+    missing = F.col("prediction").isNull()
+    row = scored.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.count(F.when(missing, 1)).alias("missing"),
+        F.count_distinct(F.when(missing, F.struct(*segment_by))).alias("segments"),
+    ).first()
+    return int(row["rows"]), int(row["missing"]), int(row["segments"])
 
 
 @contextmanager

@@ -120,9 +120,9 @@ class Project:
             return score_with_spark(self.config, model, spark, data, out, run_id, partition_by_segment).frame
         return score(self.config, model, data, output=out, run_id=run_id).frame
 
-    def run(self, job: str) -> JobOutcome:
-        """Run a job's tasks in dependency order."""
-        return run_job(self.config, job)
+    def run(self, job: str, spark: Any = None) -> JobOutcome:
+        """Run a job's tasks in dependency order (on `spark=` a SparkSession, if given)."""
+        return run_job(self.config, job, spark=spark)
 
     def runs(self, model: str, limit: int = 50) -> list[RunInfo]:
         """The model's training runs, newest first."""

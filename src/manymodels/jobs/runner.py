@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from manymodels.bundle import BundleConfig, TaskSpec
 from manymodels.errors import BundleError, ManymodelsError
-from manymodels.jobs.score import ScoreOutcome, score
-from manymodels.jobs.train import TrainOutcome, train
+from manymodels.jobs.score import ScoreOutcome, score, score_with_spark
+from manymodels.jobs.train import TrainOutcome, engine_for, train
 
 
 @dataclass
@@ -58,14 +59,19 @@ def run_job(
     name: str,
     on_task: Callable[[TaskSpec], dict[str, object]] | None = None,
     on_done: Callable[[TaskOutcome], None] | None = None,
+    spark: Any = None,
 ) -> JobOutcome:
     """Run a job's tasks in dependency order.
+
+    On a Spark target (or with `spark=` a session) every task runs on one Spark session: training
+    on the cluster, scoring read and written by Spark.
 
     Args:
         config: the bundle resolved for a target.
         name: the job.
         on_task: called before each task; returns extra keyword arguments for it (progress hooks).
         on_done: called after each task with its outcome.
+        spark: a SparkSession to run on instead of the target's engine.
     """
     jobs = config.resolved.resources.jobs
     if name not in jobs:
@@ -73,29 +79,41 @@ def run_job(
 
         hint = did_you_mean(name, jobs) or f" (jobs: {', '.join(jobs) or 'none'})"
         raise BundleError(f"{config.file.name}: no job {name!r} in resources.jobs{hint}")
+    ordered = task_order(jobs[name].tasks)
     outcome = JobOutcome(name)
     failed: set[str] = set()
     trained: dict[str, str] = {}
-    for task in task_order(jobs[name].tasks):
-        blocked = [d for d in task.depends_on if d in failed]
-        if blocked:
-            done = TaskOutcome(task.key, task.kind, "skipped", error=f"depends on failed task {blocked[0]}")
-            failed.add(task.key)
-        else:
-            done = _run_task(config, task, trained, on_task(task) if on_task else {})
-            if done.status != "ok":
+    engine = None
+    if spark is None and config.resolved.engine.kind == "spark":
+        engine = engine_for(config)  # one session for the whole job: the JVM starts once
+        engine.start()
+        spark = engine.session  # type: ignore[attr-defined]
+    try:
+        for task in ordered:
+            blocked = [d for d in task.depends_on if d in failed]
+            if blocked:
+                done = TaskOutcome(task.key, task.kind, "skipped", error=f"depends on failed task {blocked[0]}")
                 failed.add(task.key)
-        outcome.tasks.append(done)
-        if on_done:
-            on_done(done)
+            else:
+                done = _run_task(config, task, trained, on_task(task) if on_task else {}, spark)
+                if done.status != "ok":
+                    failed.add(task.key)
+            outcome.tasks.append(done)
+            if on_done:
+                on_done(done)
+    finally:
+        if engine is not None:
+            engine.close()
     return outcome
 
 
-def _run_task(config: BundleConfig, task: TaskSpec, trained: dict[str, str], hooks: dict[str, object]) -> TaskOutcome:
+def _run_task(
+    config: BundleConfig, task: TaskSpec, trained: dict[str, str], hooks: dict[str, object], spark: Any
+) -> TaskOutcome:
     start = time.perf_counter()
     try:
         if task.train is not None:
-            trained_run = train(config, task.train, **hooks)  # type: ignore[arg-type]
+            trained_run = train(config, task.train, spark=spark, **hooks)  # type: ignore[arg-type]
             trained[task.train] = trained_run.run_id
             status = "ok" if trained_run.ok else "failed"
             error = None if trained_run.ok else "every segment failed"
@@ -104,7 +122,11 @@ def _run_task(config: BundleConfig, task: TaskSpec, trained: dict[str, str], hoo
             assert task.score is not None  # noqa: S101 - a task is train or score (schema)
             spec = task.score
             run_id = spec.run or trained.get(spec.model)  # a model trained earlier in this job scores with that run
-            result = score(config, spec.model, spec.dataset, config.resolve_path(spec.output), run_id)
+            output = config.resolve_path(spec.output)
+            if spark is not None:
+                result = score_with_spark(config, spec.model, spark, spec.dataset, output, run_id)
+            else:
+                result = score(config, spec.model, spec.dataset, output, run_id)
             status, error = "ok", None
     except ManymodelsError as exc:
         return TaskOutcome(task.key, task.kind, "failed", time.perf_counter() - start, str(exc))

@@ -12,7 +12,7 @@ from manymodels.bundle import BundleConfig
 from manymodels.data import read_frame, write_parquet
 from manymodels.errors import DataError, RegistryError
 from manymodels.jobs.train import experiment_name
-from manymodels.registry import Pack, Tracker
+from manymodels.registry import Pack, PackPredict, Tracker
 from manymodels.registry.tracking import STATUS_OK, RunInfo
 
 PACK_PATH = "model/pack"
@@ -80,22 +80,6 @@ def dataset_location(config: BundleConfig, data: str | Path) -> tuple[Path, str]
     return path, "csv" if path.suffix.lower() == ".csv" else "parquet"
 
 
-class PackPredict:
-    """Picklable predictions from a pack folder; the pack is opened once per process that calls it."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self._pack: Pack | None = None
-
-    def __call__(self, frame: pd.DataFrame) -> Any:
-        if self._pack is None:
-            self._pack = Pack(self.root)
-        return self._pack.predict(frame)["prediction"].array
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"root": self.root, "_pack": None}
-
-
 def score_with_spark(
     config: BundleConfig,
     name: str,
@@ -109,7 +93,7 @@ def score_with_spark(
 
     The run's pack must be on a path every executor can read (local mode, or a shared filesystem).
     """
-    from manymodels.engines.spark import read_with_spark, score_on_spark
+    from manymodels.engines.spark import read_with_spark, score_on_spark, unserved_counts
 
     config.model(name)
     info = resolve_run(config, name, run_id)
@@ -120,12 +104,7 @@ def score_with_spark(
     written = score_on_spark(
         spark, data, routes, pack.segment_by, PackPredict(str(pack.root)), str(output), partition_by_segment
     )
-    from pyspark.sql import functions as F  # noqa: N812
-
-    missing = written.filter(F.col("prediction").isNull())
-    rows = written.count()
-    rows_without = missing.count()
-    segments_without = missing.select(*pack.segment_by).distinct().count()
+    rows, rows_without, segments_without = unserved_counts(written, pack.segment_by)
     return ScoreOutcome(name, info.run_id, written, output, rows, rows_without, segments_without)
 
 

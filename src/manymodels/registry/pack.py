@@ -143,3 +143,22 @@ class Pack:
         while len(self._shards) > self._cache_size:
             self._shards.popitem(last=False)
         return models
+
+
+class PackPredict:
+    """Picklable predictions from a pack folder, for engine workers: the pack is opened once per process.
+
+    Lives here, not beside the score task, so a Spark executor unpickling it imports no MLflow.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._pack: Pack | None = None
+
+    def __call__(self, frame: pd.DataFrame) -> Any:
+        if self._pack is None:
+            self._pack = Pack(self.root)
+        return self._pack.predict(frame)["prediction"].array
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root, "_pack": None}

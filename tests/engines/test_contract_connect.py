@@ -1,0 +1,35 @@
+"""The engine contract (tests/engines/contract.py) on Spark Connect: a local Connect server, `remote("local[2]")`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from contract import EngineContract
+
+from manymodels.engines import Engine
+from manymodels.engines.spark import SparkEngine
+
+
+@pytest.fixture(scope="module")
+def connect_spark() -> Iterator[Any]:
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = SparkSession.builder.remote("local[2]").appName("manymodels-connect-tests").getOrCreate()
+    assert type(session).__module__.startswith("pyspark.sql.connect")  # really Connect, not classic
+    yield session
+    session.stop()
+
+
+@pytest.mark.slow
+class TestSparkConnect(EngineContract.Tests):
+    @pytest.fixture
+    def engine(self, connect_spark: Any) -> Engine:
+        engine = SparkEngine(session=connect_spark, max_chunk_rows=120)  # several chunks
+        engine.start()
+        assert engine.workers == 2  # asked of the cluster: Connect has no SparkContext
+        return engine
