@@ -3,7 +3,9 @@
 
     python bench/spark_bench.py                    # 200 x 1000 vs seed (plain and --tuned); 2000 x 1000 vs local
     python bench/spark_bench.py --skip-seed        # only Spark vs local
-Prints one JSON line. Every time is a whole command's wall time (JVM and interpreter start included).
+Prints one JSON line. manymodels is timed twice: whole `manymodels train|score -t spark` commands
+(interpreter, JVM start and tracking set-up included), and step by step like the seed times
+itself (bench/spark_steps.py: session up first, then the train step, then the score step).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def versus_seed(work: Path, segments: int, rows: int, cores: int, tuned: bool) -
     train_s, _ = timed([str(MANYMODELS), "train", "bench", "-t", "spark"], cwd=bundle.parent)
     score_s, _ = timed([str(MANYMODELS), "score", "bench", "-t", "spark", "--data", str(score), "--out",
                         str(bundle.parent / "scores")], cwd=bundle.parent)
+    _, out = timed([sys.executable, str(REPO / "bench" / "spark_steps.py"), str(bundle.parent), "--score-data",
+                    str(score), "--cores", str(cores)])
+    steps = last_json(out)
     seed_work = work / "seed-reference"
     shutil.rmtree(seed_work, ignore_errors=True)
     cmd = [sys.executable, str(SHARED_BENCH / "seed_reference.py"), "--data", str(data), "--score-data", str(score),
@@ -48,8 +53,12 @@ def versus_seed(work: Path, segments: int, rows: int, cores: int, tuned: bool) -
         "segments": segments, "rows": rows, "cores": cores, "seed_tuned": tuned,
         "seed_wall_s": round(seed_s, 2), "seed_train_s_inside": seed["train_s"], "seed_score_s_inside": seed["score_s"],
         "manymodels_spark_train_wall_s": round(train_s, 2), "manymodels_spark_score_wall_s": round(score_s, 2),
+        "manymodels_steps": steps,
+        "whole_script_vs_whole_commands": round(seed_s / (train_s + score_s), 2),
         "train_speedup_vs_seed_train_step": round(seed["train_s"] / train_s, 1),
         "score_speedup_vs_seed_score_step": round(seed["score_s"] / score_s, 2),
+        "train_step_speedup": round(seed["train_s"] / steps["train_s"], 2),
+        "score_step_speedup": round(seed["score_s"] / steps["score_s"], 2),
     }
 
 

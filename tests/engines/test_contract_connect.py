@@ -33,3 +33,9 @@ class TestSparkConnect(EngineContract.Tests):
         engine.start()
         assert engine.workers == 2  # asked of the cluster: Connect has no SparkContext
         return engine
+
+
+
+def test_a_local_connect_session_is_known_to_be_local(connect_spark: Any) -> None:
+    """Connect has no SparkContext; the server's spark.master says local mode (staging not needed)."""
+    assert SparkEngine(session=connect_spark).is_local is True

@@ -207,3 +207,28 @@ def test_progress_is_reported_while_the_spark_stage_runs(tmp_path: Path, spark: 
     assert len(results) == 8 and sum(steps) == 8 and all(step > 0 for step in steps)
     assert len(steps) > 1, steps  # some reported before the end
     assert spark.sparkContext.getLocalProperty("spark.jobGroup.id") is None  # the caller's session left as it was
+
+
+@pytest.mark.slow
+def test_executors_stage_shards_in_engine_staging_for_a_remote_artifact_store(
+    tmp_path: Path, spark: Any, mlflow_server: str
+) -> None:
+    """Proxied artifacts (mlflow-artifacts:) cannot be written by executors: they write to engine.staging,
+    here an fsspec URL; the driver logs the run; the staging folder is cleaned up."""
+    import mlflow
+
+    from helpers import edit_bundle
+
+    frame = segment_frame(segments=5, rows=60)
+    path = write_bundle(tmp_path / "project", frame=frame, tracking_uri=mlflow_server)
+    staging = tmp_path / "shared-staging"
+    edit_bundle(path, lambda doc: doc["targets"]["dev"].update(
+        engine={"kind": "spark", "master": "local[2]", "staging": staging.as_uri()}))
+    project = mm.load_bundle(tmp_path / "project")
+    run = project.train("demand", spark=spark)
+    assert run.summary["segments_ok"] == 5
+    assert staging.is_dir() and list(staging.iterdir()) == []  # the run's staging folder removed
+    mlflow.set_tracking_uri(mlflow_server)
+    served = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model").predict(frame.drop(columns=["label"]))
+    local = project.score("demand", frame.drop(columns=["label"]), run_id=run.run_id)
+    pd.testing.assert_series_equal(served["prediction"], local["prediction"])

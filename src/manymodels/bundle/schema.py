@@ -38,7 +38,9 @@ class EngineSpec(Strict):
     `local` (default): a process pool of `workers` (default: the cores). `spark`: a Spark
     session, classic (`master`: `local[2]`, `spark://host:7077`, `yarn`) or Spark Connect
     (`remote`: `sc://host:15002`), with extra Spark `conf`; there `workers` is the task slots
-    chunks are planned for (default: the cluster's default parallelism).
+    chunks are planned for (default: the cluster's default parallelism), and `staging` a folder
+    or fsspec URL (`s3://bucket/tmp`) where executors write model shards when the run's artifact
+    store is not a local path (a cluster's executors cannot write to the driver's disk).
     """
 
     kind: Literal["local", "spark"] = "local"
@@ -48,11 +50,12 @@ class EngineSpec(Strict):
     conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
     max_chunk_rows: int | None = Field(default=None, ge=1)
     max_segment_rows: int = Field(default=1_000_000, ge=1)
+    staging: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _spark_options_need_spark(self) -> EngineSpec:
-        if self.kind != "spark" and (self.master or self.remote or self.conf):
-            raise ValueError("master, remote and conf are for kind spark")
+        if self.kind != "spark" and (self.master or self.remote or self.conf or self.staging):
+            raise ValueError("master, remote, conf and staging are for kind spark")
         if self.master and self.remote:
             raise ValueError("give master (classic Spark) or remote (Spark Connect), not both")
         return self

@@ -75,6 +75,11 @@ class Engine(Protocol):
     kind: str
     workers: int
 
+    @property
+    def is_local(self) -> bool:
+        """Whether the workers run on this machine, so they can write to its folders."""
+        ...
+
     def start(self, rows: int | None = None) -> None:
         """Get ready (start workers, sessions) while the driver does its own set-up."""
         ...
@@ -90,8 +95,16 @@ class Engine(Protocol):
     def fit(
         self, fleet: Any, spec: SegmentSpec, shard_dir: str, on_progress: Progress | None = None
     ) -> list[SegmentResult]:
-        """Fit every segment; models go to shards in `shard_dir`; results come back in segment order."""
+        """Fit every segment; models go to shards in `shard_dir` (a path or an fsspec URL); results in segment order."""
         ...
+
+
+def warm_up() -> None:
+    """Import what fitting needs, in a fresh worker process (LightGBM alone takes ~1.5 s: it imports scikit-learn)."""
+    import lightgbm  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+
+    import manymodels.segment.fit  # noqa: F401
 
 
 def segment_labels(keys: pd.DataFrame) -> pd.Series:

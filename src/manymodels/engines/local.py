@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from manymodels.data import read_frame
-from manymodels.engines.base import PreparedData, Progress, prepare, wanted_mask
+from manymodels.engines.base import PreparedData, Progress, prepare, wanted_mask, warm_up
 from manymodels.engines.chunking import MIN_CHUNK_ROWS, plan_chunks
 from manymodels.segment import SegmentResult, SegmentSpec, fit_chunk
 from manymodels.segment.fit import FAILED
@@ -39,6 +39,11 @@ class LocalEngine:
         self.max_chunk_rows = max_chunk_rows
         self._pool: ProcessPoolExecutor | None = None
 
+    @property
+    def is_local(self) -> bool:
+        """Always: the pool runs on this machine."""
+        return True
+
     def start(self, rows: int | None = None) -> None:
         """Start the workers now, so their imports overlap the driver's reading and tracking set-up.
 
@@ -50,7 +55,7 @@ class LocalEngine:
             return
         self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_SPAWN)
         for _ in range(self.workers):
-            self._pool.submit(_warm_up)
+            self._pool.submit(warm_up)
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""
@@ -143,12 +148,6 @@ class LocalEngine:
         lo, hi = int(data.starts[first]), int(data.starts[end])
         bounds = [(i, int(data.starts[i]) - lo, int(data.starts[i + 1]) - lo) for i in range(first, end)]
         return data.frame.iloc[lo:hi], bounds, chunk_id
-
-
-def _warm_up() -> None:
-    """Import what fitting needs, in a fresh worker."""
-    import lightgbm  # noqa: F401
-    import sklearn.model_selection  # noqa: F401
 
 
 def _lost(bounds: list[tuple[int, int, int]], spec: SegmentSpec, error: str) -> list[SegmentResult]:

@@ -108,6 +108,15 @@ class SparkEngine:
             self._owned = True
         self.workers = self._slots or _parallelism(self.session)
 
+    @property
+    def is_local(self) -> bool:
+        """Whether executors run on this machine (local mode), so they can write to its folders."""
+        if self.session is not None:
+            return session_is_local(self.session)
+        if self.remote:
+            return self.remote.startswith("local")
+        return (self.master or "local").startswith("local")
+
     def close(self) -> None:
         """Stop the session if the engine built it (a caller's session is left running)."""
         if self._owned and self.session is not None:
@@ -120,9 +129,12 @@ class SparkEngine:
 
         self.start()
         spark = self.session
+        warming = threading.Thread(target=_warm_workers, args=(spark, self.workers), name="manymodels-warm-up")
+        warming.start()  # Python workers import LightGBM while the JVM reads and counts
         df = read_with_spark(spark, path, fmt).select(*spec.columns)
         by = list(spec.segment_by)
         counts = _to_pandas(df.groupBy(*by).count())
+        warming.join()
         counts = counts.sort_values(by, kind="stable", na_position="last").reset_index(drop=True)
         if segments:
             counts = counts[wanted_mask(counts[by], segments)].reset_index(drop=True)
@@ -168,6 +180,21 @@ class SparkEngine:
         return results
 
 
+def _warm_workers(spark: Any, slots: int) -> None:
+    """One tiny task per slot that starts a Python worker and imports what fitting needs (reused workers keep it)."""
+
+    def warm(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from manymodels.engines.base import warm_up
+
+        warm_up()
+        yield from batches
+
+    try:
+        spark.range(0, slots, 1, slots).mapInPandas(warm, schema="id long").collect()
+    except Exception:  # noqa: BLE001, S110 - only a head start: the fit stage imports what it needs anyway
+        pass
+
+
 def read_with_spark(spark: Any, path: Path | str, fmt: str) -> Any:
     """A dataset as a Spark DataFrame (CSV: with a header, types inferred)."""
     if fmt == "parquet":
@@ -195,10 +222,22 @@ def build_session(master: str | None, remote: str | None, conf: dict[str, Any]) 
         return builder.getOrCreate()
     except Exception as exc:  # noqa: BLE001 - Java, network and config errors all end here
         where = f"Spark Connect at {remote}" if remote else f"Spark master {master or 'local[*]'}"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = _first_line(exc)
         raise EngineSetupError(
             f"cannot start {where}: {first} (Spark needs Java 17+ on PATH or in JAVA_HOME, and a reachable master)"
         ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """The gist of a Spark start-up error: the Java exception's own message when py4j wraps one."""
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            return str(java.toString()).strip().splitlines()[0]
+        except Exception:  # noqa: BLE001, S110 - the JVM may be gone: fall back to the Python text
+            pass
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def partition_labels(spark: Any, partitions: int) -> np.ndarray:
@@ -221,6 +260,18 @@ def _to_pandas(frame: Any) -> pd.DataFrame:
     out = frame.toPandas()
     out.attrs = {}
     return out
+
+
+def session_is_local(spark: Any) -> bool:
+    """Whether a session runs in local mode (its master, from the context or, on Connect, the server's conf)."""
+    context = _spark_context(spark)
+    if context is not None:
+        return str(context.master).startswith("local")
+    try:
+        master = spark.conf.get("spark.master", None)
+    except Exception:  # noqa: BLE001 - a server that hides its conf: assume a cluster
+        master = None
+    return bool(master) and str(master).startswith("local")
 
 
 def _spark_context(spark: Any) -> Any:
@@ -409,8 +460,8 @@ def score_on_spark(
         output: where Spark writes the Parquet.
         partition_by_segment: partition the output folders by the segment columns.
 
-    One task per shard (each reads its shard once) plus one for the rows of segments without a
-    model, which get a null prediction.
+    One task per shard (each reads its shard once, loads each model once, and streams its rows in
+    Arrow batches) plus one for the rows of segments without a model, which get a null prediction.
     """
     from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
     from pyspark.sql.types import DoubleType, StructField, StructType
@@ -428,17 +479,23 @@ def score_on_spark(
     schema = StructType([*data.schema.fields, StructField("prediction", DoubleType(), True)])
     unserved = int(labels[-1])
 
-    def predict_group(pdf: pd.DataFrame) -> pd.DataFrame:
-        out = pdf.drop(columns=[PART])
-        if int(pdf[PART].iloc[0]) == unserved:
-            out["prediction"] = pd.array([pd.NA] * len(out), dtype="Float64")
-        else:
-            out["prediction"] = predict(out)
-        return out
+    def predict_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for pdf in batches:  # Arrow batches of one partition: memory holds a batch, not the partition
+            out = pdf.drop(columns=[PART])
+            prediction = pd.arrays.FloatingArray(np.zeros(len(out)), np.ones(len(out), dtype=bool))  # all null
+            served = (pdf[PART] != unserved).to_numpy()
+            if served.any():
+                prediction[served] = predict(out[served])
+            out["prediction"] = prediction
+            yield out
 
-    settings = {_AQE: "false", _PARTITIONS: str(len(labels)), _ARROW: "true"}
+    # One partition per shard (its label hashes to a partition of its own), sorted by segment so
+    # a segment's rows are adjacent and its model is loaded once; batches stream through
+    # `mapInPandas`, so a task never holds more than one batch of rows and a few shards.
+    settings = {_AQE: "false", _ARROW: "true"}
     with _stage_conf(spark, settings):
-        scored = routed.groupBy(PART).applyInPandas(predict_group, schema=schema)
+        partitioned = routed.repartition(len(labels), PART).sortWithinPartitions(*segment_by)
+        scored = partitioned.mapInPandas(predict_batches, schema=schema)
         writer = scored.write.mode("overwrite")
         if partition_by_segment:
             writer = writer.partitionBy(*segment_by)

@@ -11,8 +11,9 @@ import pandas as pd
 from manymodels.bundle import BundleConfig
 from manymodels.data import read_frame, write_parquet
 from manymodels.errors import DataError, RegistryError
-from manymodels.jobs.train import experiment_name
+from manymodels.jobs.train import experiment_name, staging_folder
 from manymodels.registry import Pack, PackPredict, Tracker
+from manymodels.registry.pack import publish_pack
 from manymodels.registry.tracking import STATUS_OK, RunInfo
 
 PACK_PATH = "model/pack"
@@ -91,9 +92,11 @@ def score_with_spark(
 ) -> ScoreOutcome:
     """Score on Spark: the data read (or given) as a Spark DataFrame, predictions written by Spark.
 
-    The run's pack must be on a path every executor can read (local mode, or a shared filesystem).
+    Executors read the run's pack where the driver has it when the session is in local mode (or
+    when no engine.staging is set: the folder must then be shared); on a cluster with
+    engine.staging, the pack is copied there once per run (`<staging>/packs/<run id>`).
     """
-    from manymodels.engines.spark import read_with_spark, score_on_spark, unserved_counts
+    from manymodels.engines.spark import read_with_spark, score_on_spark, session_is_local, unserved_counts
 
     config.model(name)
     info = resolve_run(config, name, run_id)
@@ -101,9 +104,11 @@ def score_with_spark(
     if isinstance(data, str | Path):
         data = read_with_spark(spark, *dataset_location(config, data))
     routes = pack.manifest.loc[pack.manifest["shard"].notna(), [*pack.segment_by, "shard"]].copy()
-    written = score_on_spark(
-        spark, data, routes, pack.segment_by, PackPredict(str(pack.root)), str(output), partition_by_segment
-    )
+    root = str(pack.root)
+    shared = staging_folder(config, "packs", info.run_id)
+    if shared is not None and not session_is_local(spark) and isinstance(pack.root, Path):
+        root = publish_pack(pack.root, shared)
+    written = score_on_spark(spark, data, routes, pack.segment_by, PackPredict(root), str(output), partition_by_segment)
     rows, rows_without, segments_without = unserved_counts(written, pack.segment_by)
     return ScoreOutcome(name, info.run_id, written, output, rows, rows_without, segments_without)
 

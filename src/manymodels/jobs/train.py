@@ -19,13 +19,14 @@ from manymodels.bundle import BundleConfig, ModelSpec
 from manymodels.bundle.checks import model_features, model_problems
 from manymodels.data import read_schema, row_count, write_parquet
 from manymodels.engines import Engine, Fleet, make_engine
-from manymodels.errors import BundleError, DataError
+from manymodels.errors import BundleError, DataError, EngineSetupError
 from manymodels.registry import PackInfo, Tracker, write_pack_files
 from manymodels.registry.pack import SEGMENT_INDEX, SHARDS
 from manymodels.registry.pyfunc import save_pack_model
 from manymodels.registry.tracking import TAG, git_commit, local_path
 from manymodels.segment import SegmentResult, SegmentSpec, metric_names
 from manymodels.segment.fit import OK
+from manymodels.segment.shards import fetch_shards, is_url, make_folder, remove_folder
 
 SEGMENT_METRICS = "segment_metrics.parquet"
 
@@ -130,11 +131,28 @@ def train(
     started = time.perf_counter()
     model = config.model(name)
     engine = engine_for(config, workers, spark)
+    training = training_spec(config, name)
     try:
         engine.start(rows=_row_count(config, model))
-        return _train(config, name, model, engine, segments, started, on_start, on_progress, on_warning)
+        tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
+        exp_id = tracker.experiment_id(experiment_name(config, name))
+        assert exp_id is not None  # noqa: S101 - create=True always returns an id
+        if not engine.is_local:  # before reading any data: the cluster must have somewhere to write
+            _check_shard_destination(config, tracker.artifact_location(exp_id))
+        return _train(
+            config, name, model, engine, training, tracker, exp_id, segments, started, on_start, on_progress, on_warning
+        )
     finally:
         engine.close()
+
+
+def _check_shard_destination(config: BundleConfig, artifact_location: str) -> None:
+    """A cluster writes shards in the run's folder when that is a local (shared) path, else in engine.staging."""
+    if local_path(artifact_location) is None and config.resolved.engine.staging is None:
+        raise EngineSetupError(
+            f"the run's artifacts go to {artifact_location}, which this cluster's executors cannot write to: set "
+            "the target's engine.staging to a folder or URL (s3://bucket/tmp) that executors and this driver both reach"
+        )
 
 
 def _train(
@@ -142,13 +160,16 @@ def _train(
     name: str,
     model: ModelSpec,
     engine: Engine,
+    training: tuple[SegmentSpec, Path, str],
+    tracker: Tracker,
+    exp_id: str,
     segments: Sequence[str] | None,
     started: float,
     on_start: Callable[[int, str], None] | None,
     on_progress: Callable[[int], None] | None,
     on_warning: Callable[[str], None] | None,
 ) -> TrainOutcome:
-    spec, path, fmt = training_spec(config, name)
+    spec, path, fmt = training
     data = engine.load(path, fmt, spec, segments)
     if len(data) == 0:
         raise DataError(f"{path}: dataset {model.dataset!r} has no rows")
@@ -156,10 +177,6 @@ def _train(
     if on_warning:
         for line in warnings:
             on_warning(line)
-    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
-    exp_name = experiment_name(config, name)
-    exp_id = tracker.experiment_id(exp_name)
-    assert exp_id is not None  # noqa: S101 - create=True always returns an id
     run_id, artifact_uri = tracker.start_run(
         exp_id,
         f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -168,13 +185,19 @@ def _train(
     )
     staged = local_path(artifact_uri)
     staging = staged if staged is not None else Path(tempfile.mkdtemp(prefix=f"manymodels-{run_id}-"))
+    # Executors write shards into the run's own folder when it is local, else into engine.staging.
+    run_staging = None if staged is not None else staging_folder(config, run_id)
     try:
         staging.mkdir(parents=True, exist_ok=True)
         pack_dir = save_pack_model(staging / "model")
         (pack_dir / SHARDS).mkdir(parents=True, exist_ok=True)
+        shard_dir = str(pack_dir / SHARDS) if run_staging is None else f"{run_staging}/{SHARDS}"
+        make_folder(shard_dir)
         if on_start:
             on_start(len(data), run_id)
-        results = engine.fit(data, spec, str(pack_dir / SHARDS), on_progress)
+        results = engine.fit(data, spec, shard_dir, on_progress)
+        if run_staging is not None:
+            fetch_shards(shard_dir, pack_dir / SHARDS)
         manifest = build_manifest(data, results, spec)
         info = PackInfo(
             model=name,
@@ -205,7 +228,17 @@ def _train(
     finally:
         if staged is None:
             shutil.rmtree(staging, ignore_errors=True)
+        if run_staging is not None:
+            remove_folder(run_staging)
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds, warnings)
+
+
+def staging_folder(config: BundleConfig, *parts: str) -> str | None:
+    """A folder under the target's engine.staging (a URL, or a path relative to the bundle); None if unset."""
+    root = config.resolved.engine.staging
+    if root is None:
+        return None
+    return "/".join([root.rstrip("/") if is_url(root) else str(config.resolve_path(root)), *parts])
 
 
 def oversized_segments(data: Fleet, limit: int) -> list[str]:

@@ -9,6 +9,7 @@ Layout (inside the MLflow model, under `pack/`)::
 
 from __future__ import annotations
 
+import io
 import json
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ from manymodels.data import write_parquet
 from manymodels.errors import DataError, RegistryError
 from manymodels.estimators import FORMAT_LIGHTGBM, Predictor, load_model
 from manymodels.segment import read_shard
+from manymodels.segment.shards import exists, is_url, join_location, put_file, read_bytes
 
 PACK_VERSION = 1
 MANIFEST = "manifest.parquet"
@@ -57,19 +59,23 @@ class Pack:
     """A pack opened for prediction: routes each row to its segment's model.
 
     Shards are read when first needed, at most `cache_shards` kept at once, and rows are
-    scored shard by shard, so memory stays bounded however large the fleet.
+    scored shard by shard, so memory stays bounded however large the fleet. The last
+    `cache_models` models loaded are kept too, so rows of one segment that arrive in several
+    calls (batches on a Spark executor) load its model once.
     """
 
-    def __init__(self, root: Path | str, cache_shards: int = 4) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path | str, cache_shards: int = 4, cache_models: int = 64) -> None:
+        self.root: Path | str = str(root) if is_url(root) else Path(root)
         try:
-            raw = json.loads((self.root / INFO).read_text(encoding="utf-8"))
+            raw = json.loads(read_bytes(join_location(self.root, INFO)).decode("utf-8"))
             self.info = PackInfo(**raw)
-            self.manifest = pd.read_parquet(self.root / MANIFEST)
+            self.manifest = pd.read_parquet(io.BytesIO(read_bytes(join_location(self.root, MANIFEST))))
         except (OSError, ValueError, TypeError) as exc:
             raise RegistryError(f"{self.root}: not a readable model pack: {exc}") from exc
         self._cache_size = max(1, cache_shards)
         self._shards: OrderedDict[str, dict[int, tuple[str, bytes]]] = OrderedDict()
+        self._model_cache_size = max(1, cache_models)
+        self._models: OrderedDict[int, tuple[str, Predictor]] = OrderedDict()
 
     @property
     def segment_by(self) -> list[str]:
@@ -103,8 +109,7 @@ class Pack:
             rows, shards, segs = rows[order], shards[order], index[rows][order].astype(np.int64)
             cuts = np.flatnonzero((segs[1:] != segs[:-1]) | (shards[1:] != shards[:-1])) + 1
             for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(rows)], strict=True):
-                fmt, blob = self._shard(str(shards[lo]))[int(segs[lo])]
-                predictor: Predictor = load_model(fmt, blob, self.info.task)
+                fmt, predictor = self._model(str(shards[lo]), int(segs[lo]))
                 at = rows[lo:hi]
                 X = matrix[at] if fmt == FORMAT_LIGHTGBM else features.iloc[at]  # noqa: N806
                 values[at] = predictor.predict(X)
@@ -129,6 +134,17 @@ class Pack:
         routed[SEGMENT_INDEX] = routed[SEGMENT_INDEX].astype(float)
         return routed
 
+    def _model(self, shard: str, segment: int) -> tuple[str, Predictor]:
+        if segment in self._models:
+            self._models.move_to_end(segment)
+            return self._models[segment]
+        fmt, blob = self._shard(shard)[segment]
+        loaded = (fmt, load_model(fmt, blob, self.info.task))
+        self._models[segment] = loaded
+        while len(self._models) > self._model_cache_size:
+            self._models.popitem(last=False)
+        return loaded
+
     def _shard(self, name: str) -> dict[int, tuple[str, bytes]]:
         if name in self._shards:
             self._shards.move_to_end(name)
@@ -136,13 +152,27 @@ class Pack:
         if Path(name).name != name:  # shard names come from our manifest; refuse anything path-like
             raise RegistryError(f"{self.root}: bad shard name {name!r} in manifest")
         try:
-            models = read_shard(self.root / SHARDS / name)
+            models = read_shard(join_location(join_location(self.root, SHARDS), name))
         except OSError as exc:
             raise RegistryError(f"{self.root}: cannot read shard {name}: {exc}") from exc
         self._shards[name] = models
         while len(self._shards) > self._cache_size:
             self._shards.popitem(last=False)
         return models
+
+
+def publish_pack(root: Path, dest: str) -> str:
+    """Copy a local pack to `dest` (a shared folder or fsspec URL) for a cluster's executors; once per pack.
+
+    `pack.json` goes last, so a pack found there is whole; a pack already there is not copied again.
+    """
+    if exists(join_location(dest, INFO)):
+        return dest
+    for shard in sorted((root / SHARDS).glob("shard-*.parquet")):
+        put_file(shard, join_location(join_location(dest, SHARDS), shard.name))
+    put_file(root / MANIFEST, join_location(dest, MANIFEST))
+    put_file(root / INFO, join_location(dest, INFO))
+    return dest
 
 
 class PackPredict:
@@ -152,7 +182,7 @@ class PackPredict:
     """
 
     def __init__(self, root: str) -> None:
-        self.root = root
+        self.root = root  # a local folder or an fsspec URL
         self._pack: Pack | None = None
 
     def __call__(self, frame: pd.DataFrame) -> Any:

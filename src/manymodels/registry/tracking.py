@@ -70,6 +70,15 @@ class Tracker:
                 f"MLflow at {self.tracking_uri}: cannot get experiment {name!r}: {exc.message}"
             ) from exc
 
+    def artifact_location(self, experiment_id: str) -> str:
+        """Where the experiment's runs keep their artifacts (a URI)."""
+        try:
+            return str(self.client.get_experiment(experiment_id).artifact_location)
+        except MlflowException as exc:
+            raise RegistryError(
+                f"MLflow at {self.tracking_uri}: cannot read experiment {experiment_id}: {exc.message}"
+            ) from exc
+
     def start_run(
         self, experiment_id: str, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]
     ) -> tuple[str, str]:

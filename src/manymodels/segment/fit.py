@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,7 @@ import pandas as pd
 
 from manymodels.estimators import add_import_roots, fit_model
 from manymodels.segment.metrics import compute_metrics
-from manymodels.segment.shards import shard_name, write_shard
+from manymodels.segment.shards import join_location, shard_name, write_shard
 from manymodels.segment.spec import SegmentSpec
 
 OK = "ok"
@@ -113,7 +112,8 @@ def fit_chunk(
         bounds: (segment index, first row, end row) of each segment within `frame`.
         spec: the model family's recipe.
         chunk_id: names the shard file.
-        shard_dir: where to write the shard; None keeps model bytes in the results instead.
+        shard_dir: the folder (a local path or an fsspec URL) to write the shard in; None keeps
+            model bytes in the results instead.
 
     Returns:
         One result per segment; with a shard written, their `model` bytes are dropped.
@@ -129,7 +129,7 @@ def fit_chunk(
     if ok:
         name = shard_name(chunk_id)
         write_shard(
-            Path(shard_dir) / name,
+            join_location(shard_dir, name),
             [r.index for r in ok],
             [str(r.model_format) for r in ok],
             [r.model for r in ok if r.model is not None],

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,17 +19,107 @@ def shard_name(chunk_id: int) -> str:
     return f"shard-{chunk_id:05d}.parquet"
 
 
-def write_shard(path: Path, indices: list[int], formats: list[str], blobs: list[bytes]) -> None:
-    """Write one shard atomically (a temp file renamed into place)."""
+def is_url(location: str | Path) -> bool:
+    """Whether a location is a URL (`s3://bucket/x`, `file:///x`) rather than a local path."""
+    return "://" in str(location)
+
+
+def join_location(folder: str | Path, name: str) -> str | Path:
+    """`name` inside a folder that is a local path or an fsspec URL."""
+    return f"{str(folder).rstrip('/')}/{name}" if is_url(folder) else Path(folder) / name
+
+
+def write_shard(where: str | Path, indices: list[int], formats: list[str], blobs: list[bytes]) -> None:
+    """Write one shard: a local file atomically (a temp file renamed into place), a URL with fsspec.
+
+    An object store has no rename, but writes one object whole: a retried task rewrites the
+    same shard name with the same models.
+    """
     table = pa.table({"segment_index": indices, "format": formats, "model": blobs}, schema=SHARD_SCHEMA)
+    if is_url(where):
+        fs, key = _filesystem(str(where))
+        with fs.open(key, "wb") as out:
+            pq.write_table(table, out, compression="zstd")
+        return
+    path = Path(where)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
 
 
+def make_folder(folder: str | Path) -> None:
+    """Create a local folder or an fsspec URL's folder (object stores need none)."""
+    if is_url(folder):
+        fs, path = _filesystem(str(folder))
+        fs.makedirs(path, exist_ok=True)
+    else:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+def fetch_shards(source: str | Path, dest: Path) -> int:
+    """Copy the shard files of `source` (a local folder or URL) into local folder `dest`; returns how many."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if not is_url(source):
+        names = sorted(p.name for p in Path(source).glob("shard-*.parquet"))
+        for name in names:
+            shutil.copyfile(Path(source) / name, dest / name)
+        return len(names)
+    fs, path = _filesystem(str(source))
+    found = [f for f in fs.glob(f"{path.rstrip('/')}/shard-*.parquet")]
+    for remote in found:
+        fs.get_file(remote, str(dest / remote.rsplit("/", 1)[-1]))
+    return len(found)
+
+
+def read_bytes(location: str | Path) -> bytes:
+    """A whole file, local or at an fsspec URL."""
+    if not is_url(location):
+        return Path(location).read_bytes()
+    fs, key = _filesystem(str(location))
+    return bytes(fs.cat_file(key))
+
+
+def exists(location: str | Path) -> bool:
+    """Whether a file or folder exists, local or at an fsspec URL."""
+    if not is_url(location):
+        return Path(location).exists()
+    fs, key = _filesystem(str(location))
+    return bool(fs.exists(key))
+
+
+def put_file(local: Path, dest: str | Path) -> None:
+    """Copy a local file to a local path or an fsspec URL (its folder created as needed)."""
+    if not is_url(dest):
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, dest)
+        return
+    fs, key = _filesystem(str(dest))
+    fs.makedirs(key.rsplit("/", 1)[0], exist_ok=True)
+    fs.put_file(str(local), key)
+
+
+def remove_folder(folder: str | Path) -> None:
+    """Delete a staging folder, local or URL; missing is fine."""
+    if not is_url(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    fs, path = _filesystem(str(folder))
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def _filesystem(url: str) -> tuple[Any, str]:
+    try:
+        import fsspec
+    except ImportError as exc:  # pragma: no cover - fsspec comes with the spark extra
+        raise OSError(f"{url}: writing to a URL needs fsspec (pip install 'manymodels[spark]')") from exc
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, str(path)
+
+
 def read_shard(path: Path | str) -> dict[int, tuple[str, bytes]]:
-    """All models of a shard by segment index: (format, bytes)."""
-    table = pq.read_table(path)
+    """All models of a shard by segment index: (format, bytes); `path` may be an fsspec URL."""
+    table = pq.read_table(io.BytesIO(read_bytes(path))) if is_url(path) else pq.read_table(path)
     indices = table.column("segment_index").to_pylist()
     formats = table.column("format").to_pylist()
     blobs = table.column("model").to_pylist()

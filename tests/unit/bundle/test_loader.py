@@ -168,9 +168,10 @@ def test_engine_kind_that_does_not_exist_yet(tmp_path: Path) -> None:
     assert problems(tmp_path, text, target="prod") == [
         f"manymodels.yml:{line}: targets.prod.engine.kind must be one of 'local' or 'spark'; got 'ray'"
     ]
-    spark_only = BASE.replace("  prod:\n", "  prod:\n    engine:\n      master: local[2]\n")
-    assert problems(tmp_path, spark_only, target="prod")[0].endswith(
-        "targets.prod.engine master, remote and conf are for kind spark")
+    for key in ("master: local[2]", "staging: s3://bucket/tmp"):
+        spark_only = BASE.replace("  prod:\n", f"  prod:\n    engine:\n      {key}\n")
+        assert problems(tmp_path, spark_only, target="prod")[0].endswith(
+            "targets.prod.engine master, remote, conf and staging are for kind spark")
 
 
 def test_empty_bundle_file(tmp_path: Path) -> None:
