@@ -112,3 +112,34 @@ def test_a_pack_scores_the_same_in_batches_as_in_one_call(tmp_path: Path) -> Non
     parts = [pack.predict(inputs.iloc[lo : lo + 37])["prediction"] for lo in range(0, len(inputs), 37)]
     assert len(pack._models) <= 2
     pd.testing.assert_series_equal(pd.concat(parts), whole)
+
+
+def test_a_delta_table_trains_and_scores_on_the_local_engine(tmp_path: Path) -> None:
+    """format: delta, read with deltalake (no Spark): the same models as from the same rows in Parquet."""
+    from deltalake import write_deltalake
+
+    frame = segment_frame(segments=4, rows=50)
+    write_bundle(tmp_path, frame=frame)
+    write_deltalake(str(tmp_path / "data" / "train_delta"), frame)
+    edit_bundle(tmp_path / "manymodels.yml", lambda doc: doc["resources"]["datasets"].update(
+        train={"format": "delta", "path": "data/train_delta"}))
+    project = mm.load_bundle(tmp_path)
+    assert project.validate() == []
+    on_delta = project.train("demand", workers=1)
+    assert on_delta.summary["segments_ok"] == 4
+    write_deltalake(str(tmp_path / "to_score_delta"), frame.drop(columns=["label"]))
+    scored = project.score("demand", str(tmp_path / "to_score_delta"))  # a Delta folder given as a path
+    assert scored["prediction"].notna().all() and len(scored) == len(frame)
+    edit_bundle(tmp_path / "manymodels.yml", lambda doc: doc["resources"]["datasets"].update(
+        train={"format": "parquet", "path": "data/train.parquet"}))
+    on_parquet = mm.load_bundle(tmp_path).train("demand", workers=1)
+    pd.testing.assert_frame_equal(on_delta.metrics, on_parquet.metrics)
+
+
+def test_a_folder_that_is_not_a_delta_table_is_named(tmp_path: Path) -> None:
+    write_bundle(tmp_path)
+    (tmp_path / "data" / "not_delta").mkdir()
+    edit_bundle(tmp_path / "manymodels.yml", lambda doc: doc["resources"]["datasets"].update(
+        train={"format": "delta", "path": "data/not_delta"}))
+    with pytest.raises(mm.DataError, match=r"not_delta: delta table not found \(no _delta_log folder\)"):
+        mm.load_bundle(tmp_path).train("demand", workers=1)

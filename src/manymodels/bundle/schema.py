@@ -73,7 +73,7 @@ class EngineSpec(Strict):
 class DatasetSpec(Strict):
     """`resources.datasets.<name>:` a table on disk."""
 
-    format: Literal["parquet", "csv"] = "parquet"
+    format: Literal["parquet", "csv", "delta"] = "parquet"
     path: str = Field(min_length=1)
 
 

@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 
 from manymodels.errors import DataError
 
-FORMATS = ("parquet", "csv")
+FORMATS = ("parquet", "csv", "delta")
 
 
 def read_schema(path: Path, fmt: str) -> pa.Schema:
@@ -23,6 +24,8 @@ def read_schema(path: Path, fmt: str) -> pa.Schema:
     Raises:
         DataError: the file is missing or unreadable.
     """
+    if fmt == "delta":
+        return _delta(path).schema
     _must_exist(path)
     try:
         if fmt == "parquet":
@@ -37,7 +40,12 @@ def read_schema(path: Path, fmt: str) -> pa.Schema:
 
 
 def row_count(path: Path, fmt: str) -> int | None:
-    """A dataset's row count from its metadata (Parquet), or None when only reading it would tell."""
+    """A dataset's row count from its metadata (Parquet, Delta), or None when only reading it would tell."""
+    if fmt == "delta":
+        try:
+            return int(_delta(path).count_rows())
+        except (DataError, pa.ArrowException, OSError):
+            return None
     if fmt != "parquet" or not path.is_file():
         return None
     try:
@@ -52,8 +60,13 @@ def read_frame(path: Path, fmt: str, columns: Sequence[str] | None = None) -> pd
     Raises:
         DataError: the file is missing, unreadable, or lacks a requested column.
     """
-    _must_exist(path)
     wanted = list(dict.fromkeys(columns)) if columns is not None else None
+    if fmt == "delta":
+        try:
+            return _delta(path).to_table(columns=wanted).to_pandas()
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{path}: cannot read delta table: {exc}") from exc
+    _must_exist(path)
     try:
         if fmt == "parquet":
             table = pq.read_table(path, columns=wanted)
@@ -95,6 +108,26 @@ def is_numeric(dtype: pa.DataType) -> bool:
         or pa.types.is_boolean(dtype)
         or pa.types.is_decimal(dtype)
     )
+
+
+def is_delta_table(path: Path) -> bool:
+    """Whether a folder is a Delta table (it has a `_delta_log`)."""
+    return (path / "_delta_log").is_dir()
+
+
+def _delta(path: Path) -> Any:
+    """A Delta table's current version as a pyarrow dataset (read with deltalake, no Spark needed)."""
+    if not is_delta_table(path):
+        raise DataError(f"{path}: delta table not found (no _delta_log folder)")
+    try:
+        from deltalake import DeltaTable
+    except ImportError as exc:
+        raise DataError(f"{path}: format delta needs the deltalake package: pip install 'manymodels[delta]'") from exc
+    try:
+        return DeltaTable(str(path)).to_pyarrow_dataset()
+    except Exception as exc:  # noqa: BLE001 - deltalake's own error types: a bad log, an unsupported feature
+        text = str(exc).strip().splitlines()
+        raise DataError(f"{path}: cannot read delta table: {text[0] if text else type(exc).__name__}") from exc
 
 
 def _must_exist(path: Path) -> None:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from manymodels.engines.base import Progress, wanted_mask
 from manymodels.engines.chunking import plan_chunks
-from manymodels.errors import EngineSetupError
+from manymodels.errors import DataError, EngineSetupError
 from manymodels.segment import SegmentResult, SegmentSpec, fit_chunk, metric_names
 from manymodels.segment.fit import OK
 
@@ -196,9 +196,21 @@ def _warm_workers(spark: Any, slots: int) -> None:
 
 
 def read_with_spark(spark: Any, path: Path | str, fmt: str) -> Any:
-    """A dataset as a Spark DataFrame (CSV: with a header, types inferred)."""
+    """A dataset as a Spark DataFrame (CSV: with a header, types inferred; Delta: needs Delta Lake on the session).
+
+    Raises:
+        DataError: a Delta table on a session without Delta Lake.
+    """
     if fmt == "parquet":
         return spark.read.parquet(str(path))
+    if fmt == "delta":
+        try:
+            return spark.read.format("delta").load(str(path))
+        except Exception as exc:  # noqa: BLE001 - Spark's analysis errors are not one type across versions
+            raise DataError(
+                f"{path}: reading a Delta table on Spark needs Delta Lake on the session (pip install delta-spark and "
+                f"add its io.delta jars with spark.jars.packages, or a cluster that has them): {_first_line(exc)}"
+            ) from exc
     return spark.read.option("header", True).option("inferSchema", True).csv(str(path))
 
 

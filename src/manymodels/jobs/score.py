@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from manymodels.bundle import BundleConfig
-from manymodels.data import read_frame, write_parquet
+from manymodels.data import is_delta_table, read_frame, write_parquet
 from manymodels.errors import DataError, RegistryError
 from manymodels.jobs.train import experiment_name, staging_folder
 from manymodels.registry import Pack, PackPredict, Tracker
@@ -62,22 +62,26 @@ def open_pack(config: BundleConfig, info: RunInfo) -> Pack:
 
 
 def read_input(config: BundleConfig, data: str | Path | pd.DataFrame) -> pd.DataFrame:
-    """A frame to score: given as is, a dataset of the bundle by name, or a Parquet/CSV path."""
+    """A frame to score: given as is, a dataset of the bundle by name, or a Parquet/CSV file or Delta table path."""
     if isinstance(data, pd.DataFrame):
         return data
     datasets = config.resolved.resources.datasets
     path, fmt = dataset_location(config, data)
-    if not (isinstance(data, str) and data in datasets) and not path.is_file():
-        raise DataError(f"{data}: neither a dataset of the bundle ({', '.join(datasets) or 'none'}) nor a file")
+    if not (isinstance(data, str) and data in datasets) and not (path.is_file() or is_delta_table(path)):
+        raise DataError(
+            f"{data}: neither a dataset of the bundle ({', '.join(datasets) or 'none'}) nor a file or Delta table"
+        )
     return read_frame(path, fmt)
 
 
 def dataset_location(config: BundleConfig, data: str | Path) -> tuple[Path, str]:
-    """(path, format) of a dataset named in the bundle, or of a file path (CSV by its suffix, else Parquet)."""
+    """(path, format) of a bundle dataset, or of a path: a Delta table folder, CSV by suffix, else Parquet."""
     datasets = config.resolved.resources.datasets
     if isinstance(data, str) and data in datasets:
         return config.resolve_path(datasets[data].path), datasets[data].format
     path = Path(data)
+    if is_delta_table(path):
+        return path, "delta"
     return path, "csv" if path.suffix.lower() == ".csv" else "parquet"
 
 
