@@ -87,3 +87,14 @@ def edit_bundle(path: Path, change: Any) -> None:
     doc = yaml.safe_load(path.read_text())
     change(doc)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def write_delta_bundle(root: Path, frame: pd.DataFrame) -> Path:
+    """write_bundle, with the `train` dataset as a Delta table (data/train_delta) holding `frame`."""
+    from deltalake import write_deltalake
+
+    path = write_bundle(root, frame=frame)
+    write_deltalake(str(root / "data" / "train_delta"), frame)
+    edit_bundle(path, lambda doc: doc["resources"]["datasets"].update(
+        train={"format": "delta", "path": "data/train_delta"}))
+    return path

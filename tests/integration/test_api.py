@@ -118,11 +118,10 @@ def test_a_delta_table_trains_and_scores_on_the_local_engine(tmp_path: Path) -> 
     """format: delta, read with deltalake (no Spark): the same models as from the same rows in Parquet."""
     from deltalake import write_deltalake
 
+    from helpers import write_delta_bundle
+
     frame = segment_frame(segments=4, rows=50)
-    write_bundle(tmp_path, frame=frame)
-    write_deltalake(str(tmp_path / "data" / "train_delta"), frame)
-    edit_bundle(tmp_path / "manymodels.yml", lambda doc: doc["resources"]["datasets"].update(
-        train={"format": "delta", "path": "data/train_delta"}))
+    write_delta_bundle(tmp_path, frame)
     project = mm.load_bundle(tmp_path)
     assert project.validate() == []
     on_delta = project.train("demand", workers=1)

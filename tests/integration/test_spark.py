@@ -237,15 +237,9 @@ def test_executors_stage_shards_in_engine_staging_for_a_remote_artifact_store(
 @pytest.mark.slow
 def test_a_delta_table_on_a_session_without_delta_lake_is_one_clear_error(tmp_path: Path, spark: Any) -> None:
     """This machine cannot fetch Delta's jars (Maven Central): what a user sees when their session lacks them."""
-    from deltalake import write_deltalake
+    from helpers import write_delta_bundle
 
-    from helpers import edit_bundle
-
-    frame = segment_frame(segments=2, rows=30)
-    write_bundle(tmp_path, frame=frame)
-    write_deltalake(str(tmp_path / "data" / "train_delta"), frame)
-    edit_bundle(tmp_path / "manymodels.yml", lambda doc: doc["resources"]["datasets"].update(
-        train={"format": "delta", "path": "data/train_delta"}))
+    write_delta_bundle(tmp_path, segment_frame(segments=2, rows=30))
     project = mm.load_bundle(tmp_path)
     with pytest.raises(mm.DataError, match=r"train_delta: reading a Delta table on Spark needs Delta Lake"):
         project.train("demand", spark=spark)
