@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from helpers import stop_process
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 
@@ -54,11 +56,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
 
 

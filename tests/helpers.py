@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,13 @@ def write_delta_bundle(root: Path, frame: pd.DataFrame) -> Path:
     edit_bundle(path, lambda doc: doc["resources"]["datasets"].update(
         train={"format": "delta", "path": "data/train_delta"}))
     return path
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server a fixture started: politely, then for good after 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import manymodels as mm
-from helpers import edit_bundle, segment_frame, write_bundle
+from helpers import edit_bundle, segment_frame, stop_process, write_bundle
 
 
 def free_port() -> int:
@@ -75,12 +75,7 @@ def standalone_master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         yield f"spark://127.0.0.1:{port}"
     finally:
         for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
         for handle in logs:
             handle.close()
 

@@ -372,15 +372,16 @@ def _check_reachable(master: str | None, remote: str | None) -> None:
 
 def _parallelism(spark: Any) -> int:
     """How many tasks the session runs at once (the chunk plan aims at a few chunks per task slot)."""
-    try:
-        return max(1, int(spark.sparkContext.defaultParallelism))
-    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext: ask the cluster
-        from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
+    context = _spark_context(spark)
+    if context is not None:
+        return max(1, int(context.defaultParallelism))
+    from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
 
-        # spark.range splits into the cluster's default parallelism; count the partitions it made.
-        parts = spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p"))
-        row = parts.agg(F.max("p").alias("last")).first()
-        return max(1, int(row["last"]) + 1)
+    # Spark Connect has no SparkContext: spark.range splits into the cluster's default
+    # parallelism, so count the partitions it made.
+    parts = spark.range(0, 1 << 16).select(F.spark_partition_id().alias("p"))
+    row = parts.agg(F.max("p").alias("last")).first()
+    return max(1, int(row["last"]) + 1)
 
 
 def _fit_group(pdf: pd.DataFrame, spec: SegmentSpec, shard_dir: str, metrics: list[str]) -> pd.DataFrame:
