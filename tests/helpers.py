@@ -109,3 +109,26 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def count_tracking_calls(monkeypatch: Any) -> list[str]:
+    """Record every HTTP request MLflow's client makes ("METHOD url"; the real request still goes out).
+
+    Artifact transfers through the server's proxy have `/mlflow-artifacts/` in their URL.
+    """
+    import requests
+
+    calls: list[str] = []
+    real = requests.Session.request
+
+    def counting(self: requests.Session, method: str, url: str, *args: object, **kwargs: object) -> object:
+        calls.append(f"{method} {url}")
+        return real(self, method, url, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(requests.Session, "request", counting)
+    return calls
+
+
+def tracking_only(calls: list[str]) -> list[str]:
+    """The calls that are not artifact transfers."""
+    return [c for c in calls if "/mlflow-artifacts/" not in c]

@@ -70,18 +70,19 @@ def _check_job(config: BundleConfig, name: str, job: JobSpec) -> list[str]:
                     f"{config.where((*base, 'depends_on', j))}{dotted(base)}.depends_on: no task "
                     f"{dep!r} in job {name}{did_you_mean(dep, keys)}"
                 )
-        model = task.train if task.train is not None else (task.score.model if task.score else None)
-        if model is not None and model not in res.models:
-            field = "train" if task.train is not None else "score"
+        model, kind = task.model, task.kind
+        if model not in res.models:
+            field = (kind,) if kind == "train" else (kind, "model")
             problems.append(
-                f"{config.where((*base, field))}{dotted(base)}.{field}: no model {model!r} in "
+                f"{config.where((*base, *field))}{dotted(base)}.{'.'.join(field)}: no model {model!r} in "
                 f"resources.models{did_you_mean(model, res.models)}"
             )
-        if task.score is not None and task.score.dataset not in res.datasets:
-            wanted = task.score.dataset
+        dataset = task.score.dataset if task.score else (task.evaluate.data if task.evaluate else None)
+        if dataset is not None and dataset not in res.datasets:
+            field = ("score", "dataset") if task.score else ("evaluate", "data")
             problems.append(
-                f"{config.where((*base, 'score', 'dataset'))}{dotted(base)}.score.dataset: no dataset "
-                f"{wanted!r} in resources.datasets{did_you_mean(wanted, res.datasets)}"
+                f"{config.where((*base, *field))}{dotted(base)}.{'.'.join(field)}: no dataset "
+                f"{dataset!r} in resources.datasets{did_you_mean(dataset, res.datasets)}"
             )
     cycle = _find_cycle({t.key: list(t.depends_on) for t in job.tasks})
     if cycle:

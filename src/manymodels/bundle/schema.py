@@ -123,8 +123,30 @@ class SplitSpec(Strict):
         return self
 
 
+class PromotionSpec(Strict):
+    """`promotion:` when a segment's challenger replaces its champion.
+
+    A segment's challenger wins when its `metric` on the same evaluation rows beats the
+    champion's by more than `min_improvement` (relative: 0.02 is 2%). It is promoted when it won
+    (or the segment has no champion) and it passes the quality gate: at least `min_rows` rows,
+    metric at most `max_metric` / at least `min_metric`. `evaluate` fails (exit 1) when no segment
+    may be promoted or when more than `max_failed_fraction` of the evaluated segments regress
+    (challenger lost or failed).
+    """
+
+    metric: str | None = None
+    min_improvement: float = Field(default=0.0, ge=0.0)
+    max_metric: float | None = None
+    min_metric: float | None = None
+    min_rows: int = Field(default=0, ge=0)
+    max_failed_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
 class ModelSpec(Strict):
-    """`resources.models.<name>:` a family of models, one per segment."""
+    """`resources.models.<name>:` a family of models, one per segment.
+
+    `registered_model` names its MLflow registered model (default: `<bundle>.<target>.<model>`).
+    """
 
     dataset: str
     segment_by: list[str] = Field(min_length=1)
@@ -136,6 +158,8 @@ class ModelSpec(Strict):
     metric: str | None = None
     min_rows: int = Field(default=5, ge=2)
     experiment: str | None = None
+    registered_model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
     description: str | None = None
 
     @field_validator("segment_by", mode="before")
@@ -146,14 +170,20 @@ class ModelSpec(Strict):
     @model_validator(mode="after")
     def _metric_fits_task(self) -> ModelSpec:
         allowed = REGRESSION_METRICS if self.task == "regression" else BINARY_METRICS
-        if self.metric is not None and self.metric not in allowed:
-            raise ValueError(f"metric {self.metric!r} does not fit task {self.task}; use one of {', '.join(allowed)}")
+        for name, metric in (("metric", self.metric), ("promotion.metric", self.promotion.metric)):
+            if metric is not None and metric not in allowed:
+                raise ValueError(f"{name} {metric!r} does not fit task {self.task}; use one of {', '.join(allowed)}")
         return self
 
     @property
     def primary_metric(self) -> str:
         """The metric that ranks segments: `metric`, or rmse / logloss by task."""
         return self.metric or ("rmse" if self.task == "regression" else "logloss")
+
+    @property
+    def promotion_metric(self) -> str:
+        """The metric champion and challenger are compared on: `promotion.metric`, else the primary metric."""
+        return self.promotion.metric or self.primary_metric
 
 
 class ScoreTaskSpec(Strict):
@@ -165,26 +195,66 @@ class ScoreTaskSpec(Strict):
     run: str | None = None
 
 
+class EvaluateTaskSpec(Strict):
+    """`evaluate:` in a job task: the model's challenger against its champion, per segment.
+
+    `data` names a dataset to evaluate both on (default: the holdout rows of the model's dataset).
+    The task fails when the promotion policy's gate fails, which skips the tasks depending on it.
+    """
+
+    model: str
+    data: str | None = None
+
+
+class PromoteTaskSpec(Strict):
+    """`promote:` in a job task: a new champion version, the challenger where it won."""
+
+    model: str
+    all: bool = False
+
+
+_KINDS = ("train", "evaluate", "promote", "score")
+
+
 class TaskSpec(Strict):
-    """One task of a job: exactly one of `train` or `score`, plus its dependencies."""
+    """One task of a job: exactly one of `train`, `evaluate`, `promote` or `score`, plus its dependencies.
+
+    `evaluate` and `promote` take the model's name alone or a mapping (`{model: demand, data: fresh}`).
+    """
 
     key: str = Field(min_length=1)
     depends_on: list[str] = Field(default_factory=list)
     train: str | None = None
+    evaluate: EvaluateTaskSpec | None = None
+    promote: PromoteTaskSpec | None = None
     score: ScoreTaskSpec | None = None
+
+    @field_validator("evaluate", "promote", mode="before")
+    @classmethod
+    def _model_name_alone(cls, value: Any) -> Any:
+        return {"model": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> TaskSpec:
-        kinds = [k for k in ("train", "score") if getattr(self, k) is not None]
+        kinds = [k for k in _KINDS if getattr(self, k) is not None]
         if len(kinds) != 1:
             got = ", ".join(kinds) or "none"
-            raise ValueError(f"a task needs exactly one of train, score; got {got}")
+            raise ValueError(f"a task needs exactly one of {', '.join(_KINDS)}; got {got}")
         return self
 
     @property
     def kind(self) -> str:
-        """`train` or `score`."""
-        return "train" if self.train is not None else "score"
+        """`train`, `evaluate`, `promote` or `score`."""
+        return next(k for k in _KINDS if getattr(self, k) is not None)
+
+    @property
+    def model(self) -> str:
+        """The model family the task works on."""
+        if self.train is not None:
+            return self.train
+        spec = self.evaluate or self.promote or self.score
+        assert spec is not None  # noqa: S101 - the validator guarantees one kind
+        return spec.model
 
 
 class JobSpec(Strict):

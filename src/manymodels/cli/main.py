@@ -1,4 +1,4 @@
-"""`manymodels`: validate, schema, train, score, run, runs, show.
+"""`manymodels`: validate, schema, train, evaluate, promote, rollback, models, score, run, runs, show.
 
 Exit codes: 0 success; 1 the work failed (every segment failed, a task failed); 2 bad input
 (bundle, data, command line), one line per problem, no traceback unless --debug.
@@ -196,6 +196,126 @@ def score_cmd(
     _guarded(body)
 
 
+ForceLockOpt = Annotated[
+    bool, typer.Option("--force-lock", help="Break a lock left by a process that died (check it did first).")
+]
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[str, typer.Argument(help="The model family.")],
+    target: TargetOpt = None,
+    var: VarOpt = None,
+    run: Annotated[str | None, typer.Option("--run", help="Challenger run (default: latest successful).")] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="Evaluate on all rows of this dataset or file (default: holdout).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=0, help="How many segments to list (lost first).")] = 20,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the whole table (Parquet, or CSV).")] = None,
+) -> None:
+    """Challenger against champion, per segment, on the same rows; exit 1 when the promotion gate fails.
+
+    The table is saved with the challenger's run (where `promote` reads it) and alias
+    `challenger` points at the run's version.
+    """
+    from manymodels.jobs.evaluate import evaluate
+
+    def body() -> int:
+        config = _checked(target, var)
+        result = evaluate(config, model, run_id=run, data=data)
+        render.evaluation_summary(result, limit)
+        if out is not None:
+            _write_table(result.table, out)
+        return 0 if result.passed else 1
+
+    _guarded(body)
+
+
+def _write_table(table: Any, path: Path) -> None:
+    from manymodels.data import write_parquet
+
+    if path.suffix.lower() == ".csv":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path, index=False)
+    else:
+        write_parquet(table, path)
+    render.out.print(f"table: {path}")
+
+
+@app.command("promote")
+def promote_cmd(
+    model: Annotated[str, typer.Argument(help="The model family.")],
+    target: TargetOpt = None,
+    var: VarOpt = None,
+    run: Annotated[str | None, typer.Option("--run", help="Challenger run (default: latest successful).")] = None,
+    take_all: Annotated[
+        bool, typer.Option("--all", help="Take every segment the challenger has a model for, won or not.")
+    ] = False,
+    force_lock: ForceLockOpt = False,
+) -> None:
+    """A new champion version: the challenger where it won, the champion elsewhere (old one: alias previous)."""
+    from manymodels.jobs.promote import promote
+
+    def body() -> int:
+        config = _checked(target, var)
+        render.promote_summary(promote(config, model, run_id=run, take_all=take_all, force_lock=force_lock))
+        return 0
+
+    _guarded(body)
+
+
+@app.command("rollback")
+def rollback_cmd(
+    model: Annotated[str, typer.Argument(help="The model family.")],
+    target: TargetOpt = None,
+    var: VarOpt = None,
+    to: Annotated[int | None, typer.Option("--to", min=1, help="Version to serve (default: alias previous).")] = None,
+    force_lock: ForceLockOpt = False,
+) -> None:
+    """Point alias champion back at an earlier version, instantly, without retraining."""
+    from manymodels.jobs.promote import rollback
+
+    def body() -> int:
+        config = _checked(target, var)
+        render.rollback_summary(rollback(config, model, to=to, force_lock=force_lock))
+        return 0
+
+    _guarded(body)
+
+
+@app.command("models")
+def models_cmd(
+    model: Annotated[str | None, typer.Argument(help="A model family: list its versions.")] = None,
+    target: TargetOpt = None,
+    var: VarOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The bundle's model families and their champions, or one family's versions."""
+    from dataclasses import asdict
+
+    from manymodels.jobs.promote import model_versions, models_overview
+
+    def body() -> int:
+        config = _checked(target, var)
+        if model is None:
+            rows = models_overview(config)
+            if as_json:
+                sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+            else:
+                render.models_table(rows)
+            return 0
+        config.model(model)
+        registered, versions = model_versions(config, model)
+        if as_json:
+            doc = {"model": model, "registered_model": registered, "versions": [asdict(v) for v in versions]}
+            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        else:
+            render.versions_table(model, registered, versions)
+        return 0
+
+    _guarded(body)
+
+
 @app.command("run")
 def run_cmd(
     job: Annotated[str, typer.Argument(help="The job (resources.jobs.<name>).")],
@@ -221,11 +341,15 @@ def run_cmd(
 
         def on_done(outcome: Any) -> None:
             stack.close()
-            if outcome.result is not None and outcome.kind == "train":
-                render.train_summary(outcome.result)
-            elif outcome.result is not None:
-                render.score_summary(outcome.result)
-            elif outcome.error:
+            shown: dict[str, Callable[[Any], None]] = {
+                "train": render.train_summary,
+                "evaluate": render.evaluation_summary,
+                "promote": render.promote_summary,
+                "score": render.score_summary,
+            }
+            if outcome.result is not None:
+                shown[outcome.kind](outcome.result)
+            if outcome.error and (outcome.result is None or outcome.kind == "evaluate"):
                 render.err.print(f"task {outcome.key} {outcome.status}: {outcome.error}", markup=False)
 
         with stack:

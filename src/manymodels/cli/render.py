@@ -26,7 +26,10 @@ from manymodels.bundle.schema import HIGHER_IS_BETTER
 
 if TYPE_CHECKING:  # the jobs layer pulls in MLflow; `--help` and `validate` need none of it
     from manymodels.jobs import JobOutcome, ScoreOutcome, TrainOutcome
+    from manymodels.jobs.evaluate import Evaluation
+    from manymodels.jobs.promote import PromoteOutcome, RollbackOutcome
     from manymodels.registry import RunInfo
+    from manymodels.registry.versions import VersionInfo
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -110,7 +113,7 @@ def score_summary(outcome: ScoreOutcome) -> None:
     table = Table(title=f"score {outcome.model}", show_header=False, title_justify="left")
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
-    table.add_row("run", outcome.run_id)
+    table.add_row("run", outcome.run_id + (f" (champion, version {outcome.version})" if outcome.version else ""))
     table.add_row("rows", f"{outcome.rows:,} ({outcome.rows - outcome.rows_without_model:,} predicted)")
     table.add_row(
         "no model",
@@ -184,6 +187,123 @@ def show_run(report: dict[str, Any]) -> None:
         out.print(t)
 
 
+_STATUS_STYLE = {"won": "green", "new": "green", "lost": "red", "failed": "red", "tied": "", "no_data": "yellow"}
+
+
+def evaluation_summary(evaluation: Evaluation, limit: int = 20) -> None:
+    """Counts, the gate's verdict and the first segments of an evaluation table."""
+    counts = evaluation.counts
+    champion = f"version {evaluation.champion_version}" if evaluation.champion_version else "none yet"
+    head = Table(title=f"evaluate {evaluation.model}", show_header=False, title_justify="left")
+    head.add_column(style="bold", no_wrap=True)
+    head.add_column(overflow="fold")
+    head.add_row("challenger", f"run {evaluation.challenger_run}")
+    head.add_row("champion", champion)
+    head.add_row("on", f"{evaluation.data} ({evaluation.metric})")
+    head.add_row(
+        "segments",
+        ", ".join(f"{counts[s]:,} {s}" for s in ("won", "lost", "tied", "new", "failed", "no_data", "absent")),
+    )
+    head.add_row("would promote", f"{counts['promote']:,} segment(s)")
+    verdict = "[green]passed[/]" if evaluation.passed else "[red]failed[/]: " + "; ".join(evaluation.problems)
+    head.add_row("gate", verdict)
+    if evaluation.artifact:
+        head.add_row("saved", f"{evaluation.artifact} in run {evaluation.challenger_run}")
+    out.print(head)
+    for line in evaluation.warnings:
+        err.print(f"warning: {line}", markup=False)
+    table = evaluation.table
+    if limit == 0 or len(table) == 0:
+        return
+    keys = list(table.columns[: list(table.columns).index("run_status")])
+    order = {"lost": 0, "failed": 1, "won": 2, "new": 3, "tied": 4, "no_data": 5, "absent": 6}
+    shown = table.assign(_o=table["status"].map(order)).sort_values(["_o", "change"], kind="stable").head(limit)
+    t = Table(title=f"segments ({min(limit, len(table)):,} of {len(table):,})", title_justify="left")
+    for col in [*keys, "rows", "champion", "challenger", "change", "status", "decision", "reason"]:
+        t.add_column(col, overflow="fold" if col == "reason" else "ellipsis")
+    for _, row in shown.iterrows():
+        style = _STATUS_STYLE.get(str(row["status"]), "")
+        status = f"[{style}]{row['status']}[/]" if style else str(row["status"])
+        change = "–" if row["change"] != row["change"] else f"{row['change']:+.2%}"
+        t.add_row(
+            *[_cell(row[c]) for c in keys],
+            f"{int(row['rows']):,}",
+            _cell(row["champion"]),
+            _cell(row["challenger"]),
+            change,
+            status,
+            str(row["decision"]),
+            _cell(row["reason"]),
+        )
+    out.print(t)
+
+
+def promote_summary(outcome: PromoteOutcome) -> None:
+    """What a promotion did."""
+    table = Table(title=f"promote {outcome.model}", show_header=False, title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("registered model", outcome.registered_model)
+    if outcome.version is None:
+        stays = f"version {outcome.previous}" if outcome.previous else "no champion"
+        table.add_row("champion", f"unchanged ({stays}): no segment of run {outcome.challenger_run} may be promoted")
+    else:
+        before = f" (was version {outcome.previous}, now alias previous)" if outcome.previous else ""
+        table.add_row("champion", f"version {outcome.version}{before}")
+        table.add_row("segments", f"{outcome.promoted:,} from run {outcome.challenger_run}, {outcome.kept:,} kept")
+        table.add_row("run", str(outcome.run_id))
+    out.print(table)
+
+
+def rollback_summary(outcome: RollbackOutcome) -> None:
+    """Which version serves after a rollback."""
+    out.print(
+        f"{outcome.registered_model}: champion is version {outcome.after} (was {outcome.before}, now alias previous)"
+    )
+
+
+def models_table(rows: list[dict[str, Any]]) -> None:
+    """Every model family of the bundle: registered model, champion, versions, latest run."""
+    table = Table(title="models", title_justify="left")
+    for col in ("model", "registered model", "champion", "segments", "versions", "latest run"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r["model"],
+            r["registered_model"],
+            f"version {r['champion']}" if r["champion"] else "–",
+            _int(r["segments"]),
+            str(r["versions"]),
+            r["latest_run"] or "–",
+        )
+    out.print(table)
+
+
+def versions_table(model: str, registered: str, versions: list[VersionInfo]) -> None:
+    """A registered model's versions, newest first: aliases, segments, where they came from."""
+    table = Table(title=f"versions of {model} ({registered})", title_justify="left")
+    for col in ("version", "aliases", "kind", "segments", "created", "by", "from"):
+        table.add_column(col, overflow="fold")
+    for v in versions:
+        kind = v.tags.get("manymodels.kind", "?")
+        if kind == "composite":
+            source = v.tags.get("manymodels.challenger_run", "?")[:8]
+            promoted, kept = v.tags.get("manymodels.promoted", "?"), v.tags.get("manymodels.kept", "?")
+            origin = f"{promoted} from run {source}, {kept} kept"
+        else:
+            origin = f"run {v.run_id[:8]}"
+        table.add_row(
+            str(v.version),
+            ", ".join(v.aliases) or "–",
+            kind,
+            f"{v.segments:,}",
+            _when(v.created),
+            v.tags.get("manymodels.promoted_by", "–"),
+            origin,
+        )
+    out.print(table)
+
+
 def _detail(kind: str, result: Any, error: str | None) -> str:
     if error:
         return error.splitlines()[0]
@@ -192,6 +312,11 @@ def _detail(kind: str, result: Any, error: str | None) -> str:
     if kind == "train":
         s = result.summary
         return f"run {result.run_id[:8]}: {int(s['segments_ok'])} ok / {int(s['segments_failed'])} failed"
+    if kind == "evaluate":
+        c = result.counts
+        return f"{c['won']} won, {c['lost']} lost, {c['tied']} tied, {c['new']} new: {c['promote']} to promote"
+    if kind == "promote":
+        return f"champion version {result.version}" if result.version else "nothing promoted"
     return f"{result.rows:,} rows -> {result.output} ({result.rows_without_model:,} without model)"
 
 

@@ -11,10 +11,13 @@ import pandas as pd
 
 from manymodels.bundle import BundleConfig, check_bundle, load_config
 from manymodels.errors import BundleError
+from manymodels.jobs.evaluate import Evaluation, evaluate, registered_name
+from manymodels.jobs.promote import PromoteOutcome, RollbackOutcome, model_versions, promote, rollback
 from manymodels.jobs.runner import JobOutcome, run_job
 from manymodels.jobs.score import open_pack, resolve_run, score, score_with_spark
 from manymodels.jobs.train import TrainOutcome, experiment_name, train
 from manymodels.registry import RunInfo, Tracker
+from manymodels.registry.versions import VersionInfo
 from manymodels.segment import metric_names
 
 
@@ -119,6 +122,29 @@ class Project:
                 raise BundleError("scoring on Spark writes its output with Spark: give output=PATH")
             return score_with_spark(self.config, model, spark, data, out, run_id, partition_by_segment).frame
         return score(self.config, model, data, output=out, run_id=run_id).frame
+
+    def evaluate(self, model: str, run_id: str | None = None, data: Any = None, save: bool = True) -> Evaluation:
+        """The challenger run (default: latest) against the champion, per segment; see `Evaluation.table`.
+
+        `data` (a frame, dataset name or path) evaluates on all its rows instead of the holdout.
+        """
+        return evaluate(self.config, model, run_id=run_id, data=data, save=save)
+
+    def promote(self, model: str, run_id: str | None = None, take_all: bool = False) -> PromoteOutcome:
+        """A new champion version: the challenger where it won, the champion elsewhere."""
+        return promote(self.config, model, run_id=run_id, take_all=take_all)
+
+    def rollback(self, model: str, to: int | None = None) -> RollbackOutcome:
+        """Point `champion` back at `to` (default: the version with alias `previous`)."""
+        return rollback(self.config, model, to=to)
+
+    def versions(self, model: str) -> list[VersionInfo]:
+        """The model's registered versions, newest first, with their aliases."""
+        return model_versions(self.config, model)[1]
+
+    def registered_model(self, model: str) -> str:
+        """The MLflow registered model name: `mlflow.pyfunc.load_model(f"models:/{name}@champion")`."""
+        return registered_name(self.config, model)
 
     def run(self, job: str, spark: Any = None) -> JobOutcome:
         """Run a job's tasks in dependency order (on `spark=` a SparkSession, if given)."""

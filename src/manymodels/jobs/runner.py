@@ -9,8 +9,12 @@ from typing import Any
 
 from manymodels.bundle import BundleConfig, TaskSpec
 from manymodels.errors import BundleError, ManymodelsError
+from manymodels.jobs.evaluate import Evaluation, evaluate
+from manymodels.jobs.promote import PromoteOutcome, promote
 from manymodels.jobs.score import ScoreOutcome, score, score_with_spark
 from manymodels.jobs.train import TrainOutcome, engine_for, train
+
+Result = TrainOutcome | Evaluation | PromoteOutcome | ScoreOutcome
 
 
 @dataclass
@@ -22,7 +26,7 @@ class TaskOutcome:
     status: str
     seconds: float = 0.0
     error: str | None = None
-    result: TrainOutcome | ScoreOutcome | None = None
+    result: Result | None = None
 
 
 @dataclass
@@ -111,23 +115,33 @@ def _run_task(
     config: BundleConfig, task: TaskSpec, trained: dict[str, str], hooks: dict[str, object], spark: Any
 ) -> TaskOutcome:
     start = time.perf_counter()
+    result: Result
+    error = None
     try:
         if task.train is not None:
             trained_run = train(config, task.train, spark=spark, **hooks)  # type: ignore[arg-type]
             trained[task.train] = trained_run.run_id
-            status = "ok" if trained_run.ok else "failed"
             error = None if trained_run.ok else "every segment failed"
-            result: TrainOutcome | ScoreOutcome = trained_run
+            result = trained_run
+        elif task.evaluate is not None:
+            # A model trained earlier in this job is the challenger; else its latest run.
+            spec = task.evaluate
+            evaluation = evaluate(config, spec.model, run_id=trained.get(spec.model), data=spec.data)
+            error = None if evaluation.passed else "gate: " + "; ".join(evaluation.problems)
+            result = evaluation
+        elif task.promote is not None:
+            model = task.promote.model
+            result = promote(config, model, run_id=trained.get(model), take_all=task.promote.all)
         else:
-            assert task.score is not None  # noqa: S101 - a task is train or score (schema)
-            spec = task.score
-            run_id = spec.run or trained.get(spec.model)  # a model trained earlier in this job scores with that run
-            output = config.resolve_path(spec.output)
+            assert task.score is not None  # noqa: S101 - a task has exactly one kind (schema)
+            spec_score = task.score
+            run_id = spec_score.run or trained.get(spec_score.model)  # a run trained in this job scores
+            output = config.resolve_path(spec_score.output)
             if spark is not None:
-                result = score_with_spark(config, spec.model, spark, spec.dataset, output, run_id)
+                result = score_with_spark(config, spec_score.model, spark, spec_score.dataset, output, run_id)
             else:
-                result = score(config, spec.model, spec.dataset, output, run_id)
-            status, error = "ok", None
+                result = score(config, spec_score.model, spec_score.dataset, output, run_id)
     except ManymodelsError as exc:
         return TaskOutcome(task.key, task.kind, "failed", time.perf_counter() - start, str(exc))
+    status = "ok" if error is None else "failed"
     return TaskOutcome(task.key, task.kind, status, time.perf_counter() - start, error, result)

@@ -30,6 +30,7 @@ class ScoreOutcome:
     rows: int
     rows_without_model: int
     segments_without_model: int
+    version: int | None = None  # the registered version that served, when it was the champion
 
 
 def resolve_run(config: BundleConfig, name: str, run_id: str | None = None) -> RunInfo:
@@ -53,6 +54,24 @@ def resolve_run(config: BundleConfig, name: str, run_id: str | None = None) -> R
             f"(run `manymodels train {name}` first)"
         )
     return runs[0]
+
+
+def resolve_serving(config: BundleConfig, name: str, run_id: str | None = None) -> tuple[RunInfo, int | None]:
+    """The run whose pack scores: the one named, else the champion version's, else the latest training run.
+
+    Returns:
+        The run, and the champion's version number when the champion serves.
+    """
+    if run_id:
+        return resolve_run(config, name, run_id), None
+    from manymodels.jobs.evaluate import model_registry
+    from manymodels.registry.versions import CHAMPION
+
+    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
+    champion = model_registry(config, name, tracker).by_alias(CHAMPION)
+    if champion is None:
+        return resolve_run(config, name), None
+    return tracker.run(champion.run_id), champion.version
 
 
 def open_pack(config: BundleConfig, info: RunInfo) -> Pack:
@@ -103,7 +122,7 @@ def score_with_spark(
     from manymodels.engines.spark import read_with_spark, score_on_spark, session_is_local, unserved_counts
 
     config.model(name)
-    info = resolve_run(config, name, run_id)
+    info, version = resolve_serving(config, name, run_id)
     pack = open_pack(config, info)
     if isinstance(data, str | Path):
         data = read_with_spark(spark, *dataset_location(config, data))
@@ -114,7 +133,7 @@ def score_with_spark(
         root = publish_pack(pack.root, shared)
     written = score_on_spark(spark, data, routes, pack.segment_by, PackPredict(root), str(output), partition_by_segment)
     rows, rows_without, segments_without = unserved_counts(written, pack.segment_by)
-    return ScoreOutcome(name, info.run_id, written, output, rows, rows_without, segments_without)
+    return ScoreOutcome(name, info.run_id, written, output, rows, rows_without, segments_without, version)
 
 
 def score(
@@ -131,11 +150,12 @@ def score(
         name: the model family.
         data: a frame, a dataset name, or a file path.
         output: where to write the input columns plus `prediction` as Parquet (None: don't write).
-        run_id: the training run whose models to use (default: the latest successful one).
+        run_id: the run whose models to use (default: the champion version once there is one, else
+            the latest successful training run).
     """
     config.model(name)
     frame = read_input(config, data)
-    info = resolve_run(config, name, run_id)
+    info, version = resolve_serving(config, name, run_id)
     pack = open_pack(config, info)
     predicted = pack.predict(frame)
     out = frame.copy()
@@ -144,4 +164,4 @@ def score(
     unserved = frame.loc[missing, pack.segment_by].drop_duplicates()
     if output is not None:
         write_parquet(out, output)
-    return ScoreOutcome(name, info.run_id, out, output, len(out), int(missing.sum()), len(unserved))
+    return ScoreOutcome(name, info.run_id, out, output, len(out), int(missing.sum()), len(unserved), version)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import shutil
 import socket
 import tempfile
@@ -23,7 +22,7 @@ from manymodels.errors import BundleError, DataError, EngineSetupError
 from manymodels.registry import PackInfo, Tracker, write_pack_files
 from manymodels.registry.pack import SEGMENT_INDEX, SHARDS
 from manymodels.registry.pyfunc import save_pack_model
-from manymodels.registry.tracking import TAG, git_commit, local_path
+from manymodels.registry.tracking import TAG, current_user, git_commit, local_path
 from manymodels.segment import SegmentResult, SegmentSpec, metric_names
 from manymodels.segment.fit import OK
 from manymodels.segment.shards import fetch_shards, is_url, make_folder, remove_folder
@@ -319,7 +318,7 @@ def _tags(config: BundleConfig, name: str) -> dict[str, str]:
         TAG + "target": config.target,
         TAG + "model": name,
         TAG + "kind": "train",
-        "mlflow.user": _user(),
+        "mlflow.user": current_user(),
         "mlflow.source.name": str(config.file),
         "mlflow.source.type": "LOCAL",
     }
@@ -355,10 +354,3 @@ def _params(config: BundleConfig, name: str, model: ModelSpec, spec: SegmentSpec
         params.update({"split.test_size": spec.test_size, "split.seed": spec.seed})
     params.update({f"estimator.params.{k}": v for k, v in spec.params.items()})
     return params
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"

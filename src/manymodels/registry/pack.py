@@ -138,14 +138,15 @@ class Pack:
         if segment in self._models:
             self._models.move_to_end(segment)
             return self._models[segment]
-        fmt, blob = self._shard(shard)[segment]
+        fmt, blob = self.shard(shard)[segment]
         loaded = (fmt, load_model(fmt, blob, self.info.task))
         self._models[segment] = loaded
         while len(self._models) > self._model_cache_size:
             self._models.popitem(last=False)
         return loaded
 
-    def _shard(self, name: str) -> dict[int, tuple[str, bytes]]:
+    def shard(self, name: str) -> dict[int, tuple[str, bytes]]:
+        """A shard's models by segment index: (format, bytes); the last few shards read are kept."""
         if name in self._shards:
             self._shards.move_to_end(name)
             return self._shards[name]

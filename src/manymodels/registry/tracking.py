@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import re
 import shutil
 import subprocess  # noqa: S404 - runs git with fixed arguments, never a shell
@@ -172,6 +173,14 @@ class Tracker:
                 raise RegistryError(f"cannot download {path!r} of run {info.run_id}: {exc.message}") from exc
             done.touch()
         return target
+
+
+def current_user() -> str:
+    """Who is running this (recorded on runs, versions and locks)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def local_path(uri: str) -> Path | None:

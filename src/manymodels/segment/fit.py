@@ -98,6 +98,17 @@ def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> Segme
     return result
 
 
+def evaluation_rows(frame: pd.DataFrame, spec: SegmentSpec) -> np.ndarray:
+    """Positions in `frame` (one segment's rows) of the rows `fit_segment` holds out for its metrics.
+
+    Raises:
+        SegmentDataError: the rows cannot be split (a time split with nothing after the cutoff).
+    """
+    order = np.argsort(row_hashes(frame, spec), kind="stable")
+    _, test = _split(frame.iloc[order], spec)
+    return np.asarray(order[test], dtype=np.int64)
+
+
 def fit_chunk(
     frame: pd.DataFrame,
     bounds: list[tuple[int, int, int]],

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
-from helpers import model_block, segment_frame, write_bundle
+from helpers import edit_bundle, model_block, segment_frame, write_bundle
 from manymodels.bundle import check_bundle, load_config
+from manymodels.errors import BundleError
 
 
 def check(root: Path, **kwargs: object) -> list[str]:
@@ -73,3 +75,27 @@ def test_empty_features_when_no_numeric_columns(tmp_path: Path) -> None:
     frame = pd.DataFrame({"segment": ["a"] * 10, "label": range(10), "name": ["x"] * 10})
     found = check(tmp_path, frame=frame, models={"demand": model_block(features=None)})
     assert any("no numeric feature columns" in p for p in found)
+
+
+def test_evaluate_and_promote_tasks_name_models_and_datasets_that_exist(tmp_path: Path) -> None:
+    path = write_bundle(tmp_path)
+    edit_bundle(path, lambda doc: doc["resources"]["jobs"].update(gated={"tasks": [
+        {"key": "evaluate", "evaluate": {"model": "demnad", "data": "fresh"}},
+        {"key": "promote", "depends_on": ["evaluate"], "promote": "demand"},
+    ]}))
+    config = load_config(path)
+    tasks = config.resolved.resources.jobs["gated"].tasks
+    assert [t.kind for t in tasks] == ["evaluate", "promote"] and tasks[1].model == "demand"
+    found = check_bundle(config)
+    assert any("tasks[0].evaluate.model: no model 'demnad' in resources.models (did you mean 'demand'?)" in p
+               for p in found), found
+    assert any("tasks[0].evaluate.data: no dataset 'fresh' in resources.datasets" in p for p in found), found
+
+
+def test_a_task_of_two_kinds_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = write_bundle(tmp_path)
+    edit_bundle(path, lambda doc: doc["resources"]["jobs"]["weekly"]["tasks"][0].update(promote="demand"))
+    with pytest.raises(BundleError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert "manymodels.yml:" in text and "exactly one of train, evaluate, promote, score; got train, promote" in text

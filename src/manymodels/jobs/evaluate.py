@@ -1,0 +1,360 @@
+"""The evaluate task: a challenger run against the champion version, segment by segment, on the same rows.
+
+Both packs predict the same evaluation rows: each segment's holdout as training split it
+(the same canonical order and seed), or every row of a fresh dataset given with `data`. The
+per-segment table says who won and what the bundle's `promotion` policy would do; it is saved
+with the challenger's run, where `promote` picks it up.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from manymodels.bundle import BundleConfig, ModelSpec
+from manymodels.bundle.schema import HIGHER_IS_BETTER
+from manymodels.data import read_frame, write_parquet
+from manymodels.engines.base import prepare
+from manymodels.errors import DataError, RegistryError
+from manymodels.jobs.score import PACK_PATH, open_pack, read_input, resolve_run
+from manymodels.jobs.train import training_spec
+from manymodels.registry import Pack, Tracker
+from manymodels.registry.tracking import TAG, RunInfo
+from manymodels.registry.versions import CHALLENGER, CHAMPION, ModelRegistry, VersionInfo
+from manymodels.segment import SegmentSpec
+from manymodels.segment.fit import OK, evaluation_rows
+from manymodels.segment.metrics import compute_metrics
+
+EVALUATION_FOLDER = "evaluation"
+# Segment statuses in an evaluation table.
+WON, LOST, TIED, NEW, FAILED, NO_DATA, ABSENT = "won", "lost", "tied", "new", "failed", "no_data", "absent"
+STATUSES = (WON, LOST, TIED, NEW, FAILED, NO_DATA, ABSENT)
+# Decisions: the challenger's model serves, the champion's stays, or the segment has neither.
+PROMOTE, KEEP, NONE = "promote", "keep", "none"
+_TIE = 1e-12
+
+
+@dataclass
+class Evaluation:
+    """A challenger run against a champion version (or none yet): the table, its counts, the gate."""
+
+    model: str
+    metric: str
+    challenger_run: str
+    champion_version: int | None
+    champion_run: str | None
+    data: str
+    table: pd.DataFrame
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    artifact: str | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Segments per status (won, lost, tied, new, failed, no_data, absent) and per decision."""
+        counts = {s: int((self.table["status"] == s).sum()) for s in STATUSES}
+        counts["promote"] = int((self.table["decision"] == PROMOTE).sum())
+        return counts
+
+    @property
+    def passed(self) -> bool:
+        """Whether the gate lets a promotion go ahead."""
+        return not self.problems
+
+
+def registered_name(config: BundleConfig, name: str) -> str:
+    """The MLflow registered model of a model family: `registered_model`, else `<bundle>.<target>.<model>`."""
+    spec = config.model(name)
+    if spec.registered_model:
+        return spec.registered_model
+    raw = f"{config.name}.{config.target}.{name}"
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in raw)
+
+
+def model_registry(config: BundleConfig, name: str, tracker: Tracker | None = None) -> ModelRegistry:
+    """The registered model of a model family on the target's tracking server."""
+    tracker = tracker or Tracker(config.tracking_uri, config.embedded_artifacts)
+    return ModelRegistry(tracker, registered_name(config, name))
+
+
+def evaluation_artifact(champion: VersionInfo | None) -> str:
+    """Where an evaluation against this champion is saved in the challenger's run."""
+    return f"{EVALUATION_FOLDER}/vs-{'v' + str(champion.version) if champion else 'none'}.parquet"
+
+
+def evaluate(
+    config: BundleConfig,
+    name: str,
+    run_id: str | None = None,
+    data: str | Path | pd.DataFrame | None = None,
+    save: bool = True,
+) -> Evaluation:
+    """Compare a training run (default: the latest successful) with the champion, per segment.
+
+    Args:
+        config: the bundle resolved for a target.
+        name: the model family.
+        run_id: the challenger run (default: the model's latest successful training run).
+        data: evaluate on every row of this (a dataset name, a path, a frame) instead of the holdout.
+        save: save the table with the challenger's run and point alias `challenger` at it.
+
+    Raises:
+        RegistryError: no training run to evaluate.
+        DataError: the evaluation data lacks a column.
+    """
+    model = config.model(name)
+    spec, path, fmt = training_spec(config, name)
+    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
+    challenger = resolve_run(config, name, run_id)
+    if challenger.tags.get(TAG + "kind") != "train":
+        raise RegistryError(f"run {challenger.run_id} is not a training run; evaluate takes a training run")
+    registry = model_registry(config, name, tracker)
+    champion = registry.by_alias(CHAMPION)
+    champion_pack = open_pack(config, tracker.run(champion.run_id)) if champion else None
+    challenger_pack = open_pack(config, challenger)
+    if data is None:
+        frame, described, holdout = read_frame(path, fmt, spec.columns), f"holdout of {model.dataset}", True
+    else:
+        frame, holdout = read_input(config, data), False
+        described = "a data frame" if isinstance(data, pd.DataFrame) else str(data)
+    missing = [c for c in [*spec.segment_by, *spec.features, spec.label] if c not in frame.columns]
+    if missing:
+        raise DataError(f"{described}: lacks column(s) {', '.join(missing)} that evaluating {name!r} needs")
+    metric = model.promotion_metric
+    table = decide(compare(frame, spec, challenger_pack, champion_pack, holdout, metric), model, metric)
+    result = Evaluation(
+        model=name,
+        metric=metric,
+        challenger_run=challenger.run_id,
+        champion_version=champion.version if champion else None,
+        champion_run=champion.run_id if champion else None,
+        data=described,
+        table=table,
+    )
+    result.problems = gate_problems(result, model)
+    changed = _changed_segments(frame, spec, challenger_pack) if holdout else 0
+    if changed:
+        result.warnings.append(
+            f"{changed:,} segment(s) have other rows than the challenger trained on: their holdout may "
+            "include rows it trained on (evaluate on fresh data with --data)"
+        )
+    if save:
+        result.artifact = save_evaluation(tracker, registry, challenger, champion, result)
+    return result
+
+
+def compare(
+    frame: pd.DataFrame, spec: SegmentSpec, challenger: Pack, champion: Pack | None, holdout: bool, metric: str
+) -> pd.DataFrame:
+    """Per segment: evaluation rows and both models' metrics on them, plus each run's status.
+
+    Returns:
+        One row per segment of either pack: keys, `rows` (evaluation rows), `challenger` and
+        `champion` (`metric`; NaN without a model), the challenger's `run_status`,
+        `error` and training `train_rows`, and whether the champion serves it (`has_champion`).
+    """
+    keys_by = list(spec.segment_by)
+    data = prepare(frame, keys_by)
+    positions: list[np.ndarray] = []
+    for seg in range(len(data)):
+        lo, hi = int(data.starts[seg]), int(data.starts[seg + 1])
+        if holdout:
+            try:
+                rows = evaluation_rows(data.frame.iloc[lo:hi], spec) + lo
+            except ValueError:  # too few rows to split: nothing to evaluate on
+                rows = np.empty(0, dtype=np.int64)
+        else:
+            rows = np.arange(lo, hi)
+        positions.append(rows)
+    counts = np.array([len(p) for p in positions], dtype=np.int64)
+    taken = np.concatenate(positions) if positions else np.empty(0, dtype=np.int64)
+    rows_frame = data.frame.iloc[taken].reset_index(drop=True)
+    y = pd.to_numeric(rows_frame[spec.label], errors="coerce").to_numpy(dtype=float)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    scored = {"challenger": challenger.predict(rows_frame)["prediction"]}
+    if champion is not None:
+        scored["champion"] = champion.predict(rows_frame)["prediction"]
+    evaluated = data.keys.copy()
+    evaluated["rows"] = counts
+    for who, predictions in scored.items():
+        values = predictions.to_numpy(dtype=float, na_value=np.nan)
+        evaluated[who] = [
+            _metric(spec.task, metric, y[lo:hi], values[lo:hi]) for lo, hi in zip(starts[:-1], starts[1:], strict=True)
+        ]
+    if champion is None:
+        evaluated["champion"] = np.nan
+    table = _served(challenger, keys_by).merge(evaluated, on=keys_by, how="outer")
+    if champion is not None:
+        served = _served(champion, keys_by)[keys_by].assign(has_champion=True)
+        table = table.merge(served, on=keys_by, how="outer")
+    if "has_champion" not in table.columns:
+        table["has_champion"] = False
+    table["has_champion"] = table["has_champion"].astype("boolean").fillna(False).astype(bool)
+    table["rows"] = table["rows"].fillna(0).astype(np.int64)
+    in_either = table["run_status"].notna().to_numpy() | table["has_champion"].to_numpy()
+    return table.loc[in_either].reset_index(drop=True)  # segments no model knows are for the fallback
+
+
+def _metric(task: str, metric: str, y: np.ndarray, predicted: np.ndarray) -> float:
+    if len(y) == 0 or np.isnan(predicted).any() or not np.isfinite(y).all():
+        return float("nan")
+    return float(compute_metrics(task, y, predicted)[metric])
+
+
+def _served(pack: Pack, keys_by: list[str]) -> pd.DataFrame:
+    manifest = pack.manifest
+    columns = [*keys_by, "status", "error", "rows"]
+    out = manifest[columns].rename(columns={"status": "run_status", "rows": "train_rows"})
+    return out
+
+
+def decide(table: pd.DataFrame, model: ModelSpec, metric: str) -> pd.DataFrame:
+    """Each segment's status (won, lost, tied, new, failed, no_data, absent), change and decision, with why.
+
+    The change is relative to the champion (negative: smaller metric); a win needs an
+    improvement (in the metric's better direction) above `promotion.min_improvement`.
+    """
+    policy = model.promotion
+    higher = metric in HIGHER_IS_BETTER
+    table = table.copy()
+    champ = table["champion"].to_numpy(dtype=float)
+    chall = table["challenger"].to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = (chall - champ) / np.maximum(np.abs(champ), _TIE)
+    table["change"] = change
+    statuses, decisions, reasons = [], [], []
+    for row, rel in zip(table.itertuples(index=False), change, strict=True):
+        status, decision, reason = _judge(row, rel, higher, metric, policy)
+        statuses.append(status)
+        decisions.append(decision)
+        reasons.append(reason)
+    table["status"] = statuses
+    table["decision"] = decisions
+    table["reason"] = pd.array(reasons, dtype="string")
+    return table
+
+
+def _judge(row: Any, change: float, higher: bool, metric: str, policy: Any) -> tuple[str, str, str]:
+    has_champion = bool(row.has_champion)
+    keep = KEEP if has_champion else NONE
+    run_status = row.run_status if isinstance(row.run_status, str) else None
+    if run_status is None:
+        return ABSENT, keep, "not in the challenger run (no rows when it trained)"
+    if run_status != OK:
+        error = row.error if isinstance(row.error, str) else "failed"
+        return FAILED, keep, f"challenger failed: {error}"
+    if row.rows == 0 or row.challenger != row.challenger:
+        return NO_DATA, keep, "no evaluation rows"
+    gate = _gate(row, metric, policy)
+    if not has_champion:
+        return NEW, (NONE, PROMOTE)[gate is None], gate or "new segment"
+    improvement = -change if not higher else change
+    shown = f"{metric} {row.challenger:.6g} vs {row.champion:.6g} ({change:+.2%})"
+    if row.champion != row.champion:  # the champion serves it but could not be scored on these rows
+        return NEW, (KEEP, PROMOTE)[gate is None], gate or "champion could not be scored on these rows"
+    if abs(row.challenger - row.champion) <= _TIE * max(1.0, abs(row.champion)):
+        return TIED, KEEP, f"same {metric} ({row.champion:.6g})"
+    if improvement < 0:
+        return LOST, KEEP, f"challenger worse: {shown}"
+    if improvement <= policy.min_improvement:
+        return TIED, KEEP, f"improvement below min_improvement {policy.min_improvement:g}: {shown}"
+    if gate:
+        return WON, KEEP, gate
+    return WON, PROMOTE, f"challenger better: {shown}"
+
+
+def _gate(row: Any, metric: str, policy: Any) -> str | None:
+    """Why the quality gate stops the challenger's model, or None if it passes."""
+    train_rows = int(row.train_rows) if row.train_rows == row.train_rows else 0
+    if train_rows < policy.min_rows:
+        return f"gate: {train_rows} rows < promotion.min_rows {policy.min_rows}"
+    if policy.max_metric is not None and row.challenger > policy.max_metric:
+        return f"gate: {metric} {row.challenger:.6g} > promotion.max_metric {policy.max_metric:g}"
+    if policy.min_metric is not None and row.challenger < policy.min_metric:
+        return f"gate: {metric} {row.challenger:.6g} < promotion.min_metric {policy.min_metric:g}"
+    return None
+
+
+def gate_problems(evaluation: Evaluation, model: ModelSpec) -> list[str]:
+    """Why a pipeline should stop here: nothing may be promoted, or too many segments regress."""
+    counts = evaluation.counts
+    problems = []
+    if counts["promote"] == 0:
+        problems.append("no segment may be promoted under the promotion policy")
+    evaluated = sum(counts[s] for s in (WON, LOST, TIED, NEW, FAILED))
+    regressed = counts[LOST] + counts[FAILED]
+    limit = model.promotion.max_failed_fraction
+    if evaluated and regressed / evaluated > limit:
+        problems.append(
+            f"{regressed:,} of {evaluated:,} segments regress (lost or failed: {regressed / evaluated:.1%}), "
+            f"more than promotion.max_failed_fraction {limit:.1%}"
+        )
+    return problems
+
+
+def _changed_segments(frame: pd.DataFrame, spec: SegmentSpec, challenger: Pack) -> int:
+    """How many segments' rows differ from those the challenger trained on (by fingerprint)."""
+    from manymodels.segment.fit import data_fingerprint
+
+    data = prepare(frame, list(spec.segment_by))
+    current = data.keys.copy()
+    current["now"] = [
+        data_fingerprint(data.frame.iloc[lo:hi], spec) for lo, hi in zip(data.starts[:-1], data.starts[1:], strict=True)
+    ]
+    trained = challenger.manifest[[*spec.segment_by, "fingerprint"]]
+    both = current.merge(trained, on=list(spec.segment_by), how="inner")
+    return int((both["now"] != both["fingerprint"]).sum())
+
+
+def save_evaluation(
+    tracker: Tracker, registry: ModelRegistry, challenger: RunInfo, champion: VersionInfo | None, result: Evaluation
+) -> str:
+    """Log the table in the challenger's run, tag the run, and point alias `challenger` at its version."""
+    artifact = evaluation_artifact(champion)
+    summary = {**result.counts, "data": result.data, "passed": result.passed}
+    with tempfile.TemporaryDirectory(prefix="manymodels-eval-") as tmp:
+        local = Path(tmp) / Path(artifact).name
+        write_parquet(result.table, local)
+        try:
+            tracker.client.log_artifact(challenger.run_id, str(local), EVALUATION_FOLDER)
+            tracker.client.set_tag(challenger.run_id, TAG + "evaluation", artifact)
+            tracker.client.set_tag(challenger.run_id, TAG + "evaluation.summary", json.dumps(summary))
+        except Exception as exc:
+            raise RegistryError(f"cannot save the evaluation in run {challenger.run_id}: {exc}") from exc
+    registry.ensure()
+    version = challenger_version(registry, challenger)
+    registry.set_alias(CHALLENGER, version.version)
+    return artifact
+
+
+def challenger_version(registry: ModelRegistry, run: RunInfo) -> VersionInfo:
+    """The version serving a training run's own pack, registered on first use."""
+    for version in registry.versions_of_run(run.run_id):
+        if version.tags.get(TAG + "kind") == "run":
+            return version
+    segments = int(run.metrics.get("segments_ok", 0))
+    return registry.register(
+        run.run_id,
+        f"{run.artifact_uri.rstrip('/')}/{PACK_PATH.split('/')[0]}",
+        {TAG + "kind": "run", TAG + "segments": str(segments), TAG + "source_runs": run.run_id},
+        description=f"training run {run.run_id} as it was trained",
+    )
+
+
+def load_evaluation(tracker: Tracker, challenger: RunInfo, champion: VersionInfo | None) -> pd.DataFrame | None:
+    """The table saved by `evaluate` for this challenger against this champion, if there is one."""
+    artifact = evaluation_artifact(champion)
+    if challenger.tags.get(TAG + "evaluation") != artifact:
+        return None
+    with tempfile.TemporaryDirectory(prefix="manymodels-eval-") as tmp:
+        try:
+            local = tracker.client.download_artifacts(challenger.run_id, artifact, tmp)
+        except Exception:  # noqa: BLE001 - a missing table is evaluated again
+            return None
+        return pd.read_parquet(local)

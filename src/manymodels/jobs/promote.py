@@ -1,0 +1,278 @@
+"""Promote and roll back: the champion version of a model family, per-segment composite packs.
+
+A promotion writes a new pack taking, per segment, the challenger's model where the
+evaluation says promote and the champion's elsewhere, logs it as one MLflow run (kind
+`promote`), registers it as a version, and moves alias `champion` to it last, so a promotion
+that fails on the way leaves the old champion serving. The old champion keeps alias
+`previous`; `rollback` moves `champion` back without retraining anything.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+
+from manymodels.bundle import BundleConfig
+from manymodels.data import write_parquet
+from manymodels.errors import RegistryError
+from manymodels.jobs.evaluate import (
+    PROMOTE,
+    Evaluation,
+    evaluate,
+    load_evaluation,
+    model_registry,
+)
+from manymodels.jobs.score import open_pack, resolve_run
+from manymodels.jobs.train import experiment_name
+from manymodels.registry import Pack, Tracker
+from manymodels.registry.compose import SOURCE_RUN, compose_pack
+from manymodels.registry.pyfunc import save_pack_model
+from manymodels.registry.tracking import TAG, current_user, local_path
+from manymodels.registry.versions import CHAMPION, PREVIOUS, ModelRegistry, VersionInfo
+from manymodels.segment.fit import OK
+
+PROMOTION_TABLE = "promotion.parquet"
+
+
+@dataclass
+class PromoteOutcome:
+    """What a promotion did: the new champion version (None when nothing won), where each segment came from."""
+
+    model: str
+    registered_model: str
+    version: int | None
+    previous: int | None
+    challenger_run: str
+    promoted: int
+    kept: int
+    run_id: str | None = None
+    evaluation: Evaluation | None = None
+    sources: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        """Whether a new version became champion."""
+        return self.version is not None
+
+
+@dataclass
+class RollbackOutcome:
+    """Which version served before and which serves now."""
+
+    model: str
+    registered_model: str
+    before: int
+    after: int
+
+
+def promote(
+    config: BundleConfig,
+    name: str,
+    run_id: str | None = None,
+    take_all: bool = False,
+    force_lock: bool = False,
+) -> PromoteOutcome:
+    """Make a new champion version: the challenger where it won, the champion elsewhere.
+
+    Args:
+        config: the bundle resolved for a target.
+        name: the model family.
+        run_id: the challenger training run (default: the latest successful one).
+        take_all: take every segment the challenger has a model for, whatever the evaluation says.
+        force_lock: break a lock left by a promotion that died.
+
+    Raises:
+        LockedError: another promotion or rollback of this model is running.
+        RegistryError: nothing to promote from, or MLflow refused a step (the champion is unchanged).
+    """
+    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
+    registry = model_registry(config, name, tracker)
+    registry.ensure(tags={TAG + "bundle": config.name, TAG + "target": config.target, TAG + "model": name})
+    with registry.lock("promote", force=force_lock):
+        champion = registry.by_alias(CHAMPION)
+        challenger = resolve_run(config, name, run_id)
+        challenger_pack = open_pack(config, challenger)
+        champion_pack = open_pack(config, tracker.run(champion.run_id)) if champion else None
+        keys = list(challenger_pack.segment_by)
+        evaluation = None
+        if take_all:
+            table = challenger_pack.manifest.loc[challenger_pack.manifest["status"] == OK, keys].copy()
+            table["decision"], table["reason"] = PROMOTE, "promote --all"
+        else:
+            table = load_evaluation(tracker, challenger, champion)
+            if table is None:
+                evaluation = evaluate(config, name, run_id=challenger.run_id)
+                table = evaluation.table
+        chosen = table.loc[table["decision"] == PROMOTE, [*keys, "reason"]]
+        parts = [(challenger_pack, _rows_of(challenger_pack, chosen, keys))]
+        if champion_pack is not None:
+            kept = _rows_not_in(champion_pack.manifest, chosen, keys)
+            kept["reason"] = "kept from the champion"
+            parts.append((champion_pack, kept))
+        outcome = PromoteOutcome(
+            model=name,
+            registered_model=registry.name,
+            version=None,
+            previous=champion.version if champion else None,
+            challenger_run=challenger.run_id,
+            promoted=len(parts[0][1]),
+            kept=len(parts[1][1]) if len(parts) > 1 else 0,
+            evaluation=evaluation,
+        )
+        if outcome.promoted == 0:
+            return outcome  # nothing won: the champion stays as it is
+        _register(config, name, tracker, registry, champion, challenger_pack, parts, table, outcome)
+    return outcome
+
+
+def _rows_of(pack: Pack, chosen: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    ok = pack.manifest.loc[pack.manifest["status"] == OK]
+    return ok.merge(chosen, on=keys, how="inner")
+
+
+def _rows_not_in(manifest: pd.DataFrame, chosen: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    marked = manifest.merge(chosen[keys].assign(_chosen=True), on=keys, how="left")
+    return marked.loc[marked["_chosen"].isna()].drop(columns="_chosen")
+
+
+def _register(
+    config: BundleConfig,
+    name: str,
+    tracker: Tracker,
+    registry: ModelRegistry,
+    champion: VersionInfo | None,
+    challenger: Pack,
+    parts: list[tuple[Pack, pd.DataFrame]],
+    table: pd.DataFrame,
+    outcome: PromoteOutcome,
+) -> None:
+    exp_id = tracker.experiment_id(experiment_name(config, name))
+    assert exp_id is not None  # noqa: S101 - create=True always returns an id
+    tags = {
+        TAG + "bundle": config.name,
+        TAG + "target": config.target,
+        TAG + "model": name,
+        TAG + "kind": "promote",
+        TAG + "challenger_run": outcome.challenger_run,
+        "mlflow.user": current_user(),
+    }
+    params = {
+        "challenger_run": outcome.challenger_run,
+        "champion_version": champion.version if champion else "none",
+        "registered_model": registry.name,
+    }
+    run_id, artifact_uri = tracker.start_run(exp_id, f"{name}-promote-{time.strftime('%Y%m%d-%H%M%S')}", tags, params)
+    outcome.run_id = run_id
+    staged = local_path(artifact_uri)
+    staging = staged if staged is not None else Path(tempfile.mkdtemp(prefix=f"manymodels-{run_id}-"))
+    version = None
+    try:
+        pack_dir = save_pack_model(staging / "model")
+        info = replace(challenger.info, run_id=run_id, extra={"kind": "composite"})
+        manifest = compose_pack(pack_dir, info, parts)
+        write_parquet(table, staging / PROMOTION_TABLE)
+        sources = manifest[SOURCE_RUN].value_counts().to_dict()
+        outcome.sources = {str(k): int(v) for k, v in sources.items()}
+        summary = {"segments_promoted": float(outcome.promoted), "segments_kept": float(outcome.kept)}
+        tracker.finish_run(
+            run_id,
+            summary,
+            True,
+            artifacts=None if staged is not None else staging,
+            tags={TAG + "segments": str(len(manifest))},
+        )
+        registered = registry.register(
+            run_id,
+            f"{artifact_uri.rstrip('/')}/model",
+            {
+                TAG + "kind": "composite",
+                TAG + "segments": str(len(manifest)),
+                TAG + "promoted": str(outcome.promoted),
+                TAG + "kept": str(outcome.kept),
+                TAG + "challenger_run": outcome.challenger_run,
+                TAG + "source_runs": json.dumps(outcome.sources)[:5000],
+                TAG + "promoted_by": current_user(),
+                TAG + "previous_version": str(champion.version) if champion else "",
+            },
+            description=f"{outcome.promoted} segment(s) from run {outcome.challenger_run}, {outcome.kept} kept",
+        )
+        version = registered.version
+        if champion is not None:
+            registry.set_alias(PREVIOUS, champion.version)
+        registry.set_alias(CHAMPION, version)  # the commit point: from here the new version serves
+        outcome.version = version
+    except BaseException as exc:
+        if version is not None and outcome.version is None:
+            registry.delete_version(version)  # registered but never champion: nothing half-done stays
+        tracker.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if staged is None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def rollback(config: BundleConfig, name: str, to: int | None = None, force_lock: bool = False) -> RollbackOutcome:
+    """Point `champion` back at an earlier version (default: the one with alias `previous`).
+
+    The version that served until now takes alias `previous`, so a second rollback undoes the first.
+
+    Raises:
+        RegistryError: no champion, no such version, or no previous version to go back to.
+    """
+    registry = model_registry(config, name)
+    with registry.lock("rollback", force=force_lock):
+        aliases = registry.aliases()
+        if not aliases or CHAMPION not in aliases:
+            raise RegistryError(f"registered model {registry.name!r} has no champion to roll back")
+        current = aliases[CHAMPION]
+        if to is None:
+            if PREVIOUS not in aliases:
+                raise RegistryError(
+                    f"registered model {registry.name!r} has no previous champion; name a version with --to"
+                )
+            to = aliases[PREVIOUS]
+        if to == current:
+            raise RegistryError(f"version {to} of {registry.name!r} is already the champion")
+        registry.get(to)  # it exists
+        registry.set_alias(PREVIOUS, current)
+        registry.set_alias(CHAMPION, to)
+        registry.set_tag(to, TAG + "rolled_back_from", f"{current} by {current_user()} at {_now()}")
+    return RollbackOutcome(name, registry.name, current, to)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def models_overview(config: BundleConfig) -> list[dict[str, object]]:
+    """Every model family of the bundle: registered model, champion version and its segments, latest run."""
+    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
+    rows: list[dict[str, object]] = []
+    for name in config.resolved.resources.models:
+        registry = model_registry(config, name, tracker)
+        versions = registry.versions()
+        champion = next((v for v in versions if CHAMPION in v.aliases), None)
+        latest = tracker.runs(experiment_name(config, name), name, only_ok=True, limit=1)
+        rows.append(
+            {
+                "model": name,
+                "registered_model": registry.name,
+                "champion": champion.version if champion else None,
+                "segments": champion.segments if champion else None,
+                "versions": len(versions),
+                "latest_run": latest[0].run_id if latest else None,
+            }
+        )
+    return rows
+
+
+def model_versions(config: BundleConfig, name: str) -> tuple[str, list[VersionInfo]]:
+    """A model family's registered model name and its versions, newest first."""
+    registry = model_registry(config, name)
+    return registry.name, registry.versions()

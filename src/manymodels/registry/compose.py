@@ -1,0 +1,85 @@
+"""Composite packs: one pack whose segments' models come from several packs (runs).
+
+A promotion takes, per segment, the challenger's model where it won and the champion's
+elsewhere; the result is written as a pack of its own (shards + manifest), so a registered
+version never depends on another run's files and rolling back is only moving an alias.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from manymodels.registry.pack import SEGMENT_INDEX, SHARDS, Pack, PackInfo, write_pack_files
+from manymodels.segment import shard_name
+from manymodels.segment.shards import write_shard
+
+SOURCE_RUN = "source_run"
+MAX_SHARDS = 32  # a version's file count (and so its upload calls) stays bounded at any fleet size
+MIN_PER_SHARD = 1000
+
+
+def compose_pack(pack_dir: Path, info: PackInfo, parts: Sequence[tuple[Pack, pd.DataFrame]]) -> pd.DataFrame:
+    """Write a pack taking the given manifest rows' models out of their packs.
+
+    Args:
+        pack_dir: an empty pack folder (inside a saved pyfunc model).
+        info: the new pack's description.
+        parts: (source pack, the rows of its manifest to take); extra columns on the rows
+            (a promotion's reason, say) are kept in the new manifest.
+
+    Returns:
+        The new manifest: the rows taken, renumbered, each with the run its model was trained in.
+    """
+    total = sum(len(rows) for _, rows in parts)
+    per_shard = max(MIN_PER_SHARD, math.ceil(total / MAX_SHARDS))
+    shards_dir = pack_dir / SHARDS
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    buffer: tuple[list[int], list[str], list[bytes]] = ([], [], [])
+    written = 0
+    frames: list[pd.DataFrame] = []
+    next_index = 0
+
+    def flush() -> None:
+        nonlocal written, buffer
+        if buffer[0]:
+            write_shard(shards_dir / shard_name(written), *buffer)
+            written += 1
+            buffer = ([], [], [])
+
+    for pack, rows in parts:
+        if len(rows) == 0:
+            continue
+        rows = rows.sort_values(["shard", SEGMENT_INDEX], kind="stable").copy()
+        new_index = np.empty(len(rows), dtype=np.int64)
+        new_shard: list[str] = []
+        position = 0
+        for shard, group in rows.groupby("shard", sort=False):
+            models = pack.shard(str(shard))
+            for old in group[SEGMENT_INDEX].to_numpy(dtype=np.int64):
+                fmt, blob = models[int(old)]
+                buffer[0].append(next_index)
+                buffer[1].append(fmt)
+                buffer[2].append(blob)
+                new_index[position] = next_index
+                new_shard.append(shard_name(written))
+                next_index += 1
+                position += 1
+                if len(buffer[0]) >= per_shard:
+                    flush()
+        if SOURCE_RUN not in rows.columns:
+            rows[SOURCE_RUN] = pack.info.run_id
+        rows[SEGMENT_INDEX] = new_index
+        rows["shard"] = pd.array(new_shard, dtype="string")
+        frames.append(rows)
+    flush()
+    manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if len(manifest):
+        manifest = manifest.sort_values(SEGMENT_INDEX, kind="stable").reset_index(drop=True)
+        manifest[SOURCE_RUN] = manifest[SOURCE_RUN].astype("string")
+    write_pack_files(pack_dir, info, manifest)
+    return manifest

@@ -1,0 +1,231 @@
+"""A model family's MLflow registered model: composite pack versions, the `champion` alias, a lock.
+
+Every operation here is a constant number of tracking calls, whatever the number of segments:
+the segments live in the version's pack, never in the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+
+from manymodels.errors import RegistryError
+from manymodels.registry.tracking import TAG, Tracker, current_user
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous"
+LOCK_SUFFIX = ".lock"
+
+
+class LockedError(RegistryError):
+    """Someone else holds the lock of a registered model (a promotion, rollback or deploy in progress)."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered model version: which run's pack it serves, its aliases and tags."""
+
+    name: str
+    version: int
+    run_id: str
+    source: str
+    aliases: tuple[str, ...]
+    created: float
+    tags: dict[str, str]
+
+    @property
+    def segments(self) -> int:
+        """How many segments the version serves (recorded when it was registered)."""
+        return int(self.tags.get(TAG + "segments", "0") or 0)
+
+
+class ModelRegistry:
+    """The registered model of one model family on one tracking server."""
+
+    def __init__(self, tracker: Tracker, name: str) -> None:
+        self.tracker = tracker
+        self.client = tracker.client
+        self.name = name
+
+    def _error(self, what: str, exc: MlflowException) -> RegistryError:
+        return RegistryError(f"MLflow at {self.tracker.tracking_uri}: cannot {what} of {self.name!r}: {exc.message}")
+
+    def exists(self) -> bool:
+        """Whether the registered model exists."""
+        return self.aliases() is not None
+
+    def aliases(self) -> dict[str, int] | None:
+        """Alias -> version; None when the registered model does not exist yet."""
+        try:
+            model = self.client.get_registered_model(self.name)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise self._error("read the registered model", exc) from exc
+        return {alias: int(version) for alias, version in (model.aliases or {}).items()}
+
+    def ensure(self, tags: dict[str, str] | None = None, description: str | None = None) -> None:
+        """Create the registered model if it does not exist."""
+        try:
+            self.client.create_registered_model(self.name, tags=tags, description=description)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise self._error("create the registered model", exc) from exc
+
+    def by_alias(self, alias: str) -> VersionInfo | None:
+        """The version an alias points at, or None (no such alias, or no registered model)."""
+        aliases = self.aliases()
+        if not aliases or alias not in aliases:
+            return None
+        return self.get(aliases[alias], aliases)
+
+    def get(self, version: int, aliases: dict[str, int] | None = None) -> VersionInfo:
+        """One version by number."""
+        try:
+            found = self.client.get_model_version(self.name, str(version))
+        except MlflowException as exc:
+            raise RegistryError(
+                f"registered model {self.name!r} has no version {version} in MLflow at "
+                f"{self.tracker.tracking_uri}: {exc.message}"
+            ) from exc
+        return _version(found, aliases)
+
+    def versions(self) -> list[VersionInfo]:
+        """Every version, newest first (one search call per 1,000 versions)."""
+        aliases = self.aliases()  # search results do not carry aliases
+        if aliases is None:
+            return []
+        query = f"name = '{self.name}'"
+        found: list[Any] = []
+        token = None
+        try:
+            while True:
+                page = self.client.search_model_versions(query, max_results=1000, page_token=token)
+                found.extend(page)
+                token = page.token
+                if not token:
+                    break
+        except MlflowException as exc:
+            raise self._error("list the versions", exc) from exc
+        versions = [_version(v, aliases) for v in found]
+        return sorted(versions, key=lambda v: v.version, reverse=True)
+
+    def versions_of_run(self, run_id: str) -> list[VersionInfo]:
+        """The versions registered from one run (one search call)."""
+        try:
+            found = self.client.search_model_versions(f"name = '{self.name}' and run_id = '{run_id}'")
+        except MlflowException as exc:
+            raise self._error("search the versions", exc) from exc
+        return [_version(v, None) for v in found]
+
+    def register(self, run_id: str, source: str, tags: dict[str, str], description: str | None = None) -> VersionInfo:
+        """A new version serving `source` (a run's model folder)."""
+        try:
+            created = self.client.create_model_version(
+                self.name, source, run_id=run_id, tags=tags, description=description
+            )
+        except MlflowException as exc:
+            raise self._error("register a version", exc) from exc
+        return _version(created, {})
+
+    def delete_version(self, version: int) -> None:
+        """Remove a version (used to undo a registration that could not be finished); never raises."""
+        try:
+            self.client.delete_model_version(self.name, str(version))
+        except Exception:  # noqa: BLE001, S110 - best effort while another error is reported
+            pass
+
+    def set_alias(self, alias: str, version: int) -> None:
+        """Point an alias at a version (one call; MLflow moves it atomically)."""
+        try:
+            self.client.set_registered_model_alias(self.name, alias, str(version))
+        except MlflowException as exc:
+            raise self._error(f"set alias {alias!r}", exc) from exc
+
+    def set_tag(self, version: int, key: str, value: str) -> None:
+        """Tag a version."""
+        try:
+            self.client.set_model_version_tag(self.name, str(version), key, value)
+        except MlflowException as exc:
+            raise self._error(f"tag version {version}", exc) from exc
+
+    @contextmanager
+    def lock(self, purpose: str, force: bool = False) -> Iterator[None]:
+        """Hold the family's lock while changing versions and aliases.
+
+        The lock is a registered model named `<name>.lock`: creating it is atomic on the server
+        (a unique name), so of two processes promoting at once exactly one gets it. The holder
+        (who, where, what, since when) is its description, shown to whoever finds it taken.
+
+        Args:
+            purpose: what the holder is doing (shown to others).
+            force: break a lock left by a process that died.
+
+        Raises:
+            LockedError: someone else holds it.
+        """
+        lock_name = self.name + LOCK_SUFFIX
+        holder = {
+            "user": current_user(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "purpose": purpose,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        if force:
+            self._drop_lock(lock_name)
+        try:
+            self.client.create_registered_model(
+                lock_name, tags={TAG + "lock": "true"}, description=json.dumps(holder, sort_keys=True)
+            )
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise self._error("take the lock", exc) from exc
+            raise LockedError(
+                f"registered model {self.name!r} is locked by {self._holder(lock_name)}; wait for it to finish, "
+                "or if that process died, run again with --force-lock"
+            ) from None
+        try:
+            yield
+        finally:
+            self._drop_lock(lock_name)
+
+    def _holder(self, lock_name: str) -> str:
+        try:
+            raw = json.loads(self.client.get_registered_model(lock_name).description or "{}")
+        except (MlflowException, ValueError):
+            return "another process (holder unknown)"
+        return (
+            f"{raw.get('user', '?')}@{raw.get('host', '?')} (pid {raw.get('pid', '?')}, "
+            f"{raw.get('purpose', '?')}, since {raw.get('since', '?')})"
+        )
+
+    def _drop_lock(self, lock_name: str) -> None:
+        try:
+            self.client.delete_registered_model(lock_name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise self._error("release the lock", exc) from exc
+
+
+def _version(found: Any, aliases: dict[str, int] | None) -> VersionInfo:
+    number = int(found.version)
+    own = tuple(found.aliases or ()) if aliases is None else tuple(a for a, v in aliases.items() if v == number)
+    return VersionInfo(
+        name=found.name,
+        version=number,
+        run_id=found.run_id or "",
+        source=found.source or "",
+        aliases=tuple(sorted(own)),
+        created=(found.creation_timestamp or 0) / 1000.0,
+        tags=dict(found.tags or {}),
+    )

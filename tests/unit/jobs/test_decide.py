@@ -1,0 +1,97 @@
+"""The promotion policy, segment by segment: status, decision and the reason given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from manymodels.bundle.schema import ModelSpec
+from manymodels.jobs.evaluate import Evaluation, decide, gate_problems
+
+NAN = float("nan")
+COLUMNS = ["segment", "run_status", "error", "train_rows", "rows", "challenger", "champion", "has_champion"]
+
+
+def model(task: str = "regression", metric: str = "rmse", **promotion: Any) -> ModelSpec:
+    return ModelSpec(dataset="d", segment_by=["segment"], label="y", task=task, metric=metric, promotion=promotion)
+
+
+def judged(rows: list[tuple[Any, ...]], spec: ModelSpec) -> pd.DataFrame:
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    return decide(table, spec, spec.promotion_metric).set_index("segment")
+
+
+def test_each_status_and_decision_with_its_reason() -> None:
+    out = judged([
+        ("won", "ok", None, 100, 20, 0.9, 1.0, True),
+        ("lost", "ok", None, 100, 20, 1.1, 1.0, True),
+        ("tied", "ok", None, 100, 20, 1.0, 1.0, True),
+        ("new", "ok", None, 100, 20, 1.0, NAN, False),
+        ("failed_kept", "failed", "label is constant", 100, 20, NAN, 1.0, True),
+        ("failed_none", "failed", "too few rows", 3, 0, NAN, NAN, False),
+        ("no_data", "ok", None, 100, 0, NAN, NAN, True),
+        ("absent", None, None, NAN, 0, NAN, NAN, True),
+    ], model())
+    assert out["status"].to_dict() == {
+        "won": "won", "lost": "lost", "tied": "tied", "new": "new", "failed_kept": "failed",
+        "failed_none": "failed", "no_data": "no_data", "absent": "absent"}
+    assert out["decision"].to_dict() == {
+        "won": "promote", "lost": "keep", "tied": "keep", "new": "promote", "failed_kept": "keep",
+        "failed_none": "none", "no_data": "keep", "absent": "keep"}
+    assert out.loc["won", "change"] == pytest.approx(-0.1)
+    assert "challenger worse" in out.loc["lost", "reason"] and "+10.00%" in out.loc["lost", "reason"]
+    assert out.loc["failed_kept", "reason"] == "challenger failed: label is constant"
+    assert np.isnan(out.loc["new", "change"])
+
+
+def test_min_improvement_is_relative_and_a_small_gain_is_a_tie() -> None:
+    out = judged([
+        ("small", "ok", None, 100, 20, 0.99, 1.0, True),  # 1% better
+        ("big", "ok", None, 100, 20, 0.95, 1.0, True),  # 5% better
+    ], model(min_improvement=0.02))
+    assert out["status"].to_dict() == {"small": "tied", "big": "won"}
+    assert "below min_improvement 0.02" in out.loc["small", "reason"]
+
+
+def test_higher_is_better_metrics_win_upwards() -> None:
+    out = judged([
+        ("up", "ok", None, 100, 20, 0.8, 0.7, True),
+        ("down", "ok", None, 100, 20, 0.6, 0.7, True),
+    ], model(metric="r2"))
+    assert out["status"].to_dict() == {"up": "won", "down": "lost"}
+
+
+def test_the_quality_gate_stops_winners_and_new_segments() -> None:
+    out = judged([
+        ("too_bad", "ok", None, 100, 20, 2.5, 3.0, True),
+        ("thin", "ok", None, 10, 5, 0.5, 1.0, True),
+        ("new_bad", "ok", None, 100, 20, 2.5, NAN, False),
+        ("fine", "ok", None, 100, 20, 1.5, 3.0, True),
+    ], model(max_metric=2.0, min_rows=50))
+    assert out["decision"].to_dict() == {"too_bad": "keep", "thin": "keep", "new_bad": "none", "fine": "promote"}
+    assert out.loc["too_bad", "reason"] == "gate: rmse 2.5 > promotion.max_metric 2"
+    assert out.loc["thin", "reason"] == "gate: 10 rows < promotion.min_rows 50"
+    assert out.loc["too_bad", "status"] == "won"  # it did win; the gate keeps it out
+
+
+def evaluation(table: pd.DataFrame) -> Evaluation:
+    return Evaluation("m", "rmse", "run", 1, "champ-run", "holdout", table.reset_index())
+
+
+def test_gate_fails_with_nothing_to_promote_or_too_many_regressions() -> None:
+    spec = model(max_failed_fraction=0.25)
+    ties = judged([("a", "ok", None, 100, 20, 1.0, 1.0, True)], spec)
+    assert gate_problems(evaluation(ties), spec) == ["no segment may be promoted under the promotion policy"]
+    mixed = judged([
+        ("a", "ok", None, 100, 20, 0.5, 1.0, True),
+        ("b", "ok", None, 100, 20, 0.5, 1.0, True),
+        ("c", "ok", None, 100, 20, 1.5, 1.0, True),
+        ("d", "failed", "boom", 100, 20, NAN, 1.0, True),
+    ], spec)
+    problems = gate_problems(evaluation(mixed), spec)
+    assert problems == ["2 of 4 segments regress (lost or failed: 50.0%), more than promotion.max_failed_fraction "
+                        "25.0%"]
+    assert gate_problems(evaluation(mixed), model(max_failed_fraction=0.5)) == []
