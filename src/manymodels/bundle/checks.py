@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from manymodels.bundle.loader import BundleConfig
 from manymodels.bundle.messages import did_you_mean
-from manymodels.bundle.schema import JobSpec, ModelSpec
+from manymodels.bundle.schema import FallbackSpec, JobSpec, ModelSpec
 from manymodels.bundle.source import dotted
 from manymodels.data import is_numeric, read_schema
 from manymodels.errors import BundleError, DataError
@@ -169,6 +169,10 @@ def _columns_problems(
     for i, col in enumerate(model.segment_by):
         if col not in names:
             missing(key_of("segment_by", i), col)
+    if isinstance(model.fallback, FallbackSpec):
+        for i, col in enumerate(model.fallback.segment_by):
+            if col not in names:
+                missing(key_of("fallback", "segment_by", i), col)
     if with_label:
         if model.label not in names:
             missing(key_of("label"), model.label)

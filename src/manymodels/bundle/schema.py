@@ -142,10 +142,24 @@ class PromotionSpec(Strict):
     max_failed_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
+class FallbackSpec(Strict):
+    """`fallback: {segment_by: [region]}`: one fallback model per parent group."""
+
+    segment_by: list[str] = Field(min_length=1)
+
+    @field_validator("segment_by", mode="before")
+    @classmethod
+    def _one_column_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
 class ModelSpec(Strict):
     """`resources.models.<name>:` a family of models, one per segment.
 
     `registered_model` names its MLflow registered model (default: `<bundle>.<target>.<model>`).
+    `fallback: global` also trains one model on all rows (`{segment_by: [region]}`: one per
+    parent group); it predicts the rows of segments without a model of their own (fewer than
+    `min_rows` rows, failed, or seen only at scoring time).
     """
 
     dataset: str
@@ -159,6 +173,7 @@ class ModelSpec(Strict):
     min_rows: int = Field(default=5, ge=2)
     experiment: str | None = None
     registered_model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    fallback: Literal["global"] | FallbackSpec | None = None
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
     description: str | None = None
 
@@ -179,6 +194,13 @@ class ModelSpec(Strict):
     def primary_metric(self) -> str:
         """The metric that ranks segments: `metric`, or rmse / logloss by task."""
         return self.metric or ("rmse" if self.task == "regression" else "logloss")
+
+    @property
+    def fallback_by(self) -> list[str] | None:
+        """The fallback's grouping columns ([] for one global model); None without a fallback."""
+        if self.fallback is None:
+            return None
+        return [] if self.fallback == "global" else list(self.fallback.segment_by)
 
     @property
     def promotion_metric(self) -> str:

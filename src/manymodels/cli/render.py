@@ -86,6 +86,9 @@ def train_summary(outcome: TrainOutcome) -> None:
     m = outcome.metric
     if f"{m}_mean" in s:
         table.add_row(f"{m} (holdout)", f"mean {s[f'{m}_mean']:.4g}  p50 {s[f'{m}_p50']:.4g}  p95 {s[f'{m}_p95']:.4g}")
+    if "fallback_ok" in s:
+        groups = int(s["fallback_ok"] + s["fallback_failed"])
+        table.add_row("fallback", f"{int(s['fallback_ok']):,} ok / {int(s['fallback_failed']):,} failed of {groups:,}")
     table.add_row("rows", f"{int(s['rows_total']):,}")
     table.add_row("model pack", f"{outcome.artifact_uri}/model")
     table.add_row("wall time", f"{outcome.seconds:.1f} s")
@@ -115,6 +118,8 @@ def score_summary(outcome: ScoreOutcome) -> None:
     table.add_column(overflow="fold")
     table.add_row("run", outcome.run_id + (f" (champion, version {outcome.version})" if outcome.version else ""))
     table.add_row("rows", f"{outcome.rows:,} ({outcome.rows - outcome.rows_without_model:,} predicted)")
+    if outcome.rows_fallback:
+        table.add_row("fallback", f"{outcome.rows_fallback:,} rows predicted by the fallback model")
     table.add_row(
         "no model",
         f"{outcome.rows_without_model:,} rows in {outcome.segments_without_model:,} segments (prediction is null)",

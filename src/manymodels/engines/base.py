@@ -40,7 +40,13 @@ class PreparedData:
 
 
 def prepare(frame: pd.DataFrame, segment_by: list[str]) -> PreparedData:
-    """Group a dataset by its segment columns in one pass (a stable sort, no per-segment copies)."""
+    """Group a dataset by its segment columns in one pass (a stable sort, no per-segment copies).
+
+    No segment columns: every row is one group (a global model).
+    """
+    if not segment_by:
+        keys = pd.DataFrame(index=pd.RangeIndex(1 if len(frame) else 0))
+        return PreparedData(frame.reset_index(drop=True), keys, np.array([0, len(frame)][: len(keys) + 1], np.int64))
     codes = frame.groupby(segment_by, sort=True, dropna=False, observed=True).ngroup().to_numpy()
     order = np.argsort(codes, kind="stable")
     counts = np.bincount(codes, minlength=int(codes.max()) + 1 if len(codes) else 0)

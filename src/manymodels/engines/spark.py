@@ -135,7 +135,8 @@ class SparkEngine:
         by = list(spec.segment_by)
         counts = _to_pandas(df.groupBy(*by).count())
         warming.join()
-        counts = counts.sort_values(by, kind="stable", na_position="last").reset_index(drop=True)
+        if by:  # no segment columns: one group of every row (a global model)
+            counts = counts.sort_values(by, kind="stable", na_position="last").reset_index(drop=True)
         if segments:
             counts = counts[wanted_mask(counts[by], segments)].reset_index(drop=True)
         keys = counts[by].copy()
@@ -153,7 +154,10 @@ class SparkEngine:
         with _stage_conf(spark, {_ARROW: "true"}):
             assign = spark.createDataFrame(plan)
         same_segment = [df[c].eqNullSafe(assign[c]) for c in by]
-        tagged = df.join(F.broadcast(assign), on=same_segment, how="inner")
+        if same_segment:
+            tagged = df.join(F.broadcast(assign), on=same_segment, how="inner")
+        else:
+            tagged = df.crossJoin(F.broadcast(assign))
         tagged = tagged.select(*[df[c] for c in spec.columns], assign[INDEX], assign[CHUNK], assign[PART])
         return SparkFleet(tagged, keys, sizes, chunks)
 
@@ -468,8 +472,9 @@ def score_on_spark(
         data: the rows to score (a Spark DataFrame).
         routes: segment_by values plus `shard`: which shard holds each served segment's model.
         segment_by: the segment columns.
-        predict: picklable; called on an executor with rows of one shard's segments, returns
-            their predictions (it loads what it needs once per Python worker).
+        predict: picklable; called on an executor with rows of one shard's segments (or of
+            segments without a model), returns a frame of `prediction` and `model_source` (it loads
+            what it needs once per Python worker).
         output: where Spark writes the Parquet.
         partition_by_segment: partition the output folders by the segment columns.
 
@@ -477,7 +482,7 @@ def score_on_spark(
     Arrow batches) plus one for the rows of segments without a model, which get a null prediction.
     """
     from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
-    from pyspark.sql.types import DoubleType, StructField, StructType
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
     shards = sorted(routes["shard"].dropna().unique().tolist())
     labels = partition_labels(spark, len(shards) + 1)  # the last: rows without a model
@@ -489,17 +494,20 @@ def score_on_spark(
     routed = data.join(F.broadcast(route_frame), on=same_segment, how="left").select(
         *[data[c] for c in data.columns], F.coalesce(route_frame[PART], F.lit(int(labels[-1]))).alias(PART)
     )
-    schema = StructType([*data.schema.fields, StructField("prediction", DoubleType(), True)])
-    unserved = int(labels[-1])
+    schema = StructType(
+        [
+            *data.schema.fields,
+            StructField("prediction", DoubleType(), True),
+            StructField("model_source", StringType(), True),
+        ]
+    )
 
     def predict_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:  # Arrow batches of one partition: memory holds a batch, not the partition
             out = pdf.drop(columns=[PART])
-            prediction = pd.arrays.FloatingArray(np.zeros(len(out)), np.ones(len(out), dtype=bool))  # all null
-            served = (pdf[PART] != unserved).to_numpy()
-            if served.any():
-                prediction[served] = predict(out[served])
-            out["prediction"] = prediction
+            predicted = predict(out)  # rows without a segment model: the fallback's, else null
+            out["prediction"] = predicted["prediction"].array
+            out["model_source"] = predicted["model_source"].array
             yield out
 
     # One partition per shard (its label hashes to a partition of its own), sorted by segment so
@@ -516,8 +524,8 @@ def score_on_spark(
     return spark.read.parquet(output)
 
 
-def unserved_counts(scored: Any, segment_by: list[str]) -> tuple[int, int, int]:
-    """(rows, rows without a prediction, segments without a model) of a scored Spark frame, in one job."""
+def unserved_counts(scored: Any, segment_by: list[str]) -> tuple[int, int, int, int]:
+    """(rows, rows without a prediction, segments without a model, rows the fallback served), in one job."""
     from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
 
     missing = F.col("prediction").isNull()
@@ -525,8 +533,9 @@ def unserved_counts(scored: Any, segment_by: list[str]) -> tuple[int, int, int]:
         F.count(F.lit(1)).alias("rows"),
         F.count(F.when(missing, 1)).alias("missing"),
         F.count_distinct(F.when(missing, F.struct(*segment_by))).alias("segments"),
+        F.count(F.when(F.col("model_source") == "fallback", 1)).alias("fallback"),
     ).first()
-    return int(row["rows"]), int(row["missing"]), int(row["segments"])
+    return int(row["rows"]), int(row["missing"]), int(row["segments"]), int(row["fallback"])
 
 
 @contextmanager

@@ -175,7 +175,7 @@ def _register(
     try:
         pack_dir = save_pack_model(staging / "model")
         info = replace(challenger.info, run_id=run_id, extra={"kind": "composite"})
-        manifest = compose_pack(pack_dir, info, parts)
+        manifest = compose_pack(pack_dir, info, parts, fallback_from=[pack for pack, _ in parts])
         write_parquet(table, staging / PROMOTION_TABLE)
         sources = manifest[SOURCE_RUN].value_counts().to_dict()
         outcome.sources = {str(k): int(v) for k, v in sources.items()}

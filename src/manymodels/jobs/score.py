@@ -13,7 +13,7 @@ from manymodels.data import is_delta_table, read_frame, write_parquet
 from manymodels.errors import DataError, RegistryError
 from manymodels.jobs.train import experiment_name, staging_folder
 from manymodels.registry import Pack, PackPredict, Tracker
-from manymodels.registry.pack import publish_pack
+from manymodels.registry.pack import FALLBACK_SOURCE, MODEL_SOURCE, publish_pack
 from manymodels.registry.tracking import STATUS_OK, RunInfo
 
 PACK_PATH = "model/pack"
@@ -31,6 +31,7 @@ class ScoreOutcome:
     rows_without_model: int
     segments_without_model: int
     version: int | None = None  # the registered version that served, when it was the champion
+    rows_fallback: int = 0  # rows predicted by the fallback model
 
 
 def resolve_run(config: BundleConfig, name: str, run_id: str | None = None) -> RunInfo:
@@ -132,8 +133,8 @@ def score_with_spark(
     if shared is not None and not session_is_local(spark) and isinstance(pack.root, Path):
         root = publish_pack(pack.root, shared)
     written = score_on_spark(spark, data, routes, pack.segment_by, PackPredict(root), str(output), partition_by_segment)
-    rows, rows_without, segments_without = unserved_counts(written, pack.segment_by)
-    return ScoreOutcome(name, info.run_id, written, output, rows, rows_without, segments_without, version)
+    rows, rows_without, segments_without, fallback = unserved_counts(written, pack.segment_by)
+    return ScoreOutcome(name, info.run_id, written, output, rows, rows_without, segments_without, version, fallback)
 
 
 def score(
@@ -160,8 +161,12 @@ def score(
     predicted = pack.predict(frame)
     out = frame.copy()
     out["prediction"] = predicted["prediction"].array  # nullable: no model is null, not NaN
+    out[MODEL_SOURCE] = predicted[MODEL_SOURCE].array
     missing = predicted["prediction"].isna().to_numpy()
     unserved = frame.loc[missing, pack.segment_by].drop_duplicates()
+    fallback = int((predicted[MODEL_SOURCE] == FALLBACK_SOURCE).sum())
     if output is not None:
         write_parquet(out, output)
-    return ScoreOutcome(name, info.run_id, out, output, len(out), int(missing.sum()), len(unserved), version)
+    return ScoreOutcome(
+        name, info.run_id, out, output, len(out), int(missing.sum()), len(unserved), version, fallback
+    )

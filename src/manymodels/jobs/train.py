@@ -7,7 +7,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from manymodels.data import read_schema, row_count, write_parquet
 from manymodels.engines import Engine, Fleet, make_engine
 from manymodels.errors import BundleError, DataError, EngineSetupError
 from manymodels.registry import PackInfo, Tracker, write_pack_files
-from manymodels.registry.pack import SEGMENT_INDEX, SHARDS
+from manymodels.registry.pack import FALLBACK, SEGMENT_INDEX, SHARDS
 from manymodels.registry.pyfunc import save_pack_model
 from manymodels.registry.tracking import TAG, current_user, git_commit, local_path
 from manymodels.segment import SegmentResult, SegmentSpec, metric_names
@@ -211,8 +211,14 @@ def _train(
         )
         write_pack_files(pack_dir, info, manifest)
         write_parquet(segment_metrics(manifest, spec), staging / SEGMENT_METRICS)
+        fallback = None
+        if model.fallback_by is not None:
+            fallback = _fit_fallback(engine, training, model.fallback_by, pack_dir, run_staging, info)
         seconds = time.perf_counter() - started
         summary = summarize_manifest(manifest, spec.task, seconds)
+        if fallback is not None:
+            summary["fallback_ok"] = float((fallback["status"] == OK).sum())
+            summary["fallback_failed"] = float((fallback["status"] != OK).sum())
         ok = summary["segments_ok"] > 0
         tracker.finish_run(
             run_id,
@@ -230,6 +236,34 @@ def _train(
         if run_staging is not None:
             remove_folder(run_staging)
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds, warnings)
+
+
+def _fit_fallback(
+    engine: Engine,
+    training: tuple[SegmentSpec, Path, str],
+    by: list[str],
+    pack_dir: Path,
+    run_staging: str | None,
+    info: PackInfo,
+) -> pd.DataFrame:
+    """Fit the fallback (one model on every row, or one per parent group) into the pack's `fallback/` pack.
+
+    The same engine does it: a parent group is a segment of a coarser grouping, and a global
+    model is the one group of no columns. Returns the fallback's manifest.
+    """
+    spec, path, fmt = training
+    fallback_spec = replace(spec, segment_by=tuple(by))
+    data = engine.load(path, fmt, fallback_spec)
+    fallback_dir = pack_dir / FALLBACK
+    (fallback_dir / SHARDS).mkdir(parents=True, exist_ok=True)
+    shard_dir = str(fallback_dir / SHARDS) if run_staging is None else f"{run_staging}/{FALLBACK}/{SHARDS}"
+    make_folder(shard_dir)
+    results = engine.fit(data, fallback_spec, shard_dir)
+    if run_staging is not None:
+        fetch_shards(shard_dir, fallback_dir / SHARDS)
+    manifest = build_manifest(data, results, fallback_spec)
+    write_pack_files(fallback_dir, replace(info, segment_by=list(by), extra={"kind": "fallback"}), manifest)
+    return manifest
 
 
 def staging_folder(config: BundleConfig, *parts: str) -> str | None:

@@ -8,13 +8,14 @@ version never depends on another run's files and rolling back is only moving an 
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from manymodels.registry.pack import SEGMENT_INDEX, SHARDS, Pack, PackInfo, write_pack_files
+from manymodels.registry.pack import FALLBACK, SEGMENT_INDEX, SHARDS, Pack, PackInfo, write_pack_files
 from manymodels.segment import shard_name
 from manymodels.segment.shards import write_shard
 
@@ -23,8 +24,13 @@ MAX_SHARDS = 32  # a version's file count (and so its upload calls) stays bounde
 MIN_PER_SHARD = 1000
 
 
-def compose_pack(pack_dir: Path, info: PackInfo, parts: Sequence[tuple[Pack, pd.DataFrame]]) -> pd.DataFrame:
+def compose_pack(
+    pack_dir: Path, info: PackInfo, parts: Sequence[tuple[Pack, pd.DataFrame]], fallback_from: Sequence[Pack] = ()
+) -> pd.DataFrame:
     """Write a pack taking the given manifest rows' models out of their packs.
+
+    The fallback pack is copied whole from the first of `fallback_from` that has one (the
+    challenger's, trained on the latest data, before the champion's).
 
     Args:
         pack_dir: an empty pack folder (inside a saved pyfunc model).
@@ -77,6 +83,9 @@ def compose_pack(pack_dir: Path, info: PackInfo, parts: Sequence[tuple[Pack, pd.
         rows["shard"] = pd.array(new_shard, dtype="string")
         frames.append(rows)
     flush()
+    donor = next((p for p in fallback_from if p.fallback is not None and isinstance(p.fallback.root, Path)), None)
+    if donor is not None and donor.fallback is not None:
+        shutil.copytree(Path(donor.fallback.root), pack_dir / FALLBACK)
     manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if len(manifest):
         manifest = manifest.sort_values(SEGMENT_INDEX, kind="stable").reset_index(drop=True)

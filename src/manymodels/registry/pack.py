@@ -5,6 +5,8 @@ Layout (inside the MLflow model, under `pack/`)::
     pack.json            what the models are: segment_by, features, task, metric, run
     manifest.parquet     one row per segment: keys, status, error, rows, metrics, shard, fingerprint
     shards/shard-NNNNN.parquet   the models themselves, native formats, many per file
+    fallback/            optional: a pack of its own (one global model, or one per parent group)
+                         predicting rows whose segment has no model
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ PACK_VERSION = 1
 MANIFEST = "manifest.parquet"
 INFO = "pack.json"
 SHARDS = "shards"
+FALLBACK = "fallback"
 SEGMENT_INDEX = "segment_index"
+MODEL_SOURCE = "model_source"  # which model served a row: segment, fallback, or null (none)
+SEGMENT, FALLBACK_SOURCE = "segment", "fallback"
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,10 @@ class Pack:
         self._shards: OrderedDict[str, dict[int, tuple[str, bytes]]] = OrderedDict()
         self._model_cache_size = max(1, cache_models)
         self._models: OrderedDict[int, tuple[str, Predictor]] = OrderedDict()
+        self.fallback: Pack | None = None
+        fallback_root = join_location(self.root, FALLBACK)
+        if exists(join_location(fallback_root, INFO)):
+            self.fallback = Pack(fallback_root, cache_shards, cache_models)
 
     @property
     def segment_by(self) -> list[str]:
@@ -83,10 +92,11 @@ class Pack:
         return list(self.info.segment_by)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """One prediction per input row, in input order; null where the segment has no model.
+        """One prediction per input row, in input order, by the row's segment model, else the fallback.
 
         Returns:
-            A frame with the input's index and a nullable float column `prediction`.
+            A frame with the input's index, a nullable float column `prediction` (null: no model
+            at all) and `model_source`: `segment`, `fallback`, or null.
 
         Raises:
             DataError: the input lacks a segment or feature column.
@@ -115,10 +125,23 @@ class Pack:
                 values[at] = predictor.predict(X)
         prediction = pd.array(values, dtype="Float64")
         prediction[~has_model] = pd.NA
-        return pd.DataFrame({"prediction": prediction}, index=frame.index)
+        source = pd.array(np.full(len(frame), SEGMENT, dtype=object), dtype="string")
+        source[~has_model] = pd.NA
+        rest = np.flatnonzero(~has_model)
+        if rest.size and self.fallback is not None:
+            backup = self.fallback.predict(frame.iloc[rest])
+            found = backup["prediction"].notna().to_numpy()
+            prediction[rest[found]] = backup["prediction"].array[found]
+            source[rest[found]] = FALLBACK_SOURCE
+        return pd.DataFrame({"prediction": prediction, MODEL_SOURCE: source}, index=frame.index)
 
     def _route(self, frame: pd.DataFrame) -> pd.DataFrame:
         ok = self.manifest.loc[self.manifest["shard"].notna(), [*self.info.segment_by, SEGMENT_INDEX, "shard"]]
+        if not self.info.segment_by:  # one model for every row (a global fallback)
+            first = ok.head(1)
+            index = float(first[SEGMENT_INDEX].iloc[0]) if len(first) else np.nan
+            shard = first["shard"].iloc[0] if len(first) else None
+            return pd.DataFrame({SEGMENT_INDEX: np.full(len(frame), index), "shard": [shard] * len(frame)})
         keys = frame[self.info.segment_by].reset_index(drop=True)
         keys["_position"] = np.arange(len(frame))
         for col in self.info.segment_by:  # a key typed differently in the input still finds its model
@@ -169,6 +192,8 @@ def publish_pack(root: Path, dest: str) -> str:
     """
     if exists(join_location(dest, INFO)):
         return dest
+    if (root / FALLBACK / INFO).exists():
+        publish_pack(root / FALLBACK, str(join_location(dest, FALLBACK)))
     for shard in sorted((root / SHARDS).glob("shard-*.parquet")):
         put_file(shard, join_location(join_location(dest, SHARDS), shard.name))
     put_file(root / MANIFEST, join_location(dest, MANIFEST))
@@ -186,10 +211,10 @@ class PackPredict:
         self.root = root  # a local folder or an fsspec URL
         self._pack: Pack | None = None
 
-    def __call__(self, frame: pd.DataFrame) -> Any:
+    def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
         if self._pack is None:
             self._pack = Pack(self.root)
-        return self._pack.predict(frame)["prediction"].array
+        return self._pack.predict(frame)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"root": self.root, "_pack": None}
