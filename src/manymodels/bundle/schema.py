@@ -241,12 +241,15 @@ _KINDS = ("train", "evaluate", "promote", "score")
 class TaskSpec(Strict):
     """One task of a job: exactly one of `train`, `evaluate`, `promote` or `score`, plus its dependencies.
 
+    A train task with `changed_only: true` fits only the segments that changed since the champion.
+
     `evaluate` and `promote` take the model's name alone or a mapping (`{model: demand, data: fresh}`).
     """
 
     key: str = Field(min_length=1)
     depends_on: list[str] = Field(default_factory=list)
     train: str | None = None
+    changed_only: bool = False
     evaluate: EvaluateTaskSpec | None = None
     promote: PromoteTaskSpec | None = None
     score: ScoreTaskSpec | None = None
@@ -262,6 +265,8 @@ class TaskSpec(Strict):
         if len(kinds) != 1:
             got = ", ".join(kinds) or "none"
             raise ValueError(f"a task needs exactly one of {', '.join(_KINDS)}; got {got}")
+        if self.changed_only and self.train is None:
+            raise ValueError("changed_only is for train tasks")
         return self
 
     @property

@@ -143,6 +143,12 @@ def train_cmd(
         typer.Option(help="Only these segments, comma-separated (several segment_by columns: values joined by '|')."),
     ] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Processes to fit on (default: cores).")] = None,
+    changed_only: Annotated[
+        bool,
+        typer.Option(
+            "--changed-only", help="Fit only segments whose rows or spec differ from the champion's; carry the rest."
+        ),
+    ] = False,
 ) -> None:
     """Train one model per segment and log them as one MLflow run."""
     from manymodels.jobs import train
@@ -151,7 +157,7 @@ def train_cmd(
         config = _checked(target, var)
         wanted = [s.strip() for s in segments.split(",") if s.strip()] if segments else None
         with render.segment_progress(f"train {model}") as hooks:
-            outcome = train(config, model, segments=wanted, workers=workers, **hooks)
+            outcome = train(config, model, segments=wanted, workers=workers, changed_only=changed_only, **hooks)
         render.train_summary(outcome)
         return 0 if outcome.ok else 1
 

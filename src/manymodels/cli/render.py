@@ -86,6 +86,13 @@ def train_summary(outcome: TrainOutcome) -> None:
     m = outcome.metric
     if f"{m}_mean" in s:
         table.add_row(f"{m} (holdout)", f"mean {s[f'{m}_mean']:.4g}  p50 {s[f'{m}_p50']:.4g}  p95 {s[f'{m}_p95']:.4g}")
+    if "segments_carried" in s:
+        table.add_row(
+            "changed only",
+            f"{int(s['segments_trained']):,} trained ({int(s['segments_changed']):,} changed, "
+            f"{int(s['segments_new']):,} new), {int(s['segments_carried']):,} carried from the champion, "
+            f"{int(s['segments_gone']):,} gone",
+        )
     if "fallback_ok" in s:
         groups = int(s["fallback_ok"] + s["fallback_failed"])
         table.add_row("fallback", f"{int(s['fallback_ok']):,} ok / {int(s['fallback_failed']):,} failed of {groups:,}")

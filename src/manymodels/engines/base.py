@@ -104,6 +104,14 @@ class Engine(Protocol):
         """Fit every segment; models go to shards in `shard_dir` (a path or an fsspec URL); results in segment order."""
         ...
 
+    def fingerprints(self, fleet: Any, spec: SegmentSpec) -> list[str]:
+        """Each segment's fingerprint (its rows and the spec), as `fit` would record it, without fitting."""
+        ...
+
+    def select(self, fleet: Any, keep: np.ndarray, path: Path, fmt: str, spec: SegmentSpec) -> Fleet:
+        """The fleet narrowed to the segments where `keep` is true (segment indexes renumbered)."""
+        ...
+
 
 def warm_up() -> None:
     """Import what fitting needs, in a fresh worker process (LightGBM alone takes ~1.5 s: it imports scikit-learn)."""
@@ -111,6 +119,17 @@ def warm_up() -> None:
     import sklearn.model_selection  # noqa: F401
 
     import manymodels.segment.fit  # noqa: F401
+
+
+def select_prepared(data: PreparedData, keep: np.ndarray) -> PreparedData:
+    """Some segments of prepared data, in memory: their rows, keys and new starts."""
+    chosen = np.flatnonzero(keep)
+    sizes = data.sizes[chosen]
+    pieces = [np.arange(data.starts[i], data.starts[i + 1], dtype=np.int64) for i in chosen]
+    rows = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int64)
+    frame = data.frame.iloc[rows].reset_index(drop=True)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return PreparedData(frame, data.keys.iloc[chosen].reset_index(drop=True), starts)
 
 
 def segment_labels(keys: pd.DataFrame) -> pd.Series:

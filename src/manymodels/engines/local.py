@@ -9,13 +9,14 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from manymodels.data import read_frame
-from manymodels.engines.base import PreparedData, Progress, prepare, wanted_mask, warm_up
+from manymodels.engines.base import PreparedData, Progress, prepare, select_prepared, wanted_mask, warm_up
 from manymodels.engines.chunking import MIN_CHUNK_ROWS, plan_chunks
 from manymodels.segment import SegmentResult, SegmentSpec, fit_chunk
-from manymodels.segment.fit import FAILED
+from manymodels.segment.fit import FAILED, segment_fingerprints
 
 # spawn, not fork: a forked child inherits OpenMP state that deadlocks LightGBM.
 _SPAWN = multiprocessing.get_context("spawn")
@@ -69,6 +70,14 @@ class LocalEngine:
         if segments:
             frame = frame[wanted_mask(frame[list(spec.segment_by)], segments)]
         return prepare(frame, list(spec.segment_by))
+
+    def fingerprints(self, data: PreparedData, spec: SegmentSpec) -> list[str]:
+        """Each segment's fingerprint, hashed here in one vectorised pass."""
+        return segment_fingerprints(data.frame, data.starts, spec)
+
+    def select(self, data: PreparedData, keep: np.ndarray, path: Path, fmt: str, spec: SegmentSpec) -> PreparedData:
+        """The chosen segments, from the rows already in memory."""
+        return select_prepared(data, keep)
 
     def fit(
         self,

@@ -183,6 +183,39 @@ class SparkEngine:
             finish()
         return results
 
+    def fingerprints(self, fleet: SparkFleet, spec: SegmentSpec) -> list[str]:
+        """Each segment's fingerprint, hashed on the executors chunk by chunk (one row per segment comes back)."""
+        if len(fleet) == 0:
+            return []
+
+        def hash_chunk(pdf: pd.DataFrame) -> pd.DataFrame:
+            from manymodels.segment.fit import data_fingerprint
+
+            groups = pdf.groupby(INDEX, sort=False)
+            return pd.DataFrame(
+                {
+                    INDEX: [int(i) for i, _ in groups],
+                    "fingerprint": [data_fingerprint(g, spec) for _, g in groups],
+                }
+            )
+
+        settings = {_AQE: "false", _PARTITIONS: str(len(fleet.chunks)), _ARROW: "true"}
+        with _stage_conf(self.session, settings):
+            schema = f"{INDEX} long, fingerprint string"
+            rows = _to_pandas(fleet.frame.groupBy(PART).applyInPandas(hash_chunk, schema=schema))
+        found = dict(zip(rows[INDEX].astype(int), rows["fingerprint"].astype(str), strict=True))
+        return [found.get(i, f"{spec.fingerprint}-0-0") for i in range(len(fleet))]
+
+    def select(self, fleet: SparkFleet, keep: np.ndarray, path: Path, fmt: str, spec: SegmentSpec) -> SparkFleet:
+        """The chosen segments: read again by Spark, filtered to them, planned afresh."""
+        from manymodels.engines.base import segment_labels
+
+        return (
+            self.load(path, fmt, spec, segments=segment_labels(fleet.keys[keep]).tolist() or None)
+            if keep.any()
+            else SparkFleet(fleet.frame.limit(0), fleet.keys.iloc[:0], fleet.sizes[:0], [])
+        )
+
 
 def _warm_workers(spark: Any, slots: int) -> None:
     """One tiny task per slot that starts a Python worker and imports what fitting needs (reused workers keep it)."""

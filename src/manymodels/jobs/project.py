@@ -93,12 +93,23 @@ class Project:
         workers: int | None = None,
         on_progress: Callable[[int], None] | None = None,
         spark: Any = None,
+        changed_only: bool = False,
     ) -> TrainRun:
         """Train one model per segment; returns the run (its metrics: one row per segment).
 
         Pass `spark=` a SparkSession to train on it (a notebook's cluster) whatever the target's engine.
+        With `changed_only`, only segments whose fingerprint differs from the champion's are fitted;
+        the others' models are carried over.
         """
-        outcome = train(self.config, model, segments=segments, workers=workers, on_progress=on_progress, spark=spark)
+        outcome = train(
+            self.config,
+            model,
+            segments=segments,
+            workers=workers,
+            on_progress=on_progress,
+            spark=spark,
+            changed_only=changed_only,
+        )
         return TrainRun(outcome)
 
     def score(

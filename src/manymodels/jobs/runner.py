@@ -119,7 +119,13 @@ def _run_task(
     error = None
     try:
         if task.train is not None:
-            trained_run = train(config, task.train, spark=spark, **hooks)  # type: ignore[arg-type]
+            trained_run = train(
+                config,
+                task.train,
+                spark=spark,
+                changed_only=task.changed_only,
+                **hooks,  # type: ignore[arg-type]
+            )
             trained[task.train] = trained_run.run_id
             error = None if trained_run.ok else "every segment failed"
             result = trained_run

@@ -167,6 +167,4 @@ def score(
     fallback = int((predicted[MODEL_SOURCE] == FALLBACK_SOURCE).sum())
     if output is not None:
         write_parquet(out, output)
-    return ScoreOutcome(
-        name, info.run_id, out, output, len(out), int(missing.sum()), len(unserved), version, fallback
-    )
+    return ScoreOutcome(name, info.run_id, out, output, len(out), int(missing.sum()), len(unserved), version, fallback)

@@ -19,7 +19,9 @@ from manymodels.bundle.checks import model_features, model_problems
 from manymodels.data import read_schema, row_count, write_parquet
 from manymodels.engines import Engine, Fleet, make_engine
 from manymodels.errors import BundleError, DataError, EngineSetupError
+from manymodels.jobs.changes import ChangePlan, plan_changes
 from manymodels.registry import PackInfo, Tracker, write_pack_files
+from manymodels.registry.compose import copy_models
 from manymodels.registry.pack import FALLBACK, SEGMENT_INDEX, SHARDS
 from manymodels.registry.pyfunc import save_pack_model
 from manymodels.registry.tracking import TAG, current_user, git_commit, local_path
@@ -110,6 +112,7 @@ def train(
     on_progress: Callable[[int], None] | None = None,
     spark: Any = None,
     on_warning: Callable[[str], None] | None = None,
+    changed_only: bool = False,
 ) -> TrainOutcome:
     """Train one model per segment of a model family and log them as one MLflow run.
 
@@ -122,6 +125,8 @@ def train(
         on_progress: called with the number of segments finished, as they finish.
         spark: a SparkSession to train on (a notebook's, say) instead of the target's engine.
         on_warning: called with each warning found before fitting (segments too large, say).
+        changed_only: fit only the segments whose fingerprint differs from the champion's (or
+            that it lacks); carry the champion's models of the others into this run.
 
     Raises:
         BundleError, DataError: bad input, before any run is created.
@@ -129,6 +134,8 @@ def train(
     """
     started = time.perf_counter()
     model = config.model(name)
+    if changed_only and segments:
+        raise BundleError("give --segments or --changed-only, not both")
     engine = engine_for(config, workers, spark)
     training = training_spec(config, name)
     try:
@@ -139,7 +146,19 @@ def train(
         if not engine.is_local:  # before reading any data: the cluster must have somewhere to write
             _check_shard_destination(config, tracker.artifact_location(exp_id))
         return _train(
-            config, name, model, engine, training, tracker, exp_id, segments, started, on_start, on_progress, on_warning
+            config,
+            name,
+            model,
+            engine,
+            training,
+            tracker,
+            exp_id,
+            segments,
+            started,
+            on_start,
+            on_progress,
+            on_warning,
+            changed_only,
         )
     finally:
         engine.close()
@@ -167,11 +186,17 @@ def _train(
     on_start: Callable[[int, str], None] | None,
     on_progress: Callable[[int], None] | None,
     on_warning: Callable[[str], None] | None,
+    changed_only: bool = False,
 ) -> TrainOutcome:
     spec, path, fmt = training
     data = engine.load(path, fmt, spec, segments)
     if len(data) == 0:
         raise DataError(f"{path}: dataset {model.dataset!r} has no rows")
+    plan = None
+    if changed_only:
+        plan = plan_changes(config, name, tracker, data.keys, engine.fingerprints(data, spec))
+        if not plan.everything:
+            data = engine.select(data, plan.train, path, fmt, spec)
     warnings = oversized_segments(data, config.resolved.engine.max_segment_rows)
     if on_warning:
         for line in warnings:
@@ -180,7 +205,7 @@ def _train(
         exp_id,
         f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
         _tags(config, name),
-        _params(config, name, model, spec, engine),
+        {**_params(config, name, model, spec, engine), "changed_only": changed_only},
     )
     staged = local_path(artifact_uri)
     staging = staged if staged is not None else Path(tempfile.mkdtemp(prefix=f"manymodels-{run_id}-"))
@@ -194,10 +219,12 @@ def _train(
         make_folder(shard_dir)
         if on_start:
             on_start(len(data), run_id)
-        results = engine.fit(data, spec, shard_dir, on_progress)
+        results = engine.fit(data, spec, shard_dir, on_progress) if len(data) else []
         if run_staging is not None:
             fetch_shards(shard_dir, pack_dir / SHARDS)
         manifest = build_manifest(data, results, spec)
+        if plan is not None:
+            manifest = _carry(manifest, plan, pack_dir / SHARDS, run_id)
         info = PackInfo(
             model=name,
             segment_by=list(spec.segment_by),
@@ -212,13 +239,17 @@ def _train(
         write_pack_files(pack_dir, info, manifest)
         write_parquet(segment_metrics(manifest, spec), staging / SEGMENT_METRICS)
         fallback = None
-        if model.fallback_by is not None:
+        if model.fallback_by is not None and not _nothing_changed(plan):
             fallback = _fit_fallback(engine, training, model.fallback_by, pack_dir, run_staging, info)
+        elif plan is not None and plan.champion is not None and plan.champion.fallback is not None:
+            shutil.copytree(Path(str(plan.champion.fallback.root)), pack_dir / FALLBACK)  # nothing changed
         seconds = time.perf_counter() - started
         summary = summarize_manifest(manifest, spec.task, seconds)
         if fallback is not None:
             summary["fallback_ok"] = float((fallback["status"] == OK).sum())
             summary["fallback_failed"] = float((fallback["status"] != OK).sum())
+        if plan is not None:
+            summary.update({f"segments_{k}": float(v) for k, v in plan.counts.items()})
         ok = summary["segments_ok"] > 0
         tracker.finish_run(
             run_id,
@@ -236,6 +267,25 @@ def _train(
         if run_staging is not None:
             remove_folder(run_staging)
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds, warnings)
+
+
+def _nothing_changed(plan: ChangePlan | None) -> bool:
+    return plan is not None and plan.counts.get("trained", 1) == 0 and plan.counts.get("gone", 1) == 0
+
+
+def _carry(manifest: pd.DataFrame, plan: ChangePlan, shards_dir: Path, run_id: str) -> pd.DataFrame:
+    """This run's manifest plus the champion's carried segments, their models copied into this run's pack."""
+    manifest = manifest.assign(source_run=pd.array([run_id] * len(manifest), dtype="string"), carried=False)
+    if plan.champion is None or len(plan.carried) == 0:
+        return manifest
+    carried = copy_models(shards_dir, [(plan.champion, plan.carried)], first_index=len(manifest), prefix="shard-c")
+    carried["carried"] = True
+    missing = [c for c in manifest.columns if c not in carried.columns]
+    for column in missing:  # a column newer than the champion's manifest
+        carried[column] = pd.NA
+    merged = pd.concat([manifest, carried[manifest.columns]], ignore_index=True)
+    merged["carried"] = merged["carried"].astype(bool)
+    return merged
 
 
 def _fit_fallback(

@@ -37,23 +37,45 @@ def compose_pack(
         info: the new pack's description.
         parts: (source pack, the rows of its manifest to take); extra columns on the rows
             (a promotion's reason, say) are kept in the new manifest.
+        fallback_from: packs whose fallback the new pack may take.
 
     Returns:
         The new manifest: the rows taken, renumbered, each with the run its model was trained in.
     """
+    manifest = copy_models(pack_dir / SHARDS, parts)
+    donor = next((p for p in fallback_from if p.fallback is not None and isinstance(p.fallback.root, Path)), None)
+    if donor is not None and donor.fallback is not None:
+        shutil.copytree(Path(donor.fallback.root), pack_dir / FALLBACK)
+    write_pack_files(pack_dir, info, manifest)
+    return manifest
+
+
+def copy_models(
+    shards_dir: Path, parts: Sequence[tuple[Pack, pd.DataFrame]], first_index: int = 0, prefix: str = "shard-"
+) -> pd.DataFrame:
+    """Copy the models of the given manifest rows into new shards in `shards_dir`, numbered from `first_index`.
+
+    Shards are read one at a time and written every `per_shard` models, so memory holds one
+    source shard and one output shard whatever the fleet size.
+
+    Returns:
+        The rows, with their new `segment_index` and `shard`, and `source_run` (where each model was trained).
+    """
     total = sum(len(rows) for _, rows in parts)
     per_shard = max(MIN_PER_SHARD, math.ceil(total / MAX_SHARDS))
-    shards_dir = pack_dir / SHARDS
     shards_dir.mkdir(parents=True, exist_ok=True)
     buffer: tuple[list[int], list[str], list[bytes]] = ([], [], [])
     written = 0
     frames: list[pd.DataFrame] = []
-    next_index = 0
+    next_index = first_index
+
+    def name(number: int) -> str:
+        return shard_name(number).replace("shard-", prefix, 1)
 
     def flush() -> None:
         nonlocal written, buffer
         if buffer[0]:
-            write_shard(shards_dir / shard_name(written), *buffer)
+            write_shard(shards_dir / name(written), *buffer)
             written += 1
             buffer = ([], [], [])
 
@@ -72,7 +94,7 @@ def compose_pack(
                 buffer[1].append(fmt)
                 buffer[2].append(blob)
                 new_index[position] = next_index
-                new_shard.append(shard_name(written))
+                new_shard.append(name(written))
                 next_index += 1
                 position += 1
                 if len(buffer[0]) >= per_shard:
@@ -83,12 +105,8 @@ def compose_pack(
         rows["shard"] = pd.array(new_shard, dtype="string")
         frames.append(rows)
     flush()
-    donor = next((p for p in fallback_from if p.fallback is not None and isinstance(p.fallback.root, Path)), None)
-    if donor is not None and donor.fallback is not None:
-        shutil.copytree(Path(donor.fallback.root), pack_dir / FALLBACK)
     manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if len(manifest):
         manifest = manifest.sort_values(SEGMENT_INDEX, kind="stable").reset_index(drop=True)
         manifest[SOURCE_RUN] = manifest[SOURCE_RUN].astype("string")
-    write_pack_files(pack_dir, info, manifest)
     return manifest

@@ -1,0 +1,76 @@
+"""Retrain only what changed: each segment's fingerprint (its rows and the model spec) against the champion's.
+
+A segment is trained again when its fingerprint differs from the one recorded for the
+champion's model (new rows, changed rows, changed parameters) or when the champion has no
+model for it; every other segment's model is carried over into the new run, as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from manymodels.bundle import BundleConfig
+from manymodels.registry import Pack, Tracker
+from manymodels.segment.fit import OK
+
+
+@dataclass
+class ChangePlan:
+    """Which segments to fit and which champion models to carry over."""
+
+    train: np.ndarray  # per segment of the fleet: fit it
+    carried: pd.DataFrame  # the champion manifest's rows carried into the new run
+    champion: Pack | None
+    version: int | None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def everything(self) -> bool:
+        """Whether every segment is fitted (no champion, or all changed)."""
+        return bool(self.train.all())
+
+
+def plan_changes(
+    config: BundleConfig, name: str, tracker: Tracker, keys: pd.DataFrame, fingerprints: list[str]
+) -> ChangePlan:
+    """Compare the fleet's fingerprints with the champion's; without a champion every segment is new.
+
+    Args:
+        config: the bundle resolved for a target.
+        name: the model family.
+        tracker: the target's tracking client.
+        keys: the fleet's segments (segment_by values, segment-index order).
+        fingerprints: each segment's fingerprint, same order.
+    """
+    from manymodels.jobs.evaluate import model_registry
+    from manymodels.jobs.score import open_pack
+    from manymodels.registry.versions import CHAMPION
+
+    by = list(keys.columns)
+    champion = model_registry(config, name, tracker).by_alias(CHAMPION)
+    if champion is None:
+        counts = {"trained": len(keys), "changed": 0, "new": len(keys), "carried": 0, "gone": 0}
+        return ChangePlan(np.ones(len(keys), dtype=bool), pd.DataFrame(), None, None, counts)
+    pack = open_pack(config, tracker.run(champion.run_id))
+    served = pack.manifest.loc[pack.manifest["status"] == OK]
+    current = keys.copy()
+    current["_position"] = np.arange(len(keys))
+    current["_now"] = fingerprints
+    known = served[[*by, "fingerprint"]].assign(_known=True)
+    both = current.merge(known, on=by, how="left", sort=False).sort_values("_position")
+    is_known = both["_known"].eq(True).to_numpy()
+    same = is_known & (both["fingerprint"].to_numpy() == both["_now"].to_numpy())
+    carried_keys = current.loc[same, by]
+    carried = served.merge(carried_keys, on=by, how="inner")
+    gone = served.merge(current[by].assign(_here=True), on=by, how="left")["_here"].isna()
+    counts = {
+        "trained": int((~same).sum()),
+        "changed": int((is_known & ~same).sum()),
+        "new": int((~is_known).sum()),
+        "carried": len(carried),
+        "gone": int(gone.sum()),
+    }
+    return ChangePlan(~same, carried, pack, champion.version, counts)

@@ -1,0 +1,107 @@
+"""Retrain only what changed: fingerprints against the champion's, the rest carried over as they are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import manymodels as mm
+from helpers import edit_bundle, model_block, segment_frame, write_bundle
+from manymodels.cli.main import app
+from manymodels.engines import make_engine
+from manymodels.jobs.train import training_spec
+
+runner = CliRunner()
+
+
+def next_week(frame: pd.DataFrame) -> pd.DataFrame:
+    """seg_000's labels change, seg_007 is gone, seg_new appears; the rest is the same rows reshuffled."""
+    week = frame[frame["segment"] != "seg_007"].copy()
+    week.loc[week["segment"] == "seg_000", "label"] += 1.0
+    new = frame[frame["segment"] == "seg_001"].assign(segment="seg_new")
+    return pd.concat([week, new]).sample(frac=1.0, random_state=3).reset_index(drop=True)
+
+
+def test_changed_only_trains_changed_and_new_segments_and_carries_the_rest(tmp_path: Path) -> None:
+    frame = segment_frame(segments=8, rows=60)
+    path = write_bundle(tmp_path, frame=frame)
+    project = mm.load_bundle(path)
+    first = project.train("demand", workers=1)
+    project.promote("demand")
+
+    write_bundle(tmp_path, frame=next_week(frame))
+    result = runner.invoke(app, ["--bundle", str(path), "train", "demand", "--changed-only", "--workers", "1"],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "2 trained (1 changed, 1 new), 6 carried from the champion, 1 gone" in result.output
+    second = mm.load_bundle(path).runs("demand")[0]
+    manifest = project.manifest("demand", second.run_id).set_index("segment")
+    assert sorted(manifest.index[~manifest["carried"]]) == ["seg_000", "seg_new"]
+    carried = manifest[manifest["carried"]]
+    assert set(carried["source_run"]) == {first.run_id}
+    before = first.manifest.set_index("segment").loc[carried.index]
+    assert (carried["fingerprint"] == before["fingerprint"]).all()
+    assert (carried["rmse"] == before["rmse"]).all()
+    assert set(manifest.loc[~manifest["carried"], "source_run"]) == {second.run_id}
+
+    inputs = next_week(frame).drop(columns=["label"])
+    carried_rows = inputs["segment"].isin(carried.index).to_numpy()
+    new_scores = project.score("demand", inputs, run_id=second.run_id)["prediction"].to_numpy()
+    old_scores = project.score("demand", inputs, run_id=first.run_id)["prediction"].to_numpy()
+    np.testing.assert_array_equal(new_scores[carried_rows], old_scores[carried_rows])  # the very same models
+
+    evaluation = project.evaluate("demand", run_id=second.run_id)
+    statuses = evaluation.table.set_index("segment")["status"]
+    assert set(statuses[carried.index]) == {"tied"} and statuses["seg_new"] == "new"
+    assert statuses["seg_007"] == "absent"
+
+
+def test_nothing_changed_carries_everything_and_new_params_retrain_everything(tmp_path: Path) -> None:
+    frame = segment_frame(segments=4, rows=60)
+    path = write_bundle(tmp_path, frame=frame, models={"demand": model_block(fallback="global")})
+    project = mm.load_bundle(path)
+    project.train("demand", workers=1)
+    project.promote("demand")
+    write_bundle(tmp_path, frame=frame.sample(frac=1.0, random_state=9),  # same rows, another order
+                 models={"demand": model_block(fallback="global")})
+    same = mm.load_bundle(path).train("demand", workers=1, changed_only=True)
+    assert (same.summary["segments_trained"], same.summary["segments_carried"]) == (0, 4)
+    scores = mm.load_bundle(path).score("demand", frame.drop(columns=["label"]), run_id=same.run_id)
+    assert scores["prediction"].notna().all()
+
+    edit_bundle(path, lambda doc: doc["resources"]["models"]["demand"]["estimator"]["params"].update(
+        num_boost_round=7))
+    changed = mm.load_bundle(path).train("demand", workers=1, changed_only=True)
+    assert (changed.summary["segments_trained"], changed.summary["segments_carried"]) == (4, 0)
+
+
+def test_changed_only_and_segments_together_is_refused(tmp_path: Path) -> None:
+    path = write_bundle(tmp_path)
+    result = runner.invoke(app, ["--bundle", str(path), "train", "demand", "--changed-only", "--segments", "seg_000"])
+    assert result.exit_code == 2 and "give --segments or --changed-only, not both" in result.output
+
+
+@pytest.mark.slow
+def test_spark_fingerprints_equal_the_local_engines(tmp_path: Path, spark: Any) -> None:
+    frame = segment_frame(segments=9, rows=40)
+    frame["f0"] = frame["f0"].astype("float32")  # Spark reads it as float, pandas as float32: same hashes
+    path = write_bundle(tmp_path, frame=frame)
+    project = mm.load_bundle(path)
+    spec, data_path, fmt = training_spec(project.config, "demand")
+    local = make_engine("local", 1)
+    on_spark = make_engine("spark", None, {}, session=spark)
+    local_fleet = local.load(data_path, fmt, spec)
+    spark_fleet = on_spark.load(data_path, fmt, spec)
+    assert local.fingerprints(local_fleet, spec) == on_spark.fingerprints(spark_fleet, spec)
+
+    project.train("demand", spark=spark)
+    project.promote("demand")
+    write_bundle(tmp_path, frame=next_week(frame))
+    run = mm.load_bundle(path).train("demand", spark=spark, changed_only=True)
+    assert (run.summary["segments_trained"], run.summary["segments_carried"], run.summary["segments_gone"]) == \
+        (9 - 7, 7, 1)  # seg_000 changed (and seg_new new); seg_001..seg_006, seg_008 carried; seg_007 gone
