@@ -22,9 +22,24 @@ def make_data(out: Path, segments: int, rows: int, sample: int = 0, skew: float 
     """A make_data.py table (cached: same arguments, same file)."""
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, str(SHARED_BENCH / "make_data.py"), "--segments", str(segments),
-                        "--rows", str(rows), "--sample", str(sample), "--skew", str(skew), "--out", str(out)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(SHARED_BENCH / "make_data.py"),
+                "--segments",
+                str(segments),
+                "--rows",
+                str(rows),
+                "--sample",
+                str(sample),
+                "--skew",
+                str(skew),
+                "--out",
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
+        )
     return out
 
 
@@ -56,8 +71,7 @@ def write_bundle(root: Path, data: Path, features: int = 8) -> Path:
 def timed(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> tuple[float, str]:
     """Wall time of a whole command (interpreter start and imports included) and its stdout."""
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})},
-                          check=False)
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")

@@ -31,19 +31,33 @@ def main() -> None:
     shutil.rmtree(bundle, ignore_errors=True)
     write_bundle(bundle, data)
     start = time.perf_counter()
-    proc = subprocess.Popen([str(MANYMODELS), "train", "bench", "--workers", str(args.jobs)], cwd=bundle,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(MANYMODELS), "train", "bench", "--workers", str(args.jobs)],
+        cwd=bundle,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     with PeakRSS(proc.pid) as peak:
         out, err = proc.communicate()
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"train failed ({proc.returncode}):\n{out[-2000:]}\n{err[-2000:]}")
     run = latest_run_metrics(bundle)
-    print(json.dumps({
-        "segments": args.segments, "rows": args.rows, "jobs": args.jobs, "wall_s": round(seconds, 1),
-        "peak_rss_tree_gib": round(peak.peak_total / GIB, 2), "peak_rss_driver_gib": round(peak.peak_main / GIB, 2),
-        "segments_ok": run["metrics"].get("segments_ok"), "segments_failed": run["metrics"].get("segments_failed"),
-    }))
+    print(
+        json.dumps(
+            {
+                "segments": args.segments,
+                "rows": args.rows,
+                "jobs": args.jobs,
+                "wall_s": round(seconds, 1),
+                "peak_rss_tree_gib": round(peak.peak_total / GIB, 2),
+                "peak_rss_driver_gib": round(peak.peak_main / GIB, 2),
+                "segments_ok": run["metrics"].get("segments_ok"),
+                "segments_failed": run["metrics"].get("segments_failed"),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

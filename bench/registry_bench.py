@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+
 from _common import MANYMODELS, REPO, make_data, timed, write_bundle
 
 
@@ -42,10 +43,22 @@ def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     mlflow = Path(sys.executable).with_name("mlflow")
     log = (root / "server.log").open("wb")
     proc = subprocess.Popen(  # noqa: S603 - fixed arguments, no shell
-        [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(mlflow),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     uri = f"http://127.0.0.1:{port}"
     import urllib.request
@@ -102,9 +115,8 @@ def main() -> None:
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         changed_only_s, _ = timed([*cmd, "--changed-only"], cwd=bundle)
         sys.path.insert(0, str(REPO / "tests"))
-        from helpers import count_tracking_calls  # the tests' HTTP request counter
-
         import manymodels as mm
+        from helpers import count_tracking_calls  # the tests' HTTP request counter
 
         project = mm.load_bundle(path)
         changed_run = project.runs("bench", limit=1)[0]

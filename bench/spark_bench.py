@@ -26,9 +26,10 @@ def spark_bundle(root: Path, data: Path, cores: int) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     path = write_bundle(root, data)
     doc = yaml.safe_load(path.read_text())
-    doc["targets"] = {"local": {"default": True, "engine": {"kind": "local", "workers": cores}},
-                      "spark": {"engine": {"kind": "spark", "master": f"local[{cores}]",
-                                           "conf": {"spark.ui.enabled": False}}}}
+    doc["targets"] = {
+        "local": {"default": True, "engine": {"kind": "local", "workers": cores}},
+        "spark": {"engine": {"kind": "spark", "master": f"local[{cores}]", "conf": {"spark.ui.enabled": False}}},
+    }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -38,21 +39,58 @@ def versus_seed(work: Path, segments: int, rows: int, cores: int, tuned: bool) -
     score = make_data(work / f"score-{segments}x{rows}.parquet", segments, rows // 5, sample=1)
     bundle = spark_bundle(work / f"bundle-spark-{segments}x{rows}", data, cores)
     train_s, _ = timed([str(MANYMODELS), "train", "bench", "-t", "spark"], cwd=bundle.parent)
-    score_s, _ = timed([str(MANYMODELS), "score", "bench", "-t", "spark", "--data", str(score), "--out",
-                        str(bundle.parent / "scores")], cwd=bundle.parent)
-    _, out = timed([sys.executable, str(REPO / "bench" / "spark_steps.py"), str(bundle.parent), "--score-data",
-                    str(score), "--cores", str(cores)])
+    score_s, _ = timed(
+        [
+            str(MANYMODELS),
+            "score",
+            "bench",
+            "-t",
+            "spark",
+            "--data",
+            str(score),
+            "--out",
+            str(bundle.parent / "scores"),
+        ],
+        cwd=bundle.parent,
+    )
+    _, out = timed(
+        [
+            sys.executable,
+            str(REPO / "bench" / "spark_steps.py"),
+            str(bundle.parent),
+            "--score-data",
+            str(score),
+            "--cores",
+            str(cores),
+        ]
+    )
     steps = last_json(out)
     seed_work = work / "seed-reference"
     shutil.rmtree(seed_work, ignore_errors=True)
-    cmd = [sys.executable, str(SHARED_BENCH / "seed_reference.py"), "--data", str(data), "--score-data", str(score),
-           "--workdir", str(seed_work), "--cores", str(cores)] + (["--tuned"] if tuned else [])
+    cmd = [
+        sys.executable,
+        str(SHARED_BENCH / "seed_reference.py"),
+        "--data",
+        str(data),
+        "--score-data",
+        str(score),
+        "--workdir",
+        str(seed_work),
+        "--cores",
+        str(cores),
+    ] + (["--tuned"] if tuned else [])
     seed_s, out = timed(cmd)
     seed = last_json(out)
     return {
-        "segments": segments, "rows": rows, "cores": cores, "seed_tuned": tuned,
-        "seed_wall_s": round(seed_s, 2), "seed_train_s_inside": seed["train_s"], "seed_score_s_inside": seed["score_s"],
-        "manymodels_spark_train_wall_s": round(train_s, 2), "manymodels_spark_score_wall_s": round(score_s, 2),
+        "segments": segments,
+        "rows": rows,
+        "cores": cores,
+        "seed_tuned": tuned,
+        "seed_wall_s": round(seed_s, 2),
+        "seed_train_s_inside": seed["train_s"],
+        "seed_score_s_inside": seed["score_s"],
+        "manymodels_spark_train_wall_s": round(train_s, 2),
+        "manymodels_spark_score_wall_s": round(score_s, 2),
         "manymodels_steps": steps,
         "whole_script_vs_whole_commands": round(seed_s / (train_s + score_s), 2),
         "train_speedup_vs_seed_train_step": round(seed["train_s"] / train_s, 1),
@@ -67,8 +105,14 @@ def versus_local(work: Path, segments: int, rows: int, cores: int) -> dict[str, 
     bundle = spark_bundle(work / f"bundle-spark-{segments}x{rows}", data, cores)
     local_s, _ = timed([str(MANYMODELS), "train", "bench", "-t", "local"], cwd=bundle.parent)
     spark_s, _ = timed([str(MANYMODELS), "train", "bench", "-t", "spark"], cwd=bundle.parent)
-    return {"segments": segments, "rows": rows, "cores": cores, "local_wall_s": round(local_s, 2),
-            "spark_wall_s": round(spark_s, 2), "spark_over_local": round(spark_s / local_s, 3)}
+    return {
+        "segments": segments,
+        "rows": rows,
+        "cores": cores,
+        "local_wall_s": round(local_s, 2),
+        "spark_wall_s": round(spark_s, 2),
+        "spark_over_local": round(spark_s / local_s, 3),
+    }
 
 
 def main() -> None:

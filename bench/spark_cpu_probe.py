@@ -52,8 +52,10 @@ def main() -> None:
         before, start = cpu_by_command(), time.perf_counter()
         project.train("bench", spark=spark)
         wall, after = time.perf_counter() - start, cpu_by_command()
-        result[label] = {"wall_s": round(wall, 2),
-                         **{f"{k}_cpu_s": round(after.get(k, 0) - before.get(k, 0), 1) for k in ("java", "python")}}
+        result[label] = {
+            "wall_s": round(wall, 2),
+            **{f"{k}_cpu_s": round(after.get(k, 0) - before.get(k, 0), 1) for k in ("java", "python")},
+        }
     spark.stop()
     print(json.dumps(result))
 

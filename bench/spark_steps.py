@@ -34,12 +34,22 @@ def main() -> None:
     run = project.train("bench", spark=spark)
     t_train = time.perf_counter() - t1
     t2 = time.perf_counter()
-    project.score("bench", str(args.score_data.resolve()), run_id=run.run_id, spark=spark,
-                  output=args.bundle / "scores-steps")
+    project.score(
+        "bench", str(args.score_data.resolve()), run_id=run.run_id, spark=spark, output=args.bundle / "scores-steps"
+    )
     t_score = time.perf_counter() - t2
     spark.stop()
-    print(json.dumps({"spark_start_s": round(t_spark, 2), "train_s": round(t_train, 2), "score_s": round(t_score, 2),
-                      "segments_ok": run.summary["segments_ok"], "rmse_p50": run.summary.get("rmse_p50")}))
+    print(
+        json.dumps(
+            {
+                "spark_start_s": round(t_spark, 2),
+                "train_s": round(t_train, 2),
+                "score_s": round(t_score, 2),
+                "segments_ok": run.summary["segments_ok"],
+                "rmse_p50": run.summary.get("rmse_p50"),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

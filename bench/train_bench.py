@@ -29,8 +29,9 @@ def versus_bare(work: Path, segments: int, rows: int, jobs: int, repeats: int) -
     bare_s, ours_s = [], []
     bare: dict[str, object] = {}
     for _ in range(repeats):  # interleaved, so both see the same machine noise
-        seconds, out = timed([sys.executable, str(SHARED_BENCH / "bare_baseline.py"), "--data", str(data),
-                              "--jobs", str(jobs)])
+        seconds, out = timed(
+            [sys.executable, str(SHARED_BENCH / "bare_baseline.py"), "--data", str(data), "--jobs", str(jobs)]
+        )
         bare_s.append(seconds)
         bare = last_json(out)
         seconds, _ = timed([str(MANYMODELS), "train", "bench", "--workers", str(jobs)], cwd=bundle)
@@ -38,13 +39,19 @@ def versus_bare(work: Path, segments: int, rows: int, jobs: int, repeats: int) -
     ours = latest_run_metrics(bundle)
     rmse_median = float(statistics.median(ours["rmse"]))
     return {
-        "segments": segments, "rows": rows, "jobs": jobs, "repeats": repeats,
-        "bare_wall_s": [round(s, 2) for s in bare_s], "manymodels_wall_s": [round(s, 2) for s in ours_s],
-        "bare_fit_s_inside": bare["fit_s"], "bare_load_s_inside": bare["load_s"],
+        "segments": segments,
+        "rows": rows,
+        "jobs": jobs,
+        "repeats": repeats,
+        "bare_wall_s": [round(s, 2) for s in bare_s],
+        "manymodels_wall_s": [round(s, 2) for s in ours_s],
+        "bare_fit_s_inside": bare["fit_s"],
+        "bare_load_s_inside": bare["load_s"],
         "manymodels_wall_s_inside": ours["metrics"].get("wall_seconds"),
         "time_ratio_median": round(statistics.median(ours_s) / statistics.median(bare_s), 3),
         "time_ratio_best": round(min(ours_s) / min(bare_s), 3),
-        "rmse_median_bare": bare["rmse_median"], "rmse_median_manymodels": rmse_median,
+        "rmse_median_bare": bare["rmse_median"],
+        "rmse_median_manymodels": rmse_median,
         "rmse_median_rel_diff": round(abs(rmse_median - float(bare["rmse_median"])) / float(bare["rmse_median"]), 6),
         "segments_ok": ours["metrics"].get("segments_ok"),
     }
@@ -58,15 +65,28 @@ def versus_seed(work: Path, segments: int, rows: int, jobs: int, tuned: bool) ->
     ours_s, _ = timed([str(MANYMODELS), "train", "bench", "--workers", str(jobs)], cwd=bundle)
     seed_work = work / "seed-reference"
     shutil.rmtree(seed_work, ignore_errors=True)
-    cmd = [sys.executable, str(SHARED_BENCH / "seed_reference.py"), "--data", str(data), "--workdir", str(seed_work),
-           "--cores", str(jobs)] + (["--tuned"] if tuned else [])
+    cmd = [
+        sys.executable,
+        str(SHARED_BENCH / "seed_reference.py"),
+        "--data",
+        str(data),
+        "--workdir",
+        str(seed_work),
+        "--cores",
+        str(jobs),
+    ] + (["--tuned"] if tuned else [])
     seed_s, out = timed(cmd)
     seed = last_json(out)
     return {
-        "segments": segments, "rows": rows, "jobs": jobs, "tuned": tuned,
-        "seed_wall_s": round(seed_s, 2), "seed_train_s_inside": seed["train_s"],
+        "segments": segments,
+        "rows": rows,
+        "jobs": jobs,
+        "tuned": tuned,
+        "seed_wall_s": round(seed_s, 2),
+        "seed_train_s_inside": seed["train_s"],
         "manymodels_wall_s": round(ours_s, 2),
-        "speedup_wall": round(seed_s / ours_s, 1), "speedup_vs_seed_train_only": round(seed["train_s"] / ours_s, 1),
+        "speedup_wall": round(seed_s / ours_s, 1),
+        "speedup_vs_seed_train_only": round(seed["train_s"] / ours_s, 1),
         "rmse_median_seed": seed["rmse_median"],
     }
 
