@@ -138,6 +138,7 @@ def _run_task(
         elif task.promote is not None:
             model = task.promote.model
             result = promote(config, model, run_id=trained.get(model), take_all=task.promote.all)
+            trained.pop(model, None)  # from here on the champion serves (new, or kept)
         else:
             assert task.score is not None  # noqa: S101 - a task has exactly one kind (schema)
             spec_score = task.score
