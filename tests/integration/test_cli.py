@@ -73,8 +73,9 @@ def test_train_score_runs_show_through_the_cli(tmp_path: Path) -> None:
     code, out, err = cli(tmp_path, "score", "demand", "--data", "to_score", "--out", str(out_path))
     assert code == 0, err
     scores = pd.read_parquet(out_path)
-    assert list(scores.columns) == [*frame.drop(columns=["label"]).columns, "prediction"]
+    assert list(scores.columns) == [*frame.drop(columns=["label"]).columns, "prediction", "model_source"]
     assert scores["prediction"].notna().all() and len(scores) == len(frame)
+    assert set(scores["model_source"]) == {"segment"}  # no fallback in this bundle
 
     code, out, _ = cli(tmp_path, "runs", "demand")
     assert code == 0 and run_id in out
