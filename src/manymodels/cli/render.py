@@ -310,7 +310,7 @@ def versions_table(model: str, registered: str, versions: list[VersionInfo]) -> 
             kind,
             f"{v.segments:,}",
             _when(v.created),
-            v.tags.get("manymodels.promoted_by", "–"),
+            v.tags.get("manymodels.registered_by", "–"),
             origin,
         )
     out.print(table)

@@ -25,7 +25,7 @@ from manymodels.errors import DataError, RegistryError
 from manymodels.jobs.score import PACK_PATH, open_pack, read_input, resolve_run
 from manymodels.jobs.train import training_spec
 from manymodels.registry import Pack, Tracker
-from manymodels.registry.tracking import TAG, RunInfo
+from manymodels.registry.tracking import TAG, RunInfo, current_user
 from manymodels.registry.versions import CHALLENGER, CHAMPION, ModelRegistry, VersionInfo
 from manymodels.segment import SegmentSpec
 from manymodels.segment.fit import OK, evaluation_rows
@@ -342,7 +342,12 @@ def challenger_version(registry: ModelRegistry, run: RunInfo) -> VersionInfo:
     return registry.register(
         run.run_id,
         f"{run.artifact_uri.rstrip('/')}/{PACK_PATH.split('/')[0]}",
-        {TAG + "kind": "run", TAG + "segments": str(segments), TAG + "source_runs": run.run_id},
+        {
+            TAG + "kind": "run",
+            TAG + "segments": str(segments),
+            TAG + "source_runs": run.run_id,
+            TAG + "registered_by": current_user(),
+        },
         description=f"training run {run.run_id} as it was trained",
     )
 

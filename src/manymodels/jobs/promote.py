@@ -197,7 +197,7 @@ def _register(
                 TAG + "kept": str(outcome.kept),
                 TAG + "challenger_run": outcome.challenger_run,
                 TAG + "source_runs": json.dumps(outcome.sources)[:5000],
-                TAG + "promoted_by": current_user(),
+                TAG + "registered_by": current_user(),
                 TAG + "previous_version": str(champion.version) if champion else "",
             },
             description=f"{outcome.promoted} segment(s) from run {outcome.challenger_run}, {outcome.kept} kept",
