@@ -71,7 +71,12 @@ def _check_job(config: BundleConfig, name: str, job: JobSpec) -> list[str]:
                     f"{dep!r} in job {name}{did_you_mean(dep, keys)}"
                 )
         model, kind = task.model, task.kind
-        if model not in res.models:
+        if task.python is not None:
+            try:
+                resolve_entry(task.python)
+            except BundleError as exc:
+                problems.append(f"{config.where((*base, 'python'))}{dotted(base)}.python: {exc}")
+        elif model is not None and model not in res.models:
             field = (kind,) if kind == "train" else (kind, "model")
             problems.append(
                 f"{config.where((*base, *field))}{dotted(base)}.{'.'.join(field)}: no model {model!r} in "

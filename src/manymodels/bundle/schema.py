@@ -235,13 +235,15 @@ class PromoteTaskSpec(Strict):
     all: bool = False
 
 
-_KINDS = ("train", "evaluate", "promote", "score")
+_KINDS = ("train", "evaluate", "promote", "score", "python")
 
 
 class TaskSpec(Strict):
-    """One task of a job: exactly one of `train`, `evaluate`, `promote` or `score`, plus its dependencies.
+    """One task of a job: exactly one of `train`, `evaluate`, `promote`, `score` or `python`, plus its dependencies.
 
     A train task with `changed_only: true` fits only the segments that changed since the champion.
+    A python task calls a function by import path (`my_pkg.features:build`, importable from the
+    bundle's folder and its `src/`) with `parameters` as keyword arguments: a feature step, say.
 
     `evaluate` and `promote` take the model's name alone or a mapping (`{model: demand, data: fresh}`).
     """
@@ -253,6 +255,8 @@ class TaskSpec(Strict):
     evaluate: EvaluateTaskSpec | None = None
     promote: PromoteTaskSpec | None = None
     score: ScoreTaskSpec | None = None
+    python: str | None = Field(default=None, min_length=1)
+    parameters: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("evaluate", "promote", mode="before")
     @classmethod
@@ -267,21 +271,22 @@ class TaskSpec(Strict):
             raise ValueError(f"a task needs exactly one of {', '.join(_KINDS)}; got {got}")
         if self.changed_only and self.train is None:
             raise ValueError("changed_only is for train tasks")
+        if self.parameters and self.python is None:
+            raise ValueError("parameters are for python tasks")
         return self
 
     @property
     def kind(self) -> str:
-        """`train`, `evaluate`, `promote` or `score`."""
+        """`train`, `evaluate`, `promote`, `score` or `python`."""
         return next(k for k in _KINDS if getattr(self, k) is not None)
 
     @property
-    def model(self) -> str:
-        """The model family the task works on."""
+    def model(self) -> str | None:
+        """The model family the task works on (None for a python task)."""
         if self.train is not None:
             return self.train
         spec = self.evaluate or self.promote or self.score
-        assert spec is not None  # noqa: S101 - the validator guarantees one kind
-        return spec.model
+        return spec.model if spec is not None else None
 
 
 class JobSpec(Strict):

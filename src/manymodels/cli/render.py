@@ -329,6 +329,9 @@ def _detail(kind: str, result: Any, error: str | None) -> str:
         return f"{c['won']} won, {c['lost']} lost, {c['tied']} tied, {c['new']} new: {c['promote']} to promote"
     if kind == "promote":
         return f"champion version {result.version}" if result.version else "nothing promoted"
+    if kind == "python":
+        shown = repr(result.value)
+        return f"{result.entry} returned {shown[:80] + '…' if len(shown) > 80 else shown}"
     return f"{result.rows:,} rows -> {result.output} ({result.rows_without_model:,} without model)"
 
 

@@ -14,7 +14,16 @@ from manymodels.jobs.promote import PromoteOutcome, promote
 from manymodels.jobs.score import ScoreOutcome, score, score_with_spark
 from manymodels.jobs.train import TrainOutcome, engine_for, train
 
-Result = TrainOutcome | Evaluation | PromoteOutcome | ScoreOutcome
+
+@dataclass
+class PythonOutcome:
+    """What a python task's function returned (shown shortened in the job's summary)."""
+
+    entry: str
+    value: Any
+
+
+Result = TrainOutcome | Evaluation | PromoteOutcome | ScoreOutcome | PythonOutcome
 
 
 @dataclass
@@ -135,6 +144,8 @@ def _run_task(
             evaluation = evaluate(config, spec.model, run_id=trained.get(spec.model), data=spec.data)
             error = None if evaluation.passed else "gate: " + "; ".join(evaluation.problems)
             result = evaluation
+        elif task.python is not None:
+            result = PythonOutcome(task.python, call_python(config, task.python, task.parameters))
         elif task.promote is not None:
             model = task.promote.model
             result = promote(config, model, run_id=trained.get(model), take_all=task.promote.all)
@@ -152,3 +163,27 @@ def _run_task(
         return TaskOutcome(task.key, task.kind, "failed", time.perf_counter() - start, str(exc))
     status = "ok" if error is None else "failed"
     return TaskOutcome(task.key, task.kind, status, time.perf_counter() - start, error, result)
+
+
+def call_python(config: BundleConfig, entry: str, parameters: dict[str, Any]) -> Any:
+    """Call a python task's function with its parameters; its failure is the task's (a ManymodelsError).
+
+    The bundle's folder and its `src/` are importable, as for estimators, and the function runs
+    in the bundle's folder, so relative paths in its parameters mean what they mean in the bundle.
+    """
+    from contextlib import chdir
+
+    from manymodels.estimators import add_import_roots, resolve_entry
+
+    add_import_roots([str(config.root / "src"), str(config.root)])
+    function = resolve_entry(entry)
+    try:
+        with chdir(config.root):
+            return function(**parameters)
+    except Exception as exc:  # noqa: BLE001 - a user function's error fails its task, not the job runner
+        text = str(exc).strip().splitlines()
+        raise TaskError(f"{entry} raised {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")) from exc
+
+
+class TaskError(ManymodelsError):
+    """A job task's own code failed."""
