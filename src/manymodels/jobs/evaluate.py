@@ -23,7 +23,7 @@ from manymodels.data import read_frame, write_parquet
 from manymodels.engines.base import prepare
 from manymodels.errors import DataError, RegistryError
 from manymodels.jobs.score import PACK_PATH, open_pack, read_input, resolve_run
-from manymodels.jobs.train import training_spec
+from manymodels.jobs.train import development_prefix, training_spec
 from manymodels.registry import Pack, Tracker
 from manymodels.registry.tracking import TAG, RunInfo, current_user
 from manymodels.registry.versions import CHALLENGER, CHAMPION, ModelRegistry, VersionInfo
@@ -69,12 +69,13 @@ class Evaluation:
 
 
 def registered_name(config: BundleConfig, name: str) -> str:
-    """The MLflow registered model of a model family: `registered_model`, else `<bundle>.<target>.<model>`."""
+    """The MLflow registered model of a model family: `registered_model`, else `<bundle>.<target>.<model>`.
+
+    In development mode it is prefixed with `dev_<user>_`, as experiments are.
+    """
     spec = config.model(name)
-    if spec.registered_model:
-        return spec.registered_model
-    raw = f"{config.name}.{config.target}.{name}"
-    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in raw)
+    raw = spec.registered_model or f"{config.name}.{config.target}.{name}"
+    return development_prefix(config) + "".join(c if c.isalnum() or c in "_.-" else "_" for c in raw)
 
 
 def model_registry(config: BundleConfig, name: str, tracker: Tracker | None = None) -> ModelRegistry:

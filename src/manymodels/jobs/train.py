@@ -53,9 +53,19 @@ class TrainOutcome:
 
 
 def experiment_name(config: BundleConfig, model: str) -> str:
-    """The MLflow experiment of a model family on a target."""
+    """The MLflow experiment of a model family on a target (its last part prefixed in development mode)."""
     spec = config.model(model)
-    return spec.experiment or f"{config.name}/{config.target}/{model}"
+    name = spec.experiment or f"{config.name}/{config.target}/{model}"
+    folder, sep, leaf = name.rpartition("/")
+    return f"{folder}{sep}{development_prefix(config)}{leaf}"
+
+
+def development_prefix(config: BundleConfig) -> str:
+    """`dev_<user>_` for a target in `mode: development` (two people's deployments never collide), else ''."""
+    if config.resolved.mode != "development":
+        return ""
+    user = "".join(c if c.isalnum() else "_" for c in current_user().split("@")[0].lower()) or "unknown"
+    return f"dev_{user}_"
 
 
 def segment_spec(config: BundleConfig, model: ModelSpec, features: Sequence[str]) -> SegmentSpec:
