@@ -230,3 +230,22 @@ def test_promotion_calls_do_not_grow_with_the_fleet(tmp_path: Path, mlflow_serve
     assert counts[0][0] == counts[1][0], counts  # tracking and registry calls: the same at 5 and 200 segments
     assert max(counts[0][1], counts[1][1]) <= 40, calls  # artifact files: a few per pack, not per segment
     assert counts[0][0] <= 60, calls
+
+
+def test_clear_errors_before_anything_is_registered(tmp_path: Path) -> None:
+    path = write_bundle(tmp_path, frame=segment_frame(segments=3, rows=40))  # embedded store
+    code, out = cli(tmp_path, "evaluate", "demand")
+    assert code == 1 and "has no successful training run" in out, out
+    code, out = cli(tmp_path, "rollback", "demand")
+    assert code == 1 and "has no champion to roll back" in out, out
+    mm.load_bundle(path).train("demand", workers=1)
+    code, out = cli(tmp_path, "evaluate", "demand", "--data", "to_score")  # no label column there
+    assert code == 2 and "lacks column(s) label" in out, out
+    code, out = cli(tmp_path, "promote", "demand")
+    assert code == 0, out
+    code, out = cli(tmp_path, "rollback", "demand")
+    assert code == 1 and "no previous champion; name a version with --to" in out, out
+    code, out = cli(tmp_path, "rollback", "demand", "--to", "99")
+    assert code == 1 and "has no version 99" in out, out
+    code, out = cli(tmp_path, "models", "nosuch")
+    assert code == 2 and "no model 'nosuch'" in out, out

@@ -18,11 +18,18 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class GitSpec(Strict):
+    """`bundle.git:` what a production deployment must come from."""
+
+    branch: str | None = None
+
+
 class BundleInfo(Strict):
-    """`bundle:` the project's identity."""
+    """`bundle:` the project's identity; `git.branch` is the only branch `mode: production` deploys from."""
 
     name: str = Field(min_length=1)
     description: str | None = None
+    git: GitSpec = Field(default_factory=GitSpec)
 
 
 class VariableSpec(Strict):

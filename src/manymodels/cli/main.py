@@ -1,4 +1,5 @@
-"""`manymodels`: validate, schema, train, evaluate, promote, rollback, models, score, run, runs, show.
+"""`manymodels`: validate, schema, train, evaluate, promote, rollback, models, score, run, runs, show,
+deploy, destroy, summary.
 
 Exit codes: 0 success; 1 the work failed (every segment failed, a task failed); 2 bad input
 (bundle, data, command line), one line per problem, no traceback unless --debug.
@@ -322,11 +323,89 @@ def models_cmd(
     _guarded(body)
 
 
+@app.command("deploy")
+def deploy_cmd(
+    target: TargetOpt = None,
+    var: VarOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Production mode: deploy from a dirty tree or another branch anyway.")
+    ] = False,
+    force_lock: ForceLockOpt = False,
+) -> None:
+    """Create and tag the target's experiments and registered models; record the deployment."""
+    from manymodels.jobs.deploy import deploy
+
+    def body() -> int:
+        config = _checked(target, var)
+        render.deploy_summary(deploy(config, force=force, force_lock=force_lock))
+        return 0
+
+    _guarded(body)
+
+
+@app.command("destroy")
+def destroy_cmd(
+    target: TargetOpt = None,
+    var: VarOpt = None,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask first.")] = False,
+    force_lock: ForceLockOpt = False,
+) -> None:
+    """Remove what deploy made for the target (experiments, registered models and their versions), nothing else."""
+    from manymodels.jobs.deploy import DestroyPlan, destroy
+
+    def body() -> int:
+        config = _checked(target, var)
+
+        def approve(plan: DestroyPlan) -> bool:
+            if not plan.lines():
+                return True
+            render.out.print(f"destroy removes from target {config.target}:", markup=False)
+            for line in plan.lines():
+                render.out.print(f"  {line}", markup=False)
+            if auto_approve:
+                return True
+            try:
+                return typer.confirm("Remove them?", default=False)
+            except typer.Abort:  # no answer (no terminal, end of input) is no
+                return False
+
+        done = destroy(config, approve=approve, force_lock=force_lock)
+        if done is None:
+            render.out.print("nothing removed")
+            return 1
+        render.out.print(f"removed {len(done.lines())} item(s) from target {config.target}")
+        return 0
+
+    _guarded(body)
+
+
+@app.command("summary")
+def summary_cmd(
+    target: TargetOpt = None,
+    var: VarOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (with the resolved bundle).")] = False,
+) -> None:
+    """The target: resolved bundle, last deployment, each model's champion and latest runs."""
+    from manymodels.jobs.deploy import summary
+
+    def body() -> int:
+        config = _checked(target, var)
+        report = summary(config)
+        if as_json:
+            sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+        else:
+            render.target_summary(report)
+        return 0
+
+    _guarded(body)
+
+
 @app.command("run")
 def run_cmd(
     job: Annotated[str, typer.Argument(help="The job (resources.jobs.<name>).")],
     target: TargetOpt = None,
     var: VarOpt = None,
+    force_lock: ForceLockOpt = False,
 ) -> None:
     """Run a job's tasks in dependency order."""
     from contextlib import ExitStack
@@ -360,7 +439,7 @@ def run_cmd(
                 render.err.print(f"task {outcome.key} {outcome.status}: {outcome.error}", markup=False)
 
         with stack:
-            result = run_job(config, job, on_task=on_task, on_done=on_done)
+            result = run_job(config, job, on_task=on_task, on_done=on_done, force_lock=force_lock)
         render.job_summary(result, time.perf_counter() - started)
         return 0 if result.ok else 1
 

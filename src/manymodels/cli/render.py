@@ -26,6 +26,7 @@ from manymodels.bundle.schema import HIGHER_IS_BETTER
 
 if TYPE_CHECKING:  # the jobs layer pulls in MLflow; `--help` and `validate` need none of it
     from manymodels.jobs import JobOutcome, ScoreOutcome, TrainOutcome
+    from manymodels.jobs.deploy import DeployOutcome
     from manymodels.jobs.evaluate import Evaluation
     from manymodels.jobs.promote import PromoteOutcome, RollbackOutcome
     from manymodels.registry import RunInfo
@@ -314,6 +315,49 @@ def versions_table(model: str, registered: str, versions: list[VersionInfo]) -> 
             origin,
         )
     out.print(table)
+
+
+def deploy_summary(outcome: DeployOutcome) -> None:
+    """What a deployment created, re-tagged and recorded."""
+    if not outcome.changed:
+        out.print(f"target {outcome.target}: already deployed (bundle {outcome.bundle_hash}), nothing changed")
+        return
+    table = Table(title=f"deploy {outcome.target}", show_header=False, title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("bundle hash", outcome.bundle_hash)
+    table.add_row("created", "\n".join(outcome.created) or "–")
+    table.add_row("re-tagged", "\n".join(outcome.updated) or "–")
+    table.add_row("record", f"run {outcome.record_run}")
+    out.print(table)
+
+
+def target_summary(report: dict[str, Any]) -> None:
+    """A target at a glance."""
+    table = Table(title=f"{report['bundle']} on target {report['target']}", show_header=False, title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("mode", str(report["mode"] or "–"))
+    table.add_row("tracking", report["tracking_uri"])
+    deployment = report["deployment"]
+    if deployment is None:
+        table.add_row("deployed", "never (manymodels deploy)")
+    else:
+        state = "current" if deployment["current"] else f"the bundle changed since (now {report['bundle_hash']})"
+        table.add_row(
+            "deployed",
+            f"{deployment['at']} by {deployment['by']}, bundle {deployment['bundle_hash']} ({state}), "
+            f"commit {deployment['git_commit'] or '–'}",
+        )
+    out.print(table)
+    models = Table(title="models", title_justify="left")
+    for col in ("model", "registered model", "champion", "latest runs"):
+        models.add_column(col, overflow="fold")
+    for name, m in report["models"].items():
+        champion = m["champion"]
+        runs = ", ".join(f"{r['run_id'][:8]} {r['status']}" for r in m["latest_runs"]) or "–"
+        models.add_row(name, m["registered_model"], f"version {champion['version']}" if champion else "–", runs)
+    out.print(models)
 
 
 def _detail(kind: str, result: Any, error: str | None) -> str:

@@ -25,10 +25,11 @@ from manymodels.errors import DataError, RegistryError
 from manymodels.jobs.score import PACK_PATH, open_pack, read_input, resolve_run
 from manymodels.jobs.train import development_prefix, training_spec
 from manymodels.registry import Pack, Tracker
+from manymodels.registry.compose import SOURCE_RUN
 from manymodels.registry.tracking import TAG, RunInfo, current_user
 from manymodels.registry.versions import CHALLENGER, CHAMPION, ModelRegistry, VersionInfo
 from manymodels.segment import SegmentSpec
-from manymodels.segment.fit import OK, evaluation_rows
+from manymodels.segment.fit import OK, evaluation_rows, row_hashes, segment_fingerprints
 from manymodels.segment.metrics import compute_metrics
 
 EVALUATION_FOLDER = "evaluation"
@@ -155,6 +156,10 @@ def compare(
 ) -> pd.DataFrame:
     """Per segment: evaluation rows and both models' metrics on them, plus each run's status.
 
+    A segment whose challenger model *is* the champion's (carried over by a changed-only run:
+    same source run, same fingerprint) is scored once; on its holdout not at all, as the metric
+    training recorded was computed on those very rows by that very model.
+
     Returns:
         One row per segment of either pack: keys, `rows` (evaluation rows), `challenger` and
         `champion` (`metric`; NaN without a model), the challenger's `run_status`,
@@ -162,34 +167,33 @@ def compare(
     """
     keys_by = list(spec.segment_by)
     data = prepare(frame, keys_by)
+    hashes = row_hashes(data.frame, spec) if holdout and len(data.frame) else None
     positions: list[np.ndarray] = []
     for seg in range(len(data)):
         lo, hi = int(data.starts[seg]), int(data.starts[seg + 1])
-        if holdout:
+        if hashes is not None:
             try:
-                rows = evaluation_rows(data.frame.iloc[lo:hi], spec) + lo
+                rows = evaluation_rows(data.frame.iloc[lo:hi], spec, hashes[lo:hi]) + lo
             except ValueError:  # too few rows to split: nothing to evaluate on
                 rows = np.empty(0, dtype=np.int64)
         else:
             rows = np.arange(lo, hi)
         positions.append(rows)
-    counts = np.array([len(p) for p in positions], dtype=np.int64)
-    taken = np.concatenate(positions) if positions else np.empty(0, dtype=np.int64)
-    rows_frame = data.frame.iloc[taken].reset_index(drop=True)
-    y = pd.to_numeric(rows_frame[spec.label], errors="coerce").to_numpy(dtype=float)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    scored = {"challenger": challenger.predict(rows_frame)["prediction"]}
-    if champion is not None:
-        scored["champion"] = champion.predict(rows_frame)["prediction"]
     evaluated = data.keys.copy()
-    evaluated["rows"] = counts
-    for who, predictions in scored.items():
-        values = predictions.to_numpy(dtype=float, na_value=np.nan)
-        evaluated[who] = [
-            _metric(spec.task, metric, y[lo:hi], values[lo:hi]) for lo, hi in zip(starts[:-1], starts[1:], strict=True)
-        ]
+    evaluated["rows"] = np.array([len(p) for p in positions], dtype=np.int64)
+    shared, recorded = _shared_models(data.keys, challenger, champion, keys_by, metric)
+    everyone = np.ones(len(data), dtype=bool)
+    own = everyone & ~shared
+    scores = _scores(challenger, data.frame, positions, own if holdout else everyone, spec, metric)
+    if holdout:
+        scores[shared] = recorded[shared]
+    evaluated["challenger"] = scores
     if champion is None:
         evaluated["champion"] = np.nan
+    else:
+        champion_scores = _scores(champion, data.frame, positions, own, spec, metric)
+        champion_scores[shared] = scores[shared]
+        evaluated["champion"] = champion_scores
     table = _served(challenger, keys_by).merge(evaluated, on=keys_by, how="outer")
     if champion is not None:
         served = _served(champion, keys_by)[keys_by].assign(has_champion=True)
@@ -200,6 +204,38 @@ def compare(
     table["rows"] = table["rows"].fillna(0).astype(np.int64)
     in_either = table["run_status"].notna().to_numpy() | table["has_champion"].to_numpy()
     return table.loc[in_either].reset_index(drop=True)  # segments no model knows are for the fallback
+
+
+def _scores(
+    pack: Pack, frame: pd.DataFrame, positions: list[np.ndarray], wanted: np.ndarray, spec: SegmentSpec, metric: str
+) -> np.ndarray:
+    """The metric of the pack's predictions on each wanted segment's rows (NaN elsewhere)."""
+    out = np.full(len(positions), np.nan)
+    chosen = np.flatnonzero(wanted)
+    if chosen.size == 0:
+        return out
+    pieces = [positions[i] for i in chosen]
+    rows = frame.iloc[np.concatenate(pieces)].reset_index(drop=True)
+    y = pd.to_numeric(rows[spec.label], errors="coerce").to_numpy(dtype=float)
+    predicted = pack.predict(rows)["prediction"].to_numpy(dtype=float, na_value=np.nan)
+    starts = np.concatenate([[0], np.cumsum([len(p) for p in pieces])])
+    for i, lo, hi in zip(chosen, starts[:-1], starts[1:], strict=True):
+        out[i] = _metric(spec.task, metric, y[lo:hi], predicted[lo:hi])
+    return out
+
+
+def _shared_models(
+    keys: pd.DataFrame, challenger: Pack, champion: Pack | None, keys_by: list[str], metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment of `keys`: whether both packs serve the same model, and the challenger's recorded metric."""
+    none = np.zeros(len(keys), dtype=bool), np.full(len(keys), np.nan)
+    if champion is None or SOURCE_RUN not in challenger.manifest.columns or metric not in challenger.manifest:
+        return none
+    mine = challenger.manifest.loc[challenger.manifest["status"] == OK, [*keys_by, SOURCE_RUN, "fingerprint", metric]]
+    theirs = champion.manifest[[*keys_by, SOURCE_RUN, "fingerprint"]]
+    both = keys.merge(mine, on=keys_by, how="left").merge(theirs, on=keys_by, how="left", suffixes=("", "_champion"))
+    same = (both[SOURCE_RUN] == both[f"{SOURCE_RUN}_champion"]) & (both["fingerprint"] == both["fingerprint_champion"])
+    return same.fillna(False).to_numpy(dtype=bool), both[metric].to_numpy(dtype=float)
 
 
 def _metric(task: str, metric: str, y: np.ndarray, predicted: np.ndarray) -> float:
@@ -301,13 +337,9 @@ def gate_problems(evaluation: Evaluation, model: ModelSpec) -> list[str]:
 
 def _changed_segments(frame: pd.DataFrame, spec: SegmentSpec, challenger: Pack) -> int:
     """How many segments' rows differ from those the challenger trained on (by fingerprint)."""
-    from manymodels.segment.fit import data_fingerprint
-
     data = prepare(frame, list(spec.segment_by))
     current = data.keys.copy()
-    current["now"] = [
-        data_fingerprint(data.frame.iloc[lo:hi], spec) for lo, hi in zip(data.starts[:-1], data.starts[1:], strict=True)
-    ]
+    current["now"] = segment_fingerprints(data.frame, data.starts, spec)
     trained = challenger.manifest[[*spec.segment_by, "fingerprint"]]
     both = current.merge(trained, on=list(spec.segment_by), how="inner")
     return int((both["now"] != both["fingerprint"]).sum())

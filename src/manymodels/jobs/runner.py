@@ -9,6 +9,7 @@ from typing import Any
 
 from manymodels.bundle import BundleConfig, TaskSpec
 from manymodels.errors import BundleError, ManymodelsError
+from manymodels.jobs.deploy import holding_target
 from manymodels.jobs.evaluate import Evaluation, evaluate
 from manymodels.jobs.promote import PromoteOutcome, promote
 from manymodels.jobs.score import ScoreOutcome, score, score_with_spark
@@ -73,6 +74,7 @@ def run_job(
     on_task: Callable[[TaskSpec], dict[str, object]] | None = None,
     on_done: Callable[[TaskOutcome], None] | None = None,
     spark: Any = None,
+    force_lock: bool = False,
 ) -> JobOutcome:
     """Run a job's tasks in dependency order.
 
@@ -85,6 +87,10 @@ def run_job(
         on_task: called before each task; returns extra keyword arguments for it (progress hooks).
         on_done: called after each task with its outcome.
         spark: a SparkSession to run on instead of the target's engine.
+        force_lock: break a target lock left by a process that died.
+
+    Raises:
+        LockedError: a deploy, destroy or another run of this target is going on.
     """
     jobs = config.resolved.resources.jobs
     if name not in jobs:
@@ -93,6 +99,18 @@ def run_job(
         hint = did_you_mean(name, jobs) or f" (jobs: {', '.join(jobs) or 'none'})"
         raise BundleError(f"{config.file.name}: no job {name!r} in resources.jobs{hint}")
     ordered = task_order(jobs[name].tasks)
+    with holding_target(config, f"run {name}", force_lock):
+        return _run(config, ordered, name, on_task, on_done, spark)
+
+
+def _run(
+    config: BundleConfig,
+    ordered: list[TaskSpec],
+    name: str,
+    on_task: Callable[[TaskSpec], dict[str, object]] | None,
+    on_done: Callable[[TaskOutcome], None] | None,
+    spark: Any,
+) -> JobOutcome:
     outcome = JobOutcome(name)
     failed: set[str] = set()
     trained: dict[str, str] = {}

@@ -195,12 +195,41 @@ def local_path(uri: str) -> Path | None:
 
 def git_commit(folder: Path) -> str | None:
     """The git commit of the folder's checkout, or None outside git."""
+    return _git(folder, "rev-parse", "HEAD")
+
+
+def git_branch(folder: Path) -> str | None:
+    """The checked-out branch (None outside git or on a detached HEAD)."""
+    branch = _git(folder, "rev-parse", "--abbrev-ref", "HEAD")
+    return None if branch in (None, "HEAD") else branch
+
+
+def git_dirty(folder: Path, ignore: Path | None = None) -> list[str] | None:
+    """Uncommitted changes of the checkout (`git status --porcelain` lines), but those under `ignore`.
+
+    Returns None outside git.
+    """
+    top = _git(folder, "rev-parse", "--show-toplevel")
+    if top is None or _git(folder, "rev-parse", "HEAD") is None:
+        return None
+    lines = (_git(folder, "status", "--porcelain") or "").splitlines()
+    if ignore is None:
+        return lines
+    try:
+        skip = ignore.resolve().relative_to(Path(top).resolve()).as_posix().rstrip("/") + "/"
+    except ValueError:
+        return lines
+    return [line for line in lines if not (line[3:].strip('"') + "/").startswith(skip)]
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    """A git command's output (fixed arguments, never a shell), or None when git or the checkout is missing."""
     git = shutil.which("git")
     if git is None:
         return None
     try:
         out = subprocess.run(  # noqa: S603 - fixed arguments, no shell
-            [git, "rev-parse", "HEAD"],
+            [git, *args],
             cwd=folder,
             capture_output=True,
             text=True,
@@ -209,7 +238,7 @@ def git_commit(folder: Path) -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def _param_value(value: Any) -> str:

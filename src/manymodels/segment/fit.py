@@ -115,13 +115,18 @@ def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> Segme
     return result
 
 
-def evaluation_rows(frame: pd.DataFrame, spec: SegmentSpec) -> np.ndarray:
+def evaluation_rows(frame: pd.DataFrame, spec: SegmentSpec, hashes: np.ndarray | None = None) -> np.ndarray:
     """Positions in `frame` (one segment's rows) of the rows `fit_segment` holds out for its metrics.
+
+    Args:
+        frame: one segment's rows.
+        spec: the model family's recipe.
+        hashes: `row_hashes(frame, spec)`, when already computed for many segments at once.
 
     Raises:
         SegmentDataError: the rows cannot be split (a time split with nothing after the cutoff).
     """
-    order = np.argsort(row_hashes(frame, spec), kind="stable")
+    order = np.argsort(row_hashes(frame, spec) if hashes is None else hashes, kind="stable")
     _, test = _split(frame.iloc[order], spec)
     return np.asarray(order[test], dtype=np.int64)
 

@@ -1,0 +1,297 @@
+"""Deploy, destroy and summarise a bundle on a target: its experiments and registered models, and a record.
+
+`deploy` creates the experiments and registered models the bundle declares in the target's
+MLflow, tags them (bundle, target, git commit, a content hash of the resolved bundle) and
+records the deployment (who, when, what) as a run of the target's deployment experiment.
+Deploying again with nothing changed changes nothing. `destroy` removes what carries this
+bundle's and target's tags, and nothing else. Deploys, destroys and job runs of one target
+hold the target's lock, so they cannot interleave.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+
+from manymodels.bundle import BundleConfig
+from manymodels.errors import ManymodelsError, RegistryError
+from manymodels.jobs.evaluate import model_registry
+from manymodels.jobs.train import development_prefix, experiment_name
+from manymodels.registry import Tracker
+from manymodels.registry.tracking import TAG, current_user, git_branch, git_commit, git_dirty
+from manymodels.registry.versions import CHAMPION, ModelRegistry
+
+HASH = TAG + "bundle_hash"
+RECORD = "bundle.json"
+
+
+class DeployRefused(ManymodelsError):
+    """A production deployment from a dirty tree or another branch than bundle.git.branch (without --force)."""
+
+    exit_code = 2
+
+
+@dataclass
+class DeployOutcome:
+    """What a deployment did: what it created or re-tagged, and its record (None when nothing changed)."""
+
+    target: str
+    bundle_hash: str
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    record_run: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything was created, re-tagged or recorded."""
+        return bool(self.created or self.updated or self.record_run)
+
+
+def bundle_hash(config: BundleConfig) -> str:
+    """A content hash of the bundle as resolved for the target (what it declares, not how it is written)."""
+    text = config.resolved.model_dump_json()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def deployment_experiment(config: BundleConfig) -> str:
+    """The experiment holding a target's deployment records."""
+    return f"{config.name}/{config.target}/{development_prefix(config)}deployments"
+
+
+def target_lock(config: BundleConfig, tracker: Tracker) -> ModelRegistry:
+    """The registry entry whose lock (`<bundle>.<target>.__target__.lock`) guards a target's deploys, destroys, runs."""
+    raw = f"{config.name}.{config.target}.__target__"
+    safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in raw)
+    return ModelRegistry(tracker, development_prefix(config) + safe)
+
+
+@contextmanager
+def holding_target(config: BundleConfig, purpose: str, force_lock: bool = False) -> Iterator[None]:
+    """Hold the target's lock while `purpose` runs (a second deploy, destroy or run fails, naming the holder)."""
+    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
+    with target_lock(config, tracker).lock(purpose, force=force_lock):
+        yield
+
+
+def check_production(config: BundleConfig) -> list[str]:
+    """Why a production deployment should not go ahead: uncommitted changes, another branch than bundle.git.branch."""
+    if config.resolved.mode != "production":
+        return []
+    problems = []
+    dirty = git_dirty(config.root, ignore=config.embedded_dir)  # the embedded store is scratch, not source
+    if dirty is None:
+        problems.append(f"{config.root} is not a git checkout: production deploys come from a commit")
+    elif dirty:
+        problems.append(f"the git tree has {len(dirty)} uncommitted change(s) (first: {dirty[0].strip()})")
+    wanted = config.resolved.bundle.git.branch
+    branch = git_branch(config.root)
+    if wanted and branch != wanted:
+        problems.append(f"on branch {branch or '(detached)'}, but bundle.git.branch is {wanted!r}")
+    return problems
+
+
+def deploy(config: BundleConfig, force: bool = False, force_lock: bool = False) -> DeployOutcome:
+    """Create and tag the target's experiments and registered models, and record the deployment.
+
+    Raises:
+        DeployRefused: production mode, dirty tree or wrong branch, without `force`.
+        LockedError: another deploy, destroy or run of the target is going on.
+    """
+    problems = check_production(config)
+    if problems and not force:
+        raise DeployRefused(f"target {config.target} is in production mode: " + "; ".join(problems) + " (--force)")
+    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
+    digest = bundle_hash(config)
+    outcome = DeployOutcome(config.target, digest)
+    tags = {
+        TAG + "bundle": config.name,
+        TAG + "target": config.target,
+        HASH: digest,
+        TAG + "git_commit": git_commit(config.root) or "",
+    }
+    with target_lock(config, tracker).lock("deploy", force=force_lock):
+        for name in config.resolved.resources.models:
+            _ensure_experiment(tracker, experiment_name(config, name), {**tags, TAG + "model": name}, outcome)
+            _ensure_registered(model_registry(config, name, tracker), {**tags, TAG + "model": name}, outcome)
+        record_exp = _ensure_experiment(tracker, deployment_experiment(config), tags, outcome)
+        latest = _latest_record(tracker, record_exp)
+        if outcome.created or outcome.updated or latest is None or latest.data.tags.get(HASH) != digest:
+            outcome.record_run = _record(tracker, record_exp, config, tags, outcome)
+    return outcome
+
+
+def _ensure_experiment(tracker: Tracker, name: str, tags: dict[str, str], outcome: DeployOutcome) -> str:
+    client = tracker.client
+    try:
+        existing = client.get_experiment_by_name(name)
+        if existing is None:
+            exp_id = tracker.experiment_id(name)
+            assert exp_id is not None  # noqa: S101 - create=True always returns an id
+            outcome.created.append(f"experiment {name}")
+            stale = tags
+        else:
+            if existing.lifecycle_stage == "deleted":
+                raise RegistryError(f"experiment {name!r} is deleted in {tracker.tracking_uri}; restore or purge it")
+            exp_id = str(existing.experiment_id)
+            stale = {k: v for k, v in tags.items() if existing.tags.get(k) != v}
+            if stale:
+                outcome.updated.append(f"experiment {name}")
+        for key, value in stale.items():
+            client.set_experiment_tag(exp_id, key, value)
+    except MlflowException as exc:
+        where = f"MLflow at {tracker.tracking_uri}"
+        raise RegistryError(f"{where}: cannot deploy experiment {name!r}: {exc.message}") from exc
+    return exp_id
+
+
+def _ensure_registered(registry: ModelRegistry, tags: dict[str, str], outcome: DeployOutcome) -> None:
+    client = registry.client
+    try:
+        if not registry.exists():
+            registry.ensure(tags=tags)
+            outcome.created.append(f"registered model {registry.name}")
+            return
+        current = client.get_registered_model(registry.name).tags or {}
+        stale = {k: v for k, v in tags.items() if current.get(k) != v}
+        for key, value in stale.items():
+            client.set_registered_model_tag(registry.name, key, value)
+        if stale:
+            outcome.updated.append(f"registered model {registry.name}")
+    except MlflowException as exc:
+        raise RegistryError(f"cannot deploy registered model {registry.name!r}: {exc.message}") from exc
+
+
+def _latest_record(tracker: Tracker, exp_id: str) -> Any:
+    try:
+        found = tracker.client.search_runs(
+            [exp_id], f"tags.`{TAG}kind` = 'deploy'", order_by=["attributes.start_time DESC"], max_results=1
+        )
+    except MlflowException as exc:
+        raise RegistryError(f"cannot read the deployment records: {exc.message}") from exc
+    return found[0] if found else None
+
+
+def _record(tracker: Tracker, exp_id: str, config: BundleConfig, tags: dict[str, str], outcome: DeployOutcome) -> str:
+    """One run per deployment: who, when, what (the resolved bundle as an artifact, what changed)."""
+    run_tags = {
+        **tags,
+        TAG + "kind": "deploy",
+        "mlflow.user": current_user(),
+        TAG + "created": json.dumps(outcome.created)[:5000],
+        TAG + "updated": json.dumps(outcome.updated)[:5000],
+    }
+    run_id, _ = tracker.start_run(exp_id, f"deploy-{time.strftime('%Y%m%d-%H%M%S')}", run_tags, {})
+    with tempfile.TemporaryDirectory(prefix="manymodels-deploy-") as tmp:
+        (Path(tmp) / RECORD).write_text(config.resolved.model_dump_json(indent=2), encoding="utf-8")
+        tracker.finish_run(run_id, {}, True, artifacts=Path(tmp))
+    return run_id
+
+
+@dataclass
+class DestroyPlan:
+    """What `destroy` would remove: experiments (id, name) and registered models carrying the target's tags."""
+
+    experiments: list[tuple[str, str]] = field(default_factory=list)
+    registered_models: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """One line per thing removed."""
+        return [f"experiment {name}" for _, name in self.experiments] + [
+            f"registered model {name} (all its versions)" for name in self.registered_models
+        ]
+
+
+def destroy_plan(config: BundleConfig) -> DestroyPlan:
+    """The experiments and registered models deploy (or training) made for this bundle on this target."""
+    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
+    plan = DestroyPlan()
+    mine = {TAG + "bundle": config.name, TAG + "target": config.target}
+    names = [experiment_name(config, m) for m in config.resolved.resources.models] + [deployment_experiment(config)]
+    for name in names:
+        found = tracker.client.get_experiment_by_name(name)
+        if found is not None and found.lifecycle_stage == "active" and _tagged(found.tags, mine):
+            plan.experiments.append((str(found.experiment_id), name))
+    for model in config.resolved.resources.models:
+        registry = model_registry(config, model, tracker)
+        if registry.exists() and _tagged(tracker.client.get_registered_model(registry.name).tags or {}, mine):
+            plan.registered_models.append(registry.name)
+    return plan
+
+
+def _tagged(tags: dict[str, str], wanted: dict[str, str]) -> bool:
+    return all(tags.get(k) == v for k, v in wanted.items())
+
+
+def destroy(
+    config: BundleConfig, approve: Callable[[DestroyPlan], bool] | None = None, force_lock: bool = False
+) -> DestroyPlan | None:
+    """Remove what this bundle deployed on this target; returns what went, or None when `approve` said no.
+
+    Experiments are renamed (so the names are free to deploy again) and deleted; registered
+    models are deleted with their versions.
+    """
+    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
+    with target_lock(config, tracker).lock("destroy", force=force_lock):
+        plan = destroy_plan(config)
+        if approve is not None and not approve(plan):
+            return None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        try:
+            for name in plan.registered_models:
+                tracker.client.delete_registered_model(name)
+            for exp_id, name in plan.experiments:
+                tracker.client.rename_experiment(exp_id, f"{name} (destroyed {stamp} {exp_id})")
+                tracker.client.delete_experiment(exp_id)
+        except MlflowException as exc:
+            raise RegistryError(f"MLflow at {tracker.tracking_uri}: destroy stopped: {exc.message}") from exc
+    return plan
+
+
+def summary(config: BundleConfig, runs: int = 3) -> dict[str, Any]:
+    """The target at a glance: the resolved bundle, the last deployment, each model's champion and latest runs."""
+    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
+    exp = tracker.experiment_id(deployment_experiment(config), create=False)
+    record = _latest_record(tracker, exp) if exp is not None else None
+    deployment = None
+    if record is not None:
+        tags = record.data.tags
+        deployment = {
+            "run_id": record.info.run_id,
+            "by": tags.get("mlflow.user"),
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.info.start_time / 1000)),
+            "bundle_hash": tags.get(HASH),
+            "git_commit": tags.get(TAG + "git_commit") or None,
+            "current": tags.get(HASH) == bundle_hash(config),
+        }
+    models = {}
+    for name in config.resolved.resources.models:
+        registry = model_registry(config, name, tracker)
+        champion = registry.by_alias(CHAMPION)
+        latest = tracker.runs(experiment_name(config, name), name, limit=runs)
+        models[name] = {
+            "experiment": experiment_name(config, name),
+            "registered_model": registry.name,
+            "champion": {"version": champion.version, "segments": champion.segments} if champion else None,
+            "latest_runs": [
+                {"run_id": r.run_id, "status": r.status, "segments_ok": r.metrics.get("segments_ok")} for r in latest
+            ],
+        }
+    return {
+        "bundle": config.name,
+        "target": config.target,
+        "mode": config.resolved.mode,
+        "tracking_uri": config.tracking_uri,
+        "bundle_hash": bundle_hash(config),
+        "deployment": deployment,
+        "models": models,
+        "resolved": json.loads(config.resolved.model_dump_json()),
+    }

@@ -1,0 +1,129 @@
+"""deploy / destroy / summary against a real `mlflow server`, read back with MLflow's own client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from helpers import edit_bundle, model_block, segment_frame, write_bundle
+from manymodels.cli.main import app
+from manymodels.registry import Tracker
+from manymodels.registry.versions import ModelRegistry
+
+runner = CliRunner()
+
+
+def cli(root: Path, *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["--bundle", str(root), *args], env={"COLUMNS": "200"})
+    return result.exit_code, result.output
+
+
+def two_targets(root: Path, uri: str) -> Path:
+    path = write_bundle(root, frame=segment_frame(segments=3, rows=40), tracking_uri=uri,
+                        models={"demand": model_block(), "price": model_block()},
+                        extra={"bundle": {"name": f"dep-{root.name[-12:]}"}})
+    edit_bundle(path, lambda doc: doc["targets"].update(staging={"tracking_uri": uri}))
+    return path
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True,
+                   capture_output=True)
+
+
+@pytest.mark.slow
+def test_deploy_redeploy_second_target_destroy(tmp_path: Path, mlflow_server: str) -> None:
+    path = two_targets(tmp_path, mlflow_server)
+    client = MlflowClient(mlflow_server)
+    code, out = cli(tmp_path, "deploy", "-t", "dev")
+    assert code == 0, out
+    bundle = f"dep-{tmp_path.name[-12:]}"
+    for model in ("demand", "price"):
+        exp = client.get_experiment_by_name(f"{bundle}/dev/{model}")
+        assert exp is not None and exp.tags["manymodels.target"] == "dev"
+        assert len(exp.tags["manymodels.bundle_hash"]) == 16
+        reg = client.get_registered_model(f"{bundle}.dev.{model}")
+        assert reg.tags["manymodels.bundle"] == bundle and reg.tags["manymodels.model"] == model
+    records = client.search_runs([client.get_experiment_by_name(f"{bundle}/dev/deployments").experiment_id])
+    assert len(records) == 1 and records[0].data.tags["manymodels.kind"] == "deploy"
+    assert records[0].data.tags["mlflow.user"]
+
+    code, out = cli(tmp_path, "deploy", "-t", "dev")  # nothing changed: nothing happens
+    assert code == 0 and "nothing changed" in out, out
+    assert len(client.search_runs([records[0].info.experiment_id])) == 1
+
+    code, out = cli(tmp_path, "deploy", "-t", "staging")  # same server, its own everything
+    assert code == 0, out
+    assert client.get_registered_model(f"{bundle}.staging.demand").tags["manymodels.target"] == "staging"
+
+    code, out = cli(tmp_path, "summary", "-t", "dev", "--json")
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["deployment"]["current"] is True and report["target"] == "dev"
+    assert report["models"]["demand"]["registered_model"] == f"{bundle}.dev.demand"
+    assert report["resolved"]["target"] == "dev"
+
+    edit_bundle(path, lambda doc: doc["resources"]["models"]["demand"].update(min_rows=7))
+    code, out = cli(tmp_path, "summary", "-t", "dev", "--json")
+    assert json.loads(out)["deployment"]["current"] is False  # the bundle changed since
+    code, out = cli(tmp_path, "deploy", "-t", "dev")
+    assert code == 0 and "re-tagged" in out, out
+    assert len(client.search_runs([records[0].info.experiment_id])) == 2
+
+    code, out = cli(tmp_path, "destroy", "-t", "dev")  # asks first; no answer is no
+    assert code == 1 and "nothing removed" in out, out
+    assert client.get_experiment_by_name(f"{bundle}/dev/demand").lifecycle_stage == "active"
+    code, out = cli(tmp_path, "destroy", "-t", "dev", "--auto-approve")
+    assert code == 0, out
+    assert client.get_experiment_by_name(f"{bundle}/dev/demand") is None
+    assert client.search_registered_models(f"name = '{bundle}.dev.demand'") == []
+    staging = client.get_experiment_by_name(f"{bundle}/staging/demand")  # the other target is intact
+    assert staging is not None and staging.lifecycle_stage == "active"
+    assert client.get_registered_model(f"{bundle}.staging.price") is not None
+    code, out = cli(tmp_path, "deploy", "-t", "dev")  # and the names are free again
+    assert code == 0, out
+
+
+@pytest.mark.slow
+def test_a_second_deploy_or_run_while_one_holds_the_target_fails_naming_the_holder(
+        tmp_path: Path, mlflow_server: str) -> None:
+    two_targets(tmp_path, mlflow_server)
+    bundle = f"dep-{tmp_path.name[-12:]}"
+    lock = ModelRegistry(Tracker(mlflow_server), f"{bundle}.dev.__target__")
+    with lock.lock("deploy"):
+        code, out = cli(tmp_path, "deploy", "-t", "dev")
+        assert code == 1 and "is locked by" in out and "deploy, since" in out, out
+        code, out = cli(tmp_path, "run", "weekly", "-t", "dev")
+        assert code == 1 and "is locked by" in out, out
+        code, out = cli(tmp_path, "deploy", "-t", "staging")  # another target is free
+        assert code == 0, out
+    with lock.lock("deploy"):  # a lock left by a dead process: --force-lock breaks it
+        code, out = cli(tmp_path, "deploy", "-t", "dev", "--force-lock")
+    assert code == 0, out
+
+
+def test_production_refuses_a_dirty_tree_or_another_branch(tmp_path: Path) -> None:
+    path = write_bundle(tmp_path)
+    edit_bundle(path, lambda doc: (doc["targets"].update(prod={"mode": "production"}),
+                                   doc["bundle"].update(git={"branch": "main"})))
+    code, out = cli(tmp_path, "deploy", "-t", "prod")
+    assert code == 2 and "not a git checkout" in out, out
+    git(tmp_path, "init", "-q", "-b", "feature")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "x")
+    code, out = cli(tmp_path, "deploy", "-t", "prod")
+    assert code == 2 and "on branch feature, but bundle.git.branch is 'main'" in out, out
+    git(tmp_path, "checkout", "-q", "-b", "main")
+    (tmp_path / "notes.txt").write_text("uncommitted")
+    code, out = cli(tmp_path, "deploy", "-t", "prod")
+    assert code == 2 and "1 uncommitted change(s)" in out and "--force" in out, out
+    code, out = cli(tmp_path, "deploy", "-t", "prod", "--force")
+    assert code == 0, out
+    (tmp_path / "notes.txt").unlink()
+    code, out = cli(tmp_path, "deploy", "-t", "prod")
+    assert code == 0, out
