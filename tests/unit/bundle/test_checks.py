@@ -98,4 +98,5 @@ def test_a_task_of_two_kinds_is_refused_with_its_line(tmp_path: Path) -> None:
     with pytest.raises(BundleError) as caught:
         load_config(path)
     text = str(caught.value)
-    assert "manymodels.yml:" in text and "exactly one of train, evaluate, promote, score, python; got train, promote" in text
+    assert "manymodels.yml:" in text
+    assert "exactly one of train, evaluate, promote, score, python; got train, promote" in text
