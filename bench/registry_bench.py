@@ -2,9 +2,9 @@
 """Retrain-only-what-changed and promotion at fleet scale, against a real `mlflow server` on 127.0.0.1.
 
 Week one: a full `manymodels train`, then `promote --all` (the first champion). Week two: the
-same segments with 1% of them given new rows; `train --changed-only` against a full `train` of
-the same data (whole commands, interpreter start included), then `evaluate` + `promote` of the
-changed-only run with every MLflow HTTP request counted.
+same segments with 1% of them given new labels; `train --changed-only` against a full `train` of
+the same data (whole commands, interpreter start included), then `evaluate` (on the holdout, and
+on fresh rows) + `promote` of the changed-only run with every MLflow HTTP request counted.
 
     python bench/registry_bench.py                          # 10,000 segments x 200 rows, 1% changed
     python bench/registry_bench.py --segments 2000 --rows 100
@@ -28,6 +28,8 @@ import pandas as pd
 import yaml
 
 from _common import MANYMODELS, REPO, make_data, timed, write_bundle
+
+SHIFT = 5.0  # how far the changed segments' truth moves: well above what a refit of unchanged rows varies by
 
 
 def free_port() -> int:
@@ -74,13 +76,13 @@ def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def change_some(data: Path, out: Path, fraction: float) -> int:
-    """Week two: the same rows, but `fraction` of the segments get fresh labels (shifted by 1.0)."""
+    """Week two: the same rows, but `fraction` of the segments' labels shifted by SHIFT (their truth moved)."""
     frame = pd.read_parquet(data)
     segments = np.sort(frame["segment"].unique())
     count = max(1, round(len(segments) * fraction))
     changed = set(segments[:: max(1, len(segments) // count)][:count])
     mask = frame["segment"].isin(changed)
-    frame.loc[mask, "label"] += 1.0
+    frame.loc[mask, "label"] += SHIFT
     frame.to_parquet(out, index=False)
     return len(changed)
 
@@ -100,6 +102,9 @@ def main() -> None:
     week2 = work / "week2.parquet"
     work.mkdir(parents=True, exist_ok=True)
     changed = change_some(week1, week2, args.changed)
+    fresh_rows = args.work / f"data-{args.segments}x{args.rows // 4}-fresh.parquet"
+    fresh = work / "fresh.parquet"  # fresh rows of week two's truth, to evaluate on
+    change_some(make_data(fresh_rows, args.segments, args.rows // 4, sample=1), fresh, args.changed)
     server, uri = start_server(work / "mlflow")
     try:
         bundle = work / "bundle"
@@ -131,6 +136,9 @@ def main() -> None:
         evaluation = project.evaluate("bench", run_id=changed_run.run_id)
         evaluate_s = time.perf_counter() - start
         evaluate_calls = len(calls)
+        start = time.perf_counter()
+        on_fresh = project.evaluate("bench", run_id=changed_run.run_id, data=str(fresh))
+        evaluate_fresh_s = time.perf_counter() - start
         calls.clear()
         start = time.perf_counter()
         outcome = project.promote("bench", run_id=changed_run.run_id)
@@ -155,6 +163,9 @@ def main() -> None:
         "evaluate_s": round(evaluate_s, 2),
         "evaluate_http_requests": evaluate_calls,
         "evaluation_counts": evaluation.counts,
+        "evaluation_warnings": evaluation.warnings,
+        "evaluate_fresh_rows_s": round(evaluate_fresh_s, 2),
+        "evaluation_fresh_counts": on_fresh.counts,
         "promote_s": round(promote_s, 2),
         "promote_http_requests": len(promote_calls),
         "promote_artifact_requests": sum("/mlflow-artifacts/" in c for c in promote_calls),

@@ -59,6 +59,9 @@ def test_changed_only_trains_changed_and_new_segments_and_carries_the_rest(tmp_p
     statuses = evaluation.table.set_index("segment")["status"]
     assert set(statuses[carried.index]) == {"tied"} and statuses["seg_new"] == "new"
     assert statuses["seg_007"] == "absent"
+    assert evaluation.warnings == [  # seg_000's rows changed: a random split mixes the champion's training rows in
+        "1 segment(s) have other rows than the champion trained on: with a random split their holdout includes "
+        "rows the champion trained on, which flatters it; evaluate on fresh rows (--data) or split by time"]
 
 
 def test_nothing_changed_carries_everything_and_new_params_retrain_everything(tmp_path: Path) -> None:

@@ -140,12 +140,8 @@ def evaluate(
         table=table,
     )
     result.problems = gate_problems(result, model)
-    changed = _changed_segments(frame, spec, challenger_pack) if holdout else 0
-    if changed:
-        result.warnings.append(
-            f"{changed:,} segment(s) have other rows than the challenger trained on: their holdout may "
-            "include rows it trained on (evaluate on fresh data with --data)"
-        )
+    if holdout:
+        result.warnings += _holdout_warnings(frame, spec, challenger_pack, champion_pack)
     if save:
         result.artifact = save_evaluation(tracker, registry, challenger, champion, result)
     return result
@@ -335,14 +331,30 @@ def gate_problems(evaluation: Evaluation, model: ModelSpec) -> list[str]:
     return problems
 
 
-def _changed_segments(frame: pd.DataFrame, spec: SegmentSpec, challenger: Pack) -> int:
-    """How many segments' rows differ from those the challenger trained on (by fingerprint)."""
+def _holdout_warnings(frame: pd.DataFrame, spec: SegmentSpec, challenger: Pack, champion: Pack | None) -> list[str]:
+    """Where a holdout comparison is not fair: rows changed since either side trained (by fingerprint).
+
+    A random split of changed rows is a new split: some of today's holdout rows were training
+    rows of the run that trained on the older rows, which flatters that run (the champion, as a
+    rule). A time split is fair as long as the cutoff only moves forward.
+    """
     data = prepare(frame, list(spec.segment_by))
     current = data.keys.copy()
     current["now"] = segment_fingerprints(data.frame, data.starts, spec)
-    trained = challenger.manifest[[*spec.segment_by, "fingerprint"]]
-    both = current.merge(trained, on=list(spec.segment_by), how="inner")
-    return int((both["now"] != both["fingerprint"]).sum())
+    warnings = []
+    sides = [("the challenger", challenger)] + ([("the champion", champion)] if champion is not None else [])
+    for who, pack in sides:
+        ok = pack.manifest.loc[pack.manifest["status"] == OK, [*spec.segment_by, "fingerprint"]]
+        both = current.merge(ok, on=list(spec.segment_by), how="inner")
+        rows_now = both["now"].str.split("-", n=1).str[1]  # a fingerprint is <spec>-<rows>-<hash of rows>
+        rows_then = both["fingerprint"].astype(str).str.split("-", n=1).str[1]
+        changed = int((rows_now != rows_then).sum())
+        if changed and spec.split_by is None:
+            warnings.append(
+                f"{changed:,} segment(s) have other rows than {who} trained on: with a random split their holdout "
+                f"includes rows {who} trained on, which flatters it; evaluate on fresh rows (--data) or split by time"
+            )
+    return warnings
 
 
 def save_evaluation(
