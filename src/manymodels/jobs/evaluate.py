@@ -20,7 +20,7 @@ import pandas as pd
 from manymodels.bundle import BundleConfig, ModelSpec
 from manymodels.bundle.schema import HIGHER_IS_BETTER
 from manymodels.data import read_frame, write_parquet
-from manymodels.engines.base import prepare
+from manymodels.engines.base import PreparedData, prepare
 from manymodels.errors import DataError, RegistryError
 from manymodels.jobs.score import PACK_PATH, open_pack, read_input, resolve_run
 from manymodels.jobs.train import development_prefix, training_spec
@@ -129,7 +129,9 @@ def evaluate(
     if missing:
         raise DataError(f"{described}: lacks column(s) {', '.join(missing)} that evaluating {name!r} needs")
     metric = model.promotion_metric
-    table = decide(compare(frame, spec, challenger_pack, champion_pack, holdout, metric), model, metric)
+    prepared = prepare(frame, list(spec.segment_by))
+    hashes = row_hashes(prepared.frame, spec) if holdout and len(prepared.frame) else None
+    table = decide(compare(prepared, hashes, spec, challenger_pack, champion_pack, metric), model, metric)
     result = Evaluation(
         model=name,
         metric=metric,
@@ -141,16 +143,24 @@ def evaluate(
     )
     result.problems = gate_problems(result, model)
     if holdout:
-        result.warnings += _holdout_warnings(frame, spec, challenger_pack, champion_pack)
+        result.warnings += _holdout_warnings(prepared, hashes, spec, challenger_pack, champion_pack)
     if save:
         result.artifact = save_evaluation(tracker, registry, challenger, champion, result)
     return result
 
 
 def compare(
-    frame: pd.DataFrame, spec: SegmentSpec, challenger: Pack, champion: Pack | None, holdout: bool, metric: str
+    data: PreparedData,
+    hashes: np.ndarray | None,
+    spec: SegmentSpec,
+    challenger: Pack,
+    champion: Pack | None,
+    metric: str,
 ) -> pd.DataFrame:
     """Per segment: evaluation rows and both models' metrics on them, plus each run's status.
+
+    `hashes` (the rows' `row_hashes`) selects each segment's holdout as training split it;
+    None evaluates on every row.
 
     A segment whose challenger model *is* the champion's (carried over by a changed-only run:
     same source run, same fingerprint) is scored once; on its holdout not at all, as the metric
@@ -162,8 +172,7 @@ def compare(
         `error` and training `train_rows`, and whether the champion serves it (`has_champion`).
     """
     keys_by = list(spec.segment_by)
-    data = prepare(frame, keys_by)
-    hashes = row_hashes(data.frame, spec) if holdout and len(data.frame) else None
+    holdout = hashes is not None
     positions: list[np.ndarray] = []
     for seg in range(len(data)):
         lo, hi = int(data.starts[seg]), int(data.starts[seg + 1])
@@ -331,16 +340,17 @@ def gate_problems(evaluation: Evaluation, model: ModelSpec) -> list[str]:
     return problems
 
 
-def _holdout_warnings(frame: pd.DataFrame, spec: SegmentSpec, challenger: Pack, champion: Pack | None) -> list[str]:
+def _holdout_warnings(
+    data: PreparedData, hashes: np.ndarray | None, spec: SegmentSpec, challenger: Pack, champion: Pack | None
+) -> list[str]:
     """Where a holdout comparison is not fair: rows changed since either side trained (by fingerprint).
 
     A random split of changed rows is a new split: some of today's holdout rows were training
     rows of the run that trained on the older rows, which flatters that run (the champion, as a
     rule). A time split is fair as long as the cutoff only moves forward.
     """
-    data = prepare(frame, list(spec.segment_by))
     current = data.keys.copy()
-    current["now"] = segment_fingerprints(data.frame, data.starts, spec)
+    current["now"] = segment_fingerprints(data.frame, data.starts, spec, hashes)
     warnings = []
     sides = [("the challenger", challenger)] + ([("the champion", champion)] if champion is not None else [])
     for who, pack in sides:

@@ -65,15 +65,19 @@ def data_fingerprint(frame: pd.DataFrame, spec: SegmentSpec, hashes: np.ndarray 
     return f"{spec.fingerprint}-{len(frame)}-{total:016x}"
 
 
-def segment_fingerprints(frame: pd.DataFrame, starts: np.ndarray, spec: SegmentSpec) -> list[str]:
+def segment_fingerprints(
+    frame: pd.DataFrame, starts: np.ndarray, spec: SegmentSpec, hashes: np.ndarray | None = None
+) -> list[str]:
     """`data_fingerprint` of every segment of a frame grouped by segment (`starts`: where each begins).
 
-    The rows are hashed once, then summed per segment (wrapping, as `data_fingerprint` does).
+    The rows are hashed once (or `hashes`, `row_hashes(frame, spec)` computed already), then
+    summed per segment (wrapping, as `data_fingerprint` does).
     """
     if len(starts) <= 1:
         return []
     sizes = np.diff(starts)
-    hashes = row_hashes(frame, spec) if len(frame) else np.empty(0, dtype=np.uint64)
+    if hashes is None:
+        hashes = row_hashes(frame, spec) if len(frame) else np.empty(0, dtype=np.uint64)
     with np.errstate(over="ignore"):
         totals = np.add.reduceat(hashes, starts[:-1]) if len(hashes) else np.zeros(len(sizes), dtype=np.uint64)
     return [
