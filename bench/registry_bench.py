@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from _common import MANYMODELS, REPO, make_data, timed, write_bundle
@@ -106,6 +107,7 @@ def main() -> None:
     fresh = work / "fresh.parquet"  # fresh rows of week two's truth, to evaluate on
     change_some(make_data(fresh_rows, args.segments, args.rows // 4, sample=1), fresh, args.changed)
     server, uri = start_server(work / "mlflow")
+    patch: pytest.MonkeyPatch | None = None
     try:
         bundle = work / "bundle"
         path = write_bundle(bundle, week1)
@@ -127,11 +129,8 @@ def main() -> None:
         changed_run = project.runs("bench", limit=1)[0]
         full_s, _ = timed(cmd, cwd=bundle)  # the same week-two data, every segment fitted
 
-        class Patch:  # count_tracking_calls wants pytest's monkeypatch; this is the part it uses
-            def setattr(self, target: object, name: str, value: object) -> None:
-                setattr(target, name, value)
-
-        calls = count_tracking_calls(Patch())
+        patch = pytest.MonkeyPatch()  # what count_tracking_calls patches with; undone below
+        calls = count_tracking_calls(patch)
         start = time.perf_counter()
         evaluation = project.evaluate("bench", run_id=changed_run.run_id)
         evaluate_s = time.perf_counter() - start
@@ -145,6 +144,8 @@ def main() -> None:
         promote_s = time.perf_counter() - start
         promote_calls = list(calls)
     finally:
+        if patch is not None:
+            patch.undo()
         server.terminate()
         server.wait(timeout=30)
     metrics = changed_run.metrics

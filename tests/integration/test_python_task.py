@@ -32,7 +32,8 @@ def broken(**_: object) -> None:
 '''
 
 
-def feature_bundle(root: Path) -> Path:
+def feature_bundle(root: Path, entry: str = "my_features:build") -> Path:
+    """The bundle with a `features` python task (calling `entry`) before `train`."""
     path = write_bundle(root, frame=segment_frame(segments=4, rows=60))
     (root / "src" / "my_features").mkdir(parents=True)
     (root / "src" / "my_features" / "__init__.py").write_text(FEATURES)
@@ -41,7 +42,7 @@ def feature_bundle(root: Path) -> Path:
         doc["resources"]["datasets"]["features"] = {"path": "data/features.parquet"}
         doc["resources"]["models"]["demand"].update(dataset="features", features=["f0", "f1", "f2", "f3"])
         doc["resources"]["jobs"]["weekly"]["tasks"] = [
-            {"key": "features", "python": "my_features:build",
+            {"key": "features", "python": entry,
              "parameters": {"source": "${var.data_root}/train.parquet", "out": "data/features.parquet",
                             "factor": 2.0}},
             {"key": "train", "depends_on": ["features"], "train": "demand"},
@@ -62,9 +63,7 @@ def test_a_python_task_builds_features_before_training(tmp_path: Path) -> None:
 
 
 def test_a_failing_python_task_fails_the_job_and_skips_what_depends_on_it(tmp_path: Path) -> None:
-    path = feature_bundle(tmp_path)
-    edit_bundle(path, lambda doc: doc["resources"]["jobs"]["weekly"]["tasks"][0].update(
-        python="my_features:broken"))
+    path = feature_bundle(tmp_path, entry="my_features:broken")
     result = runner.invoke(app, ["--bundle", str(path), "run", "weekly"], env={"COLUMNS": "200"})
     assert result.exit_code == 1, result.output
     assert "my_features:broken raised RuntimeError: the warehouse is closed" in result.output
@@ -72,9 +71,7 @@ def test_a_failing_python_task_fails_the_job_and_skips_what_depends_on_it(tmp_pa
 
 
 def test_a_python_task_that_cannot_be_imported_is_a_located_error(tmp_path: Path) -> None:
-    path = feature_bundle(tmp_path)
-    edit_bundle(path, lambda doc: doc["resources"]["jobs"]["weekly"]["tasks"][0].update(
-        python="my_features:biuld"))
+    path = feature_bundle(tmp_path, entry="my_features:biuld")
     result = runner.invoke(app, ["--bundle", str(path), "validate", "--no-data"])
     assert result.exit_code == 2
     assert "resources.jobs.weekly.tasks[0].python: module 'my_features' has no 'biuld'" in result.output

@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from mlflow.exceptions import MlflowException
 
 from manymodels.bundle import BundleConfig
 from manymodels.errors import ManymodelsError, RegistryError
-from manymodels.jobs.evaluate import model_registry
+from manymodels.jobs.evaluate import model_registry, registry_name
 from manymodels.jobs.train import development_prefix, experiment_name
 from manymodels.registry import Tracker
 from manymodels.registry.tracking import TAG, current_user, git_branch, git_commit, git_dirty
@@ -69,9 +67,7 @@ def deployment_experiment(config: BundleConfig) -> str:
 
 def target_lock(config: BundleConfig, tracker: Tracker) -> ModelRegistry:
     """The registry entry whose lock (`<bundle>.<target>.__target__.lock`) guards a target's deploys, destroys, runs."""
-    raw = f"{config.name}.{config.target}.__target__"
-    safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in raw)
-    return ModelRegistry(tracker, development_prefix(config) + safe)
+    return ModelRegistry(tracker, registry_name(config, f"{config.name}.{config.target}.__target__"))
 
 
 @contextmanager
@@ -189,10 +185,10 @@ def _record(tracker: Tracker, exp_id: str, config: BundleConfig, tags: dict[str,
         TAG + "created": json.dumps(outcome.created)[:5000],
         TAG + "updated": json.dumps(outcome.updated)[:5000],
     }
-    run_id, _ = tracker.start_run(exp_id, f"deploy-{time.strftime('%Y%m%d-%H%M%S')}", run_tags, {})
-    with tempfile.TemporaryDirectory(prefix="manymodels-deploy-") as tmp:
-        (Path(tmp) / RECORD).write_text(config.resolved.model_dump_json(indent=2), encoding="utf-8")
-        tracker.finish_run(run_id, {}, True, artifacts=Path(tmp))
+    run_id, artifact_uri = tracker.start_run(exp_id, f"deploy-{time.strftime('%Y%m%d-%H%M%S')}", run_tags, {})
+    with tracker.run_folder(run_id, artifact_uri) as folder:
+        (folder.path / RECORD).write_text(config.resolved.model_dump_json(indent=2), encoding="utf-8")
+        tracker.finish_run(run_id, {}, True, artifacts=folder.upload)
     return run_id
 
 

@@ -76,6 +76,11 @@ def registered_name(config: BundleConfig, name: str) -> str:
     """
     spec = config.model(name)
     raw = spec.registered_model or f"{config.name}.{config.target}.{name}"
+    return registry_name(config, raw)
+
+
+def registry_name(config: BundleConfig, raw: str) -> str:
+    """A registered model name for the target: characters MLflow may refuse replaced, development prefix added."""
     return development_prefix(config) + "".join(c if c.isalnum() or c in "_.-" else "_" for c in raw)
 
 

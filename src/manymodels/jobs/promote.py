@@ -10,11 +10,8 @@ that fails on the way leaves the old champion serving. The old champion keeps al
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import pandas as pd
 
@@ -33,7 +30,7 @@ from manymodels.jobs.train import experiment_name
 from manymodels.registry import Pack, Tracker
 from manymodels.registry.compose import SOURCE_RUN, compose_pack
 from manymodels.registry.pyfunc import save_pack_model
-from manymodels.registry.tracking import TAG, current_user, local_path
+from manymodels.registry.tracking import TAG, current_user
 from manymodels.registry.versions import CHAMPION, PREVIOUS, ModelRegistry, VersionInfo
 from manymodels.segment.fit import OK
 
@@ -169,24 +166,15 @@ def _register(
     }
     run_id, artifact_uri = tracker.start_run(exp_id, f"{name}-promote-{time.strftime('%Y%m%d-%H%M%S')}", tags, params)
     outcome.run_id = run_id
-    staged = local_path(artifact_uri)
-    staging = staged if staged is not None else Path(tempfile.mkdtemp(prefix=f"manymodels-{run_id}-"))
-    version = None
-    try:
-        pack_dir = save_pack_model(staging / "model")
+    with tracker.run_folder(run_id, artifact_uri) as folder:
+        pack_dir = save_pack_model(folder.path / "model")
         info = replace(challenger.info, run_id=run_id, extra={"kind": "composite"})
         manifest = compose_pack(pack_dir, info, parts, fallback_from=[pack for pack, _ in parts])
-        write_parquet(table, staging / PROMOTION_TABLE)
+        write_parquet(table, folder.path / PROMOTION_TABLE)
         sources = manifest[SOURCE_RUN].value_counts().to_dict()
         outcome.sources = {str(k): int(v) for k, v in sources.items()}
         summary = {"segments_promoted": float(outcome.promoted), "segments_kept": float(outcome.kept)}
-        tracker.finish_run(
-            run_id,
-            summary,
-            True,
-            artifacts=None if staged is not None else staging,
-            tags={TAG + "segments": str(len(manifest))},
-        )
+        tracker.finish_run(run_id, summary, True, artifacts=folder.upload, tags={TAG + "segments": str(len(manifest))})
         registered = registry.register(
             run_id,
             f"{artifact_uri.rstrip('/')}/model",
@@ -202,19 +190,14 @@ def _register(
             },
             description=f"{outcome.promoted} segment(s) from run {outcome.challenger_run}, {outcome.kept} kept",
         )
-        version = registered.version
-        if champion is not None:
-            registry.set_alias(PREVIOUS, champion.version)
-        registry.set_alias(CHAMPION, version)  # the commit point: from here the new version serves
-        outcome.version = version
-    except BaseException as exc:
-        if version is not None and outcome.version is None:
-            registry.delete_version(version)  # registered but never champion: nothing half-done stays
-        tracker.fail_run(run_id, f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        if staged is None:
-            shutil.rmtree(staging, ignore_errors=True)
+        try:
+            if champion is not None:
+                registry.set_alias(PREVIOUS, champion.version)
+            registry.set_alias(CHAMPION, registered.version)  # the commit point: from here the new version serves
+        except BaseException:
+            registry.delete_version(registered.version)  # registered but never champion: nothing half-done stays
+            raise
+        outcome.version = registered.version
 
 
 def rollback(config: BundleConfig, name: str, to: int | None = None, force_lock: bool = False) -> RollbackOutcome:

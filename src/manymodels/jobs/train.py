@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -217,12 +217,12 @@ def _train(
         _tags(config, name),
         {**_params(config, name, model, spec, engine), "changed_only": changed_only},
     )
-    staged = local_path(artifact_uri)
-    staging = staged if staged is not None else Path(tempfile.mkdtemp(prefix=f"manymodels-{run_id}-"))
-    # Executors write shards into the run's own folder when it is local, else into engine.staging.
-    run_staging = None if staged is not None else staging_folder(config, run_id)
-    try:
-        staging.mkdir(parents=True, exist_ok=True)
+    with tracker.run_folder(run_id, artifact_uri) as folder, ExitStack() as cleanup:
+        # Executors write shards into the run's own folder when it is local, else into engine.staging.
+        run_staging = None if folder.upload is None else staging_folder(config, run_id)
+        if run_staging is not None:
+            cleanup.callback(remove_folder, run_staging)
+        staging = folder.path
         pack_dir = save_pack_model(staging / "model")
         (pack_dir / SHARDS).mkdir(parents=True, exist_ok=True)
         shard_dir = str(pack_dir / SHARDS) if run_staging is None else f"{run_staging}/{SHARDS}"
@@ -261,21 +261,7 @@ def _train(
         if plan is not None:
             summary.update({f"segments_{k}": float(v) for k, v in plan.counts.items()})
         ok = summary["segments_ok"] > 0
-        tracker.finish_run(
-            run_id,
-            summary,
-            ok,
-            artifacts=None if staged is not None else staging,
-            tags={TAG + "segments": str(len(manifest))},
-        )
-    except BaseException as exc:
-        tracker.fail_run(run_id, f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        if staged is None:
-            shutil.rmtree(staging, ignore_errors=True)
-        if run_staging is not None:
-            remove_folder(run_staging)
+        tracker.finish_run(run_id, summary, ok, artifacts=folder.upload, tags={TAG + "segments": str(len(manifest))})
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds, warnings)
 
 

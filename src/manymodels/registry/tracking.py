@@ -6,8 +6,10 @@ import getpass
 import re
 import shutil
 import subprocess  # noqa: S404 - runs git with fixed arguments, never a shell
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,14 @@ class RunInfo:
     metrics: dict[str, float]
     tags: dict[str, str]
     artifact_uri: str
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run's artifact folder on this machine; `upload` is the folder to log when the store is remote, else None."""
+
+    path: Path
+    upload: Path | None
 
 
 class Tracker:
@@ -121,6 +131,26 @@ class Tracker:
             self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
         except MlflowException as exc:
             raise RegistryError(f"MLflow at {self.tracking_uri}: cannot finish run {run_id}: {exc.message}") from exc
+
+    @contextmanager
+    def run_folder(self, run_id: str, artifact_uri: str) -> Iterator[RunFolder]:
+        """Where a run's artifacts are written, for the length of the block.
+
+        The run's own folder when its artifact store is a local path; otherwise a temporary
+        folder, which `finish_run(..., artifacts=folder.upload)` uploads and which is removed
+        afterwards. An error inside the block marks the run failed, then propagates.
+        """
+        local = local_path(artifact_uri)
+        path = local if local is not None else Path(tempfile.mkdtemp(prefix=f"manymodels-{run_id}-"))
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            yield RunFolder(path, None if local is not None else path)
+        except BaseException as exc:
+            self.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            if local is None:
+                shutil.rmtree(path, ignore_errors=True)
 
     def fail_run(self, run_id: str, error: str) -> None:
         """Mark a run failed after an error; never raises (it runs while another error is handled)."""
