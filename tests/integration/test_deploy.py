@@ -127,3 +127,22 @@ def test_production_refuses_a_dirty_tree_or_another_branch(tmp_path: Path) -> No
     (tmp_path / "notes.txt").unlink()
     code, out = cli(tmp_path, "deploy", "-t", "prod")
     assert code == 0, out
+
+
+def test_production_takes_a_detached_head_only_at_a_commit_of_its_branch(tmp_path: Path) -> None:
+    path = write_bundle(tmp_path)
+    edit_bundle(path, lambda doc: (doc["targets"].update(prod={"mode": "production"}),
+                                   doc["bundle"].update(git={"branch": "main"})))
+    git(tmp_path, "init", "-q", "-b", "main")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "release")
+    git(tmp_path, "tag", "v1.0.0")
+    git(tmp_path, "checkout", "-q", "-b", "feature")
+    git(tmp_path, "commit", "-q", "--allow-empty", "-m", "not released")
+    git(tmp_path, "tag", "v1.1.0-feature")
+    git(tmp_path, "checkout", "-q", "--detach", "v1.1.0-feature")
+    code, out = cli(tmp_path, "deploy", "-t", "prod")
+    assert code == 2 and "HEAD is detached at a commit that is not on 'main'" in out, out
+    git(tmp_path, "checkout", "-q", "--detach", "v1.0.0")  # what CI checks out for a release tag
+    code, out = cli(tmp_path, "deploy", "-t", "prod")
+    assert code == 0, out

@@ -25,7 +25,7 @@ from manymodels.errors import ManymodelsError, RegistryError
 from manymodels.jobs.evaluate import model_registry, registry_name
 from manymodels.jobs.train import development_prefix, experiment_name
 from manymodels.registry import Tracker
-from manymodels.registry.tracking import TAG, current_user, git_branch, git_commit, git_dirty
+from manymodels.registry.tracking import TAG, current_user, git_branch, git_commit, git_dirty, git_on_branch
 from manymodels.registry.versions import CHAMPION, ModelRegistry
 
 HASH = TAG + "bundle_hash"
@@ -79,7 +79,10 @@ def holding_target(config: BundleConfig, purpose: str, force_lock: bool = False)
 
 
 def check_production(config: BundleConfig) -> list[str]:
-    """Why a production deployment should not go ahead: uncommitted changes, another branch than bundle.git.branch."""
+    """Why a production deployment should not go ahead: uncommitted changes, another branch than bundle.git.branch.
+
+    A detached HEAD (CI building a release tag) passes when its commit is on that branch, locally or at origin.
+    """
     if config.resolved.mode != "production":
         return []
     problems = []
@@ -89,9 +92,14 @@ def check_production(config: BundleConfig) -> list[str]:
     elif dirty:
         problems.append(f"the git tree has {len(dirty)} uncommitted change(s) (first: {dirty[0].strip()})")
     wanted = config.resolved.bundle.git.branch
+    if not wanted or dirty is None:
+        return problems
     branch = git_branch(config.root)
-    if wanted and branch != wanted:
-        problems.append(f"on branch {branch or '(detached)'}, but bundle.git.branch is {wanted!r}")
+    if branch is None:  # a detached HEAD, as CI checks out a release tag: it must be a commit of the branch
+        if not git_on_branch(config.root, wanted):
+            problems.append(f"HEAD is detached at a commit that is not on {wanted!r} (bundle.git.branch)")
+    elif branch != wanted:
+        problems.append(f"on branch {branch}, but bundle.git.branch is {wanted!r}")
     return problems
 
 

@@ -234,6 +234,12 @@ def git_branch(folder: Path) -> str | None:
     return None if branch in (None, "HEAD") else branch
 
 
+def git_on_branch(folder: Path, branch: str) -> bool:
+    """Whether HEAD is a commit of `branch` (its local branch or `origin/<branch>`): a CI job on a tag of it, say."""
+    refs = (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}")  # full refs: never read as an option
+    return any(_git(folder, "merge-base", "--is-ancestor", "HEAD", ref) is not None for ref in refs)
+
+
 def git_dirty(folder: Path, ignore: Path | None = None) -> list[str] | None:
     """Uncommitted changes of the checkout (`git status --porcelain` lines), but those under `ignore`.
 
