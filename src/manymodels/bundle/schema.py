@@ -343,6 +343,15 @@ class ResolvedBundle(Strict):
     variables: dict[str, str] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        # An empty URI would silently mean the embedded store: CI with an unset secret, say.
+        if value is not None and not value.strip():
+            raise ValueError("is empty (a variable set to ''?): name the MLflow server, or leave it out for the "
+                             "embedded store")
+        return value
+
 
 class _TargetFile(TargetSpec):
     """A target as written in manymodels.yml (its resources override the bundle's)."""

@@ -89,6 +89,17 @@ def test_variable_precedence_cli_over_env_over_target_over_default(tmp_path: Pat
     assert ds(load_config(path, "dev", {}, {})) == "data/sales.parquet"
 
 
+def test_a_tracking_uri_left_empty_by_a_variable_is_an_error_not_the_embedded_store(tmp_path: Path) -> None:
+    text = BASE.replace("tracking_uri: http://mlflow.example:5000", "tracking_uri: ${var.server}").replace(
+        "variables:\n  root:", "variables:\n  server:\n    default: http://mlflow.example:5000\n  root:", 1)
+    line = text.splitlines().index("    tracking_uri: ${var.server}") + 1
+    assert load_config(write(tmp_path, text), "prod", environ={}).tracking_uri == "http://mlflow.example:5000"
+    assert problems(tmp_path, text, target="prod", environ={"MANYMODELS_VAR_server": ""}) == [
+        f"manymodels.yml:{line}: tracking_uri is empty (a variable set to ''?): name the MLflow server, or leave it "
+        "out for the embedded store; got ''"
+    ]
+
+
 def test_wrong_type_names_file_line_and_key(tmp_path: Path) -> None:
     text = BASE.replace("test_size: 0.2", "test_size: 2")
     line = text.splitlines().index("        test_size: 2") + 1
