@@ -76,6 +76,15 @@ def test_nothing_changed_carries_everything_and_new_params_retrain_everything(tm
     assert (same.summary["segments_trained"], same.summary["segments_carried"]) == (0, 4)
     scores = mm.load_bundle(path).score("demand", frame.drop(columns=["label"]), run_id=same.run_id)
     assert scores["prediction"].notna().all()
+    # A pipeline (CD on a push that changed no data) goes on: the gate passes, promote makes no version.
+    champion = [v.version for v in mm.load_bundle(path).versions("demand") if "champion" in v.aliases]
+    result = runner.invoke(app, ["--bundle", str(path), "evaluate", "demand"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "passed (nothing changed since the champion trained: nothing to promote)" in result.output
+    assert "the champion's own model, carried over (its rows did not change)" in result.output
+    result = runner.invoke(app, ["--bundle", str(path), "promote", "demand"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert [v.version for v in mm.load_bundle(path).versions("demand") if "champion" in v.aliases] == champion
 
     edit_bundle(path, lambda doc: doc["resources"]["models"]["demand"]["estimator"]["params"].update(
         num_boost_round=7))

@@ -25,6 +25,8 @@ from rich.text import Text
 from manymodels.bundle.schema import HIGHER_IS_BETTER
 
 if TYPE_CHECKING:  # the jobs layer pulls in MLflow; `--help` and `validate` need none of it
+    from pathlib import Path
+
     from manymodels.jobs import JobOutcome, ScoreOutcome, TrainOutcome
     from manymodels.jobs.deploy import DeployOutcome
     from manymodels.jobs.evaluate import Evaluation
@@ -219,6 +221,8 @@ def evaluation_summary(evaluation: Evaluation, limit: int = 20) -> None:
     )
     head.add_row("would promote", f"{counts['promote']:,} segment(s)")
     verdict = "[green]passed[/]" if evaluation.passed else "[red]failed[/]: " + "; ".join(evaluation.problems)
+    if evaluation.unchanged:
+        verdict += " (nothing changed since the champion trained: nothing to promote)"
     head.add_row("gate", verdict)
     if evaluation.artifact:
         head.add_row("saved", f"{evaluation.artifact} in run {evaluation.challenger_run}")
@@ -315,6 +319,16 @@ def versions_table(model: str, registered: str, versions: list[VersionInfo]) -> 
             origin,
         )
     out.print(table)
+
+
+def init_summary(template: str, folder: Path, written: list[Path], targets: list[str], steps: list[str]) -> None:
+    """What `init` wrote, and what to do next."""
+    out.print(f"{folder}: new project from template {template} ({len(written)} files, targets {', '.join(targets)})")
+    for rel in written:
+        out.print(f"  {rel.as_posix()}", markup=False)
+    out.print("next:")
+    for step in steps:
+        out.print(f"  {step}", markup=False)
 
 
 def deploy_summary(outcome: DeployOutcome) -> None:

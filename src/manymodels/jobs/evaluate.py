@@ -64,6 +64,18 @@ class Evaluation:
         return counts
 
     @property
+    def unchanged(self) -> bool:
+        """Whether every model of the challenger is the champion's own, carried over by a changed-only run.
+
+        Then there is nothing to promote, and nothing wrong: a pipeline goes on (`promote` makes no version).
+        """
+        table = self.table
+        if "same_model" not in table.columns:
+            return False
+        ok = table["run_status"] == OK
+        return bool(ok.any() and table.loc[ok, "same_model"].all())
+
+    @property
     def passed(self) -> bool:
         """Whether the gate lets a promotion go ahead."""
         return not self.problems
@@ -174,7 +186,8 @@ def compare(
     Returns:
         One row per segment of either pack: keys, `rows` (evaluation rows), `challenger` and
         `champion` (`metric`; NaN without a model), the challenger's `run_status`,
-        `error` and training `train_rows`, and whether the champion serves it (`has_champion`).
+        `error` and training `train_rows`, whether the champion serves it (`has_champion`) and
+        whether with the very same model (`same_model`).
     """
     keys_by = list(spec.segment_by)
     holdout = hashes is not None
@@ -198,6 +211,7 @@ def compare(
     if holdout:
         scores[shared] = recorded[shared]
     evaluated["challenger"] = scores
+    evaluated["same_model"] = shared
     if champion is None:
         evaluated["champion"] = np.nan
     else:
@@ -212,6 +226,7 @@ def compare(
         table["has_champion"] = False
     table["has_champion"] = table["has_champion"].astype("boolean").fillna(False).astype(bool)
     table["rows"] = table["rows"].fillna(0).astype(np.int64)
+    table["same_model"] = table["same_model"].astype("boolean").fillna(False).astype(bool)
     in_either = table["run_status"].notna().to_numpy() | table["has_champion"].to_numpy()
     return table.loc[in_either].reset_index(drop=True)  # segments no model knows are for the fallback
 
@@ -296,6 +311,8 @@ def _judge(row: Any, change: float, higher: bool, metric: str, policy: Any) -> t
     if run_status != OK:
         error = row.error if isinstance(row.error, str) else "failed"
         return FAILED, keep, f"challenger failed: {error}"
+    if bool(getattr(row, "same_model", False)):
+        return TIED, KEEP, "the champion's own model, carried over (its rows did not change)"
     if row.rows == 0 or row.challenger != row.challenger:
         return NO_DATA, keep, "no evaluation rows"
     gate = _gate(row, metric, policy)
@@ -332,7 +349,7 @@ def gate_problems(evaluation: Evaluation, model: ModelSpec) -> list[str]:
     """Why a pipeline should stop here: nothing may be promoted, or too many segments regress."""
     counts = evaluation.counts
     problems = []
-    if counts["promote"] == 0:
+    if counts["promote"] == 0 and not evaluation.unchanged:
         problems.append("no segment may be promoted under the promotion policy")
     evaluated = sum(counts[s] for s in (WON, LOST, TIED, NEW, FAILED))
     regressed = counts[LOST] + counts[FAILED]
