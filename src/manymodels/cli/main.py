@@ -1,4 +1,4 @@
-"""`manymodels`: validate, schema, train, evaluate, promote, rollback, models, score, run, runs, show,
+"""`manymodels`: init, validate, schema, train, evaluate, promote, rollback, models, score, run, runs, show,
 deploy, destroy, summary.
 
 Exit codes: 0 success; 1 the work failed (every segment failed, a task failed); 2 bad input
@@ -132,6 +132,52 @@ def validate(
 def schema() -> None:
     """Print the bundle's JSON schema (for editors)."""
     sys.stdout.write(json.dumps(bundle_json_schema(), indent=2) + "\n")
+
+
+@app.command("init")
+def init_cmd(
+    arguments: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="[TEMPLATE] DIR",
+            help="The template (default: default) and the new project's folder (new, or empty of its files).",
+            show_default=False,
+        ),
+    ],
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config-file", help="Answers to the template's questions (YAML or JSON): no prompts."),
+    ] = None,
+) -> None:
+    """Make a new project: `default` (bundle with dev/staging/prod, src/, tests, CI/CD workflows) or `minimal`.
+
+    Asks the template's questions at a terminal; with --config-file, or without a terminal,
+    what is not answered takes its default.
+    """
+    from manymodels import templates
+
+    def body() -> int:
+        if len(arguments) > 2:
+            raise templates.InitError(f"expected [TEMPLATE] DIR, got {len(arguments)} arguments")
+        name, folder = ("default", arguments[0]) if len(arguments) == 1 else arguments
+        chosen = templates.template(name)
+        given, smap = templates.read_answers(config_file, chosen) if config_file else ({}, None)
+        interactive = config_file is None and sys.stdin.isatty()
+
+        def ask(question: templates.Question, default: str) -> str:
+            if interactive:
+                return str(typer.prompt(question.prompt, default=default))
+            render.err.print(f"{question.key}: {default} (default)", markup=False)
+            return default
+
+        project = Path(folder)
+        answers = templates.resolve_answers(chosen, project, given, ask, smap)
+        written = templates.render(chosen, answers, project)
+        targets = templates.check_project(project)
+        render.init_summary(chosen.name, project, written, targets, templates.next_steps(project, answers))
+        return 0
+
+    _guarded(body)
 
 
 @app.command("train")
