@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -77,7 +78,11 @@ def fresh_env(root: Path) -> tuple[Path, dict[str, str]]:
     # PIP_NO_COMPILE: byte-compiling what is installed is most of pip's time here, and tests nothing.
     env |= {"PATH": os.pathsep.join([str(bin_dir), *path]), "VIRTUAL_ENV": str(home), "COLUMNS": "200",
             "PIP_NO_COMPILE": "1"}
-    run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", str(REPO)], root, env, timeout=900)
+    source = root / "manymodels-source"  # a copy: pip builds in the source tree, which must stay clean
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", str(source)], root, env, timeout=900)
     return bin_dir, env
 
 
