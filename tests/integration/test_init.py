@@ -41,11 +41,11 @@ def test_default_template_makes_a_project_valid_for_every_target(tmp_path: Path)
     project = tmp_path / "demand-fc"
     code, out = cli("init", "default", str(project), "--config-file", str(given))
     assert code == 0, out
-    assert "new project from template default (12 files, targets dev, staging, prod)" in out, out
+    assert "new project from template default (13 files, targets dev, staging, prod)" in out, out
     written = sorted(p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file())
     assert written == [
-        ".github/workflows/cd.yml", ".github/workflows/ci.yml", ".gitignore", "README.md", "manymodels.yml",
-        "pyproject.toml", "src/demand_fc/__init__.py", "src/demand_fc/example_data.py",
+        ".github/workflows/cd.yml", ".github/workflows/ci.yml", ".github/workflows/deploy.yml", ".gitignore",
+        "README.md", "manymodels.yml", "pyproject.toml", "src/demand_fc/__init__.py", "src/demand_fc/example_data.py",
         "src/demand_fc/features.py", "tests/test_bundle.py", "tests/test_example_data.py",
         "tests/test_features.py",
     ]
@@ -67,7 +67,7 @@ def test_generated_workflows_pass_githubs_workflow_schema_and_a_broken_one_does_
     code, out = cli("init", str(project))
     assert code == 0, out
     workflows = sorted((project / ".github" / "workflows").glob("*.yml"))
-    assert [w.name for w in workflows] == ["cd.yml", "ci.yml"]
+    assert [w.name for w in workflows] == ["cd.yml", "ci.yml", "deploy.yml"]
     for schema in ("vendor.github-workflows", "custom.github-workflows-require-timeout"):
         checked = check_workflows(*workflows, schema=schema)
         assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -25,6 +25,7 @@ from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = re.compile(r"^\$\{\{ secrets\.[A-Z_]+ \}\}$")
+INPUT = re.compile(r"^\$\{\{ inputs\.([a-z_]+) \}\}$")
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
@@ -106,18 +107,22 @@ class Shell:
             self.installed.add(what)
         run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], self.cwd, env or self.env)
 
-    def job(self, workflow: Path, name: str, env: dict[str, str] | None = None) -> list[str]:
+    def job(
+        self, workflow: Path, name: str, env: dict[str, str] | None = None, inputs: dict[str, str] | None = None
+    ) -> list[str]:
         """Every `run:` step of a workflow's job, in order; returns their names.
 
-        The job's `env` is applied; its only expressions may be secrets, empty here as GitHub
-        gives a secret nobody set. `uses:` steps (checkout, setup-python) are what the test did itself.
+        The job's `env` is applied; its only expressions may be the workflow's `inputs` and
+        secrets, empty here as GitHub gives a secret nobody set. `uses:` steps (checkout,
+        setup-python) are what the test did itself.
         """
         spec: dict[str, Any] = yaml.safe_load(workflow.read_text())["jobs"][name]
         job_env = dict(env or self.env)
         for key, value in (spec.get("env") or {}).items():
             text = str(value)
-            assert "${{" not in text or SECRET.match(text), f"{name}.env.{key}: {text}"
-            job_env[key] = "" if SECRET.match(text) else text
+            given = INPUT.match(text)
+            assert "${{" not in text or SECRET.match(text) or given, f"{name}.env.{key}: {text}"
+            job_env[key] = "" if SECRET.match(text) else (inputs or {})[given.group(1)] if given else text
         names = []
         for step in spec["steps"]:
             if "uses" not in step:
@@ -157,9 +162,15 @@ def test_init_then_the_projects_ci_and_cd_from_a_fresh_virtualenv(tmp_path: Path
     ci_steps = shell.job(workflows / "ci.yml", "check")
     assert ci_steps == ["Install", "Lint", "Security scan", "Unit tests", "Validate the bundle for every target"]
 
-    # cd.yml against a real server: staging from the branch...
+    # cd.yml against a real server: staging from the branch (through the deploy.yml it calls)...
     server = env | {"MANYMODELS_VAR_tracking_uri": mlflow_server}
-    cd_steps = shell.job(workflows / "cd.yml", "staging", server)
+    cd = yaml.safe_load((workflows / "cd.yml").read_text())["jobs"]
+    assert {job: (spec["if"], spec["with"]) for job, spec in cd.items()} == {
+        "staging": ("github.ref_type == 'branch'", {"target": "staging"}),
+        "prod": ("github.ref_type == 'tag'", {"target": "prod"}),
+    }
+    deploy = project / cd["staging"]["uses"]
+    cd_steps = shell.job(deploy, "deploy", server, cd["staging"]["with"])
     assert cd_steps[-4:] == ["Deploy", "Train", "Evaluate (fails when the promotion gate fails, which stops the "
                              "deployment here)", "Promote"]
     name = yaml.safe_load((project / "manymodels.yml").read_text())["bundle"]["name"]
@@ -172,7 +183,7 @@ def test_init_then_the_projects_ci_and_cd_from_a_fresh_virtualenv(tmp_path: Path
                           check=True).stdout == ""
     git(project, "tag", "v0.1.0")
     git(project, "checkout", "-q", "--detach", "v0.1.0")
-    shell.job(workflows / "cd.yml", "prod", server)
+    shell.job(project / cd["prod"]["uses"], "deploy", server, cd["prod"]["with"])
     prod = client.get_model_version_by_alias(f"{name}.prod.demand", "champion")
     assert prod.run_id != staging.run_id
     assert client.get_registered_model(f"{name}.prod.demand").tags["manymodels.git_commit"] == subprocess.run(
