@@ -150,8 +150,9 @@ def test_at_a_terminal_each_question_is_asked_with_its_default(tmp_path: Path) -
     try:
         proc = subprocess.Popen([str(exe), "init", "minimal", "shop"], cwd=tmp_path, stdin=secondary,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        # Typed ahead: a name, the default path (Enter), a segment column, the default label.
-        os.write(primary, b"corner-shop\n\nshop_id\n\n")
+        # Typed ahead: a name that is none (asked again), a name, the default path (Enter), a segment column,
+        # the default label.
+        os.write(primary, b"Corner Shop\ncorner-shop\n\nshop_id\n\n")
         out, _ = proc.communicate(timeout=120)
     finally:
         os.close(primary)
@@ -159,6 +160,7 @@ def test_at_a_terminal_each_question_is_asked_with_its_default(tmp_path: Path) -
     assert proc.returncode == 0, out
     assert "Project name (the bundle's name: lowercase, digits, dashes) [shop]:" in out, out
     assert "Column that names the segment [store_id]:" in out, out
+    assert "Error: project_name must be lowercase letters, digits and dashes, from a letter" in out, out
     config = load_config(tmp_path / "shop", environ={})
     assert config.name == "corner-shop"
     assert config.model("model").segment_by == ["shop_id"] and config.model("model").label == "sales"

@@ -166,9 +166,18 @@ def init_cmd(
 
         def ask(question: templates.Question, default: str) -> str:
             if interactive:
-                return str(typer.prompt(question.prompt, default=default))
+                return str(typer.prompt(question.prompt, default=default, value_proc=checked(question.key)))
             render.err.print(f"{question.key}: {default} (default)", markup=False)
             return default
+
+        def checked(key: str) -> Callable[[str], str]:
+            def check(value: str) -> str:
+                problem = chosen.check(key, value)
+                if problem:  # click shows it and asks again
+                    raise typer.BadParameter(f"{key} {problem}")
+                return value
+
+            return check
 
         project = Path(folder)
         answers = templates.resolve_answers(chosen, project, given, ask, smap)

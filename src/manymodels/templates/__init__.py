@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import jinja2
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from manymodels.bundle.loader import BUNDLE_FILE, load_config
 from manymodels.bundle.messages import describe, did_you_mean
@@ -108,7 +108,6 @@ class Template:
     """A project template: its folder beside this module, its questions and their typed answers."""
 
     name: str
-    description: str
     questions: tuple[Question, ...]
     answers: type[_Answers]
 
@@ -116,14 +115,21 @@ class Template:
         """The template's folder of `.tmpl` files."""
         return resources.files(__name__).joinpath(self.name)
 
+    def check(self, key: str, value: str) -> str | None:
+        """Why `value` is no answer to question `key` (None when it is one): for a prompt to ask again."""
+        field = self.answers.model_fields[key]
+        try:
+            TypeAdapter(Annotated[str, *field.metadata]).validate_python(value)
+        except ValidationError as exc:
+            return "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        return None
+
 
 _PROJECT = Question("project_name", "Project name (the bundle's name: lowercase, digits, dashes)", _project_default)
 
 TEMPLATES: dict[str, Template] = {
     "default": Template(
         "default",
-        "a complete project: bundle with dev/staging/prod targets, feature step in src/, tests, "
-        "example data generator, GitHub Actions CI and CD",
         (
             _PROJECT,
             Question(
@@ -140,7 +146,6 @@ TEMPLATES: dict[str, Template] = {
     ),
     "minimal": Template(
         "minimal",
-        "one manymodels.yml: a dataset, a model per segment, a job",
         (
             _PROJECT,
             Question("dataset_path", "Training data (parquet), relative to the project", _fixed("data/sales.parquet")),
