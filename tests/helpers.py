@@ -101,6 +101,12 @@ def write_delta_bundle(root: Path, frame: pd.DataFrame) -> Path:
     return path
 
 
+def git(root: Path, *args: str) -> None:
+    """A git command in `root` with a committer set (a test machine may have none configured)."""
+    subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.com", *args], cwd=root, check=True,
+                   capture_output=True)
+
+
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
     """Stop a server a fixture started: politely, then for good after 20 s."""
     proc.terminate()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from helpers import edit_bundle, model_block, segment_frame, write_bundle
+from helpers import edit_bundle, git, model_block, segment_frame, write_bundle
 from manymodels.cli.main import app
 from manymodels.registry import Tracker
 from manymodels.registry.versions import ModelRegistry
@@ -29,11 +28,6 @@ def two_targets(root: Path, uri: str) -> Path:
                         extra={"bundle": {"name": f"dep-{root.name[-12:]}"}})
     edit_bundle(path, lambda doc: doc["targets"].update(staging={"tracking_uri": uri}))
     return path
-
-
-def git(root: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True,
-                   capture_output=True)
 
 
 @pytest.mark.slow

@@ -97,21 +97,17 @@ def test_without_answers_or_a_terminal_the_defaults_are_used_and_shown(tmp_path:
     assert (tmp_path / "Store Sales 2" / "src" / "store_sales_2" / "features.py").is_file()
 
 
-def test_an_answers_file_with_an_unknown_question_names_file_line_and_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("text", "expected"), [
+    ("project_name: ok\npackge: p\n", "packge: template default asks no such question (did you mean 'package'?)"),
+    ("project_name: ok\npackage: ../evil\n",
+     "package must be a Python package name: lowercase letters, digits, _; got '../evil'"),
+])
+def test_a_bad_answers_file_names_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
     given = tmp_path / "answers.yml"
-    given.write_text("project_name: ok\npackge: p\n")
+    given.write_text(text)
     code, out = cli("init", str(tmp_path / "p"), "--config-file", str(given))
     assert code == 2, out
-    assert f"{given}:2: packge: template default asks no such question (did you mean 'package'?)" in out, out
-    assert not (tmp_path / "p").exists()
-
-
-def test_a_bad_answer_names_file_line_and_key(tmp_path: Path) -> None:
-    given = tmp_path / "answers.yml"
-    given.write_text("project_name: ok\npackage: ../evil\n")
-    code, out = cli("init", str(tmp_path / "p"), "--config-file", str(given))
-    assert code == 2, out
-    assert f"{given}:2: package must be a Python package name: lowercase letters, digits, _; got '../evil'" in out, out
+    assert f"{given}:2: {expected}" in out, out
     assert not (tmp_path / "p").exists()
 
 

@@ -23,6 +23,8 @@ from mlflow.tracking import MlflowClient
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from helpers import git
+
 REPO = Path(__file__).resolve().parents[2]
 SECRET = re.compile(r"^\$\{\{ secrets\.[A-Z_]+ \}\}$")
 INPUT = re.compile(r"^\$\{\{ inputs\.([a-z_]+) \}\}$")
@@ -130,11 +132,6 @@ class Shell:
                 self(step["run"], job_env)
                 names.append(step.get("name", step["run"]))
         return names
-
-
-def git(root: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.com", *args], cwd=root, check=True,
-                   capture_output=True)
 
 
 @pytest.mark.slow
