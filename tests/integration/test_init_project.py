@@ -122,9 +122,13 @@ class Shell:
         job_env = dict(env or self.env)
         for key, value in (spec.get("env") or {}).items():
             text = str(value)
-            given = INPUT.match(text)
-            assert "${{" not in text or SECRET.match(text) or given, f"{name}.env.{key}: {text}"
-            job_env[key] = "" if SECRET.match(text) else (inputs or {})[given.group(1)] if given else text
+            secret, given = SECRET.match(text), INPUT.match(text)
+            assert "${{" not in text or secret or given, f"{name}.env.{key}: {text}"
+            if secret:
+                text = ""
+            elif given:
+                text = (inputs or {})[given.group(1)]
+            job_env[key] = text
         names = []
         for step in spec["steps"]:
             if "uses" not in step:

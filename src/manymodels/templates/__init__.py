@@ -297,14 +297,10 @@ def _release() -> str:
 
 def check_project(folder: Path) -> list[str]:
     """The targets of the bundle just written, each loaded and resolved (a broken template fails here, not later)."""
-    config = load_config(folder / BUNDLE_FILE)
-    targets = [config.target]
-    document, _ = load_yaml(folder / BUNDLE_FILE, BUNDLE_FILE)
-    for name in document.get("targets") or {}:
-        if name not in targets:
-            load_config(folder / BUNDLE_FILE, name)
-            targets.append(name)
-    return targets
+    file = folder / BUNDLE_FILE
+    document, _ = load_yaml(file, BUNDLE_FILE)
+    names: list[str | None] = [*(document.get("targets") or {})] or [None]  # None: the bundle's default target
+    return [load_config(file, name).target for name in names]
 
 
 def next_steps(folder: Path, answers: _Answers) -> list[str]:
