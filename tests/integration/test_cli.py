@@ -180,17 +180,43 @@ def test_segments_option_trains_only_those(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cli_as_a_subprocess_with_a_worker_pool(tmp_path: Path) -> None:
-    write_bundle(tmp_path, frame=segment_frame(segments=40, rows=100))
+    write_bundle(tmp_path, frame=segment_frame(segments=250, rows=100))  # 25,000 rows: above one chunk, a pool
     exe = Path(sys.executable).with_name("manymodels")
     env = {**os.environ, "COLUMNS": "200"}
     done = subprocess.run([str(exe), "train", "demand", "--workers", "2"], cwd=tmp_path, capture_output=True,
                           text=True, env=env, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
-    assert "40 ok / 0 failed of 40" in done.stdout
+    assert "250 ok / 0 failed of 250" in done.stdout
     bad = subprocess.run([str(exe), "train", "nope"], cwd=tmp_path, capture_output=True, text=True, env=env,
                          timeout=120, check=False)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "manymodels.yml: no model 'nope' in resources.models (models: demand)"
+
+
+# Imported first by every Python started with this folder on its path: it ends a worker of the pool at once.
+KILL_POOL_WORKERS = """
+import os, sys
+if any("popen_loky" in arg for arg in sys.orig_argv):
+    os._exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_a_pool_that_cannot_start_is_one_clear_error_and_leaves_no_run(tmp_path: Path) -> None:
+    write_bundle(tmp_path, frame=segment_frame(segments=250, rows=100))
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_POOL_WORKERS)
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(hook)}
+    exe = Path(sys.executable).with_name("manymodels")
+    done = subprocess.run([str(exe), "train", "demand", "--workers", "2"], cwd=tmp_path, capture_output=True,
+                          text=True, env=env, timeout=300, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: the local engine's worker processes could not start (TerminatedWorkerError")
+    assert "Traceback" not in done.stdout + done.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / '.manymodels' / 'mlflow.db'}")
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
 
 
 def test_pyfunc_from_the_embedded_store_matches_score(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "store_sales"
@@ -20,14 +22,40 @@ def blocks(language: str) -> list[str]:
     return re.findall(rf"```{language} readme-test\n(.*?)```", text, flags=re.S)
 
 
-@pytest.fixture
-def example(tmp_path: Path) -> Path:
-    """The example bundle in a temp folder with 40 stores of data."""
-    work = tmp_path / "store_sales"
+def example_bundle(root: Path, stores: int) -> Path:
+    """The example bundle in a temp folder with `stores` stores of data (104 weekly rows each)."""
+    work = root / "store_sales"
     shutil.copytree(EXAMPLE, work, ignore=shutil.ignore_patterns("data", ".manymodels"))
-    subprocess.run([sys.executable, str(work / "generate.py"), "--stores", "40", "--out", str(work / "data")],
+    subprocess.run([sys.executable, str(work / "generate.py"), "--stores", str(stores), "--out", str(work / "data")],
                    check=True, capture_output=True)
     return work
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    """The example bundle with 40 stores."""
+    return example_bundle(tmp_path, 40)
+
+
+@pytest.fixture
+def pooled_example(tmp_path: Path) -> Path:
+    """The example bundle with enough rows (220 stores, 22,880 rows) that training starts the worker pool."""
+    return example_bundle(tmp_path, 220)
+
+
+def python_env() -> dict[str, str]:
+    """This environment without anything that would make a subprocess find our tests' modules."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "MANYMODELS_", "MLFLOW_"))}
+
+
+def check_api_output(stdout: str, example: Path) -> None:
+    """What the README's Python block prints and leaves: 220 segments trained, promoted, carried over."""
+    assert "220.0 " in stdout  # run.summary["segments_ok"], run.run_id
+    assert "0.0 220.0" in stdout  # the changed-only retrain: nothing trained, everything carried
+    runs = MlflowClient(f"sqlite:///{example / '.manymodels' / 'mlflow.db'}").search_runs(
+        [e.experiment_id for e in MlflowClient(f"sqlite:///{example / '.manymodels' / 'mlflow.db'}")
+         .search_experiments()])
+    assert runs and all(r.info.status == "FINISHED" for r in runs)
 
 
 def test_readme_has_the_two_setup_commands() -> None:
@@ -56,7 +84,40 @@ def test_readme_cli_walkthrough(example: Path) -> None:
 
 
 @pytest.mark.slow
-def test_readme_python_api(example: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readme_python_api_as_a_plain_script(pooled_example: Path) -> None:
+    """`python api.py`, no `if __name__ == "__main__":` guard, on data large enough for the worker pool."""
     (block,) = blocks("python")
-    monkeypatch.chdir(example)
-    exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - our own README's example
+    (pooled_example / "api.py").write_text(block)
+    done = subprocess.run([sys.executable, "api.py"], cwd=pooled_example, capture_output=True, text=True,
+                          timeout=600, env=python_env(), check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_api_output(done.stdout, pooled_example)
+
+
+@pytest.mark.slow
+def test_readme_python_api_through_stdin(pooled_example: Path) -> None:
+    """`python - < api.py`: a main module with no file to import again."""
+    (block,) = blocks("python")
+    done = subprocess.run([sys.executable, "-"], input=block, cwd=pooled_example, capture_output=True, text=True,
+                          timeout=600, env=python_env(), check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_api_output(done.stdout, pooled_example)
+
+
+@pytest.mark.slow
+def test_readme_python_api_in_a_jupyter_kernel(pooled_example: Path) -> None:
+    """The block as one notebook cell, executed by a real IPython kernel (ipykernel over jupyter_client)."""
+    from jupyter_client.manager import start_new_kernel
+
+    (block,) = blocks("python")
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(pooled_example), env=python_env())
+    printed: list[str] = []
+    try:
+        reply = client.execute_interactive(
+            block, timeout=600, output_hook=lambda msg: printed.append(msg["content"].get("text", ""))
+            if msg["msg_type"] == "stream" else None)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    check_api_output("".join(printed), pooled_example)

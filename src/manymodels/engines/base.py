@@ -90,6 +90,10 @@ class Engine(Protocol):
         """Get ready (start workers, sessions) while the driver does its own set-up."""
         ...
 
+    def ready(self) -> None:
+        """Wait until what `start` began can work (before a run is created: a failure leaves no run)."""
+        ...
+
     def close(self) -> None:
         """Release what `start` or `fit` acquired."""
         ...

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from loky import ProcessPoolExecutor
 
 from manymodels.data import read_frame
 from manymodels.engines.base import PreparedData, Progress, prepare, select_prepared, wanted_mask, warm_up
 from manymodels.engines.chunking import MIN_CHUNK_ROWS, plan_chunks
+from manymodels.errors import EngineSetupError
 from manymodels.segment import SegmentResult, SegmentSpec, fit_chunk
 from manymodels.segment.fit import FAILED, segment_fingerprints
 
-# spawn, not fork: a forked child inherits OpenMP state that deadlocks LightGBM.
-_SPAWN = multiprocessing.get_context("spawn")
+# Workers are fresh interpreters (loky: fork + exec), never forked copies of this process: a forked
+# child inherits OpenMP state that deadlocks LightGBM. Unlike multiprocessing's `spawn`, loky's
+# workers do not import the caller's `__main__`, so a plain script (no `if __name__ == "__main__":`),
+# `python - < file` and a notebook kernel all work. How long to wait for a new pool to answer.
+START_TIMEOUT_SECONDS = 120.0
 
 # A unit of work: the chunk's rows, (segment index, first row, end row) of each segment, chunk number.
 Task = tuple[pd.DataFrame, list[tuple[int, int, int]], int]
@@ -39,6 +43,7 @@ class LocalEngine:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.max_chunk_rows = max_chunk_rows
         self._pool: ProcessPoolExecutor | None = None
+        self._warming: list[Future[None]] = []
 
     @property
     def is_local(self) -> bool:
@@ -54,14 +59,34 @@ class LocalEngine:
         """
         if self._pool is not None or self.workers <= 1 or (rows is not None and rows <= MIN_CHUNK_ROWS):
             return
-        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_SPAWN)
-        for _ in range(self.workers):
-            self._pool.submit(warm_up)
+        self._pool = _new_pool(self.workers)
+        self._warming = [self._pool.submit(warm_up) for _ in range(self.workers)]
+
+    def ready(self) -> None:
+        """Wait until the workers `start` launched have answered (nothing to wait for without a pool).
+
+        Called before a run is created, so a pool that cannot start leaves no run behind.
+
+        Raises:
+            EngineSetupError: a worker process could not start or died while starting.
+        """
+        warming, self._warming = self._warming, []
+        for future in warming:
+            try:
+                future.result(timeout=START_TIMEOUT_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - whatever stops a worker, the pool is unusable
+                self.close()
+                why = " ".join(str(exc).split())  # loky's messages span lines; ours is one
+                raise EngineSetupError(
+                    f"the local engine's worker processes could not start ({type(exc).__name__}: {why}); "
+                    "check that this Python can start another of itself, or train with workers: 1"
+                ) from exc
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""
+        self._warming = []
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+            self._pool.shutdown(wait=True, kill_workers=True)
             self._pool = None
 
     def load(self, path: Path, fmt: str, spec: SegmentSpec, segments: Sequence[str] | None = None) -> PreparedData:
@@ -101,7 +126,8 @@ class LocalEngine:
             return sorted(results, key=lambda r: r.index)
         largest_first = sorted(tasks, key=lambda t: -len(t[0]))
         lost: list[Task] = []
-        pool, self._pool = self._pool or ProcessPoolExecutor(max_workers=workers, mp_context=_SPAWN), None
+        self.ready()
+        pool, self._pool = self._pool or _new_pool(workers), None
         with pool:
             futures: dict[Future[list[SegmentResult]], Task] = {
                 pool.submit(fit_chunk, frame, bounds, spec, chunk_id, shard_dir): (frame, bounds, chunk_id)
@@ -130,7 +156,7 @@ class LocalEngine:
         pool: ProcessPoolExecutor | None = None
         try:
             for frame, bounds, chunk_id in sorted(lost, key=lambda t: t[2]):
-                pool = pool or ProcessPoolExecutor(max_workers=1, mp_context=_SPAWN)
+                pool = pool or _new_pool(1)
                 try:
                     done = pool.submit(fit_chunk, frame, bounds, spec, chunk_id, shard_dir).result()
                 except BrokenProcessPool:
@@ -157,6 +183,11 @@ class LocalEngine:
         lo, hi = int(data.starts[first]), int(data.starts[end])
         bounds = [(i, int(data.starts[i]) - lo, int(data.starts[i + 1]) - lo) for i in range(first, end)]
         return data.frame.iloc[lo:hi], bounds, chunk_id
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    # No idle timeout: the pool lives exactly as long as the engine holds it.
+    return ProcessPoolExecutor(max_workers=workers)
 
 
 def _lost(bounds: list[tuple[int, int, int]], spec: SegmentSpec, error: str) -> list[SegmentResult]:

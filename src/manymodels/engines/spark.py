@@ -108,6 +108,9 @@ class SparkEngine:
             self._owned = True
         self.workers = self._slots or _parallelism(self.session)
 
+    def ready(self) -> None:
+        """Nothing to wait for: `start` has the session (or raised)."""
+
     @property
     def is_local(self) -> bool:
         """Whether executors run on this machine (local mode), so they can write to its folders."""
