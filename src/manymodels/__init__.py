@@ -11,18 +11,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from manymodels.errors import BundleError, DataError, EngineError, EngineSetupError, ManymodelsError, RegistryError
+from manymodels.distribution import version
+from manymodels.errors import (
+    BundleError,
+    DataError,
+    EngineError,
+    EngineSetupError,
+    GateError,
+    ManymodelsError,
+    RegistryError,
+)
 
 if TYPE_CHECKING:
     from manymodels.jobs.project import Project, TrainRun, load_bundle
 
-__version__ = "0.1.0"
+__version__ = version()
 
 __all__ = [
     "BundleError",
     "DataError",
     "EngineError",
     "EngineSetupError",
+    "GateError",
     "ManymodelsError",
     "Project",
     "RegistryError",

@@ -40,3 +40,7 @@ class EngineSetupError(EngineError):
 
 class RegistryError(ManymodelsError):
     """Tracking or registry trouble: a run or pack that cannot be found, read or written."""
+
+
+class GateError(ManymodelsError):
+    """The promotion gate failed (too many segments regressed): nothing is promoted unless forced."""

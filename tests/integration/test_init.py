@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from typer.testing import CliRunner
 
 from manymodels.bundle import check_bundle, load_config
 from manymodels.cli.main import app
+from manymodels.distribution import requirement, requirement_from_direct_url
 
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
@@ -59,7 +62,34 @@ def test_default_template_makes_a_project_valid_for_every_target(tmp_path: Path)
     assert [t.python for t in prod.resolved.resources.jobs["train"].tasks] == ["demand_fc.features:build", None]
     cd = yaml.safe_load((project / ".github/workflows/cd.yml").read_text())
     assert cd[True]["push"] == {"branches": ["trunk"], "tags": ["v*"]}  # YAML 1.1 reads the key `on` as true
-    assert "manymodels>=0.1.0" in (project / "pyproject.toml").read_text()
+    # manymodels as this environment has it (`make` installs this checkout editable: a file:// reference).
+    dependencies = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert dependencies[0] == requirement() == f"manymodels @ {ROOT.as_uri()}"
+
+
+def test_the_manymodels_requirement_answer_overrides_how_it_is_installed(tmp_path: Path) -> None:
+    pinned = "manymodels @ git+https://git.example.com/manymodels.git@0123456789abcdef0123456789abcdef01234567"
+    code, out = cli("init", str(tmp_path / "p"), "--config-file",
+                    str(answers(tmp_path / "a.yml", manymodels_requirement=pinned)))
+    assert code == 0, out
+    assert tomllib.loads((tmp_path / "p" / "pyproject.toml").read_text())["project"]["dependencies"][0] == pinned
+    code, out = cli("init", str(tmp_path / "q"), "--config-file",
+                    str(answers(tmp_path / "b.yml", manymodels_requirement="pandas>=2")))
+    assert code == 2 and "manymodels_requirement must be a requirement of manymodels, not of pandas" in out, out
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize(("direct_url", "expected"), [
+    ({"url": "https://github.com/o/manymodels.git",
+      "vcs_info": {"vcs": "git", "commit_id": "abc123", "requested_revision": "main"}},
+     "manymodels @ git+https://github.com/o/manymodels.git@abc123"),
+    ({"url": "file:///home/me/manymodels", "dir_info": {"editable": True}}, "manymodels @ file:///home/me/manymodels"),
+    ({"url": "file:///tmp/manymodels-0.1.0-py3-none-any.whl", "archive_info": {"hashes": {}}},
+     "manymodels @ file:///tmp/manymodels-0.1.0-py3-none-any.whl"),
+    ({}, "manymodels==0.1.0"),
+])
+def test_requirement_from_pep_610_direct_url(direct_url: dict[str, object], expected: str) -> None:
+    assert requirement_from_direct_url(direct_url, "0.1.0") == expected
 
 
 def test_generated_workflows_pass_githubs_workflow_schema_and_a_broken_one_does_not(tmp_path: Path) -> None:

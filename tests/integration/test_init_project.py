@@ -12,7 +12,6 @@ import subprocess
 import sys
 import uuid
 import venv
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,6 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 from helpers import git
 
@@ -37,43 +34,14 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> s
     return done
 
 
-def runtime_closure(name: str) -> list[metadata.Distribution]:
-    """The installed distributions `name` needs to run (its requirements, theirs, ...; no extras), without itself."""
-    found: dict[str, metadata.Distribution] = {}
-    todo = [name]
-    while todo:
-        dist = metadata.distribution(todo.pop())
-        key = canonicalize_name(dist.metadata["Name"])
-        if key in found:
-            continue
-        found[key] = dist
-        for line in dist.requires or []:
-            req = Requirement(line)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name)
-    del found[canonicalize_name(name)]
-    return list(found.values())
-
-
 def fresh_env(root: Path) -> tuple[Path, dict[str, str]]:
     """A new virtualenv with this repository installed from source (not editable), and its activated environment.
 
-    Installing manymodels' ~90 dependencies afresh takes this machine 1 to 2 minutes, so the new
-    environment reuses them: it sees exactly the runtime dependencies of manymodels (a folder of
-    links to them, added by a .pth file), nothing else of the test's environment (no pytest, ruff,
-    pyspark), so the project's own install must bring its tools and anything else it needs.
+    Nothing of the test's environment is linked in: manymodels and its whole dependency closure are
+    installed afresh from the package index (1 to 2 minutes here), as a user's `pip install` would.
     """
     home = root / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(home)
-    shared = root / "manymodels-dependencies"
-    shared.mkdir()
-    for dist in runtime_closure("manymodels"):
-        for file in dist.files or []:
-            top = file.parts[0]
-            if top != ".." and not (shared / top).exists():
-                (shared / top).symlink_to(Path(str(dist.locate_file(top))))
-    (site_packages,) = (home / "lib").glob("python3.*/site-packages")
-    (site_packages / "manymodels_dependencies.pth").write_text(f"import site; site.addsitedir({str(shared)!r})\n")
     bin_dir = home / "bin"
     ours = Path(sys.prefix).resolve()
     path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and not Path(p).resolve().is_relative_to(ours)]
@@ -145,6 +113,9 @@ def test_init_then_the_projects_ci_and_cd_from_a_fresh_virtualenv(tmp_path: Path
     answers.write_text(yaml.safe_dump({"project_name": f"fc-{uuid.uuid4().hex[:8]}", "package": "fc"}))
     project = tmp_path / "fc"
     run([str(bin_dir / "manymodels"), "init", "default", str(project), "--config-file", str(answers)], tmp_path, env)
+    # The project asks for manymodels as this virtualenv has it: built from that folder, so a direct reference.
+    pyproject = (project / "pyproject.toml").read_text()
+    assert f'"manymodels @ {(tmp_path / "manymodels-source").as_uri()}"' in pyproject, pyproject
     git(project, "init", "-q", "-b", "main")
     git(project, "add", "-A")
     git(project, "commit", "-qm", "manymodels init")

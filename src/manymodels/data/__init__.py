@@ -1,5 +1,13 @@
 """The data layer: read and write the datasets a bundle names (Parquet, CSV, Delta)."""
 
-from manymodels.data.datasets import is_delta_table, is_numeric, read_frame, read_schema, row_count, write_parquet
+from manymodels.data.datasets import (
+    is_delta_table,
+    is_numeric,
+    read_frame,
+    read_head,
+    read_schema,
+    row_count,
+    write_parquet,
+)
 
-__all__ = ["is_delta_table", "is_numeric", "read_frame", "read_schema", "row_count", "write_parquet"]
+__all__ = ["is_delta_table", "is_numeric", "read_frame", "read_head", "read_schema", "row_count", "write_parquet"]

@@ -78,6 +78,30 @@ def read_frame(path: Path, fmt: str, columns: Sequence[str] | None = None) -> pd
     return table.to_pandas()
 
 
+def read_head(path: Path, fmt: str, columns: Sequence[str], rows: int = 5) -> pd.DataFrame:
+    """The first `rows` rows of a dataset (only `columns`), reading no more of it than one batch.
+
+    Raises:
+        DataError: the file is missing or unreadable.
+    """
+    wanted = list(dict.fromkeys(columns))
+    try:
+        if fmt == "delta":
+            table = _delta(path).head(rows, columns=wanted)
+        else:
+            _must_exist(path)
+            if fmt == "parquet":
+                batch = next(pq.ParquetFile(path).iter_batches(batch_size=rows, columns=wanted), None)
+                table = pa.Table.from_batches([batch]) if batch is not None else pq.read_table(path, columns=wanted)
+            else:
+                options = pacsv.ConvertOptions(include_columns=wanted)
+                with pacsv.open_csv(path, convert_options=options) as reader:
+                    table = pa.Table.from_batches([reader.read_next_batch()])
+    except (pa.ArrowException, OSError, StopIteration) as exc:
+        raise DataError(f"{path}: cannot read {fmt}: {exc}") from exc
+    return table.slice(0, rows).to_pandas()
+
+
 def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     """Write `frame` to `path` as Parquet; readers never see a half-written file.
 

@@ -16,14 +16,14 @@ import pandas as pd
 
 from manymodels.bundle import BundleConfig, ModelSpec
 from manymodels.bundle.checks import model_features, model_problems
-from manymodels.data import read_schema, row_count, write_parquet
+from manymodels.data import read_head, read_schema, row_count, write_parquet
 from manymodels.engines import Engine, Fleet, make_engine
 from manymodels.errors import BundleError, DataError, EngineSetupError
 from manymodels.jobs.changes import ChangePlan, plan_changes
 from manymodels.registry import PackInfo, Tracker, write_pack_files
 from manymodels.registry.compose import copy_models
 from manymodels.registry.pack import FALLBACK, SEGMENT_INDEX, SHARDS
-from manymodels.registry.pyfunc import save_pack_model
+from manymodels.registry.pyfunc import describe_model, save_pack_model
 from manymodels.registry.tracking import TAG, current_user, git_commit, local_path
 from manymodels.segment import SegmentResult, SegmentSpec, metric_names
 from manymodels.segment.fit import OK
@@ -211,6 +211,7 @@ def _train(
     if on_warning:
         for line in warnings:
             on_warning(line)
+    engine.ready()  # a pool that cannot start is an error before any run exists
     run_id, artifact_uri = tracker.start_run(
         exp_id,
         f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -223,7 +224,7 @@ def _train(
         if run_staging is not None:
             cleanup.callback(remove_folder, run_staging)
         staging = folder.path
-        pack_dir = save_pack_model(staging / "model")
+        pack_dir = save_pack_model(staging / "model", code=estimator_code(spec))
         (pack_dir / SHARDS).mkdir(parents=True, exist_ok=True)
         shard_dir = str(pack_dir / SHARDS) if run_staging is None else f"{run_staging}/{SHARDS}"
         make_folder(shard_dir)
@@ -247,6 +248,9 @@ def _train(
             target=config.target,
         )
         write_pack_files(pack_dir, info, manifest)
+        example = example_rows(config, name, [*spec.segment_by, *spec.features])
+        if example is not None:
+            describe_model(staging / "model", example)
         write_parquet(segment_metrics(manifest, spec), staging / SEGMENT_METRICS)
         fallback = None
         if model.fallback_by is not None and not _nothing_changed(plan):
@@ -263,6 +267,32 @@ def _train(
         ok = summary["segments_ok"] > 0
         tracker.finish_run(run_id, summary, ok, artifacts=folder.upload, tags={TAG + "segments": str(len(manifest))})
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds, warnings)
+
+
+def estimator_code(spec: SegmentSpec) -> list[Path]:
+    """The project's own module or package an estimator's import path names, to ship with the model.
+
+    None for a library's estimator (`sklearn.linear_model:Ridge`): that is installed, not the project's.
+    """
+    if not spec.entry:
+        return []
+    top = spec.entry.partition(":")[0].split(".")[0]
+    for root in spec.import_roots:
+        for candidate in (Path(root) / top, Path(root) / f"{top}.py"):
+            if candidate.exists():
+                return [candidate]
+    return []
+
+
+def example_rows(config: BundleConfig, name: str, columns: list[str]) -> pd.DataFrame | None:
+    """The first rows of the model's dataset (`columns` only): a model's input example; None if unreadable."""
+    ds = config.resolved.resources.datasets.get(config.model(name).dataset)
+    if ds is None:
+        return None
+    try:
+        return read_head(config.resolve_path(ds.path), ds.format, columns)
+    except DataError:
+        return None
 
 
 def _nothing_changed(plan: ChangePlan | None) -> bool:

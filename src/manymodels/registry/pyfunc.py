@@ -3,11 +3,19 @@
 The model is written as an MLflow "custom flavor" (a `loader_module`), not a pickled Python object:
 loading it imports this module and calls `_load_pyfunc` on the pack folder. Writing the MLmodel
 file directly also skips `save_model`'s dependency scan, seconds per run.
+
+A model is self-contained where MLflow serves it: its `requirements.txt` names a manymodels that
+installs (as this one was installed), a project's own estimator code travels in its `code/`
+folder (MLflow puts it on the path when loading), and `MLmodel` carries a signature and an input
+example, so MLflow's UI shows what goes in and out and its scoring server checks requests.
 """
 
 from __future__ import annotations
 
+import json
 import platform
+import shutil
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -15,11 +23,16 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from manymodels.registry.pack import Pack
+from manymodels.distribution import requirement
+from manymodels.registry.pack import MODEL_SOURCE, Pack
 
 PACK_FOLDER = "pack"
+CODE_FOLDER = "code"
+MLMODEL = "MLmodel"
+EXAMPLE_FILE = "input_example.json"
+SERVING_EXAMPLE_FILE = "serving_input_example.json"
 # What loading a pack needs; pinned to this environment's versions at training time.
-REQUIREMENTS = ("manymodels", "mlflow", "lightgbm", "pandas", "pyarrow", "numpy", "scikit-learn")
+REQUIREMENTS = ("mlflow", "lightgbm", "pandas", "pyarrow", "numpy", "scikit-learn")
 
 
 class PackPyfunc:
@@ -38,8 +51,13 @@ def _load_pyfunc(path: str) -> PackPyfunc:
     return PackPyfunc(Pack(path))
 
 
-def save_pack_model(model_dir: Path) -> Path:
+def save_pack_model(model_dir: Path, code: Sequence[Path] = ()) -> Path:
     """Write an MLflow pyfunc model around an empty pack folder; workers then write shards into it.
+
+    Args:
+        model_dir: the model's folder (created).
+        code: modules or packages (files or folders) the models need to load, copied into the
+            model's `code/` folder, which MLflow puts on `sys.path` before loading.
 
     Returns:
         The pack folder inside the model.
@@ -49,7 +67,14 @@ def save_pack_model(model_dir: Path) -> Path:
 
     pack_dir = model_dir / PACK_FOLDER
     pack_dir.mkdir(parents=True, exist_ok=True)
-    requirements = [_pinned(name) for name in REQUIREMENTS]
+    for source in code:
+        destination = model_dir / CODE_FOLDER / source.name
+        destination.parent.mkdir(exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(source, destination)
+    requirements = [requirement(), *(_pinned(name) for name in REQUIREMENTS)]
     (model_dir / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
     python = platform.python_version()
     env = {"python": python, "build_dependencies": ["pip"], "dependencies": ["-r requirements.txt"]}
@@ -62,10 +87,42 @@ def save_pack_model(model_dir: Path) -> Path:
     (model_dir / "conda.yaml").write_text(yaml.safe_dump(conda), encoding="utf-8")
     model = Model()
     mlflow.pyfunc.add_to_model(
-        model, loader_module=__name__, data=PACK_FOLDER, conda_env="conda.yaml", python_env="python_env.yaml"
+        model,
+        loader_module=__name__,
+        data=PACK_FOLDER,
+        code=CODE_FOLDER if code else None,
+        conda_env="conda.yaml",
+        python_env="python_env.yaml",
     )
-    model.save(str(model_dir / "MLmodel"))
+    model.save(str(model_dir / MLMODEL))
     return pack_dir
+
+
+def describe_model(model_dir: Path, example: pd.DataFrame) -> None:
+    """Add a signature (the example's columns in; `prediction` and `model_source` out) and the example itself.
+
+    Args:
+        model_dir: a model written by `save_pack_model`.
+        example: a few input rows: the segment columns and the features, typed as in training.
+    """
+    from mlflow.models import Model, infer_signature
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    model = Model.load(str(model_dir / MLMODEL))
+    outputs = Schema([ColSpec("double", "prediction", required=False), ColSpec("string", MODEL_SOURCE, required=False)])
+    model.signature = ModelSignature(inputs=infer_signature(example).inputs, outputs=outputs)
+    split = example.to_json(orient="split", index=False, date_format="iso")
+    (model_dir / EXAMPLE_FILE).write_text(split, encoding="utf-8")
+    # What a client posts to `mlflow models serve`'s /invocations (MLflow's scoring protocol).
+    (model_dir / SERVING_EXAMPLE_FILE).write_text(json.dumps({"dataframe_split": json.loads(split)}), encoding="utf-8")
+    model.saved_input_example_info = {
+        "artifact_path": EXAMPLE_FILE,
+        "type": "dataframe",
+        "pandas_orient": "split",
+        "serving_input_path": SERVING_EXAMPLE_FILE,
+    }
+    model.save(str(model_dir / MLMODEL))
 
 
 def _pinned(name: str) -> str:

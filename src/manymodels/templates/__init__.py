@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib import metadata, resources
+from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,6 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, TypeAdapter, Validat
 from manymodels.bundle.loader import BUNDLE_FILE, load_config
 from manymodels.bundle.messages import describe, did_you_mean
 from manymodels.bundle.source import SourceMap, load_yaml
+from manymodels.distribution import check_requirement, requirement
 from manymodels.errors import BundleError, ManymodelsError
 
 SUFFIX = ".tmpl"
@@ -51,6 +52,8 @@ TrackingUri = Annotated[
 ]
 RelativePath = Annotated[str, _shaped(r"[^\s\"'\\$]+", "a path without spaces, quotes or $")]
 PythonVersion = Annotated[str, _shaped(r"3\.1[1-9]", "a Python version from 3.11 (3.11, 3.12, ...)")]
+# Goes into pyproject.toml (through tojson): a PEP 508 requirement of manymodels, nothing else.
+ManymodelsRequirement = Annotated[str, AfterValidator(check_requirement)]
 
 
 class InitError(ManymodelsError):
@@ -81,6 +84,7 @@ class DefaultAnswers(_Answers):
     git_branch: Branch
     staging_tracking_uri: TrackingUri
     prod_tracking_uri: TrackingUri
+    manymodels_requirement: ManymodelsRequirement
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,8 @@ TEMPLATES: dict[str, Template] = {
             Question("git_branch", "Branch that production deploys come from", _fixed("main")),
             Question("staging_tracking_uri", "MLflow tracking URI of staging", _fixed("http://mlflow-staging:5000")),
             Question("prod_tracking_uri", "MLflow tracking URI of prod", _fixed("http://mlflow-prod:5000")),
+            # Default: this manymodels, as it was installed here (a commit, a folder, a wheel or a version).
+            Question("manymodels_requirement", "How the project installs manymodels", lambda _f, _a: requirement()),
         ),
         DefaultAnswers,
     ),
@@ -266,7 +272,7 @@ def render(template: Template, answers: _Answers, folder: Path) -> list[Path]:
     """
     if folder.exists() and not folder.is_dir():
         raise InitError(f"{folder} exists and is not a folder")
-    values = {**answers.model_dump(), "manymodels_version": _release()}
+    values = answers.model_dump()
     env = _environment()
     planned = [(_target_path(parts, values), source) for parts, source in _walk(template.files())]
     clashes = [str(rel) for rel, _ in planned if (folder / rel).exists()]
@@ -288,11 +294,6 @@ def render(template: Template, answers: _Answers, folder: Path) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     return [rel for rel, _ in rendered]
-
-
-def _release() -> str:
-    # The generated project asks for this release or newer (a dev build's local part dropped).
-    return metadata.version("manymodels").split("+")[0]
 
 
 def check_project(folder: Path) -> list[str]:
