@@ -81,7 +81,8 @@ def test_weekly_cycle_evaluate_promote_score_rollback(tmp_path: Path, mlflow_ser
     others = table.drop(index=BAD)
     assert set(others["status"]) == {"won"} and set(others["decision"]) == {"promote"}
     assert (others["challenger"] < others["champion"]).all() and (others["change"] < 0).all()
-    assert (table["rows"] == fresh.groupby("segment").size()).all()  # every fresh row evaluated
+    assert (table["rows"].sort_index() == fresh.groupby("segment").size()).all()  # every fresh row evaluated
+    assert table.index[:2].tolist() == table.loc[BAD, "change"].sort_values(ascending=False).index.tolist()
     saved = client.get_run(run2.run_id).data.tags["manymodels.evaluation"]
     assert saved == f"evaluation/vs-v{champion_v1.version}.parquet"
 
@@ -123,10 +124,14 @@ def test_weekly_cycle_evaluate_promote_score_rollback(tmp_path: Path, mlflow_ser
     code, out = cli(tmp_path, "rollback", "demand")
     assert code == 0 and client.get_model_version_by_alias(name, "champion").version == champion_v2.version
 
-    # The same challenger again: ties and losses only, so the gate stops a pipeline (exit 1).
+    # The same challenger again: ties and two losses (of six, under max_failed_fraction): nothing to promote,
+    # which is no failure; promote then makes no version and the champion stays.
     code, out = cli(tmp_path, "evaluate", "demand", "--run", run2.run_id, "--data", str(tmp_path / "fresh.parquet"))
-    assert code == 1, out
-    assert "no segment may be promoted" in out
+    assert code == 0, out
+    assert "no segment improved: nothing to promote" in " ".join(out.replace("│", " ").split())
+    code, out = cli(tmp_path, "promote", "demand", "--run", run2.run_id)
+    assert code == 0, out
+    assert client.get_model_version_by_alias(name, "champion").version == champion_v2.version
 
     code, out = cli(tmp_path, "models", "--json")
     assert code == 0, out
@@ -162,6 +167,36 @@ def test_a_job_trains_evaluates_and_stops_before_promoting_when_the_gate_fails(
     code, out = cli(tmp_path, "run", "weekly")
     assert code == 0, out
     assert MlflowClient(mlflow_server).get_registered_model(registry).aliases.get("champion")
+
+
+@pytest.mark.slow
+def test_promote_refuses_after_a_failed_gate_unless_forced(tmp_path: Path, mlflow_server: str) -> None:
+    first, second, fresh = weeks()
+    fresh.to_parquet(tmp_path / "fresh.parquet", index=False)
+    path = bundle(tmp_path, first, mlflow_server, rounds=3, promotion={"max_failed_fraction": 0.2})
+    project = mm.load_bundle(path)
+    project.train("demand", workers=1)
+    project.promote("demand")
+    name = project.registered_model("demand")
+    client = MlflowClient(mlflow_server)
+    first_champion = client.get_model_version_by_alias(name, "champion").version
+
+    bundle(tmp_path, second, mlflow_server, rounds=60, promotion={"max_failed_fraction": 0.2})
+    project = mm.load_bundle(path)
+    project.train("demand", workers=1)
+    code, out = cli(tmp_path, "evaluate", "demand", "--data", str(tmp_path / "fresh.parquet"))
+    assert code == 1, out  # the two BAD segments lost: 2 of 6 is more than 20%
+    code, out = cli(tmp_path, "promote", "demand")
+    assert code == 1, out
+    assert "the promotion gate failed" in out and "2 lost" in out and "--force" in out, out
+    with pytest.raises(mm.GateError, match="2 of 6 segments regress"):
+        project.promote("demand")
+    assert client.get_model_version_by_alias(name, "champion").version == first_champion  # nothing promoted
+
+    code, out = cli(tmp_path, "promote", "demand", "--force")
+    assert code == 0, out
+    forced = client.get_model_version_by_alias(name, "champion")
+    assert forced.version != first_champion and forced.tags["manymodels.promoted"] == "4"  # the winners only
 
 
 @pytest.mark.slow

@@ -134,11 +134,13 @@ class PromotionSpec(Strict):
     """`promotion:` when a segment's challenger replaces its champion.
 
     A segment's challenger wins when its `metric` on the same evaluation rows beats the
-    champion's by more than `min_improvement` (relative: 0.02 is 2%). It is promoted when it won
-    (or the segment has no champion) and it passes the quality gate: at least `min_rows` rows,
-    metric at most `max_metric` / at least `min_metric`. `evaluate` fails (exit 1) when no segment
-    may be promoted or when more than `max_failed_fraction` of the evaluated segments regress
-    (challenger lost or failed).
+    champion's by more than `min_improvement` (relative: 0.02 is 2%); with fewer than
+    `min_eval_rows` evaluation rows it is `insufficient` (neither won nor lost: the champion
+    stays). It is promoted when it won (or the segment has no champion) and it passes the quality
+    gate: at least `min_rows` training rows, metric at most `max_metric` / at least `min_metric`.
+    `evaluate` fails (exit 1) when more than `max_failed_fraction` of the evaluated segments
+    regress (challenger lost or failed) or break the quality gate's metric bounds; nothing to
+    promote is not a failure.
     """
 
     metric: str | None = None
@@ -146,6 +148,7 @@ class PromotionSpec(Strict):
     max_metric: float | None = None
     min_metric: float | None = None
     min_rows: int = Field(default=0, ge=0)
+    min_eval_rows: int = Field(default=5, ge=1)
     max_failed_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
@@ -236,10 +239,14 @@ class EvaluateTaskSpec(Strict):
 
 
 class PromoteTaskSpec(Strict):
-    """`promote:` in a job task: a new champion version, the challenger where it won."""
+    """`promote:` in a job task: a new champion version, the challenger where it won.
+
+    `force`: promote the winners even when the evaluation's gate failed.
+    """
 
     model: str
     all: bool = False
+    force: bool = False
 
 
 _KINDS = ("train", "evaluate", "promote", "score", "python")

@@ -313,14 +313,21 @@ def promote_cmd(
     take_all: Annotated[
         bool, typer.Option("--all", help="Take every segment the challenger has a model for, won or not.")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote the segments that won even though the evaluation's gate failed.")
+    ] = False,
     force_lock: ForceLockOpt = False,
 ) -> None:
-    """A new champion version: the challenger where it won, the champion elsewhere (old one: alias previous)."""
+    """A new champion version: the challenger where it won, the champion elsewhere (old one: alias previous).
+
+    Refuses (exit 1, nothing promoted) when the evaluation's gate failed, unless --force.
+    """
     from manymodels.jobs.promote import promote
 
     def body() -> int:
         config = _checked(target, var)
-        render.promote_summary(promote(config, model, run_id=run, take_all=take_all, force_lock=force_lock))
+        outcome = promote(config, model, run_id=run, take_all=take_all, force_lock=force_lock, force=force)
+        render.promote_summary(outcome)
         return 0
 
     _guarded(body)

@@ -202,7 +202,8 @@ def show_run(report: dict[str, Any]) -> None:
         out.print(t)
 
 
-_STATUS_STYLE = {"won": "green", "new": "green", "lost": "red", "failed": "red", "tied": "", "no_data": "yellow"}
+_STATUS_STYLE = {"won": "green", "new": "green", "lost": "red", "failed": "red", "tied": "", "no_data": "yellow",
+                 "insufficient": "yellow"}
 
 
 def evaluation_summary(evaluation: Evaluation, limit: int = 20) -> None:
@@ -217,12 +218,14 @@ def evaluation_summary(evaluation: Evaluation, limit: int = 20) -> None:
     head.add_row("on", f"{evaluation.data} ({evaluation.metric})")
     head.add_row(
         "segments",
-        ", ".join(f"{counts[s]:,} {s}" for s in ("won", "lost", "tied", "new", "failed", "no_data", "absent")),
+        ", ".join(f"{n:,} {status}" for status, n in counts.items() if status != "promote"),
     )
     head.add_row("would promote", f"{counts['promote']:,} segment(s)")
     verdict = "[green]passed[/]" if evaluation.passed else "[red]failed[/]: " + "; ".join(evaluation.problems)
     if evaluation.unchanged:
         verdict += " (nothing changed since the champion trained: nothing to promote)"
+    elif evaluation.passed and evaluation.nothing_to_promote:
+        verdict += " (no segment improved: nothing to promote, the champion keeps serving)"
     head.add_row("gate", verdict)
     if evaluation.artifact:
         head.add_row("saved", f"{evaluation.artifact} in run {evaluation.challenger_run}")
@@ -233,8 +236,7 @@ def evaluation_summary(evaluation: Evaluation, limit: int = 20) -> None:
     if limit == 0 or len(table) == 0:
         return
     keys = list(table.columns[: list(table.columns).index("run_status")])
-    order = {"lost": 0, "failed": 1, "won": 2, "new": 3, "tied": 4, "no_data": 5, "absent": 6}
-    shown = table.assign(_o=table["status"].map(order)).sort_values(["_o", "change"], kind="stable").head(limit)
+    shown = table.head(limit)  # evaluate orders it: the worst regressions first
     t = Table(title=f"segments ({min(limit, len(table)):,} of {len(table):,})", title_justify="left")
     for col in [*keys, "rows", "champion", "challenger", "change", "status", "decision", "reason"]:
         t.add_column(col, overflow="fold" if col == "reason" else "ellipsis")

@@ -33,11 +33,16 @@ from manymodels.segment.fit import OK, evaluation_rows, row_hashes, segment_fing
 from manymodels.segment.metrics import compute_metrics
 
 EVALUATION_FOLDER = "evaluation"
-# Segment statuses in an evaluation table.
+# Segment statuses in an evaluation table; `insufficient`: too few evaluation rows to call it either way.
 WON, LOST, TIED, NEW, FAILED, NO_DATA, ABSENT = "won", "lost", "tied", "new", "failed", "no_data", "absent"
-STATUSES = (WON, LOST, TIED, NEW, FAILED, NO_DATA, ABSENT)
+INSUFFICIENT = "insufficient"
+STATUSES = (WON, LOST, TIED, NEW, INSUFFICIENT, FAILED, NO_DATA, ABSENT)
+# How an evaluation table is ordered: what needs a look first (then, within a status, the largest change).
+STATUS_ORDER = (LOST, FAILED, WON, NEW, INSUFFICIENT, TIED, NO_DATA, ABSENT)
 # Decisions: the challenger's model serves, the champion's stays, or the segment has neither.
 PROMOTE, KEEP, NONE = "promote", "keep", "none"
+# Column: whether the challenger's metric breaks promotion.max_metric / min_metric (the quality gate).
+OVER_GATE = "over_quality_gate"
 _TIE = 1e-12
 
 
@@ -58,7 +63,7 @@ class Evaluation:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Segments per status (won, lost, tied, new, failed, no_data, absent) and per decision."""
+        """Segments per status (won, lost, tied, new, insufficient, failed, no_data, absent) and per decision."""
         counts = {s: int((self.table["status"] == s).sum()) for s in STATUSES}
         counts["promote"] = int((self.table["decision"] == PROMOTE).sum())
         return counts
@@ -77,8 +82,13 @@ class Evaluation:
 
     @property
     def passed(self) -> bool:
-        """Whether the gate lets a promotion go ahead."""
+        """Whether the gate lets a promotion go ahead (it may have nothing to promote: see `nothing_to_promote`)."""
         return not self.problems
+
+    @property
+    def nothing_to_promote(self) -> bool:
+        """Whether no segment's challenger would replace what serves it (not a failure by itself)."""
+        return self.counts["promote"] == 0
 
 
 def registered_name(config: BundleConfig, name: str) -> str:
@@ -148,7 +158,7 @@ def evaluate(
     metric = model.promotion_metric
     prepared = prepare(frame, list(spec.segment_by))
     hashes = row_hashes(prepared.frame, spec) if holdout and len(prepared.frame) else None
-    table = decide(compare(prepared, hashes, spec, challenger_pack, champion_pack, metric), model, metric)
+    table = worst_first(decide(compare(prepared, hashes, spec, challenger_pack, champion_pack, metric), model, metric))
     result = Evaluation(
         model=name,
         metric=metric,
@@ -158,7 +168,7 @@ def evaluate(
         data=described,
         table=table,
     )
-    result.problems = gate_problems(result, model)
+    result.problems = gate_problems(table, model)
     if holdout:
         result.warnings += _holdout_warnings(prepared, hashes, spec, challenger_pack, champion_pack)
     if save:
@@ -299,7 +309,24 @@ def decide(table: pd.DataFrame, model: ModelSpec, metric: str) -> pd.DataFrame:
     table["status"] = statuses
     table["decision"] = decisions
     table["reason"] = pd.array(reasons, dtype="string")
+    carried = table["same_model"].to_numpy(dtype=bool) if "same_model" in table.columns else False
+    ok = (table["run_status"] == OK).to_numpy(dtype=bool) & ~carried  # a carried model is the champion's own
+    over = np.zeros(len(table), dtype=bool)
+    if policy.max_metric is not None:
+        over |= chall > policy.max_metric
+    if policy.min_metric is not None:
+        over |= chall < policy.min_metric
+    table[OVER_GATE] = over & ok
     return table
+
+
+def worst_first(table: pd.DataFrame) -> pd.DataFrame:
+    """The table in the order a person reads it: losses (largest relative loss first), failures, wins
+    (largest gain first), new, insufficient, ties, no data, absent."""
+    rank = table["status"].map({s: i for i, s in enumerate(STATUS_ORDER)}).fillna(len(STATUS_ORDER))
+    size = table["change"].abs().fillna(-1.0)
+    order = np.lexsort((-size.to_numpy(dtype=float), rank.to_numpy(dtype=float)))
+    return table.iloc[order].reset_index(drop=True)
 
 
 def _judge(row: Any, change: float, higher: bool, metric: str, policy: Any) -> tuple[str, str, str]:
@@ -318,6 +345,11 @@ def _judge(row: Any, change: float, higher: bool, metric: str, policy: Any) -> t
     gate = _gate(row, metric, policy)
     if not has_champion:
         return NEW, (NONE, PROMOTE)[gate is None], gate or "new segment"
+    if row.rows < policy.min_eval_rows:
+        return INSUFFICIENT, KEEP, (
+            f"{int(row.rows)} evaluation row(s) < promotion.min_eval_rows {policy.min_eval_rows}: too few to tell "
+            "the models apart, the champion stays (evaluate on more rows with --data)"
+        )
     improvement = -change if not higher else change
     shown = f"{metric} {row.challenger:.6g} vs {row.champion:.6g} ({change:+.2%})"
     if row.champion != row.champion:  # the champion serves it but could not be scored on these rows
@@ -345,21 +377,29 @@ def _gate(row: Any, metric: str, policy: Any) -> str | None:
     return None
 
 
-def gate_problems(evaluation: Evaluation, model: ModelSpec) -> list[str]:
-    """Why a pipeline should stop here: nothing may be promoted, or too many segments regress."""
-    counts = evaluation.counts
-    problems = []
-    if counts["promote"] == 0 and not evaluation.unchanged:
-        problems.append("no segment may be promoted under the promotion policy")
-    evaluated = sum(counts[s] for s in (WON, LOST, TIED, NEW, FAILED))
-    regressed = counts[LOST] + counts[FAILED]
+def gate_problems(table: pd.DataFrame, model: ModelSpec) -> list[str]:
+    """Why a pipeline should stop here: too many segments need a person's look.
+
+    Those are segments whose challenger lost or failed, or whose challenger's metric breaks the
+    quality gate (`max_metric` / `min_metric`); the gate fails when they are more than
+    `promotion.max_failed_fraction` of the segments evaluated. A retrain where nothing improved
+    is no failure: there is just nothing to promote.
+    """
+    status = table["status"]
+    evaluated = int(status.isin([WON, LOST, TIED, NEW, INSUFFICIENT, FAILED]).sum())
+    regressed = status.isin([LOST, FAILED]).to_numpy(dtype=bool)
+    over = table[OVER_GATE].to_numpy(dtype=bool) if OVER_GATE in table.columns else np.zeros(len(table), bool)
+    needs_look = int((regressed | over).sum())
     limit = model.promotion.max_failed_fraction
-    if evaluated and regressed / evaluated > limit:
-        problems.append(
-            f"{regressed:,} of {evaluated:,} segments regress (lost or failed: {regressed / evaluated:.1%}), "
-            f"more than promotion.max_failed_fraction {limit:.1%}"
-        )
-    return problems
+    if not evaluated or needs_look / evaluated <= limit:
+        return []
+    parts = [f"{int((status == LOST).sum()):,} lost", f"{int((status == FAILED).sum()):,} failed"]
+    if over.any():
+        parts.append(f"{int(over.sum()):,} over the quality gate")
+    return [
+        f"{needs_look:,} of {evaluated:,} segments regress ({', '.join(parts)}: {needs_look / evaluated:.1%}), "
+        f"more than promotion.max_failed_fraction {limit:.1%}"
+    ]
 
 
 def _holdout_warnings(

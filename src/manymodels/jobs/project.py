@@ -141,9 +141,14 @@ class Project:
         """
         return evaluate(self.config, model, run_id=run_id, data=data, save=save)
 
-    def promote(self, model: str, run_id: str | None = None, take_all: bool = False) -> PromoteOutcome:
-        """A new champion version: the challenger where it won, the champion elsewhere."""
-        return promote(self.config, model, run_id=run_id, take_all=take_all)
+    def promote(
+        self, model: str, run_id: str | None = None, take_all: bool = False, force: bool = False
+    ) -> PromoteOutcome:
+        """A new champion version: the challenger where it won, the champion elsewhere.
+
+        Raises `GateError` (nothing promoted) when the evaluation's gate failed, unless `force`.
+        """
+        return promote(self.config, model, run_id=run_id, take_all=take_all, force=force)
 
     def rollback(self, model: str, to: int | None = None) -> RollbackOutcome:
         """Point `champion` back at `to` (default: the version with alias `previous`)."""

@@ -17,19 +17,20 @@ import pandas as pd
 
 from manymodels.bundle import BundleConfig
 from manymodels.data import write_parquet
-from manymodels.errors import RegistryError
+from manymodels.errors import GateError, RegistryError
 from manymodels.jobs.evaluate import (
     PROMOTE,
     Evaluation,
     evaluate,
+    gate_problems,
     load_evaluation,
     model_registry,
 )
 from manymodels.jobs.score import open_pack, resolve_run
-from manymodels.jobs.train import experiment_name
+from manymodels.jobs.train import estimator_code, example_rows, experiment_name, segment_spec
 from manymodels.registry import Pack, Tracker
 from manymodels.registry.compose import SOURCE_RUN, compose_pack
-from manymodels.registry.pyfunc import save_pack_model
+from manymodels.registry.pyfunc import describe_model, save_pack_model
 from manymodels.registry.tracking import TAG, current_user
 from manymodels.registry.versions import CHAMPION, PREVIOUS, ModelRegistry, VersionInfo
 from manymodels.segment.fit import OK
@@ -74,6 +75,7 @@ def promote(
     run_id: str | None = None,
     take_all: bool = False,
     force_lock: bool = False,
+    force: bool = False,
 ) -> PromoteOutcome:
     """Make a new champion version: the challenger where it won, the champion elsewhere.
 
@@ -83,8 +85,10 @@ def promote(
         run_id: the challenger training run (default: the latest successful one).
         take_all: take every segment the challenger has a model for, whatever the evaluation says.
         force_lock: break a lock left by a promotion that died.
+        force: promote the segments that won even when the evaluation's gate failed.
 
     Raises:
+        GateError: the evaluation's gate failed (and not `force`): nothing was promoted.
         LockedError: another promotion or rollback of this model is running.
         RegistryError: nothing to promote from, or MLflow refused a step (the champion is unchanged).
     """
@@ -106,6 +110,12 @@ def promote(
             if table is None:
                 evaluation = evaluate(config, name, run_id=challenger.run_id)
                 table = evaluation.table
+            problems = gate_problems(table, config.model(name))
+            if problems and not force:
+                raise GateError(
+                    f"the promotion gate failed for run {challenger.run_id}: {'; '.join(problems)}; nothing was "
+                    "promoted (look at `manymodels evaluate`'s table; `promote --force` promotes the winners anyway)"
+                )
         chosen = table.loc[table["decision"] == PROMOTE, [*keys, "reason"]]
         parts = [(challenger_pack, _rows_of(challenger_pack, chosen, keys))]
         if champion_pack is not None:
@@ -167,7 +177,13 @@ def _register(
     run_id, artifact_uri = tracker.start_run(exp_id, f"{name}-promote-{time.strftime('%Y%m%d-%H%M%S')}", tags, params)
     outcome.run_id = run_id
     with tracker.run_folder(run_id, artifact_uri) as folder:
-        pack_dir = save_pack_model(folder.path / "model")
+        # Self-contained like a training run's model: the project's estimator code, a signature, an example.
+        model_dir = folder.path / "model"
+        spec = segment_spec(config, config.model(name), challenger.info.features)
+        pack_dir = save_pack_model(model_dir, code=estimator_code(spec))
+        example = example_rows(config, name, [*challenger.info.segment_by, *challenger.info.features])
+        if example is not None:
+            describe_model(model_dir, example)
         info = replace(challenger.info, run_id=run_id, extra={"kind": "composite"})
         manifest = compose_pack(pack_dir, info, parts, fallback_from=[pack for pack, _ in parts])
         write_parquet(table, folder.path / PROMOTION_TABLE)

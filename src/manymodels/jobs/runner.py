@@ -166,7 +166,9 @@ def _run_task(
             result = PythonOutcome(task.python, call_python(config, task.python, task.parameters))
         elif task.promote is not None:
             model = task.promote.model
-            result = promote(config, model, run_id=trained.get(model), take_all=task.promote.all)
+            result = promote(
+                config, model, run_id=trained.get(model), take_all=task.promote.all, force=task.promote.force
+            )
             trained.pop(model, None)  # from here on the champion serves (new, or kept)
         else:
             assert task.score is not None  # noqa: S101 - a task has exactly one kind (schema)

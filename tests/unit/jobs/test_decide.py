@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from manymodels.bundle.schema import ModelSpec
-from manymodels.jobs.evaluate import Evaluation, decide, gate_problems
+from manymodels.jobs.evaluate import decide, gate_problems, worst_first
 
 NAN = float("nan")
 COLUMNS = ["segment", "run_status", "error", "train_rows", "rows", "challenger", "champion", "has_champion"]
@@ -77,21 +77,64 @@ def test_the_quality_gate_stops_winners_and_new_segments() -> None:
     assert out.loc["too_bad", "status"] == "won"  # it did win; the gate keeps it out
 
 
-def evaluation(table: pd.DataFrame) -> Evaluation:
-    return Evaluation("m", "rmse", "run", 1, "champ-run", "holdout", table.reset_index())
-
-
-def test_gate_fails_with_nothing_to_promote_or_too_many_regressions() -> None:
+def test_nothing_improved_passes_the_gate_with_nothing_to_promote() -> None:
     spec = model(max_failed_fraction=0.25)
-    ties = judged([("a", "ok", None, 100, 20, 1.0, 1.0, True)], spec)
-    assert gate_problems(evaluation(ties), spec) == ["no segment may be promoted under the promotion policy"]
+    ties = judged([("a", "ok", None, 100, 20, 1.0, 1.0, True), ("b", "ok", None, 100, 20, 1.0, 1.0, True)], spec)
+    assert gate_problems(ties, spec) == []
+    assert (ties["decision"] == "keep").all()
+
+
+def test_gate_fails_on_too_many_regressions_or_quality_gate_breaks() -> None:
+    spec = model(max_failed_fraction=0.25)
     mixed = judged([
         ("a", "ok", None, 100, 20, 0.5, 1.0, True),
         ("b", "ok", None, 100, 20, 0.5, 1.0, True),
         ("c", "ok", None, 100, 20, 1.5, 1.0, True),
         ("d", "failed", "boom", 100, 20, NAN, 1.0, True),
     ], spec)
-    problems = gate_problems(evaluation(mixed), spec)
-    assert problems == ["2 of 4 segments regress (lost or failed: 50.0%), more than promotion.max_failed_fraction "
-                        "25.0%"]
-    assert gate_problems(evaluation(mixed), model(max_failed_fraction=0.5)) == []
+    assert gate_problems(mixed, spec) == [
+        "2 of 4 segments regress (1 lost, 1 failed: 50.0%), more than promotion.max_failed_fraction 25.0%"]
+    assert gate_problems(mixed, model(max_failed_fraction=0.5)) == []
+    # Challengers that won but break max_metric need a look too: the gate counts them.
+    strict = model(max_failed_fraction=0.25, max_metric=0.4)
+    over = judged([
+        ("a", "ok", None, 100, 20, 0.5, 1.0, True),
+        ("b", "ok", None, 100, 20, 0.5, 1.0, True),
+        ("c", "ok", None, 100, 20, 0.3, 1.0, True),
+    ], strict)
+    assert over[["status", "decision", "over_quality_gate"]].to_dict("index")["a"] == {
+        "status": "won", "decision": "keep", "over_quality_gate": True}
+    assert gate_problems(over, strict) == [
+        "2 of 3 segments regress (0 lost, 0 failed, 2 over the quality gate: 66.7%), more than "
+        "promotion.max_failed_fraction 25.0%"]
+
+
+def test_too_few_evaluation_rows_is_insufficient_not_a_loss() -> None:
+    out = judged([
+        ("two_rows", "ok", None, 10, 2, 3.0, 1.0, True),
+        ("five_rows", "ok", None, 30, 5, 3.0, 1.0, True),
+        ("new_thin", "ok", None, 10, 2, 3.0, NAN, False),
+    ], model())
+    assert out["status"].to_dict() == {"two_rows": "insufficient", "five_rows": "lost", "new_thin": "new"}
+    assert out.loc["two_rows", "decision"] == "keep"
+    assert "2 evaluation row(s) < promotion.min_eval_rows 5" in out.loc["two_rows", "reason"]
+    assert gate_problems(out, model(max_failed_fraction=0.4)) == []  # 1 lost of 3; insufficient is no loss
+    fewer = judged([("two_rows", "ok", None, 10, 2, 3.0, 1.0, True)], model(min_eval_rows=2))
+    assert fewer.loc["two_rows", "status"] == "lost"
+
+
+def test_the_table_lists_the_worst_regressions_first() -> None:
+    out = worst_first(judged([
+        ("tie", "ok", None, 100, 20, 1.0, 1.0, True),
+        ("small_loss", "ok", None, 100, 20, 1.05, 1.0, True),
+        ("big_win", "ok", None, 100, 20, 0.5, 1.0, True),
+        ("big_loss", "ok", None, 100, 20, 2.0, 1.0, True),
+        ("failed", "failed", "boom", 100, 20, NAN, 1.0, True),
+        ("small_win", "ok", None, 100, 20, 0.9, 1.0, True),
+    ], model()).reset_index())
+    assert out["segment"].tolist() == ["big_loss", "small_loss", "failed", "big_win", "small_win", "tie"]
+    higher = worst_first(judged([
+        ("small_loss", "ok", None, 100, 20, 0.69, 0.7, True),
+        ("big_loss", "ok", None, 100, 20, 0.3, 0.7, True),
+    ], model(metric="r2")).reset_index())
+    assert higher["segment"].tolist() == ["big_loss", "small_loss"]
