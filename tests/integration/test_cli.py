@@ -246,3 +246,33 @@ def test_oversized_segments_are_reported_before_training(tmp_path: Path) -> None
     assert code == 0
     assert "1 segment(s) have more than 50 rows (largest: 'huge', 90 rows)" in " ".join(err.split())
     assert "3 ok / 0 failed of 3" in out
+
+
+def test_min_rows_above_every_segment_is_one_line_before_training(tmp_path: Path) -> None:
+    write_bundle(tmp_path, frame=segment_frame(segments=6, rows=60), models={"demand": model_block(min_rows=100)})
+    code, out, err = cli(tmp_path, "train", "demand")
+    assert code == 2, out + err
+    (line,) = [line for line in err.splitlines() if line.strip()]
+    assert line.startswith("error: manymodels.yml:")
+    assert line.endswith("resources.models.demand.min_rows is 100, but the largest of the 6 segments of 'train' has "
+                         "60 rows: every segment would fail; lower min_rows")
+    client = MlflowClient(f"sqlite:///{tmp_path / '.manymodels' / 'mlflow.db'}")
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_constant_models_are_counted_and_the_fix_named(tmp_path: Path) -> None:
+    thin = segment_frame(segments=2, rows=30, names=["thin_0", "thin_1"])
+    thick = segment_frame(segments=2, rows=300, names=["thick_0", "thick_1"], seed=1)
+    block = model_block(estimator={"type": "lightgbm", "params": {"num_boost_round": 20}})  # min_data_in_leaf: 20
+    write_bundle(tmp_path, frame=pd.concat([thin, thick], ignore_index=True), models={"demand": block})
+    code, out, err = cli(tmp_path, "train", "demand", "--workers", "1")
+    assert code == 0, out + err
+    assert "4 ok / 0 failed of 4 (2 ok but constant: see the warning)" in " ".join(out.split())
+    warning = " ".join((out + err).split())
+    assert ("2 segment(s) got a constant model: LightGBM found no split, as min_data_in_leaf (20) is above what their "
+            "training rows allow") in warning
+    assert "lower estimator.params.min_data_in_leaf" in warning
+    import manymodels as mm
+
+    manifest = mm.load_bundle(tmp_path).manifest("demand").set_index("segment")
+    assert manifest["constant"].to_dict() == {"thick_0": False, "thick_1": False, "thin_0": True, "thin_1": True}

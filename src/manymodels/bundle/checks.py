@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pyarrow as pa
 
 from manymodels.bundle.loader import BundleConfig
@@ -10,7 +11,7 @@ from manymodels.bundle.schema import FallbackSpec, JobSpec, ModelSpec
 from manymodels.bundle.source import dotted
 from manymodels.data import is_numeric, read_schema
 from manymodels.errors import BundleError, DataError
-from manymodels.estimators import add_import_roots, resolve_entry
+from manymodels.estimators import accepted_params, add_import_roots, resolve_entry
 
 
 def check_bundle(config: BundleConfig, data: bool = True) -> list[str]:
@@ -35,6 +36,7 @@ def check_bundle(config: BundleConfig, data: bool = True) -> list[str]:
                 resolve_entry(model.estimator.entry)
             except BundleError as exc:
                 problems.append(f"{config.where((*base, 'estimator', 'entry'))}{dotted(base)}.estimator.entry: {exc}")
+        problems += estimator_problems(config, name, model)
     for name, job in res.jobs.items():
         problems += _check_job(config, name, job)
     if data:
@@ -54,6 +56,53 @@ def model_problems(config: BundleConfig, name: str, schema: pa.Schema) -> list[s
     """Problems of one model family's columns against its dataset's schema."""
     model = config.resolved.resources.models[name]
     return _columns_problems(config, ("resources", "models", name), model, model.dataset, schema, with_label=True)
+
+
+def cutoff_problem(cutoff: str, column: str, dtype: pa.DataType, where: str) -> str | None:
+    """Why a time split's cutoff cannot be compared with its column's values (None when it can).
+
+    Training compares numbers with numbers and dates with dates (a text column is read as dates).
+    """
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
+        try:
+            float(cutoff)
+        except ValueError:
+            return (
+                f"cutoff {cutoff!r} cannot be compared with column {column!r}, which is {dtype} (numbers) in "
+                f"{where}: give a number, e.g. cutoff: 2020"
+            )
+        return None
+    try:
+        pd.Timestamp(cutoff)
+    except (ValueError, TypeError):
+        kind = "dates" if pa.types.is_temporal(dtype) else f"{dtype}, read as dates"
+        return (
+            f"cutoff {cutoff!r} cannot be compared with column {column!r}, which is {kind} in {where}: give a date, "
+            'e.g. cutoff: "2025-10-01"'
+        )
+    return None
+
+
+def estimator_problems(config: BundleConfig, name: str, model: ModelSpec) -> list[str]:
+    """Parameters the model's estimator does not take (LightGBM's own names and aliases; a class's
+    constructor or `get_params()`; a function's keyword arguments), each with "did you mean"."""
+    estimator = model.estimator
+    if not estimator.params:
+        return []
+    try:
+        known = accepted_params(estimator.type, estimator.entry)
+    except BundleError:
+        return []  # an entry that does not import is reported on its own line
+    if known is None:
+        return []
+    key = ("resources", "models", name, "estimator", "params")
+    what = "LightGBM" if estimator.type == "lightgbm" else estimator.entry
+    return [
+        f"{config.where((*key, param))}{dotted((*key, param))}: {what} has no parameter {param!r}"
+        f"{did_you_mean(param, known)}"
+        for param in estimator.params
+        if param not in known
+    ]
 
 
 def _check_job(config: BundleConfig, name: str, job: JobSpec) -> list[str]:
@@ -188,6 +237,10 @@ def _columns_problems(
             )
         if model.split.by is not None and model.split.by not in names:
             missing(key_of("split", "by"), model.split.by)
+        elif model.split.by is not None and model.split.cutoff is not None:
+            why = cutoff_problem(model.split.cutoff, model.split.by, schema.field(model.split.by).type, where)
+            if why:
+                problems.append(f"{config.where(key_of('split', 'cutoff'))}{dotted(key_of('split', 'cutoff'))}: {why}")
     features = model_features(model, schema)
     if not features:
         problems.append(

@@ -133,26 +133,47 @@ def load_config(
 
 
 def _include(doc: dict[str, Any], smap: SourceMap, root: Path) -> None:
-    """Merge the files named by `include:` (globs relative to the bundle) into `doc`."""
+    """Merge the files named by `include:` (globs relative to the bundle) into `doc`.
+
+    Raises:
+        BundleError: every problem of every include (globs that match nothing, bad files), not the first.
+    """
     patterns = doc.get("include") or []
     if not isinstance(patterns, list):
         return  # the schema reports the wrong type with its line
+    problems: list[str] = []
     for i, pattern in enumerate(patterns):
         if not isinstance(pattern, str):
             continue
         matches = sorted(root.glob(pattern))
         if not matches:
-            raise BundleError(f"{smap.prefix(('include', i))}include[{i}] {pattern!r} matches no file")
+            problems.append(f"{smap.prefix(('include', i))}include[{i}] {pattern!r} matches no file")
         for match in matches:
-            shown = str(match.relative_to(root)) if match.is_relative_to(root) else str(match)
-            part, part_map = load_yaml(match, shown)
-            if not isinstance(part, dict):
-                raise BundleError(f"{shown}:1: an included file must be a mapping")
-            for key, value in part.items():
-                if key not in _INCLUDED_KEYS:
-                    hint = did_you_mean(key, _INCLUDED_KEYS) or f" (allowed: {', '.join(_INCLUDED_KEYS)})"
-                    raise BundleError(f"{part_map.prefix((key,))}{key} is not allowed in an included file{hint}")
-                _merge_new(doc, key, value, (key,), smap, part_map)
+            try:
+                _include_file(doc, smap, root, match)
+            except BundleError as exc:
+                problems += exc.problems
+    if problems:
+        raise BundleError(problems)
+
+
+def _include_file(doc: dict[str, Any], smap: SourceMap, root: Path, match: Path) -> None:
+    shown = str(match.relative_to(root)) if match.is_relative_to(root) else str(match)
+    part, part_map = load_yaml(match, shown)
+    if not isinstance(part, dict):
+        raise BundleError(f"{shown}:1: an included file must be a mapping")
+    problems: list[str] = []
+    for key, value in part.items():
+        if key not in _INCLUDED_KEYS:
+            hint = did_you_mean(key, _INCLUDED_KEYS) or f" (allowed: {', '.join(_INCLUDED_KEYS)})"
+            problems.append(f"{part_map.prefix((key,))}{key} is not allowed in an included file{hint}")
+            continue
+        try:
+            _merge_new(doc, key, value, (key,), smap, part_map)
+        except BundleError as exc:
+            problems += exc.problems
+    if problems:
+        raise BundleError(problems)
 
 
 def _merge_new(

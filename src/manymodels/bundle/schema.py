@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -121,6 +122,18 @@ class SplitSpec(Strict):
     def _test_size_in_unit_interval(cls, value: float) -> float:
         if not 0.0 < value < 1.0:
             raise ValueError("must be a float in (0, 1)")
+        return value
+
+    @field_validator("cutoff", mode="before")
+    @classmethod
+    def _cutoff_as_text(cls, value: Any) -> Any:
+        # YAML reads `cutoff: 2005` as a number and `cutoff: 2025-10-01` as a date: both are fine cutoffs.
+        if isinstance(value, bool):
+            return value  # true/false is no cutoff: the string check rejects it
+        if isinstance(value, (int, float)):
+            return str(value)
+        if isinstance(value, (datetime.date, datetime.datetime)):
+            return value.isoformat()
         return value
 
     @model_validator(mode="after")

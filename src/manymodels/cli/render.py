@@ -82,9 +82,11 @@ def train_summary(outcome: TrainOutcome) -> None:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     table.add_row("run", outcome.run_id)
+    constant = int(s.get("segments_constant", 0))
     table.add_row(
         "segments",
-        f"{int(s['segments_ok']):,} ok / {int(s['segments_failed']):,} failed of {int(s['segments_total']):,}",
+        f"{int(s['segments_ok']):,} ok / {int(s['segments_failed']):,} failed of {int(s['segments_total']):,}"
+        + (f" ({constant:,} ok but constant: see the warning)" if constant else ""),
     )
     m = outcome.metric
     if f"{m}_mean" in s:

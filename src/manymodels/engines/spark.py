@@ -54,6 +54,7 @@ _RESULT_FIELDS = [
     ("model_format", "string"),
     ("fingerprint", "string"),
     ("fit_seconds", "double"),
+    ("constant", "boolean"),
     ("attempt", "int"),
 ]
 
@@ -445,6 +446,7 @@ def _fit_group(pdf: pd.DataFrame, spec: SegmentSpec, shard_dir: str, metrics: li
             "model_format": [r.model_format for r in results],
             "fingerprint": [r.fingerprint for r in results],
             "fit_seconds": [r.seconds for r in results],
+            "constant": [r.constant for r in results],
             "attempt": [attempt] * len(results),
         }
     )
@@ -483,6 +485,7 @@ def _results(rows: pd.DataFrame, metrics: list[str]) -> list[SegmentResult]:
                 model_format=_text(rec["model_format"]),
                 shard=_text(rec["shard"]),
                 seconds=float(rec["fit_seconds"]),
+                constant=bool(rec["constant"]),
             )
         )
     return results

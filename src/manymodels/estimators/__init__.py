@@ -9,8 +9,10 @@ from manymodels.estimators.core import (
     FORMAT_LIGHTGBM,
     FORMAT_PICKLE,
     Predictor,
+    accepted_params,
     add_import_roots,
     fit_model,
+    is_constant,
     load_model,
     resolve_entry,
 )
@@ -19,8 +21,10 @@ __all__ = [
     "FORMAT_LIGHTGBM",
     "FORMAT_PICKLE",
     "Predictor",
+    "accepted_params",
     "add_import_roots",
     "fit_model",
+    "is_constant",
     "load_model",
     "resolve_entry",
 ]

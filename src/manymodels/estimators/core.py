@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pickle  # noqa: S403 - only for estimators with no native format; loads only our own packs
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -49,6 +51,48 @@ def resolve_entry(entry: str) -> Any:
     if not callable(obj):
         raise BundleError(f"{entry!r} is not a class or function")
     return obj
+
+
+def accepted_params(kind: str, entry: str | None) -> set[str] | None:
+    """The parameter names an estimator takes, or None when it takes any (`**kwargs`).
+
+    LightGBM: its own parameters and their aliases (`num_boost_round` among them), as LightGBM
+    lists them. A class: its constructor's keywords (scikit-learn's `get_params()` are those). A
+    function `fit(X, y, **params)`: its arguments after the first two.
+
+    Raises:
+        BundleError: `entry` cannot be imported.
+    """
+    if kind == "lightgbm":
+        import lightgbm.basic
+
+        try:
+            table = lightgbm.basic._ConfigAliases._get_all_param_aliases()  # LightGBM's own list, from its C API
+        except AttributeError:  # a LightGBM without it: do not guess
+            return None
+        return {alias for name, aliases in table.items() for alias in (name, *aliases)}
+    factory = resolve_entry(entry or "")
+    try:
+        signature = inspect.signature(factory)  # a class: its constructor's, without self
+    except (TypeError, ValueError):  # a builtin without a signature
+        return None
+    parameters = list(signature.parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    skip = 0 if isinstance(factory, type) else 2  # a function's first two are X, y
+    return {p.name for p in parameters[skip:] if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+
+
+def is_constant(fmt: str, blob: bytes) -> bool:
+    """Whether a fitted model predicts one value for every row: every LightGBM tree a single leaf.
+
+    That is LightGBM finding no split (`min_data_in_leaf` above the segment's rows, or no
+    feature that varies); other formats are not inspected.
+    """
+    if fmt != FORMAT_LIGHTGBM:
+        return False
+    leaves = re.findall(rb"^num_leaves=(\d+)$", blob, flags=re.MULTILINE)
+    return bool(leaves) and all(n == b"1" for n in leaves)
 
 
 def fit_model(

@@ -56,6 +56,11 @@ class TrainRun:
         """Segment counts and each metric's mean / p50 / p95 over segments."""
         return dict(self.outcome.summary)
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the run found worth a look (oversized segments, constant models), one line each."""
+        return list(self.outcome.warnings)
+
 
 _ALL_METRICS = {*metric_names("regression"), *metric_names("binary")}
 

@@ -202,6 +202,14 @@ def _train(
     data = engine.load(path, fmt, spec, segments)
     if len(data) == 0:
         raise DataError(f"{path}: dataset {model.dataset!r} has no rows")
+    largest = int(data.sizes.max())
+    if spec.min_rows > largest:
+        key = ("resources", "models", name, "min_rows")
+        raise DataError(
+            f"{config.where(key)}resources.models.{name}.min_rows is {spec.min_rows}, but the largest of the "
+            f"{len(data):,} segments of {model.dataset!r} has {largest:,} rows: every segment would fail; lower "
+            "min_rows"
+        )
     plan = None
     if changed_only:
         plan = plan_changes(config, name, tracker, data.keys, engine.fingerprints(data, spec))
@@ -264,6 +272,10 @@ def _train(
             summary["fallback_failed"] = float((fallback["status"] != OK).sum())
         if plan is not None:
             summary.update({f"segments_{k}": float(v) for k, v in plan.counts.items()})
+        if summary["segments_constant"]:
+            warnings.append(constant_warning(int(summary["segments_constant"]), spec))
+            if on_warning:
+                on_warning(warnings[-1])
         ok = summary["segments_ok"] > 0
         tracker.finish_run(run_id, summary, ok, artifacts=folder.upload, tags={TAG + "segments": str(len(manifest))})
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds, warnings)
@@ -350,6 +362,18 @@ def staging_folder(config: BundleConfig, *parts: str) -> str | None:
     return "/".join([root.rstrip("/") if is_url(root) else str(config.resolve_path(root)), *parts])
 
 
+def constant_warning(count: int, spec: SegmentSpec) -> str:
+    """What to do about segments whose model came out constant."""
+    if spec.estimator != "lightgbm":
+        return f"{count:,} segment(s) got a model that predicts one value for every row"
+    leaf = spec.params.get("min_data_in_leaf", 20)
+    return (
+        f"{count:,} segment(s) got a constant model: LightGBM found no split, as min_data_in_leaf ({leaf}) is "
+        "above what their training rows allow, or no feature varies; lower estimator.params.min_data_in_leaf "
+        "(e.g. 2) for thin segments"
+    )
+
+
 def oversized_segments(data: Fleet, limit: int) -> list[str]:
     """A warning naming the segments above `limit` rows: each is fitted whole, in one task's memory."""
     big = np.flatnonzero(data.sizes > limit)
@@ -393,6 +417,7 @@ def build_manifest(data: Fleet, results: list[SegmentResult], spec: SegmentSpec)
     manifest["model_format"] = pd.array([r.model_format for r in ordered], dtype="string")
     manifest["fingerprint"] = [r.fingerprint for r in ordered]
     manifest["fit_seconds"] = np.array([r.seconds for r in ordered], dtype=float)
+    manifest["constant"] = np.array([r.constant for r in ordered], dtype=bool)
     return manifest
 
 
@@ -405,10 +430,13 @@ def segment_metrics(manifest: pd.DataFrame, spec: SegmentSpec) -> pd.DataFrame:
 def summarize_manifest(manifest: pd.DataFrame, task: str, seconds: float) -> dict[str, float]:
     """The run's summary metrics: segment counts and each metric's mean, p50 and p95 over segments."""
     ok = manifest["status"] == OK
+    constant = manifest["constant"].astype("boolean").fillna(False).to_numpy(dtype=bool) \
+        if "constant" in manifest.columns else np.zeros(len(manifest), dtype=bool)
     summary: dict[str, float] = {
         "segments_total": float(len(manifest)),
         "segments_ok": float(ok.sum()),
         "segments_failed": float((~ok).sum()),
+        "segments_constant": float((ok.to_numpy() & constant).sum()),
         "rows_total": float(manifest["rows"].sum()),
         "wall_seconds": round(seconds, 3),
     }

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from manymodels.estimators import add_import_roots, fit_model
+from manymodels.estimators import add_import_roots, fit_model, is_constant
 from manymodels.segment.metrics import compute_metrics
 from manymodels.segment.shards import join_location, shard_name, write_shard
 from manymodels.segment.spec import SegmentSpec
@@ -38,6 +38,7 @@ class SegmentResult:
     model: bytes | None = None
     seconds: float = 0.0
     shard: str | None = None
+    constant: bool = False  # the model predicts one value whatever the features (LightGBM found no split)
 
 
 def row_hashes(frame: pd.DataFrame, spec: SegmentSpec) -> np.ndarray:
@@ -113,6 +114,7 @@ def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> Segme
         result.metrics = compute_metrics(spec.task, y[test], predictor.predict(X.iloc[test]))
         result.n_train, result.n_test = len(train), len(test)
         result.model_format, result.model, result.status = fmt, blob, OK
+        result.constant = is_constant(fmt, blob)
     except Exception as exc:  # noqa: BLE001 - a segment's trouble is a row, not a dead run
         result.error = _describe(exc)
     result.seconds = time.perf_counter() - start

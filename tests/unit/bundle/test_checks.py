@@ -100,3 +100,38 @@ def test_a_task_of_two_kinds_is_refused_with_its_line(tmp_path: Path) -> None:
     text = str(caught.value)
     assert "manymodels.yml:" in text
     assert "exactly one of train, evaluate, promote, score, python; got train, promote" in text
+
+
+@pytest.mark.parametrize(("column", "cutoff", "expected"), [
+    ("year", "soon", "cutoff 'soon' cannot be compared with column 'year', which is int64 (numbers) in dataset "
+                     "'train': give a number, e.g. cutoff: 2020"),
+    ("year", "2025-10-01", "cutoff '2025-10-01' cannot be compared with column 'year', which is int64 (numbers)"),
+    ("day", "next week", "cutoff 'next week' cannot be compared with column 'day', which is dates in dataset "
+                         "'train': give a date, e.g. cutoff: \"2025-10-01\""),
+])
+def test_a_cutoff_that_cannot_be_compared_with_its_column(tmp_path: Path, column: str, cutoff: str,
+                                                          expected: str) -> None:
+    frame = segment_frame()
+    frame["year"] = 2000 + frame.groupby("segment").cumcount()
+    frame["day"] = pd.Timestamp("2026-01-01") + pd.to_timedelta(frame["year"] - 2000, unit="D")
+    found = check(tmp_path, frame=frame, models={"demand": model_block(split={"by": column, "cutoff": cutoff})})
+    assert len(found) == 1, found
+    assert found[0].startswith("manymodels.yml:") and "resources.models.demand.split.cutoff: " in found[0]
+    assert expected in found[0]
+    assert check(tmp_path / "ok", frame=frame, models={"demand": model_block(split={"by": "year", "cutoff": 2040})}) \
+        == []
+
+
+def test_unknown_estimator_parameters_are_errors_with_suggestions(tmp_path: Path) -> None:
+    found = check(tmp_path, models={"demand": model_block(estimator={
+        "type": "lightgbm", "params": {"min_dat_in_leaf": 5, "num_boost_round": 10, "learning_rate": 0.1}})})
+    assert len(found) == 1 and found[0].startswith("manymodels.yml:")
+    assert found[0].endswith("resources.models.demand.estimator.params.min_dat_in_leaf: LightGBM has no parameter "
+                             "'min_dat_in_leaf' (did you mean 'min_data_in_leaf'?)")
+    found = check(tmp_path / "sk", models={"demand": model_block(estimator={
+        "type": "sklearn", "entry": "sklearn.linear_model.Ridge", "params": {"alpah": 1.0}})})
+    assert found == [found[0]] and found[0].endswith(
+        "estimator.params.alpah: sklearn.linear_model.Ridge has no parameter 'alpah' (did you mean 'alpha'?)")
+    aliases = check(tmp_path / "al", models={"demand": model_block(estimator={
+        "type": "lightgbm", "params": {"n_estimators": 5, "min_child_samples": 3, "eta": 0.1}})})
+    assert aliases == []  # LightGBM's own aliases are its parameters too

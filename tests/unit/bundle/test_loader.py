@@ -187,3 +187,22 @@ def test_engine_kind_that_does_not_exist_yet(tmp_path: Path) -> None:
 
 def test_empty_bundle_file(tmp_path: Path) -> None:
     assert problems(tmp_path, "") == ["manymodels.yml:1: bundle is required"]
+
+
+def test_every_include_that_matches_nothing_is_reported(tmp_path: Path) -> None:
+    write(tmp_path, "resources:\n  datasets:\n    more:\n      path: more.parquet\n", "extra/ok.yml")
+    write(tmp_path, "resourcess: {}\n", "extra/bad.yml")
+    found = problems(tmp_path, BASE + "include: [nope/*.yml, extra/*.yml, also-missing.yml]\n")
+    assert [line.split(": ", 1)[1] for line in found] == [
+        "include[0] 'nope/*.yml' matches no file",
+        "resourcess is not allowed in an included file (did you mean 'resources'?)",
+        "include[2] 'also-missing.yml' matches no file",
+    ]
+
+
+@pytest.mark.parametrize(("cutoff", "expected"), [("2005", "2005"), ("2025-10-01", "2025-10-01"), ("2005.5", "2005.5")])
+def test_a_cutoff_yaml_reads_as_a_number_or_a_date_is_taken_as_text(tmp_path: Path, cutoff: str,
+                                                                     expected: str) -> None:
+    text = BASE.replace("        test_size: 0.2\n", f"        by: year\n        cutoff: {cutoff}\n")
+    config = load_config(write(tmp_path, text), target="dev")
+    assert config.model("demand").split.cutoff == expected
