@@ -27,12 +27,26 @@ def fleet() -> pd.DataFrame:
     return pd.concat([frame, thin, flat], ignore_index=True)
 
 
-def reference(tmp_path: Path) -> dict[str, tuple[str, float, str]]:
+# Real data's holes and words: a text feature (a LightGBM category) and missing values.
+TEXT_SPEC = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "channel"),
+                        params={"num_boost_round": 15, "min_data_in_leaf": 5}, min_rows=10)
+
+
+def text_fleet() -> pd.DataFrame:
+    frame = segment_frame(segments=6, rows=60, seed=8)
+    frame["channel"] = np.array(["web", "shop", "phone"], dtype=object)[frame["record_id"] % 3]
+    frame["label"] = frame["label"] + frame["channel"].map({"web": 4.0, "shop": 0.0, "phone": -4.0})
+    frame.loc[frame["record_id"] % 7 == 0, "f1"] = np.nan
+    return frame
+
+
+def reference(tmp_path: Path, frame: pd.DataFrame | None = None,
+              spec: SegmentSpec = SPEC) -> dict[str, tuple[str, float, str]]:
     """Results of the plainest engine: one process, no pool."""
-    data = prepare(fleet(), ["segment"])
+    data = prepare(fleet() if frame is None else frame, ["segment"])
     shards = tmp_path / "reference-shards"
-    shards.mkdir()
-    results = LocalEngine(workers=1).fit(data, SPEC, str(shards))
+    shards.mkdir(exist_ok=True)
+    results = LocalEngine(workers=1).fit(data, spec, str(shards))
     keys = data.keys["segment"].tolist()
     return {keys[r.index]: (r.status, r.metrics.get("rmse", np.nan), r.fingerprint) for r in results}
 
@@ -66,6 +80,18 @@ class EngineContract:
             failed = {keys[r.index]: r.error for r in results if r.status != "ok"}
             assert failed == {"thin": "segment has 3 row(s); min_rows is 10",
                               "flat": "label 'label' is constant (1 in all 40 rows): nothing to learn"}
+
+        def test_text_categories_and_missing_values(self, engine: Engine, tmp_path: Path) -> None:
+            path = tmp_path / "text.parquet"
+            text_fleet().to_parquet(path, index=False)
+            data = engine.load(path, "parquet", TEXT_SPEC)
+            results = engine.fit(data, TEXT_SPEC, str(tmp_path))
+            keys = data.keys["segment"].tolist()
+            got = {keys[r.index]: (r.status, r.metrics.get("rmse", np.nan), r.fingerprint) for r in results}
+            want = reference(tmp_path, text_fleet(), TEXT_SPEC)
+            assert {seg: status for seg, (status, _, _) in got.items()} == dict.fromkeys(want, "ok")
+            for seg, (_, rmse, fingerprint) in want.items():
+                assert got[seg][1] == pytest.approx(rmse, abs=1e-9) and got[seg][2] == fingerprint, seg
 
         def test_models_land_in_shards_not_in_results(self, engine: Engine, tmp_path: Path) -> None:
             data = self.load(engine, tmp_path)

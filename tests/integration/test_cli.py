@@ -137,7 +137,8 @@ def test_every_segment_failing_exits_1_and_no_successful_run(tmp_path: Path) -> 
         ("empty", "dataset 'train' has no rows"),
         ("missing_file", "dataset file not found"),
         ("missing_label", "resources.models.demand.label: column 'label' is not in dataset 'train'"),
-        ("text_feature", "feature 'f1' must be numeric"),
+        ("text_feature", "feature 'f1' must be numeric for estimator type sklearn (type lightgbm takes text as "
+                         "categories)"),
         ("bad_entry", "cannot import module 'not_a_module_at_all'"),
     ],
 )
@@ -150,6 +151,7 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path: Path, change: str, expe
         frame = frame.drop(columns=["label"])
     elif change == "text_feature":
         frame = frame.assign(f1="x")
+        models = {"demand": model_block(estimator={"type": "sklearn", "entry": "sklearn.linear_model.Ridge"})}
     elif change == "bad_entry":
         models = {"demand": model_block(estimator={"type": "python", "entry": "not_a_module_at_all:fit"})}
     write_bundle(tmp_path, frame=frame, models=models)

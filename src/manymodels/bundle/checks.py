@@ -251,8 +251,17 @@ def _columns_problems(
         if col not in names:
             missing(key, col)
         elif not is_numeric(schema.field(col).type):
+            dtype = schema.field(col).type
+            if model.estimator.type == "lightgbm" and is_text(dtype):
+                continue  # a categorical feature: LightGBM's own categorical handling
+            takes_text = " (type lightgbm takes text as categories)" if is_text(dtype) else ""
             problems.append(
-                f"{config.where(key)}{dotted(key)}: feature {col!r} must be numeric; {where} has it as "
-                f"{schema.field(col).type}"
+                f"{config.where(key)}{dotted(key)}: feature {col!r} must be numeric for estimator type "
+                f"{model.estimator.type}{takes_text}; {where} has it as {dtype}"
             )
     return problems
+
+
+def is_text(dtype: pa.DataType) -> bool:
+    """Whether a column of this Arrow type holds text or categories (a categorical feature for LightGBM)."""
+    return bool(pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_dictionary(dtype))

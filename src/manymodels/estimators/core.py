@@ -158,7 +158,7 @@ def _fit_lightgbm(params: Mapping[str, Any], task: str, X: pd.DataFrame, y: np.n
     # One thread per fit: the engine runs one fit per core, and oversubscription only slows them.
     options.setdefault("num_threads", 1)
     data = lgb.Dataset(
-        _float_matrix(X),
+        lightgbm_input(X),
         label=y,
         feature_name=[str(c) for c in X.columns],
         free_raw_data=True,
@@ -168,12 +168,43 @@ def _fit_lightgbm(params: Mapping[str, Any], task: str, X: pd.DataFrame, y: np.n
     return lgb.train(options, data, num_boost_round=rounds, keep_training_booster=True)
 
 
+def has_text(X: pd.DataFrame) -> bool:
+    """Whether any column holds text or categories (LightGBM's categorical features), not numbers."""
+    return any(not _is_number(X[c]) for c in X.columns)
+
+
+def lightgbm_input(X: pd.DataFrame | np.ndarray) -> pd.DataFrame | np.ndarray:
+    """What LightGBM is given: a float matrix (missing values as NaN, which LightGBM handles), or, with
+    text columns, a frame whose text columns are pandas categories.
+
+    LightGBM keeps each category column's categories in the model (its `pandas_categorical`), so
+    prediction maps a category to the code training gave it, and a category training never saw
+    to missing.
+    """
+    if not isinstance(X, pd.DataFrame) or not has_text(X):
+        return _float_matrix(X)
+    columns: dict[str, Any] = {}
+    for name in X.columns:
+        values = X[name]
+        if _is_number(values):
+            columns[name] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        elif isinstance(values.dtype, pd.CategoricalDtype):
+            columns[name] = values
+        else:
+            columns[name] = values.astype("category")
+    return pd.DataFrame(columns, index=X.index)
+
+
+def _is_number(values: pd.Series) -> bool:
+    return bool(pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values))
+
+
 class _LightGBMPredictor:
     def __init__(self, booster: Any) -> None:
         self.booster = booster
 
     def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(_float_matrix(X), num_threads=1), dtype=float)
+        return np.asarray(self.booster.predict(lightgbm_input(X), num_threads=1), dtype=float)
 
 
 class _ObjectPredictor:
@@ -189,6 +220,8 @@ class _ObjectPredictor:
 
 
 def _float_matrix(X: pd.DataFrame | np.ndarray) -> np.ndarray:
+    if isinstance(X, pd.DataFrame):  # nullable columns (Int64, Float64) hold pd.NA: NaN here
+        return X.to_numpy(dtype=np.float64, na_value=np.nan)
     return np.asarray(X, dtype=np.float64)
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from manymodels.data import write_parquet
 from manymodels.errors import DataError, RegistryError
-from manymodels.estimators import FORMAT_LIGHTGBM, Predictor, load_model
+from manymodels.estimators import FORMAT_LIGHTGBM, Predictor, has_text, load_model
 from manymodels.segment import read_shard
 from manymodels.segment.shards import exists, is_url, join_location, put_file, read_bytes
 
@@ -111,7 +111,8 @@ class Pack:
         has_model = ~np.isnan(index)
         if has_model.any():
             features = frame[self.info.features]
-            matrix = features.to_numpy(dtype=np.float64, na_value=np.nan)
+            # Numbers only: one float matrix for every LightGBM model; text (categories): the frame itself.
+            matrix = None if has_text(features) else features.to_numpy(dtype=np.float64, na_value=np.nan)
             rows = np.flatnonzero(has_model)
             shards = routed["shard"].to_numpy()[rows]
             # Score shard by shard, segment by segment: each shard is read once, each model loaded once.
@@ -121,7 +122,7 @@ class Pack:
             for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(rows)], strict=True):
                 fmt, predictor = self._model(str(shards[lo]), int(segs[lo]))
                 at = rows[lo:hi]
-                X = matrix[at] if fmt == FORMAT_LIGHTGBM else features.iloc[at]  # noqa: N806
+                X = matrix[at] if fmt == FORMAT_LIGHTGBM and matrix is not None else features.iloc[at]  # noqa: N806
                 values[at] = predictor.predict(X)
         prediction = pd.array(values, dtype="Float64")
         prediction[~has_model] = pd.NA

@@ -190,7 +190,17 @@ def _features_and_label(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[pd.Data
         raise SegmentDataError(f"label {spec.label!r} is constant ({y[0]:g} in all {rows} rows): nothing to learn")
     if spec.task == "binary" and not np.isin(y, (0.0, 1.0)).all():
         raise SegmentDataError(f"label {spec.label!r} must be 0 or 1 for task binary")
-    return frame[list(spec.features)], y
+    X = frame[list(spec.features)]  # noqa: N806
+    if spec.estimator != "lightgbm":  # LightGBM handles missing values itself; most others do not
+        missing = X.isna().sum()
+        missing = missing[missing > 0]
+        if len(missing):
+            named = ", ".join(f"{col!r} ({int(n)} of {rows})" for col, n in missing.items())
+            raise SegmentDataError(
+                f"missing values in feature(s) {named}, which {spec.entry} may not take: fill them in a feature "
+                "step (a python task), or use estimator type lightgbm, which handles them"
+            )
+    return X, y
 
 
 def _split(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[np.ndarray, np.ndarray]:

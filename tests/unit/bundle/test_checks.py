@@ -30,11 +30,15 @@ def test_missing_columns_are_named_with_suggestions(tmp_path: Path) -> None:
     assert all(line.startswith("manymodels.yml:") for line in found)
 
 
-def test_non_numeric_feature(tmp_path: Path) -> None:
+def test_text_features_are_lightgbm_categories_and_errors_elsewhere(tmp_path: Path) -> None:
     frame = segment_frame()
     frame["f1"] = frame["f1"].astype(str)
-    found = check(tmp_path, frame=frame)
-    assert any("feature 'f1' must be numeric" in p for p in found)
+    assert check(tmp_path, frame=frame) == []  # lightgbm: a categorical feature
+    ridge = model_block(estimator={"type": "sklearn", "entry": "sklearn.linear_model.Ridge"})
+    found = check(tmp_path / "sk", frame=frame, models={"demand": ridge})
+    assert len(found) == 2 and found[0].endswith(  # the training dataset, and the job's dataset to score
+        "resources.models.demand.features[1]: feature 'f1' must be numeric for estimator type sklearn (type lightgbm "
+        "takes text as categories); dataset 'train' has it as large_string")
 
 
 def test_missing_dataset_file(tmp_path: Path) -> None:

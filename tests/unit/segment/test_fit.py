@@ -44,7 +44,6 @@ def test_fit_returns_native_model_and_holdout_metrics() -> None:
         (lambda f: f.assign(label=np.where(np.arange(len(f)) == 0, np.inf, f["label"])),
          "label 'label' has 1 missing or infinite value(s) of 200"),
         (lambda f: f.assign(label=4.0), "label 'label' is constant (4 in all 200 rows): nothing to learn"),
-        (lambda f: f.assign(f1="text"), "ValueError: could not convert string to float: 'text'"),
     ],
 )
 def test_bad_segments_fail_with_their_error(change: object, error: str) -> None:
@@ -52,6 +51,16 @@ def test_bad_segments_fail_with_their_error(change: object, error: str) -> None:
     assert result.status == "failed"
     assert result.error == error
     assert result.model is None
+
+
+def test_text_is_a_lightgbm_category_and_missing_values_fail_an_estimator_without_them() -> None:
+    words = one_segment().assign(f1=lambda f: np.where(f["f0"] > 0.5, "high", "low"))
+    assert fit_segment(words, SPEC).status == "ok"
+    ridge = dataclasses.replace(SPEC, estimator="sklearn", entry="sklearn.linear_model.Ridge")
+    holes = one_segment().assign(f2=lambda f: np.where(np.arange(len(f)) < 4, np.nan, f["f2"]))
+    result = fit_segment(holes, ridge)
+    assert result.status == "failed" and result.error is not None
+    assert result.error.startswith("missing values in feature(s) 'f2' (4 of 200), which sklearn.linear_model.Ridge")
 
 
 def test_time_split_trains_before_cutoff() -> None:
