@@ -3,19 +3,25 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime
 EXAMPLE := examples/store_sales
 
 .PHONY: demo test lint install bench clean
 
-$(INSTALLED): pyproject.toml
+# The runtime alone (what `make demo` needs: no test tools, no pyspark), or with the dev extra.
+$(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(INSTALLED): $(RUNTIME)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(INSTALLED)
 
 install: $(INSTALLED)
 
-demo: $(INSTALLED)
+demo: $(RUNTIME)
 	$(BIN)/python $(EXAMPLE)/generate.py --stores 1000 --out $(EXAMPLE)/data
 	cd $(EXAMPLE) && ../../$(BIN)/manymodels run weekly
 

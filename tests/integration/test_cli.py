@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+import manymodels as mm
 from helpers import model_block, segment_frame, write_bundle
 from manymodels.cli.main import app
 
@@ -278,3 +280,41 @@ def test_constant_models_are_counted_and_the_fix_named(tmp_path: Path) -> None:
 
     manifest = mm.load_bundle(tmp_path).manifest("demand").set_index("segment")
     assert manifest["constant"].to_dict() == {"thick_0": False, "thick_1": False, "thin_0": True, "thin_1": True}
+
+
+def test_the_cli_a_user_expects(tmp_path: Path) -> None:
+    """--version, completion, --bundle after the command, CSV by suffix, runs and show with what matters."""
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"manymodels {mm.__version__}"
+    exe = Path(sys.executable).with_name("manymodels")
+    completion = subprocess.run([str(exe), "--show-completion", "bash"], capture_output=True, text=True, timeout=60,
+                                check=False, env={**os.environ, "SHELL": "/bin/bash"})
+    assert completion.returncode == 0 and "complete" in completion.stdout and "manymodels" in completion.stdout
+
+    frame = segment_frame(segments=8, rows=80)
+    frame.loc[frame["segment"] == "seg_007", "label"] = 1.0  # one failing segment
+    write_bundle(tmp_path, frame=frame)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    after = runner.invoke(app, ["train", "demand", "--workers", "1", "-b", str(tmp_path)], env={"COLUMNS": "200"})
+    assert after.exit_code == 0, after.output
+    (run_id,) = re.findall(r"run\s+│\s+([0-9a-f]{32})", after.stdout)
+    assert "RUN_ID" not in after.output
+
+    csv = tmp_path / "scores.csv"
+    code, out, err = cli(tmp_path, "score", "demand", "--data", "to_score", "--out", str(csv))
+    assert code == 0, err
+    assert pd.read_csv(csv)["prediction"].notna().sum() == 7 * 80  # CSV, by the suffix
+    code, out, err = cli(tmp_path, "score", "demand", "--data", "to_score", "--out", str(tmp_path / "scores.xlsx"))
+    assert code == 2 and "cannot tell the output format from '.xlsx': end the path with .parquet or .csv" in err
+    assert not (tmp_path / "scores.xlsx").exists()
+
+    mm.load_bundle(tmp_path).promote("demand")
+    wide = runner.invoke(app, ["runs", "demand", "-b", str(tmp_path)], env={"COLUMNS": "160"})
+    code, out = wide.exit_code, wide.output
+    assert code == 0, out
+    (row,) = [line for line in out.splitlines() if run_id in line]
+    assert "lightgbm" in row and "7 segments" in row  # the estimator; the champion's segments from this run
+    code, out, _ = cli(tmp_path, "show", run_id)
+    assert code == 0 and "params" in out and "estimator.params.num_boost_round" in out
+    assert json.loads(cli(tmp_path, "show", run_id, "--json")[1])["params"]["estimator"] == "lightgbm"

@@ -104,3 +104,35 @@ def test_a_crashed_run_is_never_the_one_scored(tmp_path: Path, mlflow_server: st
     assert resolve_run(project.config, "demand").run_id == good.run_id
     with pytest.raises(mm.RegistryError, match="did not finish successfully"):
         project.score("demand", frame, run_id=runs[0].run_id)
+
+
+API_SCRIPT = """
+import manymodels as mm
+project = mm.load_bundle(".")
+run = project.train("demand", workers=1)
+project.evaluate("demand")
+project.promote("demand")
+print("segments ok:", int(run.summary["segments_ok"]))
+"""
+
+
+@pytest.mark.slow
+def test_no_mlflow_info_or_run_links_in_our_output(tmp_path: Path, mlflow_server: str) -> None:
+    """MLflow's INFO lines and its "🏃 View run" links stay out of the CLI's and the Python API's output."""
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTHON"))}
+    for name, uri in (("served", mlflow_server), ("embedded", None)):  # a server; a new sqlite store
+        root = tmp_path / name
+        write_bundle(root, frame=segment_frame(segments=3, rows=60), tracking_uri=uri)
+        cli = subprocess.run([str(Path(sys.executable).with_name("manymodels")), "train", "demand"], cwd=root,
+                             env=env, capture_output=True, text=True, timeout=300, check=False)
+        api = subprocess.run([sys.executable, "-c", API_SCRIPT], cwd=root, env=env, capture_output=True, text=True,
+                             timeout=300, check=False)
+        for done in (cli, api):
+            assert done.returncode == 0, done.stderr[-2000:]
+            both = done.stdout + done.stderr
+            assert "View run" not in both and "View experiment" not in both, both
+            assert "INFO" not in both, both
+        assert api.stdout.strip() == "segments ok: 3"

@@ -64,6 +64,11 @@ def test_readme_has_the_two_setup_commands() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "\ndemo:" in makefile and "\ntest:" in makefile
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+    # `make demo` installs the runtime only (quick: no test tools, no pyspark); `make test` adds the dev extra.
+    demo = subprocess.run(["make", "-n", "-B", "demo"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "pip install --quiet -e .\n" in demo and "[dev]" not in demo
+    test = subprocess.run(["make", "-n", "-B", "test"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "pip install --quiet -e '.[dev]'" in test
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pyarrow as pa
 
@@ -9,7 +11,7 @@ from manymodels.bundle.loader import BundleConfig
 from manymodels.bundle.messages import did_you_mean
 from manymodels.bundle.schema import FallbackSpec, JobSpec, ModelSpec
 from manymodels.bundle.source import dotted
-from manymodels.data import is_numeric, read_schema
+from manymodels.data import is_numeric, output_format, read_schema
 from manymodels.errors import BundleError, DataError
 from manymodels.estimators import accepted_params, add_import_roots, resolve_entry
 
@@ -131,6 +133,11 @@ def _check_job(config: BundleConfig, name: str, job: JobSpec) -> list[str]:
                 f"{config.where((*base, *field))}{dotted(base)}.{'.'.join(field)}: no model {model!r} in "
                 f"resources.models{did_you_mean(model, res.models)}"
             )
+        if task.score is not None and config.resolved.engine.kind != "spark":  # Spark writes a folder
+            try:
+                output_format(Path(task.score.output))
+            except DataError as exc:
+                problems.append(f"{config.where((*base, 'score', 'output'))}{dotted(base)}.score.output: {exc}")
         dataset = task.score.dataset if task.score else (task.evaluate.data if task.evaluate else None)
         if dataset is not None and dataset not in res.datasets:
             field = ("score", "dataset") if task.score else ("evaluate", "data")

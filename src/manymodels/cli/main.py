@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -27,7 +28,7 @@ app = typer.Typer(
     name="manymodels",
     help="Train, track and score one model per segment, from a manymodels.yml bundle.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
@@ -40,7 +41,30 @@ class _State:
 state = _State()
 
 TargetOpt = Annotated[str | None, typer.Option("--target", "-t", help="Target to use (default: the default target).")]
+
+
+def _bundle_here(value: Path | None) -> Path | None:
+    if value is not None:  # given after the command: the same as before it
+        state.bundle = value
+    return value
+
+
+BundleOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--bundle", "-b", help="manymodels.yml or its folder (default: found from the current folder up).",
+        callback=_bundle_here,
+    ),
+]
 VarOpt = Annotated[list[str] | None, typer.Option("--var", help="Set a variable: --var key=value (repeatable).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from manymodels.distribution import version
+
+        render.out.print(f"manymodels {version()}", markup=False)
+        raise typer.Exit()
 
 
 @app.callback()
@@ -52,10 +76,17 @@ def _main(
         ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Show manymodels' version and exit.", is_eager=True, callback=_version)
+    ] = False,
 ) -> None:
     state.bundle = bundle
     state.debug = debug
-    # MLflow's INFO lines (database migrations and the like) drown the progress bar; --debug keeps them.
+    # MLflow's INFO lines (database migrations and the like) and its "View run" links drown our output;
+    # MLflow reads these when it is imported (later, by the command), so they are set before. --debug keeps them.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
+    if not debug:
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("mlflow").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
@@ -108,6 +139,7 @@ def _checked(target: str | None, var: list[str] | None) -> BundleConfig:
 @app.command()
 def validate(
     target: TargetOpt = None,
+    bundle: BundleOpt = None,
     var: VarOpt = None,
     no_data: Annotated[bool, typer.Option("--no-data", help="Skip the dataset checks.")] = False,
 ) -> None:
@@ -193,6 +225,7 @@ def init_cmd(
 def train_cmd(
     model: Annotated[str, typer.Argument(help="The model family (resources.models.<name>).")],
     target: TargetOpt = None,
+    bundle: BundleOpt = None,
     var: VarOpt = None,
     segments: Annotated[
         str | None,
@@ -224,9 +257,12 @@ def train_cmd(
 def score_cmd(
     model: Annotated[str, typer.Argument(help="The model family.")],
     data: Annotated[str, typer.Option("--data", help="A dataset of the bundle, or a Parquet/CSV path.")],
-    out: Annotated[Path, typer.Option("--out", help="Where to write the scores (Parquet).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Where to write the scores: .parquet or .csv (a Spark target: a folder).")
+    ],
     run: Annotated[str | None, typer.Option("--run", help="Training run to use (default: latest successful).")] = None,
     target: TargetOpt = None,
+    bundle: BundleOpt = None,
     var: VarOpt = None,
     partition_by_segment: Annotated[
         bool, typer.Option("--partition-by-segment", help="Spark targets: one output folder per segment.")
@@ -267,6 +303,7 @@ ForceLockOpt = Annotated[
 def evaluate_cmd(
     model: Annotated[str, typer.Argument(help="The model family.")],
     target: TargetOpt = None,
+    bundle: BundleOpt = None,
     var: VarOpt = None,
     run: Annotated[str | None, typer.Option("--run", help="Challenger run (default: latest successful).")] = None,
     data: Annotated[
@@ -284,6 +321,10 @@ def evaluate_cmd(
 
     def body() -> int:
         config = _checked(target, var)
+        if out is not None:
+            from manymodels.data import output_format
+
+            output_format(out)  # an unknown suffix is an error before any work
         result = evaluate(config, model, run_id=run, data=data)
         render.evaluation_summary(result, limit)
         if out is not None:
@@ -294,13 +335,9 @@ def evaluate_cmd(
 
 
 def _write_table(table: Any, path: Path) -> None:
-    from manymodels.data import write_parquet
+    from manymodels.data import write_table
 
-    if path.suffix.lower() == ".csv":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(path, index=False)
-    else:
-        write_parquet(table, path)
+    write_table(table, path)
     render.out.print(f"table: {path}")
 
 
@@ -308,6 +345,7 @@ def _write_table(table: Any, path: Path) -> None:
 def promote_cmd(
     model: Annotated[str, typer.Argument(help="The model family.")],
     target: TargetOpt = None,
+    bundle: BundleOpt = None,
     var: VarOpt = None,
     run: Annotated[str | None, typer.Option("--run", help="Challenger run (default: latest successful).")] = None,
     take_all: Annotated[
@@ -337,6 +375,7 @@ def promote_cmd(
 def rollback_cmd(
     model: Annotated[str, typer.Argument(help="The model family.")],
     target: TargetOpt = None,
+    bundle: BundleOpt = None,
     var: VarOpt = None,
     to: Annotated[int | None, typer.Option("--to", min=1, help="Version to serve (default: alias previous).")] = None,
     force_lock: ForceLockOpt = False,
@@ -356,6 +395,7 @@ def rollback_cmd(
 def models_cmd(
     model: Annotated[str | None, typer.Argument(help="A model family: list its versions.")] = None,
     target: TargetOpt = None,
+    bundle: BundleOpt = None,
     var: VarOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -388,6 +428,7 @@ def models_cmd(
 @app.command("deploy")
 def deploy_cmd(
     target: TargetOpt = None,
+    bundle: BundleOpt = None,
     var: VarOpt = None,
     force: Annotated[
         bool, typer.Option("--force", help="Production mode: deploy from a dirty tree or another branch anyway.")
@@ -408,6 +449,7 @@ def deploy_cmd(
 @app.command("destroy")
 def destroy_cmd(
     target: TargetOpt = None,
+    bundle: BundleOpt = None,
     var: VarOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask first.")] = False,
     force_lock: ForceLockOpt = False,
@@ -444,6 +486,7 @@ def destroy_cmd(
 @app.command("summary")
 def summary_cmd(
     target: TargetOpt = None,
+    bundle: BundleOpt = None,
     var: VarOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (with the resolved bundle).")] = False,
 ) -> None:
@@ -466,6 +509,7 @@ def summary_cmd(
 def run_cmd(
     job: Annotated[str, typer.Argument(help="The job (resources.jobs.<name>).")],
     target: TargetOpt = None,
+    bundle: BundleOpt = None,
     var: VarOpt = None,
     force_lock: ForceLockOpt = False,
 ) -> None:
@@ -512,15 +556,18 @@ def run_cmd(
 def runs_cmd(
     model: Annotated[str, typer.Argument(help="The model family.")],
     target: TargetOpt = None,
+    bundle: BundleOpt = None,
     var: VarOpt = None,
     limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
 ) -> None:
-    """List a model's training runs, newest first."""
+    """List a model's training runs, newest first, with the estimator and which runs the champion serves."""
     from manymodels.jobs import Project
+    from manymodels.jobs.promote import champion_sources
 
     def body() -> int:
         config = _checked(target, var)
-        render.runs_table(model, Project(config).runs(model, limit=limit), config.model(model).primary_metric)
+        runs = Project(config).runs(model, limit=limit)
+        render.runs_table(model, runs, config.model(model).primary_metric, champion_sources(config, model))
         return 0
 
     _guarded(body)
@@ -530,6 +577,7 @@ def runs_cmd(
 def show_cmd(
     run_id: Annotated[str, typer.Argument(help="The training run's id.")],
     target: TargetOpt = None,
+    bundle: BundleOpt = None,
     var: VarOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (every failed segment).")] = False,
     worst: Annotated[int, typer.Option(min=0, help="How many worst segments to list.")] = 10,

@@ -105,10 +105,10 @@ def train_summary(outcome: TrainOutcome) -> None:
     table.add_row("model pack", f"{outcome.artifact_uri}/model")
     table.add_row("wall time", f"{outcome.seconds:.1f} s")
     out.print(table)
-    failed_segments(outcome.manifest)
+    failed_segments(outcome.manifest, outcome.run_id)
 
 
-def failed_segments(manifest: pd.DataFrame, limit: int = 10) -> None:
+def failed_segments(manifest: pd.DataFrame, run_id: str, limit: int = 10) -> None:
     """The first failed segments with their errors."""
     failed = manifest[manifest["status"] != "ok"]
     if failed.empty:
@@ -120,7 +120,7 @@ def failed_segments(manifest: pd.DataFrame, limit: int = 10) -> None:
         table.add_row(*[_cell(row[c]) for c in [*_keys(manifest), "rows", "error"]])
     out.print(table)
     if len(failed) > limit:
-        out.print(f"… and {len(failed) - limit:,} more (manymodels show RUN_ID --json lists them all)")
+        out.print(f"… and {len(failed) - limit:,} more (manymodels show {run_id} --json lists them all)")
 
 
 def score_summary(outcome: ScoreOutcome) -> None:
@@ -155,24 +155,32 @@ def job_summary(outcome: JobOutcome, seconds: float) -> None:
     out.print(table)
 
 
-def runs_table(model: str, runs: list[RunInfo], metric: str) -> None:
-    """The runs of a model, newest first."""
+def runs_table(model: str, runs: list[RunInfo], metric: str, champion: dict[str, int] | None = None) -> None:
+    """The runs of a model, newest first; `champion`: segments of the champion each run supplied."""
+    champion = champion or {}
     table = Table(title=f"runs of {model}", title_justify="left")
     table.add_column("run", no_wrap=True)
-    for col in ("started", "status", "segments ok", "failed", f"{metric} p50", "wall"):
-        table.add_column(col)
+    table.add_column("started", no_wrap=True)
+    for col in ("status", "ok/failed", f"{metric} p50", "estimator", "champion"):
+        table.add_column(col, overflow="fold")
     for r in runs:
         m = r.metrics
+        estimator = r.params.get("estimator", "")
+        if r.params.get("estimator.entry"):
+            estimator = r.params["estimator.entry"]
+        served = champion.get(r.run_id)
         table.add_row(
             r.run_id,
             _when(r.start_time),
             r.status,
-            _int(m.get("segments_ok")),
-            _int(m.get("segments_failed")),
+            f"{_int(m.get('segments_ok'))}/{_int(m.get('segments_failed'))}",
             _num(m.get(f"{metric}_p50")),
-            _secs(m.get("wall_seconds")),
+            estimator,
+            f"{served:,} segments" if served else "",
         )
     out.print(table)
+    if champion and not any(r.run_id in champion for r in runs):
+        out.print("the champion's segments come from runs older than those listed (--limit shows more)")
 
 
 def show_run(report: dict[str, Any]) -> None:
@@ -186,6 +194,14 @@ def show_run(report: dict[str, Any]) -> None:
     for key, value in sorted(report["metrics"].items()):
         table.add_row(key, f"{value:.6g}")
     out.print(table)
+    params = report.get("params") or {}
+    if params:
+        shown = Table(title="params", show_header=False, title_justify="left")
+        shown.add_column(style="bold", no_wrap=True)
+        shown.add_column(overflow="fold")
+        for key, value in sorted(params.items()):
+            shown.add_row(key, str(value))
+        out.print(shown)
     for title in ("failed", "worst"):
         rows = report.get(title) or []
         if not rows:
@@ -410,7 +426,7 @@ def _cell(value: Any) -> str:
 
 
 def _when(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
 def _int(v: float | None) -> str:

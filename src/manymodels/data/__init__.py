@@ -3,11 +3,23 @@
 from manymodels.data.datasets import (
     is_delta_table,
     is_numeric,
+    output_format,
     read_frame,
     read_head,
     read_schema,
     row_count,
     write_parquet,
+    write_table,
 )
 
-__all__ = ["is_delta_table", "is_numeric", "read_frame", "read_head", "read_schema", "row_count", "write_parquet"]
+__all__ = [
+    "is_delta_table",
+    "is_numeric",
+    "output_format",
+    "read_frame",
+    "read_head",
+    "read_schema",
+    "row_count",
+    "write_parquet",
+    "write_table",
+]

@@ -102,6 +102,40 @@ def read_head(path: Path, fmt: str, columns: Sequence[str], rows: int = 5) -> pd
     return table.slice(0, rows).to_pandas()
 
 
+OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+
+
+def output_format(path: Path) -> str:
+    """The format a table written to `path` takes, by its suffix: Parquet (`.parquet`, `.pq`) or CSV (`.csv`).
+
+    Raises:
+        DataError: another suffix (checked before any work, so nothing is computed for nothing).
+    """
+    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"{path}: cannot tell the output format from {path.suffix or 'no suffix'!r}: end the path with "
+            ".parquet or .csv"
+        )
+    return fmt
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a table as Parquet or CSV, by the path's suffix (`output_format`), atomically."""
+    if output_format(path) == "parquet":
+        return write_parquet(frame, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     """Write `frame` to `path` as Parquet; readers never see a half-written file.
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pandas as pd
 
@@ -17,6 +18,7 @@ from manymodels.jobs.runner import JobOutcome, run_job
 from manymodels.jobs.score import open_pack, resolve_run, score, score_with_spark
 from manymodels.jobs.train import TrainOutcome, experiment_name, train
 from manymodels.registry import RunInfo, Tracker
+from manymodels.registry.tracking import quiet_mlflow
 from manymodels.registry.versions import VersionInfo
 from manymodels.segment import metric_names
 
@@ -64,6 +66,19 @@ class TrainRun:
 
 _ALL_METRICS = {*metric_names("regression"), *metric_names("binary")}
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _quiet(method: _Method) -> _Method:
+    """A Project method that keeps MLflow's INFO lines and run links out of the caller's output."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with quiet_mlflow():
+            return method(*args, **kwargs)
+
+    return cast(_Method, wrapper)
+
 
 class Project:
     """A bundle resolved for one target.
@@ -91,6 +106,7 @@ class Project:
         """Every problem of the bundle (references, import paths, and with `data` the columns)."""
         return check_bundle(self.config, data=data)
 
+    @_quiet
     def train(
         self,
         model: str,
@@ -117,6 +133,7 @@ class Project:
         )
         return TrainRun(outcome)
 
+    @_quiet
     def score(
         self,
         model: str,
@@ -139,6 +156,7 @@ class Project:
             return score_with_spark(self.config, model, spark, data, out, run_id, partition_by_segment).frame
         return score(self.config, model, data, output=out, run_id=run_id).frame
 
+    @_quiet
     def evaluate(self, model: str, run_id: str | None = None, data: Any = None, save: bool = True) -> Evaluation:
         """The challenger run (default: latest) against the champion, per segment; see `Evaluation.table`.
 
@@ -146,6 +164,7 @@ class Project:
         """
         return evaluate(self.config, model, run_id=run_id, data=data, save=save)
 
+    @_quiet
     def promote(
         self, model: str, run_id: str | None = None, take_all: bool = False, force: bool = False
     ) -> PromoteOutcome:
@@ -155,10 +174,12 @@ class Project:
         """
         return promote(self.config, model, run_id=run_id, take_all=take_all, force=force)
 
+    @_quiet
     def rollback(self, model: str, to: int | None = None) -> RollbackOutcome:
         """Point `champion` back at `to` (default: the version with alias `previous`)."""
         return rollback(self.config, model, to=to)
 
+    @_quiet
     def versions(self, model: str) -> list[VersionInfo]:
         """The model's registered versions, newest first, with their aliases."""
         return model_versions(self.config, model)[1]
@@ -167,16 +188,19 @@ class Project:
         """The MLflow registered model name: `mlflow.pyfunc.load_model(f"models:/{name}@champion")`."""
         return registered_name(self.config, model)
 
+    @_quiet
     def run(self, job: str, spark: Any = None) -> JobOutcome:
         """Run a job's tasks in dependency order (on `spark=` a SparkSession, if given)."""
         return run_job(self.config, job, spark=spark)
 
+    @_quiet
     def runs(self, model: str, limit: int = 50) -> list[RunInfo]:
         """The model's training runs, newest first."""
         self.config.model(model)
         tracker = Tracker(self.config.tracking_uri, self.config.embedded_artifacts)
         return tracker.runs(experiment_name(self.config, model), model, limit=limit)
 
+    @_quiet
     def manifest(self, model: str, run_id: str | None = None) -> pd.DataFrame:
         """The manifest of a run (default: the latest successful one)."""
         info = resolve_run(self.config, model, run_id)

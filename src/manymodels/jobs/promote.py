@@ -271,6 +271,20 @@ def models_overview(config: BundleConfig) -> list[dict[str, object]]:
     return rows
 
 
+def champion_sources(config: BundleConfig, name: str) -> dict[str, int]:
+    """How many of the champion's segments each training run supplied ({} without a champion)."""
+    champion = model_registry(config, name).by_alias(CHAMPION)
+    if champion is None:
+        return {}
+    if champion.tags.get(TAG + "kind") == "run":
+        return {champion.run_id: champion.segments}
+    try:
+        sources = json.loads(champion.tags.get(TAG + "source_runs") or "{}")
+    except ValueError:  # cut at 5,000 characters for a very mixed composite
+        return {}
+    return {str(run): int(count) for run, count in sources.items()}
+
+
 def model_versions(config: BundleConfig, name: str) -> tuple[str, list[VersionInfo]]:
     """A model family's registered model name and its versions, newest first."""
     registry = model_registry(config, name)

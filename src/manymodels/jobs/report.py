@@ -33,6 +33,7 @@ def run_report(config: BundleConfig, run_id: str, worst: int = 10, failed_limit:
         "git_commit": info.tags.get(TAG + "git_commit"),
         "error": info.tags.get(TAG + "error"),
         "metrics": info.metrics,
+        "params": info.params,
         "segments_failed": int(info.metrics.get("segments_failed", 0)),
         "failed": [],
         "worst": [],

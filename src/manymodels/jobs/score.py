@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from manymodels.bundle import BundleConfig
-from manymodels.data import is_delta_table, read_frame, write_parquet
+from manymodels.data import is_delta_table, output_format, read_frame, write_table
 from manymodels.errors import DataError, RegistryError
 from manymodels.jobs.train import experiment_name, staging_folder
 from manymodels.registry import Pack, PackPredict, Tracker
@@ -150,11 +150,14 @@ def score(
         config: the bundle resolved for a target.
         name: the model family.
         data: a frame, a dataset name, or a file path.
-        output: where to write the input columns plus `prediction` as Parquet (None: don't write).
+        output: where to write the input columns plus `prediction`: Parquet, or CSV for a `.csv` path (None:
+            don't write).
         run_id: the run whose models to use (default: the champion version once there is one, else
             the latest successful training run).
     """
     config.model(name)
+    if output is not None:
+        output_format(output)  # an unknown suffix is an error before any work
     frame = read_input(config, data)
     info, version = resolve_serving(config, name, run_id)
     pack = open_pack(config, info)
@@ -166,5 +169,5 @@ def score(
     unserved = frame.loc[missing, pack.segment_by].drop_duplicates()
     fallback = int((predicted[MODEL_SOURCE] == FALLBACK_SOURCE).sum())
     if output is not None:
-        write_parquet(out, output)
+        write_table(out, output)
     return ScoreOutcome(name, info.run_id, out, output, len(out), int(missing.sum()), len(unserved), version, fallback)

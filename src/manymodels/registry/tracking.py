@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import getpass
+import logging
+import os
 import re
 import shutil
 import subprocess  # noqa: S404 - runs git with fixed arguments, never a shell
@@ -10,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -26,6 +28,27 @@ STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_RUNNING = "running"
 _BATCH = 100  # MLflow's limit of params (and tags) per log_batch call
+# MLflow prints "🏃 View run … at: …" links to stdout after each run unless this says not to.
+SUPPRESS_RUN_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+
+
+@contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """While manymodels works: MLflow's INFO lines (database set-up, waits) and run links kept out of the
+    output; the caller's own logging settings come back afterwards."""
+    logger = logging.getLogger("mlflow")  # MLflow set its level when it was imported (above)
+    level, links = logger.level, os.environ.get(SUPPRESS_RUN_LINKS)
+    if logger.getEffectiveLevel() < logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    os.environ[SUPPRESS_RUN_LINKS] = "true"
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if links is None:
+            os.environ.pop(SUPPRESS_RUN_LINKS, None)
+        else:
+            os.environ[SUPPRESS_RUN_LINKS] = links
 _PARAM_MAX = 6000
 
 
@@ -41,6 +64,7 @@ class RunInfo:
     metrics: dict[str, float]
     tags: dict[str, str]
     artifact_uri: str
+    params: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -301,4 +325,5 @@ def _info(run: Any) -> RunInfo:
         metrics=dict(run.data.metrics),
         tags=dict(run.data.tags),
         artifact_uri=str(run.info.artifact_uri),
+        params=dict(run.data.params),
     )
