@@ -58,14 +58,14 @@ def _clean_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
-    """A bundle whose segments use `shop_models.estimators:ShiftedMean` from its src/, trained and promoted."""
+    """A bundle whose segments use `selfcontained_models.estimators:ShiftedMean` from its src/, trained and promoted."""
     root = tmp_path_factory.mktemp("bundle")
     frame = segment_frame(segments=4, rows=40)
-    package = root / "src" / "shop_models"
+    package = root / "src" / "selfcontained_models"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
     (package / "estimators.py").write_text(ESTIMATOR)
-    block = model_block(estimator={"type": "python", "entry": "shop_models.estimators:ShiftedMean",
+    block = model_block(estimator={"type": "python", "entry": "selfcontained_models.estimators:ShiftedMean",
                                    "params": {"shift": 0.5}})
     write_bundle(root, frame=frame, models={"demand": block})
     project = mm.load_bundle(root)
@@ -83,7 +83,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFram
 def test_a_python_estimator_loads_from_another_folder(trained: tuple[Path, pd.DataFrame, pd.DataFrame],
                                                       tmp_path: Path) -> None:
     model, to_score, expected = trained
-    assert (model / "code" / "shop_models" / "estimators.py").is_file()
+    assert (model / "code" / "selfcontained_models" / "estimators.py").is_file()
     to_score.to_parquet(tmp_path / "in.parquet")
     (tmp_path / "load.py").write_text(LOAD_AND_PREDICT)
     done = subprocess.run([sys.executable, "load.py", str(model), "in.parquet", "out.parquet"], cwd=tmp_path,
