@@ -76,6 +76,33 @@ def test_a_worker_that_dies_fails_only_its_chunk(tmp_path: Path) -> None:
     assert all(s == ("ok", None) for name, s in status.items() if name != "poison"), status
 
 
+@pytest.mark.slow
+def test_progress_moves_per_segment_from_the_workers(tmp_path: Path) -> None:
+    """Two chunks of 20 segments, 30 ms each: the driver hears of segments while the chunks run."""
+    (tmp_path / "slow.py").write_text(
+        "import time\n"
+        "from sklearn.linear_model import Ridge\n\n"
+        "def fit(X, y):\n"
+        "    time.sleep(0.03)\n"
+        "    return Ridge().fit(X, y)\n"
+    )
+    data = prepare(segment_frame(segments=40, rows=20, seed=3), ["segment"])
+    spec = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"), estimator="python",
+                       entry="slow:fit", import_roots=(str(tmp_path),))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    heard: list[int] = []
+    results = LocalEngine(workers=2, max_chunk_rows=400).fit(data, spec, str(shards), heard.append)
+    assert len(results) == 40 and all(r.status == "ok" for r in results)
+    assert sum(heard) == 40
+    assert len(heard) > 2  # more often than once per chunk: the bar moves per segment
+    assert max(heard) < 20  # no whole chunk at once
+
+    in_process: list[int] = []
+    LocalEngine(workers=1).fit(data, spec, str(shards), in_process.append)
+    assert in_process == [1] * 40
+
+
 def test_small_fleets_start_no_pool() -> None:
     engine = LocalEngine(workers=2)
     engine.start(rows=1_000)

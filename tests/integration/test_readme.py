@@ -83,6 +83,8 @@ def test_readme_cli_walkthrough(example: Path) -> None:
         done = subprocess.run([str(exe), *args], cwd=example, capture_output=True, text=True, timeout=600,
                               check=False)
         assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
+        # Our output only: no library's warnings, INFO lines or run links.
+        assert not re.search(r"Warning|INFO|View run", done.stdout + done.stderr), f"{line}\n{done.stderr}"
         if args[0] == "train":
             run_id = re.search(r"run\s+│\s+([0-9a-f]{32})", done.stdout).group(1)  # type: ignore[union-attr]
     assert (example / "data" / "scores.parquet").exists()

@@ -19,7 +19,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from manymodels.bundle.schema import HIGHER_IS_BETTER
@@ -39,30 +39,37 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class _Rate(ProgressColumn):
+    """Segments per second, measured over the recent updates (the bar hears of each segment)."""
+
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.1f} seg/s" if speed else "– seg/s", style="progress.data.speed")
+        return Text(f"{speed:,.1f}/s" if speed else "–/s", style="progress.data.speed")
 
 
 @contextmanager
 def segment_progress(label: str) -> Iterator[dict[str, Any]]:
-    """Hooks (`on_start`, `on_progress`) that drive a progress bar: segments done / total, rate, ETA."""
+    """Hooks (`on_start`, `on_progress`) that drive a progress bar: segments done / total, rate, ETA.
+
+    Every column but the bar keeps its text whole (no wrapping, no "…"); the bar takes what is left,
+    so the line fits 80 columns.
+    """
+    whole = Column(no_wrap=True)
     progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("segments"),
-        _Rate(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
+        TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis")),
+        BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=5)),
+        MofNCompleteColumn(table_column=whole),
+        _Rate(table_column=whole),
+        TimeElapsedColumn(table_column=whole),
+        TextColumn("eta", table_column=whole),
+        TimeRemainingColumn(table_column=whole),
         console=err,
         transient=False,
+        expand=True,
     )
     state: dict[str, Any] = {}
 
     def on_start(total: int, run_id: str) -> None:
-        state["task"] = progress.add_task(f"{label} (run {run_id[:8]})", total=total)
+        state["task"] = progress.add_task(f"{label} ({run_id[:8]})", total=total)
 
     def on_progress(n: int) -> None:
         if "task" in state:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
-from concurrent.futures import Future, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from manymodels.segment.fit import FAILED, segment_fingerprints
 # workers do not import the caller's `__main__`, so a plain script (no `if __name__ == "__main__":`),
 # `python - < file` and a notebook kernel all work. How long to wait for a new pool to answer.
 START_TIMEOUT_SECONDS = 120.0
+# How often the driver reads the workers' progress while it waits for chunks.
+PROGRESS_SECONDS = 0.25
 
 # A unit of work: the chunk's rows, (segment index, first row, end row) of each segment, chunk number.
 Task = tuple[pd.DataFrame, list[tuple[int, int, int]], int]
@@ -111,46 +114,51 @@ class LocalEngine:
         shard_dir: str,
         on_progress: Progress | None = None,
     ) -> list[SegmentResult]:
-        """Fit every segment; each chunk's models land in one shard in `shard_dir`."""
+        """Fit every segment; each chunk's models land in one shard in `shard_dir`.
+
+        `on_progress` hears of every segment as it is done (not of whole chunks), from the
+        workers too: each writes its chunk's count to a small file the driver reads.
+        """
         chunks = plan_chunks(data.sizes, self.workers, self.max_chunk_rows)
         results: list[SegmentResult] = []
         workers = min(self.workers, len(chunks))
         tasks = [self._task(data, chunk_id, first, end) for chunk_id, (first, end) in enumerate(chunks)]
         if workers <= 1:
             self.close()
+            one = (lambda _done: on_progress(1)) if on_progress else None
             for frame, bounds, chunk_id in tasks:
-                done = fit_chunk(frame, bounds, spec, chunk_id, shard_dir)
-                results += done
-                if on_progress:
-                    on_progress(len(done))
+                results += fit_chunk(frame, bounds, spec, chunk_id, shard_dir, one)
             return sorted(results, key=lambda r: r.index)
         largest_first = sorted(tasks, key=lambda t: -len(t[0]))
         lost: list[Task] = []
         self.ready()
         pool, self._pool = self._pool or _new_pool(workers), None
-        with pool:
+        with pool, _Tally(len(chunks), len(data), on_progress) as tally:
             futures: dict[Future[list[SegmentResult]], Task] = {
-                pool.submit(fit_chunk, frame, bounds, spec, chunk_id, shard_dir): (frame, bounds, chunk_id)
+                pool.submit(fit_chunk, frame, bounds, spec, chunk_id, shard_dir, tally.slot(chunk_id)): (
+                    frame,
+                    bounds,
+                    chunk_id,
+                )
                 for frame, bounds, chunk_id in largest_first
             }
-            for future in as_completed(futures):
-                try:
-                    done = future.result()
-                except BrokenProcessPool:
-                    lost.append(futures[future])  # maybe not this chunk's fault: retried alone below
-                    continue
-                except Exception as exc:  # noqa: BLE001 - a chunk's trouble fails its segments, not the run
-                    done = _lost(futures[future][1], spec, f"{type(exc).__name__}: {exc}")
-                results += done
-                if on_progress:
-                    on_progress(len(done))
-        results += self._retry_alone(lost, spec, shard_dir, on_progress)
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, timeout=PROGRESS_SECONDS, return_when=FIRST_COMPLETED)
+                tally.report()
+                for future in finished:
+                    try:
+                        results += future.result()
+                    except BrokenProcessPool:
+                        lost.append(futures[future])  # maybe not this chunk's fault: retried alone below
+                    except Exception as exc:  # noqa: BLE001 - a chunk's trouble fails its segments, not the run
+                        results += _lost(futures[future][1], spec, f"{type(exc).__name__}: {exc}")
+            results += self._retry_alone(lost, spec, shard_dir, tally)
+            tally.report(done=len(results))
         return sorted(results, key=lambda r: r.index)
 
     @staticmethod
-    def _retry_alone(
-        lost: list[Task], spec: SegmentSpec, shard_dir: str, on_progress: Progress | None
-    ) -> list[SegmentResult]:
+    def _retry_alone(lost: list[Task], spec: SegmentSpec, shard_dir: str, tally: _Tally) -> list[SegmentResult]:
         """Chunks lost when a worker died, run one at a time: only the chunk that kills its worker fails."""
         results: list[SegmentResult] = []
         pool: ProcessPoolExecutor | None = None
@@ -158,7 +166,8 @@ class LocalEngine:
             for frame, bounds, chunk_id in sorted(lost, key=lambda t: t[2]):
                 pool = pool or _new_pool(1)
                 try:
-                    done = pool.submit(fit_chunk, frame, bounds, spec, chunk_id, shard_dir).result()
+                    slot = tally.slot(chunk_id)
+                    done = pool.submit(fit_chunk, frame, bounds, spec, chunk_id, shard_dir, slot).result()
                 except BrokenProcessPool:
                     pool.shutdown(wait=False)
                     pool = None
@@ -171,8 +180,7 @@ class LocalEngine:
                 except Exception as exc:  # noqa: BLE001
                     done = _lost(bounds, spec, f"{type(exc).__name__}: {exc}")
                 results += done
-                if on_progress:
-                    on_progress(len(done))
+                tally.report()
         finally:
             if pool is not None:
                 pool.shutdown()
@@ -183,6 +191,63 @@ class LocalEngine:
         lo, hi = int(data.starts[first]), int(data.starts[end])
         bounds = [(i, int(data.starts[i]) - lo, int(data.starts[i + 1]) - lo) for i in range(first, end)]
         return data.frame.iloc[lo:hi], bounds, chunk_id
+
+
+class ProgressSlot:
+    """A worker's way to say how many of its chunk's segments are done: 8 bytes at its chunk's place in a file.
+
+    Picklable (a path and a number), so it travels to the worker with the chunk; a write per
+    segment costs microseconds against a fit's milliseconds.
+    """
+
+    def __init__(self, path: str, slot: int) -> None:
+        self.path, self.slot = path, slot
+
+    def __call__(self, done: int) -> None:
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, done.to_bytes(8, "little"), self.slot * 8)
+        finally:
+            os.close(fd)
+
+
+class _Tally:
+    """The driver's side of the workers' progress file: reads it, reports what is new to `on_progress`."""
+
+    def __init__(self, chunks: int, total: int, on_progress: Progress | None) -> None:
+        self.chunks, self.total, self.on_progress = chunks, total, on_progress
+        self.reported = 0
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+        self.path = ""
+
+    def __enter__(self) -> _Tally:
+        if self.on_progress is not None:
+            self._folder = tempfile.TemporaryDirectory(prefix="manymodels-progress-")
+            self.path = str(Path(self._folder.name) / "segments-done")
+            Path(self.path).write_bytes(bytes(8 * self.chunks))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._folder is not None:
+            self._folder.cleanup()
+
+    def slot(self, chunk_id: int) -> ProgressSlot | None:
+        """What a chunk's worker calls after each segment (None: nobody is listening)."""
+        return ProgressSlot(self.path, chunk_id) if self.path else None
+
+    def report(self, done: int | None = None) -> None:
+        """Tell `on_progress` of segments finished since the last report (at least `done` in all, when given).
+
+        A chunk retried after its worker died counts again from zero in its slot; progress only moves forward.
+        """
+        if self.on_progress is None:
+            return
+        counts = np.frombuffer(Path(self.path).read_bytes(), dtype="<i8")
+        seen = max(int(counts.sum()), done or 0)
+        step = min(seen, self.total) - self.reported
+        if step > 0:
+            self.reported += step
+            self.on_progress(step)
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:

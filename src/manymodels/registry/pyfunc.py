@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import warnings
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -111,7 +112,12 @@ def describe_model(model_dir: Path, example: pd.DataFrame) -> None:
 
     model = Model.load(str(model_dir / MLMODEL))
     outputs = Schema([ColSpec("double", "prediction", required=False), ColSpec("string", MODEL_SOURCE, required=False)])
-    model.signature = ModelSignature(inputs=infer_signature(example).inputs, outputs=outputs)
+    with warnings.catch_warnings():
+        # MLflow's hint that an integer column cannot hold missing values. Columns keep their training types:
+        # MLflow will not take int64 where a signature says double, and the example comes from training data.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+        inputs = infer_signature(example).inputs
+    model.signature = ModelSignature(inputs=inputs, outputs=outputs)
     split = example.to_json(orient="split", index=False, date_format="iso")
     (model_dir / EXAMPLE_FILE).write_text(split, encoding="utf-8")
     # What a client posts to `mlflow models serve`'s /invocations (MLflow's scoring protocol).

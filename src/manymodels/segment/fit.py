@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +144,7 @@ def fit_chunk(
     spec: SegmentSpec,
     chunk_id: int,
     shard_dir: str | None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[SegmentResult]:
     """Fit the segments of one chunk and write their models to one shard.
 
@@ -153,6 +155,7 @@ def fit_chunk(
         chunk_id: names the shard file.
         shard_dir: the folder (a local path or an fsspec URL) to write the shard in; None keeps
             model bytes in the results instead.
+        progress: called with the number of this chunk's segments done so far, after each one.
 
     Returns:
         One result per segment; with a shard written, their `model` bytes are dropped.
@@ -160,8 +163,12 @@ def fit_chunk(
     from threadpoolctl import threadpool_limits
 
     add_import_roots(spec.import_roots)
+    results = []
     with threadpool_limits(limits=1):
-        results = [fit_segment(frame.iloc[lo:hi], spec, index) for index, lo, hi in bounds]
+        for index, lo, hi in bounds:
+            results.append(fit_segment(frame.iloc[lo:hi], spec, index))
+            if progress is not None:
+                progress(len(results))
     if shard_dir is None:
         return results
     ok = [r for r in results if r.model is not None]
