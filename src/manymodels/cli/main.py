@@ -478,6 +478,68 @@ def destroy_cmd(
             render.out.print("nothing removed")
             return 1
         render.out.print(f"removed {len(done.lines())} item(s) from target {config.target}")
+        if done.experiments:
+            render.out.print(_files_note(done.purged, config.tracking_uri), markup=False)
+        return 0
+
+    _guarded(body)
+
+
+def _files_note(purged: bool, tracking_uri: str) -> str:
+    if purged:
+        return "their runs and files were removed from this machine's store"
+    return (
+        f"the server at {tracking_uri} keeps the deleted runs' files until its operator runs "
+        f"`mlflow gc --backend-store-uri <its store>` (with MLFLOW_TRACKING_URI={tracking_uri})"
+    )
+
+
+@app.command("gc")
+def gc_cmd(
+    model: Annotated[str, typer.Argument(help="The model family.")],
+    target: TargetOpt = None,
+    bundle: BundleOpt = None,
+    var: VarOpt = None,
+    keep: Annotated[int, typer.Option("--keep", min=0, help="How many of the newest training runs to keep.")] = 5,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
+    force_lock: ForceLockOpt = False,
+) -> None:
+    """Remove a model's old runs and their files: keeps the runs behind champion, previous and challenger,
+    and the --keep newest training runs."""
+    from manymodels.jobs.prune import PrunePlan, prune, prune_plan
+
+    def body() -> int:
+        config = _checked(target, var)
+
+        def show(plan: PrunePlan) -> None:
+            for run_id, why in plan.kept.items():
+                render.out.print(f"keep   run {run_id}: {why}", markup=False)
+            for line in plan.lines():
+                render.out.print(f"remove {line}", markup=False)
+
+        if dry_run:
+            plan = prune_plan(config, model, keep)
+            show(plan)
+            render.out.print(f"{len(plan.runs)} run(s) would be removed (--dry-run: nothing was)", markup=False)
+            return 0
+
+        def approve(plan: PrunePlan) -> bool:
+            show(plan)
+            if not plan.runs or auto_approve:
+                return True
+            try:
+                return typer.confirm(f"Remove {len(plan.runs)} run(s)?", default=False)
+            except typer.Abort:  # no answer (no terminal, end of input) is no
+                return False
+
+        done = prune(config, model, keep=keep, approve=approve, force_lock=force_lock)
+        if done is None:
+            render.out.print("nothing removed")
+            return 1
+        render.out.print(f"removed {len(done.runs)} run(s) and {len(done.versions)} version(s) of {model}")
+        if done.runs:
+            render.out.print(_files_note(done.purged, config.tracking_uri), markup=False)
         return 0
 
     _guarded(body)

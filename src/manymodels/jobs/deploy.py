@@ -206,6 +206,7 @@ class DestroyPlan:
 
     experiments: list[tuple[str, str]] = field(default_factory=list)
     registered_models: list[str] = field(default_factory=list)
+    purged: bool = False  # their runs' files were removed from this machine (an embedded store)
 
     def lines(self) -> list[str]:
         """One line per thing removed."""
@@ -241,7 +242,9 @@ def destroy(
     """Remove what this bundle deployed on this target; returns what went, or None when `approve` said no.
 
     Experiments are renamed (so the names are free to deploy again) and deleted; registered
-    models are deleted with their versions.
+    models are deleted with their versions. On an embedded store the deleted experiments' runs and
+    files are then removed from disk (MLflow's `gc`); a server keeps them until its operator runs
+    `mlflow gc`.
     """
     tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
     with target_lock(config, tracker).lock("destroy", force=force_lock):
@@ -257,6 +260,7 @@ def destroy(
                 tracker.client.delete_experiment(exp_id)
         except MlflowException as exc:
             raise RegistryError(f"MLflow at {tracker.tracking_uri}: destroy stopped: {exc.message}") from exc
+        plan.purged = tracker.purge(experiment_ids=[exp_id for exp_id, _ in plan.experiments])
     return plan
 
 

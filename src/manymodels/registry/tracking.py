@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import io
 import logging
 import os
 import re
@@ -10,7 +12,7 @@ import shutil
 import subprocess  # noqa: S404 - runs git with fixed arguments, never a shell
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,12 +188,14 @@ class Tracker:
         except Exception:  # noqa: BLE001, S110 - the original error is the one to report
             pass
 
-    def runs(self, experiment_name: str, model: str, only_ok: bool = False, limit: int = 50) -> list[RunInfo]:
-        """Training runs of a model, newest first."""
+    def runs(
+        self, experiment_name: str, model: str, only_ok: bool = False, limit: int = 50, kind: str = "train"
+    ) -> list[RunInfo]:
+        """A model's runs of one kind (`train`, `promote`), newest first."""
         exp_id = self.experiment_id(experiment_name, create=False)
         if exp_id is None:
             return []
-        query = f"tags.`{TAG}model` = '{_quote(model)}' and tags.`{TAG}kind` = 'train'"
+        query = f"tags.`{TAG}model` = '{_quote(model)}' and tags.`{TAG}kind` = '{_quote(kind)}'"
         if only_ok:
             query += f" and tags.`{TAG}status` = '{STATUS_OK}' and attributes.status = 'FINISHED'"
         try:
@@ -199,6 +203,46 @@ class Tracker:
         except MlflowException as exc:
             raise RegistryError(f"MLflow at {self.tracking_uri}: cannot list runs: {exc.message}") from exc
         return [_info(r) for r in found]
+
+    @property
+    def holds_files_here(self) -> bool:
+        """Whether the store is on this machine (sqlite), so deleted runs' files can be removed from here."""
+        return self.tracking_uri.startswith("sqlite:")
+
+    def purge(self, run_ids: Sequence[str] = (), experiment_ids: Sequence[str] = ()) -> bool:
+        """Remove deleted runs and experiments for good, artifacts included (MLflow's own `gc`).
+
+        Only for a store on this machine; a server's operator runs `mlflow gc` on its side.
+
+        Returns:
+            Whether anything was purged here (False: a server's store, left to its operator).
+        """
+        if not self.holds_files_here or not (run_ids or experiment_ids):
+            return False
+        from mlflow.cli import gc
+
+        args = ["--backend-store-uri", self.tracking_uri, "--tracking-uri", self.tracking_uri]
+        if run_ids:
+            args += ["--run-ids", ",".join(run_ids)]
+        if experiment_ids:
+            args += ["--experiment-ids", ",".join(experiment_ids)]
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # it says each run's name; our caller reports
+                gc.main(args, standalone_mode=False)
+        except Exception as exc:
+            raise RegistryError(f"cannot purge deleted runs from {self.tracking_uri}: {exc}") from exc
+        return True
+
+    def deleted_runs(self, experiment_name: str, model: str) -> list[str]:
+        """Ids of a model's runs that were deleted but are still in the store (a purge that did not finish)."""
+        from mlflow.entities import ViewType
+
+        exp_id = self.experiment_id(experiment_name, create=False)
+        if exp_id is None:
+            return []
+        query = f"tags.`{TAG}model` = '{_quote(model)}'"
+        found = self.client.search_runs([exp_id], query, run_view_type=ViewType.DELETED_ONLY, max_results=10_000)
+        return [r.info.run_id for r in found]
 
     def run(self, run_id: str) -> RunInfo:
         """One run by id."""

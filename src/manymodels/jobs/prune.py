@@ -1,0 +1,114 @@
+"""`manymodels gc`: remove a model family's old runs, keeping what serves and the newest few.
+
+Every training run is a whole pack (hundreds of MB at 10,000 segments), and every promotion
+writes a composite pack of its own, so a weekly pipeline grows the store by a pack or two a
+week. `gc` keeps the runs behind an alias (`champion`, `previous`, `challenger`) and the
+`keep` newest training runs; the other runs, and the registered versions that serve them, go.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mlflow.exceptions import MlflowException
+
+from manymodels.bundle import BundleConfig
+from manymodels.errors import RegistryError
+from manymodels.jobs.evaluate import model_registry
+from manymodels.jobs.train import experiment_name
+from manymodels.registry import RunInfo, Tracker
+from manymodels.registry.versions import VersionInfo
+
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+_SEARCH_LIMIT = 10_000
+
+
+@dataclass
+class PrunePlan:
+    """What `gc` keeps (run id -> why) and removes (runs, and the versions that serve them)."""
+
+    model: str
+    kept: dict[str, str] = field(default_factory=dict)
+    runs: list[RunInfo] = field(default_factory=list)
+    versions: list[VersionInfo] = field(default_factory=list)
+    purged: bool = False  # the runs' files were removed here (an embedded store), not left to a server
+
+    def lines(self) -> list[str]:
+        """One line per thing to remove."""
+        return [f"run {r.run_id} ({r.tags.get('manymodels.kind', 'train')})" for r in self.runs] + [
+            f"version {v.version} of {v.name}" for v in self.versions
+        ]
+
+
+def prune_plan(config: BundleConfig, name: str, keep: int) -> PrunePlan:
+    """The runs of `name` that `gc` would remove: not behind an alias, older than the `keep` newest training runs.
+
+    Runs still running are never removed.
+    """
+    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
+    registry = model_registry(config, name, tracker)
+    versions = registry.versions() if registry.exists() else []
+    plan = PrunePlan(name)
+    for version in versions:
+        for alias in version.aliases:
+            plan.kept.setdefault(version.run_id, f"version {version.version} ({alias})")
+    experiment = experiment_name(config, name)
+    trained = tracker.runs(experiment, name, limit=_SEARCH_LIMIT)
+    for run in trained[:keep]:
+        plan.kept.setdefault(run.run_id, "one of the newest training runs")
+    promoted = tracker.runs(experiment, name, limit=_SEARCH_LIMIT, kind="promote")
+    finished = [r for r in [*trained, *promoted] if r.end_time is not None and r.status != "running"]
+    plan.runs = [r for r in finished if r.run_id not in plan.kept]
+    gone = {r.run_id for r in plan.runs}
+    plan.versions = [v for v in versions if v.run_id in gone and not v.aliases]
+    return plan
+
+
+def prune(
+    config: BundleConfig,
+    name: str,
+    keep: int = 5,
+    approve: Callable[[PrunePlan], bool] | None = None,
+    force_lock: bool = False,
+) -> PrunePlan | None:
+    """Remove the old runs of a model family (see `prune_plan`); None when `approve` said no.
+
+    Holds the family's lock, so no promotion moves an alias meanwhile. On an embedded store the
+    runs' files are removed from disk at once; on a server they are deleted as MLflow deletes
+    (its operator's `mlflow gc` frees their artifacts).
+    """
+    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
+    registry = model_registry(config, name, tracker)
+    with registry.lock("gc", force=force_lock):
+        plan = prune_plan(config, name, keep)
+        if approve is not None and not approve(plan):
+            return None
+        try:
+            for version in plan.versions:
+                tracker.client.delete_model_version(version.name, str(version.version))
+            for run in plan.runs:
+                tracker.client.delete_run(run.run_id)
+        except MlflowException as exc:
+            raise RegistryError(f"MLflow at {tracker.tracking_uri}: gc stopped: {exc.message}") from exc
+        purged: list[str] = []
+        if tracker.holds_files_here:  # this and any earlier gc's deleted runs: their files go now
+            purged = tracker.deleted_runs(experiment_name(config, name), name)
+            plan.purged = tracker.purge(run_ids=purged)
+        for run_id in {*purged, *(r.run_id for r in plan.runs)}:
+            if _RUN_ID.fullmatch(run_id):  # ids from MLflow, checked before they name a folder
+                shutil.rmtree(config.embedded_dir / "cache" / run_id, ignore_errors=True)  # packs downloaded here
+                _remove_empty(config, run_id)
+    return plan
+
+
+def _remove_empty(config: BundleConfig, run_id: str) -> None:
+    """The empty folder MLflow's gc leaves where an embedded run's artifacts were."""
+    root = config.embedded_artifacts
+    if root is None or not root.is_dir():
+        return
+    for folder in root.glob(f"*/{run_id}"):
+        if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+            shutil.rmtree(folder, ignore_errors=True)

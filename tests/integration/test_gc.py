@@ -1,0 +1,65 @@
+"""`gc` and `destroy` on the embedded store: what goes is gone from disk, what serves stays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+import manymodels as mm
+from helpers import segment_frame, write_bundle
+from manymodels.cli.main import app
+
+runner = CliRunner()
+
+
+def cli(root: Path, *args: str, answer: str | None = None) -> tuple[int, str]:
+    result = runner.invoke(app, ["--bundle", str(root), *args], input=answer, env={"COLUMNS": "200"})
+    return result.exit_code, result.output
+
+
+def run_folders(root: Path) -> set[str]:
+    """The run folders holding files in the embedded artifact store."""
+    return {p.name for p in (root / ".manymodels" / "artifacts").glob("*/*") if any(p.rglob("*.parquet"))}
+
+
+def test_gc_keeps_what_serves_and_the_newest_and_frees_the_rest(tmp_path: Path) -> None:
+    write_bundle(tmp_path, frame=segment_frame(segments=3, rows=60))
+    project = mm.load_bundle(tmp_path)
+    first = project.train("demand", workers=1).run_id
+    project.promote("demand")  # the first champion: a promote run of its own
+    older = [project.train("demand", workers=1).run_id for _ in range(3)]
+    newest = project.train("demand", workers=1).run_id
+    champion = project.versions("demand")[0].run_id
+    assert {first, *older, newest, champion} <= run_folders(tmp_path)
+
+    code, out = cli(tmp_path, "gc", "demand", "--keep", "1", "--dry-run")
+    assert code == 0 and "3 run(s) would be removed (--dry-run: nothing was)" in out, out
+    assert len(run_folders(tmp_path)) == 6
+    code, out = cli(tmp_path, "gc", "demand", "--keep", "1", answer="\n")  # no answer is no
+    assert code == 1 and "nothing removed" in out, out
+    assert len(run_folders(tmp_path)) == 6
+
+    code, out = cli(tmp_path, "gc", "demand", "--keep", "1", answer="y\n")
+    assert code == 0, out
+    assert "removed 3 run(s)" in out and "removed from this machine's store" in out
+    assert run_folders(tmp_path) == {first, champion, newest}  # challenger's run, champion, the newest
+    assert not any((tmp_path / ".manymodels" / "artifacts").glob(f"*/{older[0]}"))  # no empty folder left
+    client = MlflowClient(project.tracking_uri)
+    left = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert {r.info.run_id for r in left} == {first, champion, newest}
+    scores = project.score("demand", segment_frame(segments=3, rows=5).drop(columns=["label"]))
+    assert scores["prediction"].notna().all()  # the champion still serves
+
+
+def test_destroy_removes_the_embedded_store_files_of_the_target(tmp_path: Path) -> None:
+    write_bundle(tmp_path, frame=segment_frame(segments=3, rows=60))
+    code, out = cli(tmp_path, "deploy")
+    assert code == 0, out
+    run_id = mm.load_bundle(tmp_path).train("demand", workers=1).run_id
+    assert run_id in run_folders(tmp_path)
+    code, out = cli(tmp_path, "destroy", "--auto-approve")
+    assert code == 0, out
+    assert "their runs and files were removed from this machine's store" in out
+    assert run_folders(tmp_path) == set()
