@@ -250,7 +250,10 @@ def evaluation_summary(evaluation: Evaluation, limit: int = 20) -> None:
     if evaluation.unchanged:
         verdict += " (nothing changed since the champion trained: nothing to promote)"
     elif evaluation.passed and evaluation.nothing_to_promote:
-        verdict += " (no segment improved: nothing to promote, the champion keeps serving)"
+        why = "no segment improved"
+        if counts["insufficient"]:
+            why += f"; {counts['insufficient']:,} had too few evaluation rows to tell (promotion.min_eval_rows)"
+        verdict += f" ({why}: nothing to promote, the champion keeps serving)"
     head.add_row("gate", verdict)
     if evaluation.artifact:
         head.add_row("saved", f"{evaluation.artifact} in run {evaluation.challenger_run}")

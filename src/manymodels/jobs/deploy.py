@@ -290,7 +290,8 @@ def summary(config: BundleConfig, runs: int = 3) -> dict[str, Any]:
             "registered_model": registry.name,
             "champion": {"version": champion.version, "segments": champion.segments} if champion else None,
             "latest_runs": [
-                {"run_id": r.run_id, "status": r.status, "segments_ok": r.metrics.get("segments_ok")} for r in latest
+                {"run_id": r.run_id, "status": r.status, "segments_ok": int(r.metrics.get("segments_ok", 0))}
+                for r in latest
             ],
         }
     return {
