@@ -4,33 +4,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import stop_process
+from helpers import free_port, stop_process, wait_until_up
 
 sys.path.insert(0, str(Path(__file__).parent))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` (sqlite backend, proxied artifacts) on a free port of 127.0.0.1."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     mlflow_cli = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
     log = open(root / "server.log", "wb")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(
@@ -40,19 +31,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=log, stderr=subprocess.STDOUT, cwd=root,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:  # noqa: S310 - our loopback server
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log.close()
-            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-3000:]}")
-        time.sleep(0.5)
+    try:
+        wait_until_up(f"{url}/health", proc, root / "server.log")
+    except RuntimeError:
+        log.close()
+        raise
     try:
         yield url
     finally:

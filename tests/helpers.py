@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +108,33 @@ def git(root: Path, *args: str) -> None:
     """A git command in `root` with a committer set (a test machine may have none configured)."""
     subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.com", *args], cwd=root, check=True,
                    capture_output=True)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on, on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path, seconds: float = 120) -> None:
+    """Wait for a server we started to answer 200 at `url`.
+
+    Raises:
+        RuntimeError: it exited or did not answer in time (with the end of its log).
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own loopback server
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{url} did not come up: {log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.5)
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from mlflow.models import Model
 
 import manymodels as mm
-from helpers import model_block, segment_frame, stop_process, write_bundle
+from helpers import free_port, model_block, segment_frame, stop_process, wait_until_up, write_bundle
 from manymodels.distribution import requirement
 
 # The project's own estimator: a class in the bundle's src/, pickled into the pack.
@@ -117,9 +116,7 @@ def test_mlflow_models_serve_a_python_estimator_pack(trained: tuple[Path, pd.Dat
                                                      tmp_path: Path) -> None:
     """`mlflow models serve --env-manager local`, from a folder outside the bundle, answers as the pack predicts."""
     model, to_score, expected = trained
-    from conftest import _free_port
-
-    port = _free_port()
+    port = free_port()
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([str(mlflow_cli), "models", "serve", "-m", str(model), "--env-manager", "local",
@@ -127,16 +124,7 @@ def test_mlflow_models_serve_a_python_estimator_pack(trained: tuple[Path, pd.Dat
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as resp:  # noqa: S310 - our loopback server
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(0.5)
+        wait_until_up(f"{url}/ping", proc, tmp_path / "serve.log")
         body = json.dumps({"dataframe_split": json.loads(to_score.head(8).to_json(orient="split", index=False))})
         request = urllib.request.Request(f"{url}/invocations", data=body.encode(),  # noqa: S310 - loopback
                                          headers={"Content-Type": "application/json"})

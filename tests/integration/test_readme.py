@@ -91,22 +91,15 @@ def test_readme_cli_walkthrough(example: Path) -> None:
 
 
 @pytest.mark.slow
-def test_readme_python_api_as_a_plain_script(pooled_example: Path) -> None:
-    """`python api.py`, no `if __name__ == "__main__":` guard, on data large enough for the worker pool."""
+@pytest.mark.parametrize("how", ["script", "stdin"])
+def test_readme_python_api_as_a_plain_script(pooled_example: Path, how: str) -> None:
+    """`python api.py` (no `if __name__ == "__main__":` guard) and `python - < api.py` (a main module with no
+    file to import again), on data large enough for the worker pool."""
     (block,) = blocks("python")
     (pooled_example / "api.py").write_text(block)
-    done = subprocess.run([sys.executable, "api.py"], cwd=pooled_example, capture_output=True, text=True,
-                          timeout=600, env=python_env(), check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    check_api_output(done.stdout, pooled_example)
-
-
-@pytest.mark.slow
-def test_readme_python_api_through_stdin(pooled_example: Path) -> None:
-    """`python - < api.py`: a main module with no file to import again."""
-    (block,) = blocks("python")
-    done = subprocess.run([sys.executable, "-"], input=block, cwd=pooled_example, capture_output=True, text=True,
-                          timeout=600, env=python_env(), check=False)
+    args, given = ([sys.executable, "api.py"], None) if how == "script" else ([sys.executable, "-"], block)
+    done = subprocess.run(args, input=given, cwd=pooled_example, capture_output=True, text=True, timeout=600,
+                          env=python_env(), check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     check_api_output(done.stdout, pooled_example)
 
