@@ -31,6 +31,18 @@ def segment_frame(segments: int = 6, rows: int = 60, features: int = 3, seed: in
     return frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
 
 
+CHANNEL_EFFECT = {"web": 6.0, "shop": 0.0, "phone": -6.0}
+
+
+def with_channel(frame: pd.DataFrame, seed: int = 3) -> pd.DataFrame:
+    """A text feature `channel` that moves the label, and some missing values in f1."""
+    rng = np.random.default_rng(seed)
+    frame = frame.assign(channel=rng.choice(list(CHANNEL_EFFECT), len(frame)))
+    frame["label"] = frame["label"] + frame["channel"].map(CHANNEL_EFFECT)
+    frame.loc[frame.index % 9 == 0, "f1"] = np.nan
+    return frame
+
+
 def model_block(**overrides: Any) -> dict[str, Any]:
     """A model family over segment_frame's columns, small and fast."""
     block: dict[str, Any] = {

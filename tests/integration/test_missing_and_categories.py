@@ -5,21 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 import manymodels as mm
-from helpers import model_block, segment_frame, write_bundle
-
-CHANNEL_EFFECT = {"web": 6.0, "shop": 0.0, "phone": -6.0}
-
-
-def with_channel(frame: pd.DataFrame, seed: int = 3) -> pd.DataFrame:
-    """A text feature `channel` that moves the label, and some missing values in f1."""
-    rng = np.random.default_rng(seed)
-    frame = frame.assign(channel=rng.choice(list(CHANNEL_EFFECT), len(frame)))
-    frame["label"] = frame["label"] + frame["channel"].map(CHANNEL_EFFECT)
-    frame.loc[frame.index % 9 == 0, "f1"] = np.nan
-    return frame
+from helpers import model_block, segment_frame, with_channel, write_bundle
 
 
 def test_lightgbm_takes_text_categories_and_missing_values(tmp_path: Path) -> None:

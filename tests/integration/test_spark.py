@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import manymodels as mm
-from helpers import segment_frame, write_bundle
+from helpers import model_block, segment_frame, with_channel, write_bundle
 
 
 @pytest.mark.slow
@@ -72,6 +72,28 @@ def test_score_on_spark_matches_local_scoring(tmp_path: Path, spark: Any) -> Non
     local = project.score("demand", inputs, run_id=run.run_id).sort_values("record_id").reset_index(drop=True)
     assert on_spark["prediction"].isna().sum() == 7
     pd.testing.assert_series_equal(on_spark["prediction"].astype("Float64"), local["prediction"],
+                                   check_exact=False, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_text_categories_and_missing_values_train_and_score_on_spark_as_locally(tmp_path: Path, spark: Any) -> None:
+    frame = with_channel(segment_frame(segments=4, rows=120))
+    write_bundle(tmp_path, frame=frame, models={"demand": model_block(features=["f0", "f1", "f2", "channel"])})
+    project = mm.load_bundle(tmp_path)
+    run = project.train("demand", spark=spark)
+    local = project.train("demand", workers=1)
+    a = run.metrics.sort_values("segment").reset_index(drop=True)
+    b = local.metrics.sort_values("segment").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-9)
+    inputs = frame.drop(columns=["label"])
+    inputs.loc[inputs.index % 5 == 0, "channel"] = "mail"  # a category no segment saw
+    inputs.to_parquet(tmp_path / "to_score.parquet", index=False)
+    written = project.score("demand", str(tmp_path / "to_score.parquet"), output=tmp_path / "spark_scores",
+                            run_id=run.run_id, spark=spark)
+    on_spark = written.toPandas().sort_values("record_id").reset_index(drop=True)
+    here = project.score("demand", inputs, run_id=run.run_id).sort_values("record_id").reset_index(drop=True)
+    assert on_spark["prediction"].notna().all()
+    pd.testing.assert_series_equal(on_spark["prediction"].astype("Float64"), here["prediction"],
                                    check_exact=False, atol=1e-12)
 
 
