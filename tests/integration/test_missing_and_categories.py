@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import manymodels as mm
 from helpers import model_block, segment_frame, with_channel, write_bundle
@@ -41,5 +42,31 @@ def test_missing_values_for_an_estimator_that_cannot_take_them_fail_that_segment
     assert run.summary["segments_ok"] == 2
     (error,) = run.failed["error"].tolist()
     assert error == (f"missing values in feature(s) 'f2' ({gaps} of 60), which sklearn.linear_model.Ridge may not "
-                     "take: fill them in a feature step (a python task), or use estimator type lightgbm, which "
-                     "handles them")
+                     "take: set impute (median or zero), fill them in a feature step (a python task), or use "
+                     "estimator type lightgbm")
+
+
+def test_impute_fills_missing_values_for_sklearn_in_training_and_scoring(tmp_path: Path) -> None:
+    frame = segment_frame(segments=3, rows=60)
+    frame.loc[frame.index % 4 == 0, "f2"] = np.nan
+    ridge = {"type": "sklearn", "entry": "sklearn.linear_model.Ridge"}
+    write_bundle(tmp_path, frame=frame, models={"demand": model_block(estimator=ridge, impute="zero")})
+    project = mm.load_bundle(tmp_path)
+    run = project.train("demand", workers=1)
+    assert run.summary["segments_ok"] == 3
+    rows = frame.drop(columns=["label"]).head(12).assign(f2=np.nan)
+    holes = project.score("demand", rows)["prediction"].astype(float)
+    zeros = project.score("demand", rows.assign(f2=0.0))["prediction"].astype(float)
+    np.testing.assert_array_equal(holes.to_numpy(), zeros.to_numpy())  # filled as training filled: with 0
+
+    write_bundle(tmp_path / "median", frame=frame, models={"demand": model_block(estimator=ridge, impute="median")})
+    median = mm.load_bundle(tmp_path / "median")
+    assert median.train("demand", workers=1).summary["segments_ok"] == 3
+    assert median.score("demand", rows)["prediction"].notna().all()
+
+
+def test_impute_with_lightgbm_is_a_bundle_error(tmp_path: Path) -> None:
+    write_bundle(tmp_path, models={"demand": model_block(impute="median")})
+    with pytest.raises(mm.BundleError, match="impute is for sklearn and python estimators; LightGBM takes missing "
+                                              "values as they are: remove it"):
+        mm.load_bundle(tmp_path)

@@ -182,13 +182,16 @@ class ModelSpec(Strict):
     `registered_model` names its MLflow registered model (default: `<bundle>.<target>.<model>`).
     `fallback: global` also trains one model on all rows (`{segment_by: [region]}`: one per
     parent group); it predicts the rows of segments without a model of their own (fewer than
-    `min_rows` rows, failed, or seen only at scoring time).
+    `min_rows` rows, failed, or seen only at scoring time). `impute: median | zero` fills missing
+    feature values for `sklearn` and `python` estimators (each segment's own training medians,
+    kept with its model, so scoring fills the same); LightGBM takes missing values as they are.
     """
 
     dataset: str
     segment_by: list[str] = Field(min_length=1)
     label: str
     features: list[str] | None = None
+    impute: Literal["median", "zero"] | None = None
     task: Literal["regression", "binary"] = "regression"
     estimator: EstimatorSpec = Field(default_factory=EstimatorSpec)
     split: SplitSpec = Field(default_factory=SplitSpec)
@@ -204,6 +207,14 @@ class ModelSpec(Strict):
     @classmethod
     def _one_column_is_a_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _impute_only_where_needed(self) -> ModelSpec:
+        if self.impute is not None and self.estimator.type == "lightgbm":
+            raise ValueError(
+                "impute is for sklearn and python estimators; LightGBM takes missing values as they are: remove it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> ModelSpec:

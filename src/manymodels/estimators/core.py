@@ -102,6 +102,7 @@ def fit_model(
     task: str,
     X: pd.DataFrame,
     y: np.ndarray,
+    impute: str | None = None,
 ) -> tuple[Predictor, str, bytes]:
     """Fit one model and serialize it.
 
@@ -112,6 +113,9 @@ def fit_model(
         task: `regression` or `binary`.
         X: the training features.
         y: the training labels.
+        impute: fill missing feature values (`median` of the training rows, or `zero`) for a
+            sklearn or python estimator; the values are kept with the model, so prediction fills
+            the same.
 
     Returns:
         The fitted predictor, its format name and its bytes.
@@ -120,6 +124,9 @@ def fit_model(
         booster = _fit_lightgbm(params, task, X, y)
         return _LightGBMPredictor(booster), FORMAT_LIGHTGBM, booster.model_to_string().encode()
     factory = resolve_entry(entry or "")
+    fills = _fill_values(X, impute) if impute else None
+    if fills is not None:
+        X = X.fillna(fills)  # noqa: N806
     if isinstance(factory, type):
         model = factory(**params)
         fitted = model.fit(X, y)
@@ -128,6 +135,8 @@ def fit_model(
         model = factory(X, y, **params)
     if not hasattr(model, "predict"):
         raise TypeError(f"{entry} returned {type(model).__name__}, which has no predict method")
+    if fills is not None:
+        model = Imputed(model, fills)
     predictor = _ObjectPredictor(model, task)
     return predictor, FORMAT_PICKLE, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -205,6 +214,34 @@ class _LightGBMPredictor:
 
     def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         return np.asarray(self.booster.predict(lightgbm_input(X), num_threads=1), dtype=float)
+
+
+def _fill_values(X: pd.DataFrame, how: str) -> dict[str, float]:
+    """Per feature: the value that stands for a missing one (the training median, or 0; 0 for an all-missing column)."""
+    if how == "zero":
+        return dict.fromkeys(X.columns, 0.0)
+    medians = X.median(numeric_only=True)
+    return {str(c): float(v) if v == v else 0.0 for c, v in medians.items()}
+
+
+class Imputed:
+    """A model whose missing feature values are filled with the values its training used (pickled with it)."""
+
+    def __init__(self, model: Any, fills: dict[str, float]) -> None:
+        self.model, self.fills = model, fills
+
+    def predict(self, X: pd.DataFrame) -> Any:
+        """The model's predictions with missing values filled."""
+        return self.model.predict(X.fillna(self.fills))
+
+    def __getattr__(self, name: str) -> Any:
+        """Anything else the model answers (coef_, classes_, ...); `predict_proba`, when it has one, filled too."""
+        if name in ("model", "fills"):  # not set yet (while unpickling): no recursion
+            raise AttributeError(name)
+        found = getattr(self.model, name)
+        if name == "predict_proba":
+            return lambda X: found(X.fillna(self.fills))
+        return found
 
 
 class _ObjectPredictor:

@@ -88,6 +88,7 @@ def segment_spec(config: BundleConfig, model: ModelSpec, features: Sequence[str]
         min_rows=model.min_rows,
         metric=model.primary_metric,
         import_roots=tuple(roots),
+        impute=model.impute,
     )
 
 
@@ -486,6 +487,8 @@ def _params(config: BundleConfig, name: str, model: ModelSpec, spec: SegmentSpec
     }
     if spec.entry:
         params["estimator.entry"] = spec.entry
+    if spec.impute:
+        params["impute"] = spec.impute
     if spec.split_by:
         params.update({"split.by": spec.split_by, "split.cutoff": spec.cutoff})
     else:

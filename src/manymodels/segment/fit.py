@@ -111,7 +111,9 @@ def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> Segme
     try:
         X, y = _features_and_label(frame, spec)  # noqa: N806
         train, test = _split(frame, spec)
-        predictor, fmt, blob = fit_model(spec.estimator, spec.entry, spec.params, spec.task, X.iloc[train], y[train])
+        predictor, fmt, blob = fit_model(
+            spec.estimator, spec.entry, spec.params, spec.task, X.iloc[train], y[train], impute=spec.impute
+        )
         result.metrics = compute_metrics(spec.task, y[test], predictor.predict(X.iloc[test]))
         result.n_train, result.n_test = len(train), len(test)
         result.model_format, result.model, result.status = fmt, blob, OK
@@ -198,14 +200,14 @@ def _features_and_label(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[pd.Data
     if spec.task == "binary" and not np.isin(y, (0.0, 1.0)).all():
         raise SegmentDataError(f"label {spec.label!r} must be 0 or 1 for task binary")
     X = frame[list(spec.features)]  # noqa: N806
-    if spec.estimator != "lightgbm":  # LightGBM handles missing values itself; most others do not
+    if spec.estimator != "lightgbm" and spec.impute is None:  # LightGBM takes missing values; most others do not
         missing = X.isna().sum()
         missing = missing[missing > 0]
         if len(missing):
             named = ", ".join(f"{col!r} ({int(n)} of {rows})" for col, n in missing.items())
             raise SegmentDataError(
-                f"missing values in feature(s) {named}, which {spec.entry} may not take: fill them in a feature "
-                "step (a python task), or use estimator type lightgbm, which handles them"
+                f"missing values in feature(s) {named}, which {spec.entry} may not take: set impute (median or "
+                "zero), fill them in a feature step (a python task), or use estimator type lightgbm"
             )
     return X, y
 

@@ -27,6 +27,7 @@ class SegmentSpec:
         min_rows: segments with fewer rows fail (the fallback model serves them, once it exists).
         metric: the primary metric.
         import_roots: folders put on sys.path so a project's own estimators import.
+        impute: fill missing feature values (`median`, `zero`) before a sklearn or python estimator.
     """
 
     segment_by: tuple[str, ...]
@@ -43,12 +44,15 @@ class SegmentSpec:
     min_rows: int = 5
     metric: str = "rmse"
     import_roots: tuple[str, ...] = ()
+    impute: str | None = None
 
     @property
     def fingerprint(self) -> str:
         """A hash of everything that changes what a segment's model would be, given the same rows."""
         spec = asdict(self)
         spec.pop("import_roots")
+        if spec["impute"] is None:  # a field newer than most fingerprints: unset, it changes none of them
+            spec.pop("impute")
         text = json.dumps(spec, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
