@@ -284,3 +284,30 @@ def test_clear_errors_before_anything_is_registered(tmp_path: Path) -> None:
     assert code == 1 and "has no version 99" in out, out
     code, out = cli(tmp_path, "models", "nosuch")
     assert code == 2 and "no model 'nosuch'" in out, out
+
+
+def test_a_weekly_job_on_unchanged_data_passes_and_scores_with_the_champion(tmp_path: Path) -> None:
+    """Retrained on the same rows, no segment improves: the gate passes, nothing is promoted, scoring runs."""
+    weekly = {"tasks": [
+        {"key": "train", "train": "demand"},
+        {"key": "evaluate", "depends_on": ["train"], "evaluate": "demand"},
+        {"key": "promote", "depends_on": ["evaluate"], "promote": "demand"},
+        {"key": "score", "depends_on": ["promote"],
+         "score": {"model": "demand", "dataset": "to_score", "output": "out/scores.parquet"}},
+    ]}
+    path = write_bundle(tmp_path, frame=segment_frame(segments=4, rows=80))
+    edit_bundle(path, lambda doc: doc["resources"]["jobs"].update(weekly=weekly))
+    code, out = cli(tmp_path, "run", "weekly")
+    assert code == 0, out
+    def champion() -> int:
+        (version,) = [v.version for v in mm.load_bundle(path).versions("demand") if "champion" in v.aliases]
+        return version
+
+    first = champion()
+    (tmp_path / "out" / "scores.parquet").unlink()
+    code, out = cli(tmp_path, "run", "weekly")  # the same rows again
+    assert code == 0, out
+    flat = " ".join(out.replace("│", " ").split())
+    assert "no segment improved: nothing to promote" in flat and "skipped" not in flat
+    assert champion() == first  # no new champion
+    assert pd.read_parquet(tmp_path / "out" / "scores.parquet")["prediction"].notna().all()

@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from manymodels.bundle import check_bundle, load_config
+from manymodels.bundle.schema import ModelSpec
 from manymodels.cli.main import app
 from manymodels.distribution import requirement, requirement_from_direct_url
 
@@ -117,6 +118,7 @@ def test_minimal_template_is_one_bundle_file(tmp_path: Path) -> None:
     model = config.model("model")
     assert (model.segment_by, model.label) == (["customer"], "churned_days")
     assert config.resolved.resources.datasets["training"].path == "tables/rows.parquet"
+    assert model.min_rows == ModelSpec.model_fields["min_rows"].default == 5  # the documented default
 
 
 def test_without_answers_or_a_terminal_the_defaults_are_used_and_shown(tmp_path: Path) -> None:
