@@ -66,6 +66,7 @@ def test_default_template_makes_a_project_valid_for_every_target(tmp_path: Path)
     # manymodels as this environment has it (`make` installs this checkout editable: a file:// reference).
     dependencies = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
     assert dependencies[0] == requirement() == f"manymodels @ {ROOT.as_uri()}"
+    assert "warning: pyproject.toml asks for manymodels @ file://" in out and "point it at a commit" in out
 
 
 def test_the_manymodels_requirement_answer_overrides_how_it_is_installed(tmp_path: Path) -> None:
@@ -73,6 +74,7 @@ def test_the_manymodels_requirement_answer_overrides_how_it_is_installed(tmp_pat
     code, out = cli("init", str(tmp_path / "p"), "--config-file",
                     str(answers(tmp_path / "a.yml", manymodels_requirement=pinned)))
     assert code == 0, out
+    assert "warning:" not in out  # a commit installs anywhere
     assert tomllib.loads((tmp_path / "p" / "pyproject.toml").read_text())["project"]["dependencies"][0] == pinned
     code, out = cli("init", str(tmp_path / "q"), "--config-file",
                     str(answers(tmp_path / "b.yml", manymodels_requirement="pandas>=2")))

@@ -216,6 +216,8 @@ def init_cmd(
         written = templates.render(chosen, answers, project)
         targets = templates.check_project(project)
         render.init_summary(chosen.name, project, written, targets, templates.next_steps(project, answers))
+        for line in templates.install_warnings(answers):
+            render.err.print(f"warning: {line}", markup=False)
         return 0
 
     _guarded(body)

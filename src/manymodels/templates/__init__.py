@@ -321,6 +321,18 @@ def next_steps(folder: Path, answers: _Answers) -> list[str]:
     return steps
 
 
+def install_warnings(answers: _Answers) -> list[str]:
+    """What in the answers will not install on another machine (CI, a colleague's laptop)."""
+    wanted = getattr(answers, "manymodels_requirement", "")
+    if "file:" not in wanted:
+        return []
+    return [
+        f"pyproject.toml asks for {wanted}: a path on this machine, which CI and other machines cannot install; "
+        "before pushing, point it at a commit (manymodels @ git+https://…@<commit>) or a release "
+        "(init --config-file with manymodels_requirement does it)"
+    ]
+
+
 def template(name: str) -> Template:
     """The template called `name`.
 
