@@ -23,7 +23,9 @@ from manymodels.segment.fit import FAILED, segment_fingerprints
 # Workers are fresh interpreters (loky: fork + exec), never forked copies of this process: a forked
 # child inherits OpenMP state that deadlocks LightGBM. Unlike multiprocessing's `spawn`, loky's
 # workers do not import the caller's `__main__`, so a plain script (no `if __name__ == "__main__":`),
-# `python - < file` and a notebook kernel all work. How long to wait for a new pool to answer.
+# `python - < file` and a notebook kernel all work.
+
+# How long to wait for a new pool's workers to answer before saying they cannot start.
 START_TIMEOUT_SECONDS = 120.0
 # How often the driver reads the workers' progress while it waits for chunks.
 PROGRESS_SECONDS = 0.25
