@@ -47,6 +47,17 @@ def bundle(root: Path, frame: pd.DataFrame, uri: str, rounds: int, **model: Any)
     return path
 
 
+def first_champion(root: Path, frame: pd.DataFrame, uri: str, **model: Any) -> tuple[Path, str, MlflowClient, str]:
+    """Week one trained and promoted: the bundle, its registered model, a client, the champion's version."""
+    path = bundle(root, frame, uri, rounds=3, **model)
+    project = mm.load_bundle(path)
+    project.train("demand", workers=1)
+    project.promote("demand")
+    name = project.registered_model("demand")
+    client = MlflowClient(uri)
+    return path, name, client, client.get_model_version_by_alias(name, "champion").version
+
+
 @pytest.mark.slow
 def test_weekly_cycle_evaluate_promote_score_rollback(tmp_path: Path, mlflow_server: str) -> None:
     first, second, fresh = weeks()
@@ -173,13 +184,8 @@ def test_a_job_trains_evaluates_and_stops_before_promoting_when_the_gate_fails(
 def test_promote_refuses_after_a_failed_gate_unless_forced(tmp_path: Path, mlflow_server: str) -> None:
     first, second, fresh = weeks()
     fresh.to_parquet(tmp_path / "fresh.parquet", index=False)
-    path = bundle(tmp_path, first, mlflow_server, rounds=3, promotion={"max_failed_fraction": 0.2})
-    project = mm.load_bundle(path)
-    project.train("demand", workers=1)
-    project.promote("demand")
-    name = project.registered_model("demand")
-    client = MlflowClient(mlflow_server)
-    first_champion = client.get_model_version_by_alias(name, "champion").version
+    path, name, client, first_version = first_champion(tmp_path, first, mlflow_server,
+                                                       promotion={"max_failed_fraction": 0.2})
 
     bundle(tmp_path, second, mlflow_server, rounds=60, promotion={"max_failed_fraction": 0.2})
     project = mm.load_bundle(path)
@@ -191,25 +197,19 @@ def test_promote_refuses_after_a_failed_gate_unless_forced(tmp_path: Path, mlflo
     assert "the promotion gate failed" in out and "2 lost" in out and "--force" in out, out
     with pytest.raises(mm.GateError, match="2 of 6 segments regress"):
         project.promote("demand")
-    assert client.get_model_version_by_alias(name, "champion").version == first_champion  # nothing promoted
+    assert client.get_model_version_by_alias(name, "champion").version == first_version  # nothing promoted
 
     code, out = cli(tmp_path, "promote", "demand", "--force")
     assert code == 0, out
     forced = client.get_model_version_by_alias(name, "champion")
-    assert forced.version != first_champion and forced.tags["manymodels.promoted"] == "4"  # the winners only
+    assert forced.version != first_version and forced.tags["manymodels.promoted"] == "4"  # the winners only
 
 
 @pytest.mark.slow
 def test_promotions_cannot_interleave_and_a_failed_one_leaves_the_champion(
         tmp_path: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     first, second, _ = weeks(segments=4)
-    path = bundle(tmp_path, first, mlflow_server, rounds=3)
-    project = mm.load_bundle(path)
-    project.train("demand", workers=1)
-    project.promote("demand")
-    name = project.registered_model("demand")
-    client = MlflowClient(mlflow_server)
-    before = client.get_model_version_by_alias(name, "champion").version
+    path, name, client, before = first_champion(tmp_path, first, mlflow_server)
 
     bundle(tmp_path, second, mlflow_server, rounds=60)
     project = mm.load_bundle(path)

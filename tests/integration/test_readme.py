@@ -52,9 +52,8 @@ def check_api_output(stdout: str, example: Path) -> None:
     """What the README's Python block prints and leaves: 220 segments trained, promoted, carried over."""
     assert "220.0 " in stdout  # run.summary["segments_ok"], run.run_id
     assert "0.0 220.0" in stdout  # the changed-only retrain: nothing trained, everything carried
-    runs = MlflowClient(f"sqlite:///{example / '.manymodels' / 'mlflow.db'}").search_runs(
-        [e.experiment_id for e in MlflowClient(f"sqlite:///{example / '.manymodels' / 'mlflow.db'}")
-         .search_experiments()])
+    client = MlflowClient(f"sqlite:///{example / '.manymodels' / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert runs and all(r.info.status == "FINISHED" for r in runs)
 
 

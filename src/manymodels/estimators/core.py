@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import pickle  # noqa: S403 - only for estimators with no native format; loads only our own packs
@@ -64,13 +65,7 @@ def accepted_params(kind: str, entry: str | None) -> set[str] | None:
         BundleError: `entry` cannot be imported.
     """
     if kind == "lightgbm":
-        import lightgbm.basic
-
-        try:
-            table = lightgbm.basic._ConfigAliases._get_all_param_aliases()  # LightGBM's own list, from its C API
-        except AttributeError:  # a LightGBM without it: do not guess
-            return None
-        return {alias for name, aliases in table.items() for alias in (name, *aliases)}
+        return _lightgbm_params()
     factory = resolve_entry(entry or "")
     try:
         signature = inspect.signature(factory)  # a class: its constructor's, without self
@@ -81,6 +76,18 @@ def accepted_params(kind: str, entry: str | None) -> set[str] | None:
         return None
     skip = 0 if isinstance(factory, type) else 2  # a function's first two are X, y
     return {p.name for p in parameters[skip:] if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+
+
+@functools.cache
+def _lightgbm_params() -> set[str] | None:
+    """LightGBM's parameters and their aliases, as its C API lists them (once per process)."""
+    import lightgbm.basic
+
+    try:
+        table = lightgbm.basic._ConfigAliases._get_all_param_aliases()
+    except AttributeError:  # a LightGBM without it: do not guess
+        return None
+    return {alias for name, aliases in table.items() for alias in (name, *aliases)}
 
 
 def is_constant(fmt: str, blob: bytes) -> bool:
