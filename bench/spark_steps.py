@@ -23,7 +23,7 @@ def main() -> None:
     args = p.parse_args()
 
     import manymodels as mm
-    from manymodels.engines.spark import build_session
+    from manymodels.engines.spark_session import build_session
 
     project = mm.load_bundle(args.bundle, target="spark")
     project.runs("bench", limit=1)  # creates the tracking store, as the seed's create_experiment does

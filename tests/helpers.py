@@ -180,3 +180,9 @@ def count_tracking_calls(monkeypatch: Any) -> list[str]:
 def tracking_only(calls: list[str]) -> list[str]:
     """The calls that are not artifact transfers."""
     return [c for c in calls if "/mlflow-artifacts/" not in c]
+
+
+def latest_pack(project: Any, model: str = "demand") -> Any:
+    """The pack of a project's latest successful training run of `model`."""
+    context = project.target_context
+    return context.open_pack(context.resolve_run(model))

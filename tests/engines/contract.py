@@ -5,6 +5,7 @@ Each engine's test module subclasses EngineContract.Tests with an `engine` fixtu
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,9 @@ import pandas as pd
 import pytest
 
 from helpers import segment_frame
-from manymodels.engines import Engine, LocalEngine, prepare
+from manymodels.engines import Contender, Dataset, Engine, LocalEngine, prepare
+from manymodels.registry.manifest import build_manifest
+from manymodels.registry.pack import Pack, PackInfo, write_pack_files
 from manymodels.segment import SegmentSpec, read_shard
 
 SPEC = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"),
@@ -106,6 +109,43 @@ class EngineContract:
             assert sorted(stored) == sorted(r.index for r in ok)
             assert all(fmt == "lightgbm-text" for fmt, _ in stored.values())
 
+        loses_workers = True  # False where the fit runs in the test's own process (a dying worker would kill it)
+
+        def test_a_worker_that_dies_once_loses_nothing(self, engine: Engine, tmp_path: Path) -> None:
+            """The first attempt at `poison` kills its worker process; the engine's retry fits it, each segment once."""
+            if not self.loses_workers:
+                pytest.skip("fits run in this process")
+            marker = tmp_path / "killed-once"
+            (tmp_path / "killer.py").write_text(
+                "import os\n"
+                "from pathlib import Path\n"
+                "from sklearn.linear_model import Ridge\n\n"
+                "def fit(X, y):\n"
+                f"    marker = Path({str(marker)!r})\n"
+                "    if y.mean() > 10_000 and not marker.exists():\n"
+                "        marker.touch()\n"
+                "        os._exit(3)\n"
+                "    return Ridge().fit(X, y)\n"
+            )
+            frame = pd.concat([segment_frame(segments=6, rows=40, seed=8),
+                               segment_frame(names=["poison"], rows=40, seed=9).assign(label=50_000.0 + np.arange(40))],
+                              ignore_index=True)
+            frame.to_parquet(tmp_path / "fleet.parquet", index=False)
+            spec = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"), estimator="python",
+                               entry="killer:fit", import_roots=(str(tmp_path),))
+            data = engine.load(tmp_path / "fleet.parquet", "parquet", spec)
+            shards = tmp_path / "shards"
+            shards.mkdir()
+            results = engine.fit(data, spec, str(shards))
+            assert marker.exists()  # the worker really died once
+            assert sorted(r.index for r in results) == list(range(7))  # each segment once
+            assert all(r.status == "ok" for r in results), [(r.index, r.error) for r in results]
+            stored: list[int] = []
+            for shard in shards.glob("shard-*.parquet"):
+                stored += list(read_shard(shard))
+            assert sorted(stored) == list(range(7))  # the retry rewrote its shard; nothing twice
+            assert not list(shards.glob(".*tmp"))
+
         def test_only_the_named_segments(self, engine: Engine, tmp_path: Path) -> None:
             path = tmp_path / "fleet.parquet"
             fleet().to_parquet(path, index=False)
@@ -113,3 +153,94 @@ class EngineContract:
             assert data.keys["segment"].tolist() == ["seg_003", "thin"]
             results = engine.fit(data, SPEC, str(tmp_path))
             assert [r.status for r in results] == ["ok", "failed"]
+
+
+def trained_pack(tmp_path: Path, frame: pd.DataFrame, spec: SegmentSpec = SPEC, name: str = "pack") -> Path:
+    """A pack of the plainest engine's models (one process): its manifest and shards, as training writes them."""
+    root = tmp_path / name
+    (root / "shards").mkdir(parents=True)
+    data = prepare(frame, list(spec.segment_by))
+    results = LocalEngine(workers=1).fit(data, spec, str(root / "shards"))
+    info = PackInfo(model="demand", segment_by=list(spec.segment_by), features=list(spec.features), label=spec.label,
+                    task=spec.task, metric=spec.metric, run_id=name)
+    write_pack_files(root, info, build_manifest(data.keys, results, spec.task))
+    return root
+
+
+def to_score(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows to score: the fleet's, shuffled, without labels, plus rows of a segment no model knows."""
+    unseen = frame.head(5).assign(segment="never_seen", record_id=lambda f: f["record_id"] + 100_000)
+    rows = pd.concat([frame, unseen], ignore_index=True).drop(columns=["label"])
+    return rows.sample(frac=1.0, random_state=3).reset_index(drop=True)
+
+
+class OperationsContract:
+    """Score and evaluate: every engine gives what the pack itself predicts, to 1e-9, and returns only tables."""
+
+    class Tests:
+        @pytest.fixture
+        def engine(self) -> Engine:
+            raise NotImplementedError
+
+        def test_score_predicts_what_the_pack_predicts(self, engine: Engine, tmp_path: Path) -> None:
+            root = trained_pack(tmp_path, fleet())
+            rows = to_score(fleet())
+            rows.to_parquet(tmp_path / "to_score.parquet", index=False)
+            out = tmp_path / "scores.parquet"
+            scored = engine.score(Dataset(tmp_path / "to_score.parquet", "parquet"), str(root), out)
+            order = ["segment", "record_id"]
+            written = pd.read_parquet(out).sort_values(order).reset_index(drop=True)
+            want = Pack(root).predict(rows).assign(segment=rows["segment"], record_id=rows["record_id"])
+            want = want.sort_values(order).reset_index(drop=True)
+            assert list(written.columns[: len(rows.columns)]) == list(rows.columns)  # every input column, in order
+            np.testing.assert_allclose(written["prediction"].to_numpy(dtype=float, na_value=np.nan),
+                                       want["prediction"].to_numpy(dtype=float, na_value=np.nan), atol=1e-9)
+            failed_segments = {"thin", "flat", "never_seen"}  # no model: null predictions
+            no_model = int(rows["segment"].isin(failed_segments).sum())
+            assert (scored.rows, scored.rows_without_model, scored.segments_without_model) == (len(rows), no_model, 3)
+            assert scored.rows_fallback == 0
+
+        def test_score_a_frame_without_writing_it(self, engine: Engine, tmp_path: Path) -> None:
+            root = trained_pack(tmp_path, fleet())
+            rows = to_score(fleet())
+            scored = engine.score(rows, str(root))
+            got = scored.frame if isinstance(scored.frame, pd.DataFrame) else scored.frame.toPandas()  # Spark's
+            order = ["segment", "record_id"]
+            got = got.sort_values(order).reset_index(drop=True)
+            want = Pack(root).predict(rows).assign(segment=rows["segment"], record_id=rows["record_id"])
+            want = want.sort_values(order).reset_index(drop=True)
+            np.testing.assert_allclose(got["prediction"].to_numpy(dtype=float, na_value=np.nan),
+                                       want["prediction"].to_numpy(dtype=float, na_value=np.nan), atol=1e-9)
+            assert got["model_source"].fillna("none").tolist() == want["model_source"].fillna("none").tolist()
+            assert scored.rows == len(rows) and scored.segments_without_model == 3
+
+        def test_evaluate_on_the_holdout_gives_the_metric_training_recorded(self, engine: Engine,
+                                                                              tmp_path: Path) -> None:
+            frame = fleet()
+            root = trained_pack(tmp_path, frame)
+            other = trained_pack(tmp_path, frame, replace(SPEC, params={"num_boost_round": 3}), name="other")
+            path = tmp_path / "fleet.parquet"
+            frame.to_parquet(path, index=False)
+            skipped = pd.DataFrame({"segment": ["seg_001"]})
+            contenders = [Contender("challenger", str(root)), Contender("champion", str(other), skip=skipped)]
+            table = engine.evaluate(Dataset(path, "parquet"), SPEC, "rmse", contenders, holdout=True)
+            manifest = Pack(root).manifest.set_index("segment")
+            got = table.set_index("segment")
+            assert sorted(got.index) == sorted(manifest.index)
+            ok = manifest.index[manifest["status"] == "ok"]
+            np.testing.assert_allclose(got.loc[ok, "challenger"], manifest.loc[ok, "rmse"], atol=1e-9)
+            np.testing.assert_array_equal(got.loc[ok, "rows"], manifest.loc[ok, "n_test"])
+            assert got.loc[manifest.index, "fingerprint"].tolist() == manifest["fingerprint"].tolist()
+            assert np.isnan(got.loc["seg_001", "champion"]) and got.loc["seg_002", "champion"] > 0
+            assert np.isnan(got.loc["flat", "challenger"])  # no model
+
+        def test_evaluate_on_every_row_of_a_frame(self, engine: Engine, tmp_path: Path) -> None:
+            frame = fleet()
+            root = trained_pack(tmp_path, frame)
+            table = engine.evaluate(frame, SPEC, "mae", [Contender("challenger", str(root))], holdout=False)
+            one = frame[frame["segment"] == "seg_004"]
+            predicted = Pack(root).predict(one)["prediction"].to_numpy(dtype=float)
+            want = float(np.mean(np.abs(one["label"].to_numpy() - predicted)))
+            got = table.set_index("segment")
+            assert got.loc["seg_004", "rows"] == len(one)
+            assert got.loc["seg_004", "challenger"] == pytest.approx(want, abs=1e-9)

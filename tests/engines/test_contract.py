@@ -9,29 +9,31 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from contract import EngineContract
+from contract import SPEC, EngineContract, OperationsContract, fleet, trained_pack
 
 from helpers import segment_frame
-from manymodels.engines import Engine, LocalEngine, prepare
+from manymodels.engines import Contender, Dataset, Engine, LocalEngine, prepare
 from manymodels.engines.spark import SparkEngine
 from manymodels.segment import SegmentSpec
 
 
-class TestLocalInProcess(EngineContract.Tests):
+class TestLocalInProcess(EngineContract.Tests, OperationsContract.Tests):
+    loses_workers = False
+
     @pytest.fixture
     def engine(self) -> Engine:
         return LocalEngine(workers=1)
 
 
 @pytest.mark.slow
-class TestLocalPool(EngineContract.Tests):
+class TestLocalPool(EngineContract.Tests, OperationsContract.Tests):
     @pytest.fixture
     def engine(self) -> Engine:
         return LocalEngine(workers=2, max_chunk_rows=120)  # several chunks, so the pool is used
 
 
 @pytest.mark.slow
-class TestLocalPoolStartedEarly(EngineContract.Tests):
+class TestLocalPoolStartedEarly(EngineContract.Tests, OperationsContract.Tests):
     """The pool `train` starts before reading data, so worker imports overlap the driver's set-up."""
 
     @pytest.fixture
@@ -44,7 +46,7 @@ class TestLocalPoolStartedEarly(EngineContract.Tests):
 
 
 @pytest.mark.slow
-class TestSpark(EngineContract.Tests):
+class TestSpark(EngineContract.Tests, OperationsContract.Tests):
     @pytest.fixture
     def engine(self, spark: Any) -> Engine:
         return SparkEngine(session=spark, max_chunk_rows=120)  # several chunks: several applyInPandas groups
@@ -101,6 +103,35 @@ def test_progress_moves_per_segment_from_the_workers(tmp_path: Path) -> None:
     in_process: list[int] = []
     LocalEngine(workers=1).fit(data, spec, str(shards), in_process.append)
     assert in_process == [1] * 40
+
+
+@pytest.mark.slow
+def test_spark_evaluates_and_scores_without_collecting_rows(tmp_path: Path, spark: Any, monkeypatch: Any) -> None:
+    """Only per-segment tables reach the driver: no frame the driver collects holds a label or a feature."""
+    DataFrame = type(spark.range(1))  # noqa: N806 - the session's own DataFrame class (classic, in pyspark 4)
+    collected: list[list[str]] = []
+    to_pandas, collect = DataFrame.toPandas, DataFrame.collect
+
+    def spy_to_pandas(self: Any) -> pd.DataFrame:
+        collected.append(list(self.columns))
+        return to_pandas(self)
+
+    def spy_collect(self: Any) -> list[Any]:
+        collected.append(list(self.columns))
+        return collect(self)
+
+    monkeypatch.setattr(DataFrame, "toPandas", spy_to_pandas)
+    monkeypatch.setattr(DataFrame, "collect", spy_collect)
+    frame = fleet()
+    path = tmp_path / "fleet.parquet"
+    frame.to_parquet(path, index=False)
+    root = trained_pack(tmp_path, frame)
+    engine = SparkEngine(session=spark, max_chunk_rows=120)
+    table = engine.evaluate(Dataset(path, "parquet"), SPEC, "rmse", [Contender("challenger", str(root))], True)
+    engine.score(Dataset(path, "parquet"), str(root), tmp_path / "scores")
+    assert len(table) == frame["segment"].nunique() and collected
+    row_columns = {SPEC.label, *SPEC.features}
+    assert not [columns for columns in collected if row_columns & set(columns)], collected
 
 
 def test_small_fleets_start_no_pool() -> None:

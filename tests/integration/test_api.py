@@ -98,14 +98,14 @@ def test_score_a_file_path_and_a_missing_input(tmp_path: Path, monkeypatch: pyte
 
 def test_a_pack_scores_the_same_in_batches_as_in_one_call(tmp_path: Path) -> None:
     """How a Spark executor scores: one batch of rows at a time, with only a few models kept loaded."""
-    from manymodels.jobs.score import open_pack, resolve_run
+    from helpers import latest_pack
     from manymodels.registry import Pack
 
     frame = segment_frame(segments=6, rows=40)
     write_bundle(tmp_path, frame=frame)
     project = mm.load_bundle(tmp_path)
     project.train("demand", workers=1)
-    root = open_pack(project.config, resolve_run(project.config, "demand")).root
+    root = latest_pack(project).root
     inputs = frame.drop(columns=["label"]).sort_values("segment", kind="stable").reset_index(drop=True)
     whole = Pack(root).predict(inputs)["prediction"]
     pack = Pack(root, cache_models=2)

@@ -14,7 +14,6 @@ import manymodels as mm
 from helpers import edit_bundle, model_block, segment_frame, write_bundle
 from manymodels.cli.main import app
 from manymodels.engines import make_engine
-from manymodels.jobs.train import training_spec
 
 runner = CliRunner()
 
@@ -104,16 +103,17 @@ def test_spark_fingerprints_equal_the_local_engines(tmp_path: Path, spark: Any) 
     frame["f0"] = frame["f0"].astype("float32")  # Spark reads it as float, pandas as float32: same hashes
     path = write_bundle(tmp_path, frame=frame)
     project = mm.load_bundle(path)
-    spec, data_path, fmt = training_spec(project.config, "demand")
+    spec, dataset = project.target_context.training_spec("demand")
+    data_path, fmt = dataset.path, dataset.fmt
     local = make_engine("local", 1)
     on_spark = make_engine("spark", None, {}, session=spark)
     local_fleet = local.load(data_path, fmt, spec)
     spark_fleet = on_spark.load(data_path, fmt, spec)
     assert local.fingerprints(local_fleet, spec) == on_spark.fingerprints(spark_fleet, spec)
 
-    project.train("demand", spark=spark)
+    mm.load_bundle(path, spark=spark).train("demand")
     project.promote("demand")
     write_bundle(tmp_path, frame=next_week(frame))
-    run = mm.load_bundle(path).train("demand", spark=spark, changed_only=True)
+    run = mm.load_bundle(path, spark=spark).train("demand", changed_only=True)
     assert (run.summary["segments_trained"], run.summary["segments_carried"], run.summary["segments_gone"]) == \
         (9 - 7, 7, 1)  # seg_000 changed (and seg_new new); seg_001..seg_006, seg_008 carried; seg_007 gone

@@ -11,9 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 import manymodels as mm
-from helpers import model_block, segment_frame, write_bundle
+from helpers import latest_pack, model_block, segment_frame, write_bundle
 from manymodels.cli.main import app
-from manymodels.jobs.score import open_pack, resolve_run
 from manymodels.registry import Pack
 
 runner = CliRunner()
@@ -59,7 +58,7 @@ def test_global_fallback_serves_thin_and_unseen_segments_and_says_so(tmp_path: P
     assert scores["prediction"].notna().all()
 
     project = mm.load_bundle(path)
-    pack = open_pack(project.config, resolve_run(project.config, "demand"))
+    pack = latest_pack(project)
     assert pack.fallback is not None and pack.fallback.segment_by == []
     assert int(pack.fallback.manifest["rows"].iloc[0]) == len(frame)  # one model on every row
     direct = pack.fallback.predict(scores.loc[thin_or_new])["prediction"].to_numpy()
@@ -83,7 +82,7 @@ def test_parent_group_fallback_predicts_by_region_and_leaves_unknown_regions_nul
     assert by_segment["seg_new"] == {"fallback"} and by_segment["seg_005"] == {"fallback"}
     assert by_segment["seg_far"] == {None}  # region west has no model either
     assert scores.loc[scores["segment"] == "seg_far", "prediction"].isna().all()
-    pack = Pack(Path(str(open_pack(project.config, resolve_run(project.config, "demand")).root)))
+    pack = Pack(Path(str(latest_pack(project).root)))
     assert pack.fallback is not None
     south = pack.fallback.predict(scores[scores["segment"] == "seg_new"])["prediction"].to_numpy()
     np.testing.assert_array_equal(scores.loc[scores["segment"] == "seg_new", "prediction"].to_numpy(), south)
@@ -102,7 +101,8 @@ def test_a_fallback_column_missing_from_the_data_is_a_located_error(tmp_path: Pa
 def test_fallback_on_spark_matches_the_local_engine(tmp_path: Path, spark: Any, fallback: Any) -> None:
     path, _ = bundle(tmp_path, fallback)
     project = mm.load_bundle(path)
-    on_spark = project.train("demand", spark=spark)
+    on_spark_project = mm.load_bundle(path, spark=spark)
+    on_spark = on_spark_project.train("demand")
     local = project.train("demand", workers=1)
     assert on_spark.summary["fallback_ok"] == local.summary["fallback_ok"] == (1 if fallback == "global" else 2)
     inputs = to_score(regional())
@@ -110,7 +110,7 @@ def test_fallback_on_spark_matches_the_local_engine(tmp_path: Path, spark: Any, 
     b = project.score("demand", inputs, run_id=local.run_id)
     pd.testing.assert_frame_equal(a, b)
     out = tmp_path / "spark_scores"
-    scored = project.score("demand", "to_score", run_id=on_spark.run_id, output=out, spark=spark).toPandas()
+    scored = on_spark_project.score("demand", "to_score", run_id=on_spark.run_id, output=out).toPandas()
     merged = scored.sort_values(["record_id", "segment"]).reset_index(drop=True)
     expected = a.sort_values(["record_id", "segment"]).reset_index(drop=True)
     np.testing.assert_allclose(merged["prediction"].to_numpy(dtype=float, na_value=np.nan),

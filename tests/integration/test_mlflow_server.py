@@ -99,9 +99,8 @@ def test_a_crashed_run_is_never_the_one_scored(tmp_path: Path, mlflow_server: st
     assert [r.status for r in runs] == ["failed", "ok"]
     crashed = MlflowClient(mlflow_server).get_run(runs[0].run_id)
     assert crashed.info.status == "FAILED" and "KeyboardInterrupt" in crashed.data.tags["manymodels.error"]
-    from manymodels.jobs.score import resolve_run
 
-    assert resolve_run(project.config, "demand").run_id == good.run_id
+    assert project.target_context.resolve_run("demand").run_id == good.run_id
     with pytest.raises(mm.RegistryError, match="did not finish successfully"):
         project.score("demand", frame, run_id=runs[0].run_id)
 

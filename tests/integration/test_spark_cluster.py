@@ -110,8 +110,12 @@ def test_a_cluster_trains_and_scores_through_engine_staging(tmp_path: Path, stan
     scored = manymodels("score", "demand", "--data", "to_score", "--out", str(tmp_path / "scores"))
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert (staging / "packs" / run.run_id / "pack.json").is_file()  # the pack the executors read
-    on_cluster = pd.read_parquet(tmp_path / "scores").sort_values("record_id").reset_index(drop=True)
-    local = project.score("demand", frame.drop(columns=["label"]), run_id=run.run_id)
-    local = local.sort_values("record_id").reset_index(drop=True)
+    evaluated = manymodels("evaluate", "demand")  # on the executors too, from the same published pack
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "4 new" in evaluated.stdout, evaluated.stdout
+    order = ["segment", "record_id"]
+    on_cluster = pd.read_parquet(tmp_path / "scores").sort_values(order).reset_index(drop=True)
+    local = mm.load_bundle(path.parent).score("demand", frame.drop(columns=["label"]), run_id=run.run_id)  # local
+    local = local.sort_values(order).reset_index(drop=True)
     pd.testing.assert_series_equal(on_cluster["prediction"].astype("Float64"), local["prediction"],
                                    check_exact=False, atol=1e-12)

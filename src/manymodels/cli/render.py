@@ -23,12 +23,11 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from manymodels.bundle.schema import HIGHER_IS_BETTER
+from manymodels.registry import manifest as mf
 
 if TYPE_CHECKING:  # the jobs layer pulls in MLflow; `--help` and `validate` need none of it
-    from pathlib import Path
 
-    from manymodels.jobs import JobOutcome, ScoreOutcome, TrainOutcome
-    from manymodels.jobs.deploy import DeployOutcome
+    from manymodels.jobs import ScoreOutcome, TrainOutcome
     from manymodels.jobs.evaluate import Evaluation
     from manymodels.jobs.promote import PromoteOutcome, RollbackOutcome
     from manymodels.registry import RunInfo
@@ -117,7 +116,7 @@ def train_summary(outcome: TrainOutcome) -> None:
 
 def failed_segments(manifest: pd.DataFrame, run_id: str, limit: int = 10) -> None:
     """The first failed segments with their errors."""
-    failed = manifest[manifest["status"] != "ok"]
+    failed = manifest[~mf.is_ok(manifest)]
     if failed.empty:
         return
     table = Table(title=f"failed segments ({len(failed):,})", title_justify="left")
@@ -145,20 +144,6 @@ def score_summary(outcome: ScoreOutcome) -> None:
     )
     if outcome.output is not None:
         table.add_row("scores", str(outcome.output))
-    out.print(table)
-
-
-def job_summary(outcome: JobOutcome, seconds: float) -> None:
-    """One row per task of a finished job."""
-    table = Table(title=f"job {outcome.job} ({seconds:.1f} s)", title_justify="left")
-    for col in ("task", "kind", "status", "time"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("detail", overflow="fold")
-    for t in outcome.tasks:
-        style = {"ok": "green", "failed": "red", "skipped": "yellow"}[t.status]
-        table.add_row(
-            t.key, t.kind, f"[{style}]{t.status}[/]", f"{t.seconds:.1f} s", _detail(t.kind, t.result, t.error)
-        )
     out.print(table)
 
 
@@ -351,80 +336,8 @@ def versions_table(model: str, registered: str, versions: list[VersionInfo]) -> 
     out.print(table)
 
 
-def init_summary(template: str, folder: Path, written: list[Path], targets: list[str], steps: list[str]) -> None:
-    """What `init` wrote, and what to do next."""
-    out.print(f"{folder}: new project from template {template} ({len(written)} files, targets {', '.join(targets)})")
-    for rel in written:
-        out.print(f"  {rel.as_posix()}", markup=False)
-    out.print("next:")
-    for step in steps:
-        out.print(f"  {step}", markup=False)
-
-
-def deploy_summary(outcome: DeployOutcome) -> None:
-    """What a deployment created, re-tagged and recorded."""
-    if not outcome.changed:
-        out.print(f"target {outcome.target}: already deployed (bundle {outcome.bundle_hash}), nothing changed")
-        return
-    table = Table(title=f"deploy {outcome.target}", show_header=False, title_justify="left")
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column(overflow="fold")
-    table.add_row("bundle hash", outcome.bundle_hash)
-    table.add_row("created", "\n".join(outcome.created) or "–")
-    table.add_row("re-tagged", "\n".join(outcome.updated) or "–")
-    table.add_row("record", f"run {outcome.record_run}")
-    out.print(table)
-
-
-def target_summary(report: dict[str, Any]) -> None:
-    """A target at a glance."""
-    table = Table(title=f"{report['bundle']} on target {report['target']}", show_header=False, title_justify="left")
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column(overflow="fold")
-    table.add_row("mode", str(report["mode"] or "–"))
-    table.add_row("tracking", report["tracking_uri"])
-    deployment = report["deployment"]
-    if deployment is None:
-        table.add_row("deployed", "never (manymodels deploy)")
-    else:
-        state = "current" if deployment["current"] else f"the bundle changed since (now {report['bundle_hash']})"
-        table.add_row(
-            "deployed",
-            f"{deployment['at']} by {deployment['by']}, bundle {deployment['bundle_hash']} ({state}), "
-            f"commit {deployment['git_commit'] or '–'}",
-        )
-    out.print(table)
-    models = Table(title="models", title_justify="left")
-    for col in ("model", "registered model", "champion", "latest runs"):
-        models.add_column(col, overflow="fold")
-    for name, m in report["models"].items():
-        champion = m["champion"]
-        runs = ", ".join(f"{r['run_id'][:8]} {r['status']}" for r in m["latest_runs"]) or "–"
-        models.add_row(name, m["registered_model"], f"version {champion['version']}" if champion else "–", runs)
-    out.print(models)
-
-
-def _detail(kind: str, result: Any, error: str | None) -> str:
-    if error:
-        return error.splitlines()[0]
-    if result is None:
-        return ""
-    if kind == "train":
-        s = result.summary
-        return f"run {result.run_id[:8]}: {int(s['segments_ok'])} ok / {int(s['segments_failed'])} failed"
-    if kind == "evaluate":
-        c = result.counts
-        return f"{c['won']} won, {c['lost']} lost, {c['tied']} tied, {c['new']} new: {c['promote']} to promote"
-    if kind == "promote":
-        return f"champion version {result.version}" if result.version else "nothing promoted"
-    if kind == "python":
-        shown = repr(result.value)
-        return f"{result.entry} returned {shown[:80] + '…' if len(shown) > 80 else shown}"
-    return f"{result.rows:,} rows -> {result.output} ({result.rows_without_model:,} without model)"
-
-
 def _keys(manifest: pd.DataFrame) -> list[str]:
-    return list(manifest.columns[: list(manifest.columns).index("segment_index")])
+    return mf.segment_columns(manifest)
 
 
 def _cell(value: Any) -> str:

@@ -1,14 +1,33 @@
-"""The engines layer: read a dataset as a fleet of segments, map the pure per-chunk fit over it."""
+"""The engines layer: every fleet operation (fit, fingerprint, score, evaluate) mapped over chunks of segments."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
-from manymodels.engines.base import Engine, Fleet, PreparedData, prepare, segment_labels
+from manymodels.engines.base import Dataset, Engine, Fleet, PreparedData, Scored, prepare, segment_labels
 from manymodels.engines.chunking import plan_chunks
 from manymodels.engines.local import LocalEngine
+from manymodels.engines.operations import Contender
 
-__all__ = ["Engine", "Fleet", "LocalEngine", "PreparedData", "make_engine", "plan_chunks", "prepare", "segment_labels"]
+if TYPE_CHECKING:
+    from manymodels.bundle.schema import EngineSpec
+
+__all__ = [
+    "Contender",
+    "Dataset",
+    "Engine",
+    "Fleet",
+    "LocalEngine",
+    "PreparedData",
+    "Scored",
+    "make_engine",
+    "open_engine",
+    "plan_chunks",
+    "prepare",
+    "segment_labels",
+]
 
 
 def make_engine(
@@ -20,3 +39,20 @@ def make_engine(
 
         return SparkEngine(session=session, workers=workers, **(options or {}))
     return LocalEngine(workers)
+
+
+@contextmanager
+def open_engine(spec: EngineSpec, spark: Any = None, workers: int | None = None) -> Iterator[Engine]:
+    """The target's engine for the length of a `with` block; closes what it started (a pool, a session it built).
+
+    Args:
+        spec: the target's `engine:` settings.
+        spark: a SparkSession to adopt (a notebook's) instead of the target's engine; it is left running.
+        workers: overrides `spec.workers`.
+    """
+    options = spec.spark_options() if spec.kind == "spark" else None
+    engine = make_engine(spec.kind, workers or spec.workers, options, session=spark)
+    try:
+        yield engine
+    finally:
+        engine.close()

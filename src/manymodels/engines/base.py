@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Union
 
 import numpy as np
 import pandas as pd
@@ -57,6 +57,38 @@ def prepare(frame: pd.DataFrame, segment_by: list[str]) -> PreparedData:
 
 
 Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A table on disk for an engine to read itself: its path (or URL) and format (parquet, csv, delta)."""
+
+    path: Path | str
+    fmt: str
+
+
+# What an engine scores or evaluates: a table on disk, a pandas frame, or a frame of the engine's own
+# (a Spark DataFrame on the Spark engine), passed through untouched by the layers above.
+Source = Union[Dataset, pd.DataFrame, Any]  # noqa: UP007 - a runtime alias: `|` on Any fails before 3.12
+
+
+@dataclass
+class Scored:
+    """What scoring produced: the input's columns plus `prediction` and `model_source`, and what had no model.
+
+    Attributes:
+        frame: a pandas frame from the local engine; the written frame on Spark (a Spark DataFrame).
+        rows: rows scored.
+        rows_without_model: rows no model (segment or fallback) predicted: null prediction.
+        segments_without_model: distinct segments among those rows.
+        rows_fallback: rows the fallback model predicted.
+    """
+
+    frame: Any
+    rows: int
+    rows_without_model: int
+    segments_without_model: int
+    rows_fallback: int
 
 
 class Fleet(Protocol):
@@ -114,6 +146,37 @@ class Engine(Protocol):
 
     def select(self, fleet: Any, keep: np.ndarray, path: Path, fmt: str, spec: SegmentSpec) -> Fleet:
         """The fleet narrowed to the segments where `keep` is true (segment indexes renumbered)."""
+        ...
+
+    def score(
+        self, source: Source, pack: str, output: Path | None = None, partition_by_segment: bool = False
+    ) -> Scored:
+        """Predict every row with its segment's model in the pack at `pack` (else the fallback, else null).
+
+        Args:
+            source: the rows (every column is kept in the output).
+            pack: the pack's folder or URL, where this engine's workers can read it.
+            output: where to write the predictions (Parquet, or CSV by suffix); required on Spark.
+            partition_by_segment: Spark: one output folder per segment.
+        """
+        ...
+
+    def evaluate(
+        self, source: Source, spec: SegmentSpec, metric: str, contenders: Sequence[Any], holdout: bool
+    ) -> pd.DataFrame:
+        """Per segment of `source`: its evaluation rows scored by each contender pack; only this table returns.
+
+        Args:
+            source: the rows (at least the spec's columns).
+            spec: the model family's recipe (its split names each segment's holdout).
+            metric: the metric to compute.
+            contenders: `operations.Contender`s: label, pack root, segments to skip.
+            holdout: each segment's holdout as training split it, else every row.
+
+        Returns:
+            The segment columns, `rows` (evaluation rows), `fingerprint` (of the segment's rows now),
+            and one metric column per contender (NaN: not scored).
+        """
         ...
 
 

@@ -4,19 +4,41 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from loky import ProcessPoolExecutor
 
-from manymodels.data import read_frame
-from manymodels.engines.base import PreparedData, Progress, prepare, select_prepared, wanted_mask, warm_up
+from manymodels.data import read_frame, write_table
+from manymodels.engines.base import (
+    Dataset,
+    PreparedData,
+    Progress,
+    Scored,
+    Source,
+    prepare,
+    select_prepared,
+    wanted_mask,
+    warm_up,
+)
 from manymodels.engines.chunking import MIN_CHUNK_ROWS, plan_chunks
-from manymodels.errors import EngineSetupError
+from manymodels.engines.operations import (
+    PREDICTION,
+    Contender,
+    evaluate_chunk,
+    open_pack,
+    score_chunk,
+    wanted_segments,
+)
+from manymodels.errors import DataError, EngineError, EngineSetupError
+from manymodels.registry import manifest as mf
+from manymodels.registry.pack import FALLBACK_SOURCE, MODEL_SOURCE
 from manymodels.segment import SegmentResult, SegmentSpec, fit_chunk
 from manymodels.segment.fit import FAILED, segment_fingerprints
 
@@ -159,6 +181,99 @@ class LocalEngine:
             tally.report(done=len(results))
         return sorted(results, key=lambda r: r.index)
 
+    def score(
+        self, source: Source, pack: str, output: Path | None = None, partition_by_segment: bool = False
+    ) -> Scored:
+        """Score chunks of whole segments on the pool (or here, for a small input); rows keep their order.
+
+        Rows are grouped by segment and bin-packed into chunks as for fitting, so a worker reads
+        the shards of its chunk's segments only and loads each model once.
+        """
+        frame = _frame(source)
+        opened = open_pack(pack)
+        info = opened.info
+        needed = [*info.segment_by, *info.features]
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise DataError(f"input lacks column(s) {', '.join(missing)} that model {info.model!r} needs")
+        if opened.fallback is not None:  # a fallback by parent group routes by its own columns
+            needed += [c for c in opened.fallback.segment_by if c in frame.columns and c not in needed]
+        order, sizes = _segment_order(frame, list(info.segment_by))
+        chunks = plan_chunks(sizes, self.workers, self.max_chunk_rows)
+        ends = np.cumsum(sizes)
+        starts = ends - sizes
+        parts = [order[starts[first] : ends[end - 1]] for first, end in chunks]
+        tasks = ((frame[needed].take(rows), pack) for rows in parts)
+        prediction = np.full(len(frame), np.nan)
+        source_of = np.full(len(frame), None, dtype=object)
+        for rows, done in zip(parts, self._map(score_chunk, tasks, len(parts)), strict=True):
+            prediction[rows] = done[PREDICTION].to_numpy(dtype=float, na_value=np.nan)
+            source_of[rows] = done[MODEL_SOURCE].to_numpy(dtype=object, na_value=None)
+        out = frame.copy() if not isinstance(source, Dataset) else frame
+        missed = np.isnan(prediction)
+        values = pd.array(prediction, dtype="Float64")  # nullable: no model is null, not NaN
+        values[missed] = pd.NA
+        out[PREDICTION] = values
+        out[MODEL_SOURCE] = pd.array(source_of, dtype="string")
+        if output is not None:
+            write_table(out, output)
+        unserved = frame.loc[missed, list(info.segment_by)].drop_duplicates() if info.segment_by else frame.iloc[:0]
+        fallback = int((source_of == FALLBACK_SOURCE).sum())
+        segments_without = len(unserved) if info.segment_by else int(missed.any())
+        return Scored(out, len(out), int(missed.sum()), segments_without, fallback)
+
+    def evaluate(
+        self, source: Source, spec: SegmentSpec, metric: str, contenders: Sequence[Contender], holdout: bool
+    ) -> pd.DataFrame:
+        """Evaluate chunks of whole segments on the pool (or here, when small); one row per segment returns."""
+        frame = _frame(source, spec.columns)
+        data = prepare(frame, list(spec.segment_by))
+        chunks = plan_chunks(data.sizes, self.workers, self.max_chunk_rows)
+        judged = [(c.label, c.root, wanted_segments(data.keys, c.skip)) for c in contenders]
+        tasks = (
+            (*self._task(data, chunk_id, first, end)[:2], spec, metric, judged, holdout)
+            for chunk_id, (first, end) in enumerate(chunks)
+        )
+        parts = list(self._map(evaluate_chunk, tasks, len(chunks)))
+        if not parts:
+            parts = [evaluate_chunk(data.frame, [], spec, metric, judged, holdout)]  # no rows: an empty table
+        table = pd.concat(parts, ignore_index=True)
+        table = table.sort_values(mf.SEGMENT_INDEX, kind="stable").reset_index(drop=True)
+        return pd.concat([data.keys.reset_index(drop=True), table.drop(columns=mf.SEGMENT_INDEX)], axis=1)
+
+    def _map(self, function: Callable[..., Any], tasks: Iterable[tuple[Any, ...]], count: int) -> Iterator[Any]:
+        """`function(*task)` for each task, in task order: on the pool, a few tasks per worker in flight (bounded
+        memory), or here when there is one task (chunks are planned so that a small input is one).
+
+        Raises:
+            EngineError: a worker process died.
+        """
+        if self.workers <= 1 or count <= 1:
+            for task in tasks:
+                yield function(*task)
+            return
+        self.ready()
+        if self._pool is None:
+            self._pool = _new_pool(min(self.workers, count))
+        pool = self._pool
+        in_flight: deque[Future[Any]] = deque()
+        pending = iter(tasks)
+        try:
+            for task in pending:
+                in_flight.append(pool.submit(function, *task))
+                if len(in_flight) >= 2 * self.workers:
+                    yield in_flight.popleft().result()
+            while in_flight:
+                yield in_flight.popleft().result()
+        except BrokenProcessPool as exc:
+            self.close()
+            raise EngineError(
+                "a worker process died (a crash in native code, or out of memory); try fewer workers"
+            ) from exc
+        finally:
+            for future in in_flight:
+                future.cancel()
+
     @staticmethod
     def _retry_alone(lost: list[Task], spec: SegmentSpec, shard_dir: str, tally: _Tally) -> list[SegmentResult]:
         """Chunks lost when a worker died, run one at a time: only the chunk that kills its worker fails."""
@@ -250,6 +365,23 @@ class _Tally:
         if step > 0:
             self.reported += step
             self.on_progress(step)
+
+
+def _frame(source: Source, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of a source as a pandas frame (a dataset read, only `columns` when given)."""
+    if isinstance(source, Dataset):
+        return read_frame(Path(source.path), source.fmt, columns)
+    if isinstance(source, pd.DataFrame):
+        return source
+    raise DataError(f"the local engine scores pandas frames and datasets on disk, not {type(source).__name__}")
+
+
+def _segment_order(frame: pd.DataFrame, segment_by: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions grouped by segment (stable), and each segment's row count."""
+    if not segment_by or len(frame) == 0:
+        return np.arange(len(frame), dtype=np.int64), np.array([len(frame)] if len(frame) else [], dtype=np.int64)
+    codes = frame.groupby(segment_by, sort=True, dropna=False, observed=True).ngroup().to_numpy()
+    return np.argsort(codes, kind="stable").astype(np.int64), np.bincount(codes).astype(np.int64)
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:

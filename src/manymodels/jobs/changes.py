@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from manymodels.bundle import BundleConfig
-from manymodels.registry import Pack, Tracker
-from manymodels.segment.fit import OK
+from manymodels.jobs.context import Target
+from manymodels.registry import Pack
+from manymodels.registry.manifest import FINGERPRINT, served
 
 
 @dataclass
@@ -33,39 +33,32 @@ class ChangePlan:
         return bool(self.train.all())
 
 
-def plan_changes(
-    config: BundleConfig, name: str, tracker: Tracker, keys: pd.DataFrame, fingerprints: list[str]
-) -> ChangePlan:
+def plan_changes(target: Target, name: str, keys: pd.DataFrame, fingerprints: list[str]) -> ChangePlan:
     """Compare the fleet's fingerprints with the champion's; without a champion every segment is new.
 
     Args:
-        config: the bundle resolved for a target.
+        target: the bundle resolved for a target.
         name: the model family.
-        tracker: the target's tracking client.
         keys: the fleet's segments (segment_by values, segment-index order).
         fingerprints: each segment's fingerprint, same order.
     """
-    from manymodels.jobs.evaluate import model_registry
-    from manymodels.jobs.score import open_pack
-    from manymodels.registry.versions import CHAMPION
-
     by = list(keys.columns)
-    champion = model_registry(config, name, tracker).by_alias(CHAMPION)
+    champion = target.champion(name)
     if champion is None:
         counts = {"trained": len(keys), "changed": 0, "new": len(keys), "carried": 0, "gone": 0}
         return ChangePlan(np.ones(len(keys), dtype=bool), pd.DataFrame(), None, None, counts)
-    pack = open_pack(config, tracker.run(champion.run_id))
-    served = pack.manifest.loc[pack.manifest["status"] == OK]
+    pack = target.open_pack(target.tracker.run(champion.run_id))
+    ok = served(pack.manifest)
     current = keys.copy()
     current["_position"] = np.arange(len(keys))
     current["_now"] = fingerprints
-    known = served[[*by, "fingerprint"]].assign(_known=True)
+    known = ok[[*by, FINGERPRINT]].assign(_known=True)
     both = current.merge(known, on=by, how="left", sort=False).sort_values("_position")
     is_known = both["_known"].eq(True).to_numpy()
-    same = is_known & (both["fingerprint"].to_numpy() == both["_now"].to_numpy())
+    same = is_known & (both[FINGERPRINT].to_numpy() == both["_now"].to_numpy())
     carried_keys = current.loc[same, by]
-    carried = served.merge(carried_keys, on=by, how="inner")
-    gone = served.merge(current[by].assign(_here=True), on=by, how="left")["_here"].isna()
+    carried = ok.merge(carried_keys, on=by, how="inner")
+    gone = ok.merge(current[by].assign(_here=True), on=by, how="left")["_here"].isna()
     counts = {
         "trained": int((~same).sum()),
         "changed": int((is_known & ~same).sum()),

@@ -20,10 +20,8 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
-from manymodels.bundle import BundleConfig
 from manymodels.errors import ManymodelsError, RegistryError
-from manymodels.jobs.evaluate import model_registry, registry_name
-from manymodels.jobs.train import development_prefix, experiment_name
+from manymodels.jobs.context import Target
 from manymodels.registry import Tracker
 from manymodels.registry.tracking import TAG, current_user, git_branch, git_commit, git_dirty, git_on_branch
 from manymodels.registry.versions import CHAMPION, ModelRegistry
@@ -54,35 +52,39 @@ class DeployOutcome:
         return bool(self.created or self.updated or self.record_run)
 
 
-def bundle_hash(config: BundleConfig) -> str:
+def bundle_hash(target: Target) -> str:
     """A content hash of the bundle as resolved for the target (what it declares, not how it is written)."""
+    config = target.config
     text = config.resolved.model_dump_json()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def deployment_experiment(config: BundleConfig) -> str:
+def deployment_experiment(target: Target) -> str:
     """The experiment holding a target's deployment records."""
-    return f"{config.name}/{config.target}/{development_prefix(config)}deployments"
+    config = target.config
+    return f"{config.name}/{config.target}/{target.development_prefix()}deployments"
 
 
-def target_lock(config: BundleConfig, tracker: Tracker) -> ModelRegistry:
+def target_lock(target: Target, tracker: Tracker) -> ModelRegistry:
     """The registry entry whose lock (`<bundle>.<target>.__target__.lock`) guards a target's deploys, destroys, runs."""
-    return ModelRegistry(tracker, registry_name(config, f"{config.name}.{config.target}.__target__"))
+    config = target.config
+    return ModelRegistry(tracker, target.registry_name(f"{config.name}.{config.target}.__target__"))
 
 
 @contextmanager
-def holding_target(config: BundleConfig, purpose: str, force_lock: bool = False) -> Iterator[None]:
+def holding_target(target: Target, purpose: str, force_lock: bool = False) -> Iterator[None]:
     """Hold the target's lock while `purpose` runs (a second deploy, destroy or run fails, naming the holder)."""
-    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
-    with target_lock(config, tracker).lock(purpose, force=force_lock):
+    tracker = target.tracker
+    with target_lock(target, tracker).lock(purpose, force=force_lock):
         yield
 
 
-def check_production(config: BundleConfig) -> list[str]:
+def check_production(target: Target) -> list[str]:
     """Why a production deployment should not go ahead: uncommitted changes, another branch than bundle.git.branch.
 
     A detached HEAD (CI building a release tag) passes when its commit is on that branch, locally or at origin.
     """
+    config = target.config
     if config.resolved.mode != "production":
         return []
     problems = []
@@ -103,18 +105,19 @@ def check_production(config: BundleConfig) -> list[str]:
     return problems
 
 
-def deploy(config: BundleConfig, force: bool = False, force_lock: bool = False) -> DeployOutcome:
+def deploy(target: Target, force: bool = False, force_lock: bool = False) -> DeployOutcome:
     """Create and tag the target's experiments and registered models, and record the deployment.
 
     Raises:
         DeployRefused: production mode, dirty tree or wrong branch, without `force`.
         LockedError: another deploy, destroy or run of the target is going on.
     """
-    problems = check_production(config)
+    config = target.config
+    problems = check_production(target)
     if problems and not force:
         raise DeployRefused(f"target {config.target} is in production mode: " + "; ".join(problems) + " (--force)")
-    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
-    digest = bundle_hash(config)
+    tracker = target.tracker
+    digest = bundle_hash(target)
     outcome = DeployOutcome(config.target, digest)
     tags = {
         TAG + "bundle": config.name,
@@ -122,14 +125,14 @@ def deploy(config: BundleConfig, force: bool = False, force_lock: bool = False) 
         HASH: digest,
         TAG + "git_commit": git_commit(config.root) or "",
     }
-    with target_lock(config, tracker).lock("deploy", force=force_lock):
+    with target_lock(target, tracker).lock("deploy", force=force_lock):
         for name in config.resolved.resources.models:
-            _ensure_experiment(tracker, experiment_name(config, name), {**tags, TAG + "model": name}, outcome)
-            _ensure_registered(model_registry(config, name, tracker), {**tags, TAG + "model": name}, outcome)
-        record_exp = _ensure_experiment(tracker, deployment_experiment(config), tags, outcome)
+            _ensure_experiment(tracker, target.experiment(name), {**tags, TAG + "model": name}, outcome)
+            _ensure_registered(target.registry(name), {**tags, TAG + "model": name}, outcome)
+        record_exp = _ensure_experiment(tracker, deployment_experiment(target), tags, outcome)
         latest = _latest_record(tracker, record_exp)
         if outcome.created or outcome.updated or latest is None or latest.data.tags.get(HASH) != digest:
-            outcome.record_run = _record(tracker, record_exp, config, tags, outcome)
+            outcome.record_run = _record(tracker, record_exp, target, tags, outcome)
     return outcome
 
 
@@ -184,8 +187,9 @@ def _latest_record(tracker: Tracker, exp_id: str) -> Any:
     return found[0] if found else None
 
 
-def _record(tracker: Tracker, exp_id: str, config: BundleConfig, tags: dict[str, str], outcome: DeployOutcome) -> str:
+def _record(tracker: Tracker, exp_id: str, target: Target, tags: dict[str, str], outcome: DeployOutcome) -> str:
     """One run per deployment: who, when, what (the resolved bundle as an artifact, what changed)."""
+    config = target.config
     run_tags = {
         **tags,
         TAG + "kind": "deploy",
@@ -215,18 +219,19 @@ class DestroyPlan:
         ]
 
 
-def destroy_plan(config: BundleConfig) -> DestroyPlan:
+def destroy_plan(target: Target) -> DestroyPlan:
     """The experiments and registered models deploy (or training) made for this bundle on this target."""
-    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
+    config = target.config
+    tracker = target.tracker
     plan = DestroyPlan()
     mine = {TAG + "bundle": config.name, TAG + "target": config.target}
-    names = [experiment_name(config, m) for m in config.resolved.resources.models] + [deployment_experiment(config)]
+    names = [target.experiment(m) for m in config.resolved.resources.models] + [deployment_experiment(target)]
     for name in names:
         found = tracker.client.get_experiment_by_name(name)
         if found is not None and found.lifecycle_stage == "active" and _tagged(found.tags, mine):
             plan.experiments.append((str(found.experiment_id), name))
     for model in config.resolved.resources.models:
-        registry = model_registry(config, model, tracker)
+        registry = target.registry(model)
         if registry.exists() and _tagged(tracker.client.get_registered_model(registry.name).tags or {}, mine):
             plan.registered_models.append(registry.name)
     return plan
@@ -237,7 +242,7 @@ def _tagged(tags: dict[str, str], wanted: dict[str, str]) -> bool:
 
 
 def destroy(
-    config: BundleConfig, approve: Callable[[DestroyPlan], bool] | None = None, force_lock: bool = False
+    target: Target, approve: Callable[[DestroyPlan], bool] | None = None, force_lock: bool = False
 ) -> DestroyPlan | None:
     """Remove what this bundle deployed on this target; returns what went, or None when `approve` said no.
 
@@ -246,9 +251,9 @@ def destroy(
     files are then removed from disk (MLflow's `gc`); a server keeps them until its operator runs
     `mlflow gc`.
     """
-    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
-    with target_lock(config, tracker).lock("destroy", force=force_lock):
-        plan = destroy_plan(config)
+    tracker = target.tracker
+    with target_lock(target, tracker).lock("destroy", force=force_lock):
+        plan = destroy_plan(target)
         if approve is not None and not approve(plan):
             return None
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -264,10 +269,11 @@ def destroy(
     return plan
 
 
-def summary(config: BundleConfig, runs: int = 3) -> dict[str, Any]:
+def summary(target: Target, runs: int = 3) -> dict[str, Any]:
     """The target at a glance: the resolved bundle, the last deployment, each model's champion and latest runs."""
-    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
-    exp = tracker.experiment_id(deployment_experiment(config), create=False)
+    config = target.config
+    tracker = target.tracker
+    exp = tracker.experiment_id(deployment_experiment(target), create=False)
     record = _latest_record(tracker, exp) if exp is not None else None
     deployment = None
     if record is not None:
@@ -278,15 +284,15 @@ def summary(config: BundleConfig, runs: int = 3) -> dict[str, Any]:
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.info.start_time / 1000)),
             "bundle_hash": tags.get(HASH),
             "git_commit": tags.get(TAG + "git_commit") or None,
-            "current": tags.get(HASH) == bundle_hash(config),
+            "current": tags.get(HASH) == bundle_hash(target),
         }
     models = {}
     for name in config.resolved.resources.models:
-        registry = model_registry(config, name, tracker)
+        registry = target.registry(name)
         champion = registry.by_alias(CHAMPION)
-        latest = tracker.runs(experiment_name(config, name), name, limit=runs)
+        latest = tracker.runs(target.experiment(name), name, limit=runs)
         models[name] = {
-            "experiment": experiment_name(config, name),
+            "experiment": target.experiment(name),
             "registered_model": registry.name,
             "champion": {"version": champion.version, "segments": champion.segments} if champion else None,
             "latest_runs": [
@@ -299,7 +305,7 @@ def summary(config: BundleConfig, runs: int = 3) -> dict[str, Any]:
         "target": config.target,
         "mode": config.resolved.mode,
         "tracking_uri": config.tracking_uri,
-        "bundle_hash": bundle_hash(config),
+        "bundle_hash": bundle_hash(target),
         "deployment": deployment,
         "models": models,
         "resolved": json.loads(config.resolved.model_dump_json()),

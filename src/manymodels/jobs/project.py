@@ -12,12 +12,14 @@ import pandas as pd
 
 from manymodels.bundle import BundleConfig, check_bundle, load_config
 from manymodels.errors import BundleError
-from manymodels.jobs.evaluate import Evaluation, evaluate, registered_name
+from manymodels.jobs.context import Target
+from manymodels.jobs.evaluate import Evaluation, evaluate
 from manymodels.jobs.promote import PromoteOutcome, RollbackOutcome, model_versions, promote, rollback
 from manymodels.jobs.runner import JobOutcome, run_job
-from manymodels.jobs.score import open_pack, resolve_run, score, score_with_spark
-from manymodels.jobs.train import TrainOutcome, experiment_name, train
-from manymodels.registry import RunInfo, Tracker
+from manymodels.jobs.score import score
+from manymodels.jobs.train import TrainOutcome, train
+from manymodels.registry import RunInfo
+from manymodels.registry import manifest as mf
 from manymodels.registry.tracking import quiet_mlflow
 from manymodels.registry.versions import VersionInfo
 from manymodels.segment import metric_names
@@ -43,15 +45,14 @@ class TrainRun:
     def metrics(self) -> pd.DataFrame:
         """One row per segment: its keys, status, rows and holdout metrics."""
         m = self.outcome.manifest
-        keys = list(m.columns[: list(m.columns).index("segment_index")])
-        cols = [*keys, "status", "rows", *[c for c in m.columns if c in _ALL_METRICS]]
+        cols = [*mf.segment_columns(m), mf.STATUS, mf.ROWS, *[c for c in m.columns if c in _ALL_METRICS]]
         return m[cols].copy()
 
     @property
     def failed(self) -> pd.DataFrame:
         """The segments that failed, with their errors."""
         m = self.outcome.manifest
-        return m[m["status"] != "ok"].copy()
+        return m[~mf.is_ok(m)].copy()
 
     @property
     def summary(self) -> dict[str, float]:
@@ -83,14 +84,23 @@ def _quiet(method: _Method) -> _Method:
 class Project:
     """A bundle resolved for one target.
 
+    With `spark` a SparkSession (a notebook's), every fleet operation runs on it, whatever the
+    target's engine; the session is left running. On a Spark target without one, the project
+    starts a session on first use and keeps it (frames it returns stay usable) until `close()`.
+
     Example:
         >>> project = load_bundle("manymodels.yml", target="dev")  # doctest: +SKIP
         >>> run = project.train("demand")  # doctest: +SKIP
         >>> scored = project.score("demand", frame)  # doctest: +SKIP
     """
 
-    def __init__(self, config: BundleConfig) -> None:
+    def __init__(self, config: BundleConfig, spark: Any = None) -> None:
         self.config = config
+        self.target_context = Target(config, spark, keep_session=True)
+
+    def close(self) -> None:
+        """Stop the Spark session the project started for a Spark target (a session given with `spark=` stays)."""
+        self.target_context.close()
 
     @property
     def target(self) -> str:
@@ -113,22 +123,19 @@ class Project:
         segments: Sequence[str] | None = None,
         workers: int | None = None,
         on_progress: Callable[[int], None] | None = None,
-        spark: Any = None,
         changed_only: bool = False,
     ) -> TrainRun:
         """Train one model per segment; returns the run (its metrics: one row per segment).
 
-        Pass `spark=` a SparkSession to train on it (a notebook's cluster) whatever the target's engine.
         With `changed_only`, only segments whose fingerprint differs from the champion's are fitted;
         the others' models are carried over.
         """
         outcome = train(
-            self.config,
+            self.target_context,
             model,
             segments=segments,
             workers=workers,
             on_progress=on_progress,
-            spark=spark,
             changed_only=changed_only,
         )
         return TrainRun(outcome)
@@ -140,21 +147,18 @@ class Project:
         data: Any,
         run_id: str | None = None,
         output: str | Path | None = None,
-        spark: Any = None,
         partition_by_segment: bool = False,
     ) -> Any:
         """Predictions for `data` (a frame, a dataset name or a path): its columns plus `prediction`.
 
-        With `spark=` a SparkSession, Spark reads the data (a name, a path or a Spark DataFrame),
-        scores it on the executors and writes `output` (required) as Parquet, optionally partitioned
-        by segment; the written Spark DataFrame is returned.
+        On Spark (a Spark target, or a project loaded with `spark=`), Spark reads the data (a name, a
+        path, a pandas or Spark DataFrame), scores it on the executors and writes `output` as Parquet,
+        optionally partitioned by segment, and returns the written Spark DataFrame; without `output`,
+        the scored Spark DataFrame, not written.
         """
         out = Path(output) if output is not None else None
-        if spark is not None:
-            if out is None:
-                raise BundleError("scoring on Spark writes its output with Spark: give output=PATH")
-            return score_with_spark(self.config, model, spark, data, out, run_id, partition_by_segment).frame
-        return score(self.config, model, data, output=out, run_id=run_id).frame
+        return score(self.target_context, model, data, output=out, run_id=run_id,
+                     partition_by_segment=partition_by_segment).frame
 
     @_quiet
     def evaluate(self, model: str, run_id: str | None = None, data: Any = None, save: bool = True) -> Evaluation:
@@ -162,7 +166,7 @@ class Project:
 
         `data` (a frame, dataset name or path) evaluates on all its rows instead of the holdout.
         """
-        return evaluate(self.config, model, run_id=run_id, data=data, save=save)
+        return evaluate(self.target_context, model, run_id=run_id, data=data, save=save)
 
     @_quiet
     def promote(
@@ -172,39 +176,38 @@ class Project:
 
         Raises `GateError` (nothing promoted) when the evaluation's gate failed, unless `force`.
         """
-        return promote(self.config, model, run_id=run_id, take_all=take_all, force=force)
+        return promote(self.target_context, model, run_id=run_id, take_all=take_all, force=force)
 
     @_quiet
     def rollback(self, model: str, to: int | None = None) -> RollbackOutcome:
         """Point `champion` back at `to` (default: the version with alias `previous`)."""
-        return rollback(self.config, model, to=to)
+        return rollback(self.target_context, model, to=to)
 
     @_quiet
     def versions(self, model: str) -> list[VersionInfo]:
         """The model's registered versions, newest first, with their aliases."""
-        return model_versions(self.config, model)[1]
+        return model_versions(self.target_context, model)[1]
 
     def registered_model(self, model: str) -> str:
         """The MLflow registered model name: `mlflow.pyfunc.load_model(f"models:/{name}@champion")`."""
-        return registered_name(self.config, model)
+        return self.target_context.registered_name(model)
 
     @_quiet
-    def run(self, job: str, spark: Any = None) -> JobOutcome:
-        """Run a job's tasks in dependency order (on `spark=` a SparkSession, if given)."""
-        return run_job(self.config, job, spark=spark)
+    def run(self, job: str) -> JobOutcome:
+        """Run a job's tasks in dependency order, on one engine."""
+        return run_job(self.target_context, job)
 
     @_quiet
     def runs(self, model: str, limit: int = 50) -> list[RunInfo]:
         """The model's training runs, newest first."""
         self.config.model(model)
-        tracker = Tracker(self.config.tracking_uri, self.config.embedded_artifacts)
-        return tracker.runs(experiment_name(self.config, model), model, limit=limit)
+        return self.target_context.tracker.runs(self.target_context.experiment(model), model, limit=limit)
 
     @_quiet
     def manifest(self, model: str, run_id: str | None = None) -> pd.DataFrame:
         """The manifest of a run (default: the latest successful one)."""
-        info = resolve_run(self.config, model, run_id)
-        return open_pack(self.config, info).manifest
+        context = self.target_context
+        return context.open_pack(context.resolve_run(model, run_id)).manifest
 
 
 def load_bundle(
@@ -212,6 +215,7 @@ def load_bundle(
     target: str | None = None,
     variables: Mapping[str, str] | None = None,
     check: bool = True,
+    spark: Any = None,
 ) -> Project:
     """Load a bundle for a target.
 
@@ -220,6 +224,8 @@ def load_bundle(
         target: the target (default: the one marked `default: true`).
         variables: variable values, as `--var k=v` would give them.
         check: also check references between resources and estimator import paths.
+        spark: a SparkSession (a notebook's) to run every fleet operation on, whatever the target's
+            engine; it is left running.
 
     Raises:
         BundleError: every problem found, one line each.
@@ -229,4 +235,4 @@ def load_bundle(
         problems = check_bundle(config, data=False)
         if problems:
             raise BundleError(problems)
-    return Project(config)
+    return Project(config, spark)

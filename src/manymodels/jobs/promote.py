@@ -15,25 +15,19 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
-from manymodels.bundle import BundleConfig
 from manymodels.data import write_parquet
+from manymodels.engines import Engine
 from manymodels.errors import GateError, RegistryError
-from manymodels.jobs.evaluate import (
-    PROMOTE,
-    Evaluation,
-    evaluate,
-    gate_problems,
-    load_evaluation,
-    model_registry,
-)
-from manymodels.jobs.score import open_pack, resolve_run
-from manymodels.jobs.train import estimator_code, example_rows, experiment_name, segment_spec
-from manymodels.registry import Pack, Tracker
-from manymodels.registry.compose import SOURCE_RUN, compose_pack
+from manymodels.jobs.context import Target
+from manymodels.jobs.decide import DECISION, PROMOTE, REASON, gate_problems
+from manymodels.jobs.evaluate import Evaluation, evaluate, load_evaluation
+from manymodels.registry import Pack
+from manymodels.registry import manifest as mf
+from manymodels.registry.compose import compose_pack
+from manymodels.registry.manifest import PackLayout
 from manymodels.registry.pyfunc import describe_model, save_pack_model
 from manymodels.registry.tracking import TAG, current_user
 from manymodels.registry.versions import CHAMPION, PREVIOUS, ModelRegistry, VersionInfo
-from manymodels.segment.fit import OK
 
 PROMOTION_TABLE = "promotion.parquet"
 
@@ -70,57 +64,58 @@ class RollbackOutcome:
 
 
 def promote(
-    config: BundleConfig,
+    target: Target,
     name: str,
     run_id: str | None = None,
     take_all: bool = False,
     force_lock: bool = False,
     force: bool = False,
+    engine: Engine | None = None,
 ) -> PromoteOutcome:
     """Make a new champion version: the challenger where it won, the champion elsewhere.
 
     Args:
-        config: the bundle resolved for a target.
+        target: the bundle resolved for a target.
         name: the model family.
         run_id: the challenger training run (default: the latest successful one).
         take_all: take every segment the challenger has a model for, whatever the evaluation says.
         force_lock: break a lock left by a promotion that died.
         force: promote the segments that won even when the evaluation's gate failed.
+        engine: the engine to evaluate on when no evaluation was saved (a job's); default: the target's.
 
     Raises:
         GateError: the evaluation's gate failed (and not `force`): nothing was promoted.
         LockedError: another promotion or rollback of this model is running.
         RegistryError: nothing to promote from, or MLflow refused a step (the champion is unchanged).
     """
-    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
-    registry = model_registry(config, name, tracker)
-    registry.ensure(tags={TAG + "bundle": config.name, TAG + "target": config.target, TAG + "model": name})
+    registry = target.registry(name)
+    registry.ensure(tags={TAG + "bundle": target.config.name, TAG + "target": target.name, TAG + "model": name})
     with registry.lock("promote", force=force_lock):
         champion = registry.by_alias(CHAMPION)
-        challenger = resolve_run(config, name, run_id)
-        challenger_pack = open_pack(config, challenger)
-        champion_pack = open_pack(config, tracker.run(champion.run_id)) if champion else None
+        challenger = target.resolve_run(name, run_id)
+        challenger_pack = target.open_pack(challenger)
+        champion_pack = target.open_pack(target.tracker.run(champion.run_id)) if champion else None
         keys = list(challenger_pack.segment_by)
         evaluation = None
         if take_all:
-            table = challenger_pack.manifest.loc[challenger_pack.manifest["status"] == OK, keys].copy()
-            table["decision"], table["reason"] = PROMOTE, "promote --all"
+            table = mf.served(challenger_pack.manifest)[keys].copy()
+            table[DECISION], table[REASON] = PROMOTE, "promote --all"
         else:
-            table = load_evaluation(tracker, challenger, champion)
+            table = load_evaluation(target, challenger, champion)
             if table is None:
-                evaluation = evaluate(config, name, run_id=challenger.run_id)
+                evaluation = evaluate(target, name, run_id=challenger.run_id, engine=engine)
                 table = evaluation.table
-            problems = gate_problems(table, config.model(name))
+            problems = gate_problems(table, target.model(name))
             if problems and not force:
                 raise GateError(
                     f"the promotion gate failed for run {challenger.run_id}: {'; '.join(problems)}; nothing was "
                     "promoted (look at `manymodels evaluate`'s table; `promote --force` promotes the winners anyway)"
                 )
-        chosen = table.loc[table["decision"] == PROMOTE, [*keys, "reason"]]
+        chosen = table.loc[table[DECISION] == PROMOTE, [*keys, REASON]]
         parts = [(challenger_pack, _rows_of(challenger_pack, chosen, keys))]
         if champion_pack is not None:
             kept = _rows_not_in(champion_pack.manifest, chosen, keys)
-            kept["reason"] = "kept from the champion"
+            kept[REASON] = "kept from the champion"
             parts.append((champion_pack, kept))
         outcome = PromoteOutcome(
             model=name,
@@ -134,13 +129,12 @@ def promote(
         )
         if outcome.promoted == 0:
             return outcome  # nothing won: the champion stays as it is
-        _register(config, name, tracker, registry, champion, challenger_pack, parts, table, outcome)
+        _register(target, name, registry, champion, challenger_pack, parts, table, outcome)
     return outcome
 
 
 def _rows_of(pack: Pack, chosen: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    ok = pack.manifest.loc[pack.manifest["status"] == OK]
-    return ok.merge(chosen, on=keys, how="inner")
+    return mf.served(pack.manifest).merge(chosen, on=keys, how="inner")
 
 
 def _rows_not_in(manifest: pd.DataFrame, chosen: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -149,9 +143,8 @@ def _rows_not_in(manifest: pd.DataFrame, chosen: pd.DataFrame, keys: list[str]) 
 
 
 def _register(
-    config: BundleConfig,
+    target: Target,
     name: str,
-    tracker: Tracker,
     registry: ModelRegistry,
     champion: VersionInfo | None,
     challenger: Pack,
@@ -159,11 +152,12 @@ def _register(
     table: pd.DataFrame,
     outcome: PromoteOutcome,
 ) -> None:
-    exp_id = tracker.experiment_id(experiment_name(config, name))
+    tracker = target.tracker
+    exp_id = tracker.experiment_id(target.experiment(name))
     assert exp_id is not None  # noqa: S101 - create=True always returns an id
     tags = {
-        TAG + "bundle": config.name,
-        TAG + "target": config.target,
+        TAG + "bundle": target.config.name,
+        TAG + "target": target.name,
         TAG + "model": name,
         TAG + "kind": "promote",
         TAG + "challenger_run": outcome.challenger_run,
@@ -178,22 +172,22 @@ def _register(
     outcome.run_id = run_id
     with tracker.run_folder(run_id, artifact_uri) as folder:
         # Self-contained like a training run's model: the project's estimator code, a signature, an example.
-        model_dir = folder.path / "model"
-        spec = segment_spec(config, config.model(name), challenger.info.features)
-        pack_dir = save_pack_model(model_dir, code=estimator_code(spec))
-        example = example_rows(config, name, [*challenger.info.segment_by, *challenger.info.features])
+        model_dir = folder.path / PackLayout.MODEL
+        spec = target.segment_spec(name, challenger.info.features)
+        pack_dir = save_pack_model(model_dir, code=target.estimator_code(spec))
+        example = target.example_rows(name, [*challenger.info.segment_by, *challenger.info.features])
         if example is not None:
             describe_model(model_dir, example)
         info = replace(challenger.info, run_id=run_id, extra={"kind": "composite"})
         manifest = compose_pack(pack_dir, info, parts, fallback_from=[pack for pack, _ in parts])
         write_parquet(table, folder.path / PROMOTION_TABLE)
-        sources = manifest[SOURCE_RUN].value_counts().to_dict()
+        sources = manifest[mf.SOURCE_RUN].value_counts().to_dict()
         outcome.sources = {str(k): int(v) for k, v in sources.items()}
         summary = {"segments_promoted": float(outcome.promoted), "segments_kept": float(outcome.kept)}
         tracker.finish_run(run_id, summary, True, artifacts=folder.upload, tags={TAG + "segments": str(len(manifest))})
         registered = registry.register(
             run_id,
-            f"{artifact_uri.rstrip('/')}/model",
+            f"{artifact_uri.rstrip('/')}/{PackLayout.MODEL}",
             {
                 TAG + "kind": "composite",
                 TAG + "segments": str(len(manifest)),
@@ -216,7 +210,7 @@ def _register(
         outcome.version = registered.version
 
 
-def rollback(config: BundleConfig, name: str, to: int | None = None, force_lock: bool = False) -> RollbackOutcome:
+def rollback(target: Target, name: str, to: int | None = None, force_lock: bool = False) -> RollbackOutcome:
     """Point `champion` back at an earlier version (default: the one with alias `previous`).
 
     The version that served until now takes alias `previous`, so a second rollback undoes the first.
@@ -224,7 +218,7 @@ def rollback(config: BundleConfig, name: str, to: int | None = None, force_lock:
     Raises:
         RegistryError: no champion, no such version, or no previous version to go back to.
     """
-    registry = model_registry(config, name)
+    registry = target.registry(name)
     with registry.lock("rollback", force=force_lock):
         aliases = registry.aliases()
         if not aliases or CHAMPION not in aliases:
@@ -249,15 +243,14 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def models_overview(config: BundleConfig) -> list[dict[str, object]]:
+def models_overview(target: Target) -> list[dict[str, object]]:
     """Every model family of the bundle: registered model, champion version and its segments, latest run."""
-    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
     rows: list[dict[str, object]] = []
-    for name in config.resolved.resources.models:
-        registry = model_registry(config, name, tracker)
+    for name in target.config.resolved.resources.models:
+        registry = target.registry(name)
         versions = registry.versions()
         champion = next((v for v in versions if CHAMPION in v.aliases), None)
-        latest = tracker.runs(experiment_name(config, name), name, only_ok=True, limit=1)
+        latest = target.tracker.runs(target.experiment(name), name, only_ok=True, limit=1)
         rows.append(
             {
                 "model": name,
@@ -271,9 +264,9 @@ def models_overview(config: BundleConfig) -> list[dict[str, object]]:
     return rows
 
 
-def champion_sources(config: BundleConfig, name: str) -> dict[str, int]:
+def champion_sources(target: Target, name: str) -> dict[str, int]:
     """How many of the champion's segments each training run supplied ({} without a champion)."""
-    champion = model_registry(config, name).by_alias(CHAMPION)
+    champion = target.champion(name)
     if champion is None:
         return {}
     if champion.tags.get(TAG + "kind") == "run":
@@ -285,7 +278,7 @@ def champion_sources(config: BundleConfig, name: str) -> dict[str, int]:
     return {str(run): int(count) for run, count in sources.items()}
 
 
-def model_versions(config: BundleConfig, name: str) -> tuple[str, list[VersionInfo]]:
+def model_versions(target: Target, name: str) -> tuple[str, list[VersionInfo]]:
     """A model family's registered model name and its versions, newest first."""
-    registry = model_registry(config, name)
+    registry = target.registry(name)
     return registry.name, registry.versions()

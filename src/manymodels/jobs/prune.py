@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 
 from mlflow.exceptions import MlflowException
 
-from manymodels.bundle import BundleConfig
 from manymodels.errors import RegistryError
-from manymodels.jobs.evaluate import model_registry
-from manymodels.jobs.train import experiment_name
-from manymodels.registry import RunInfo, Tracker
+from manymodels.jobs.context import Target
+from manymodels.registry import RunInfo
 from manymodels.registry.versions import VersionInfo
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -43,19 +41,19 @@ class PrunePlan:
         ]
 
 
-def prune_plan(config: BundleConfig, name: str, keep: int) -> PrunePlan:
+def prune_plan(target: Target, name: str, keep: int) -> PrunePlan:
     """The runs of `name` that `gc` would remove: not behind an alias, older than the `keep` newest training runs.
 
     Runs still running are never removed.
     """
-    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
-    registry = model_registry(config, name, tracker)
+    tracker = target.tracker
+    registry = target.registry(name)
     versions = registry.versions() if registry.exists() else []
     plan = PrunePlan(name)
     for version in versions:
         for alias in version.aliases:
             plan.kept.setdefault(version.run_id, f"version {version.version} ({alias})")
-    experiment = experiment_name(config, name)
+    experiment = target.experiment(name)
     trained = tracker.runs(experiment, name, limit=_SEARCH_LIMIT)
     for run in trained[:keep]:
         plan.kept.setdefault(run.run_id, "one of the newest training runs")
@@ -68,7 +66,7 @@ def prune_plan(config: BundleConfig, name: str, keep: int) -> PrunePlan:
 
 
 def prune(
-    config: BundleConfig,
+    target: Target,
     name: str,
     keep: int = 5,
     approve: Callable[[PrunePlan], bool] | None = None,
@@ -80,10 +78,10 @@ def prune(
     runs' files are removed from disk at once; on a server they are deleted as MLflow deletes
     (its operator's `mlflow gc` frees their artifacts).
     """
-    tracker = Tracker(config.tracking_uri, config.embedded_artifacts)
-    registry = model_registry(config, name, tracker)
+    tracker = target.tracker
+    registry = target.registry(name)
     with registry.lock("gc", force=force_lock):
-        plan = prune_plan(config, name, keep)
+        plan = prune_plan(target, name, keep)
         if approve is not None and not approve(plan):
             return None
         try:
@@ -95,18 +93,18 @@ def prune(
             raise RegistryError(f"MLflow at {tracker.tracking_uri}: gc stopped: {exc.message}") from exc
         purged: list[str] = []
         if tracker.holds_files_here:  # this and any earlier gc's deleted runs: their files go now
-            purged = tracker.deleted_runs(experiment_name(config, name), name)
+            purged = tracker.deleted_runs(target.experiment(name), name)
             plan.purged = tracker.purge(run_ids=purged)
         for run_id in {*purged, *(r.run_id for r in plan.runs)}:
             if _RUN_ID.fullmatch(run_id):  # ids from MLflow, checked before they name a folder
-                shutil.rmtree(config.embedded_dir / "cache" / run_id, ignore_errors=True)  # packs downloaded here
-                _remove_empty(config, run_id)
+                shutil.rmtree(target.config.embedded_dir / "cache" / run_id, ignore_errors=True)  # downloaded packs
+                _remove_empty(target, run_id)
     return plan
 
 
-def _remove_empty(config: BundleConfig, run_id: str) -> None:
+def _remove_empty(target: Target, run_id: str) -> None:
     """The empty folder MLflow's gc leaves where an embedded run's artifacts were."""
-    root = config.embedded_artifacts
+    root = target.config.embedded_artifacts
     if root is None or not root.is_dir():
         return
     for folder in root.glob(f"*/{run_id}"):

@@ -7,22 +7,20 @@ from typing import Any
 
 import pandas as pd
 
-from manymodels.bundle import BundleConfig
 from manymodels.bundle.schema import HIGHER_IS_BETTER
 from manymodels.errors import RegistryError
-from manymodels.jobs.score import open_pack
-from manymodels.registry import Tracker
-from manymodels.registry.pack import SEGMENT_INDEX
+from manymodels.jobs.context import Target
+from manymodels.registry import manifest as mf
 from manymodels.registry.tracking import TAG
 
 
-def run_report(config: BundleConfig, run_id: str, worst: int = 10, failed_limit: int | None = None) -> dict[str, Any]:
+def run_report(target: Target, run_id: str, worst: int = 10, failed_limit: int | None = None) -> dict[str, Any]:
     """A run's summary, its failed segments (with errors) and its worst segments by the primary metric.
 
     Raises:
         RegistryError: no such run on this target's tracking server.
     """
-    info = Tracker(config.tracking_uri, config.embedded_artifacts).run(run_id)
+    info = target.tracker.run(run_id)
     report: dict[str, Any] = {
         "run_id": info.run_id,
         "model": info.model,
@@ -39,21 +37,21 @@ def run_report(config: BundleConfig, run_id: str, worst: int = 10, failed_limit:
         "worst": [],
     }
     try:
-        pack = open_pack(config, info)
+        pack = target.open_pack(info)
     except RegistryError:
         report["manifest"] = None  # a run that died before writing its pack
         return report
     manifest, meta = pack.manifest, pack.info
     keys = list(meta.segment_by)
     report["metric"] = meta.metric
-    failed = manifest[manifest["status"] != "ok"]
+    failed = manifest[~mf.is_ok(manifest)]
     if failed_limit is not None:
         failed = failed.head(failed_limit)
-    report["failed"] = _records(failed[[*keys, "rows", "error"]])
-    ok = manifest[(manifest["status"] == "ok") & manifest[meta.metric].notna()]
+    report["failed"] = _records(failed[[*keys, mf.ROWS, mf.ERROR]])
+    ok = manifest[mf.is_ok(manifest) & manifest[meta.metric].notna()]
     ascending = meta.metric in HIGHER_IS_BETTER
-    ranked = ok.sort_values([meta.metric, SEGMENT_INDEX], ascending=[ascending, True]).head(worst)
-    report["worst"] = _records(ranked[[*keys, "rows", meta.metric]])
+    ranked = ok.sort_values([meta.metric, mf.SEGMENT_INDEX], ascending=[ascending, True]).head(worst)
+    report["worst"] = _records(ranked[[*keys, mf.ROWS, meta.metric]])
     return report
 
 

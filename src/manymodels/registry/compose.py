@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from manymodels.registry.pack import FALLBACK, SEGMENT_INDEX, SHARDS, Pack, PackInfo, write_pack_files
+from manymodels.registry.manifest import SEGMENT_INDEX, SHARD, SOURCE_RUN, PackLayout
+from manymodels.registry.pack import Pack, PackInfo, write_pack_files
 from manymodels.segment import shard_name
 from manymodels.segment.shards import write_shard
 
-SOURCE_RUN = "source_run"
 MAX_SHARDS = 32  # a version's file count (and so its upload calls) stays bounded at any fleet size
 MIN_PER_SHARD = 1000
 
@@ -42,10 +42,11 @@ def compose_pack(
     Returns:
         The new manifest: the rows taken, renumbered, each with the run its model was trained in.
     """
-    manifest = copy_models(pack_dir / SHARDS, parts)
+    layout = PackLayout(pack_dir)
+    manifest = copy_models(Path(layout.shards), parts)
     donor = next((p for p in fallback_from if p.fallback is not None and isinstance(p.fallback.root, Path)), None)
     if donor is not None and donor.fallback is not None:
-        shutil.copytree(Path(donor.fallback.root), pack_dir / FALLBACK)
+        shutil.copytree(Path(donor.fallback.root), Path(layout.fallback))
     write_pack_files(pack_dir, info, manifest)
     return manifest
 
@@ -82,11 +83,11 @@ def copy_models(
     for pack, rows in parts:
         if len(rows) == 0:
             continue
-        rows = rows.sort_values(["shard", SEGMENT_INDEX], kind="stable").copy()
+        rows = rows.sort_values([SHARD, SEGMENT_INDEX], kind="stable").copy()
         new_index = np.empty(len(rows), dtype=np.int64)
         new_shard: list[str] = []
         position = 0
-        for shard, group in rows.groupby("shard", sort=False):
+        for shard, group in rows.groupby(SHARD, sort=False):
             models = pack.shard(str(shard))
             for old in group[SEGMENT_INDEX].to_numpy(dtype=np.int64):
                 fmt, blob = models[int(old)]
@@ -102,7 +103,7 @@ def copy_models(
         if SOURCE_RUN not in rows.columns:
             rows[SOURCE_RUN] = pack.info.run_id
         rows[SEGMENT_INDEX] = new_index
-        rows["shard"] = pd.array(new_shard, dtype="string")
+        rows[SHARD] = pd.array(new_shard, dtype="string")
         frames.append(rows)
     flush()
     manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,12 +1,6 @@
 """A model pack: many segments' models as a few shards plus a manifest, and the router over them.
 
-Layout (inside the MLflow model, under `pack/`)::
-
-    pack.json            what the models are: segment_by, features, task, metric, run
-    manifest.parquet     one row per segment: keys, status, error, rows, metrics, shard, fingerprint
-    shards/shard-NNNNN.parquet   the models themselves, native formats, many per file
-    fallback/            optional: a pack of its own (one global model, or one per parent group)
-                         predicting rows whose segment has no model
+Its files are laid out as `manifest.PackLayout` says; its manifest's columns are `manifest`'s.
 """
 
 from __future__ import annotations
@@ -24,15 +18,11 @@ import pandas as pd
 from manymodels.data import write_parquet
 from manymodels.errors import DataError, RegistryError
 from manymodels.estimators import FORMAT_LIGHTGBM, Predictor, has_text, load_model
+from manymodels.registry.manifest import SEGMENT_INDEX, SHARD, PackLayout, routes
 from manymodels.segment import read_shard
-from manymodels.segment.shards import exists, is_url, join_location, put_file, read_bytes
+from manymodels.segment.shards import exists, is_url, put_file, read_bytes
 
 PACK_VERSION = 1
-MANIFEST = "manifest.parquet"
-INFO = "pack.json"
-SHARDS = "shards"
-FALLBACK = "fallback"
-SEGMENT_INDEX = "segment_index"
 MODEL_SOURCE = "model_source"  # which model served a row: segment, fallback, or null (none)
 SEGMENT, FALLBACK_SOURCE = "segment", "fallback"
 
@@ -56,8 +46,9 @@ class PackInfo:
 
 def write_pack_files(pack_dir: Path, info: PackInfo, manifest: pd.DataFrame) -> None:
     """Write a pack's manifest and description beside the shards the workers wrote."""
-    write_parquet(manifest, pack_dir / MANIFEST)
-    (pack_dir / INFO).write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")
+    layout = PackLayout(pack_dir)
+    write_parquet(manifest, Path(layout.manifest))
+    Path(layout.info).write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")
 
 
 class Pack:
@@ -71,10 +62,11 @@ class Pack:
 
     def __init__(self, root: Path | str, cache_shards: int = 4, cache_models: int = 64) -> None:
         self.root: Path | str = str(root) if is_url(root) else Path(root)
+        self.layout = PackLayout(self.root)
         try:
-            raw = json.loads(read_bytes(join_location(self.root, INFO)).decode("utf-8"))
+            raw = json.loads(read_bytes(self.layout.info).decode("utf-8"))
             self.info = PackInfo(**raw)
-            self.manifest = pd.read_parquet(io.BytesIO(read_bytes(join_location(self.root, MANIFEST))))
+            self.manifest = pd.read_parquet(io.BytesIO(read_bytes(self.layout.manifest)))
         except (OSError, ValueError, TypeError) as exc:
             raise RegistryError(f"{self.root}: not a readable model pack: {exc}") from exc
         self._cache_size = max(1, cache_shards)
@@ -82,9 +74,9 @@ class Pack:
         self._model_cache_size = max(1, cache_models)
         self._models: OrderedDict[int, tuple[str, Predictor]] = OrderedDict()
         self.fallback: Pack | None = None
-        fallback_root = join_location(self.root, FALLBACK)
-        if exists(join_location(fallback_root, INFO)):
-            self.fallback = Pack(fallback_root, cache_shards, cache_models)
+        fallback = PackLayout(self.layout.fallback)
+        if exists(fallback.info):
+            self.fallback = Pack(fallback.root, cache_shards, cache_models)
 
     @property
     def segment_by(self) -> list[str]:
@@ -114,7 +106,7 @@ class Pack:
             # Numbers only: one float matrix for every LightGBM model; text (categories): the frame itself.
             matrix = None if has_text(features) else features.to_numpy(dtype=np.float64, na_value=np.nan)
             rows = np.flatnonzero(has_model)
-            shards = routed["shard"].to_numpy()[rows]
+            shards = routed[SHARD].to_numpy()[rows]
             # Score shard by shard, segment by segment: each shard is read once, each model loaded once.
             order = np.lexsort((index[rows], shards))
             rows, shards, segs = rows[order], shards[order], index[rows][order].astype(np.int64)
@@ -137,12 +129,12 @@ class Pack:
         return pd.DataFrame({"prediction": prediction, MODEL_SOURCE: source}, index=frame.index)
 
     def _route(self, frame: pd.DataFrame) -> pd.DataFrame:
-        ok = self.manifest.loc[self.manifest["shard"].notna(), [*self.info.segment_by, SEGMENT_INDEX, "shard"]]
+        ok = routes(self.manifest, self.info.segment_by)
         if not self.info.segment_by:  # one model for every row (a global fallback)
             first = ok.head(1)
             index = float(first[SEGMENT_INDEX].iloc[0]) if len(first) else np.nan
-            shard = first["shard"].iloc[0] if len(first) else None
-            return pd.DataFrame({SEGMENT_INDEX: np.full(len(frame), index), "shard": [shard] * len(frame)})
+            shard = first[SHARD].iloc[0] if len(first) else None
+            return pd.DataFrame({SEGMENT_INDEX: np.full(len(frame), index), SHARD: [shard] * len(frame)})
         keys = frame[self.info.segment_by].reset_index(drop=True)
         keys["_position"] = np.arange(len(frame))
         for col in self.info.segment_by:  # a key typed differently in the input still finds its model
@@ -177,7 +169,7 @@ class Pack:
         if Path(name).name != name:  # shard names come from our manifest; refuse anything path-like
             raise RegistryError(f"{self.root}: bad shard name {name!r} in manifest")
         try:
-            models = read_shard(join_location(join_location(self.root, SHARDS), name))
+            models = read_shard(self.layout.shard(name))
         except OSError as exc:
             raise RegistryError(f"{self.root}: cannot read shard {name}: {exc}") from exc
         self._shards[name] = models
@@ -191,14 +183,15 @@ def publish_pack(root: Path, dest: str) -> str:
 
     `pack.json` goes last, so a pack found there is whole; a pack already there is not copied again.
     """
-    if exists(join_location(dest, INFO)):
+    source, target = PackLayout(root), PackLayout(dest)
+    if exists(target.info):
         return dest
-    if (root / FALLBACK / INFO).exists():
-        publish_pack(root / FALLBACK, str(join_location(dest, FALLBACK)))
-    for shard in sorted((root / SHARDS).glob("shard-*.parquet")):
-        put_file(shard, join_location(join_location(dest, SHARDS), shard.name))
-    put_file(root / MANIFEST, join_location(dest, MANIFEST))
-    put_file(root / INFO, join_location(dest, INFO))
+    if Path(PackLayout(source.fallback).info).exists():
+        publish_pack(Path(source.fallback), str(target.fallback))
+    for shard in sorted(Path(source.shards).glob("shard-*.parquet")):
+        put_file(shard, target.shard(shard.name))
+    put_file(Path(source.manifest), target.manifest)
+    put_file(Path(source.info), target.info)
     return dest
 
 

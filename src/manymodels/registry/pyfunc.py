@@ -25,9 +25,10 @@ import pandas as pd
 import yaml
 
 from manymodels.distribution import requirement
+from manymodels.registry.manifest import PackLayout
 from manymodels.registry.pack import MODEL_SOURCE, Pack
 
-PACK_FOLDER = "pack"
+PACK_FOLDER = PackLayout.PACK
 CODE_FOLDER = "code"
 MLMODEL = "MLmodel"
 EXAMPLE_FILE = "input_example.json"

@@ -6,7 +6,8 @@ import socket
 
 import pytest
 
-from manymodels.engines.spark import SparkEngine, _check_reachable
+from manymodels.engines.spark import SparkEngine
+from manymodels.engines.spark_session import check_reachable
 from manymodels.errors import EngineSetupError
 
 
@@ -19,7 +20,7 @@ def closed_port() -> int:
 def test_an_unreachable_standalone_master_names_every_address() -> None:
     a, b = closed_port(), closed_port()
     with pytest.raises(EngineSetupError) as err:
-        _check_reachable(f"spark://127.0.0.1:{a},127.0.0.1:{b}", None)
+        check_reachable(f"spark://127.0.0.1:{a},127.0.0.1:{b}", None)
     text = str(err.value)
     assert text.startswith(f"cannot reach Spark master spark://127.0.0.1:{a},127.0.0.1:{b} (")
     assert f"127.0.0.1:{a}: " in text and f"127.0.0.1:{b}: " in text
@@ -30,18 +31,18 @@ def test_one_live_master_of_several_is_enough() -> None:
         server.bind(("127.0.0.1", 0))
         server.listen()
         live = server.getsockname()[1]
-        _check_reachable(f"spark://127.0.0.1:{closed_port()},127.0.0.1:{live}", None)
+        check_reachable(f"spark://127.0.0.1:{closed_port()},127.0.0.1:{live}", None)
 
 
 def test_a_connect_url_with_parameters_is_checked_at_its_host_and_port() -> None:
     port = closed_port()
     with pytest.raises(EngineSetupError, match=rf"cannot reach Spark Connect server sc://127.0.0.1:{port}/;token=x"):
-        _check_reachable(None, f"sc://127.0.0.1:{port}/;token=x")
+        check_reachable(None, f"sc://127.0.0.1:{port}/;token=x")
 
 
 @pytest.mark.parametrize("master", [None, "local[2]", "local[*]", "yarn", "k8s://https://host:443"])
 def test_local_and_resource_manager_masters_are_left_to_spark(master: str | None) -> None:
-    _check_reachable(master, None)
+    check_reachable(master, None)
 
 
 @pytest.mark.parametrize(

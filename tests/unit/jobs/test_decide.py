@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from manymodels.bundle.schema import ModelSpec
-from manymodels.jobs.evaluate import decide, gate_problems, worst_first
+from manymodels.jobs.decide import decide, gate_problems, worst_first
 
 NAN = float("nan")
 COLUMNS = ["segment", "run_status", "error", "train_rows", "rows", "challenger", "champion", "has_champion"]

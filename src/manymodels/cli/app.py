@@ -1,0 +1,157 @@
+"""The `manymodels` command's app: shared options, the one-line error handling, loading the bundle for a target."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from manymodels.bundle import BundleConfig, check_bundle, load_config
+from manymodels.cli import render
+from manymodels.errors import BundleError, ManymodelsError
+
+if TYPE_CHECKING:
+    from manymodels.jobs.context import Target
+
+app = typer.Typer(
+    name="manymodels",
+    help="Train, track and score one model per segment, from a manymodels.yml bundle.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+
+
+class _State:
+    bundle: Path | None = None
+    debug: bool = False
+
+
+state = _State()
+
+TargetOpt = Annotated[str | None, typer.Option("--target", "-t", help="Target to use (default: the default target).")]
+
+
+def _bundle_here(value: Path | None) -> Path | None:
+    if value is not None:  # given after the command: the same as before it
+        state.bundle = value
+    return value
+
+
+BundleOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--bundle", "-b", help="manymodels.yml or its folder (default: found from the current folder up).",
+        callback=_bundle_here,
+    ),
+]
+VarOpt = Annotated[list[str] | None, typer.Option("--var", help="Set a variable: --var key=value (repeatable).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from manymodels.distribution import version
+
+        render.out.print(f"manymodels {version()}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle", "-b", help="manymodels.yml or its folder (default: found from the current folder up)."
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Show manymodels' version and exit.", is_eager=True, callback=_version)
+    ] = False,
+) -> None:
+    state.bundle = bundle
+    state.debug = debug
+    # MLflow's INFO lines (database migrations and the like) and its "View run" links drown our output;
+    # MLflow reads these when it is imported (later, by the command), so they are set before. --debug keeps them.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
+    if not debug:
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    logging.getLogger("mlflow").setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def fail(exc: BaseException) -> NoReturn:
+    if state.debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, BundleError):
+        for line in exc.problems:
+            render.err.print(line, markup=False)
+    elif isinstance(exc, ManymodelsError):
+        render.err.print(f"error: {exc}", markup=False)
+    else:
+        render.err.print(f"error: {type(exc).__name__}: {exc} (--debug shows the traceback)", markup=False)
+    code = exc.exit_code if isinstance(exc, ManymodelsError) else 1
+    raise typer.Exit(code)
+
+
+def guarded(body: Callable[[], int]) -> None:
+    try:
+        code = body()
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        render.err.print("interrupted")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - every error becomes one line and an exit code
+        fail(exc)
+    if code:
+        raise typer.Exit(code)
+
+
+def load(target: str | None, var: list[str] | None) -> BundleConfig:
+    values: dict[str, str] = {}
+    for item in var or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BundleError(f"--var {item!r}: expected key=value")
+        values[key.strip()] = value
+    return load_config(state.bundle, target, values)
+
+
+def checked(target: str | None, var: list[str] | None) -> Target:
+    """The bundle loaded for a target and checked (references, import paths), as the context every task takes."""
+    from manymodels.jobs import context  # imported here: it brings MLflow, which `--help` does not need
+
+    config = load(target, var)
+    problems = check_bundle(config, data=False)
+    if problems:
+        raise BundleError(problems)
+    return context.Target(config)
+
+
+
+ForceLockOpt = Annotated[
+    bool, typer.Option("--force-lock", help="Break a lock left by a process that died (check it did first).")
+]
+
+
+def write_table(table: Any, path: Path) -> None:
+    """Write a table a command made (Parquet, or CSV by suffix) and say where."""
+    from manymodels.data import write_table as write
+
+    write(table, path)
+    render.out.print(f"table: {path}")
+
+
+def files_note(purged: bool, tracking_uri: str) -> str:
+    if purged:
+        return "their runs and files were removed from this machine's store"
+    return (
+        f"the server at {tracking_uri} keeps the deleted runs' files until its operator runs "
+        f"`mlflow gc --backend-store-uri <its store>` (with MLFLOW_TRACKING_URI={tracking_uri})"
+    )

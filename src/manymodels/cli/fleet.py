@@ -1,0 +1,250 @@
+"""Commands on a model family's fleet: train, score, evaluate, promote, rollback, models, runs, show."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from manymodels.cli import render
+from manymodels.cli.app import (
+    BundleOpt,
+    ForceLockOpt,
+    TargetOpt,
+    VarOpt,
+    app,
+    checked,
+    guarded,
+    write_table,
+)
+
+
+@app.command("train")
+def train_cmd(
+    model: Annotated[str, typer.Argument(help="The model family (resources.models.<name>).")],
+    target: TargetOpt = None,
+    bundle: BundleOpt = None,
+    var: VarOpt = None,
+    segments: Annotated[
+        str | None,
+        typer.Option(help="Only these segments, comma-separated (several segment_by columns: values joined by '|')."),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Processes to fit on (default: cores).")] = None,
+    changed_only: Annotated[
+        bool,
+        typer.Option(
+            "--changed-only", help="Fit only segments whose rows or spec differ from the champion's; carry the rest."
+        ),
+    ] = False,
+) -> None:
+    """Train one model per segment and log them as one MLflow run."""
+    from manymodels.jobs import train
+
+    def body() -> int:
+        ctx = checked(target, var)
+        wanted = [s.strip() for s in segments.split(",") if s.strip()] if segments else None
+        with render.segment_progress(f"train {model}") as hooks:
+            outcome = train(ctx, model, segments=wanted, workers=workers, changed_only=changed_only, **hooks)
+        render.train_summary(outcome)
+        return 0 if outcome.ok else 1
+
+    guarded(body)
+
+
+@app.command("score")
+def score_cmd(
+    model: Annotated[str, typer.Argument(help="The model family.")],
+    data: Annotated[str, typer.Option("--data", help="A dataset of the bundle, or a Parquet/CSV path.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Where to write the scores: .parquet or .csv (a Spark target: a folder).")
+    ],
+    run: Annotated[str | None, typer.Option("--run", help="Training run to use (default: latest successful).")] = None,
+    target: TargetOpt = None,
+    bundle: BundleOpt = None,
+    var: VarOpt = None,
+    partition_by_segment: Annotated[
+        bool, typer.Option("--partition-by-segment", help="Spark targets: one output folder per segment.")
+    ] = False,
+) -> None:
+    """Predict each row with its segment's model; write the input columns plus `prediction`.
+
+    On a target whose engine is Spark, Spark reads the data and writes the Parquet.
+    """
+    from manymodels.jobs import score
+
+    def body() -> int:
+        ctx = checked(target, var)
+        render.score_summary(score(ctx, model, data, output=out, run_id=run, partition_by_segment=partition_by_segment))
+        return 0
+
+    guarded(body)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[str, typer.Argument(help="The model family.")],
+    target: TargetOpt = None,
+    bundle: BundleOpt = None,
+    var: VarOpt = None,
+    run: Annotated[str | None, typer.Option("--run", help="Challenger run (default: latest successful).")] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="Evaluate on all rows of this dataset or file (default: holdout).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=0, help="How many segments to list (lost first).")] = 20,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the whole table (Parquet, or CSV).")] = None,
+) -> None:
+    """Challenger against champion, per segment, on the same rows; exit 1 when the promotion gate fails.
+
+    The table is saved with the challenger's run (where `promote` reads it) and alias
+    `challenger` points at the run's version.
+    """
+    from manymodels.jobs.evaluate import evaluate
+
+    def body() -> int:
+        ctx = checked(target, var)
+        if out is not None:
+            from manymodels.data import output_format
+
+            output_format(out)  # an unknown suffix is an error before any work
+        result = evaluate(ctx, model, run_id=run, data=data)
+        render.evaluation_summary(result, limit)
+        if out is not None:
+            write_table(result.table, out)
+        return 0 if result.passed else 1
+
+    guarded(body)
+
+
+@app.command("promote")
+def promote_cmd(
+    model: Annotated[str, typer.Argument(help="The model family.")],
+    target: TargetOpt = None,
+    bundle: BundleOpt = None,
+    var: VarOpt = None,
+    run: Annotated[str | None, typer.Option("--run", help="Challenger run (default: latest successful).")] = None,
+    take_all: Annotated[
+        bool, typer.Option("--all", help="Take every segment the challenger has a model for, won or not.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote the segments that won even though the evaluation's gate failed.")
+    ] = False,
+    force_lock: ForceLockOpt = False,
+) -> None:
+    """A new champion version: the challenger where it won, the champion elsewhere (old one: alias previous).
+
+    Refuses (exit 1, nothing promoted) when the evaluation's gate failed, unless --force.
+    """
+    from manymodels.jobs.promote import promote
+
+    def body() -> int:
+        ctx = checked(target, var)
+        outcome = promote(ctx, model, run_id=run, take_all=take_all, force_lock=force_lock, force=force)
+        render.promote_summary(outcome)
+        return 0
+
+    guarded(body)
+
+
+@app.command("rollback")
+def rollback_cmd(
+    model: Annotated[str, typer.Argument(help="The model family.")],
+    target: TargetOpt = None,
+    bundle: BundleOpt = None,
+    var: VarOpt = None,
+    to: Annotated[int | None, typer.Option("--to", min=1, help="Version to serve (default: alias previous).")] = None,
+    force_lock: ForceLockOpt = False,
+) -> None:
+    """Point alias champion back at an earlier version, instantly, without retraining."""
+    from manymodels.jobs.promote import rollback
+
+    def body() -> int:
+        ctx = checked(target, var)
+        render.rollback_summary(rollback(ctx, model, to=to, force_lock=force_lock))
+        return 0
+
+    guarded(body)
+
+
+@app.command("models")
+def models_cmd(
+    model: Annotated[str | None, typer.Argument(help="A model family: list its versions.")] = None,
+    target: TargetOpt = None,
+    bundle: BundleOpt = None,
+    var: VarOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The bundle's model families and their champions, or one family's versions."""
+    from dataclasses import asdict
+
+    from manymodels.jobs.promote import model_versions, models_overview
+
+    def body() -> int:
+        ctx = checked(target, var)
+        config = ctx.config
+        if model is None:
+            rows = models_overview(ctx)
+            if as_json:
+                sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+            else:
+                render.models_table(rows)
+            return 0
+        config.model(model)
+        registered, versions = model_versions(ctx, model)
+        if as_json:
+            doc = {"model": model, "registered_model": registered, "versions": [asdict(v) for v in versions]}
+            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        else:
+            render.versions_table(model, registered, versions)
+        return 0
+
+    guarded(body)
+
+
+
+@app.command("runs")
+def runs_cmd(
+    model: Annotated[str, typer.Argument(help="The model family.")],
+    target: TargetOpt = None,
+    bundle: BundleOpt = None,
+    var: VarOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
+) -> None:
+    """List a model's training runs, newest first, with the estimator and which runs the champion serves."""
+    from manymodels.jobs import Project
+    from manymodels.jobs.promote import champion_sources
+
+    def body() -> int:
+        ctx = checked(target, var)
+        config = ctx.config
+        runs = Project(config).runs(model, limit=limit)
+        render.runs_table(model, runs, config.model(model).primary_metric, champion_sources(ctx, model))
+        return 0
+
+    guarded(body)
+
+
+@app.command("show")
+def show_cmd(
+    run_id: Annotated[str, typer.Argument(help="The training run's id.")],
+    target: TargetOpt = None,
+    bundle: BundleOpt = None,
+    var: VarOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (every failed segment).")] = False,
+    worst: Annotated[int, typer.Option(min=0, help="How many worst segments to list.")] = 10,
+) -> None:
+    """Show one run: summary metrics, failed segments with their errors, worst segments."""
+    from manymodels.jobs.report import run_report
+
+    def body() -> int:
+        ctx = checked(target, var)
+        report = run_report(ctx, run_id, worst=worst, failed_limit=None if as_json else 20)
+        if as_json:
+            sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+        else:
+            render.show_run(report)
+        return 0
+
+    guarded(body)

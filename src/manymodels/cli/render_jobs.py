@@ -1,0 +1,120 @@
+"""What `run`, `deploy`, `summary` and `init` print: a job's tasks, a target, a new project."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from manymodels.cli.render import (
+    evaluation_summary,
+    out,
+    promote_summary,
+    score_summary,
+    train_summary,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from manymodels.jobs import JobOutcome
+    from manymodels.jobs.deploy import DeployOutcome
+
+
+def job_summary(outcome: JobOutcome, seconds: float) -> None:
+    """One row per task of a finished job."""
+    table = Table(title=f"job {outcome.job} ({seconds:.1f} s)", title_justify="left")
+    for col in ("task", "kind", "status", "time"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    for t in outcome.tasks:
+        style = {"ok": "green", "failed": "red", "skipped": "yellow"}[t.status]
+        table.add_row(
+            t.key, t.kind, f"[{style}]{t.status}[/]", f"{t.seconds:.1f} s", _detail(t.kind, t.result, t.error)
+        )
+    out.print(table)
+
+
+def init_summary(template: str, folder: Path, written: list[Path], targets: list[str], steps: list[str]) -> None:
+    """What `init` wrote, and what to do next."""
+    out.print(f"{folder}: new project from template {template} ({len(written)} files, targets {', '.join(targets)})")
+    for rel in written:
+        out.print(f"  {rel.as_posix()}", markup=False)
+    out.print("next:")
+    for step in steps:
+        out.print(f"  {step}", markup=False)
+
+
+def deploy_summary(outcome: DeployOutcome) -> None:
+    """What a deployment created, re-tagged and recorded."""
+    if not outcome.changed:
+        out.print(f"target {outcome.target}: already deployed (bundle {outcome.bundle_hash}), nothing changed")
+        return
+    table = Table(title=f"deploy {outcome.target}", show_header=False, title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("bundle hash", outcome.bundle_hash)
+    table.add_row("created", "\n".join(outcome.created) or "–")
+    table.add_row("re-tagged", "\n".join(outcome.updated) or "–")
+    table.add_row("record", f"run {outcome.record_run}")
+    out.print(table)
+
+
+def target_summary(report: dict[str, Any]) -> None:
+    """A target at a glance."""
+    table = Table(title=f"{report['bundle']} on target {report['target']}", show_header=False, title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("mode", str(report["mode"] or "–"))
+    table.add_row("tracking", report["tracking_uri"])
+    deployment = report["deployment"]
+    if deployment is None:
+        table.add_row("deployed", "never (manymodels deploy)")
+    else:
+        state = "current" if deployment["current"] else f"the bundle changed since (now {report['bundle_hash']})"
+        table.add_row(
+            "deployed",
+            f"{deployment['at']} by {deployment['by']}, bundle {deployment['bundle_hash']} ({state}), "
+            f"commit {deployment['git_commit'] or '–'}",
+        )
+    out.print(table)
+    models = Table(title="models", title_justify="left")
+    for col in ("model", "registered model", "champion", "latest runs"):
+        models.add_column(col, overflow="fold")
+    for name, m in report["models"].items():
+        champion = m["champion"]
+        runs = ", ".join(f"{r['run_id'][:8]} {r['status']}" for r in m["latest_runs"]) or "–"
+        models.add_row(name, m["registered_model"], f"version {champion['version']}" if champion else "–", runs)
+    out.print(models)
+
+
+def task_result(kind: str, result: Any) -> None:
+    """A finished job task's own summary, as its command would print it (a python task's: in the job summary)."""
+    shown: dict[str, Callable[[Any], None]] = {
+        "train": train_summary,
+        "evaluate": evaluation_summary,
+        "promote": promote_summary,
+        "score": score_summary,
+    }
+    if kind in shown:
+        shown[kind](result)
+
+
+def _detail(kind: str, result: Any, error: str | None) -> str:
+    if error:
+        return error.splitlines()[0]
+    if result is None:
+        return ""
+    if kind == "train":
+        s = result.summary
+        return f"run {result.run_id[:8]}: {int(s['segments_ok'])} ok / {int(s['segments_failed'])} failed"
+    if kind == "evaluate":
+        c = result.counts
+        return f"{c['won']} won, {c['lost']} lost, {c['tied']} tied, {c['new']} new: {c['promote']} to promote"
+    if kind == "promote":
+        return f"champion version {result.version}" if result.version else "nothing promoted"
+    if kind == "python":
+        shown = repr(result.value)
+        return f"{result.entry} returned {shown[:80] + '…' if len(shown) > 80 else shown}"
+    return f"{result.rows:,} rows -> {result.output} ({result.rows_without_model:,} without model)"

@@ -1,0 +1,143 @@
+"""The pure per-chunk work of scoring and evaluating, which every engine maps as it maps `fit_chunk`.
+
+Each function takes plain data (a chunk's rows, a pack's location) and returns plain data, so it
+runs the same in this process, in a pool worker or on a Spark executor. Packs are opened once
+per process and kept (a worker scores many chunks of the same pack).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from manymodels.registry.manifest import SEGMENT_INDEX
+from manymodels.registry.pack import Pack
+from manymodels.segment import SegmentSpec, compute_metrics
+from manymodels.segment.fit import evaluation_rows, row_hashes, segment_fingerprints
+
+PREDICTION = "prediction"
+# Columns of an evaluation's per-segment table, beside the segment columns and one metric column per contender.
+EVAL_ROWS = "rows"  # how many rows each model was scored on
+EVAL_FINGERPRINT = "fingerprint"  # of the segment's rows as they are now (all of them, not only the holdout)
+_OPEN_PACKS = 4
+_packs: OrderedDict[str, Pack] = OrderedDict()
+
+
+@dataclass(frozen=True)
+class Contender:
+    """A pack an evaluation scores: its column in the table, where it lies, and which segments to leave out.
+
+    Attributes:
+        label: the column its metric goes in (`challenger`, `champion`).
+        root: the pack's folder or fsspec URL (reachable from wherever the engine's workers run).
+        skip: segment keys (segment columns only) not to score with it: NaN in its column.
+    """
+
+    label: str
+    root: str
+    skip: pd.DataFrame | None = None
+
+
+def open_pack(root: str) -> Pack:
+    """A pack opened once per process (the last few kept): its manifest is read once, its shards cached."""
+    if root in _packs:
+        _packs.move_to_end(root)
+        return _packs[root]
+    pack = _packs[root] = Pack(root)
+    while len(_packs) > _OPEN_PACKS:
+        _packs.popitem(last=False)
+    return pack
+
+
+def score_chunk(frame: pd.DataFrame, root: str) -> pd.DataFrame:
+    """Predictions for a chunk of rows (whole segments, grouped): `prediction` and `model_source`, input order."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return open_pack(root).predict(frame)
+
+
+def evaluate_chunk(
+    frame: pd.DataFrame,
+    bounds: Sequence[tuple[int, int, int]],
+    spec: SegmentSpec,
+    metric: str,
+    contenders: Sequence[tuple[str, str, np.ndarray]],
+    holdout: bool,
+) -> pd.DataFrame:
+    """Each segment's evaluation rows, scored by each contender: one row per segment, no rows of data.
+
+    Args:
+        frame: the chunk's rows, grouped by segment (the spec's columns).
+        bounds: (segment index, first row, end row) of each segment in `frame`.
+        spec: the model family's recipe (its split decides a segment's holdout).
+        metric: the metric to compute.
+        contenders: (label, pack root, wanted) where `wanted[segment index]` says whether to score it.
+        holdout: evaluate on each segment's holdout as training split it, else on every row.
+
+    Returns:
+        SEGMENT_INDEX, EVAL_ROWS, EVAL_FINGERPRINT and one column per contender label.
+    """
+    from threadpoolctl import threadpool_limits
+
+    hashes = row_hashes(frame, spec) if len(frame) else np.empty(0, dtype=np.uint64)
+    starts = np.array([lo for _, lo, _ in bounds] + [bounds[-1][2] if bounds else 0], dtype=np.int64)
+    positions: list[np.ndarray] = []
+    for _, lo, hi in bounds:
+        if holdout:
+            try:
+                rows = evaluation_rows(frame.iloc[lo:hi], spec, hashes[lo:hi]) + lo
+            except ValueError:  # too few rows to split: nothing to evaluate on
+                rows = np.empty(0, dtype=np.int64)
+        else:
+            rows = np.arange(lo, hi, dtype=np.int64)
+        positions.append(rows)
+    index = np.array([i for i, _, _ in bounds], dtype=np.int64)
+    out = pd.DataFrame(
+        {
+            SEGMENT_INDEX: index,
+            EVAL_ROWS: np.array([len(p) for p in positions], dtype=np.int64),
+            EVAL_FINGERPRINT: segment_fingerprints(frame, starts, spec, hashes) if bounds else [],
+        }
+    )
+    with threadpool_limits(limits=1):
+        for label, root, wanted in contenders:
+            out[label] = _scores(open_pack(root), frame, positions, wanted[index], spec, metric)
+    return out
+
+
+def _scores(
+    pack: Pack, frame: pd.DataFrame, positions: list[np.ndarray], wanted: np.ndarray, spec: SegmentSpec, metric: str
+) -> np.ndarray:
+    """The metric of the pack's predictions on each wanted segment's rows (NaN elsewhere)."""
+    out = np.full(len(positions), np.nan)
+    chosen = np.flatnonzero(wanted)
+    if chosen.size == 0:
+        return out
+    pieces = [positions[i] for i in chosen]
+    rows = frame.iloc[np.concatenate(pieces)].reset_index(drop=True)
+    y = pd.to_numeric(rows[spec.label], errors="coerce").to_numpy(dtype=float)
+    predicted = pack.predict(rows)[PREDICTION].to_numpy(dtype=float, na_value=np.nan)
+    ends = np.cumsum([len(p) for p in pieces])
+    for i, lo, hi in zip(chosen, np.r_[0, ends[:-1]], ends, strict=True):
+        out[i] = _metric(spec.task, metric, y[lo:hi], predicted[lo:hi])
+    return out
+
+
+def _metric(task: str, metric: str, y: np.ndarray, predicted: np.ndarray) -> float:
+    if len(y) == 0 or np.isnan(predicted).any() or not np.isfinite(y).all():
+        return float("nan")
+    return float(compute_metrics(task, y, predicted)[metric])
+
+
+def wanted_segments(keys: pd.DataFrame, skip: pd.DataFrame | None) -> np.ndarray:
+    """Per segment of `keys`: True unless it is among `skip`'s keys."""
+    if skip is None or len(skip) == 0 or len(keys) == 0:
+        return np.ones(len(keys), dtype=bool)
+    by = list(keys.columns)
+    marked = keys.merge(skip[by].drop_duplicates().assign(_skip=True), on=by, how="left", sort=False)
+    return marked["_skip"].isna().to_numpy()

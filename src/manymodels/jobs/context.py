@@ -1,0 +1,297 @@
+"""`Target`: a bundle resolved for one target, with what every task looks up on it.
+
+Built once per command (or per Python API project) and passed to every task: the resolved
+bundle, one tracking client built on first use, the engine to run on, and the naming and
+lookup the tasks share (experiment, registered model, staging, which run serves, its pack).
+Task modules depend on this module, never on each other for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from manymodels.bundle import BundleConfig, ModelSpec
+from manymodels.bundle.checks import model_features, model_problems
+from manymodels.data import is_delta_table, read_frame, read_head, read_schema, row_count
+from manymodels.engines import Dataset, Engine, make_engine, open_engine
+from manymodels.errors import BundleError, DataError, RegistryError
+from manymodels.registry import Pack, RunInfo, Tracker
+from manymodels.registry.manifest import PackLayout
+from manymodels.registry.pack import publish_pack
+from manymodels.registry.tracking import STATUS_OK, current_user
+from manymodels.registry.versions import CHAMPION, ModelRegistry, VersionInfo
+from manymodels.segment import SegmentSpec
+from manymodels.segment.shards import is_url
+
+
+class Target:
+    """A bundle resolved for one target, and the lookups every task shares.
+
+    Args:
+        config: the bundle resolved for the target.
+        spark: a SparkSession to run every fleet operation on (a notebook's), whatever the target's
+            engine; handed to the engine untouched, never used here.
+        keep_session: keep a Spark session the engine builds open from one operation to the next
+            (the Python API: frames it returns stay usable, the JVM starts once) until `close`.
+    """
+
+    def __init__(self, config: BundleConfig, spark: Any = None, keep_session: bool = False) -> None:
+        self.config = config
+        self.spark = spark
+        self.keep_session = keep_session
+        self._kept: Engine | None = None
+
+    @property
+    def name(self) -> str:
+        """The target's name."""
+        return self.config.target
+
+    @cached_property
+    def tracker(self) -> Tracker:
+        """The target's tracking client (one per target, built on first use)."""
+        return Tracker(self.config.tracking_uri, self.config.embedded_artifacts)
+
+    def model(self, name: str) -> ModelSpec:
+        """A model family of the bundle (a BundleError naming the families when there is none)."""
+        return self.config.model(name)
+
+    # Engines ---------------------------------------------------------------------------------
+
+    @contextmanager
+    def engine(self, engine: Engine | None = None, workers: int | None = None) -> Iterator[Engine]:
+        """The engine to run on: `engine` as given (a job's, left open), else the target's, closed afterwards.
+
+        With `keep_session`, a Spark engine is built once and kept (see `close`).
+        """
+        if engine is not None:
+            yield engine
+            return
+        spec = self.config.resolved.engine
+        if self.keep_session and (spec.kind == "spark" or self.spark is not None):
+            if self._kept is None:
+                self._kept = make_engine(spec.kind, spec.workers, spec.spark_options(), session=self.spark)
+            yield self._kept
+            return
+        with open_engine(spec, spark=self.spark, workers=workers) as opened:
+            yield opened
+
+    def close(self) -> None:
+        """Stop a Spark session kept for this target (one it built; a session given to it is left running)."""
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
+
+    def reachable_pack(self, engine: Engine, info: RunInfo, pack: Pack) -> str:
+        """Where `engine`'s workers can read a run's pack: in place, or copied once to engine.staging on a cluster."""
+        shared = self.staging("packs", info.run_id)
+        if shared is not None and not engine.is_local and isinstance(pack.root, Path):
+            return publish_pack(pack.root, shared)
+        return str(pack.root)
+
+    # Names -----------------------------------------------------------------------------------
+
+    def development_prefix(self) -> str:
+        """`dev_<user>_` for a target in `mode: development` (two people's deployments never collide), else ''."""
+        if self.config.resolved.mode != "development":
+            return ""
+        user = "".join(c if c.isalnum() else "_" for c in current_user().split("@")[0].lower()) or "unknown"
+        return f"dev_{user}_"
+
+    def experiment(self, model: str) -> str:
+        """The MLflow experiment of a model family (its last part prefixed in development mode)."""
+        spec = self.model(model)
+        name = spec.experiment or f"{self.config.name}/{self.config.target}/{model}"
+        folder, sep, leaf = name.rpartition("/")
+        return f"{folder}{sep}{self.development_prefix()}{leaf}"
+
+    def registered_name(self, model: str) -> str:
+        """The MLflow registered model of a family: `registered_model`, else `<bundle>.<target>.<model>`."""
+        spec = self.model(model)
+        return self.registry_name(spec.registered_model or f"{self.config.name}.{self.config.target}.{model}")
+
+    def registry_name(self, raw: str) -> str:
+        """A registered model name for the target: characters MLflow may refuse replaced, development prefix added."""
+        return self.development_prefix() + "".join(c if c.isalnum() or c in "_.-" else "_" for c in raw)
+
+    def registry(self, model: str) -> ModelRegistry:
+        """The registered model of a family on the target's tracking server."""
+        return ModelRegistry(self.tracker, self.registered_name(model))
+
+    def staging(self, *parts: str) -> str | None:
+        """A folder under the target's engine.staging (a URL, or a path relative to the bundle); None if unset."""
+        root = self.config.resolved.engine.staging
+        if root is None:
+            return None
+        return "/".join([root.rstrip("/") if is_url(root) else str(self.config.resolve_path(root)), *parts])
+
+    # Runs and packs --------------------------------------------------------------------------
+
+    def champion(self, model: str) -> VersionInfo | None:
+        """The version alias `champion` points at, if any."""
+        return self.registry(model).by_alias(CHAMPION)
+
+    def resolve_run(self, model: str, run_id: str | None = None) -> RunInfo:
+        """The run named, else the model's latest successful training run.
+
+        Raises:
+            RegistryError: no such run, a run of another model, a failed run, or none trained yet.
+        """
+        if run_id:
+            info = self.tracker.run(run_id)
+            if info.model != model:
+                raise RegistryError(f"run {run_id} is a run of model {info.model or '?'!r}, not {model!r}")
+            if info.status != STATUS_OK:
+                raise RegistryError(
+                    f"run {run_id} did not finish successfully (status {info.status}); it has no models"
+                )
+            return info
+        runs = self.tracker.runs(self.experiment(model), model, only_ok=True, limit=1)
+        if not runs:
+            raise RegistryError(
+                f"model {model!r} has no successful training run on target {self.name!r} "
+                f"(run `manymodels train {model}` first)"
+            )
+        return runs[0]
+
+    def resolve_serving(self, model: str, run_id: str | None = None) -> tuple[RunInfo, int | None]:
+        """The run whose pack serves: the one named, else the champion version's, else the latest training run.
+
+        Returns:
+            The run, and the champion's version number when the champion serves.
+        """
+        if run_id:
+            return self.resolve_run(model, run_id), None
+        champion = self.champion(model)
+        if champion is None:
+            return self.resolve_run(model), None
+        return self.tracker.run(champion.run_id), champion.version
+
+    def open_pack(self, info: RunInfo) -> Pack:
+        """The pack of a run, read in place or downloaded once into .manymodels/cache."""
+        return Pack(self.tracker.local_artifacts(info, PackLayout.IN_RUN, self.config.embedded_dir / "cache"))
+
+    # Data ------------------------------------------------------------------------------------
+
+    def dataset(self, model: str) -> Dataset:
+        """A model family's training dataset.
+
+        Raises:
+            BundleError: the model names no dataset of the bundle.
+        """
+        name = self.model(model).dataset
+        ds = self.config.resolved.resources.datasets.get(name)
+        if ds is None:
+            where = self.config.where(("resources", "models", model, "dataset"))
+            raise BundleError(f"{where}resources.models.{model}.dataset: no dataset {name!r}")
+        return Dataset(self.config.resolve_path(ds.path), ds.format)
+
+    def rows_of(self, model: str) -> int | None:
+        """The row count of a model family's dataset, read from its metadata when the format keeps one."""
+        ds = self.config.resolved.resources.datasets.get(self.model(model).dataset)
+        return row_count(self.config.resolve_path(ds.path), ds.format) if ds is not None else None
+
+    def locate(self, data: str | Path) -> Dataset:
+        """A bundle dataset by name, or a path: a Delta table folder, CSV by suffix, else Parquet."""
+        datasets = self.config.resolved.resources.datasets
+        if isinstance(data, str) and data in datasets:
+            return Dataset(self.config.resolve_path(datasets[data].path), datasets[data].format)
+        path = Path(data)
+        if is_delta_table(path):
+            return Dataset(path, "delta")
+        return Dataset(path, "csv" if path.suffix.lower() == ".csv" else "parquet")
+
+    def source(self, data: str | Path | Any) -> Any:
+        """What an engine reads: a bundle dataset or a file as a `Dataset`, a frame (pandas or the engine's) as is.
+
+        Raises:
+            DataError: a name or path that is neither a dataset of the bundle nor a file or Delta table.
+        """
+        if not isinstance(data, str | Path):
+            return data
+        found = self.locate(data)
+        datasets = self.config.resolved.resources.datasets
+        path = Path(found.path)
+        if not (isinstance(data, str) and data in datasets) and not (path.is_file() or is_delta_table(path)):
+            raise DataError(
+                f"{data}: neither a dataset of the bundle ({', '.join(datasets) or 'none'}) nor a file or Delta table"
+            )
+        return found
+
+    def columns_of(self, source: Any) -> list[str] | None:
+        """A source's columns (a file's schema, a frame's columns); None for an engine's own frame."""
+        if isinstance(source, Dataset):
+            return list(read_schema(Path(source.path), source.fmt).names)
+        if isinstance(source, pd.DataFrame):
+            return list(source.columns)
+        columns = getattr(source, "columns", None)
+        return list(columns) if columns is not None else None
+
+    def read_input(self, data: str | Path | pd.DataFrame) -> pd.DataFrame:
+        """A frame: given as is, or a dataset of the bundle or a file, read whole."""
+        found = self.source(data)
+        return read_frame(Path(found.path), found.fmt) if isinstance(found, Dataset) else found
+
+    def segment_spec(self, model: str, features: Sequence[str]) -> SegmentSpec:
+        """The picklable per-segment recipe of a model family."""
+        spec = self.model(model)
+        root = self.config.root
+        roots = [str(root / "src"), str(root)] if (root / "src").is_dir() else [str(root)]
+        return SegmentSpec(
+            segment_by=tuple(spec.segment_by),
+            label=spec.label,
+            features=tuple(features),
+            task=spec.task,
+            estimator=spec.estimator.type,
+            entry=spec.estimator.entry,
+            params=dict(spec.estimator.params),
+            test_size=spec.split.test_size,
+            seed=spec.split.seed,
+            split_by=spec.split.by,
+            cutoff=spec.split.cutoff,
+            min_rows=spec.min_rows,
+            metric=spec.primary_metric,
+            import_roots=tuple(roots),
+            impute=spec.impute,
+        )
+
+    def training_spec(self, model: str) -> tuple[SegmentSpec, Dataset]:
+        """A model family's recipe and dataset; its columns checked against the file's schema.
+
+        Raises:
+            BundleError: a column the bundle names is missing or not numeric.
+            DataError: the dataset is missing or unreadable.
+        """
+        dataset = self.dataset(model)
+        schema = read_schema(Path(dataset.path), dataset.fmt)
+        problems = model_problems(self.config, model, schema)
+        if problems:
+            raise BundleError(problems)
+        return self.segment_spec(model, model_features(self.model(model), schema)), dataset
+
+    def estimator_code(self, spec: SegmentSpec) -> list[Path]:
+        """The project's own module or package an estimator's import path names, to ship with the model.
+
+        None for a library's estimator (`sklearn.linear_model:Ridge`): that is installed, not the project's.
+        """
+        if not spec.entry:
+            return []
+        top = spec.entry.partition(":")[0].split(".")[0]
+        for root in spec.import_roots:
+            for candidate in (Path(root) / top, Path(root) / f"{top}.py"):
+                if candidate.exists():
+                    return [candidate]
+        return []
+
+    def example_rows(self, model: str, columns: list[str]) -> pd.DataFrame | None:
+        """The first rows of the model's dataset (`columns` only): a model's input example; None if unreadable."""
+        try:
+            dataset = self.dataset(model)
+            return read_head(Path(dataset.path), dataset.fmt, columns)
+        except (DataError, BundleError):
+            return None

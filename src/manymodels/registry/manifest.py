@@ -1,0 +1,192 @@
+"""The manifest, a pack's one persisted table, and where a pack's files lie: one schema for every writer and reader.
+
+A manifest has one row per segment: its `segment_by` values, then the columns below, then one
+column per metric of the task. Training (every engine), changed-only carries, promotions and
+scoring all build and read it through this module, so no column name is spelled anywhere else.
+
+Status values are the segment layer's (`ok`, `failed`: what fitting one segment can end in);
+this module is where the rest of the code finds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from manymodels.segment import SegmentResult, metric_names
+from manymodels.segment.fit import FAILED, OK
+from manymodels.segment.shards import join_location
+
+# Status of a segment's fit, in the manifest's STATUS column.
+STATUSES = (OK, FAILED)
+
+SEGMENT_INDEX = "segment_index"  # the segment's number in its pack: the key of its model in a shard
+STATUS = "status"
+ERROR = "error"
+ROWS = "rows"
+N_TRAIN = "n_train"
+N_TEST = "n_test"
+SHARD = "shard"
+MODEL_FORMAT = "model_format"
+FINGERPRINT = "fingerprint"
+FIT_SECONDS = "fit_seconds"
+CONSTANT = "constant"
+SOURCE_RUN = "source_run"  # the training run a model came from (carried or promoted models)
+CARRIED = "carried"  # a changed-only run's model copied from the champion
+ATTEMPT = "attempt"  # a Spark task's attempt number, while results travel back (never persisted)
+
+# The fixed columns of a fit's results, in manifest order, with their Arrow types.
+RESULT_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    (SEGMENT_INDEX, pa.int64()),
+    (STATUS, pa.string()),
+    (ERROR, pa.string()),
+    (ROWS, pa.int64()),
+    (N_TRAIN, pa.int64()),
+    (N_TEST, pa.int64()),
+    (SHARD, pa.string()),
+    (MODEL_FORMAT, pa.string()),
+    (FINGERPRINT, pa.string()),
+    (FIT_SECONDS, pa.float64()),
+    (CONSTANT, pa.bool_()),
+)
+
+
+def result_schema(task: str, extra: Sequence[tuple[str, pa.DataType]] = ()) -> pa.Schema:
+    """The Arrow schema of a fit's result rows (no segment columns): the fixed fields, `extra`, the task's metrics."""
+    metrics = [(m, pa.float64()) for m in metric_names(task)]
+    return pa.schema([*RESULT_FIELDS, *extra, *metrics])
+
+
+def result_rows(results: Sequence[SegmentResult], task: str) -> pd.DataFrame:
+    """Fit results as manifest columns (no segment columns), in the order given."""
+    rows = pd.DataFrame(
+        {
+            SEGMENT_INDEX: np.array([r.index for r in results], dtype=np.int64),
+            STATUS: [r.status for r in results],
+            ERROR: pd.array([r.error for r in results], dtype="string"),
+            ROWS: np.array([r.rows for r in results], dtype=np.int64),
+            N_TRAIN: np.array([r.n_train for r in results], dtype=np.int64),
+            N_TEST: np.array([r.n_test for r in results], dtype=np.int64),
+            SHARD: pd.array([r.shard for r in results], dtype="string"),
+            MODEL_FORMAT: pd.array([r.model_format for r in results], dtype="string"),
+            FINGERPRINT: [r.fingerprint for r in results],
+            FIT_SECONDS: np.array([r.seconds for r in results], dtype=float),
+            CONSTANT: np.array([r.constant for r in results], dtype=bool),
+        }
+    )
+    for metric in metric_names(task):
+        rows[metric] = np.array([r.metrics.get(metric, np.nan) for r in results], dtype=float)
+    return rows
+
+
+def results_from_rows(rows: pd.DataFrame, task: str) -> list[SegmentResult]:
+    """Result rows (as `result_rows` makes them, from any engine) back to results, one per segment.
+
+    When rows carry ATTEMPT (a Spark task retried), a segment's rows count once: an ok attempt
+    wins, else the last.
+    """
+    if ATTEMPT in rows.columns:
+        rows = rows.assign(_ok=rows[STATUS] == OK).sort_values([SEGMENT_INDEX, "_ok", ATTEMPT], kind="stable")
+        rows = rows.drop_duplicates(SEGMENT_INDEX, keep="last")
+    metrics = list(metric_names(task))
+    return [
+        SegmentResult(
+            index=int(rec[SEGMENT_INDEX]),
+            status=str(rec[STATUS]),
+            rows=int(rec[ROWS]),
+            fingerprint=str(rec[FINGERPRINT]),
+            n_train=int(rec[N_TRAIN]),
+            n_test=int(rec[N_TEST]),
+            metrics={m: float(rec[m]) for m in metrics if rec[m] == rec[m]},
+            error=_text(rec[ERROR]),
+            model_format=_text(rec[MODEL_FORMAT]),
+            shard=_text(rec[SHARD]),
+            seconds=float(rec[FIT_SECONDS]),
+            constant=bool(rec[CONSTANT]),
+        )
+        for rec in rows.to_dict("records")
+    ]
+
+
+def build_manifest(keys: pd.DataFrame, results: Sequence[SegmentResult], task: str) -> pd.DataFrame:
+    """One row per segment of `keys` (segment-index order): its keys, then its result's columns."""
+    by_index = {r.index: r for r in results}
+    rows = result_rows([by_index[i] for i in range(len(keys))], task)
+    return pd.concat([keys.reset_index(drop=True), rows], axis=1)
+
+
+def served(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The rows of segments that have a model."""
+    return manifest.loc[manifest[STATUS] == OK]
+
+
+def is_ok(manifest: pd.DataFrame) -> pd.Series:
+    """Per row: whether the segment has a model."""
+    return manifest[STATUS] == OK
+
+
+def routes(manifest: pd.DataFrame, segment_by: Sequence[str]) -> pd.DataFrame:
+    """Which shard holds each served segment's model: segment columns, SEGMENT_INDEX, SHARD."""
+    return manifest.loc[manifest[SHARD].notna(), [*segment_by, SEGMENT_INDEX, SHARD]]
+
+
+def segment_columns(manifest: pd.DataFrame) -> list[str]:
+    """A manifest's segment columns: those before SEGMENT_INDEX."""
+    columns = list(manifest.columns)
+    return columns[: columns.index(SEGMENT_INDEX)]
+
+
+def _text(value: object) -> str | None:
+    return None if value is None or value is pd.NA or (isinstance(value, float) and value != value) else str(value)
+
+
+@dataclass(frozen=True)
+class PackLayout:
+    """Where a pack's files lie, under its root (a folder or an fsspec URL), and where a pack lies in a run.
+
+    Inside a run's artifacts: `model/` is the MLflow model, `model/pack/` the pack::
+
+        pack.json            what the models are: segment_by, features, task, metric, run
+        manifest.parquet     one row per segment (this module's columns)
+        shards/shard-NNNNN.parquet   the models themselves, native formats, many per file
+        fallback/            optional: a pack of its own, for rows whose segment has no model
+    """
+
+    root: Path | str
+
+    MODEL = "model"  # the MLflow model folder in a run's artifacts
+    PACK = "pack"  # the pack folder inside the MLflow model
+    IN_RUN = "model/pack"  # the pack's artifact path in a run
+    INFO = "pack.json"
+    MANIFEST = "manifest.parquet"
+    SHARDS = "shards"
+    FALLBACK = "fallback"
+
+    @property
+    def info(self) -> Path | str:
+        """The pack's description."""
+        return join_location(self.root, self.INFO)
+
+    @property
+    def manifest(self) -> Path | str:
+        """The manifest table."""
+        return join_location(self.root, self.MANIFEST)
+
+    @property
+    def shards(self) -> Path | str:
+        """The folder of shards."""
+        return join_location(self.root, self.SHARDS)
+
+    @property
+    def fallback(self) -> Path | str:
+        """The fallback pack's root."""
+        return join_location(self.root, self.FALLBACK)
+
+    def shard(self, name: str) -> Path | str:
+        """One shard file."""
+        return join_location(self.shards, name)
