@@ -109,6 +109,25 @@ class EngineContract:
             assert sorted(stored) == sorted(r.index for r in ok)
             assert all(fmt == "lightgbm-text" for fmt, _ in stored.values())
 
+        def test_fingerprints_are_what_fit_records(self, engine: Engine, tmp_path: Path) -> None:
+            data = self.load(engine, tmp_path)
+            keys = data.keys["segment"].tolist()
+            hashed = dict(zip(keys, engine.fingerprints(data, SPEC), strict=True))
+            want = {seg: fingerprint for seg, (_, _, fingerprint) in reference(tmp_path).items()}
+            assert hashed == want
+
+        def test_select_narrows_the_fleet_to_the_chosen_segments(self, engine: Engine, tmp_path: Path) -> None:
+            data = self.load(engine, tmp_path)
+            keep = data.keys["segment"].isin(["seg_002", "seg_007", "thin"]).to_numpy()
+            chosen = engine.select(data, keep, tmp_path / "fleet.parquet", "parquet", SPEC)
+            assert chosen.keys["segment"].tolist() == ["seg_002", "seg_007", "thin"]
+            results = engine.fit(chosen, SPEC, str(tmp_path))
+            assert [r.index for r in results] == [0, 1, 2]  # renumbered
+            want = reference(tmp_path)
+            got = {chosen.keys["segment"][r.index]: (r.status, r.metrics.get("rmse", np.nan)) for r in results}
+            for seg, (status, rmse) in got.items():
+                assert status == want[seg][0] and (status != "ok" or rmse == pytest.approx(want[seg][1], abs=1e-9))
+
         loses_workers = True  # False where the fit runs in the test's own process (a dying worker would kill it)
 
         def test_a_worker_that_dies_once_loses_nothing(self, engine: Engine, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -242,8 +241,13 @@ class LocalEngine:
         return pd.concat([data.keys.reset_index(drop=True), table.drop(columns=mf.SEGMENT_INDEX)], axis=1)
 
     def _map(self, function: Callable[..., Any], tasks: Iterable[tuple[Any, ...]], count: int) -> Iterator[Any]:
-        """`function(*task)` for each task, in task order: on the pool, a few tasks per worker in flight (bounded
-        memory), or here when there is one task (chunks are planned so that a small input is one).
+        """`function(*task)` for each task, yielded in task order; this process works too.
+
+        The pool (`workers - 1` processes, or the one `start` launched) is kept fed with two tasks
+        per process; whenever it is, this process runs the next task itself. So the work starts at
+        once, while the pool's workers still start and import (about as long, on a laptop, as
+        scoring thousands of segments), and `workers` processes share it. Tasks are drawn lazily,
+        so memory holds the tasks in flight, not all of them. One task: here, no pool.
 
         Raises:
             EngineError: a worker process died.
@@ -252,19 +256,30 @@ class LocalEngine:
             for task in tasks:
                 yield function(*task)
             return
-        self.ready()
+        self.ready()  # the warm-up `start` launched, if any: a pool that cannot start is one clear error
         if self._pool is None:
-            self._pool = _new_pool(min(self.workers, count))
-        pool = self._pool
-        in_flight: deque[Future[Any]] = deque()
-        pending = iter(tasks)
+            self._pool = _new_pool(min(self.workers - 1, count))
+        pool, feed = self._pool, 2 * max(1, self.workers - 1)
+        in_flight: dict[Future[Any], int] = {}
+        done: dict[int, Any] = {}
+        yielded = 0
         try:
-            for task in pending:
-                in_flight.append(pool.submit(function, *task))
-                if len(in_flight) >= 2 * self.workers:
-                    yield in_flight.popleft().result()
-            while in_flight:
-                yield in_flight.popleft().result()
+            for number, task in enumerate(tasks):
+                if len(in_flight) < feed:
+                    in_flight[pool.submit(function, *task)] = number
+                else:
+                    done[number] = function(*task)
+                for future in [f for f in in_flight if f.done()]:
+                    done[in_flight.pop(future)] = future.result()
+                while yielded in done:
+                    yield done.pop(yielded)
+                    yielded += 1
+            for future, number in sorted(in_flight.items(), key=lambda item: item[1]):
+                done[number] = future.result()
+            in_flight.clear()
+            while yielded in done:
+                yield done.pop(yielded)
+                yielded += 1
         except BrokenProcessPool as exc:
             self.close()
             raise EngineError(
@@ -384,7 +399,16 @@ def _segment_order(frame: pd.DataFrame, segment_by: list[str]) -> tuple[np.ndarr
     return np.argsort(codes, kind="stable").astype(np.int64), np.bincount(codes).astype(np.int64)
 
 
+# loky restarts a worker whose memory grew 300 MB since its first task, taking it for a leak. Ours
+# grow by design (a scoring worker keeps a few shards and models of the packs it reads) and a
+# restart costs a fresh interpreter's imports: seconds, and the caches. Workers read this from the
+# environment they inherit; a value the user set is kept.
+_LEAK_CHECK = "LOKY_MAX_MEMORY_LEAK_SIZE"
+_NO_LEAK_CHECK = str(10**12)
+
+
 def _new_pool(workers: int) -> ProcessPoolExecutor:
+    os.environ.setdefault(_LEAK_CHECK, _NO_LEAK_CHECK)
     # No idle timeout: the pool lives exactly as long as the engine holds it.
     return ProcessPoolExecutor(max_workers=workers)
 

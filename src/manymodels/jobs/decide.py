@@ -28,7 +28,6 @@ STATUS_ORDER = (LOST, CHALLENGER_FAILED, WON, NEW, INSUFFICIENT, TIED, NO_DATA, 
 PROMOTE, KEEP, NONE = "promote", "keep", "none"
 # Columns of an evaluation table beside the segment columns.
 CHALLENGER, CHAMPION = "challenger", "champion"  # each model's metric on the segment's evaluation rows
-EVAL_ROWS = "rows"
 RUN_STATUS, RUN_ERROR, TRAIN_ROWS = "run_status", "error", "train_rows"  # the challenger run's manifest says
 HAS_CHAMPION, SAME_MODEL = "has_champion", "same_model"
 STATUS, CHANGE, DECISION, REASON = "status", "change", "decision", "reason"

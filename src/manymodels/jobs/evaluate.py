@@ -20,13 +20,14 @@ import pandas as pd
 
 from manymodels.data import write_parquet
 from manymodels.engines import Contender, Engine
+from manymodels.engines.operations import EVAL_FINGERPRINT as FINGERPRINT_NOW  # each segment's rows as they are now
+from manymodels.engines.operations import EVAL_ROWS
 from manymodels.errors import DataError, RegistryError
 from manymodels.jobs.context import Target
 from manymodels.jobs.decide import (
     CHALLENGER,
     CHAMPION,
     DECISION,
-    EVAL_ROWS,
     HAS_CHAMPION,
     PROMOTE,
     RUN_ERROR,
@@ -48,7 +49,6 @@ from manymodels.registry.versions import ModelRegistry, VersionInfo
 from manymodels.segment import SegmentSpec
 
 EVALUATION_FOLDER = "evaluation"
-FINGERPRINT_NOW = "fingerprint"  # the engine's: each segment's rows as they are now
 
 
 @dataclass
