@@ -68,6 +68,9 @@ def score_cmd(
     partition_by_segment: Annotated[
         bool, typer.Option("--partition-by-segment", help="Spark targets: one output folder per segment.")
     ] = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Local engine: processes to score on (default: cores).")
+    ] = None,
 ) -> None:
     """Predict each row with its segment's model; write the input columns plus `prediction`.
 
@@ -77,7 +80,9 @@ def score_cmd(
 
     def body() -> int:
         ctx = checked(target, var)
-        render.score_summary(score(ctx, model, data, output=out, run_id=run, partition_by_segment=partition_by_segment))
+        outcome = score(ctx, model, data, output=out, run_id=run, partition_by_segment=partition_by_segment,
+                        workers=workers)
+        render.score_summary(outcome)
         return 0
 
     guarded(body)

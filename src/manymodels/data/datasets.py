@@ -63,7 +63,7 @@ def read_frame(path: Path, fmt: str, columns: Sequence[str] | None = None) -> pd
     wanted = list(dict.fromkeys(columns)) if columns is not None else None
     if fmt == "delta":
         try:
-            return _delta(path).to_table(columns=wanted).to_pandas()
+            return _to_pandas(_delta(path).to_table(columns=wanted))
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{path}: cannot read delta table: {exc}") from exc
     _must_exist(path)
@@ -75,7 +75,12 @@ def read_frame(path: Path, fmt: str, columns: Sequence[str] | None = None) -> pd
             table = pacsv.read_csv(path, convert_options=options)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: cannot read {fmt}: {exc}") from exc
-    return table.to_pandas()
+    return _to_pandas(table)
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    """A table as pandas, its Arrow buffers freed column by column as they convert: the peak is one copy, not two."""
+    return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
 def read_head(path: Path, fmt: str, columns: Sequence[str], rows: int = 5) -> pd.DataFrame:
@@ -148,7 +153,7 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         try:
-            frame.to_parquet(tmp, index=False)
+            _parquet_in_slices(frame, tmp)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -156,6 +161,27 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     except OSError as exc:
         raise DataError(f"{path}: cannot write Parquet: {exc.strerror or exc}") from exc
     return path
+
+
+# Rows converted to Arrow at a time when writing a large frame: memory holds the frame and one slice.
+WRITE_SLICE_ROWS = 1_000_000
+
+
+def _parquet_in_slices(frame: pd.DataFrame, path: str) -> None:
+    """`frame.to_parquet(path)`, one slice of rows after another (a row group each) for a large frame."""
+    if len(frame) <= WRITE_SLICE_ROWS:
+        frame.to_parquet(path, index=False)
+        return
+    first = pa.Table.from_pandas(frame.iloc[:WRITE_SLICE_ROWS], preserve_index=False)
+    try:
+        with pq.ParquetWriter(path, first.schema) as writer:
+            writer.write_table(first)
+            del first
+            for start in range(WRITE_SLICE_ROWS, len(frame), WRITE_SLICE_ROWS):
+                piece = frame.iloc[start : start + WRITE_SLICE_ROWS]
+                writer.write_table(pa.Table.from_pandas(piece, schema=writer.schema, preserve_index=False))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column typed differently further down (object columns)
+        frame.to_parquet(path, index=False)
 
 
 def is_numeric(dtype: pa.DataType) -> bool:

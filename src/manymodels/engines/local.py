@@ -225,8 +225,7 @@ class LocalEngine:
         self, source: Source, spec: SegmentSpec, metric: str, contenders: Sequence[Contender], holdout: bool
     ) -> pd.DataFrame:
         """Evaluate chunks of whole segments on the pool (or here, when small); one row per segment returns."""
-        frame = _frame(source, spec.columns)
-        data = prepare(frame, list(spec.segment_by))
+        data = prepare(_frame(source, spec.columns), list(spec.segment_by))  # the rows as read: freed once grouped
         chunks = plan_chunks(data.sizes, self.workers, self.max_chunk_rows)
         judged = [(c.label, c.root, wanted_segments(data.keys, c.skip)) for c in contenders]
         tasks = (
@@ -256,7 +255,8 @@ class LocalEngine:
             for task in tasks:
                 yield function(*task)
             return
-        self.ready()  # the warm-up `start` launched, if any: a pool that cannot start is one clear error
+        if all(future.done() for future in self._warming):
+            self.ready()  # the warm-up `start` launched has ended: a pool that could not start is one clear error
         if self._pool is None:
             self._pool = _new_pool(min(self.workers - 1, count))
         pool, feed = self._pool, 2 * max(1, self.workers - 1)

@@ -24,6 +24,8 @@ PREDICTION = "prediction"
 EVAL_ROWS = "rows"  # how many rows each model was scored on
 EVAL_FINGERPRINT = "fingerprint"  # of the segment's rows as they are now (all of them, not only the holdout)
 _OPEN_PACKS = 4
+# A worker's chunks are runs of consecutive segments, whose models sit in one or two shards.
+_CACHED_SHARDS = 2
 _packs: OrderedDict[str, Pack] = OrderedDict()
 
 
@@ -47,7 +49,7 @@ def open_pack(root: str) -> Pack:
     if root in _packs:
         _packs.move_to_end(root)
         return _packs[root]
-    pack = _packs[root] = Pack(root)
+    pack = _packs[root] = Pack(root, cache_shards=_CACHED_SHARDS)
     while len(_packs) > _OPEN_PACKS:
         _packs.popitem(last=False)
     return pack

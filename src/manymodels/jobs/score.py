@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from manymodels.data import output_format
-from manymodels.engines import Engine
+import pandas as pd
+
+from manymodels.data import output_format, row_count
+from manymodels.engines import Dataset, Engine
 from manymodels.jobs.context import Target
 
 
@@ -34,6 +36,7 @@ def score(
     run_id: str | None = None,
     partition_by_segment: bool = False,
     engine: Engine | None = None,
+    workers: int | None = None,
 ) -> ScoreOutcome:
     """Predict every row with its segment's model (else the fallback's); rows no model serves get null.
 
@@ -47,6 +50,7 @@ def score(
             the latest successful training run).
         partition_by_segment: on Spark, one output folder per segment.
         engine: the engine to score on (a job's); default: the target's, for this call.
+        workers: processes to score on (default: the target's engine setting, else the cores).
 
     On a cluster, executors read the run's pack in place when the session is in local mode (or
     no engine.staging is set: the folder must then be shared); with engine.staging, the pack is
@@ -56,9 +60,12 @@ def score(
     if output is not None and not (target.config.resolved.engine.kind == "spark" or target.spark is not None):
         output_format(output)  # an unknown suffix is an error before any work
     source = target.source(data)
-    info, version = target.resolve_serving(name, run_id)
-    pack = target.open_pack(info)
-    with target.engine(engine) as running:
+    with target.engine(engine, workers) as running:
+        rows = _rows(source)
+        if rows is not None:  # a pool's workers start and import while the serving run is looked up
+            running.start(rows=rows)
+        info, version = target.resolve_serving(name, run_id)
+        pack = target.open_pack(info)
         root = target.reachable_pack(running, info, pack)
         scored = running.score(source, root, output, partition_by_segment)
     return ScoreOutcome(
@@ -72,3 +79,10 @@ def score(
         version,
         scored.rows_fallback,
     )
+
+
+def _rows(source: Any) -> int | None:
+    """A source's row count when known without reading it (a Parquet file's metadata, a frame's length)."""
+    if isinstance(source, Dataset):
+        return row_count(Path(source.path), source.fmt)
+    return len(source) if isinstance(source, pd.DataFrame) else None
