@@ -6,10 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from manymodels.data import output_format, row_count
-from manymodels.engines import Dataset, Engine
+from manymodels.data import output_format
+from manymodels.engines import Engine
 from manymodels.jobs.context import Target
 
 
@@ -60,10 +58,9 @@ def score(
     if output is not None and not (target.config.resolved.engine.kind == "spark" or target.spark is not None):
         output_format(output)  # an unknown suffix is an error before any work
     source = target.source(data)
+    # The pool is not started early (as `train` does): this process scores beside `workers - 1` pool
+    # workers, so it starts at once, and memory holds `workers` processes, not one more (bench/RESULTS.md).
     with target.engine(engine, workers) as running:
-        rows = _rows(source)
-        if rows is not None:  # a pool's workers start and import while the serving run is looked up
-            running.start(rows=rows)
         info, version = target.resolve_serving(name, run_id)
         pack = target.open_pack(info)
         root = target.reachable_pack(running, info, pack)
@@ -80,9 +77,3 @@ def score(
         scored.rows_fallback,
     )
 
-
-def _rows(source: Any) -> int | None:
-    """A source's row count when known without reading it (a Parquet file's metadata, a frame's length)."""
-    if isinstance(source, Dataset):
-        return row_count(Path(source.path), source.fmt)
-    return len(source) if isinstance(source, pd.DataFrame) else None
