@@ -54,6 +54,28 @@ def reference(tmp_path: Path, frame: pd.DataFrame | None = None,
     return {keys[r.index]: (r.status, r.metrics.get("rmse", np.nan), r.fingerprint) for r in results}
 
 
+def poisoned_fleet(folder: Path, marker: Path | None = None) -> tuple[pd.DataFrame, SegmentSpec]:
+    """Six segments and `poison`, whose fit kills its process (os._exit); with `marker`, only the first time."""
+    once = "" if marker is None else f" and not Path({str(marker)!r}).exists()"
+    touch = "" if marker is None else f"        Path({str(marker)!r}).touch()\n"
+    (folder / "killer.py").write_text(
+        "import os\n"
+        "from pathlib import Path\n"
+        "from sklearn.linear_model import Ridge\n\n"
+        "def fit(X, y):\n"
+        f"    if y.mean() > 10_000{once}:\n"
+        f"{touch}"
+        "        os._exit(3)\n"
+        "    return Ridge().fit(X, y)\n"
+    )
+    frame = pd.concat([segment_frame(segments=6, rows=40, seed=8),
+                       segment_frame(names=["poison"], rows=40, seed=9).assign(label=50_000.0 + np.arange(40))],
+                      ignore_index=True)
+    spec = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"), estimator="python",
+                       entry="killer:fit", import_roots=(str(folder),))
+    return frame, spec
+
+
 class EngineContract:
     class Tests:
         @pytest.fixture
@@ -135,23 +157,8 @@ class EngineContract:
             if not self.loses_workers:
                 pytest.skip("fits run in this process")
             marker = tmp_path / "killed-once"
-            (tmp_path / "killer.py").write_text(
-                "import os\n"
-                "from pathlib import Path\n"
-                "from sklearn.linear_model import Ridge\n\n"
-                "def fit(X, y):\n"
-                f"    marker = Path({str(marker)!r})\n"
-                "    if y.mean() > 10_000 and not marker.exists():\n"
-                "        marker.touch()\n"
-                "        os._exit(3)\n"
-                "    return Ridge().fit(X, y)\n"
-            )
-            frame = pd.concat([segment_frame(segments=6, rows=40, seed=8),
-                               segment_frame(names=["poison"], rows=40, seed=9).assign(label=50_000.0 + np.arange(40))],
-                              ignore_index=True)
+            frame, spec = poisoned_fleet(tmp_path, marker)
             frame.to_parquet(tmp_path / "fleet.parquet", index=False)
-            spec = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"), estimator="python",
-                               entry="killer:fit", import_roots=(str(tmp_path),))
             data = engine.load(tmp_path / "fleet.parquet", "parquet", spec)
             shards = tmp_path / "shards"
             shards.mkdir()

@@ -6,10 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
-from contract import SPEC, EngineContract, OperationsContract, fleet, trained_pack
+from contract import SPEC, EngineContract, OperationsContract, fleet, poisoned_fleet, trained_pack
 
 from helpers import segment_frame
 from manymodels.engines import Contender, Dataset, Engine, LocalEngine, prepare
@@ -55,19 +54,7 @@ class TestSpark(EngineContract.Tests, OperationsContract.Tests):
 @pytest.mark.slow
 def test_a_worker_that_dies_fails_only_its_chunk(tmp_path: Path) -> None:
     """A segment whose fit kills its process (native crash, OOM) fails; the run and other chunks go on."""
-    (tmp_path / "killer.py").write_text(
-        "import os\n"
-        "from sklearn.linear_model import Ridge\n\n"
-        "def fit(X, y):\n"
-        "    if y.mean() > 10_000:\n"
-        "        os._exit(3)\n"
-        "    return Ridge().fit(X, y)\n"
-    )
-    frame = pd.concat([segment_frame(segments=6, rows=40, seed=8),
-                       segment_frame(names=["poison"], rows=40, seed=9).assign(label=50_000.0 + np.arange(40))],
-                      ignore_index=True)
-    spec = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"), estimator="python",
-                       entry="killer:fit", import_roots=(str(tmp_path),))
+    frame, spec = poisoned_fleet(tmp_path)
     data = prepare(frame, ["segment"])
     shards = tmp_path / "shards"
     shards.mkdir()
