@@ -216,9 +216,9 @@ class LocalEngine:
         out[MODEL_SOURCE] = pd.array(source_of, dtype="string")
         if output is not None:
             write_table(out, output)
-        unserved = frame.loc[missed, list(info.segment_by)].drop_duplicates() if info.segment_by else frame.iloc[:0]
         fallback = int((source_of == FALLBACK_SOURCE).sum())
-        segments_without = len(unserved) if info.segment_by else int(missed.any())
+        by = list(info.segment_by)  # no segment columns: one model for every row, so at most one "segment" lacks it
+        segments_without = len(frame.loc[missed, by].drop_duplicates()) if by else int(missed.any())
         return Scored(out, len(out), int(missed.sum()), segments_without, fallback)
 
     def evaluate(

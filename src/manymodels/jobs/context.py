@@ -193,8 +193,8 @@ class Target:
 
     def rows_of(self, model: str) -> int | None:
         """The row count of a model family's dataset, read from its metadata when the format keeps one."""
-        ds = self.config.resolved.resources.datasets.get(self.model(model).dataset)
-        return row_count(self.config.resolve_path(ds.path), ds.format) if ds is not None else None
+        dataset = self.dataset(model)
+        return row_count(Path(dataset.path), dataset.fmt)
 
     def locate(self, data: str | Path) -> Dataset:
         """A bundle dataset by name, or a path: a Delta table folder, CSV by suffix, else Parquet."""

@@ -141,7 +141,8 @@ def evaluate(
     if missing:
         raise DataError(f"{described}: lacks column(s) {', '.join(missing)} that evaluating {name!r} needs")
     metric = model.promotion_metric
-    shared, recorded = _shared_models(challenger_pack, champion_pack, list(spec.segment_by), metric)
+    recorded = _shared_models(challenger_pack, champion_pack, list(spec.segment_by), metric)
+    shared = recorded[list(spec.segment_by)]
     with target.engine(engine) as running:
         contenders = [Contender(CHALLENGER, target.reachable_pack(running, challenger, challenger_pack),
                                 shared if holdout else None)]
@@ -149,8 +150,7 @@ def evaluate(
             root = target.reachable_pack(running, champion_run, champion_pack)
             contenders.append(Contender(CHAMPION, root, shared))
         scored = running.evaluate(source, spec, metric, contenders, holdout)
-    table = worst_first(decide(_table(scored, spec, challenger_pack, champion_pack, shared, recorded, holdout),
-                               model, metric))
+    table = worst_first(decide(_table(scored, spec, challenger_pack, champion_pack, recorded, holdout), model, metric))
     result = Evaluation(
         model=name,
         metric=metric,
@@ -158,7 +158,7 @@ def evaluate(
         champion_version=champion.version if champion else None,
         champion_run=champion.run_id if champion else None,
         data=described,
-        table=table.drop(columns=[FINGERPRINT_NOW], errors="ignore"),
+        table=table,
     )
     result.problems = gate_problems(table, model)
     if holdout:
@@ -177,7 +177,6 @@ def _table(
     spec: SegmentSpec,
     challenger: Pack,
     champion: Pack | None,
-    shared: pd.DataFrame,
     recorded: pd.DataFrame,
     holdout: bool,
 ) -> pd.DataFrame:
@@ -210,18 +209,12 @@ def _table(
     return table.loc[in_either].reset_index(drop=True)  # segments no model knows are for the fallback
 
 
-def _shared_models(
-    challenger: Pack, champion: Pack | None, keys_by: list[str], metric: str
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The segments both packs serve with the same model (keys), and those keys with the challenger's recorded metric.
-
-    Returns:
-        (keys of shared segments, keys + SAME_MODEL + `_recorded`).
-    """
+def _shared_models(challenger: Pack, champion: Pack | None, keys_by: list[str], metric: str) -> pd.DataFrame:
+    """Segments both packs serve with the same model: their keys, SAME_MODEL, the challenger's recorded metric."""
     manifest = challenger.manifest
     empty = manifest[keys_by].iloc[:0]
     if champion is None or mf.SOURCE_RUN not in manifest.columns or metric not in manifest.columns:
-        return empty, empty.assign(**{SAME_MODEL: pd.Series(dtype=bool), "_recorded": pd.Series(dtype=float)})
+        return empty.assign(**{SAME_MODEL: pd.Series(dtype=bool), "_recorded": pd.Series(dtype=float)})
     mine = mf.served(manifest)[[*keys_by, mf.SOURCE_RUN, mf.FINGERPRINT, metric]]
     theirs = champion.manifest[[*keys_by, mf.SOURCE_RUN, mf.FINGERPRINT]]
     both = mine.merge(theirs, on=keys_by, how="inner", suffixes=("", "_champion"))
@@ -230,7 +223,7 @@ def _shared_models(
     )
     same = same.fillna(False).to_numpy(dtype=bool)
     recorded = both.loc[same, keys_by].assign(**{SAME_MODEL: True, "_recorded": both.loc[same, metric].to_numpy()})
-    return both.loc[same, keys_by].reset_index(drop=True), recorded.reset_index(drop=True)
+    return recorded.reset_index(drop=True)
 
 
 def _served(pack: Pack, keys_by: list[str]) -> pd.DataFrame:
