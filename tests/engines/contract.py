@@ -5,6 +5,7 @@ Each engine's test module subclasses EngineContract.Tests with an `engine` fixtu
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from manymodels.engines import Contender, Dataset, Engine, LocalEngine, prepare
 from manymodels.registry.manifest import build_manifest
 from manymodels.registry.pack import Pack, PackInfo, write_pack_files
 from manymodels.segment import SegmentSpec, read_shard
+from manymodels.segment.spec import Candidate, Validation
 
 SPEC = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"),
                    params={"num_boost_round": 15, "min_data_in_leaf": 5}, min_rows=10)
@@ -41,6 +43,30 @@ def text_fleet() -> pd.DataFrame:
     frame["label"] = frame["label"] + frame["channel"].map({"web": 4.0, "shop": 0.0, "phone": -4.0})
     frame.loc[frame["record_id"] % 7 == 0, "f1"] = np.nan
     return frame
+
+
+# Model selection: 3-fold CV over a tuned LightGBM, a Ridge and a baseline (the thin and flat segments still fail).
+SELECT_SPEC = replace(
+    SPEC,
+    validation=Validation(kind="kfold", folds=3, seed=7),
+    candidates=(
+        Candidate("lgbm", params={"num_boost_round": 10, "min_data_in_leaf": 5},
+                  space={"num_leaves": {"int": [4, 16], "log": False},
+                         "learning_rate": {"float": [0.05, 0.3], "log": True}}, trials=3),
+        Candidate("ridge", "sklearn", "sklearn.linear_model.Ridge", {"alpha": 0.5}),
+        Candidate("mean", "baseline", method="mean"),
+    ),
+)
+
+
+def selected(results: list[Any], keys: list[str]) -> dict[str, tuple[Any, ...]]:
+    """What selection decided per segment: status, winner, its params, fold count, every candidate's fold metrics."""
+    out = {}
+    for r in results:
+        scores = json.loads(r.cv_scores) if r.cv_scores else {}
+        folds = {name: s["folds"] for name, s in sorted(scores.items())}
+        out[keys[r.index]] = (r.status, r.candidate, r.params, r.cv_folds, folds, r.metrics.get("rmse"))
+    return out
 
 
 def reference(tmp_path: Path, frame: pd.DataFrame | None = None,
@@ -118,6 +144,25 @@ class EngineContract:
             for seg, (_, rmse, fingerprint) in want.items():
                 assert got[seg][1] == pytest.approx(rmse, abs=1e-9) and got[seg][2] == fingerprint, seg
 
+        def test_model_selection_chooses_the_same_models(self, engine: Engine, tmp_path: Path) -> None:
+            """Cross-validation, tuning and candidates give the same winners, params and fold metrics (1e-9)."""
+            path = tmp_path / "fleet.parquet"
+            fleet().to_parquet(path, index=False)
+            data = engine.load(path, "parquet", SELECT_SPEC)
+            keys = data.keys["segment"].tolist()
+            got = selected(engine.fit(data, SELECT_SPEC, str(tmp_path)), keys)
+            plain = prepare(fleet(), ["segment"])
+            want = selected(LocalEngine(workers=1).fit(plain, SELECT_SPEC, None), plain.keys["segment"].tolist())
+            assert got.keys() == want.keys()
+            assert {w[1] for w in want.values() if w[0] == "ok"} >= {"ridge"}  # a real choice was made
+            for seg, (status, winner, params, folds, scores, rmse) in want.items():
+                assert got[seg][:4] == (status, winner, params, folds), seg
+                assert got[seg][4].keys() == scores.keys(), seg
+                for name, values in scores.items():
+                    assert got[seg][4][name] == pytest.approx(values, abs=1e-9), (seg, name)
+                if status == "ok":
+                    assert got[seg][5] == pytest.approx(rmse, abs=1e-9), seg
+
         def test_models_land_in_shards_not_in_results(self, engine: Engine, tmp_path: Path) -> None:
             data = self.load(engine, tmp_path)
             shards = tmp_path / "shards"
@@ -189,7 +234,7 @@ def trained_pack(tmp_path: Path, frame: pd.DataFrame, spec: SegmentSpec = SPEC, 
     results = LocalEngine(workers=1).fit(data, spec, str(root / "shards"))
     info = PackInfo(model="demand", segment_by=list(spec.segment_by), features=list(spec.features), label=spec.label,
                     task=spec.task, metric=spec.metric, run_id=name)
-    write_pack_files(root, info, build_manifest(data.keys, results, spec.task))
+    write_pack_files(root, info, build_manifest(data.keys, results, spec))
     return root
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -86,25 +87,45 @@ def cutoff_problem(cutoff: str, column: str, dtype: pa.DataType, where: str) -> 
 
 
 def estimator_problems(config: BundleConfig, name: str, model: ModelSpec) -> list[str]:
-    """Parameters the model's estimator does not take (LightGBM's own names and aliases; a class's
-    constructor or `get_params()`; a function's keyword arguments), each with "did you mean"."""
-    estimator = model.estimator
-    if not estimator.params:
-        return []
-    try:
-        known = accepted_params(estimator.type, estimator.entry)
-    except BundleError:
-        return []  # an entry that does not import is reported on its own line
-    if known is None:
-        return []
-    key = ("resources", "models", name, "estimator", "params")
-    what = "LightGBM" if estimator.type == "lightgbm" else estimator.entry
-    return [
-        f"{config.where((*key, param))}{dotted((*key, param))}: {what} has no parameter {param!r}"
-        f"{did_you_mean(param, known)}"
-        for param in estimator.params
-        if param not in known
-    ]
+    """Parameters an estimator does not take (LightGBM's own names and aliases; a class's constructor or
+    `get_params()`; a function's keyword arguments), each with "did you mean": the estimator's, each
+    candidate's, and each tuning space's."""
+    base: tuple[str | int, ...] = ("resources", "models", name)
+    fitted: list[tuple[tuple[str | int, ...], str, str | None, dict[str, Any], str]]
+    if model.candidates:
+        fitted = [((*base, "candidates", i), c.type, c.entry, c.params, c.name)
+                  for i, c in enumerate(model.candidates) if c.type != "baseline"]
+    else:
+        est = model.estimator
+        fitted = [((*base, "estimator"), est.type, est.entry, est.params, est.type)]
+    problems: list[str] = []
+    for key, kind, entry, params, candidate in fitted:
+        tuning = model.tuning.get(candidate)
+        if not params and tuning is None:
+            continue
+        try:
+            known = accepted_params(kind, entry)
+        except BundleError:
+            continue  # an entry that does not import is reported on its own line
+        if known is None:
+            continue
+        what = "LightGBM" if kind == "lightgbm" else entry
+        named: list[tuple[tuple[str | int, ...], str]] = [((*key, "params", p), p) for p in params]
+        if tuning is not None:
+            named += [((*base, "tuning", candidate, "space", p), p) for p in tuning.space]
+        problems += [
+            f"{config.where(at)}{dotted(at)}: {what} has no parameter {param!r}{did_you_mean(param, known)}"
+            for at, param in named
+            if param not in known
+        ]
+    for i, c in enumerate(model.candidates or []):
+        if c.entry:
+            try:
+                resolve_entry(c.entry)
+            except BundleError as exc:
+                at = (*base, "candidates", i, "entry")
+                problems.append(f"{config.where(at)}{dotted(at)}: {exc}")
+    return problems
 
 
 def _check_job(config: BundleConfig, name: str, job: JobSpec) -> list[str]:
@@ -242,6 +263,8 @@ def _columns_problems(
                 f"{config.where(key_of('label'))}{dotted(key_of('label'))}: label {model.label!r} must "
                 f"be numeric; {where} has it as {schema.field(model.label).type}"
             )
+        if model.validation is not None and model.validation.by is not None and model.validation.by not in names:
+            missing(key_of("validation", "by"), model.validation.by)
         if model.split.by is not None and model.split.by not in names:
             missing(key_of("split", "by"), model.split.by)
         elif model.split.by is not None and model.split.cutoff is not None:
@@ -259,12 +282,13 @@ def _columns_problems(
             missing(key, col)
         elif not is_numeric(schema.field(col).type):
             dtype = schema.field(col).type
-            if model.estimator.type == "lightgbm" and is_text(dtype):
+            others = sorted({t for t in model.estimator_types if t not in ("lightgbm", "baseline")})
+            if not others and is_text(dtype):
                 continue  # a categorical feature: LightGBM's own categorical handling
             takes_text = " (type lightgbm takes text as categories)" if is_text(dtype) else ""
             problems.append(
                 f"{config.where(key)}{dotted(key)}: feature {col!r} must be numeric for estimator type "
-                f"{model.estimator.type}{takes_text}; {where} has it as {dtype}"
+                f"{' and '.join(others)}{takes_text}; {where} has it as {dtype}"
             )
     return problems
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from manymodels.bundle.messages import did_you_mean
+from manymodels.bundle.selection import CandidateSpec, SelectionSpec, TuningSpec, ValidationSpec
+from manymodels.bundle.strict import Strict
 
 REGRESSION_METRICS = ("rmse", "mae", "mape", "r2")
 BINARY_METRICS = ("logloss", "auc", "accuracy")
 # Metrics where a larger value is better; all others are errors to minimise.
 HIGHER_IS_BETTER = frozenset({"r2", "auc", "accuracy"})
-
-
-class Strict(BaseModel):
-    """Base of every bundle section: unknown keys are errors, values never change after load."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class GitSpec(Strict):
@@ -185,6 +183,10 @@ class ModelSpec(Strict):
     `min_rows` rows, failed, or seen only at scoring time). `impute: median | zero` fills missing
     feature values for `sklearn` and `python` estimators (each segment's own training medians,
     kept with its model, so scoring fills the same); LightGBM takes missing values as they are.
+
+    Model selection (see `manymodels.bundle.selection`): with `validation`, each segment's
+    `candidates` (default: the one `estimator`), each tuned as `tuning` says, are cross-validated
+    and the best by `selection.metric` is the segment's model.
     """
 
     dataset: str
@@ -201,6 +203,10 @@ class ModelSpec(Strict):
     registered_model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     fallback: Literal["global"] | FallbackSpec | None = None
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    validation: ValidationSpec | None = None
+    candidates: list[CandidateSpec] | None = Field(default=None, min_length=1)
+    tuning: dict[str, TuningSpec] = Field(default_factory=dict)
+    selection: SelectionSpec = Field(default_factory=SelectionSpec)
     description: str | None = None
 
     @field_validator("segment_by", mode="before")
@@ -210,11 +216,63 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _impute_only_where_needed(self) -> ModelSpec:
-        if self.impute is not None and self.estimator.type == "lightgbm":
+        if self.impute is not None and not {"sklearn", "python"} & set(self.estimator_types):
             raise ValueError(
                 "impute is for sklearn and python estimators; LightGBM takes missing values as they are: remove it"
             )
         return self
+
+    @model_validator(mode="after")
+    def _selection_fits_together(self) -> ModelSpec:
+        if (self.candidates or self.tuning) and self.validation is None:
+            raise ValueError("candidates and tuning are chosen among by cross-validation: add validation, "
+                             "e.g. validation: {kind: kfold, folds: 5}")
+        if self.candidates and "estimator" in self.model_fields_set:
+            raise ValueError("give estimator (one model kind) or candidates (several to choose from), not both")
+        names = [c.name for c in self.candidate_specs]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"candidate name(s) {', '.join(twice)} used twice: each needs its own name")
+        for name in self.tuning:
+            if name not in names:
+                raise ValueError(f"tuning.{name}: no candidate {name!r}{did_you_mean(name, names)}")
+            if next(c for c in self.candidate_specs if c.name == name).type == "baseline":
+                raise ValueError(f"tuning.{name}: a baseline has no parameters to tune")
+        time = self.time_column
+        if self.validation is not None and self.validation.kind == "time" and time is None:
+            raise ValueError("validation kind time needs by, the time column (or a split by time)")
+        ordered = [c.name for c in self.candidate_specs if c.method in ("last", "seasonal")]
+        if ordered and time is None:
+            raise ValueError(f"baseline(s) {', '.join(ordered)} need the rows' time order: set validation.by "
+                             "(kind time) or split.by")
+        allowed = REGRESSION_METRICS if self.task == "regression" else BINARY_METRICS
+        if self.selection.metric is not None and self.selection.metric not in allowed:
+            raise ValueError(f"selection.metric {self.selection.metric!r} does not fit task {self.task}; use one "
+                             f"of {', '.join(allowed)}")
+        return self
+
+    @property
+    def candidate_specs(self) -> list[CandidateSpec]:
+        """The candidates: as listed, or the one estimator under its type's name."""
+        if self.candidates:
+            return list(self.candidates)
+        est = self.estimator
+        return [CandidateSpec(name=est.type, type=est.type, entry=est.entry, params=dict(est.params))]
+
+    @property
+    def estimator_types(self) -> list[str]:
+        """The estimator types the model fits: its estimator's, or each candidate's."""
+        return [c.type for c in self.candidate_specs]
+
+    @property
+    def time_column(self) -> str | None:
+        """The column ordering a segment's rows in time: `validation.by`, else `split.by`."""
+        return (self.validation.by if self.validation is not None else None) or self.split.by
+
+    @property
+    def selection_metric(self) -> str:
+        """The metric candidates are cross-validated on: `selection.metric`, else the primary metric."""
+        return self.selection.metric or self.primary_metric
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> ModelSpec:

@@ -97,6 +97,12 @@ def train_summary(outcome: TrainOutcome) -> None:
     m = outcome.metric
     if f"{m}_mean" in s:
         table.add_row(f"{m} (holdout)", f"mean {s[f'{m}_mean']:.4g}  p50 {s[f'{m}_p50']:.4g}  p95 {s[f'{m}_p95']:.4g}")
+    wins = {k[len("won."):]: int(v) for k, v in s.items() if k.startswith("won.")}
+    if wins:
+        line = "  ".join(f"{name} {n:,}" for name, n in sorted(wins.items(), key=lambda kv: -kv[1]))
+        if "baseline_gain_p50" in s:
+            line += f"; winners beat the best baseline by {s['baseline_gain_p50']:.1%} (median)"
+        table.add_row("won (CV)", line)
     if "segments_carried" in s:
         table.add_row(
             "changed only",

@@ -187,17 +187,17 @@ class SparkEngine:
 
         if len(fleet) == 0:
             return []
-        schema = from_arrow_schema(mf.result_schema(spec.task, [(mf.ATTEMPT, pa.int32())]))
+        schema = from_arrow_schema(mf.result_schema(spec, [(mf.ATTEMPT, pa.int32())]))
 
         def fit_group(pdf: pd.DataFrame) -> pd.DataFrame:
             frame, bounds = _chunk_bounds(pdf)
             results = fit_chunk(frame, bounds, spec, int(pdf[CHUNK].iloc[0]), shard_dir)
-            return mf.result_rows(results, spec.task).assign(**{mf.ATTEMPT: np.int32(_attempt())})
+            return mf.result_rows(results, spec).assign(**{mf.ATTEMPT: np.int32(_attempt())})
 
         with stage_progress(self.session, len(fleet), on_progress) as finish:
             rows = self._per_chunk(fleet, fit_group, schema)
             finish()
-        return mf.results_from_rows(rows, spec.task)
+        return mf.results_from_rows(rows, spec)
 
     def fingerprints(self, fleet: SparkFleet, spec: SegmentSpec) -> list[str]:
         """Each segment's fingerprint, hashed on the executors chunk by chunk (one row per segment comes back)."""

@@ -2,9 +2,11 @@
 
 Kinds: `lightgbm` (the default; saved as LightGBM model text), `sklearn` (any estimator class by
 import path) and `python` (a user's own class or function by import path); the last two are
-saved with pickle, as nothing else exists for arbitrary Python objects.
+saved with pickle, as nothing else exists for arbitrary Python objects. Baselines (`mean`,
+`median`, `last`, `seasonal`) are what model selection compares the others with; saved as JSON.
 """
 
+from manymodels.estimators.baseline import FORMAT_BASELINE, Baseline, fit_baseline, time_values
 from manymodels.estimators.core import (
     FORMAT_LIGHTGBM,
     FORMAT_PICKLE,
@@ -19,6 +21,10 @@ from manymodels.estimators.core import (
 )
 
 __all__ = [
+    "FORMAT_BASELINE",
+    "Baseline",
+    "fit_baseline",
+    "time_values",
     "FORMAT_LIGHTGBM",
     "FORMAT_PICKLE",
     "Predictor",

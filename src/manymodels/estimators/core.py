@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from manymodels.errors import BundleError
+from manymodels.estimators.baseline import FORMAT_BASELINE, Baseline
 
 FORMAT_LIGHTGBM = "lightgbm-text"
 FORMAT_PICKLE = "pickle"
@@ -110,6 +111,7 @@ def fit_model(
     X: pd.DataFrame,
     y: np.ndarray,
     impute: str | None = None,
+    serialize: bool = True,
 ) -> tuple[Predictor, str, bytes]:
     """Fit one model and serialize it.
 
@@ -123,13 +125,15 @@ def fit_model(
         impute: fill missing feature values (`median` of the training rows, or `zero`) for a
             sklearn or python estimator; the values are kept with the model, so prediction fills
             the same.
+        serialize: False skips the bytes (b"" is returned): a cross-validation fold's model is
+            scored and dropped.
 
     Returns:
         The fitted predictor, its format name and its bytes.
     """
     if kind == "lightgbm":
         booster = _fit_lightgbm(params, task, X, y)
-        return _LightGBMPredictor(booster), FORMAT_LIGHTGBM, booster.model_to_string().encode()
+        return _LightGBMPredictor(booster), FORMAT_LIGHTGBM, booster.model_to_string().encode() if serialize else b""
     factory = resolve_entry(entry or "")
     fills = _fill_values(X, impute) if impute else None
     if fills is not None:
@@ -145,7 +149,7 @@ def fit_model(
     if fills is not None:
         model = Imputed(model, fills)
     predictor = _ObjectPredictor(model, task)
-    return predictor, FORMAT_PICKLE, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    return predictor, FORMAT_PICKLE, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL) if serialize else b""
 
 
 def load_model(fmt: str, blob: bytes, task: str) -> Predictor:
@@ -161,6 +165,8 @@ def load_model(fmt: str, blob: bytes, task: str) -> Predictor:
     if fmt == FORMAT_PICKLE:
         model = pickle.loads(blob)  # noqa: S301 - our own pack, written by fit_model
         return _ObjectPredictor(model, task)
+    if fmt == FORMAT_BASELINE:
+        return Baseline.from_bytes(blob)
     raise ValueError(f"unknown model format {fmt!r}")
 
 

@@ -18,6 +18,8 @@ import pandas as pd
 
 from manymodels.bundle import BundleConfig, ModelSpec
 from manymodels.bundle.checks import model_features, model_problems
+from manymodels.bundle.schema import HIGHER_IS_BETTER
+from manymodels.bundle.selection import ValidationSpec
 from manymodels.data import is_delta_table, read_frame, read_head, read_schema, row_count
 from manymodels.engines import Dataset, Engine, make_engine, open_engine
 from manymodels.errors import BundleError, DataError, RegistryError
@@ -28,6 +30,7 @@ from manymodels.registry.tracking import STATUS_OK, current_user
 from manymodels.registry.versions import CHAMPION, ModelRegistry, VersionInfo
 from manymodels.segment import SegmentSpec
 from manymodels.segment.shards import is_url
+from manymodels.segment.spec import Candidate, Validation
 
 
 class Target:
@@ -242,14 +245,19 @@ class Target:
         spec = self.model(model)
         root = self.config.root
         roots = [str(root / "src"), str(root)] if (root / "src").is_dir() else [str(root)]
+        # With candidates, the fallback (and anything fitting one estimator) takes the first that is not a baseline.
+        first = next((c for c in spec.candidate_specs if c.type != "baseline"), spec.candidate_specs[0])
+        validation = candidates = None
+        if spec.validation is not None:
+            validation, candidates = selection_spec(spec)
         return SegmentSpec(
             segment_by=tuple(spec.segment_by),
             label=spec.label,
             features=tuple(features),
             task=spec.task,
-            estimator=spec.estimator.type,
-            entry=spec.estimator.entry,
-            params=dict(spec.estimator.params),
+            estimator=first.type if first.type != "baseline" else "lightgbm",
+            entry=first.entry,
+            params=dict(first.params),
             test_size=spec.split.test_size,
             seed=spec.split.seed,
             split_by=spec.split.by,
@@ -258,6 +266,8 @@ class Target:
             metric=spec.primary_metric,
             import_roots=tuple(roots),
             impute=spec.impute,
+            candidates=candidates or (),
+            validation=validation,
         )
 
     def training_spec(self, model: str) -> tuple[SegmentSpec, Dataset]:
@@ -295,3 +305,37 @@ class Target:
             return read_head(Path(dataset.path), dataset.fmt, columns)
         except (DataError, BundleError):
             return None
+
+
+def selection_spec(spec: ModelSpec) -> tuple[Validation, tuple[Candidate, ...]]:
+    """A model's validation and candidates (with their tuning) as the segment layer takes them."""
+    v = spec.validation or ValidationSpec()
+    validation = Validation(
+        kind=v.kind,
+        folds=v.folds,
+        seed=v.seed,
+        by=spec.time_column,
+        windows=v.windows,
+        horizon=v.horizon,
+        step=v.window_step,
+        metric=spec.selection_metric,
+        maximize=spec.selection_metric in HIGHER_IS_BETTER,
+    )
+    candidates = []
+    for c in spec.candidate_specs:
+        tuning = spec.tuning.get(c.name)
+        candidates.append(
+            Candidate(
+                name=c.name,
+                estimator=c.type,
+                entry=c.entry,
+                params=dict(c.params),
+                method=c.method,
+                period=c.period,
+                space=dict(tuning.space) if tuning else {},
+                trials=tuning.trials if tuning else 0,
+                sampler=tuning.sampler if tuning else "tpe",
+                scope=tuning.scope if tuning else "segment",
+            )
+        )
+    return validation, tuple(candidates)

@@ -18,6 +18,7 @@ from manymodels.engines import Dataset, Engine, Fleet
 from manymodels.errors import BundleError, DataError, EngineSetupError
 from manymodels.jobs.changes import ChangePlan, plan_changes
 from manymodels.jobs.context import Target
+from manymodels.jobs.selection import baseline_warning, selection_summary
 from manymodels.registry import PackInfo, write_pack_files
 from manymodels.registry import manifest as mf
 from manymodels.registry.compose import copy_models
@@ -171,7 +172,7 @@ def _train(
         results = engine.fit(data, spec, shard_dir, hooks.on_progress) if len(data) else []
         if run_staging is not None:
             fetch_shards(shard_dir, shards)
-        manifest = mf.build_manifest(data.keys, results, spec.task)
+        manifest = mf.build_manifest(data.keys, results, spec)
         if plan is not None:
             manifest = _carry(manifest, plan, shards, run_id)
         info = PackInfo(
@@ -202,9 +203,14 @@ def _train(
             summary["fallback_failed"] = float((~mf.is_ok(fallback)).sum())
         if plan is not None:
             summary.update({f"segments_{k}": float(v) for k, v in plan.counts.items()})
+        summary.update(selection_summary(manifest, spec))
         if summary["segments_constant"]:
             warnings.append(constant_warning(int(summary["segments_constant"]), spec))
             hooks.warn(warnings[-1])
+        loud = baseline_warning(summary, spec)
+        if loud:
+            warnings.append(loud)
+            hooks.warn(loud)
         ok = summary["segments_ok"] > 0
         tracker.finish_run(run_id, summary, ok, artifacts=folder.upload, tags={TAG + "segments": str(len(manifest))})
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds, warnings)
@@ -253,7 +259,7 @@ def _fit_fallback(
     results = engine.fit(data, fallback_spec, shard_dir)
     if run_staging is not None:
         fetch_shards(shard_dir, shards)
-    manifest = mf.build_manifest(data.keys, results, fallback_spec.task)
+    manifest = mf.build_manifest(data.keys, results, fallback_spec)
     write_pack_files(Path(fallback.root), replace(info, segment_by=list(by), extra={"kind": "fallback"}), manifest)
     return manifest
 
@@ -357,4 +363,13 @@ def _params(target: Target, name: str, spec: SegmentSpec, engine: Engine) -> dic
     else:
         params.update({"split.test_size": spec.test_size, "split.seed": spec.seed})
     params.update({f"estimator.params.{k}": v for k, v in spec.params.items()})
+    if spec.validation is not None:
+        v = spec.validation
+        params["validation"] = f"{v.kind} folds={v.folds} seed={v.seed}" if v.kind == "kfold" else \
+            f"time by={v.by} windows={v.windows} horizon={v.horizon} step={v.step}"
+        params["selection.metric"] = v.metric
+        params["candidates"] = [c.name for c in spec.choices()]
+        for c in spec.choices():
+            if c.trials:
+                params[f"tuning.{c.name}"] = f"{c.sampler} trials={c.trials} scope={c.scope} space={sorted(c.space)}"
     return params

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from manymodels.segment import SegmentResult, metric_names
+from manymodels.segment import SegmentResult, SegmentSpec, metric_names
 from manymodels.segment.fit import FAILED, OK
 from manymodels.segment.shards import join_location
 
@@ -39,6 +39,14 @@ CONSTANT = "constant"
 SOURCE_RUN = "source_run"  # the training run a model came from (carried or promoted models)
 CARRIED = "carried"  # a changed-only run's model copied from the champion
 ATTEMPT = "attempt"  # a Spark task's attempt number, while results travel back (never persisted)
+# Model selection's columns (only in the manifests of models with `validation`).
+CANDIDATE = "candidate"  # the winning candidate's name
+PARAMS = "params"  # its parameters, JSON (tuned ones included)
+CV_FOLDS = "cv_folds"
+CV_MEAN = "cv_mean"  # the winner's mean fold metric (the selection metric)
+CV_STD = "cv_std"
+CV_BASELINE = "cv_baseline"  # the best baseline's mean fold metric (null without baselines)
+CV_SCORES = "cv_scores"  # JSON: per candidate, mean, std and fold metrics (and tuning's trials and params)
 
 # The fixed columns of a fit's results, in manifest order, with their Arrow types.
 RESULT_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
@@ -56,14 +64,28 @@ RESULT_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
 )
 
 
-def result_schema(task: str, extra: Sequence[tuple[str, pa.DataType]] = ()) -> pa.Schema:
-    """The Arrow schema of a fit's result rows (no segment columns): the fixed fields, `extra`, the task's metrics."""
-    metrics = [(m, pa.float64()) for m in metric_names(task)]
-    return pa.schema([*RESULT_FIELDS, *extra, *metrics])
+SELECTION_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    (CANDIDATE, pa.string()),
+    (PARAMS, pa.string()),
+    (CV_FOLDS, pa.int64()),
+    (CV_MEAN, pa.float64()),
+    (CV_STD, pa.float64()),
+    (CV_BASELINE, pa.float64()),
+    (CV_SCORES, pa.string()),
+)
 
 
-def result_rows(results: Sequence[SegmentResult], task: str) -> pd.DataFrame:
+def result_schema(spec: SegmentSpec, extra: Sequence[tuple[str, pa.DataType]] = ()) -> pa.Schema:
+    """The Arrow schema of a fit's result rows (no segment columns): the fixed fields, selection's (when the
+    spec selects), `extra`, the task's metrics."""
+    metrics = [(m, pa.float64()) for m in metric_names(spec.task)]
+    selection = SELECTION_FIELDS if spec.selecting else ()
+    return pa.schema([*RESULT_FIELDS, *selection, *extra, *metrics])
+
+
+def result_rows(results: Sequence[SegmentResult], spec: SegmentSpec) -> pd.DataFrame:
     """Fit results as manifest columns (no segment columns), in the order given."""
+    task = spec.task
     rows = pd.DataFrame(
         {
             SEGMENT_INDEX: np.array([r.index for r in results], dtype=np.int64),
@@ -79,12 +101,20 @@ def result_rows(results: Sequence[SegmentResult], task: str) -> pd.DataFrame:
             CONSTANT: np.array([r.constant for r in results], dtype=bool),
         }
     )
+    if spec.selecting:
+        rows[CANDIDATE] = pd.array([r.candidate for r in results], dtype="string")
+        rows[PARAMS] = pd.array([r.params for r in results], dtype="string")
+        rows[CV_FOLDS] = np.array([r.cv_folds for r in results], dtype=np.int64)
+        rows[CV_MEAN] = np.array([r.cv_mean for r in results], dtype=float)
+        rows[CV_STD] = np.array([r.cv_std for r in results], dtype=float)
+        rows[CV_BASELINE] = np.array([r.cv_baseline for r in results], dtype=float)
+        rows[CV_SCORES] = pd.array([r.cv_scores for r in results], dtype="string")
     for metric in metric_names(task):
         rows[metric] = np.array([r.metrics.get(metric, np.nan) for r in results], dtype=float)
     return rows
 
 
-def results_from_rows(rows: pd.DataFrame, task: str) -> list[SegmentResult]:
+def results_from_rows(rows: pd.DataFrame, spec: SegmentSpec) -> list[SegmentResult]:
     """Result rows (as `result_rows` makes them, from any engine) back to results, one per segment.
 
     When rows carry ATTEMPT (a Spark task retried), a segment's rows count once: an ok attempt
@@ -93,8 +123,8 @@ def results_from_rows(rows: pd.DataFrame, task: str) -> list[SegmentResult]:
     if ATTEMPT in rows.columns:
         rows = rows.assign(_ok=rows[STATUS] == OK).sort_values([SEGMENT_INDEX, "_ok", ATTEMPT], kind="stable")
         rows = rows.drop_duplicates(SEGMENT_INDEX, keep="last")
-    metrics = list(metric_names(task))
-    return [
+    metrics = list(metric_names(spec.task))
+    results = [
         SegmentResult(
             index=int(rec[SEGMENT_INDEX]),
             status=str(rec[STATUS]),
@@ -111,12 +141,19 @@ def results_from_rows(rows: pd.DataFrame, task: str) -> list[SegmentResult]:
         )
         for rec in rows.to_dict("records")
     ]
+    if spec.selecting:
+        for result, rec in zip(results, rows.to_dict("records"), strict=True):
+            result.candidate, result.params = _text(rec[CANDIDATE]), _text(rec[PARAMS])
+            result.cv_folds = int(rec[CV_FOLDS])
+            result.cv_mean, result.cv_std = float(rec[CV_MEAN]), float(rec[CV_STD])
+            result.cv_baseline, result.cv_scores = float(rec[CV_BASELINE]), _text(rec[CV_SCORES])
+    return results
 
 
-def build_manifest(keys: pd.DataFrame, results: Sequence[SegmentResult], task: str) -> pd.DataFrame:
+def build_manifest(keys: pd.DataFrame, results: Sequence[SegmentResult], spec: SegmentSpec) -> pd.DataFrame:
     """One row per segment of `keys` (segment-index order): its keys, then its result's columns."""
     by_index = {r.index: r for r in results}
-    rows = result_rows([by_index[i] for i in range(len(keys))], task)
+    rows = result_rows([by_index[i] for i in range(len(keys))], spec)
     return pd.concat([keys.reset_index(drop=True), rows], axis=1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,8 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from manymodels.estimators import add_import_roots, fit_model, is_constant
+from manymodels.estimators import FORMAT_BASELINE, add_import_roots, fit_model, is_constant
 from manymodels.segment.metrics import compute_metrics
+from manymodels.segment.select import Selection, SelectionError, select
 from manymodels.segment.shards import join_location, shard_name, write_shard
 from manymodels.segment.spec import SegmentSpec
 
@@ -40,6 +42,14 @@ class SegmentResult:
     seconds: float = 0.0
     shard: str | None = None
     constant: bool = False  # the model predicts one value whatever the features (LightGBM found no split)
+    # Model selection (specs with validation): the winner, its parameters (JSON), its CV metric, every candidate's.
+    candidate: str | None = None
+    params: str | None = None
+    cv_folds: int = 0
+    cv_mean: float = float("nan")
+    cv_std: float = float("nan")
+    cv_baseline: float = float("nan")
+    cv_scores: str | None = None
 
 
 def row_hashes(frame: pd.DataFrame, spec: SegmentSpec) -> np.ndarray:
@@ -111,10 +121,17 @@ def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> Segme
     try:
         X, y = _features_and_label(frame, spec)  # noqa: N806
         train, test = _split(frame, spec)
-        predictor, fmt, blob = fit_model(
-            spec.estimator, spec.entry, spec.params, spec.task, X.iloc[train], y[train], impute=spec.impute
-        )
-        result.metrics = compute_metrics(spec.task, y[test], predictor.predict(X.iloc[test]))
+        if spec.selecting:
+            chosen = select(frame.iloc[train], X.iloc[train], y[train], spec)
+            predictor, fmt, blob = chosen.predictor, chosen.model_format, chosen.model
+            _record(result, chosen)
+        else:
+            predictor, fmt, blob = fit_model(
+                spec.estimator, spec.entry, spec.params, spec.task, X.iloc[train], y[train], impute=spec.impute
+            )
+        # A baseline reads its time column; every other model its features.
+        held_out = frame.iloc[test] if fmt == FORMAT_BASELINE else X.iloc[test]
+        result.metrics = compute_metrics(spec.task, y[test], predictor.predict(held_out))
         result.n_train, result.n_test = len(train), len(test)
         result.model_format, result.model, result.status = fmt, blob, OK
         result.constant = is_constant(fmt, blob)
@@ -122,6 +139,15 @@ def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> Segme
         result.error = _describe(exc)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _record(result: SegmentResult, chosen: Selection) -> None:
+    winner = chosen.winner
+    result.candidate = winner.name
+    result.params = json.dumps(winner.params, sort_keys=True, default=str)
+    result.cv_folds = chosen.n_folds
+    result.cv_mean, result.cv_std, result.cv_baseline = winner.mean, winner.std, chosen.best_baseline
+    result.cv_scores = chosen.scores_json()
 
 
 def evaluation_rows(frame: pd.DataFrame, spec: SegmentSpec, hashes: np.ndarray | None = None) -> np.ndarray:
@@ -200,7 +226,8 @@ def _features_and_label(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[pd.Data
     if spec.task == "binary" and not np.isin(y, (0.0, 1.0)).all():
         raise SegmentDataError(f"label {spec.label!r} must be 0 or 1 for task binary")
     X = frame[list(spec.features)]  # noqa: N806
-    if spec.estimator != "lightgbm" and spec.impute is None:  # LightGBM takes missing values; most others do not
+    # LightGBM takes missing values; most others do not (with candidates: checked per candidate)
+    if not spec.selecting and spec.estimator != "lightgbm" and spec.impute is None:
         missing = X.isna().sum()
         missing = missing[missing > 0]
         if len(missing):
@@ -238,7 +265,7 @@ def _split(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[np.ndarray, np.ndarr
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, SegmentDataError):
+    if isinstance(exc, (SegmentDataError, SelectionError)):
         return str(exc)
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -9,6 +9,62 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """One model kind selection tries for every segment, with its tuning.
+
+    Attributes:
+        name: how the manifest and reports call it.
+        estimator: `lightgbm`, `sklearn`, `python` or `baseline`.
+        entry: the import path (sklearn, python).
+        params: fixed parameters (tuned ones are drawn on top of them).
+        method: a baseline's method (`mean`, `median`, `last`, `seasonal`).
+        period: a seasonal baseline's season length, in steps of the segment's time grid.
+        space: parameters to tune: name -> {"choices": [...]} or {"int"|"float": [low, high], "log": bool}.
+        trials: parameter sets tried per segment (0: no tuning).
+        sampler: `tpe`, `random` or `grid`.
+        scope: `segment` (a study per segment) or `global` (tuned once; by then `space` is empty).
+    """
+
+    name: str
+    estimator: str = "lightgbm"
+    entry: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    method: str | None = None
+    period: int | None = None
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trials: int = 0
+    sampler: str = "tpe"
+    scope: str = "segment"
+
+
+@dataclass(frozen=True)
+class Validation:
+    """How each segment's training rows are cross-validated to choose its candidate.
+
+    Attributes:
+        kind: `kfold` (seeded, shuffled folds) or `time` (rolling origin).
+        folds: the number of folds of `kfold`.
+        seed: `kfold`'s shuffle and the tuning samplers' seed.
+        by: the time column of `time` (and the order of the `last` and `seasonal` baselines).
+        windows: the number of rolling-origin windows, latest first.
+        horizon: how many of the segment's distinct times each window tests on.
+        step: how many distinct times each window moves back.
+        metric: the metric candidates are compared on (mean over folds).
+        maximize: whether a larger `metric` is better.
+    """
+
+    kind: str = "kfold"
+    folds: int = 5
+    seed: int = 42
+    by: str | None = None
+    windows: int = 3
+    horizon: int = 1
+    step: int = 1
+    metric: str = "rmse"
+    maximize: bool = False
+
+
+@dataclass(frozen=True)
 class SegmentSpec:
     """The per-segment recipe of one model family.
 
@@ -28,6 +84,8 @@ class SegmentSpec:
         metric: the primary metric.
         import_roots: folders put on sys.path so a project's own estimators import.
         impute: fill missing feature values (`median`, `zero`) before a sklearn or python estimator.
+        candidates: the models selection chooses among (empty: the one estimator above, no selection).
+        validation: how selection scores candidates (None: no cross-validation).
     """
 
     segment_by: tuple[str, ...]
@@ -45,14 +103,17 @@ class SegmentSpec:
     metric: str = "rmse"
     import_roots: tuple[str, ...] = ()
     impute: str | None = None
+    candidates: tuple[Candidate, ...] = ()
+    validation: Validation | None = None
 
     @property
     def fingerprint(self) -> str:
         """A hash of everything that changes what a segment's model would be, given the same rows."""
         spec = asdict(self)
         spec.pop("import_roots")
-        if spec["impute"] is None:  # a field newer than most fingerprints: unset, it changes none of them
-            spec.pop("impute")
+        for newer in ("impute", "candidates", "validation"):  # unset, newer fields change no older fingerprint
+            if not spec[newer]:
+                spec.pop(newer)
         text = json.dumps(spec, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -62,4 +123,22 @@ class SegmentSpec:
         cols = [*self.segment_by, *self.features, self.label]
         if self.split_by:
             cols.append(self.split_by)
+        if self.validation is not None and self.validation.by:
+            cols.append(self.validation.by)
         return list(dict.fromkeys(cols))
+
+    @property
+    def time_column(self) -> str | None:
+        """The column that orders a segment's rows in time: the validation's, else the split's."""
+        return (self.validation.by if self.validation is not None else None) or self.split_by
+
+    @property
+    def selecting(self) -> bool:
+        """Whether segments are cross-validated (and their candidates chosen), not just fitted."""
+        return self.validation is not None
+
+    def choices(self) -> tuple[Candidate, ...]:
+        """The candidates: as given, or the one estimator under its type's name."""
+        if self.candidates:
+            return self.candidates
+        return (Candidate(self.estimator, self.estimator, self.entry, dict(self.params)),)
