@@ -124,16 +124,14 @@ class TuningSpec(Strict):
 
     `space`: parameter -> a list of choices, `{int: [low, high]}` or `{float: [low, high], log:
     true}`. `trials` parameter sets are tried (each cross-validated); `sampler` tpe (default),
-    random, or grid (lists only; at most `trials` of the grid's points). `scope: global` tunes
-    once, on `sample` segments drawn with `seed`, and fits every segment with the best set.
+    random, or grid (lists only; at most `trials` of the grid's points), seeded with
+    `validation.seed`. `scope: segment` (the only one built yet) tunes each segment on its own.
     """
 
     space: dict[str, Any] = Field(min_length=1)
     trials: int = Field(default=20, ge=1)
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     scope: Literal["segment", "global"] = "segment"
-    sample: int = Field(default=50, ge=1)
-    seed: int | None = None
 
     @field_validator("space")
     @classmethod
@@ -147,6 +145,13 @@ class TuningSpec(Strict):
         if wrong:
             raise ValueError("; ".join(wrong))
         return out
+
+    @field_validator("scope")
+    @classmethod
+    def _scope_built(cls, value: str) -> str:
+        if value == "global":
+            raise ValueError("scope global (tune once on a sample of segments) is not built yet: use scope segment")
+        return value
 
     @model_validator(mode="after")
     def _grid_needs_lists(self) -> TuningSpec:

@@ -191,7 +191,7 @@ class LocalEngine:
         frame = _frame(source)
         opened = open_pack(pack)
         info = opened.info
-        needed = [*info.segment_by, *info.features]
+        needed = info.inputs
         missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise DataError(f"input lacks column(s) {', '.join(missing)} that model {info.model!r} needs")

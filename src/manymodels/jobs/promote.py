@@ -25,6 +25,7 @@ from manymodels.registry import Pack
 from manymodels.registry import manifest as mf
 from manymodels.registry.compose import compose_pack
 from manymodels.registry.manifest import PackLayout
+from manymodels.registry.pack import TIME
 from manymodels.registry.pyfunc import describe_model, save_pack_model
 from manymodels.registry.tracking import TAG, current_user
 from manymodels.registry.versions import CHAMPION, PREVIOUS, ModelRegistry, VersionInfo
@@ -175,10 +176,12 @@ def _register(
         model_dir = folder.path / PackLayout.MODEL
         spec = target.segment_spec(name, challenger.info.features)
         pack_dir = save_pack_model(model_dir, code=target.estimator_code(spec))
-        example = target.example_rows(name, [*challenger.info.segment_by, *challenger.info.features])
+        # A seasonal baseline on either side keeps the time column among the pack's inputs.
+        extra: dict[str, object] = {k: v for pack, _ in parts for k, v in pack.info.extra.items() if k == TIME}
+        info = replace(challenger.info, run_id=run_id, extra={**extra, "kind": "composite"})
+        example = target.example_rows(name, info.inputs)
         if example is not None:
             describe_model(model_dir, example)
-        info = replace(challenger.info, run_id=run_id, extra={"kind": "composite"})
         manifest = compose_pack(pack_dir, info, parts, fallback_from=[pack for pack, _ in parts])
         write_parquet(table, folder.path / PROMOTION_TABLE)
         sources = manifest[mf.SOURCE_RUN].value_counts().to_dict()

@@ -23,6 +23,7 @@ from manymodels.registry import PackInfo, write_pack_files
 from manymodels.registry import manifest as mf
 from manymodels.registry.compose import copy_models
 from manymodels.registry.manifest import PackLayout
+from manymodels.registry.pack import TIME
 from manymodels.registry.pyfunc import describe_model, save_pack_model
 from manymodels.registry.tracking import TAG, current_user, git_commit, local_path
 from manymodels.segment import SegmentSpec, metric_names
@@ -185,9 +186,10 @@ def _train(
             run_id=run_id,
             bundle=target.config.name,
             target=target.name,
+            extra={TIME: spec.time_column} if any(c.method == "seasonal" for c in spec.candidates) else {},
         )
         write_pack_files(Path(pack.root), info, manifest)
-        example = target.example_rows(name, [*spec.segment_by, *spec.features])
+        example = target.example_rows(name, info.inputs)
         if example is not None:
             describe_model(model_dir, example)
         write_parquet(segment_metrics(manifest, spec), folder.path / SEGMENT_METRICS)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from manymodels.data import write_parquet
 from manymodels.errors import DataError, RegistryError
-from manymodels.estimators import FORMAT_LIGHTGBM, Predictor, has_text, load_model
+from manymodels.estimators import FORMAT_BASELINE, FORMAT_LIGHTGBM, Predictor, has_text, load_model
 from manymodels.registry.manifest import SEGMENT_INDEX, SHARD, PackLayout, routes
 from manymodels.segment import read_shard
 from manymodels.segment.shards import exists, is_url, put_file, read_bytes
@@ -25,6 +25,7 @@ from manymodels.segment.shards import exists, is_url, put_file, read_bytes
 PACK_VERSION = 1
 MODEL_SOURCE = "model_source"  # which model served a row: segment, fallback, or null (none)
 SEGMENT, FALLBACK_SOURCE = "segment", "fallback"
+TIME = "time"  # PackInfo.extra's key of the time column seasonal baselines read
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,16 @@ class PackInfo:
     target: str = ""
     version: int = PACK_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def time(self) -> str | None:
+        """The time column a seasonal baseline reads at prediction (None when no model needs one)."""
+        return self.extra.get(TIME)
+
+    @property
+    def inputs(self) -> list[str]:
+        """The columns a row needs to be predicted: segments, features and, for seasonal baselines, the time."""
+        return list(dict.fromkeys([*self.segment_by, *self.features, *([self.time] if self.time else [])]))
 
 
 def write_pack_files(pack_dir: Path, info: PackInfo, manifest: pd.DataFrame) -> None:
@@ -93,7 +104,7 @@ class Pack:
         Raises:
             DataError: the input lacks a segment or feature column.
         """
-        needed = [*self.info.segment_by, *self.info.features]
+        needed = self.info.inputs
         missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise DataError(f"input lacks column(s) {', '.join(missing)} that model {self.info.model!r} needs")
@@ -114,7 +125,10 @@ class Pack:
             for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(rows)], strict=True):
                 fmt, predictor = self._model(str(shards[lo]), int(segs[lo]))
                 at = rows[lo:hi]
-                X = matrix[at] if fmt == FORMAT_LIGHTGBM and matrix is not None else features.iloc[at]  # noqa: N806
+                if fmt == FORMAT_BASELINE:
+                    X = frame.iloc[at]  # noqa: N806 - a seasonal baseline reads the time column
+                else:
+                    X = matrix[at] if fmt == FORMAT_LIGHTGBM and matrix is not None else features.iloc[at]  # noqa: N806
                 values[at] = predictor.predict(X)
         prediction = pd.array(values, dtype="Float64")
         prediction[~has_model] = pd.NA

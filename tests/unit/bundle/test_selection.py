@@ -67,6 +67,8 @@ def problems(tmp_path: Path, model: str) -> list[str]:
          "baseline(s) l need the rows' time order"),
         ("      estimator: {type: lightgbm}\n      validation: {}\n      candidates:\n        - {name: a}\n", 6,
          "give estimator (one model kind) or candidates (several to choose from), not both"),
+        ("      validation: {}\n      tuning:\n        lightgbm: {space: {num_leaves: [4]}, scope: global}\n", 12,
+         "scope global (tune once on a sample of segments) is not built yet"),
         ("      validation: {}\n      selection: {metric: auc}\n", 6,
          "selection.metric 'auc' does not fit task regression"),
         ("      validation: {}\n      tuning:\n        lightgbm: {space: {num_leafs: [4, 8]}}\n", 12,

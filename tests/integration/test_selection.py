@@ -1,0 +1,113 @@
+"""Model selection as a user runs it: a weekly panel, candidates and baselines, train -> show -> score -> promote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+import manymodels as mm
+from helpers import write_bundle
+from manymodels.cli.main import app
+
+runner = CliRunner()
+SEASON = np.array([4.0, -2.0, 0.0, 6.0])
+
+
+def panel(stores: int = 6, weeks: int = 40, seasonal: int = 3, seed: int = 0) -> pd.DataFrame:
+    """Weekly sales: the first `seasonal` stores repeat a 4-week pattern (a seasonal baseline's case); the rest
+    follow their features (a model's case)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for s in range(stores):
+        week = np.arange(weeks)
+        x = rng.random((weeks, 3))
+        label = SEASON[week % 4] * (s + 1) if s < seasonal else 8 * x[:, 0] - 5 * x[:, 1] + rng.normal(0, 0.1, weeks)
+        part = pd.DataFrame({"segment": f"store_{s}", "week": week, "f0": x[:, 0], "f1": x[:, 1], "f2": x[:, 2],
+                             "label": label})
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True).sample(frac=1.0, random_state=1).reset_index(drop=True)
+
+
+def selecting_model() -> dict[str, object]:
+    return {
+        "dataset": "train",
+        "segment_by": ["segment"],
+        "label": "label",
+        "features": ["f0", "f1", "f2"],
+        "split": {"by": "week", "cutoff": 32},
+        "validation": {"kind": "time", "windows": 3, "horizon": 4},
+        "candidates": [
+            {"name": "ridge", "type": "sklearn", "entry": "sklearn.linear_model.Ridge", "params": {"alpha": 0.01}},
+            {"name": "lgbm", "params": {"num_boost_round": 10, "min_data_in_leaf": 3}},
+            {"name": "season", "type": "baseline", "method": "seasonal", "period": 4},
+            {"name": "mean", "type": "baseline", "method": "mean"},
+        ],
+        "tuning": {"lgbm": {"space": {"num_leaves": [2, 4, 8]}, "trials": 2, "sampler": "grid"}},
+    }
+
+
+def test_train_chooses_per_segment_and_the_pack_serves_every_winner(tmp_path: Path) -> None:
+    frame = panel()
+    path = write_bundle(tmp_path, frame=frame, models={"demand": selecting_model()})
+    result = runner.invoke(app, ["--bundle", str(path), "train", "demand", "--workers", "2"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "won (CV)" in result.output and "ridge 3" in result.output and "season 3" in result.output
+    assert "winners beat the best baseline by 0.0% (median)" not in result.output
+
+    project = mm.load_bundle(path)
+    run = project.runs("demand")[0]
+    manifest = project.manifest("demand", run.run_id).set_index("segment")
+    assert manifest["status"].eq("ok").all()
+    winners = manifest["candidate"].to_dict()
+    assert winners == {f"store_{s}": "season" if s < 3 else "ridge" for s in range(6)}
+    assert set(manifest["model_format"]) == {"baseline-json", "pickle"}  # one pack, mixed kinds
+    assert (manifest["cv_folds"] == 3).all()
+    scores = json.loads(manifest.loc["store_4", "cv_scores"])
+    assert set(scores) == {"ridge", "lgbm", "season", "mean"} and scores["lgbm"]["trials"] == 2
+    assert manifest.loc["store_0", "rmse"] < 1e-9  # the seasonal baseline, on the holdout weeks 32-39
+    metrics = mlflow.MlflowClient(project.tracking_uri).get_run(run.run_id).data.metrics
+    assert metrics["won.season"] == 3 and metrics["won.ridge"] == 3 and metrics["segments_baseline_won"] == 3
+
+    # Scoring next weeks: the seasonal stores read the week, the others their features.
+    ahead = panel(seed=0, weeks=44)
+    ahead = ahead[ahead["week"] >= 40].drop(columns=["label"])
+    out = tmp_path / "scores.parquet"
+    scored = runner.invoke(app, ["--bundle", str(path), "score", "demand", "--data",
+                                 str(_write(ahead, tmp_path / "ahead.parquet")), "--out", str(out)])
+    assert scored.exit_code == 0, scored.output
+    got = pd.read_parquet(out)
+    seasonal = got[got["segment"] == "store_1"].sort_values("week")
+    np.testing.assert_allclose(seasonal["prediction"].to_numpy(dtype=float), SEASON * 2, atol=1e-9)
+    missing_week = ahead.drop(columns=["week"])
+    bad = runner.invoke(app, ["--bundle", str(path), "score", "demand", "--data",
+                              str(_write(missing_week, tmp_path / "noweek.parquet")), "--out", str(tmp_path / "x.csv")])
+    assert bad.exit_code != 0 and "input lacks column(s) week" in bad.output
+
+    # Promote: the composite pack keeps the time column among its inputs; MLflow's loader serves it.
+    project.evaluate("demand")
+    promoted = project.promote("demand", force=True)
+    assert promoted.version is not None
+    mlflow.set_tracking_uri(project.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{project.registered_model('demand')}@champion")
+    served = model.predict(ahead)
+    both = ahead.assign(p=served["prediction"].to_numpy(dtype=float)).merge(got, on=["segment", "week"])
+    np.testing.assert_allclose(both["p"], both["prediction"].to_numpy(dtype=float), atol=1e-9)
+
+
+def _write(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def test_a_fleet_won_by_baselines_says_so_loudly(tmp_path: Path) -> None:
+    frame = panel(stores=4, seasonal=4)
+    model = selecting_model()
+    path = write_bundle(tmp_path, frame=frame, models={"demand": model})
+    result = runner.invoke(app, ["--bundle", str(path), "train", "demand", "--workers", "1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "a baseline won 4 of 4 segments (100%: season 4, mean 0)" in result.output
