@@ -123,12 +123,16 @@ def load(target: str | None, var: list[str] | None) -> BundleConfig:
     return load_config(state.bundle, target, values)
 
 
-def checked(target: str | None, var: list[str] | None) -> Target:
-    """The bundle loaded for a target and checked (references, import paths), as the context every task takes."""
+def checked(target: str | None, var: list[str] | None, fits: bool = True) -> Target:
+    """The bundle loaded for a target and checked (references, import paths), as the context every task takes.
+
+    `fits=False`, for a command that fits no model: estimator parameters are not checked (that check
+    imports LightGBM, which such a command may never need in this process).
+    """
     from manymodels.jobs import context  # imported here: it brings MLflow, which `--help` does not need
 
     config = load(target, var)
-    problems = check_bundle(config, data=False)
+    problems = check_bundle(config, data=False, params=fits)
     if problems:
         raise BundleError(problems)
     return context.Target(config)

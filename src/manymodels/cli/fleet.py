@@ -79,7 +79,7 @@ def score_cmd(
     from manymodels.jobs import score
 
     def body() -> int:
-        ctx = checked(target, var)
+        ctx = checked(target, var, fits=False)
         outcome = score(ctx, model, data, output=out, run_id=run, partition_by_segment=partition_by_segment,
                         workers=workers)
         render.score_summary(outcome)
@@ -109,7 +109,7 @@ def evaluate_cmd(
     from manymodels.jobs.evaluate import evaluate
 
     def body() -> int:
-        ctx = checked(target, var)
+        ctx = checked(target, var, fits=False)
         if out is not None:
             from manymodels.data import output_format
 
@@ -145,7 +145,7 @@ def promote_cmd(
     from manymodels.jobs.promote import promote
 
     def body() -> int:
-        ctx = checked(target, var)
+        ctx = checked(target, var, fits=False)
         outcome = promote(ctx, model, run_id=run, take_all=take_all, force_lock=force_lock, force=force)
         render.promote_summary(outcome)
         return 0
@@ -166,7 +166,7 @@ def rollback_cmd(
     from manymodels.jobs.promote import rollback
 
     def body() -> int:
-        ctx = checked(target, var)
+        ctx = checked(target, var, fits=False)
         render.rollback_summary(rollback(ctx, model, to=to, force_lock=force_lock))
         return 0
 
@@ -187,7 +187,7 @@ def models_cmd(
     from manymodels.jobs.promote import model_versions, models_overview
 
     def body() -> int:
-        ctx = checked(target, var)
+        ctx = checked(target, var, fits=False)
         config = ctx.config
         if model is None:
             rows = models_overview(ctx)
@@ -222,7 +222,7 @@ def runs_cmd(
     from manymodels.jobs.promote import champion_sources
 
     def body() -> int:
-        ctx = checked(target, var)
+        ctx = checked(target, var, fits=False)
         config = ctx.config
         runs = Project(config).runs(model, limit=limit)
         render.runs_table(model, runs, config.model(model).primary_metric, champion_sources(ctx, model))
@@ -244,7 +244,7 @@ def show_cmd(
     from manymodels.jobs.report import run_report
 
     def body() -> int:
-        ctx = checked(target, var)
+        ctx = checked(target, var, fits=False)
         report = run_report(ctx, run_id, worst=worst, failed_limit=None if as_json else 20)
         if as_json:
             sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")

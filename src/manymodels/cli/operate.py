@@ -55,7 +55,7 @@ def destroy_cmd(
     from manymodels.jobs.deploy import DestroyPlan, destroy
 
     def body() -> int:
-        ctx = checked(target, var)
+        ctx = checked(target, var, fits=False)
         config = ctx.config
 
         def approve(plan: DestroyPlan) -> bool:
@@ -99,7 +99,7 @@ def gc_cmd(
     from manymodels.jobs.prune import PrunePlan, prune, prune_plan
 
     def body() -> int:
-        ctx = checked(target, var)
+        ctx = checked(target, var, fits=False)
         config = ctx.config
 
         def show(plan: PrunePlan) -> None:
@@ -146,7 +146,7 @@ def summary_cmd(
     from manymodels.jobs.deploy import summary
 
     def body() -> int:
-        ctx = checked(target, var)
+        ctx = checked(target, var, fits=False)
         report = summary(ctx)
         if as_json:
             sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
