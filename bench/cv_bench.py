@@ -9,6 +9,7 @@ additionally fits nothing more (the refit of the winner is in both) but predicts
 
     python bench/cv_bench.py --segments 1000 --rows 1000 --folds 5 --trials 1      # the issue's 1.2x case
     python bench/cv_bench.py --segments 200 --rows 1000 --folds 3 --trials 20      # the issue's 1.3x case
+    python bench/cv_bench.py --spark --segments 2000 --rows 200 --folds 5            # Spark local[2] vs local
 Prints one JSON line; writes only its work folder (--work).
 """
 
@@ -44,6 +45,42 @@ def selecting_bundle(root: Path, data: Path, folds: int, trials: int, sampler: s
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
+def spark_versus_local(work: Path, args: argparse.Namespace) -> dict[str, object]:
+    """The same selecting bundle trained on the local engine and on Spark local[jobs]: whole commands, same run."""
+    rows = round(args.rows / 0.8)
+    data = make_data(work / f"ours-{args.segments}x{rows}.parquet", args.segments, rows)
+    times: dict[str, list[float]] = {"local": [], "spark": []}
+    manifests = {}
+    for kind in ("local", "spark"):
+        bundle = work / f"engine-{kind}-{args.segments}x{rows}"
+        shutil.rmtree(bundle, ignore_errors=True)
+        selecting_bundle(bundle, data, args.folds, args.trials, args.sampler)
+        if kind == "spark":
+            doc = yaml.safe_load((bundle / "manymodels.yml").read_text())
+            doc["targets"] = {"dev": {"default": True, "engine": {"kind": "spark", "master": f"local[{args.jobs}]"}}}
+            (bundle / "manymodels.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    for _ in range(args.repeats):
+        for kind in ("local", "spark"):
+            bundle = work / f"engine-{kind}-{args.segments}x{rows}"
+            seconds, _ = timed([str(MANYMODELS), "train", "bench", "--workers", str(args.jobs)], cwd=bundle)
+            times[kind].append(seconds)
+    import manymodels as mm
+
+    for kind in ("local", "spark"):
+        bundle = work / f"engine-{kind}-{args.segments}x{rows}"
+        run = latest_run_metrics(bundle)
+        manifests[kind] = mm.load_bundle(bundle).manifest("bench", str(run["run_id"])).set_index("segment")
+    same = bool((manifests["local"]["candidate"] == manifests["spark"]["candidate"]).all()) and bool(
+        ((manifests["local"]["cv_mean"] - manifests["spark"]["cv_mean"]).abs() < 1e-9).all()
+    )
+    return {
+        "segments": args.segments, "cv_rows": args.rows, "folds": args.folds, "trials": args.trials, "jobs": args.jobs,
+        "local_s": [round(s, 1) for s in times["local"]], "spark_s": [round(s, 1) for s in times["spark"]],
+        "spark_vs_local": round(statistics.median(times["spark"]) / statistics.median(times["local"]), 3),
+        "same_cv_means": same,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--segments", type=int, default=1000)
@@ -53,9 +90,13 @@ def main() -> None:
     p.add_argument("--sampler", default="random", choices=["random", "tpe"])
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--spark", action="store_true", help="time Spark local[N] against the local engine instead")
     p.add_argument("--work", type=Path, default=Path(__file__).with_name("out") / "cv")
     args = p.parse_args()
     work = args.work.resolve()
+    if args.spark:
+        print(json.dumps(spark_versus_local(work, args)))
+        return
     bare_data = make_data(work / f"bare-{args.segments}x{args.rows}.parquet", args.segments, args.rows)
     ours_rows = round(args.rows / 0.8)
     ours_data = make_data(work / f"ours-{args.segments}x{ours_rows}.parquet", args.segments, ours_rows)

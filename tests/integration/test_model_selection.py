@@ -111,3 +111,63 @@ def test_a_fleet_won_by_baselines_says_so_loudly(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--bundle", str(path), "train", "demand", "--workers", "1"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "a baseline won 4 of 4 segments (100%: season 4, mean 0)" in result.output
+
+
+def test_global_tuning_finds_one_parameter_set_and_fits_every_segment_with_it(tmp_path: Path) -> None:
+    model = selecting_model()
+    model["candidates"] = [{"name": "lgbm", "params": {"num_boost_round": 10, "min_data_in_leaf": 3}},
+                           {"name": "mean", "type": "baseline", "method": "mean"}]
+    model["tuning"] = {"lgbm": {"space": {"num_leaves": [2, 4, 8], "learning_rate": {"float": [0.05, 0.5]}},
+                                "trials": 4, "scope": "global", "sample": 3}}
+    path = write_bundle(tmp_path, frame=panel(stores=6, seasonal=0), models={"demand": model})
+    project = mm.load_bundle(path)
+    first = project.train("demand", workers=2)
+    again = project.train("demand", workers=1)
+    params = {r.run_id: mlflow.MlflowClient(project.tracking_uri).get_run(r.run_id).data.params
+              for r in (first, again)}
+    best = json.loads(params[first.run_id]["tuning.lgbm.best"])
+    assert best == json.loads(params[again.run_id]["tuning.lgbm.best"])  # seeded: the same sample, the same trials
+    assert best["num_leaves"] in (2, 4, 8) and 0.05 <= best["learning_rate"] <= 0.5 and best["num_boost_round"] == 10
+    assert params[first.run_id]["tuning.lgbm.sample"] == "3"
+    won_by_lgbm = first.manifest[first.manifest["candidate"] == "lgbm"]
+    assert len(won_by_lgbm) > 0
+    assert {json.dumps(json.loads(p), sort_keys=True) for p in won_by_lgbm["params"]} == {
+        json.dumps(best, sort_keys=True)}
+
+
+def test_global_tuning_that_fails_every_trial_stops_before_any_run(tmp_path: Path) -> None:
+    model = selecting_model()
+    model["candidates"] = [{"name": "ridge", "type": "sklearn", "entry": "sklearn.linear_model.Ridge"}]
+    model["tuning"] = {"ridge": {"space": {"alpha": ["not", "numbers"]}, "trials": 2, "scope": "global",
+                                 "sampler": "grid"}}
+    path = write_bundle(tmp_path, frame=panel(stores=3, seasonal=0), models={"demand": model})
+    result = runner.invoke(app, ["--bundle", str(path), "train", "demand", "--workers", "1"], env={"COLUMNS": "200"})
+    assert result.exit_code != 0
+    assert "global tuning of candidate 'ridge': all 2 trial(s) failed on the 3 sampled segment(s)" in result.output
+    assert mm.load_bundle(path).runs("demand") == []
+
+
+def test_evaluate_on_cv_compares_the_champions_configuration_on_the_same_folds(tmp_path: Path) -> None:
+    model = selecting_model()
+    model["promotion"] = {"basis": "cv"}
+    path = write_bundle(tmp_path, frame=panel(stores=4, seasonal=0), models={"demand": model})
+    project = mm.load_bundle(path)
+    project.train("demand", workers=1)
+    project.promote("demand", force=True)  # week one: ridge everywhere
+    assert set(project.manifest("demand")["candidate"]) == {"ridge"}
+
+    write_bundle(tmp_path, frame=panel(stores=4, seasonal=4), models={"demand": model})  # now a pure season
+    project = mm.load_bundle(path)
+    project.train("demand", workers=1)
+    evaluation = project.evaluate("demand")
+    table = evaluation.table.set_index("segment")
+    assert set(table["basis"]) == {"cv"}
+    challenger = project.manifest("demand").set_index("segment")
+    for store, row in table.iterrows():
+        scores = json.loads(challenger.loc[store, "cv_scores"])
+        assert row["cv_champion"] == scores["ridge"]["mean"]  # ridge (the champion's pick) on this week's folds
+        assert row["champion"] == row["cv_champion"] and row["challenger"] == challenger.loc[store, "cv_mean"]
+        assert row["rows"] == challenger.loc[store, "n_train"] and row["cv_folds"] == 3
+    assert set(challenger["candidate"]) == {"season"}
+    assert set(table["status"]) == {"won"} and set(table["cv_folds_won"]) == {3.0}
+    assert set(table["decision"]) == {"promote"}

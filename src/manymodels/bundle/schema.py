@@ -7,12 +7,17 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from manymodels.bundle.messages import did_you_mean
-from manymodels.bundle.selection import CandidateSpec, SelectionSpec, TuningSpec, ValidationSpec
+from manymodels.bundle.selection import (
+    BINARY_METRICS,
+    REGRESSION_METRICS,
+    CandidateSpec,
+    SelectionSpec,
+    TuningSpec,
+    ValidationSpec,
+    selection_problem,
+)
 from manymodels.bundle.strict import Strict
 
-REGRESSION_METRICS = ("rmse", "mae", "mape", "r2")
-BINARY_METRICS = ("logloss", "auc", "accuracy")
 # Metrics where a larger value is better; all others are errors to minimise.
 HIGHER_IS_BETTER = frozenset({"r2", "auc", "accuracy"})
 
@@ -152,9 +157,15 @@ class PromotionSpec(Strict):
     `evaluate` fails (exit 1) when more than `max_failed_fraction` of the evaluated segments
     regress (challenger lost or failed) or break the quality gate's metric bounds; nothing to
     promote is not a failure.
+
+    With model selection (`validation`), a segment's challenger must also beat the champion's
+    configuration on most folds of its cross-validation, when the run scored that configuration
+    (see `cv_folds_won` in the table); `basis: cv` compares their mean fold metrics instead of
+    the holdout (more rows than a thin holdout; the table's `basis` says which was used).
     """
 
     metric: str | None = None
+    basis: Literal["holdout", "cv"] = "holdout"
     min_improvement: float = Field(default=0.0, ge=0.0)
     max_metric: float | None = None
     min_metric: float | None = None
@@ -224,31 +235,9 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _selection_fits_together(self) -> ModelSpec:
-        if (self.candidates or self.tuning) and self.validation is None:
-            raise ValueError("candidates and tuning are chosen among by cross-validation: add validation, "
-                             "e.g. validation: {kind: kfold, folds: 5}")
-        if self.candidates and "estimator" in self.model_fields_set:
-            raise ValueError("give estimator (one model kind) or candidates (several to choose from), not both")
-        names = [c.name for c in self.candidate_specs]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"candidate name(s) {', '.join(twice)} used twice: each needs its own name")
-        for name in self.tuning:
-            if name not in names:
-                raise ValueError(f"tuning.{name}: no candidate {name!r}{did_you_mean(name, names)}")
-            if next(c for c in self.candidate_specs if c.name == name).type == "baseline":
-                raise ValueError(f"tuning.{name}: a baseline has no parameters to tune")
-        time = self.time_column
-        if self.validation is not None and self.validation.kind == "time" and time is None:
-            raise ValueError("validation kind time needs by, the time column (or a split by time)")
-        ordered = [c.name for c in self.candidate_specs if c.method in ("last", "seasonal")]
-        if ordered and time is None:
-            raise ValueError(f"baseline(s) {', '.join(ordered)} need the rows' time order: set validation.by "
-                             "(kind time) or split.by")
-        allowed = REGRESSION_METRICS if self.task == "regression" else BINARY_METRICS
-        if self.selection.metric is not None and self.selection.metric not in allowed:
-            raise ValueError(f"selection.metric {self.selection.metric!r} does not fit task {self.task}; use one "
-                             f"of {', '.join(allowed)}")
+        why = selection_problem(self)
+        if why:
+            raise ValueError(why)
         return self
 
     @property

@@ -7,9 +7,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from manymodels.bundle.messages import did_you_mean
 from manymodels.bundle.strict import Strict
 
 BASELINE_METHODS = ("mean", "median", "last", "seasonal")
+REGRESSION_METRICS = ("rmse", "mae", "mape", "r2")
+BINARY_METRICS = ("logloss", "auc", "accuracy")
 
 
 class ValidationSpec(Strict):
@@ -97,17 +100,21 @@ def _dimension(name: str, value: Any) -> dict[str, Any]:
     kinds = [k for k in ("int", "float") if k in value]
     unknown = sorted(set(value) - {"int", "float", "log"})
     if len(kinds) != 1 or unknown:
-        raise ValueError(f"{name}: a range is {{int: [low, high]}} or {{float: [low, high]}} (plus log: true); "
-                         f"got keys {', '.join(map(str, value))}")
+        raise ValueError(
+            f"{name}: a range is {{int: [low, high]}} or {{float: [low, high]}} (plus log: true); "
+            f"got keys {', '.join(map(str, value))}"
+        )
     kind = kinds[0]
     bounds = value[kind]
     number = int if kind == "int" else (int, float)
     if (
-        not isinstance(bounds, list) or len(bounds) != 2
+        not isinstance(bounds, list)
+        or len(bounds) != 2
         or not all(isinstance(b, number) and not isinstance(b, bool) for b in bounds)
     ):
-        raise ValueError(f"{name}: {kind} takes [low, high], two {'integers' if kind == 'int' else 'numbers'}; "
-                         f"got {bounds!r}")
+        raise ValueError(
+            f"{name}: {kind} takes [low, high], two {'integers' if kind == 'int' else 'numbers'}; got {bounds!r}"
+        )
     low, high = bounds
     if not low < high or (kind == "float" and not (math.isfinite(low) and math.isfinite(high))):
         raise ValueError(f"{name}: low {low} must be below high {high}")
@@ -125,13 +132,17 @@ class TuningSpec(Strict):
     `space`: parameter -> a list of choices, `{int: [low, high]}` or `{float: [low, high], log:
     true}`. `trials` parameter sets are tried (each cross-validated); `sampler` tpe (default),
     random, or grid (lists only; at most `trials` of the grid's points), seeded with
-    `validation.seed`. `scope: segment` (the only one built yet) tunes each segment on its own.
+    `validation.seed`. `scope: segment` (default) tunes each segment on its own; `scope: global`
+    runs one study for the fleet, each trial scored on the same `sample` segments (drawn with
+    `validation.seed`), and fits every segment with the best parameters: for fleets where a study
+    per segment costs too much.
     """
 
     space: dict[str, Any] = Field(min_length=1)
     trials: int = Field(default=20, ge=1)
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     scope: Literal["segment", "global"] = "segment"
+    sample: int = Field(default=50, ge=1)
 
     @field_validator("space")
     @classmethod
@@ -146,12 +157,11 @@ class TuningSpec(Strict):
             raise ValueError("; ".join(wrong))
         return out
 
-    @field_validator("scope")
-    @classmethod
-    def _scope_built(cls, value: str) -> str:
-        if value == "global":
-            raise ValueError("scope global (tune once on a sample of segments) is not built yet: use scope segment")
-        return value
+    @model_validator(mode="after")
+    def _sample_is_global(self) -> TuningSpec:
+        if "sample" in self.model_fields_set and self.scope != "global":
+            raise ValueError("sample is for scope global: the segments one study for the fleet is scored on")
+        return self
 
     @model_validator(mode="after")
     def _grid_needs_lists(self) -> TuningSpec:
@@ -167,3 +177,43 @@ class SelectionSpec(Strict):
 
     metric: str | None = None
     rule: Literal["best"] = "best"
+
+
+def selection_problem(model: Any) -> str | None:
+    """Why a model's selection sections do not fit together (and with its task, split and promotion), or None."""
+    if model.promotion.basis == "cv" and model.validation is None:
+        return "promotion.basis cv compares cross-validated metrics: add validation"
+    if model.promotion.basis == "cv" and model.promotion_metric != model.selection_metric:
+        return (
+            f"promotion.basis cv compares the folds' {model.selection_metric} (selection.metric): "
+            f"promotion.metric {model.promotion_metric} cannot be read from them"
+        )
+    if (model.candidates or model.tuning) and model.validation is None:
+        return (
+            "candidates and tuning are chosen among by cross-validation: add validation, "
+            "e.g. validation: {kind: kfold, folds: 5}"
+        )
+    if model.candidates and "estimator" in model.model_fields_set:
+        return "give estimator (one model kind) or candidates (several to choose from), not both"
+    names = [c.name for c in model.candidate_specs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        return f"candidate name(s) {', '.join(twice)} used twice: each needs its own name"
+    for name in model.tuning:
+        if name not in names:
+            return f"tuning.{name}: no candidate {name!r}{did_you_mean(name, names)}"
+        if next(c for c in model.candidate_specs if c.name == name).type == "baseline":
+            return f"tuning.{name}: a baseline has no parameters to tune"
+    time = model.time_column
+    if model.validation is not None and model.validation.kind == "time" and time is None:
+        return "validation kind time needs by, the time column (or a split by time)"
+    ordered = [c.name for c in model.candidate_specs if c.method in ("last", "seasonal")]
+    if ordered and time is None:
+        return f"baseline(s) {', '.join(ordered)} need the rows' time order: set validation.by (kind time) or split.by"
+    allowed = REGRESSION_METRICS if model.task == "regression" else BINARY_METRICS
+    if model.selection.metric is not None and model.selection.metric not in allowed:
+        return (
+            f"selection.metric {model.selection.metric!r} does not fit task {model.task}; use one "
+            f"of {', '.join(allowed)}"
+        )
+    return None

@@ -236,7 +236,17 @@ def evaluation_summary(evaluation: Evaluation, limit: int = 20) -> None:
         "segments",
         ", ".join(f"{n:,} {status}" for status, n in counts.items() if status != "promote"),
     )
-    head.add_row("would promote", f"{counts['promote']:,} segment(s)")
+    promoting = evaluation.table[evaluation.table["decision"] == "promote"]
+    by = ""
+    if "candidate" in promoting.columns and len(promoting):
+        wins = promoting["candidate"].value_counts()
+        by = " (" + ", ".join(f"{name} {int(n):,}" for name, n in wins.items()) + ")"
+    head.add_row("would promote", f"{counts['promote']:,} segment(s){by}")
+    if "basis" in evaluation.table.columns:
+        on_cv = int((evaluation.table["basis"] == "cv").sum())
+        if on_cv:
+            head.add_row("basis", f"{on_cv:,} segment(s) compared on cross-validation folds of their training rows "
+                                  "(promotion.basis cv), the rest on the evaluation rows")
     verdict = "[green]passed[/]" if evaluation.passed else "[red]failed[/]: " + "; ".join(evaluation.problems)
     if evaluation.unchanged:
         verdict += " (nothing changed since the champion trained: nothing to promote)"

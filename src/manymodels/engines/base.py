@@ -135,9 +135,10 @@ class Engine(Protocol):
         ...
 
     def fit(
-        self, fleet: Any, spec: SegmentSpec, shard_dir: str, on_progress: Progress | None = None
+        self, fleet: Any, spec: SegmentSpec, shard_dir: str | None, on_progress: Progress | None = None
     ) -> list[SegmentResult]:
-        """Fit every segment; models go to shards in `shard_dir` (a path or an fsspec URL); results in segment order."""
+        """Fit every segment; models go to shards in `shard_dir` (a path or an fsspec URL), or with None are not
+        kept (a tuning probe wants the metrics only); results in segment order."""
         ...
 
     def fingerprints(self, fleet: Any, spec: SegmentSpec) -> list[str]:

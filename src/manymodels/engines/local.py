@@ -134,7 +134,7 @@ class LocalEngine:
         self,
         data: PreparedData,
         spec: SegmentSpec,
-        shard_dir: str,
+        shard_dir: str | None,
         on_progress: Progress | None = None,
     ) -> list[SegmentResult]:
         """Fit every segment; each chunk's models land in one shard in `shard_dir`.
@@ -290,7 +290,7 @@ class LocalEngine:
                 future.cancel()
 
     @staticmethod
-    def _retry_alone(lost: list[Task], spec: SegmentSpec, shard_dir: str, tally: _Tally) -> list[SegmentResult]:
+    def _retry_alone(lost: list[Task], spec: SegmentSpec, shard_dir: str | None, tally: _Tally) -> list[SegmentResult]:
         """Chunks lost when a worker died, run one at a time: only the chunk that kills its worker fails."""
         results: list[SegmentResult] = []
         pool: ProcessPoolExecutor | None = None

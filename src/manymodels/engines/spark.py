@@ -180,7 +180,7 @@ class SparkEngine:
             return to_pandas(fleet.frame.groupBy(PART).applyInPandas(work, schema=schema))
 
     def fit(
-        self, fleet: SparkFleet, spec: SegmentSpec, shard_dir: str, on_progress: Progress | None = None
+        self, fleet: SparkFleet, spec: SegmentSpec, shard_dir: str | None, on_progress: Progress | None = None
     ) -> list[SegmentResult]:
         """One `applyInPandas` group per chunk; manifest rows come back, shards stay where executors wrote them."""
         from pyspark.sql.pandas.types import from_arrow_schema

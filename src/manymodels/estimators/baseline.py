@@ -112,6 +112,13 @@ def fit_baseline(
         if np.isfinite(seasons[i]):
             table[int(seasons[i])] = float(y[i])
     return Baseline(
-        {"method": method, "value": last, "period": int(period), "anchor": anchor, "step": step,
-         "seasons": [np.nan if v is None else v for v in table], "time": time}
+        {
+            "method": method,
+            "value": last,
+            "period": int(period),
+            "anchor": anchor,
+            "step": step,
+            "seasons": [np.nan if v is None else v for v in table],
+            "time": time,
+        }
     )

@@ -336,6 +336,7 @@ def selection_spec(spec: ModelSpec) -> tuple[Validation, tuple[Candidate, ...]]:
                 trials=tuning.trials if tuning else 0,
                 sampler=tuning.sampler if tuning else "tpe",
                 scope=tuning.scope if tuning else "segment",
+                sample=tuning.sample if tuning else 50,
             )
         )
     return validation, tuple(candidates)

@@ -112,6 +112,12 @@ def _judge(row: Any, change: float, higher: bool, metric: str, policy: Any) -> t
         return TIED, KEEP, f"improvement below min_improvement {policy.min_improvement:g}: {shown}"
     if gate:
         return WON, KEEP, gate
+    folds, won = getattr(row, "cv_folds", np.nan), getattr(row, "cv_folds_won", np.nan)
+    if won == won and folds == folds and folds > 0 and won <= folds / 2:
+        return WON, KEEP, (
+            f"better on the mean but on only {int(won)} of {int(folds)} folds against the champion's configuration: "
+            f"the champion stays ({shown})"
+        )
     return WON, PROMOTE, f"challenger better: {shown}"
 
 

@@ -40,6 +40,7 @@ from manymodels.jobs.decide import (
     gate_problems,
     worst_first,
 )
+from manymodels.jobs.selection import BASIS, CV_CHALLENGER, CV_CHAMPION, cv_comparison
 from manymodels.registry import Pack, RunInfo
 from manymodels.registry import manifest as mf
 from manymodels.registry.manifest import PackLayout
@@ -150,7 +151,10 @@ def evaluate(
             root = target.reachable_pack(running, champion_run, champion_pack)
             contenders.append(Contender(CHAMPION, root, shared))
         scored = running.evaluate(source, spec, metric, contenders, holdout)
-    table = worst_first(decide(_table(scored, spec, challenger_pack, champion_pack, recorded, holdout), model, metric))
+    table = _table(scored, spec, challenger_pack, champion_pack, recorded, holdout)
+    on_cv = model.promotion.basis == "cv" and metric == spec_metric(spec)
+    table = _with_cv(table, spec, challenger_pack, champion_pack, on_cv)
+    table = worst_first(decide(table, model, metric))
     result = Evaluation(
         model=name,
         metric=metric,
@@ -166,6 +170,36 @@ def evaluate(
     if save:
         result.artifact = save_evaluation(target, registry, challenger, champion, result)
     return result
+
+
+def spec_metric(spec: SegmentSpec) -> str | None:
+    """The metric a run's folds were scored with (None without cross-validation)."""
+    return spec.validation.metric if spec.validation is not None else None
+
+
+def _with_cv(
+    table: pd.DataFrame, spec: SegmentSpec, challenger: Pack, champion: Pack | None, on_cv: bool
+) -> pd.DataFrame:
+    """The table with the challenger's winner against the champion's configuration on the same folds, where the
+    run scored it; with `on_cv`, those mean fold metrics are what `challenger` and `champion` compare."""
+    keys_by = list(spec.segment_by)
+    if mf.CANDIDATE in challenger.manifest.columns:  # which candidate each challenger model is
+        table = table.merge(challenger.manifest[[*keys_by, mf.CANDIDATE, mf.N_TRAIN]], on=keys_by, how="left")
+    compared = cv_comparison(challenger.manifest, champion.manifest if champion is not None else None, spec)
+    if not len(compared):
+        return table.drop(columns=[mf.N_TRAIN], errors="ignore").assign(**{BASIS: "holdout"})
+    table = table.merge(compared, on=keys_by, how="left")
+    use = np.zeros(len(table), dtype=bool)
+    if on_cv:
+        scored = np.isfinite(table[CV_CHAMPION].to_numpy(dtype=float))
+        scored &= np.isfinite(table[CV_CHALLENGER].to_numpy(dtype=float))
+        use = scored & ~table[SAME_MODEL].to_numpy(dtype=bool)
+        table.loc[use, CHALLENGER] = table.loc[use, CV_CHALLENGER]
+        table.loc[use, CHAMPION] = table.loc[use, CV_CHAMPION]
+        # rows: the training rows the folds came from
+        table.loc[use, EVAL_ROWS] = table.loc[use, mf.N_TRAIN].fillna(0).astype(np.int64)
+    table[BASIS] = np.where(use, "cv", "holdout")
+    return table.drop(columns=[mf.N_TRAIN])
 
 
 def _described(data: Any) -> str:

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
+from manymodels.engines import Engine
+from manymodels.errors import DataError
 from manymodels.registry import manifest as mf
 from manymodels.segment import SegmentSpec
+from manymodels.segment.fit import OK
+from manymodels.segment.select import SelectionError, new_study, suggest, validation_of
+from manymodels.segment.spec import Candidate
 
 WON = "won."  # summary key prefix: segments each candidate won
 BASELINE_WON = "segments_baseline_won"
@@ -48,3 +60,128 @@ def baseline_warning(summary: dict[str, float], spec: SegmentSpec) -> str | None
         f"a baseline won {int(won):,} of {int(ok):,} segments ({won / ok:.0%}: {per}): the models do not beat "
         "a naive rule on most segments; look at the features, the parameters (tuning) or the rows per segment"
     )
+
+
+def tune_globally(
+    engine: Engine, data: Any, path: Path, fmt: str, spec: SegmentSpec, on_trial: Callable[[str], None] | None = None
+) -> tuple[SegmentSpec, dict[str, dict[str, Any]]]:
+    """One Optuna study per candidate with `scope: global`, run before the fleet is fitted.
+
+    Each trial fits the same seeded sample of segments on the engine with one parameter set and
+    scores it by their mean cross-validated metric; the spec returned has each such candidate's
+    best parameters fixed (and no tuning left), so every segment is fitted with them.
+
+    Returns:
+        The spec to fit the fleet with, and per tuned candidate: its best params, their mean CV
+        metric, the sample's size and the trials run.
+    """
+    validation = validation_of(spec)
+    candidates = list(spec.choices())
+    found: dict[str, dict[str, Any]] = {}
+    for i, candidate in enumerate(candidates):
+        if not candidate.tuned_globally:
+            continue
+        size = min(candidate.sample, len(data))
+        keep = np.zeros(len(data), dtype=bool)
+        keep[np.random.default_rng(validation.seed).choice(len(data), size=size, replace=False)] = True
+        sample = engine.select(data, keep, path, fmt, spec)
+        params, value, trials = _global_study(engine, sample, spec, candidate, on_trial)
+        candidates[i] = replace(candidate, params=params, space={}, trials=0, scope="segment")
+        found[candidate.name] = {"params": params, "cv_mean": value, "sample": size, "trials": trials}
+    return replace(spec, candidates=tuple(candidates)), found
+
+
+def _global_study(
+    engine: Engine, sample: Any, spec: SegmentSpec, candidate: Candidate, on_trial: Callable[[str], None] | None
+) -> tuple[dict[str, Any], float, int]:
+    validation = validation_of(spec)
+    errors: list[str] = []
+
+    def objective(trial: Any) -> float:
+        params = {**candidate.params, **suggest(trial, candidate.space)}
+        probe = replace(spec, candidates=(replace(candidate, params=params, space={}, trials=0, scope="segment"),))
+        results = engine.fit(sample, probe, None)
+        values = [r.cv_mean for r in results if r.status == OK and math.isfinite(r.cv_mean)]
+        if not values:
+            reasons = sorted({str(r.error) for r in results if r.error})
+            errors.append("; ".join(reasons[:3]) or "no segment could be scored")
+            raise SelectionError(errors[-1])
+        if on_trial is not None:
+            on_trial(f"tuning {candidate.name} (global): trial {trial.number + 1}/{candidate.trials}")
+        return float(np.mean(values))
+
+    study = new_study(candidate, validation.seed, validation.maximize)
+    study.optimize(objective, n_trials=candidate.trials, catch=(Exception,))
+    complete = [t for t in study.trials if t.value is not None]
+    if not complete:
+        raise DataError(
+            f"global tuning of candidate {candidate.name!r}: all {len(study.trials)} trial(s) failed on the "
+            f"{len(sample)} sampled segment(s)" + (f": {errors[0]}" if errors else "")
+        )
+    values = [float(t.value) for t in complete]
+    best = complete[values.index(max(values) if validation.maximize else min(values))]
+    return {**candidate.params, **best.params}, float(values[complete.index(best)]), len(study.trials)
+
+
+def tuned_globally(spec: SegmentSpec) -> bool:
+    """Whether a candidate of the spec is tuned once for the fleet."""
+    return spec.selecting and any(c.tuned_globally for c in spec.choices())
+
+
+# Columns an evaluation table gains when the challenger run cross-validated its segments.
+CV_CHALLENGER = "cv_challenger"  # the challenger's winner: its mean fold metric
+CV_CHAMPION = "cv_champion"  # the champion's configuration (candidate and params) on the same folds
+CV_FOLDS_WON = "cv_folds_won"  # folds where the challenger's winner beat the champion's configuration
+CV_FOLDS = "cv_folds"
+BASIS = "basis"  # what `challenger` and `champion` were measured on: holdout or cv
+
+
+def cv_comparison(challenger: pd.DataFrame, champion: pd.DataFrame | None, spec: SegmentSpec) -> pd.DataFrame:
+    """Per segment: the challenger's winner against the champion's configuration, on the challenger run's folds.
+
+    The challenger run cross-validated every candidate on each segment's current training rows;
+    when the champion's model came from one of them with the same parameters (an untuned
+    candidate, or a tuned one whose best trial drew the same), that candidate's fold metrics *are*
+    the champion's configuration on the same folds. Elsewhere (parameters the run never tried,
+    or no cross-validation on either side) the CV columns are null and the holdout decides alone.
+    """
+    keys_by = list(spec.segment_by)
+    columns = [*keys_by, CV_CHALLENGER, CV_CHAMPION, CV_FOLDS_WON, CV_FOLDS]
+    needed = (mf.CANDIDATE, mf.PARAMS, mf.CV_SCORES)
+    if (
+        champion is None
+        or not spec.selecting
+        or any(c not in challenger.columns for c in needed)
+        or any(c not in champion.columns for c in (mf.CANDIDATE, mf.PARAMS))
+    ):
+        return pd.DataFrame(columns=columns)
+    validation = validation_of(spec)
+    fixed = {c.name: _canonical(c.params) for c in spec.choices() if not (c.trials and c.space)}
+    mine = mf.served(challenger)[[*keys_by, mf.CANDIDATE, mf.CV_SCORES]]
+    theirs = mf.served(champion)[[*keys_by, mf.CANDIDATE, mf.PARAMS]]
+    both = mine.merge(theirs, on=keys_by, how="inner", suffixes=("", "_champion"))
+    rows = []
+    for rec in both.to_dict("records"):
+        scores = json.loads(str(rec[mf.CV_SCORES])) if isinstance(rec[mf.CV_SCORES], str) else {}
+        winner = scores.get(str(rec[mf.CANDIDATE]), {})
+        name = rec[f"{mf.CANDIDATE}_champion"]
+        entry = scores.get(str(name)) if isinstance(name, str) else None
+        params = rec[mf.PARAMS]
+        mine_folds = [np.nan if v is None else float(v) for v in winner.get("folds", [])]
+        cv_champion, won, n = np.nan, np.nan, len(mine_folds)
+        if entry is not None and isinstance(params, str):
+            tried = _canonical(entry["params"]) if "params" in entry else fixed.get(str(name))
+            if tried == _canonical(json.loads(params)):
+                theirs_folds = np.array([np.nan if v is None else float(v) for v in entry.get("folds", [])])
+                ours = np.array(mine_folds)
+                if len(theirs_folds) == len(ours):
+                    better = ours > theirs_folds if validation.maximize else ours < theirs_folds
+                    won = float((better & (np.abs(ours - theirs_folds) > 1e-12)).sum())
+                    cv_champion = float(np.nanmean(theirs_folds)) if np.isfinite(theirs_folds).any() else np.nan
+        mean = float(np.nanmean(mine_folds)) if mine_folds and np.isfinite(mine_folds).any() else np.nan
+        rows.append([*(rec[k] for k in keys_by), mean, cv_champion, won, n])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _canonical(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import time
@@ -9,6 +10,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,7 +20,7 @@ from manymodels.engines import Dataset, Engine, Fleet
 from manymodels.errors import BundleError, DataError, EngineSetupError
 from manymodels.jobs.changes import ChangePlan, plan_changes
 from manymodels.jobs.context import Target
-from manymodels.jobs.selection import baseline_warning, selection_summary
+from manymodels.jobs.selection import baseline_warning, selection_summary, tune_globally, tuned_globally
 from manymodels.registry import PackInfo, write_pack_files
 from manymodels.registry import manifest as mf
 from manymodels.registry.compose import copy_models
@@ -141,6 +143,9 @@ def _train(
             f"{len(data):,} segments of {model.dataset!r} has {largest:,} rows: every segment would fail; lower "
             "min_rows"
         )
+    tuned: dict[str, dict[str, Any]] = {}
+    if tuned_globally(spec):  # before fingerprints: the tuned parameters are part of what a model is
+        spec, tuned = tune_globally(engine, data, path, dataset.fmt, spec)
     plan = None
     if changed_only:
         plan = plan_changes(target, name, data.keys, engine.fingerprints(data, spec))
@@ -155,7 +160,7 @@ def _train(
         exp_id,
         f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
         _tags(target, name),
-        {**_params(target, name, spec, engine), "changed_only": changed_only},
+        {**_params(target, name, spec, engine), "changed_only": changed_only, **_tuned_params(tuned)},
     )
     with tracker.run_folder(run_id, artifact_uri) as folder, ExitStack() as cleanup:
         # Executors write shards into the run's own folder when it is local, else into engine.staging.
@@ -319,6 +324,16 @@ def summarize_manifest(manifest: pd.DataFrame, task: str, seconds: float) -> dic
             summary[f"{metric}_p50"] = float(np.percentile(values, 50))
             summary[f"{metric}_p95"] = float(np.percentile(values, 95))
     return summary
+
+
+def _tuned_params(tuned: dict[str, dict[str, Any]]) -> dict[str, object]:
+    """What global tuning found, as run params: each candidate's best parameters, their CV metric, the sample."""
+    out: dict[str, object] = {}
+    for name, found in tuned.items():
+        out[f"tuning.{name}.best"] = json.dumps(found["params"], sort_keys=True, default=str)
+        out[f"tuning.{name}.cv_mean"] = found["cv_mean"]
+        out[f"tuning.{name}.sample"] = found["sample"]
+    return out
 
 
 def _tags(target: Target, name: str) -> dict[str, str]:

@@ -105,8 +105,10 @@ def make_folds(frame: pd.DataFrame, spec: SegmentSpec) -> Folds:
     n = len(frame)
     if validation.kind == "kfold":
         if n < validation.folds:
-            raise SelectionError(f"{validation.folds}-fold validation needs at least {validation.folds} training rows; "
-                                 f"the segment has {n}")
+            raise SelectionError(
+                f"{validation.folds}-fold validation needs at least {validation.folds} training rows; "
+                f"the segment has {n}"
+            )
         from sklearn.model_selection import KFold
 
         splitter = KFold(validation.folds, shuffle=True, random_state=validation.seed)
@@ -313,4 +315,3 @@ def describe(exc: BaseException) -> str:
         return str(exc)
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-

@@ -22,7 +22,9 @@ class Candidate:
         space: parameters to tune: name -> {"choices": [...]} or {"int"|"float": [low, high], "log": bool}.
         trials: parameter sets tried per segment (0: no tuning).
         sampler: `tpe`, `random` or `grid`.
-        scope: `segment` (a study per segment) or `global` (tuned once; by then `space` is empty).
+        scope: `segment` (a study per segment) or `global` (one study for the fleet, on `sample` segments,
+            run before the fleet is fitted, which then fits with the parameters it found).
+        sample: how many segments a global study scores each trial on.
     """
 
     name: str
@@ -35,6 +37,12 @@ class Candidate:
     trials: int = 0
     sampler: str = "tpe"
     scope: str = "segment"
+    sample: int = 50
+
+    @property
+    def tuned_globally(self) -> bool:
+        """Whether this candidate is tuned once for the fleet, before the fit."""
+        return bool(self.trials and self.space and self.scope == "global")
 
 
 @dataclass(frozen=True)
