@@ -3,6 +3,7 @@
 
     python bench/memory_bench.py --segments 100000 --rows 100                       # train only
     python bench/memory_bench.py --segments 100000 --rows 100 --steps train,score,evaluate
+    python bench/memory_bench.py --segments 100000 --rows 100 --folds 5             # train with 5-fold CV
 Prints one JSON line per step: peak RSS of the driver and of the whole process tree, wall time; for
 training, segment counts. `score` scores fresh rows of every segment (`make_data.py --sample 1`),
 `evaluate` the training run on its holdout (no champion: one pack scored).
@@ -17,6 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import yaml
+
 from _common import MANYMODELS, REPO, PeakRSS, latest_run_metrics, make_data, write_bundle
 
 GIB = 1024**3
@@ -29,13 +32,18 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--work", type=Path, default=REPO / "bench" / "out")
     p.add_argument("--steps", default="train", help="comma-separated: train, score, evaluate (in that order)")
+    p.add_argument("--folds", type=int, default=0, help="with N: the model cross-validates (validation kfold, N folds)")
     args = p.parse_args()
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     data = make_data(args.work / f"data-{args.segments}x{args.rows}.parquet", args.segments, args.rows)
-    bundle = args.work / f"bundle-mem-{args.segments}x{args.rows}"
+    bundle = args.work / (f"bundle-mem-{args.segments}x{args.rows}" + (f"-cv{args.folds}" if args.folds else ""))
     if "train" in steps:
         shutil.rmtree(bundle, ignore_errors=True)
         write_bundle(bundle, data)
+        if args.folds:
+            doc = yaml.safe_load((bundle / "manymodels.yml").read_text())
+            doc["resources"]["models"]["bench"]["validation"] = {"kind": "kfold", "folds": args.folds}
+            (bundle / "manymodels.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
     commands = {
         "train": ["train", "bench", "--workers", str(args.jobs)],
         "score": ["score", "bench", "--out", str(args.work / "mem-scores.parquet"), "--data",

@@ -171,3 +171,15 @@ def test_evaluate_on_cv_compares_the_champions_configuration_on_the_same_folds(t
     assert set(challenger["candidate"]) == {"season"}
     assert set(table["status"]) == {"won"} and set(table["cv_folds_won"]) == {3.0}
     assert set(table["decision"]) == {"promote"}
+
+
+def test_the_fallback_is_the_first_model_candidate_fitted_on_every_row(tmp_path: Path) -> None:
+    model = selecting_model()
+    model["fallback"] = "global"
+    path = write_bundle(tmp_path, frame=panel(stores=4, seasonal=2), models={"demand": model})
+    project = mm.load_bundle(path)
+    run = project.train("demand", workers=1)
+    assert run.summary["fallback_ok"] == 1
+    unseen = panel(stores=1, seasonal=0, weeks=4).assign(segment="store_new").drop(columns=["label"])
+    scored = project.score("demand", unseen)
+    assert set(scored["model_source"]) == {"fallback"} and scored["prediction"].notna().all()

@@ -254,9 +254,11 @@ def _fit_fallback(
     """Fit the fallback (one model on every row, or one per parent group) into the pack's `fallback/` pack.
 
     The same engine does it: a parent group is a segment of a coarser grouping, and a global
-    model is the one group of no columns. Returns the fallback's manifest.
+    model is the one group of no columns. Returns the fallback's manifest. With model selection,
+    the fallback is the first candidate that is not a baseline, with its parameters as given: no
+    cross-validation of a model fitted on every row.
     """
-    fallback_spec = replace(spec, segment_by=tuple(by))
+    fallback_spec = replace(spec, segment_by=tuple(by), validation=None, candidates=())
     data = engine.load(Path(dataset.path), dataset.fmt, fallback_spec)
     fallback = PackLayout(PackLayout(pack_dir).fallback)
     shards = Path(fallback.shards)
