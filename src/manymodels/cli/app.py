@@ -80,6 +80,7 @@ def _main(
     # MLflow's INFO lines (database migrations and the like) and its "View run" links drown our output;
     # MLflow reads these when it is imported (later, by the command), so they are set before. --debug keeps them.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if not debug:
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("mlflow").setLevel(logging.DEBUG if debug else logging.WARNING)

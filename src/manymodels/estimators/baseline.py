@@ -96,7 +96,7 @@ def fit_baseline(
         raise ValueError(f"unknown baseline method {method!r}; use one of {', '.join(METHODS)}")
     if times is None:
         raise ValueError(f"baseline {method} needs the rows' time column")
-    order = np.argsort(times, kind="stable")
+    order = np.argsort(np.where(np.isnan(times), -np.inf, times), kind="stable")  # no time: the earliest
     last = float(y[order[-1]])
     if method == "last":
         return Baseline({"method": method, "value": last})

@@ -32,25 +32,30 @@ STATUS_RUNNING = "running"
 _BATCH = 100  # MLflow's limit of params (and tags) per log_batch call
 # MLflow prints "🏃 View run … at: …" links to stdout after each run unless this says not to.
 SUPPRESS_RUN_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+# ... and draws a "Downloading artifacts" progress bar for every artifact read (an evaluation table, say).
+ARTIFACT_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 @contextmanager
 def quiet_mlflow() -> Iterator[None]:
-    """While manymodels works: MLflow's INFO lines (database set-up, waits) and run links kept out of the
-    output; the caller's own logging settings come back afterwards."""
+    """While manymodels works: MLflow's INFO lines (database set-up, waits), run links and artifact progress
+    bars kept out of the output; the caller's own settings come back afterwards."""
     logger = logging.getLogger("mlflow")  # MLflow set its level when it was imported (above)
-    level, links = logger.level, os.environ.get(SUPPRESS_RUN_LINKS)
+    level = logger.level
+    saved = {name: os.environ.get(name) for name in (SUPPRESS_RUN_LINKS, ARTIFACT_BARS)}
     if logger.getEffectiveLevel() < logging.WARNING:
         logger.setLevel(logging.WARNING)
     os.environ[SUPPRESS_RUN_LINKS] = "true"
+    os.environ[ARTIFACT_BARS] = "false"
     try:
         yield
     finally:
         logger.setLevel(level)
-        if links is None:
-            os.environ.pop(SUPPRESS_RUN_LINKS, None)
-        else:
-            os.environ[SUPPRESS_RUN_LINKS] = links
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 _PARAM_MAX = 6000
 
 
