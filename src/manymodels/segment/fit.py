@@ -13,7 +13,7 @@ import pandas as pd
 
 from manymodels.estimators import FORMAT_BASELINE, add_import_roots, fit_model, is_constant
 from manymodels.segment.metrics import compute_metrics
-from manymodels.segment.select import Selection, SelectionError, select
+from manymodels.segment.select import Selection, describe, select
 from manymodels.segment.shards import join_location, shard_name, write_shard
 from manymodels.segment.spec import SegmentSpec
 
@@ -265,7 +265,4 @@ def _split(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[np.ndarray, np.ndarr
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, (SegmentDataError, SelectionError)):
-        return str(exc)
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    return str(exc) if isinstance(exc, SegmentDataError) else describe(exc)

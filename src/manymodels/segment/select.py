@@ -185,8 +185,6 @@ def fit_candidate(
     if candidate.estimator == "baseline":
         model = fit_baseline(str(candidate.method), y, times, candidate.period, spec.time_column)
         return model, FORMAT_BASELINE, model.to_bytes() if serialize else b""
-    if candidate.estimator != "lightgbm" and spec.impute is None:
-        _no_missing(X, candidate)
     impute = spec.impute if candidate.estimator != "lightgbm" else None
     return fit_model(candidate.estimator, candidate.entry, params, spec.task, X, y, impute=impute, serialize=serialize)
 
@@ -194,11 +192,12 @@ def fit_candidate(
 def _cross_validate(
     candidate: Candidate, X: pd.DataFrame, y: np.ndarray, times: np.ndarray | None, folds: Folds, spec: SegmentSpec
 ) -> Scored:
-    baseline = candidate.estimator == "baseline"
-    if candidate.trials and candidate.space and candidate.scope == "segment":
-        return _tune(candidate, X, y, times, folds, spec)
-    scored = Scored(candidate.name, dict(candidate.params), baseline=baseline)
+    scored = Scored(candidate.name, dict(candidate.params), baseline=candidate.estimator == "baseline")
     try:
+        if candidate.estimator not in ("lightgbm", "baseline") and spec.impute is None:
+            _no_missing(X, candidate)  # once for the segment, not per fold and trial
+        if candidate.trials and candidate.space and candidate.scope == "segment":
+            return _tune(candidate, X, y, times, folds, spec)
         scored.folds = _fold_scores(candidate, scored.params, X, y, times, folds, spec)
     except Exception as exc:  # noqa: BLE001 - one candidate failing leaves the others to win
         scored.error = describe(exc)
