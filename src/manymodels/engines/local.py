@@ -69,6 +69,7 @@ class LocalEngine:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.max_chunk_rows = max_chunk_rows
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_size = 0
         self._warming: list[Future[None]] = []
 
     @property
@@ -76,17 +77,20 @@ class LocalEngine:
         """Always: the pool runs on this machine."""
         return True
 
-    def start(self, rows: int | None = None) -> None:
+    def start(self, rows: int | None = None, beside: bool = False) -> None:
         """Start the workers now, so their imports overlap the driver's reading and tracking set-up.
 
         Args:
             rows: the dataset's row count if known; a fleet that fits one chunk runs in this
                 process and starts no pool.
+            beside: this process works too (`score`, `evaluate`), so `workers - 1` are started.
         """
-        if self._pool is not None or self.workers <= 1 or (rows is not None and rows <= MIN_CHUNK_ROWS):
+        size = self.workers - 1 if beside else self.workers
+        if self._pool is not None or size < 1 or self.workers <= 1 or (rows is not None and rows <= MIN_CHUNK_ROWS):
             return
-        self._pool = _new_pool(self.workers)
-        self._warming = [self._pool.submit(warm_up) for _ in range(self.workers)]
+        self._pool_size = size
+        self._pool = _new_pool(size)
+        self._warming = [self._pool.submit(warm_up) for _ in range(size)]
 
     def ready(self) -> None:
         """Wait until the workers `start` launched have answered (nothing to wait for without a pool).
@@ -240,13 +244,15 @@ class LocalEngine:
         return pd.concat([data.keys.reset_index(drop=True), table.drop(columns=mf.SEGMENT_INDEX)], axis=1)
 
     def _map(self, function: Callable[..., Any], tasks: Iterable[tuple[Any, ...]], count: int) -> Iterator[Any]:
-        """`function(*task)` for each task, yielded in task order; this process works too.
+        """`function(*task)` for each task, yielded in task order.
 
-        The pool (`workers - 1` processes, or the one `start` launched) is kept fed with two tasks
-        per process; whenever it is, this process runs the next task itself. So the work starts at
+        The pool is kept fed with two tasks per process. A pool started here has `workers - 1`
+        processes, and whenever it is fed this process runs the next task itself: the work starts at
         once, while the pool's workers still start and import (about as long, on a laptop, as
-        scoring thousands of segments), and `workers` processes share it. Tasks are drawn lazily,
-        so memory holds the tasks in flight, not all of them. One task: here, no pool.
+        scoring thousands of segments), and `workers` processes share it. A pool `start` launched
+        earlier (its workers imported while this process did its own set-up) has `workers`
+        processes, and this process only feeds it. Tasks are drawn lazily, so memory holds the tasks
+        in flight, not all of them. One task: here, no pool.
 
         Raises:
             EngineError: a worker process died.
@@ -258,8 +264,10 @@ class LocalEngine:
         if all(future.done() for future in self._warming):
             self.ready()  # the warm-up `start` launched has ended: a pool that could not start is one clear error
         if self._pool is None:
-            self._pool = _new_pool(min(self.workers - 1, count))
-        pool, feed = self._pool, 2 * max(1, self.workers - 1)
+            self._pool_size = min(self.workers - 1, count)
+            self._pool = _new_pool(self._pool_size)
+        pool, feed = self._pool, 2 * self._pool_size
+        helping = self._pool_size < self.workers  # a pool `start` launched with every worker: this process feeds it
         in_flight: dict[Future[Any], int] = {}
         done: dict[int, Any] = {}
         yielded = 0
@@ -267,8 +275,13 @@ class LocalEngine:
             for number, task in enumerate(tasks):
                 if len(in_flight) < feed:
                     in_flight[pool.submit(function, *task)] = number
-                else:
+                elif helping:
                     done[number] = function(*task)
+                else:
+                    finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        done[in_flight.pop(future)] = future.result()
+                    in_flight[pool.submit(function, *task)] = number
                 for future in [f for f in in_flight if f.done()]:
                     done[in_flight.pop(future)] = future.result()
                 while yielded in done:
