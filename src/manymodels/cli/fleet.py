@@ -1,4 +1,4 @@
-"""Commands on a model family's fleet: train, score, evaluate, promote, rollback, models, runs, show."""
+"""Commands on a model family's fleet: train, score, evaluate, promote, rollback, models, runs, show, report."""
 
 from __future__ import annotations
 
@@ -250,6 +250,39 @@ def show_cmd(
             sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
         else:
             render.show_run(report)
+        return 0
+
+    guarded(body)
+
+
+@app.command("report")
+def report_cmd(
+    model: Annotated[str, typer.Argument(help="The model family.")],
+    target: TargetOpt = None,
+    bundle: BundleOpt = None,
+    var: VarOpt = None,
+    run: Annotated[str | None, typer.Option("--run", help="The run to show (a training or promotion run).")] = None,
+    version: Annotated[int | None, typer.Option("--version", min=1, help="The registered version to show.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the page.")] = Path("report.html"),
+) -> None:
+    """Write one self-contained HTML page of a run: the fleet's metrics, worst segments, failures, evaluations.
+
+    Default: the champion's run, else the latest training run. The page needs no network to view.
+    """
+    from manymodels.jobs.report import html_report
+    from manymodels.report import write_page
+
+    def body() -> int:
+        if run is not None and version is not None:
+            render.err.print("give --run or --version, not both")
+            return 2
+        ctx = checked(target, var, fits=False)
+        made = html_report(ctx, model, run_id=run, version=version)
+        path = write_page(out, made.html)
+        shown = f"version {made.version}, run {made.run_id}" if made.version is not None else f"run {made.run_id}"
+        evaluations = f", {len(made.evaluations)} evaluation(s)" if made.evaluations else ""
+        render.out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {made.kind} report of {model}, "
+                         f"{shown}{evaluations}", markup=False)
         return 0
 
     guarded(body)

@@ -115,6 +115,7 @@ def train_summary(outcome: TrainOutcome) -> None:
         table.add_row("fallback", f"{int(s['fallback_ok']):,} ok / {int(s['fallback_failed']):,} failed of {groups:,}")
     table.add_row("rows", f"{int(s['rows_total']):,}")
     table.add_row("model pack", f"{outcome.artifact_uri}/model")
+    table.add_row("report", f"{outcome.artifact_uri}/report.html")
     table.add_row("wall time", f"{outcome.seconds:.1f} s")
     out.print(table)
     failed_segments(outcome.manifest, outcome.run_id)

@@ -40,6 +40,7 @@ from manymodels.jobs.decide import (
     gate_problems,
     worst_first,
 )
+from manymodels.jobs.pages import EVALUATION_FOLDER, evaluation_section, write_report
 from manymodels.jobs.selection import BASIS, CV_CHALLENGER, CV_CHAMPION, cv_comparison
 from manymodels.registry import Pack, RunInfo
 from manymodels.registry import manifest as mf
@@ -47,9 +48,8 @@ from manymodels.registry.manifest import PackLayout
 from manymodels.registry.tracking import TAG, current_user
 from manymodels.registry.versions import CHALLENGER as CHALLENGER_ALIAS
 from manymodels.registry.versions import ModelRegistry, VersionInfo
+from manymodels.report import Section
 from manymodels.segment import SegmentSpec
-
-EVALUATION_FOLDER = "evaluation"
 
 
 @dataclass
@@ -302,8 +302,12 @@ def save_evaluation(
     with tempfile.TemporaryDirectory(prefix="manymodels-eval-") as tmp:
         local = Path(tmp) / Path(artifact).name
         write_parquet(result.table, local)
+        page = write_report(local.with_suffix(".html"), result.model, "evaluation",
+                            lambda: [evaluation_report(target, result)], result.warnings.append)
         try:
             tracker.client.log_artifact(challenger.run_id, str(local), EVALUATION_FOLDER)
+            if page is not None:
+                tracker.client.log_artifact(challenger.run_id, str(page), EVALUATION_FOLDER)
             tracker.client.set_tag(challenger.run_id, TAG + "evaluation", artifact)
             tracker.client.set_tag(challenger.run_id, TAG + "evaluation.summary", json.dumps(summary))
         except Exception as exc:
@@ -312,6 +316,19 @@ def save_evaluation(
     version = challenger_version(registry, challenger)
     registry.set_alias(CHALLENGER_ALIAS, version.version)
     return artifact
+
+
+def evaluation_report(target: Target, result: Evaluation) -> Section:
+    """The evaluation's section of a report: what was compared on which rows, and the per-segment verdict."""
+    champion = "none yet"
+    if result.champion_version is not None:
+        champion = f"version {result.champion_version} (run {result.champion_run})"
+    facts = [("challenger run", result.challenger_run), ("champion", champion), ("evaluated on", result.data),
+             ("gate", "passed" if result.passed else "failed"), ("target", target.name)]
+    section = evaluation_section(result.table, list(target.model(result.model).segment_by), result.metric,
+                                 f"Evaluation: challenger vs champion ({result.metric})", facts)
+    section.notes += [*result.problems, *result.warnings]
+    return section
 
 
 def challenger_version(registry: ModelRegistry, run: RunInfo) -> VersionInfo:

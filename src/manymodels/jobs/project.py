@@ -15,6 +15,7 @@ from manymodels.errors import BundleError
 from manymodels.jobs.context import Target
 from manymodels.jobs.evaluate import Evaluation, evaluate
 from manymodels.jobs.promote import PromoteOutcome, RollbackOutcome, model_versions, promote, rollback
+from manymodels.jobs.report import html_report
 from manymodels.jobs.runner import JobOutcome, run_job
 from manymodels.jobs.score import score
 from manymodels.jobs.train import TrainOutcome, train
@@ -22,6 +23,7 @@ from manymodels.registry import RunInfo
 from manymodels.registry import manifest as mf
 from manymodels.registry.tracking import quiet_mlflow
 from manymodels.registry.versions import VersionInfo
+from manymodels.report import write_page
 from manymodels.segment import metric_names
 
 
@@ -202,6 +204,13 @@ class Project:
         """The model's training runs, newest first."""
         self.config.model(model)
         return self.target_context.tracker.runs(self.target_context.experiment(model), model, limit=limit)
+
+    @_quiet
+    def report(self, model: str, out: str | Path = "report.html", run_id: str | None = None,
+               version: int | None = None) -> Path:
+        """Write the HTML report of a run (default: the champion's, else the latest training run) to `out`."""
+        made = html_report(self.target_context, model, run_id=run_id, version=version)
+        return write_page(Path(out), made.html)
 
     @_quiet
     def manifest(self, model: str, run_id: str | None = None) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pandas as pd
 
@@ -19,8 +20,10 @@ from manymodels.data import write_parquet
 from manymodels.engines import Engine
 from manymodels.errors import GateError, RegistryError
 from manymodels.jobs.context import Target
+from manymodels.jobs.decide import CHALLENGER as CHALLENGER_METRIC
 from manymodels.jobs.decide import DECISION, PROMOTE, REASON, gate_problems
 from manymodels.jobs.evaluate import Evaluation, evaluate, load_evaluation
+from manymodels.jobs.pages import PROMOTION_TABLE, evaluation_section, run_facts, training_sections, write_report
 from manymodels.registry import Pack
 from manymodels.registry import manifest as mf
 from manymodels.registry.compose import compose_pack
@@ -29,8 +32,7 @@ from manymodels.registry.pack import TIME
 from manymodels.registry.pyfunc import describe_model, save_pack_model
 from manymodels.registry.tracking import TAG, current_user
 from manymodels.registry.versions import CHAMPION, PREVIOUS, ModelRegistry, VersionInfo
-
-PROMOTION_TABLE = "promotion.parquet"
+from manymodels.report import REPORT_FILE, Section
 
 
 @dataclass
@@ -47,6 +49,7 @@ class PromoteOutcome:
     run_id: str | None = None
     evaluation: Evaluation | None = None
     sources: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -187,6 +190,8 @@ def _register(
         sources = manifest[mf.SOURCE_RUN].value_counts().to_dict()
         outcome.sources = {str(k): int(v) for k, v in sources.items()}
         summary = {"segments_promoted": float(outcome.promoted), "segments_kept": float(outcome.kept)}
+        _write_promotion_report(folder.path / REPORT_FILE, target, name, spec.metric, run_id, manifest, table, outcome,
+                                champion)
         tracker.finish_run(run_id, summary, True, artifacts=folder.upload, tags={TAG + "segments": str(len(manifest))})
         registered = registry.register(
             run_id,
@@ -285,3 +290,22 @@ def model_versions(target: Target, name: str) -> tuple[str, list[VersionInfo]]:
     """A model family's registered model name and its versions, newest first."""
     registry = target.registry(name)
     return registry.name, registry.versions()
+
+
+def _write_promotion_report(path: Path, target: Target, name: str, metric: str, run_id: str, manifest: pd.DataFrame,
+                            table: pd.DataFrame, outcome: PromoteOutcome, champion: VersionInfo | None) -> None:
+    """The new champion's fleet (where each segment's model comes from) and the evaluation that decided it."""
+    model = target.model(name)
+    before = f"version {champion.version}" if champion else "none"
+    facts = run_facts(run_id, time.time(), target.name, [
+        ("model", name), ("challenger run", outcome.challenger_run), ("champion before", before),
+        ("segments promoted", f"{outcome.promoted:,}"), ("segments kept", f"{outcome.kept:,}"),
+    ])
+
+    def sections() -> list[Section]:
+        parts = training_sections(manifest, list(model.segment_by), metric, facts)
+        if CHALLENGER_METRIC in table.columns and DECISION in table.columns:
+            parts.append(evaluation_section(table, list(model.segment_by), metric, "The evaluation it followed", []))
+        return parts
+
+    write_report(path, name, "promotion", sections, outcome.warnings.append)

@@ -1,8 +1,11 @@
-"""What `manymodels show` reports of a run: summary metrics, failed segments, worst segments."""
+"""What `manymodels show` prints of a run, and the HTML page `manymodels report` writes of it."""
 
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -10,8 +13,18 @@ import pandas as pd
 from manymodels.bundle.schema import HIGHER_IS_BETTER
 from manymodels.errors import RegistryError
 from manymodels.jobs.context import Target
+from manymodels.jobs.decide import CHALLENGER, DECISION
+from manymodels.jobs.pages import (
+    EVALUATION_FOLDER,
+    PROMOTION_TABLE,
+    evaluation_section,
+    page,
+    run_facts,
+    training_sections,
+)
 from manymodels.registry import manifest as mf
-from manymodels.registry.tracking import TAG
+from manymodels.registry.tracking import TAG, RunInfo
+from manymodels.report import Section
 
 
 def run_report(target: Target, run_id: str, worst: int = 10, failed_limit: int | None = None) -> dict[str, Any]:
@@ -66,3 +79,77 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
+
+
+@dataclass
+class HtmlReport:
+    """A run's page: the HTML, the run it shows, what kind of run that is, the evaluations it includes."""
+
+    html: str
+    run_id: str
+    kind: str  # training | promotion
+    version: int | None
+    evaluations: list[str]
+
+
+def html_report(target: Target, name: str, run_id: str | None = None, version: int | None = None) -> HtmlReport:
+    """The page of a run of `name`: the named run, a version's run, else the champion's (else the latest training).
+
+    A training run's page has its fleet and the evaluations saved in it; a promotion's, the
+    composite champion it made and the table it promoted by.
+
+    Raises:
+        RegistryError: no such run or version, a run of another model, or nothing trained yet.
+    """
+    if version is not None:
+        found = target.registry(name).get(version)
+        info = (
+            target.resolve_run(name, found.run_id)
+            if found.tags.get(TAG + "kind") == "run"
+            else target.tracker.run(found.run_id)
+        )
+    elif run_id is not None:
+        info = target.tracker.run(run_id)
+        if info.model != name:
+            raise RegistryError(f"run {run_id} is of model {info.model!r}, not {name!r}")
+    else:
+        info, version = target.resolve_serving(name, None)
+    pack = target.open_pack(info)
+    meta = pack.info
+    kind = "promotion" if info.tags.get(TAG + "kind") == "promote" else "training"
+    extra = [("model", name), ("status", info.status)]
+    if version is not None:
+        extra.append(("version", str(version)))
+    facts = run_facts(info.run_id, info.start_time, info.tags.get(TAG + "target"), extra)
+    sections: list[Section] = training_sections(pack.manifest, list(meta.segment_by), meta.metric, facts)
+    shown: list[str] = []
+    for artifact, table in _tables(target, info, kind):
+        if CHALLENGER in table.columns and DECISION in table.columns:
+            title = "The evaluation it followed" if kind == "promotion" else f"Evaluation {Path(artifact).stem}"
+            sections.append(evaluation_section(table, list(meta.segment_by), meta.metric, title, [("table", artifact)]))
+            sections[-1].anchor = f"evaluation-{len(shown)}"
+            shown.append(artifact)
+    return HtmlReport(page(name, kind, sections), info.run_id, kind, version, shown)
+
+
+def _tables(target: Target, info: RunInfo, kind: str) -> list[tuple[str, pd.DataFrame]]:
+    """The decision tables a run holds: a promotion's table, or a training run's evaluations (newest first)."""
+    client = target.tracker.client
+    if kind == "promotion":
+        wanted = [PROMOTION_TABLE]
+    else:
+        try:
+            listed = client.list_artifacts(info.run_id, EVALUATION_FOLDER)
+        except Exception:  # noqa: BLE001 - a run without evaluations
+            listed = []
+        latest = info.tags.get(TAG + "evaluation")
+        wanted = sorted((f.path for f in listed if f.path.endswith(".parquet")), key=lambda p: p != latest)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="manymodels-report-") as tmp:
+        for artifact in wanted:
+            try:
+                local = client.download_artifacts(info.run_id, artifact, tmp)
+            except Exception:  # noqa: BLE001, S112 - a table that is not there is not shown
+                continue
+            out.append((artifact, pd.read_parquet(local)))
+    return out

@@ -20,6 +20,7 @@ from manymodels.engines import Dataset, Engine, Fleet
 from manymodels.errors import BundleError, DataError, EngineSetupError
 from manymodels.jobs.changes import ChangePlan, plan_changes
 from manymodels.jobs.context import Target
+from manymodels.jobs.pages import run_facts, training_sections, write_report
 from manymodels.jobs.selection import baseline_warning, selection_summary, tune_globally, tuned_globally
 from manymodels.registry import PackInfo, write_pack_files
 from manymodels.registry import manifest as mf
@@ -28,6 +29,7 @@ from manymodels.registry.manifest import PackLayout
 from manymodels.registry.pack import TIME
 from manymodels.registry.pyfunc import describe_model, save_pack_model
 from manymodels.registry.tracking import TAG, current_user, git_commit, local_path
+from manymodels.report import REPORT_FILE
 from manymodels.segment import SegmentSpec, metric_names
 from manymodels.segment.shards import fetch_shards, make_folder, remove_folder
 
@@ -219,6 +221,16 @@ def _train(
             warnings.append(loud)
             hooks.warn(loud)
         ok = summary["segments_ok"] > 0
+        facts = run_facts(run_id, time.time() - seconds, target.name, [
+            ("model", name), ("estimator", spec.estimator if not spec.selecting else "selected per segment"),
+            ("engine", f"{engine.kind} ({engine.workers} workers)"), ("wall time", f"{seconds:,.1f} s"),
+        ])
+        def warn(line: str) -> None:
+            warnings.append(line)
+            hooks.warn(line)
+
+        write_report(folder.path / REPORT_FILE, name, "training",
+                     lambda: training_sections(manifest, spec.segment_by, spec.metric, facts), warn)
         tracker.finish_run(run_id, summary, ok, artifacts=folder.upload, tags={TAG + "segments": str(len(manifest))})
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds, warnings)
 

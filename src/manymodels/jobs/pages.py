@@ -1,0 +1,186 @@
+"""The HTML report of a run: what training, an evaluation or a promotion decided, per segment.
+
+Training logs `report.html` in its run; an evaluation logs `evaluation/vs-vN.html` beside its
+table in the challenger's run; a promotion logs `report.html` in its run; `manymodels report`
+builds the page of any run, with the evaluations it holds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from manymodels.bundle.schema import HIGHER_IS_BETTER
+from manymodels.engines.operations import EVAL_ROWS
+from manymodels.jobs.decide import (
+    CHALLENGER,
+    CHAMPION,
+    CHANGE,
+    DECISION,
+    LOST,
+    REASON,
+    STATUS,
+    STATUS_ORDER,
+    worst_first,
+)
+from manymodels.registry import manifest as mf
+from manymodels.report import (
+    Chart,
+    Section,
+    Table,
+    bars,
+    cell,
+    fleet_section,
+    histogram,
+    render_page,
+    scatter,
+    segment_labels,
+    selection_section,
+    write_page,
+)
+from manymodels.report.sections import WORST
+
+EVALUATION_FOLDER = "evaluation"  # in a challenger's run: vs-v<N>.parquet (the table) and vs-v<N>.html
+PROMOTION_TABLE = "promotion.parquet"  # in a promotion's run: the table it promoted by
+
+
+def run_facts(
+    run_id: str, started: float | None, target: str | None, extra: Sequence[tuple[str, str]] = ()
+) -> list[tuple[str, str]]:
+    """The facts naming a run: its id, when it started, the target."""
+    facts = [("run", run_id)]
+    if started:
+        facts.append(("started", dt.datetime.fromtimestamp(started).isoformat(sep=" ", timespec="seconds")))
+    if target:
+        facts.append(("target", target))
+    return [*facts, *extra]
+
+
+def training_sections(
+    manifest: pd.DataFrame, segment_by: Sequence[str], metric: str, facts: list[tuple[str, str]]
+) -> list[Section]:
+    """Fleet summary, distributions, worst segments, failures, and model selection when the run selected."""
+    sections = fleet_section(manifest, segment_by, metric, metric in HIGHER_IS_BETTER, facts)
+    chosen = selection_section(manifest)
+    if chosen is not None:
+        sections.append(chosen)
+    if mf.SOURCE_RUN in manifest.columns:
+        served = mf.served(manifest)[mf.SOURCE_RUN].astype("string").fillna("(none)").value_counts()
+        if len(served) > 1 or mf.CARRIED not in manifest.columns:
+            sections[0].tables.append(
+                Table(
+                    ["training run", "segments served"],
+                    [[str(k), f"{int(v):,}"] for k, v in served.items()],
+                    caption="Where the served models come from",
+                    css="sources",
+                )
+            )
+    return sections
+
+
+def evaluation_section(
+    table: pd.DataFrame,
+    segment_by: Sequence[str],
+    metric: str,
+    title: str,
+    facts: list[tuple[str, str]],
+    worst: int = WORST,
+) -> Section:
+    """Counts by status and decision, champion vs challenger per segment, the largest regressions."""
+    higher = metric in HIGHER_IS_BETTER
+    labels = segment_labels(table, segment_by)
+    status = table[STATUS].astype(str)
+    by_status = status.value_counts().reindex([s for s in STATUS_ORDER if s in set(status)])
+    decisions = table[DECISION].astype(str).value_counts()
+    section = Section(title, "evaluation", facts=[*facts, *[(s, f"{int(n):,}") for s, n in by_status.items()]])
+    shown = scatter(
+        table[CHAMPION],
+        table[CHALLENGER],
+        labels,
+        f"{metric}: challenger vs champion, per segment",
+        f"champion {metric}",
+        f"challenger {metric}",
+        groups=status.tolist(),
+        diagonal=True,
+    )
+    total = int(
+        (
+            np.isfinite(table[CHAMPION].to_numpy(dtype=float)) & np.isfinite(table[CHALLENGER].to_numpy(dtype=float))
+        ).sum()
+    )
+    better = "above" if higher else "below"
+    section.charts = [
+        Chart(bars(list(by_status.index), list(by_status.to_numpy()), "Segments by status", "status")),
+        Chart(bars(list(decisions.index), list(decisions.to_numpy()), "Segments by decision", "decision")),
+        Chart(
+            shown[0],
+            f"Points {better} the dotted line: the challenger is better. "
+            + (
+                f"A seeded sample of {shown[1]:,} of {total:,}."
+                if total > shown[1]
+                else f"All {total:,} segments with both."
+            ),
+        ),
+        Chart(
+            histogram(
+                table[CHANGE].to_numpy(dtype=float),
+                f"Relative change in {metric} (challenger vs champion)",
+                "relative change",
+            ),
+            "Negative: the challenger's metric is smaller.",
+        ),
+    ]
+    ordered = worst_first(table.assign(_label=labels))
+    head = ordered.head(worst)
+    rows = [
+        [
+            str(r["_label"]),
+            str(r[STATUS]),
+            cell(r[CHAMPION]),
+            cell(r[CHALLENGER]),
+            _percent(r[CHANGE]),
+            f"{int(r[EVAL_ROWS]):,}" if EVAL_ROWS in head.columns else "",
+            str(r[DECISION]),
+            cell(r[REASON]),
+        ]
+        for _, r in head.iterrows()
+    ]
+    lost = int((status == LOST).sum())
+    section.tables.append(
+        Table(
+            ["segment", "status", "champion", "challenger", "change", "rows", "decision", "reason"],
+            rows,
+            caption=f"The first {len(rows)} segments to look at ({lost:,} lost; losses first, largest first)",
+            css="evaluation",
+        )
+    )
+    return section
+
+
+def _percent(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return ""
+    return "" if not np.isfinite(number) else f"{number:+.1%}"
+
+
+def page(model: str, kind: str, sections: Sequence[Section]) -> str:
+    """The page of a run of `model` (kind: training, evaluation, promotion)."""
+    return render_page(f"{model}: {kind} report", "manymodels: one model per segment", sections)
+
+
+def write_report(
+    path: Path, model: str, kind: str, sections: Callable[[], Sequence[Section]], warn: Callable[[str], None]
+) -> Path | None:
+    """Write a run's page; a report that cannot be made is a warning, never a lost run (the tables are kept)."""
+    try:
+        return write_page(path, page(model, kind, sections()))
+    except Exception as exc:  # noqa: BLE001 - the run's models and tables matter more than its page
+        warn(f"{path.name} not written ({type(exc).__name__}: {exc}); the run's tables are complete")
+        return None

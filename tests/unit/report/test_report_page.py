@@ -1,0 +1,106 @@
+"""The report's figures stay small at any fleet size; the page escapes what segments are called."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+
+from manymodels.jobs.pages import evaluation_section, training_sections
+from manymodels.report import Chart, Section, Table, ecdf, histogram, reason_of, render_page, scatter
+from manymodels.report.charts import BINS, MAX_POINTS, boxes
+
+
+def _manifest(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    status = np.where(rng.random(n) < 0.02, "failed", "ok")
+    frame = pd.DataFrame({
+        "store": [f"s{i}" for i in range(n)], "segment_index": np.arange(n), "status": status,
+        "error": pd.array([None] * n, dtype="string"), "rows": rng.integers(5, 500, n),
+        "n_train": rng.integers(4, 400, n), "n_test": 5, "shard": "shard-00000.parquet",
+        "model_format": "lightgbm-text", "fingerprint": "f", "fit_seconds": 0.1, "constant": False,
+        "rmse": rng.gamma(4.0, 0.3, n),
+    })
+    failed = frame["status"] == "failed"
+    frame.loc[failed, "rmse"] = np.nan
+    frame.loc[failed, "error"] = [f"segment has {k} rows, min_rows is 30" for k in rng.integers(1, 29, failed.sum())]
+    return frame
+
+
+def _figures(html: str) -> list[dict]:
+    """The data of every chart in a page, as plotly.js receives it."""
+    calls = re.findall(r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[.*?\]),\s*\{', html, flags=re.S)
+    return [json.loads(c) for c in calls]
+
+
+def test_a_100k_segment_page_is_small_and_its_charts_bounded() -> None:
+    manifest = _manifest(100_000)
+    html = render_page("demand", "test", training_sections(manifest, ["store"], "rmse", [("run", "r1")]))
+    assert len(html.encode()) < 10_000_000  # plotly.js (~4.7 MB) and the data of a few bounded charts
+    traces = [t for fig in _figures(html) for t in fig]
+    assert traces
+    for trace in traces:
+        assert len(trace.get("x", [])) <= max(MAX_POINTS, 400), trace.get("type")
+    assert "A seeded sample of 4,000 of" in html  # the scatter says it shows a sample
+
+
+def test_histogram_bins_and_sets_aside_the_extreme_tail() -> None:
+    values = np.concatenate([np.linspace(0, 1, 10_000), [500.0]])
+    figure = histogram(values, "t", "x")
+    bar = figure["data"][0]
+    assert len(bar["x"]) == BINS and sum(bar["y"]) < len(values)  # the 1% tail is counted aside...
+    assert "not drawn" in figure["layout"]["annotations"][0]["text"]  # ...and says so
+    assert max(bar["x"]) <= 1.0
+
+
+def test_figures_of_degenerate_values_draw_and_say_why() -> None:
+    constant = histogram(np.full(50, 3.0), "t", "x")  # no spread: one bar, no division by zero
+    assert constant["data"][0]["y"] == [50]
+    nothing = histogram([np.nan, np.inf], "t", "x")
+    assert nothing["data"] == [] and "no finite values" in nothing["layout"]["annotations"][0]["text"]
+    assert ecdf([], "t", "x")["data"] == []
+    assert boxes({"a": [np.nan]}, "t", "y")["data"] == []
+    figure, shown = scatter([1.0, np.nan], [np.nan, 2.0], ["a", "b"], "t", "x", "y")
+    assert shown == 0 and figure["data"] == []
+
+
+def test_scatter_sample_is_seeded_and_bounded() -> None:
+    n = 50_000
+    x = np.arange(n, dtype=float)
+    first, shown = scatter(x, x, [str(i) for i in range(n)], "t", "x", "y", diagonal=True)
+    again, _ = scatter(x, x, [str(i) for i in range(n)], "t", "x", "y", diagonal=True)
+    assert shown == MAX_POINTS and first == again
+    assert first["data"][-1]["name"] == "equal"  # the diagonal a challenger is read against
+
+
+def test_failure_reasons_group_messages_that_differ_in_numbers() -> None:
+    assert reason_of("segment has 3 rows, min_rows is 30") == reason_of("segment has 12 rows, min_rows is 30")
+    assert reason_of("boom\nTraceback ...") == "boom"
+    assert reason_of("") == "(no message)"
+
+
+def test_the_page_escapes_segment_names_in_tables_and_charts() -> None:
+    hostile = "</script><script>alert(1)</script>"
+    section = Section("s", "s", facts=[("segment", hostile)], tables=[Table(["segment"], [[hostile]])])
+    figure, _ = scatter([1.0], [2.0], [hostile], "t", "x", "y")
+    section.charts.append(Chart(figure))
+    html = render_page(hostile, hostile, [section])
+    assert "<script>alert(1)" not in html
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)" in html  # shown as text in the table
+    assert "\\u003c\\u002fscript\\u003e" in html  # and inside the chart's JSON
+
+
+def test_evaluation_section_orders_losses_first() -> None:
+    table = pd.DataFrame({
+        "store": ["a", "b", "c", "d"],
+        "challenger": [1.0, 3.0, 1.5, np.nan], "champion": [2.0, 1.0, 1.0, 1.0],
+        "rows": [10, 10, 10, 0], "status": ["won", "lost", "lost", "no_data"],
+        "change": [-0.5, 2.0, 0.5, np.nan], "decision": ["promote", "keep", "keep", "keep"],
+        "reason": ["better", "worse", "worse", "no evaluation rows"],
+    })
+    section = evaluation_section(table, ["store"], "rmse", "Evaluation", [])
+    rows = section.tables[0].rows
+    assert [r[0] for r in rows] == ["b", "c", "a", "d"]  # largest loss first, then the other loss, the win
+    assert ("lost", "2") in section.facts and len(section.charts) == 4
