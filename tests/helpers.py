@@ -186,3 +186,17 @@ def latest_pack(project: Any, model: str = "demand") -> Any:
     """The pack of a project's latest successful training run of `model`."""
     context = project.target_context
     return context.open_pack(context.resolve_run(model))
+
+
+def open_page(browser: Any, page_file: Path) -> tuple[Any, list[str]]:
+    """A page opened in the test Chromium once its charts are drawn, and what went wrong while it loaded: console
+    errors and warnings, script errors, dialogs (a script a segment's name smuggled in), any request beyond the file."""
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+    page.on("request", lambda r: None if r.url.startswith(("file:", "data:")) else problems.append(f"network: {r.url}"))
+    page.goto(page_file.as_uri())
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length > 0")
+    return page, problems

@@ -16,6 +16,7 @@ import pytest
 
 from helpers import segment_frame
 from manymodels.engines import Contender, Dataset, Engine, LocalEngine, prepare
+from manymodels.engines.operations import Watch, model_positions, monitor_chunk
 from manymodels.registry.manifest import build_manifest
 from manymodels.registry.pack import Pack, PackInfo, write_pack_files
 from manymodels.segment import SegmentSpec, read_shard
@@ -304,6 +305,29 @@ class OperationsContract:
             assert got.loc[manifest.index, "fingerprint"].tolist() == manifest["fingerprint"].tolist()
             assert np.isnan(got.loc["seg_001", "champion"]) and got.loc["seg_002", "champion"] > 0
             assert np.isnan(got.loc["flat", "challenger"])  # no model
+
+        def test_monitor_judges_every_segment_as_one_pass_over_all_rows_does(self, engine: Engine,
+                                                                             tmp_path: Path) -> None:
+            frame = fleet()
+            root = trained_pack(tmp_path, frame)
+            rows = to_score(frame).assign(label=lambda f: f["f0"] * 3)  # labels the models never saw
+            rows.loc[rows["segment"] == "seg_003", "f1"] += 2.0  # one segment drifts
+            path = tmp_path / "new.parquet"
+            rows.to_parquet(path, index=False)
+            watch = Watch(SPEC.features, "label", "regression", "rmse", scored=False)
+            got = engine.monitor(Dataset(path, "parquet"), ["segment"], str(root), watch).set_index("segment")
+            data = prepare(rows, ["segment"])
+            bounds = [(i, int(data.starts[i]), int(data.starts[i + 1])) for i in range(len(data))]
+            want = monitor_chunk(data.frame, bounds, str(root), watch, model_positions(data.keys, str(root)))
+            want = pd.concat([data.keys, want.drop(columns="segment_index")], axis=1).set_index("segment")
+            assert sorted(got.index) == sorted(want.index)
+            got = got.loc[want.index]
+            assert got["model_index"].tolist() == want["model_index"].tolist()
+            assert got.loc["never_seen", "model_index"] == -1 and got.loc["flat", "model_index"] == -1
+            numbers = [c for c in want.columns if c.startswith(("psi_", "ks_", "p_"))] + ["metric_new", "rows"]
+            np.testing.assert_allclose(got[numbers].to_numpy(dtype=float), want[numbers].to_numpy(dtype=float),
+                                       atol=1e-9)
+            assert got.loc["seg_003", "psi_1"] > 1.0 > got.loc["seg_004", "psi_1"]  # f1 moved in seg_003 only
 
         def test_evaluate_on_every_row_of_a_frame(self, engine: Engine, tmp_path: Path) -> None:
             frame = fleet()

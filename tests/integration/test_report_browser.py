@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +14,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import manymodels as mm
-from helpers import segment_frame, write_bundle
+from helpers import open_page, segment_frame, write_bundle
 from manymodels.cli.main import app
 
 runner = CliRunner()
 HOSTILE = "<img src=x onerror=alert(1)>"  # a segment value that must show as text, never run
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 
 
 def _model() -> dict[str, Any]:
@@ -69,36 +64,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"path": path, "project": project, "page": page, "runs": [r.run_id for r in runs]}
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        message = "needs Debian's chromium (apt-get install chromium; .ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-def _open(browser: Any, page_file: Path) -> tuple[Any, list[str]]:
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
-    page.on("request", lambda r: None if r.url.startswith(("file:", "data:")) else problems.append(f"network: {r.url}"))
-    page.goto(page_file.as_uri())
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length > 0")
-    return page, problems
-
-
 def test_the_report_renders_in_chromium_with_its_charts_and_worst_segments(fleet: dict[str, Any], browser: Any) -> None:
-    page, problems = _open(browser, fleet["page"])
+    page, problems = open_page(browser, fleet["page"])
     try:
         plots = page.locator(".js-plotly-plot")
         # fleet: histogram, ECDF, metric vs rows; failures: by reason; selection: won, fold spread, gain over the
@@ -146,7 +113,7 @@ def test_every_run_logs_its_page(fleet: dict[str, Any], browser: Any, tmp_path: 
     assert "report.html" in {a.path for a in client.list_artifacts(champion.run_id)}  # the promotion's run
 
     logged = Path(client.download_artifacts(latest, evaluation, str(tmp_path)))
-    page, problems = _open(browser, logged)  # `problems` lists any request beyond the file: it needs no network
+    page, problems = open_page(browser, logged)  # `problems` lists any request beyond the file: it needs no network
     try:
         assert page.locator(".js-plotly-plot").count() == 4 and problems == []
     finally:

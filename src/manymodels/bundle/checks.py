@@ -162,11 +162,15 @@ def _check_job(config: BundleConfig, name: str, job: JobSpec) -> list[str]:
                 output_format(Path(task.score.output))
             except DataError as exc:
                 problems.append(f"{config.where((*base, 'score', 'output'))}{dotted(base)}.score.output: {exc}")
-        dataset = task.score.dataset if task.score else (task.evaluate.data if task.evaluate else None)
+        named: list[tuple[tuple[str, ...], str | None]] = [
+            (("score", "dataset"), task.score.dataset if task.score else None),
+            (("evaluate", "data"), task.evaluate.data if task.evaluate else None),
+            (("monitor", "data"), task.monitor.data if task.monitor else None),
+        ]
+        key, dataset = next(((f, d) for f, d in named if d is not None), ((), None))
         if dataset is not None and dataset not in res.datasets:
-            field = ("score", "dataset") if task.score else ("evaluate", "data")
             problems.append(
-                f"{config.where((*base, *field))}{dotted(base)}.{'.'.join(field)}: no dataset "
+                f"{config.where((*base, *key))}{dotted(base)}.{'.'.join(key)}: no dataset "
                 f"{dataset!r} in resources.datasets{did_you_mean(dataset, res.datasets)}"
             )
     cycle = _find_cycle({t.key: list(t.depends_on) for t in job.tasks})

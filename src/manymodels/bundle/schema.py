@@ -17,6 +17,7 @@ from manymodels.bundle.selection import (
     selection_problem,
 )
 from manymodels.bundle.strict import Strict
+from manymodels.bundle.tasks import TaskSpec
 
 # Metrics where a larger value is better; all others are errors to minimise.
 HIGHER_IS_BETTER = frozenset({"r2", "auc", "accuracy"})
@@ -174,6 +175,25 @@ class PromotionSpec(Strict):
     max_failed_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
+class MonitoringSpec(Strict):
+    """`monitoring:` when `manymodels monitor` says a segment, and the fleet, need attention.
+
+    A segment with at least `min_rows` new rows is judged: it drifted when a feature's or the
+    predictions' population stability index against its training profile exceeds `psi_max` and a
+    PSI that large had less than `significance` chance without drift (few rows give large PSIs
+    by chance alone: about 10 / rows with 10 bins); it
+    degraded when the new rows carry the label and the metric got worse than the holdout metric
+    by more than `metric_increase_max` (relative: 0.25 is 25%). The fleet breaches (exit 1) when
+    more than `max_drifted_fraction` of the judged segments drifted or degraded.
+    """
+
+    psi_max: float = Field(default=0.2, gt=0.0)
+    significance: float = Field(default=0.01, gt=0.0, le=1.0)
+    metric_increase_max: float = Field(default=0.25, ge=0.0)
+    max_drifted_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
+    min_rows: int = Field(default=20, ge=1)
+
+
 class FallbackSpec(Strict):
     """`fallback: {segment_by: [region]}`: one fallback model per parent group."""
 
@@ -214,6 +234,7 @@ class ModelSpec(Strict):
     registered_model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     fallback: Literal["global"] | FallbackSpec | None = None
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     validation: ValidationSpec | None = None
     candidates: list[CandidateSpec] | None = Field(default=None, min_length=1)
     tuning: dict[str, TuningSpec] = Field(default_factory=dict)
@@ -287,91 +308,6 @@ class ModelSpec(Strict):
     def promotion_metric(self) -> str:
         """The metric champion and challenger are compared on: `promotion.metric`, else the primary metric."""
         return self.promotion.metric or self.primary_metric
-
-
-class ScoreTaskSpec(Strict):
-    """`score:` in a job task: predictions for a dataset, written as Parquet."""
-
-    model: str
-    dataset: str
-    output: str
-    run: str | None = None
-
-
-class EvaluateTaskSpec(Strict):
-    """`evaluate:` in a job task: the model's challenger against its champion, per segment.
-
-    `data` names a dataset to evaluate both on (default: the holdout rows of the model's dataset).
-    The task fails when the promotion policy's gate fails, which skips the tasks depending on it.
-    """
-
-    model: str
-    data: str | None = None
-
-
-class PromoteTaskSpec(Strict):
-    """`promote:` in a job task: a new champion version, the challenger where it won.
-
-    `force`: promote the winners even when the evaluation's gate failed.
-    """
-
-    model: str
-    all: bool = False
-    force: bool = False
-
-
-_KINDS = ("train", "evaluate", "promote", "score", "python")
-
-
-class TaskSpec(Strict):
-    """One task of a job: exactly one of `train`, `evaluate`, `promote`, `score` or `python`, plus its dependencies.
-
-    A train task with `changed_only: true` fits only the segments that changed since the champion.
-    A python task calls a function by import path (`my_pkg.features:build`, importable from the
-    bundle's folder and its `src/`) with `parameters` as keyword arguments: a feature step, say.
-
-    `evaluate` and `promote` take the model's name alone or a mapping (`{model: demand, data: fresh}`).
-    """
-
-    key: str = Field(min_length=1)
-    depends_on: list[str] = Field(default_factory=list)
-    train: str | None = None
-    changed_only: bool = False
-    evaluate: EvaluateTaskSpec | None = None
-    promote: PromoteTaskSpec | None = None
-    score: ScoreTaskSpec | None = None
-    python: str | None = Field(default=None, min_length=1)
-    parameters: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("evaluate", "promote", mode="before")
-    @classmethod
-    def _model_name_alone(cls, value: Any) -> Any:
-        return {"model": value} if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _exactly_one_kind(self) -> TaskSpec:
-        kinds = [k for k in _KINDS if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            got = ", ".join(kinds) or "none"
-            raise ValueError(f"a task needs exactly one of {', '.join(_KINDS)}; got {got}")
-        if self.changed_only and self.train is None:
-            raise ValueError("changed_only is for train tasks")
-        if self.parameters and self.python is None:
-            raise ValueError("parameters are for python tasks")
-        return self
-
-    @property
-    def kind(self) -> str:
-        """`train`, `evaluate`, `promote`, `score` or `python`."""
-        return next(k for k in _KINDS if getattr(self, k) is not None)
-
-    @property
-    def model(self) -> str | None:
-        """The model family the task works on (None for a python task)."""
-        if self.train is not None:
-            return self.train
-        spec = self.evaluate or self.promote or self.score
-        return spec.model if spec is not None else None
 
 
 class JobSpec(Strict):

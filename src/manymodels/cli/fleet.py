@@ -33,6 +33,10 @@ def train_cmd(
         typer.Option(help="Only these segments, comma-separated (several segment_by columns: values joined by '|')."),
     ] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Processes to fit on (default: cores).")] = None,
+    segments_from: Annotated[
+        str | None,
+        typer.Option("--segments-from", help="Only the segments a monitoring run flagged: monitor:RUN_ID."),
+    ] = None,
     changed_only: Annotated[
         bool,
         typer.Option(
@@ -46,6 +50,17 @@ def train_cmd(
     def body() -> int:
         ctx = checked(target, var)
         wanted = [s.strip() for s in segments.split(",") if s.strip()] if segments else None
+        if segments_from is not None:
+            from manymodels.jobs.monitor import flagged_segments
+
+            kind, _, run_id = segments_from.partition(":")
+            if kind != "monitor" or not run_id:
+                render.err.print(f"--segments-from takes monitor:RUN_ID; got {segments_from!r}", markup=False)
+                return 2
+            wanted = [*(wanted or []), *flagged_segments(ctx, model, run_id)]
+            if not wanted:
+                render.out.print(f"monitoring run {run_id} flagged no segment: nothing to train", markup=False)
+                return 0
         with render.segment_progress(f"train {model}") as hooks:
             outcome = train(ctx, model, segments=wanted, workers=workers, changed_only=changed_only, **hooks)
         render.train_summary(outcome)
@@ -284,5 +299,34 @@ def report_cmd(
         render.out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {made.kind} report of {model}, "
                          f"{shown}{evaluations}", markup=False)
         return 0
+
+    guarded(body)
+
+
+@app.command("monitor")
+def monitor_cmd(
+    model: Annotated[str, typer.Argument(help="The model family.")],
+    data: Annotated[str, typer.Option("--data", help="New rows: a dataset of the bundle, or a Parquet/CSV path.")],
+    target: TargetOpt = None,
+    bundle: BundleOpt = None,
+    var: VarOpt = None,
+    version: Annotated[
+        int | None, typer.Option("--version", min=1, help="The version to judge (default: the champion).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also write the per-segment table (.parquet or .csv).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Local engine: processes to use.")] = None,
+) -> None:
+    """Per segment: drift (PSI, KS) of each feature and of the predictions against training, and the metric when
+    the rows carry the label. Exit 1 when the fleet breaches the model's `monitoring` thresholds."""
+    from manymodels.cli.render_jobs import monitor_summary
+    from manymodels.jobs.monitor import monitor
+
+    def body() -> int:
+        ctx = checked(target, var, fits=False)
+        outcome = monitor(ctx, model, data, version=version, output=out, workers=workers)
+        monitor_summary(outcome)
+        return 1 if outcome.breached else 0
 
     guarded(body)

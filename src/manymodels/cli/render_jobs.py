@@ -1,4 +1,4 @@
-"""What `run`, `deploy`, `summary` and `init` print: a job's tasks, a target, a new project."""
+"""What `run`, `deploy`, `summary`, `init` and `monitor` print: a job's tasks, a target, a new project, drift."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from manymodels.cli.render import (
+    err,
     evaluation_summary,
     out,
     promote_summary,
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
     from manymodels.jobs import JobOutcome
     from manymodels.jobs.deploy import DeployOutcome
+    from manymodels.jobs.monitor import MonitorOutcome
 
 
 def job_summary(outcome: JobOutcome, seconds: float) -> None:
@@ -96,6 +98,7 @@ def task_result(kind: str, result: Any) -> None:
         "evaluate": evaluation_summary,
         "promote": promote_summary,
         "score": score_summary,
+        "monitor": monitor_summary,
     }
     if kind in shown:
         shown[kind](result)
@@ -114,7 +117,51 @@ def _detail(kind: str, result: Any, error: str | None) -> str:
         return f"{c['won']} won, {c['lost']} lost, {c['tied']} tied, {c['new']} new: {c['promote']} to promote"
     if kind == "promote":
         return f"champion version {result.version}" if result.version else "nothing promoted"
+    if kind == "monitor":
+        c = result.counts
+        return (f"{c['drifted']:,} drifted, {c['degraded']:,} degraded of {result.judged:,} judged "
+                f"({result.drifted_fraction:.1%})")
     if kind == "python":
         shown = repr(result.value)
         return f"{result.entry} returned {shown[:80] + '…' if len(shown) > 80 else shown}"
     return f"{result.rows:,} rows -> {result.output} ({result.rows_without_model:,} without model)"
+
+
+def monitor_summary(outcome: MonitorOutcome, limit: int = 15) -> None:
+    """Counts, the fleet's verdict and the first segments to look at."""
+    head = Table(title=f"monitor {outcome.model}", show_header=False, title_justify="left")
+    head.add_column(style="bold", no_wrap=True)
+    head.add_column(overflow="fold")
+    serving = f"run {outcome.pack_run}" + (f" (version {outcome.version})" if outcome.version else "")
+    head.add_row("models", serving)
+    head.add_row("on", outcome.data)
+    head.add_row("segments", ", ".join(f"{n:,} {s.replace('_', ' ')}" for s, n in outcome.counts.items()))
+    verdict = "[red]breached[/]: " + "; ".join(outcome.problems) if outcome.breached else (
+        f"[green]within thresholds[/] ({outcome.drifted_fraction:.1%} of judged segments drifted or degraded)")
+    head.add_row("fleet", verdict)
+    if outcome.output is not None:
+        head.add_row("table", str(outcome.output))
+    if outcome.run_id:
+        head.add_row("logged", f"run {outcome.run_id} (monitoring.parquet, report.html)")
+    out.print(head)
+    for line in outcome.warnings:
+        err.print(f"warning: {line}", markup=False)
+    from manymodels.jobs import drift as d
+
+    flagged = outcome.table[outcome.table[d.STATUS].isin([d.DEGRADED, d.DRIFTED])]
+    shown = flagged.head(limit)
+    if shown.empty:
+        return
+    table = Table(title=f"segments to look at ({len(shown):,} of {len(flagged):,})", title_justify="left")
+    columns = [*outcome.segment_by, d.STATUS, d.ROWS, d.WORST_COLUMN, d.PSI_MAX, outcome.metric, d.INCREASE]
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for _, row in shown.iterrows():
+        table.add_row(*[_shown(row[c]) for c in columns])
+    out.print(table)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.4g}"
+    return "" if value is None else str(value)

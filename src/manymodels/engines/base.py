@@ -184,6 +184,22 @@ class Engine(Protocol):
         ...
 
 
+    def monitor(self, source: Source, segment_by: Sequence[str], root: str, watch: Any) -> pd.DataFrame:
+        """Per segment of `source`: its new rows' drift against the pack's profiles, and its metric; only this
+        table returns.
+
+        Args:
+            source: the new rows (segment columns, the pack's features; `prediction` and the label if any).
+            segment_by: the pack's segment columns.
+            root: the pack's folder or URL, reachable by the engine's workers.
+            watch: an `operations.Watch`.
+
+        Returns:
+            The segment columns, then `operations.monitor_chunk`'s columns.
+        """
+        ...
+
+
 def warm_up() -> None:
     """Import what fitting needs, in a fresh worker process (LightGBM alone takes ~1.5 s: it imports scikit-learn)."""
     import lightgbm  # noqa: F401

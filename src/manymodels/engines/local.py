@@ -30,7 +30,10 @@ from manymodels.engines.chunking import MIN_CHUNK_ROWS, plan_chunks
 from manymodels.engines.operations import (
     PREDICTION,
     Contender,
+    Watch,
     evaluate_chunk,
+    model_positions,
+    monitor_chunk,
     open_pack,
     score_chunk,
     wanted_segments,
@@ -240,6 +243,21 @@ class LocalEngine:
         if not parts:
             parts = [evaluate_chunk(data.frame, [], spec, metric, judged, holdout)]  # no rows: an empty table
         table = pd.concat(parts, ignore_index=True)
+        table = table.sort_values(mf.SEGMENT_INDEX, kind="stable").reset_index(drop=True)
+        return pd.concat([data.keys.reset_index(drop=True), table.drop(columns=mf.SEGMENT_INDEX)], axis=1)
+
+    def monitor(self, source: Source, segment_by: Sequence[str], root: str, watch: Watch) -> pd.DataFrame:
+        """Each segment's drift and metric on its new rows; rows already scored: one vectorised pass here, else
+        chunks of whole segments predicted on the pool."""
+        extra = [PREDICTION] if watch.scored else []
+        columns = list(dict.fromkeys([*segment_by, *watch.features, *extra, *([watch.label] if watch.label else [])]))
+        data = prepare(_frame(source, columns), list(segment_by))
+        models = model_positions(data.keys, root)
+        whole = 1 if watch.scored or len(data) == 0 else None
+        chunks = [(0, len(data))] if whole else plan_chunks(data.sizes, self.workers, self.max_chunk_rows)
+        tasks = ((*self._task(data, number, first, end)[:2], root, watch, models) for number, (first, end)
+                 in enumerate(chunks))
+        table = pd.concat(list(self._map(monitor_chunk, tasks, len(chunks))), ignore_index=True)
         table = table.sort_values(mf.SEGMENT_INDEX, kind="stable").reset_index(drop=True)
         return pd.concat([data.keys.reset_index(drop=True), table.drop(columns=mf.SEGMENT_INDEX)], axis=1)
 

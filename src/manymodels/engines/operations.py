@@ -14,10 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from manymodels.registry import manifest as mf
 from manymodels.registry.manifest import SEGMENT_INDEX
 from manymodels.registry.pack import Pack
 from manymodels.segment import SegmentSpec, compute_metrics
 from manymodels.segment.fit import evaluation_rows, row_hashes, segment_fingerprints
+from manymodels.segment.metrics import grouped_metric
+from manymodels.segment.profile import WIDTH, drift, read_profiles
 
 PREDICTION = "prediction"
 # Columns of an evaluation's per-segment table, beside the segment columns and one metric column per contender.
@@ -143,3 +146,96 @@ def wanted_segments(keys: pd.DataFrame, skip: pd.DataFrame | None) -> np.ndarray
     by = list(keys.columns)
     marked = keys.merge(skip[by].drop_duplicates().assign(_skip=True), on=by, how="left", sort=False)
     return marked["_skip"].isna().to_numpy()
+
+
+# Columns of monitoring's per-segment table (beside the segment columns): rows, the pack's segment index
+# (-1: no model), per profiled column i (the features, then the predictions) psi_i, ks_i and p_i, the metric.
+MON_ROWS = "rows"
+MON_MODEL = "model_index"
+MON_METRIC = "metric_new"
+_profiles: OrderedDict[str, pd.Series] = OrderedDict()  # per process, as `_packs`
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What monitoring reads of new rows: the pack's features, the label (when the rows carry it), the metric."""
+
+    features: tuple[str, ...]
+    label: str | None
+    task: str
+    metric: str
+    scored: bool  # the rows carry `prediction` (a score output): not predicted again
+
+    @property
+    def columns(self) -> int:
+        """Profiled columns: the features, then the predictions."""
+        return len(self.features) + 1
+
+
+def model_positions(keys: pd.DataFrame, root: str) -> np.ndarray:
+    """Each segment of `keys`: its model's segment_index in the pack at `root`, -1 where it has none."""
+    pack = open_pack(root)
+    by = list(pack.segment_by)
+    served = mf.routes(pack.manifest, by)[[*by, mf.SEGMENT_INDEX]]
+    if not by:
+        return np.full(len(keys), int(served[mf.SEGMENT_INDEX].iat[0]) if len(served) else -1, dtype=np.int64)
+    found = keys[by].merge(served, on=by, how="left", sort=False)[mf.SEGMENT_INDEX]
+    return found.fillna(-1).to_numpy(dtype=np.int64)
+
+
+def _pack_profiles(root: str) -> pd.Series:
+    if root not in _profiles:
+        _profiles[root] = open_pack(root).profiles()
+        while len(_profiles) > _OPEN_PACKS:
+            _profiles.popitem(last=False)
+    return _profiles[root]
+
+
+def monitor_chunk(
+    frame: pd.DataFrame, bounds: Sequence[tuple[int, int, int]], root: str, watch: Watch, models: np.ndarray
+) -> pd.DataFrame:
+    """Drift (PSI, KS) of each segment's new rows against its training profile, and its metric on them.
+
+    Args:
+        frame: the chunk's rows, grouped by segment.
+        bounds: (segment index, first row, end row) of each segment in `frame`.
+        root: the serving pack.
+        watch: what to read.
+        models: per segment index (of the whole fleet), its model's segment_index in the pack (-1: none).
+
+    Returns:
+        One row per segment: SEGMENT_INDEX, MON_ROWS, MON_MODEL, psi_i, ks_i and p_i per profiled column (p: the
+        chance of such a PSI without drift), MON_METRIC.
+    """
+    from threadpoolctl import threadpool_limits
+
+    index = np.array([i for i, _, _ in bounds], dtype=np.int64)
+    sizes = np.array([hi - lo for _, lo, hi in bounds], dtype=np.int64)
+    count = len(index)
+    positions = np.repeat(np.arange(count), sizes)
+    model = models[index] if count else np.empty(0, dtype=np.int64)
+    known = model >= 0
+    out = pd.DataFrame({mf.SEGMENT_INDEX: index, MON_ROWS: sizes, MON_MODEL: model})
+    stored = _pack_profiles(root)
+    blobs = stored.reindex(model[known]).to_numpy(dtype=object) if len(stored) else [None] * int(known.sum())
+    profiles = np.full((count, watch.columns, WIDTH), np.nan, dtype=np.float32)
+    profiles[known] = read_profiles(list(blobs), watch.columns)[0]
+    if watch.scored:
+        predicted = pd.to_numeric(frame[PREDICTION], errors="coerce").astype(float)
+    else:
+        with threadpool_limits(limits=1):
+            predicted = open_pack(root).predict(frame)[PREDICTION].astype(float)
+    predicted = pd.Series(predicted.to_numpy(dtype=float, na_value=np.nan))
+    columns = [frame[f].reset_index(drop=True) for f in watch.features] + [predicted]
+    pack = open_pack(root)
+    trained = pack.manifest.set_index(mf.SEGMENT_INDEX)[mf.N_TRAIN].reindex(model).to_numpy(dtype=float)
+    psi, ks, chance, _ = drift(positions, columns, profiles, count, np.nan_to_num(trained, nan=1.0))
+    for c in range(watch.columns):
+        out[f"psi_{c}"] = psi[:, c]
+        out[f"ks_{c}"] = ks[:, c]
+        out[f"p_{c}"] = chance[:, c]
+    out[MON_METRIC] = np.nan
+    if watch.label is not None and count:
+        y = pd.to_numeric(frame[watch.label], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        out[MON_METRIC] = grouped_metric(watch.task, watch.metric, positions, count, y, predicted.to_numpy())
+    return out

@@ -24,9 +24,15 @@ from manymodels.engines.chunking import plan_chunks
 from manymodels.engines.operations import (
     EVAL_FINGERPRINT,
     EVAL_ROWS,
+    MON_METRIC,
+    MON_MODEL,
+    MON_ROWS,
     PREDICTION,
     Contender,
+    Watch,
     evaluate_chunk,
+    model_positions,
+    monitor_chunk,
     open_pack,
     wanted_segments,
 )
@@ -137,16 +143,16 @@ class SparkEngine:
         )
         warming.start()  # Python workers import LightGBM while the JVM reads and counts
         try:
-            return self._tag(read_with_spark(self.session, path, fmt).select(*spec.columns), spec, segments)
+            return self._tag(read_with_spark(self.session, path, fmt).select(*spec.columns), spec.segment_by, segments)
         finally:
             warming.join()
 
-    def _tag(self, df: Any, spec: SegmentSpec, segments: Sequence[str] | None = None) -> SparkFleet:
+    def _tag(self, df: Any, segment_by: Sequence[str], segments: Sequence[str] | None = None) -> SparkFleet:
         """The rows tagged with their segment's index, chunk and partition label; the plan from the counts."""
         from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
 
         spark = self.session
-        by = list(spec.segment_by)
+        by = list(segment_by)
         counts = to_pandas(df.groupBy(*by).count())
         if by:  # no segment columns: one group of every row (a global model)
             counts = counts.sort_values(by, kind="stable", na_position="last").reset_index(drop=True)
@@ -171,7 +177,7 @@ class SparkEngine:
             tagged = df.join(F.broadcast(assign), on=same_segment, how="inner")
         else:
             tagged = df.crossJoin(F.broadcast(assign))
-        tagged = tagged.select(*[df[c] for c in spec.columns], assign[INDEX], assign[CHUNK], assign[PART])
+        tagged = tagged.select(*[df[c] for c in df.columns], assign[INDEX], assign[CHUNK], assign[PART])
         return SparkFleet(tagged, keys, sizes, chunks)
 
     def _per_chunk(self, fleet: SparkFleet, work: Any, schema: Any) -> pd.DataFrame:
@@ -235,7 +241,7 @@ class SparkEngine:
     ) -> pd.DataFrame:
         """Each chunk's segments evaluated on an executor; one row per segment comes back, never a row of data."""
         self.start()
-        fleet = self._tag(self._read(source).select(*spec.columns), spec)
+        fleet = self._tag(self._read(source).select(*spec.columns), spec.segment_by)
         judged = [(c.label, c.root, wanted_segments(fleet.keys, c.skip)) for c in contenders]
         fields = [f"{mf.SEGMENT_INDEX} long, {EVAL_ROWS} long, {EVAL_FINGERPRINT} string"]
         schema = ", ".join(fields + [f"{label} double" for label, _, _ in judged])
@@ -248,6 +254,28 @@ class SparkEngine:
             rows = evaluate_chunk(pd.DataFrame(columns=list(spec.columns)), [], spec, metric, judged, holdout)
         else:
             rows = self._per_chunk(fleet, evaluate_group, schema)
+        rows = rows.sort_values(mf.SEGMENT_INDEX, kind="stable").reset_index(drop=True)
+        return pd.concat([fleet.keys.reset_index(drop=True), rows.drop(columns=mf.SEGMENT_INDEX)], axis=1)
+
+    def monitor(self, source: Source, segment_by: Sequence[str], root: str, watch: Watch) -> pd.DataFrame:
+        """Each chunk's segments judged on an executor against the pack's profiles; only per-segment rows return."""
+        self.start()
+        extra = [PREDICTION] if watch.scored else []
+        columns = list(dict.fromkeys([*segment_by, *watch.features, *extra, *([watch.label] if watch.label else [])]))
+        fleet = self._tag(self._read(source).select(*columns), segment_by)
+        models = model_positions(fleet.keys, root)
+        fields = [f"{mf.SEGMENT_INDEX} long, {MON_ROWS} long, {MON_MODEL} long"]
+        fields += [f"psi_{c} double, ks_{c} double, p_{c} double" for c in range(watch.columns)]
+        schema = ", ".join([*fields, f"{MON_METRIC} double"])
+
+        def monitor_group(pdf: pd.DataFrame) -> pd.DataFrame:
+            frame, bounds = _chunk_bounds(pdf)
+            return monitor_chunk(frame, bounds, root, watch, models)
+
+        if len(fleet) == 0:
+            rows = monitor_chunk(pd.DataFrame(columns=columns), [], root, watch, models)
+        else:
+            rows = self._per_chunk(fleet, monitor_group, schema)
         rows = rows.sort_values(mf.SEGMENT_INDEX, kind="stable").reset_index(drop=True)
         return pd.concat([fleet.keys.reset_index(drop=True), rows.drop(columns=mf.SEGMENT_INDEX)], axis=1)
 

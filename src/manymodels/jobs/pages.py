@@ -28,6 +28,9 @@ from manymodels.jobs.decide import (
     STATUS_ORDER,
     worst_first,
 )
+from manymodels.jobs.drift import INCREASE, PSI_MAX, PSI_PREFIX, WORST_COLUMN
+from manymodels.jobs.drift import ROWS as MON_ROWS
+from manymodels.jobs.drift import STATUS as MON_STATUS
 from manymodels.registry import manifest as mf
 from manymodels.report import (
     Chart,
@@ -36,6 +39,7 @@ from manymodels.report import (
     bars,
     cell,
     fleet_section,
+    heatmap,
     histogram,
     render_page,
     scatter,
@@ -184,3 +188,37 @@ def write_report(
     except Exception as exc:  # noqa: BLE001 - the run's models and tables matter more than its page
         warn(f"{path.name} not written ({type(exc).__name__}: {exc}); the run's tables are complete")
         return None
+
+
+HEATMAP_ROWS = 30  # segments in a monitoring page's heatmap
+
+
+def monitoring_section(table: pd.DataFrame, segment_by: Sequence[str], metric: str, counts: dict[str, int],
+                       problems: Sequence[str], facts: list[tuple[str, str]], worst: int = WORST) -> Section:
+    """Drift of the worst segments by column (heatmap), the spread of drift and of metric change, the segments to
+    look at first (the table is ordered worst first)."""
+    labels = segment_labels(table, segment_by)
+    psi_columns = [c for c in table.columns if c.startswith(PSI_PREFIX)]
+    section = Section("Monitoring: drift and performance on new rows", "monitoring",
+                      facts=[*facts, *[(s.replace("_", " "), f"{n:,}") for s, n in counts.items()]],
+                      notes=list(problems))
+    head = table.head(HEATMAP_ROWS)
+    grid = head[psi_columns].to_numpy(dtype=float) if psi_columns else np.empty((0, 0))
+    section.charts = [
+        Chart(heatmap(grid, labels[: len(head)], [c[len(PSI_PREFIX):] for c in psi_columns],
+                      f"PSI of the first {len(head)} segments to look at, by column", "PSI"),
+              "Darker: a larger shift. A PSI of few rows is large by chance alone (about 10 / rows): a segment is "
+              "flagged only when a PSI is above monitoring.psi_max and unlikely by chance (the table's p.<column>)."),
+        Chart(histogram(table[PSI_MAX].to_numpy(dtype=float), "Largest PSI per segment", "PSI")),
+        Chart(bars(list(counts), list(counts.values()), "Segments by status", "status")),
+    ]
+    if np.isfinite(table[INCREASE].to_numpy(dtype=float)).any():
+        section.charts.append(Chart(histogram(table[INCREASE].to_numpy(dtype=float),
+                                              f"Change of {metric} on new rows against the holdout", "relative change"),
+                                    "Positive: worse than when the model was trained."))
+    rows = [[labels[i], str(r[MON_STATUS]), f"{int(r[MON_ROWS]):,}", cell(r[WORST_COLUMN]), cell(r[PSI_MAX]),
+             cell(r[metric]), cell(r[f"{metric}_holdout"]), _percent(r[INCREASE])]
+            for i, (_, r) in enumerate(table.head(worst).iterrows())]
+    section.tables.append(Table(["segment", "status", "rows", "worst column", "PSI", metric, f"{metric} (holdout)",
+                                 "change"], rows, caption=f"The first {len(rows)} segments to look at", css="monitor"))
+    return section

@@ -14,6 +14,7 @@ from manymodels.bundle import BundleConfig, check_bundle, load_config
 from manymodels.errors import BundleError
 from manymodels.jobs.context import Target
 from manymodels.jobs.evaluate import Evaluation, evaluate
+from manymodels.jobs.monitor import MonitorOutcome, flagged_segments, monitor
 from manymodels.jobs.promote import PromoteOutcome, RollbackOutcome, model_versions, promote, rollback
 from manymodels.jobs.report import html_report
 from manymodels.jobs.runner import JobOutcome, run_job
@@ -204,6 +205,23 @@ class Project:
         """The model's training runs, newest first."""
         self.config.model(model)
         return self.target_context.tracker.runs(self.target_context.experiment(model), model, limit=limit)
+
+    @_quiet
+    def monitor(self, model: str, data: Any, version: int | None = None, output: str | Path | None = None,
+                save: bool = True) -> MonitorOutcome:
+        """Drift and performance of the serving models (the champion, or `version`) on new rows, per segment.
+
+        `data`: a DataFrame, a dataset name or a file path (with `prediction`: not predicted again; with
+        the label: the metric too). The outcome's `breached` says whether the fleet broke the model's
+        `monitoring` thresholds; with `save` it is logged as a run of `<bundle>/<target>/monitoring`.
+        """
+        return monitor(self.target_context, model, data, version=version,
+                       output=Path(output) if output is not None else None, save=save)
+
+    @_quiet
+    def flagged(self, model: str, monitoring_run: str) -> list[str]:
+        """The segments a monitoring run found drifted or degraded: `train(model, segments=...)` retrains them."""
+        return flagged_segments(self.target_context, model, monitoring_run)
 
     @_quiet
     def report(self, model: str, out: str | Path = "report.html", run_id: str | None = None,

@@ -13,6 +13,7 @@ from manymodels.errors import BundleError, ManymodelsError
 from manymodels.jobs.context import Target
 from manymodels.jobs.deploy import holding_target
 from manymodels.jobs.evaluate import Evaluation, evaluate
+from manymodels.jobs.monitor import MonitorOutcome, monitor
 from manymodels.jobs.promote import PromoteOutcome, promote
 from manymodels.jobs.score import ScoreOutcome, score
 from manymodels.jobs.train import TrainOutcome, train
@@ -26,7 +27,7 @@ class PythonOutcome:
     value: Any
 
 
-Result = TrainOutcome | Evaluation | PromoteOutcome | ScoreOutcome | PythonOutcome
+Result = TrainOutcome | Evaluation | PromoteOutcome | ScoreOutcome | MonitorOutcome | PythonOutcome
 
 
 @dataclass
@@ -153,6 +154,13 @@ def _run_task(
             result = evaluation
         elif task.python is not None:
             result = PythonOutcome(task.python, call_python(target, task.python, task.parameters))
+        elif task.monitor is not None:
+            spec_monitor = task.monitor
+            output = target.config.resolve_path(spec_monitor.output) if spec_monitor.output else None
+            watched = monitor(target, spec_monitor.model, spec_monitor.data, version=spec_monitor.version,
+                              output=output, engine=engine)
+            error = None if not watched.breached else "breach: " + "; ".join(watched.problems)
+            result = watched
         elif task.promote is not None:
             model = task.promote.model
             result = promote(

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from manymodels.registry.manifest import SEGMENT_INDEX, SHARD, SOURCE_RUN, PackLayout
+from manymodels.registry.manifest import PROFILE, SEGMENT_INDEX, SHARD, SOURCE_RUN, PackLayout
 from manymodels.registry.pack import Pack, PackInfo, write_pack_files
 from manymodels.segment import shard_name
 from manymodels.segment.shards import write_shard
@@ -84,6 +84,9 @@ def copy_models(
         if len(rows) == 0:
             continue
         rows = rows.sort_values([SHARD, SEGMENT_INDEX], kind="stable").copy()
+        if PROFILE not in rows.columns:  # the profiles travel with their models (monitoring reads them)
+            profiles = pack.profiles()
+            rows[PROFILE] = rows[SEGMENT_INDEX].map(profiles).astype(object) if len(profiles) else None
         new_index = np.empty(len(rows), dtype=np.int64)
         new_shard: list[str] = []
         position = 0

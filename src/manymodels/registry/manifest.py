@@ -39,6 +39,9 @@ CONSTANT = "constant"
 SOURCE_RUN = "source_run"  # the training run a model came from (carried or promoted models)
 CARRIED = "carried"  # a changed-only run's model copied from the champion
 ATTEMPT = "attempt"  # a Spark task's attempt number, while results travel back (never persisted)
+# A segment's reference profile (segment.profile: float32 bytes). It travels with the other columns but is
+# stored apart, in PackLayout.PROFILES, so opening a pack to score never reads it.
+PROFILE = "profile"
 # Model selection's columns (only in the manifests of models with `validation`).
 CANDIDATE = "candidate"  # the winning candidate's name
 PARAMS = "params"  # its parameters, JSON (tuned ones included)
@@ -61,6 +64,7 @@ RESULT_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     (FINGERPRINT, pa.string()),
     (FIT_SECONDS, pa.float64()),
     (CONSTANT, pa.bool_()),
+    (PROFILE, pa.binary()),
 )
 
 
@@ -99,6 +103,7 @@ def result_rows(results: Sequence[SegmentResult], spec: SegmentSpec) -> pd.DataF
             FINGERPRINT: [r.fingerprint for r in results],
             FIT_SECONDS: np.array([r.seconds for r in results], dtype=float),
             CONSTANT: np.array([r.constant for r in results], dtype=bool),
+            PROFILE: pd.Series([r.profile for r in results], dtype=object),
         }
     )
     if spec.selecting:
@@ -138,6 +143,7 @@ def results_from_rows(rows: pd.DataFrame, spec: SegmentSpec) -> list[SegmentResu
             shard=_text(rec[SHARD]),
             seconds=float(rec[FIT_SECONDS]),
             constant=bool(rec[CONSTANT]),
+            profile=_blob(rec.get(PROFILE)),
         )
         for rec in rows.to_dict("records")
     ]
@@ -178,6 +184,10 @@ def segment_columns(manifest: pd.DataFrame) -> list[str]:
     return columns[: columns.index(SEGMENT_INDEX)]
 
 
+def _blob(value: object) -> bytes | None:
+    return bytes(value) if isinstance(value, bytes | bytearray | memoryview) else None
+
+
 def _text(value: object) -> str | None:
     return None if value is None or value is pd.NA or (isinstance(value, float) and value != value) else str(value)
 
@@ -190,6 +200,7 @@ class PackLayout:
 
         pack.json            what the models are: segment_by, features, task, metric, run
         manifest.parquet     one row per segment (this module's columns)
+        profiles.parquet     segment_index, profile: each segment's reference profile (segment.profile)
         shards/shard-NNNNN.parquet   the models themselves, native formats, many per file
         fallback/            optional: a pack of its own, for rows whose segment has no model
     """
@@ -201,6 +212,7 @@ class PackLayout:
     IN_RUN = "model/pack"  # the pack's artifact path in a run
     INFO = "pack.json"
     MANIFEST = "manifest.parquet"
+    PROFILES = "profiles.parquet"  # segment_index, profile: the reference profiles monitoring reads
     SHARDS = "shards"
     FALLBACK = "fallback"
 
@@ -213,6 +225,11 @@ class PackLayout:
     def manifest(self) -> Path | str:
         """The manifest table."""
         return join_location(self.root, self.MANIFEST)
+
+    @property
+    def profiles(self) -> Path | str:
+        """The segments' reference profiles."""
+        return join_location(self.root, self.PROFILES)
 
     @property
     def shards(self) -> Path | str:

@@ -18,7 +18,7 @@ import pandas as pd
 from manymodels.data import write_parquet
 from manymodels.errors import DataError, RegistryError
 from manymodels.estimators import FORMAT_BASELINE, FORMAT_LIGHTGBM, Predictor, has_text, load_model
-from manymodels.registry.manifest import SEGMENT_INDEX, SHARD, PackLayout, routes
+from manymodels.registry.manifest import PROFILE, SEGMENT_INDEX, SHARD, PackLayout, routes
 from manymodels.segment import read_shard
 from manymodels.segment.shards import exists, is_url, put_file, read_bytes
 
@@ -56,8 +56,11 @@ class PackInfo:
 
 
 def write_pack_files(pack_dir: Path, info: PackInfo, manifest: pd.DataFrame) -> None:
-    """Write a pack's manifest and description beside the shards the workers wrote."""
+    """Write a pack's manifest, its profiles (apart: scoring never reads them) and description beside the shards."""
     layout = PackLayout(pack_dir)
+    if PROFILE in manifest.columns:
+        write_parquet(manifest[[SEGMENT_INDEX, PROFILE]], Path(layout.profiles))
+        manifest = manifest.drop(columns=PROFILE)
     write_parquet(manifest, Path(layout.manifest))
     Path(layout.info).write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")
 
@@ -88,6 +91,17 @@ class Pack:
         fallback = PackLayout(self.layout.fallback)
         if exists(fallback.info):
             self.fallback = Pack(fallback.root, cache_shards, cache_models)
+
+    def profiles(self) -> pd.Series:
+        """Each segment's reference profile (bytes; None where it has none), by segment_index; empty for a
+        pack trained before profiles existed."""
+        if not exists(self.layout.profiles):
+            return pd.Series(dtype=object, name=PROFILE)
+        try:
+            table = pd.read_parquet(io.BytesIO(read_bytes(self.layout.profiles)))
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"{self.root}: unreadable profiles: {exc}") from exc
+        return pd.Series(table[PROFILE].to_numpy(dtype=object), index=table[SEGMENT_INDEX].to_numpy(), name=PROFILE)
 
     @property
     def segment_by(self) -> list[str]:
@@ -205,6 +219,8 @@ def publish_pack(root: Path, dest: str) -> str:
     for shard in sorted(Path(source.shards).glob("shard-*.parquet")):
         put_file(shard, target.shard(shard.name))
     put_file(Path(source.manifest), target.manifest)
+    if Path(source.profiles).exists():
+        put_file(Path(source.profiles), target.profiles)
     put_file(Path(source.info), target.info)
     return dest
 

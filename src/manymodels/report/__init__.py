@@ -1,6 +1,6 @@
 """Self-contained HTML reports of a fleet: plotly charts and tables, sized for 100,000 segments."""
 
-from manymodels.report.charts import bars, boxes, ecdf, empty_figure, histogram, scatter
+from manymodels.report.charts import bars, boxes, ecdf, empty_figure, heatmap, histogram, scatter
 from manymodels.report.page import REPORT_FILE, Chart, Section, Table, cell, render_page, write_page
 from manymodels.report.sections import fleet_section, reason_of, segment_labels, selection_section
 
@@ -15,6 +15,7 @@ __all__ = [
     "ecdf",
     "empty_figure",
     "fleet_section",
+    "heatmap",
     "histogram",
     "reason_of",
     "render_page",

@@ -217,3 +217,17 @@ def empty_figure(title: str, why: str) -> Figure:
             yaxis={"visible": False},
         ),
     }
+
+
+def heatmap(values: np.ndarray, rows: Sequence[str], columns: Sequence[str], title: str, scale: str) -> Figure:
+    """A rows x columns grid of values (a few dozen rows: the caller picks which)."""
+    if len(rows) == 0:
+        return empty_figure(title, "nothing to show")
+    grid = [[float(v) if np.isfinite(v) else None for v in row] for row in np.asarray(values, dtype=float)]
+    cells = {"type": "heatmap", "z": grid, "x": list(columns), "y": list(rows), "colorscale": "YlOrRd",
+             "reversescale": True, "colorbar": {"title": {"text": scale}},
+             "hovertemplate": "%{y}<br>%{x}: %{z:.3g}<extra></extra>"}
+    layout = _layout(title, "", "", yaxis={"autorange": "reversed", "automargin": True, "type": "category"},
+                     xaxis={"type": "category"})
+    layout["height"] = max(320, 80 + 22 * len(rows))
+    return {"data": [cells], "layout": layout}

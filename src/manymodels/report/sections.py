@@ -141,7 +141,7 @@ def _worst(
         anchors=anchors,
         css="worst",
     )
-    hidden = {mf.SEGMENT_INDEX, mf.ATTEMPT, *segment_by}
+    hidden = {mf.SEGMENT_INDEX, mf.ATTEMPT, mf.PROFILE, *segment_by}
     columns = [c for c in manifest.columns if c not in hidden]
     detail_rows = [[labels[i], *[cell(manifest[c].iat[i]) for c in columns]] for i in at]
     details = Table(

@@ -13,6 +13,7 @@ import pandas as pd
 
 from manymodels.estimators import FORMAT_BASELINE, add_import_roots, fit_model, is_constant
 from manymodels.segment.metrics import compute_metrics
+from manymodels.segment.profile import make_profile
 from manymodels.segment.select import Selection, describe, select
 from manymodels.segment.shards import join_location, shard_name, write_shard
 from manymodels.segment.spec import SegmentSpec
@@ -50,6 +51,8 @@ class SegmentResult:
     cv_std: float = float("nan")
     cv_baseline: float = float("nan")
     cv_scores: str | None = None
+    # Where its training rows' features and predictions fell (segment.profile), for drift monitoring.
+    profile: bytes | None = None
 
 
 def row_hashes(frame: pd.DataFrame, spec: SegmentSpec) -> np.ndarray:
@@ -132,6 +135,8 @@ def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> Segme
         # A baseline reads its time column; every other model its features.
         held_out = frame.iloc[test] if fmt == FORMAT_BASELINE else X.iloc[test]
         result.metrics = compute_metrics(spec.task, y[test], predictor.predict(held_out))
+        result.profile = _profile(predictor, frame.iloc[train] if fmt == FORMAT_BASELINE else X.iloc[train],
+                                  X.iloc[train])
         result.n_train, result.n_test = len(train), len(test)
         result.model_format, result.model, result.status = fmt, blob, OK
         result.constant = is_constant(fmt, blob)
@@ -139,6 +144,15 @@ def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> Segme
         result.error = _describe(exc)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _profile(predictor: Any, inputs: pd.DataFrame, features: pd.DataFrame) -> bytes | None:
+    """The segment's reference profile; a model that cannot predict its own training rows gets none (monitoring
+    then judges it on its metric alone): a profile never costs a segment its model."""
+    try:
+        return make_profile(features, predictor.predict(inputs))
+    except Exception:  # noqa: BLE001 - see above
+        return None
 
 
 def _record(result: SegmentResult, chosen: Selection) -> None:

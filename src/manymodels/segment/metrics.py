@@ -52,3 +52,48 @@ def _auc(y_true: np.ndarray, score: np.ndarray) -> float:
         ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
         i = j + 1
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def grouped_metric(task: str, metric: str, groups: np.ndarray, count: int, y_true: np.ndarray,
+                   y_pred: np.ndarray) -> np.ndarray:
+    """`metric` per group (groups: each row's group, 0 <= g < count), as `compute_metrics` defines it.
+
+    The regression metrics, log loss and accuracy are grouped sums (no loop over groups); AUC is
+    computed group by group. Groups without rows, or with a missing value, get NaN.
+    """
+    y_true = np.asarray(y_true, dtype=float)
+    y_pred = np.asarray(y_pred, dtype=float)
+    bad = ~(np.isfinite(y_true) & np.isfinite(y_pred))
+    broken = np.bincount(groups[bad], minlength=count) > 0
+    rows = np.bincount(groups, minlength=count).astype(float)
+    y_true, y_pred = np.where(bad, 0.0, y_true), np.where(bad, 0.0, y_pred)
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.bincount(groups, weights=values, minlength=count)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = y_pred - y_true
+        if metric == "rmse":
+            out = np.sqrt(total(err**2) / rows)
+        elif metric == "mae":
+            out = total(np.abs(err)) / rows
+        elif metric == "mape":
+            nonzero = y_true != 0
+            out = total(np.where(nonzero, np.abs(err / np.where(nonzero, y_true, 1.0)), 0.0)) / total(nonzero * 1.0)
+        elif metric == "r2":
+            mean = total(y_true) / rows
+            ss_tot = total((y_true - mean[groups]) ** 2)
+            out = np.where(ss_tot > 0, 1.0 - total(err**2) / ss_tot, np.nan)
+        elif metric == "logloss":
+            p = np.clip(y_pred, 1e-15, 1 - 1e-15)
+            out = -total(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)) / rows
+        elif metric == "accuracy":
+            out = total(((y_pred >= 0.5) == (y_true == 1)) * 1.0) / rows
+        else:
+            order = np.argsort(groups, kind="stable")
+            ends = np.cumsum(rows.astype(np.int64))
+            out = np.array([_auc(y_true[order[e - int(n):e]], y_pred[order[e - int(n):e]]) if n else np.nan
+                            for e, n in zip(ends, rows, strict=True)])
+    out = np.asarray(out, dtype=float)
+    out[(rows == 0) | broken] = np.nan
+    return out
