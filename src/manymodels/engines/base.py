@@ -221,6 +221,8 @@ def select_prepared(data: PreparedData, keep: np.ndarray) -> PreparedData:
 
 def segment_labels(keys: pd.DataFrame) -> pd.Series:
     """How a user names each segment: its values joined by '|' (one column: the value itself)."""
+    if len(keys) == 0:  # pandas' row-wise join of no rows is a frame, not a series
+        return pd.Series([], dtype=object, index=keys.index)
     return keys.astype(str).agg(SEGMENT_KEY_SEPARATOR.join, axis=1)
 
 

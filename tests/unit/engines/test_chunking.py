@@ -36,3 +36,12 @@ def test_segment_cap_and_row_cap() -> None:
     capped = plan_chunks(np.full(10, 100), workers=1, max_chunk_rows=250)
     assert capped == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
     assert plan_chunks(np.array([], dtype=int), workers=2) == []
+
+
+def test_segment_labels_of_no_segments_is_an_empty_series() -> None:
+    import pandas as pd
+
+    from manymodels.engines import segment_labels
+
+    labels = segment_labels(pd.DataFrame({"store": [], "region": []}))
+    assert isinstance(labels, pd.Series) and labels.tolist() == []  # `train --segments-from` a run that flagged none
