@@ -113,6 +113,11 @@ def test_retrain_what_monitoring_flagged(watched: dict[str, Any]) -> None:
     monitoring = [e for e in client.search_experiments() if e.name.endswith("monitoring")][0]
     run_id = client.search_runs([monitoring.experiment_id])[0].info.run_id
     assert sorted(project.flagged("demand", run_id)) == ["seg_00", "seg_01", "seg_02", "seg_03"]
+    page = watched["root"] / "monitoring.html"
+    shown = _cli(path, "report", "demand", "--run", run_id, "--out", str(page))
+    assert f"monitoring report of demand, run {run_id}" in shown
+    assert "seg_02" in page.read_text(encoding="utf-8") and "breached its monitoring thresholds" in page.read_text(
+        encoding="utf-8")
     output = _cli(path, "train", "demand", "--segments-from", f"monitor:{run_id}", "--workers", "1")
     assert "4 ok / 0 failed of 4" in output
     assert sorted(project.manifest("demand")["segment"]) == ["seg_00", "seg_01", "seg_02", "seg_03"]

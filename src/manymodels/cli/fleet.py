@@ -282,7 +282,8 @@ def report_cmd(
 ) -> None:
     """Write one self-contained HTML page of a run: the fleet's metrics, worst segments, failures, evaluations.
 
-    Default: the champion's run, else the latest training run. The page needs no network to view.
+    Default: the champion's run, else the latest training run; `--run` may name a training, promotion or
+    monitoring run. The page needs no network to view.
     """
     from manymodels.jobs.report import html_report
     from manymodels.report import write_page

@@ -16,6 +16,7 @@ from manymodels.bundle.schema import HIGHER_IS_BETTER
 from manymodels.engines.operations import MON_METRIC, MON_MODEL, MON_ROWS, PREDICTION
 from manymodels.registry import manifest as mf
 
+MONITORING_TABLE = "monitoring.parquet"  # in a monitoring run: the table
 # Segment statuses of a monitoring table, worst first.
 DEGRADED, DRIFTED, OK, NOT_JUDGED = "degraded", "drifted", "ok", "not_judged"
 UNSEEN, NO_PROFILE = "unseen", "no_profile"

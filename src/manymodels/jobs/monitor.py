@@ -22,13 +22,20 @@ from manymodels.engines import Engine, segment_labels
 from manymodels.engines.operations import PREDICTION, Watch
 from manymodels.errors import DataError, RegistryError
 from manymodels.jobs.context import Target
-from manymodels.jobs.drift import DEGRADED, DRIFTED, NO_PROFILE, OK, STATUS, STATUS_ORDER, judge
+from manymodels.jobs.drift import (
+    DEGRADED,
+    DRIFTED,
+    MONITORING_TABLE,
+    NO_PROFILE,
+    OK,
+    STATUS,
+    STATUS_ORDER,
+    judge,
+)
 from manymodels.jobs.pages import monitoring_section, run_facts, write_report
 from manymodels.registry import RunInfo
 from manymodels.registry.tracking import TAG, current_user
 from manymodels.report import REPORT_FILE
-
-MONITORING_TABLE = "monitoring.parquet"
 
 
 @dataclass

@@ -14,10 +14,14 @@ from manymodels.bundle.schema import HIGHER_IS_BETTER
 from manymodels.errors import RegistryError
 from manymodels.jobs.context import Target
 from manymodels.jobs.decide import CHALLENGER, DECISION
+from manymodels.jobs.drift import MONITORING_TABLE
+from manymodels.jobs.drift import STATUS as MONITOR_STATUS
+from manymodels.jobs.drift import STATUS_ORDER as MONITOR_STATUSES
 from manymodels.jobs.pages import (
     EVALUATION_FOLDER,
     PROMOTION_TABLE,
     evaluation_section,
+    monitoring_section,
     page,
     run_facts,
     training_sections,
@@ -114,6 +118,8 @@ def html_report(target: Target, name: str, run_id: str | None = None, version: i
             raise RegistryError(f"run {run_id} is of model {info.model!r}, not {name!r}")
     else:
         info, version = target.resolve_serving(name, None)
+    if info.tags.get(TAG + "kind") == "monitor":
+        return _monitoring_report(target, name, info)
     pack = target.open_pack(info)
     meta = pack.info
     kind = "promotion" if info.tags.get(TAG + "kind") == "promote" else "training"
@@ -153,3 +159,19 @@ def _tables(target: Target, info: RunInfo, kind: str) -> list[tuple[str, pd.Data
                 continue
             out.append((artifact, pd.read_parquet(local)))
     return out
+
+
+def _monitoring_report(target: Target, name: str, info: RunInfo) -> HtmlReport:
+    """A monitoring run's page, from the table it logged."""
+    with tempfile.TemporaryDirectory(prefix="manymodels-report-") as tmp:
+        try:
+            table = pd.read_parquet(target.tracker.client.download_artifacts(info.run_id, MONITORING_TABLE, tmp))
+        except Exception as exc:
+            raise RegistryError(f"monitoring run {info.run_id} has no {MONITORING_TABLE}: {exc}") from exc
+    counts = {s: int((table[MONITOR_STATUS] == s).sum()) for s in MONITOR_STATUSES}
+    notes = ["the fleet breached its monitoring thresholds"] if info.metrics.get("breached") else []
+    facts = run_facts(info.run_id, info.start_time, info.tags.get(TAG + "target"),
+                      [("model", name), ("models of run", info.tags.get(TAG + "pack_run", ""))])
+    section = monitoring_section(table, list(target.model(name).segment_by), target.model(name).primary_metric,
+                                 counts, notes, facts)
+    return HtmlReport(page(name, "monitoring", [section]), info.run_id, "monitoring", None, [])
