@@ -143,7 +143,7 @@ def _worst(
     )
     hidden = {mf.SEGMENT_INDEX, mf.ATTEMPT, mf.PROFILE, *segment_by}
     columns = [c for c in manifest.columns if c not in hidden]
-    detail_rows = [[labels[i], *[cell(manifest[c].iat[i]) for c in columns]] for i in at]
+    detail_rows = [[labels[i], *[_short(cell(manifest[c].iat[i])) for c in columns]] for i in at]
     details = Table(
         ["segment", *columns],
         detail_rows,
@@ -152,6 +152,11 @@ def _worst(
         css="manifest",
     )
     return Section("Worst segments", "worst", tables=[table, details])
+
+
+def _short(text: str, limit: int = 90) -> str:
+    """A cell of at most `limit` characters (cv_scores' JSON runs to kilobytes: the manifest has it whole)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _failures(manifest: pd.DataFrame, labels: list[str], ok: np.ndarray) -> Section | None:
