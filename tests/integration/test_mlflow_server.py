@@ -49,7 +49,7 @@ def test_one_run_read_back_with_mlflows_own_client(tmp_path: Path, mlflow_server
     assert metrics["rmse_p50"] == pytest.approx(run.metrics["rmse"].median())
 
     top = {a.path for a in client.list_artifacts(run.run_id)}
-    assert top == {"model", "segment_metrics.parquet"}
+    assert top == {"model", "segment_metrics.parquet", "report.html"}
     pack = {a.path for a in client.list_artifacts(run.run_id, "model/pack")}
     assert {"model/pack/manifest.parquet", "model/pack/pack.json",
             "model/pack/shards"} <= pack
