@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -38,6 +37,7 @@ from manymodels.engines.operations import (
     score_chunk,
     wanted_segments,
 )
+from manymodels.engines.progress import Tally
 from manymodels.errors import DataError, EngineError, EngineSetupError
 from manymodels.registry import manifest as mf
 from manymodels.registry.pack import FALLBACK_SOURCE, MODEL_SOURCE
@@ -163,7 +163,7 @@ class LocalEngine:
         lost: list[Task] = []
         self.ready()
         pool, self._pool = self._pool or _new_pool(workers), None
-        with pool, _Tally(len(chunks), len(data), on_progress) as tally:
+        with pool, Tally(len(chunks), len(data), on_progress) as tally:
             futures: dict[Future[list[SegmentResult]], Task] = {
                 pool.submit(fit_chunk, frame, bounds, spec, chunk_id, shard_dir, tally.slot(chunk_id)): (
                     frame,
@@ -321,7 +321,7 @@ class LocalEngine:
                 future.cancel()
 
     @staticmethod
-    def _retry_alone(lost: list[Task], spec: SegmentSpec, shard_dir: str | None, tally: _Tally) -> list[SegmentResult]:
+    def _retry_alone(lost: list[Task], spec: SegmentSpec, shard_dir: str | None, tally: Tally) -> list[SegmentResult]:
         """Chunks lost when a worker died, run one at a time: only the chunk that kills its worker fails."""
         results: list[SegmentResult] = []
         pool: ProcessPoolExecutor | None = None
@@ -354,63 +354,6 @@ class LocalEngine:
         lo, hi = int(data.starts[first]), int(data.starts[end])
         bounds = [(i, int(data.starts[i]) - lo, int(data.starts[i + 1]) - lo) for i in range(first, end)]
         return data.frame.iloc[lo:hi], bounds, chunk_id
-
-
-class ProgressSlot:
-    """A worker's way to say how many of its chunk's segments are done: 8 bytes at its chunk's place in a file.
-
-    Picklable (a path and a number), so it travels to the worker with the chunk; a write per
-    segment costs microseconds against a fit's milliseconds.
-    """
-
-    def __init__(self, path: str, slot: int) -> None:
-        self.path, self.slot = path, slot
-
-    def __call__(self, done: int) -> None:
-        fd = os.open(self.path, os.O_WRONLY)
-        try:
-            os.pwrite(fd, done.to_bytes(8, "little"), self.slot * 8)
-        finally:
-            os.close(fd)
-
-
-class _Tally:
-    """The driver's side of the workers' progress file: reads it, reports what is new to `on_progress`."""
-
-    def __init__(self, chunks: int, total: int, on_progress: Progress | None) -> None:
-        self.chunks, self.total, self.on_progress = chunks, total, on_progress
-        self.reported = 0
-        self._folder: tempfile.TemporaryDirectory[str] | None = None
-        self.path = ""
-
-    def __enter__(self) -> _Tally:
-        if self.on_progress is not None:
-            self._folder = tempfile.TemporaryDirectory(prefix="manymodels-progress-")
-            self.path = str(Path(self._folder.name) / "segments-done")
-            Path(self.path).write_bytes(bytes(8 * self.chunks))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._folder is not None:
-            self._folder.cleanup()
-
-    def slot(self, chunk_id: int) -> ProgressSlot | None:
-        """What a chunk's worker calls after each segment (None: nobody is listening)."""
-        return ProgressSlot(self.path, chunk_id) if self.path else None
-
-    def report(self, done: int | None = None) -> None:
-        """Tell `on_progress` of segments finished since the last report (at least `done` in all, when given).
-
-        A chunk retried after its worker died counts again from zero in its slot; progress only moves forward.
-        """
-        if self.on_progress is None:
-            return
-        counts = np.frombuffer(Path(self.path).read_bytes(), dtype="<i8")
-        seen = max(int(counts.sum()), done or 0)
-        step = min(seen, self.total) - self.reported
-        if step > 0:
-            self.reported += step
-            self.on_progress(step)
 
 
 def _frame(source: Source, columns: Sequence[str] | None = None) -> pd.DataFrame:
