@@ -118,11 +118,8 @@ class Engine(Protocol):
         """Whether the workers run on this machine, so they can write to its folders."""
         ...
 
-    def start(self, rows: int | None = None, beside: bool = False) -> None:
-        """Get ready (start workers, sessions) while the driver does its own set-up.
-
-        `beside`: this process will work beside the workers (score, evaluate), so one fewer is started.
-        """
+    def start(self, rows: int | None = None) -> None:
+        """Get ready (start workers, sessions) while the driver does its own set-up."""
         ...
 
     def ready(self) -> None:

@@ -80,20 +80,18 @@ class LocalEngine:
         """Always: the pool runs on this machine."""
         return True
 
-    def start(self, rows: int | None = None, beside: bool = False) -> None:
+    def start(self, rows: int | None = None) -> None:
         """Start the workers now, so their imports overlap the driver's reading and tracking set-up.
 
         Args:
             rows: the dataset's row count if known; a fleet that fits one chunk runs in this
                 process and starts no pool.
-            beside: this process works too (`score`, `evaluate`), so `workers - 1` are started.
         """
-        size = self.workers - 1 if beside else self.workers
-        if self._pool is not None or size < 1 or self.workers <= 1 or (rows is not None and rows <= MIN_CHUNK_ROWS):
+        if self._pool is not None or self.workers <= 1 or (rows is not None and rows <= MIN_CHUNK_ROWS):
             return
-        self._pool_size = size
-        self._pool = _new_pool(size)
-        self._warming = [self._pool.submit(warm_up) for _ in range(size)]
+        self._pool_size = self.workers
+        self._pool = _new_pool(self.workers)
+        self._warming = [self._pool.submit(warm_up) for _ in range(self.workers)]
 
     def ready(self) -> None:
         """Wait until the workers `start` launched have answered (nothing to wait for without a pool).

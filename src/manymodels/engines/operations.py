@@ -153,7 +153,6 @@ def wanted_segments(keys: pd.DataFrame, skip: pd.DataFrame | None) -> np.ndarray
 MON_ROWS = "rows"
 MON_MODEL = "model_index"
 MON_METRIC = "metric_new"
-_profiles: OrderedDict[str, pd.Series] = OrderedDict()  # per process, as `_packs`
 
 
 @dataclass(frozen=True)
@@ -183,14 +182,6 @@ def model_positions(keys: pd.DataFrame, root: str) -> np.ndarray:
     return found.fillna(-1).to_numpy(dtype=np.int64)
 
 
-def _pack_profiles(root: str) -> pd.Series:
-    if root not in _profiles:
-        _profiles[root] = open_pack(root).profiles()
-        while len(_profiles) > _OPEN_PACKS:
-            _profiles.popitem(last=False)
-    return _profiles[root]
-
-
 def monitor_chunk(
     frame: pd.DataFrame, bounds: Sequence[tuple[int, int, int]], root: str, watch: Watch, models: np.ndarray
 ) -> pd.DataFrame:
@@ -216,18 +207,17 @@ def monitor_chunk(
     model = models[index] if count else np.empty(0, dtype=np.int64)
     known = model >= 0
     out = pd.DataFrame({mf.SEGMENT_INDEX: index, MON_ROWS: sizes, MON_MODEL: model})
-    stored = _pack_profiles(root)
-    blobs = stored.reindex(model[known]).to_numpy(dtype=object) if len(stored) else [None] * int(known.sum())
+    pack = open_pack(root)  # once per process: its manifest and profiles are read once
+    blobs = pack.profiles().reindex(model[known]).to_numpy(dtype=object)  # a segment without one: NaN, no profile
     profiles = np.full((count, watch.columns, WIDTH), np.nan, dtype=np.float32)
     profiles[known] = read_profiles(list(blobs), watch.columns)[0]
     if watch.scored:
         predicted = pd.to_numeric(frame[PREDICTION], errors="coerce").astype(float)
     else:
         with threadpool_limits(limits=1):
-            predicted = open_pack(root).predict(frame)[PREDICTION].astype(float)
+            predicted = pack.predict(frame)[PREDICTION].astype(float)
     predicted = pd.Series(predicted.to_numpy(dtype=float, na_value=np.nan))
     columns = [frame[f].reset_index(drop=True) for f in watch.features] + [predicted]
-    pack = open_pack(root)
     trained = pack.manifest.set_index(mf.SEGMENT_INDEX)[mf.N_TRAIN].reindex(model).to_numpy(dtype=float)
     psi, ks, chance, _ = drift(positions, columns, profiles, count, np.nan_to_num(trained, nan=1.0))
     for c in range(watch.columns):

@@ -104,14 +104,8 @@ class SparkEngine:
         self._slots = workers
         self.workers = workers or 1
 
-    def start(self, rows: int | None = None, beside: bool = False) -> None:
-        """Get (or build) the session and learn how many tasks it runs at once.
-
-        With `beside` (a score or evaluate about to run) nothing happens: they build the session when
-        they run, after the driver has found what to run (a missing run is an error without a session).
-        """
-        if beside:
-            return
+    def start(self, rows: int | None = None) -> None:
+        """Get (or build) the session and learn how many tasks it runs at once."""
         if self.session is None:
             self.session = build_session(self.master, self.remote, self.conf)
             self._owned = True

@@ -26,7 +26,7 @@ from manymodels.errors import BundleError, DataError, RegistryError
 from manymodels.registry import Pack, RunInfo, Tracker
 from manymodels.registry.manifest import PackLayout
 from manymodels.registry.pack import publish_pack
-from manymodels.registry.tracking import STATUS_OK, current_user
+from manymodels.registry.tracking import STATUS_OK, TAG, current_user
 from manymodels.registry.versions import CHAMPION, ModelRegistry, VersionInfo
 from manymodels.segment import SegmentSpec
 from manymodels.segment.shards import is_url
@@ -174,6 +174,17 @@ class Target:
         if champion is None:
             return self.resolve_run(model), None
         return self.tracker.run(champion.run_id), champion.version
+
+    def resolve_version(self, model: str, version: int) -> RunInfo:
+        """The run a registered version serves: its training run, or the promotion run that composed it.
+
+        Raises:
+            RegistryError: no such version.
+        """
+        found = self.registry(model).get(version)
+        if found.tags.get(TAG + "kind") == "run":
+            return self.resolve_run(model, found.run_id)
+        return self.tracker.run(found.run_id)
 
     def open_pack(self, info: RunInfo) -> Pack:
         """The pack of a run, read in place or downloaded once into .manymodels/cache."""

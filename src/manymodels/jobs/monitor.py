@@ -60,7 +60,7 @@ class MonitorOutcome:
     @property
     def judged(self) -> int:
         """Segments with a model and enough new rows to judge."""
-        return sum(self.counts[s] for s in (OK, DRIFTED, DEGRADED, NO_PROFILE))
+        return _judged(self.counts)
 
     def flagged(self) -> pd.DataFrame:
         """The segment columns of the segments that drifted or degraded (what `train --segments-from` retrains)."""
@@ -114,21 +114,25 @@ def monitor(
     return outcome
 
 
+def _judged(counts: dict[str, int]) -> int:
+    """Segments with a model and enough new rows (judged on drift, or on the metric alone without a profile)."""
+    return sum(counts[s] for s in (OK, DRIFTED, DEGRADED, NO_PROFILE))
+
+
 def _named(data: Any) -> str:
     return str(data) if isinstance(data, str | Path) else f"a {type(data).__name__}"
 
 
 def _serving(target: Target, name: str, version: int | None, run_id: str | None) -> tuple[RunInfo, int | None]:
     if version is not None:
-        found = target.registry(name).get(version)
-        return target.tracker.run(found.run_id), version
+        return target.resolve_version(name, version), version
     return target.resolve_serving(name, run_id)
 
 
 def _outcome(name: str, info: RunInfo, version: int | None, data: str, metric: str, table: pd.DataFrame, policy: Any,
              segment_by: list[str]) -> MonitorOutcome:
     counts = {s: int((table[STATUS] == s).sum()) for s in STATUS_ORDER}
-    judged = counts[OK] + counts[DRIFTED] + counts[DEGRADED] + counts[NO_PROFILE]
+    judged = _judged(counts)
     flagged = counts[DRIFTED] + counts[DEGRADED]
     fraction = flagged / judged if judged else 0.0
     breached = fraction > policy.max_drifted_fraction

@@ -106,12 +106,7 @@ def html_report(target: Target, name: str, run_id: str | None = None, version: i
         RegistryError: no such run or version, a run of another model, or nothing trained yet.
     """
     if version is not None:
-        found = target.registry(name).get(version)
-        info = (
-            target.resolve_run(name, found.run_id)
-            if found.tags.get(TAG + "kind") == "run"
-            else target.tracker.run(found.run_id)
-        )
+        info = target.resolve_version(name, version)
     elif run_id is not None:
         info = target.tracker.run(run_id)
         if info.model != name:

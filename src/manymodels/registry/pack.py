@@ -87,6 +87,7 @@ class Pack:
         self._shards: OrderedDict[str, dict[int, tuple[str, bytes]]] = OrderedDict()
         self._model_cache_size = max(1, cache_models)
         self._models: OrderedDict[int, tuple[str, Predictor]] = OrderedDict()
+        self._profiles: pd.Series | None = None
         self.fallback: Pack | None = None
         fallback = PackLayout(self.layout.fallback)
         if exists(fallback.info):
@@ -94,14 +95,18 @@ class Pack:
 
     def profiles(self) -> pd.Series:
         """Each segment's reference profile (bytes; None where it has none), by segment_index; empty for a
-        pack trained before profiles existed."""
-        if not exists(self.layout.profiles):
-            return pd.Series(dtype=object, name=PROFILE)
-        try:
-            table = pd.read_parquet(io.BytesIO(read_bytes(self.layout.profiles)))
-        except (OSError, ValueError) as exc:
-            raise RegistryError(f"{self.root}: unreadable profiles: {exc}") from exc
-        return pd.Series(table[PROFILE].to_numpy(dtype=object), index=table[SEGMENT_INDEX].to_numpy(), name=PROFILE)
+        pack trained before profiles existed. Read on first use and kept (scoring never asks)."""
+        if self._profiles is None:
+            self._profiles = pd.Series(dtype=object, name=PROFILE)
+            if exists(self.layout.profiles):
+                try:
+                    table = pd.read_parquet(io.BytesIO(read_bytes(self.layout.profiles)))
+                except (OSError, ValueError) as exc:
+                    self._profiles = None
+                    raise RegistryError(f"{self.root}: unreadable profiles: {exc}") from exc
+                self._profiles = pd.Series(table[PROFILE].to_numpy(dtype=object),
+                                           index=table[SEGMENT_INDEX].to_numpy(), name=PROFILE)
+        return self._profiles
 
     @property
     def segment_by(self) -> list[str]:

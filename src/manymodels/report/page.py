@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import pandas as pd
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
@@ -101,18 +102,7 @@ def write_page(path: Path, html: str) -> Path:
 
 
 def cell(value: Any, digits: int = 4) -> str:
-    """A table cell's text: numbers to `digits` significant digits, missing values as an empty cell."""
-    if value is None:
+    """A table cell's text: numbers to `digits` significant digits, missing values (None, NaN, NA) as an empty cell."""
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
         return ""
-    if isinstance(value, float):
-        if value != value:
-            return ""
-        return f"{value:.{digits}g}"
-    try:
-        import pandas as pd
-
-        if pd.isna(value):
-            return ""
-    except (TypeError, ValueError):
-        pass
-    return str(value)
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
