@@ -42,5 +42,11 @@ class RegistryError(ManymodelsError):
     """Tracking or registry trouble: a run or pack that cannot be found, read or written."""
 
 
+class TrackingUnreachable(RegistryError):
+    """The tracking server does not answer at all (at the start of a command: nothing was done)."""
+
+    exit_code = 2
+
+
 class GateError(ManymodelsError):
     """The promotion gate failed (too many segments regressed): nothing is promoted unless forced."""

@@ -287,8 +287,10 @@ def test_the_cli_a_user_expects(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"manymodels {mm.__version__}"
     exe = Path(sys.executable).with_name("manymodels")
-    completion = subprocess.run([str(exe), "--show-completion", "bash"], capture_output=True, text=True, timeout=60,
-                                check=False, env={**os.environ, "SHELL": "/bin/bash"})
+    # Typer finds the shell among the command's parents: run it from a bash that stays its parent (`; exit $?`),
+    # as at a terminal, whatever started pytest.
+    completion = subprocess.run(["bash", "-c", f"'{exe}' --show-completion; exit $?"], capture_output=True, text=True,
+                                timeout=60, check=False, env={**os.environ, "SHELL": "/bin/bash"})
     assert completion.returncode == 0 and "complete" in completion.stdout and "manymodels" in completion.stdout
 
     frame = segment_frame(segments=8, rows=80)

@@ -45,14 +45,20 @@ def test_default_template_makes_a_project_valid_for_every_target(tmp_path: Path)
     project = tmp_path / "demand-fc"
     code, out = cli("init", "default", str(project), "--config-file", str(given))
     assert code == 0, out
-    assert "new project from template default (13 files, targets dev, staging, prod)" in out, out
+    assert "new project from template default (15 files, targets dev, staging, prod)" in out, out
     written = sorted(p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file())
     assert written == [
-        ".github/workflows/cd.yml", ".github/workflows/ci.yml", ".github/workflows/deploy.yml", ".gitignore",
-        "README.md", "manymodels.yml", "pyproject.toml", "src/demand_fc/__init__.py", "src/demand_fc/example_data.py",
-        "src/demand_fc/features.py", "tests/test_bundle.py", "tests/test_example_data.py",
-        "tests/test_features.py",
+        ".dockerignore", ".github/workflows/cd.yml", ".github/workflows/ci.yml", ".github/workflows/deploy.yml",
+        ".gitignore", "Dockerfile", "README.md", "manymodels.yml", "pyproject.toml", "src/demand_fc/__init__.py",
+        "src/demand_fc/example_data.py", "src/demand_fc/features.py", "tests/test_bundle.py",
+        "tests/test_example_data.py", "tests/test_features.py",
     ]
+    # The serving image: what it copies exists, it serves the model the bundle has, on prod.
+    docker = (project / "Dockerfile").read_text()
+    copied = [word for line in docker.splitlines() if line.startswith("COPY") for word in line.split()[1:-1]]
+    assert copied and all((project / name).exists() for name in copied), copied
+    assert '"manymodels", "serve", "demand", "--target", "prod", "--host", "0.0.0.0"' in docker
+    assert "FROM python:3.11-slim" in docker and "{=" not in docker
     for target, uri in (("dev", None), ("staging", "http://127.0.0.1:5001"), ("prod", "https://mlflow.example.com")):
         config = load_config(project, target, environ={})
         assert check_bundle(config, data=False) == [], target

@@ -4,7 +4,7 @@ deploy, destroy, gc, summary.
 Exit codes: 0 success; 1 the work failed (every segment failed, a task failed); 2 bad input
 (bundle, data, command line), one line per problem, no traceback unless --debug.
 
-The commands live by what they act on: `fleet` (a model family), `operate` (a target); this
+The commands live by what they act on: `fleet` (a model family), `operate` (a target), `serve`; this
 module holds the bundle's own (validate, schema, init) and the entry point.
 """
 
@@ -20,11 +20,11 @@ import typer
 
 from manymodels.bundle import check_bundle
 from manymodels.bundle.schema import bundle_json_schema
-from manymodels.cli import fleet, operate, render, render_jobs
+from manymodels.cli import fleet, operate, render, render_jobs, serve
 from manymodels.cli.app import BundleOpt, TargetOpt, VarOpt, app, guarded, load
 from manymodels.errors import BundleError
 
-__all__ = ["app", "fleet", "main", "operate"]
+__all__ = ["app", "fleet", "main", "operate", "serve"]
 
 
 @app.command()

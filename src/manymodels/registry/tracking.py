@@ -23,7 +23,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from manymodels.errors import RegistryError
+from manymodels.errors import RegistryError, TrackingUnreachable
 
 TAG = "manymodels."
 STATUS_OK = "ok"
@@ -91,6 +91,35 @@ class Tracker:
         if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    def check_reachable(self, timeout: float = 5.0) -> None:
+        """Ask a tracking server over HTTP whether it is up, once and quickly (a local store always is).
+
+        Raises:
+            TrackingUnreachable: no answer within `timeout` seconds, or not a tracking server's answer.
+        """
+        parsed = urlparse(self.tracking_uri)
+        if parsed.scheme not in ("http", "https"):
+            return
+        import requests  # MLflow's own HTTP client library
+
+        url = self.tracking_uri.rstrip("/") + "/health"
+        try:
+            answer = requests.get(url, timeout=timeout)
+        except requests.RequestException as exc:
+            reason = type(exc).__name__
+            if isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower():
+                reason = "connection refused"
+            elif isinstance(exc, requests.Timeout):
+                reason = f"no answer in {timeout:g} s"
+            raise TrackingUnreachable(
+                f"tracking server {self.tracking_uri} is not reachable ({reason}): start it, or check the "
+                f"target's tracking_uri (try: curl {url})"
+            ) from exc
+        if answer.status_code >= 500:
+            raise TrackingUnreachable(
+                f"tracking server {self.tracking_uri} is not reachable (HTTP {answer.status_code} from {url})"
+            )
 
     def experiment_id(self, name: str, create: bool = True) -> str | None:
         """The experiment's id, created (with a local artifact folder when embedded) if missing."""
@@ -267,14 +296,26 @@ class Tracker:
         dest = cache_dir / info.run_id
         done = dest / ".complete"
         target = dest / Path(path).name  # MLflow downloads a folder under its own name
-        if not done.exists():
-            shutil.rmtree(dest, ignore_errors=True)
-            dest.mkdir(parents=True, exist_ok=True)
+        if done.exists():
+            return target
+        # Downloaded beside, then renamed into place: processes fetching the same run at once (a server's
+        # workers) never see a half-written folder, and the first to finish wins.
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{info.run_id}.", dir=cache_dir))
+        try:
             try:
-                target = Path(self.client.download_artifacts(info.run_id, path, str(dest)))
+                self.client.download_artifacts(info.run_id, path, str(staging))
             except MlflowException as exc:
                 raise RegistryError(f"cannot download {path!r} of run {info.run_id}: {exc.message}") from exc
-            done.touch()
+            (staging / ".complete").touch()
+            try:
+                os.rename(staging, dest)
+            except OSError:
+                if not done.exists():  # a half download a dead process left: replace it
+                    shutil.rmtree(dest, ignore_errors=True)
+                    os.rename(staging, dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return target
 
 

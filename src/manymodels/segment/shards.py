@@ -11,6 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# Models per Parquet row group: about this many bytes of models, so a server reads one model without its shard.
+ROW_GROUP_BYTES = 1 << 20
 SHARD_SCHEMA = pa.schema([("segment_index", pa.int64()), ("format", pa.string()), ("model", pa.large_binary())])
 
 
@@ -36,14 +38,16 @@ def write_shard(where: str | Path, indices: list[int], formats: list[str], blobs
     same shard name with the same models.
     """
     table = pa.table({"segment_index": indices, "format": formats, "model": blobs}, schema=SHARD_SCHEMA)
+    mean = sum(len(b) for b in blobs) / max(1, len(blobs))
+    group = max(1, int(ROW_GROUP_BYTES / max(mean, 1.0)))
     if is_url(where):
         fs, key = _filesystem(str(where))
         with fs.open(key, "wb") as out:
-            pq.write_table(table, out, compression="zstd")
+            pq.write_table(table, out, compression="zstd", row_group_size=group)
         return
     path = Path(where)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
+    pq.write_table(table, tmp, compression="zstd", row_group_size=group)
     os.replace(tmp, path)
 
 

@@ -1,0 +1,132 @@
+"""Start a server: load the version, then answer on uvicorn, in this process or in several workers.
+
+With `workers > 1` uvicorn starts each worker afresh; each rebuilds its `Server` from the same
+settings (passed in the environment as JSON) and follows the alias on its own. This process
+loads the version first, so a bad bundle, an unreachable tracking server or a corrupted pack is
+one error line here, before any worker starts, and the workers find the pack downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SETTINGS_ENV = "MANYMODELS_SERVE_SETTINGS"
+# MLflow's HTTP client retries for minutes by default; a server asks the registry every few seconds
+# and must notice an outage (and start) quickly. A user's own settings win.
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
+@dataclass
+class Settings:
+    """Everything a worker needs to build the same server: where the bundle is, what to serve, the limits."""
+
+    bundle: str | None
+    target: str | None
+    variables: dict[str, str]
+    model: str
+    run_id: str | None = None
+    version: int | None = None
+    alias: str | None = "champion"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    access_log: bool = False
+    limits: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_environment() -> None:
+    """Bounded MLflow HTTP timeouts (unless set), before MLflow is imported."""
+    for key, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def build(settings: Settings) -> Any:
+    """The `Server` for these settings, started (version loaded, alias followed)."""
+    from manymodels.bundle import check_bundle, load_config
+    from manymodels.errors import BundleError
+    from manymodels.jobs.context import Target
+    from manymodels.serve.server import Choice, Limits, Server
+
+    config = load_config(Path(settings.bundle) if settings.bundle else None, settings.target, settings.variables)
+    problems = check_bundle(config, data=False, params=False)
+    if problems:
+        raise BundleError(problems)
+    target = Target(config)
+    target.model(settings.model)
+    target.tracker.check_reachable()  # one clear line now, not minutes of MLflow's retries
+    choice = Choice(settings.model, settings.run_id, settings.version, settings.alias)
+    server = Server(target, choice, Limits(**settings.limits))
+    server.start()
+    return server
+
+
+def worker_app() -> Any:
+    """uvicorn's app factory in each worker process."""
+    from manymodels.serve.app import create_app
+
+    prepare_environment()
+    _log_setup()
+    settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
+    return create_app(build(settings))
+
+
+def serve(settings: Settings, server: Any = None, announce: Any = None) -> None:
+    """Answer requests until interrupted (Ctrl-C or SIGTERM): in this process, or in `settings.workers` workers.
+
+    Args:
+        settings: what to serve and how.
+        server: a `Server` already started from these settings (it serves this process's requests;
+            with several workers it has only checked the version loads, and stops before they start).
+        announce: called with the URL once the server is about to listen.
+    """
+    import uvicorn
+
+    from manymodels.serve.app import create_app
+    from manymodels.serve.server import close_quietly
+
+    _log_setup()
+    url = f"http://{settings.host}:{settings.port}"
+    if settings.workers <= 1:
+        server = server or build(settings)
+        try:
+            if announce is not None:
+                announce(url)
+            uvicorn.run(create_app(server), host=settings.host, port=settings.port, log_level="warning",
+                        access_log=settings.access_log, timeout_graceful_shutdown=10)
+        finally:
+            close_quietly(server)
+        return
+    if server is not None:
+        close_quietly(server)
+    folder = tempfile.mkdtemp(prefix="manymodels-serve-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
+    try:
+        if announce is not None:
+            announce(url)
+        uvicorn.run("manymodels.serve.run:worker_app", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.workers, log_level="warning", access_log=settings.access_log,
+                    timeout_graceful_shutdown=10)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _log_setup() -> None:
+    logger = logging.getLogger("manymodels.serve")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s manymodels.serve: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False

@@ -1,0 +1,278 @@
+"""`manymodels serve` as an operator runs it: a real process on a free port of 127.0.0.1, a real MLflow server
+behind a TCP relay the tests can cut, real HTTP. The tests run in order on one served model: answers and errors
+on version 1, then a promotion under load, a corrupted new version, the tracking server going away."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+import manymodels as mm
+from helpers import TcpRelay, free_port, model_block, segment_frame, stop_process, wait_until_up, write_bundle
+
+pytestmark = pytest.mark.slow
+MANYMODELS = str(Path(sys.executable).with_name("manymodels"))
+SEGMENTS = [f"seg_{i:03d}" for i in range(8)]
+
+
+class Fleet:
+    """A trained and promoted model, a relay to its tracking server, and its server's process."""
+
+    def __init__(self, root: Path, relay: TcpRelay, project: Any) -> None:
+        self.root, self.relay, self.project = root, relay, project
+        self.url = ""
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = root / "serve.log"
+
+    def post(self, payload: Any, **kwargs: Any) -> requests.Response:
+        return requests.post(f"{self.url}/invocations", json=payload, timeout=30, **kwargs)
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(f"{self.url}{path}", timeout=30)
+
+
+def score_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = frame.drop(columns=["label", "record_id"]).groupby("segment").head(3)
+    unseen = rows.head(2).assign(segment="seg_unseen")
+    return pd.concat([rows, unseen], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iterator[Fleet]:
+    root = tmp_path_factory.mktemp("serve")
+    relay = TcpRelay(mlflow_server)
+    frame = segment_frame(segments=8, rows=60)
+    models = {"demand": model_block(fallback="global")}
+    variables = {"data_root": {"default": "data"}, "tracking_uri": {"default": relay.url}}
+    write_bundle(root, frame=frame, models=models, tracking_uri="${var.tracking_uri}", score_frame=score_rows(frame),
+                 extra={"variables": variables})
+    project = mm.load_bundle(root)
+    project.train("demand", workers=1)
+    project.promote("demand", take_all=True)
+    fleet = Fleet(root, relay, project)
+    port = free_port()
+    fleet.url = f"http://127.0.0.1:{port}"
+    with open(fleet.log, "wb") as log:
+        fleet.proc = subprocess.Popen(
+            [MANYMODELS, "--bundle", str(root), "serve", "demand", "--port", str(port), "--poll", "0.3",
+             "--max-models", "4", "--prewarm", "2"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=root, env={**os.environ, "NO_COLOR": "1"},
+        )
+    try:
+        wait_until_up(f"{fleet.url}/ping", fleet.proc, fleet.log, seconds=60)
+        yield fleet
+    finally:
+        stop_process(fleet.proc)
+        relay.cut()
+
+
+def test_answers_equal_score_in_every_format_and_unknown_segments_get_the_fallback(fleet: Fleet) -> None:
+    rows = pd.read_parquet(fleet.root / "data" / "score.parquet")
+    expected = fleet.project.score("demand", rows)
+    split = json.loads(rows.to_json(orient="split", index=False))
+    records = json.loads(rows.to_json(orient="records"))
+    answers = [
+        fleet.post({"dataframe_split": split}),
+        fleet.post({"dataframe_records": records}),
+        fleet.post({"instances": records}),
+        fleet.post({"inputs": {c: rows[c].tolist() for c in rows.columns}}),
+        requests.post(f"{fleet.url}/invocations", data=rows.to_csv(index=False), timeout=30,
+                      headers={"Content-Type": "text/csv"}),
+    ]
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["X-Model-Version"] == "1"
+        got = pd.DataFrame(answer.json()["predictions"])
+        np.testing.assert_allclose(got["prediction"].to_numpy(float), expected["prediction"].to_numpy(float),
+                                   rtol=0, atol=1e-9)
+        assert got["model_source"].tolist() == expected["model_source"].tolist()
+    assert set(pd.DataFrame(answers[0].json()["predictions"])["model_source"]) == {"segment", "fallback"}
+
+    # MLflow's own scoring client, unchanged, talks to it.
+    from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+
+    client = ScoringServerClient("127.0.0.1", int(fleet.url.rsplit(":", 1)[1]))
+    client.wait_server_ready(timeout=10)
+    predictions = client.invoke(rows).get_predictions()
+    np.testing.assert_allclose(predictions["prediction"].to_numpy(float), expected["prediction"].to_numpy(float),
+                               atol=1e-9)
+
+
+def test_bad_requests_are_json_4xx_without_a_trace_and_the_server_carries_on(fleet: Fleet) -> None:
+    good = {"dataframe_records": [{"segment": "seg_001", "f0": 0.1, "f1": 0.2, "f2": 0.3}]}
+    cases = [
+        (fleet.post({"dataframe_records": [{"segment": "seg_001", "f0": 0.1}]}), 400, "missing column"),
+        (fleet.post({"dataframe_records": [{"segment": "seg_001", "f0": "a lot", "f1": 1, "f2": 1}]}), 400, "'f0'"),
+        (requests.post(f"{fleet.url}/invocations", data=b"\x00\xff" * 50, timeout=30,
+                       headers={"Content-Type": "application/json"}), 400, "UTF-8"),
+        (requests.post(f"{fleet.url}/invocations", data=b"hello", timeout=30,
+                       headers={"Content-Type": "application/x-yaml"}), 415, "not supported"),
+        (fleet.post({"dataframe_records": good["dataframe_records"] * 10_001}), 413, "10001 rows"),
+        (requests.post(f"{fleet.url}/invocations", data=b"x" * (33 * 1024 * 1024), timeout=60,
+                       headers={"Content-Type": "application/json"}), 413, "limit"),
+    ]
+    for answer, status, words in cases:
+        assert answer.status_code == status, answer.text
+        body = answer.json()
+        assert words in body["message"] and body["error_code"]
+        assert "Traceback" not in answer.text and "File \"" not in answer.text
+    assert fleet.get("/ping").status_code == 200
+    assert fleet.post(good).status_code == 200
+
+
+def test_health_version_segments_and_metrics_say_what_serves(fleet: Fleet) -> None:
+    version = fleet.get("/version").json()
+    assert version["model"] == "demand" and version["version"] == 1 and version["alias"] == "champion"
+    health = fleet.get("/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.json()["segments"] == 8 and health.json()["fallback"] is True
+
+    one = fleet.get("/segments/seg_003").json()
+    assert one["model"] is True and one["served_by"] == "segment" and one["rows"] == 60
+    assert one["metric"]["rmse"] > 0
+    unseen = fleet.get("/segments/seg_unseen").json()
+    assert unseen["model"] is False and unseen["served_by"] == "fallback"
+    assert fleet.get("/segments/a/b").status_code == 400
+
+    # Every segment asked for, one request each: the cache never holds more than --max-models 4 segment models.
+    for name in SEGMENTS:
+        assert fleet.post({"dataframe_records": [{"segment": name, "f0": 0.5, "f1": 0.5, "f2": 0.5}]}).ok
+    text = fleet.get("/metrics").text
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert values["manymodels_serve_models_loaded"] == 5  # four segments' models and the fallback's
+    assert values["manymodels_serve_model_cache_misses_total"] >= 4
+    assert values["manymodels_serve_model_cache_hits_total"] >= 1
+    assert values['manymodels_serve_requests_total{endpoint="invocations",status="200"}'] >= 8
+    assert values['manymodels_serve_rows_total{source="fallback"}'] >= 2
+    assert values["manymodels_serve_version"] == 1
+    assert 'manymodels_serve_request_seconds_bucket{endpoint="invocations",le="0.02"}' in values
+
+
+def _versions_seen_under_load(fleet: Fleet, expected: dict[str, np.ndarray], rows: pd.DataFrame,
+                              stop: threading.Event, failures: list[str], seen: list[str]) -> None:
+    payload = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+    session = requests.Session()
+    while not stop.is_set():
+        try:
+            answer = session.post(f"{fleet.url}/invocations", json=payload, timeout=30)
+        except requests.RequestException as exc:
+            failures.append(repr(exc))
+            continue
+        if answer.status_code != 200:
+            failures.append(f"{answer.status_code} {answer.text[:200]}")
+            continue
+        version = answer.headers["X-Model-Version"]
+        got = np.array([p["prediction"] for p in answer.json()["predictions"]], dtype=float)
+        want = expected.get(version)
+        if want is None or not np.allclose(got, want, atol=1e-9):
+            failures.append(f"version {version}: predictions of another version")
+        seen.append(version)
+
+
+def test_a_promotion_under_load_switches_with_no_failed_or_mixed_answer(fleet: Fleet) -> None:
+    rows = pd.read_parquet(fleet.root / "data" / "score.parquet")
+    expected = {"1": fleet.project.score("demand", rows)["prediction"].to_numpy(float)}
+    # Version 2 learns from other rows: its predictions differ from version 1's.
+    frame = segment_frame(segments=8, rows=60, seed=5)
+    frame.to_parquet(fleet.root / "data" / "train.parquet", index=False)
+    project = mm.load_bundle(fleet.root)
+    run = project.train("demand", workers=1)
+    expected["2"] = project.score("demand", rows, run_id=run.run_id)["prediction"].to_numpy(float)
+    assert not np.allclose(expected["1"], expected["2"])
+
+    stop, failures, seen = threading.Event(), [], []
+    clients = [threading.Thread(target=_versions_seen_under_load, args=(fleet, expected, rows, stop, failures, seen))
+               for _ in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(1.0)
+        project.promote("demand", run_id=run.run_id, take_all=True)
+        deadline = time.monotonic() + 60
+        while fleet.get("/version").json()["version"] != 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
+    assert failures == []
+    assert "1" in seen and "2" in seen and seen[-1] == "2"
+    assert len(seen) > 20
+    assert fleet.get("/health").json()["serving"]["version"] == 2
+
+
+def _artifact_shards(tmp_path_factory: pytest.TempPathFactory, run_id: str) -> list[Path]:
+    base = tmp_path_factory.getbasetemp()
+    return sorted(base.glob(f"mlflow-server*/artifacts/*/{run_id}/artifacts/model/pack/shards/shard-*.parquet"))
+
+
+def test_a_corrupted_shard_in_a_new_version_keeps_the_old_one_serving_and_says_why(
+    fleet: Fleet, tmp_path_factory: pytest.TempPathFactory, mlflow_server: str
+) -> None:
+    # The server cannot look while version 3 is promoted (through the relay's back door) and then damaged
+    # in the artifact store: it finds a new version whose shard does not read.
+    project = mm.load_bundle(fleet.root, variables={"tracking_uri": mlflow_server})
+    run = project.train("demand", workers=1)
+    fleet.relay.cut()
+    try:
+        promoted = project.promote("demand", run_id=run.run_id, take_all=True)
+        assert promoted.version == 3 and promoted.run_id
+        shards = _artifact_shards(tmp_path_factory, promoted.run_id)
+        assert shards
+        shards[0].write_bytes(b"PAR1" + os.urandom(2000))  # what a half-copied or bit-rotten file looks like
+    finally:
+        fleet.relay.mend()
+    deadline = time.monotonic() + 60
+    health = fleet.get("/health").json()
+    while "update" not in health and time.monotonic() < deadline:
+        time.sleep(0.2)
+        health = fleet.get("/health").json()
+    assert health["status"] == "degraded" and health["serving"]["version"] == 2
+    assert health["update"]["version"] == 3 and shards[0].name in health["update"]["error"]
+    answer = fleet.post({"dataframe_records": [{"segment": "seg_001", "f0": 0.1, "f1": 0.2, "f2": 0.3}]})
+    assert answer.status_code == 200 and answer.headers["X-Model-Version"] == "2"
+    assert "version 3" in fleet.log.read_text() and "still serving version 2" in fleet.log.read_text()
+
+
+def test_the_tracking_server_going_away_leaves_it_serving_and_reported(fleet: Fleet) -> None:
+    fleet.relay.cut()
+    try:
+        deadline = time.monotonic() + 60
+        health = fleet.get("/health").json()
+        while "tracking" not in health and time.monotonic() < deadline:
+            time.sleep(0.3)
+            health = fleet.get("/health").json()
+        assert health["status"] == "degraded" and health["tracking"]["error"]
+        answer = fleet.post({"dataframe_records": [{"segment": "seg_002", "f0": 0.1, "f1": 0.2, "f2": 0.3}]})
+        assert answer.status_code == 200 and answer.headers["X-Model-Version"] == "2"
+    finally:
+        fleet.relay.mend()
+    deadline = time.monotonic() + 60
+    while "tracking" in fleet.get("/health").json() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert "tracking" not in fleet.get("/health").json()
+
+
+def test_an_unreachable_tracking_server_at_start_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    write_bundle(tmp_path, tracking_uri=f"http://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    result = subprocess.run([MANYMODELS, "--bundle", str(tmp_path), "serve", "demand", "--port", str(free_port())],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert time.monotonic() - started < 30
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not reachable" in lines[0] and "Traceback" not in result.stderr
