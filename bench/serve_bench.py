@@ -21,7 +21,6 @@ import argparse
 import http.client
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -55,16 +54,26 @@ def post(conn: http.client.HTTPConnection, body: bytes) -> tuple[int, bytes]:
 def bodies(rows: pd.DataFrame, size: int, count: int, seed: int) -> list[bytes]:
     """`count` request bodies of `size` random rows each (dataframe_split, as MLflow's client sends)."""
     rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(count):
-        pick = rows.iloc[rng.integers(0, len(rows), size)]
-        out.append(json.dumps({"dataframe_split": json.loads(pick.to_json(orient="split", index=False))}).encode())
-    return out
+    columns = list(rows.columns)
+    values = rows.to_numpy(dtype=object).tolist()
+    picks = rng.integers(0, len(values), (count, size))
+    return [json.dumps({"dataframe_split": {"columns": columns, "data": [values[i] for i in pick]}}).encode()
+            for pick in picks]
+
+
+def connect(port: int) -> http.client.HTTPConnection:
+    """A keep-alive connection with Nagle's algorithm off, as HTTP clients (requests, aiohttp) set it."""
+    import socket
+
+    conn = http.client.HTTPConnection(HOST, port, timeout=60)
+    conn.connect()
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
 
 
 def loop(port: int, payloads: list[bytes], seconds: float, latencies: list[float], errors: list[str]) -> None:
     """Send payloads in turn until they run out or `seconds` pass; record each request's latency."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=60)
+    conn = connect(port)
     deadline = time.perf_counter() + seconds
     for body in payloads:
         if time.perf_counter() > deadline:
@@ -75,7 +84,7 @@ def loop(port: int, payloads: list[bytes], seconds: float, latencies: list[float
         except (OSError, http.client.HTTPException) as exc:
             errors.append(repr(exc))
             conn.close()
-            conn = http.client.HTTPConnection(HOST, port, timeout=60)
+            conn = connect(port)
             continue
         latencies.append(time.perf_counter() - started)
         if status != 200:
@@ -123,10 +132,10 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, seconds: flo
     raise RuntimeError(f"server not up: {log.read_text()[-3000:]}")
 
 
-def measure(name: str, command: list[str], port: int, rows: pd.DataFrame, args: argparse.Namespace,
+def measure(name: str, command: list[str], port: int, loads: dict[str, list[bytes]], args: argparse.Namespace,
             work: Path, env: dict[str, str]) -> dict[str, Any]:
     log = work / f"{name}.log"
-    first = bodies(rows, 1, 1, seed=0)[0]
+    first = loads["first"][0]
     started = time.perf_counter()
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=work)
@@ -144,16 +153,12 @@ def measure(name: str, command: list[str], port: int, rows: pd.DataFrame, args: 
             report["start_to_first_answer_s"] = round(done - started, 2)
             report["first_request_s"] = round(done - asked, 3)
             # Every segment asked once (the cache warm), then the measured loops.
-            segments = rows.drop_duplicates("segment")
-            warm = [json.dumps({"dataframe_split": json.loads(segments.iloc[i:i + 100].to_json(
-                orient="split", index=False))}).encode() for i in range(0, len(segments), 100)]
             warm_started = time.perf_counter()
-            report["warm_every_segment"] = drive(port, warm, 2, seconds=600)
+            report["warm_every_segment"] = drive(port, loads["warm"], 2, seconds=900)
             report["warm_every_segment"]["seconds"] = round(time.perf_counter() - warm_started, 1)
-            single = bodies(rows, 1, 200_000, seed=1)
-            report["single_1_client"] = drive(port, single[:20_000], 1, args.seconds)
-            report["single_8_clients"] = drive(port, single[20_000:], 8, args.seconds)
-            report["batch100_8_clients"] = drive(port, bodies(rows, 100, 8 * 400, seed=2), 8, args.seconds)
+            report["single_1_client"] = drive(port, loads["single_1"], 1, args.seconds)
+            report["single_8_clients"] = drive(port, loads["single_8"], 8, args.seconds)
+            report["batch100_8_clients"] = drive(port, loads["batch"], 8, args.seconds)
             report["batch100_8_clients"]["rows_per_s"] = round(report["batch100_8_clients"]["per_s"] * 100, 1)
         report["peak_rss_mb"] = round(rss.peak_total / 2**20)
     finally:
@@ -187,17 +192,31 @@ def main() -> None:
     info = context.resolve_run("bench")
     model_dir = Path(context.open_pack(info).root).parent
     rows = pd.read_parquet(fresh).drop(columns=["label"], errors="ignore")
-    random.seed(0)
     report: dict[str, Any] = {"segments": args.segments, "rows_per_segment": args.rows, "workers": args.workers,
                               "run_id": info.run_id}
-    quiet = {"MLFLOW_LOGGING_LEVEL": "WARNING", "NO_COLOR": "1"}
+    # `mlflow models serve` starts `uvicorn` by name: this environment's bin folder first on PATH.
+    quiet = {"MLFLOW_LOGGING_LEVEL": "WARNING", "NO_COLOR": "1",
+             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # Every request body made before any server starts (the loops only send).
+    segments = rows.drop_duplicates("segment")
+    columns = list(rows.columns)
+    firsts = segments.to_numpy(dtype=object).tolist()
+    loads = {
+        "first": bodies(rows, 1, 1, seed=0),
+        "warm": [json.dumps({"dataframe_split": {"columns": columns, "data": firsts[i:i + 100]}}).encode()
+                 for i in range(0, len(firsts), 100)],
+        "single_1": bodies(rows, 1, 30_000, seed=1),
+        "single_8": bodies(rows, 1, 80_000, seed=2),
+        "batch": bodies(rows, 100, 8 * 500, seed=3),
+    }
     if args.only in (None, "manymodels"):
         port = free_port()
         report["manymodels"] = measure(
             "manymodels",
             [str(MANYMODELS), "--bundle", str(project), "serve", "bench", "--run", info.run_id, "--port", str(port),
              "--workers", str(args.workers), "--max-models", str(args.segments), "--prewarm", "0"],
-            port, rows, args, work, quiet)
+            port, loads, args, work, quiet)
+        print(json.dumps(report["manymodels"]), file=sys.stderr, flush=True)
     if args.only in (None, "mlflow"):
         port = free_port()
         mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
@@ -205,7 +224,7 @@ def main() -> None:
             "mlflow",
             [mlflow, "models", "serve", "-m", str(model_dir), "--env-manager", "local", "--host", HOST, "--port",
              str(port), "--workers", str(args.workers)],
-            port, rows, args, work, quiet)
+            port, loads, args, work, quiet)
     if "manymodels" in report and "mlflow" in report:
         ours, theirs = report["manymodels"], report["mlflow"]
         report["throughput_ratio_single_8"] = round(ours["single_8_clients"]["per_s"]

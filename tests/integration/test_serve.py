@@ -56,8 +56,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Itera
     frame = segment_frame(segments=8, rows=60)
     models = {"demand": model_block(fallback="global")}
     variables = {"data_root": {"default": "data"}, "tracking_uri": {"default": relay.url}}
+    # A bundle name of its own: the session's MLflow server is shared, and other modules count their runs.
     write_bundle(root, frame=frame, models=models, tracking_uri="${var.tracking_uri}", score_frame=score_rows(frame),
-                 extra={"variables": variables})
+                 extra={"variables": variables, "bundle": {"name": "serve-tests"}})
     project = mm.load_bundle(root)
     project.train("demand", workers=1)
     project.promote("demand", take_all=True)
@@ -247,6 +248,14 @@ def test_a_corrupted_shard_in_a_new_version_keeps_the_old_one_serving_and_says_w
     assert answer.status_code == 200 and answer.headers["X-Model-Version"] == "2"
     assert "version 3" in fleet.log.read_text() and "still serving version 2" in fleet.log.read_text()
 
+    # Rolled back to what it serves: nothing is wanted that it lacks, so it is healthy again.
+    project.rollback("demand", to=2)
+    deadline = time.monotonic() + 60
+    while fleet.get("/health").json()["status"] != "ok" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    health = fleet.get("/health").json()
+    assert health["status"] == "ok" and "update" not in health and health["serving"]["version"] == 2
+
 
 def test_the_tracking_server_going_away_leaves_it_serving_and_reported(fleet: Fleet) -> None:
     fleet.relay.cut()
@@ -276,3 +285,39 @@ def test_an_unreachable_tracking_server_at_start_is_one_line_and_exit_2(tmp_path
     assert time.monotonic() - started < 30
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "not reachable" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_two_workers_answer_on_one_port_and_metrics_add_up(fleet: Fleet) -> None:
+    port = free_port()
+    log = fleet.root / "serve-2.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([MANYMODELS, "--bundle", str(fleet.root), "serve", "demand", "--port", str(port),
+                                 "--workers", "2"], stdout=out, stderr=subprocess.STDOUT, cwd=fleet.root)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/ping", proc, log, seconds=90)
+        session = requests.Session()
+        row = {"dataframe_records": [{"segment": "seg_004", "f0": 0.1, "f1": 0.2, "f2": 0.3}]}
+        answers = [session.post(f"{url}/invocations", json=row, timeout=30) for _ in range(30)]
+        assert {a.status_code for a in answers} == {200} and {a.headers["X-Model-Version"] for a in answers} == {"2"}
+        text = requests.get(f"{url}/metrics", timeout=30).text
+        served = [float(line.split(" ")[1]) for line in text.splitlines()
+                  if line.startswith('manymodels_serve_requests_total{endpoint="invocations",status="200"}')]
+        assert served == [30.0]  # both workers' counts, whichever answers the scrape
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0, log.read_text()[-2000:]
+
+
+def test_a_port_in_use_is_one_line_before_anything_listens(fleet: Fleet) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = subprocess.run([MANYMODELS, "--bundle", str(fleet.root), "serve", "demand", "--port", str(port)],
+                                capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"})
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+    assert "serving on" not in result.stdout

@@ -385,10 +385,12 @@ class _Router:
 
 
 class _ShardFile:
-    """One shard file kept open to read single models: only the row group holding a segment is read."""
+    """One shard file kept open to read single models: only the row group holding a segment is read, and
+    the last one read is kept (segments asked together are often neighbours)."""
 
     def __init__(self, path: Path | str, root: Path | str, name: str) -> None:
         self.name, self.root = name, root
+        self._last: dict[int, tuple[str, bytes]] = {}  # the last row group read (about ROW_GROUP_BYTES)
         try:
             self.file = pq.ParquetFile(path)
             meta = self.file.metadata
@@ -402,16 +404,18 @@ class _ShardFile:
             raise RegistryError(f"{root}: cannot read shard {name}: {_first_line(exc)}") from exc
 
     def model(self, segment: int) -> tuple[str, bytes]:
+        if segment in self._last:  # a neighbour of the last model read: its row group is at hand
+            return self._last[segment]
         try:
             for g, span in enumerate(self.ranges):
                 if span is not None and not span[0] <= segment <= span[1]:
                     continue
                 table = self.file.read_row_group(g)
-                indices = table.column(SEGMENT_INDEX).to_numpy()
-                at = np.flatnonzero(indices == segment)
-                if at.size:
-                    row = int(at[0])
-                    return str(table.column("format")[row].as_py()), bytes(table.column("model")[row].as_py())
+                indices = table.column(SEGMENT_INDEX).to_pylist()
+                if segment in indices:
+                    formats, blobs = table.column("format").to_pylist(), table.column("model").to_pylist()
+                    self._last = {i: (f, b) for i, f, b in zip(indices, formats, blobs, strict=True)}
+                    return self._last[segment]
         except (OSError, ValueError) as exc:
             raise RegistryError(f"{self.root}: cannot read shard {self.name}: {_first_line(exc)}") from exc
         raise RegistryError(f"{self.root}: shard {self.name} has no model for segment_index {segment}")

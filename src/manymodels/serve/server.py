@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from manymodels.errors import ManymodelsError
+from manymodels.errors import ManymodelsError, RegistryError
 from manymodels.jobs.context import Target
 from manymodels.registry import Pack
 from manymodels.registry.manifest import PackLayout
@@ -87,9 +87,13 @@ class Server:
 
     # Loading ---------------------------------------------------------------------------------
 
-    def resolve(self) -> tuple[str, int | None]:
-        """The run and version to serve now: the pinned run or version, else the alias's (else, with no
-        champion yet, the latest successful training run, as `score` does)."""
+    def resolve(self, starting: bool = True) -> tuple[str, int | None]:
+        """The run and version to serve now: the pinned run or version, else the alias's (else, at the start
+        with no champion yet, the latest successful training run, as `score` does).
+
+        Raises:
+            ManymodelsError: nothing to serve (following: the alias points nowhere any more).
+        """
         model = self.choice.model
         if self.choice.run_id is not None:
             return self.target.resolve_run(model, self.choice.run_id).run_id, None
@@ -99,7 +103,8 @@ class Server:
         found = self.target.registry(model).by_alias(self.choice.alias)
         if found is not None:
             return found.run_id, found.version
-        if self.choice.alias == CHAMPION:
+        live = self.live
+        if self.choice.alias == CHAMPION and (starting or live is None or live.serving.version is None):
             return self.target.resolve_run(model).run_id, None
         raise ManymodelsError(f"model {model!r} has no version with alias {self.choice.alias!r}")
 
@@ -125,8 +130,11 @@ class Server:
         """Load what to serve now, warm its largest segments in the background, follow the alias if asked."""
         run_id, version = self.resolve()
         live = self.load(run_id, version)
+        largest = live.largest(max(1, self.limits.prewarm))
+        # One model now: the model library's import (LightGBM's, about a second) is paid before the first request.
+        live.warm(largest[:1])
         self._install(live)
-        self._background(self._warm, live, live.largest(self.limits.prewarm))
+        self._background(self._warm, live, largest[1:self.limits.prewarm])
         if self.choice.follows:
             self._background(self._follow)
         return live
@@ -145,22 +153,23 @@ class Server:
         """Look at the alias once; load and switch to a new version when it moved. True when it switched."""
         live = self.live
         try:
-            run_id, version = self.resolve()
+            run_id, version = self.resolve(starting=False)
+        except ManymodelsError as exc:
+            if not isinstance(exc, RegistryError):  # the registry answered: the alias points nowhere now
+                self.trouble.update, self.trouble.update_version, self.trouble.update_at = str(exc), None, time.time()
+                return False
+            return self._unreachable(exc, live)
         except Exception as exc:  # noqa: BLE001 - any failure to ask is reported, never fatal
-            if self.trouble.tracking is None:
-                self.trouble.tracking_since = time.time()
-                log.warning("tracking server: %s (still serving version %s)", _line(exc),
-                            live.serving.version if live else "-")
-            self.trouble.tracking = _line(exc)
-            metrics.tracking_up.set(0)
-            return False
+            return self._unreachable(exc, live)
         if self.trouble.tracking is not None:
             log.info("tracking server answers again")
         self.trouble.tracking, self.trouble.tracking_since = None, None
         metrics.tracking_up.set(1)
-        if live is not None and live.serving.run_id == run_id and live.serving.version == version:
-            return False
         trouble = self.trouble
+        if live is not None and live.serving.run_id == run_id and live.serving.version == version:
+            # What is served is what is wanted: an earlier failed version is no longer asked for.
+            trouble.update, trouble.update_version, trouble.update_at = None, None, None
+            return False
         if (trouble.update_version == version and trouble.update_at is not None
                 and time.time() - trouble.update_at < RETRY_SECONDS):
             return False
@@ -182,6 +191,15 @@ class Server:
         log.info("now serving version %s (run %s) of %s", version, run_id, self.choice.model)
         return True
 
+    def _unreachable(self, exc: BaseException, live: Live | None) -> bool:
+        if self.trouble.tracking is None:
+            self.trouble.tracking_since = time.time()
+            log.warning("tracking server: %s (still serving version %s)", _line(exc),
+                        live.serving.version if live else "-")
+        self.trouble.tracking = _line(exc)
+        metrics.tracking_up.set(0)
+        return False
+
     def _follow(self) -> None:
         while not self._stop.wait(self.limits.poll_seconds):
             self.check()
@@ -189,12 +207,11 @@ class Server:
     def _install(self, live: Live) -> None:
         if self._warming is not None:
             self._warming.set()  # the old version's warming stops: its models are no longer asked for
-        old = self.live
-        self.live = live  # one assignment: a request sees the old version or the new, never a mix
+        # One assignment: a request sees the old version or the new, never a mix. The old one is not closed:
+        # requests still answering with it finish with it, and it is freed (files closed) after the last.
+        self.live = live
         metrics.serving_version.set(live.serving.version or 0)
-        metrics.models_loaded.set(len(live.pack.cached_segments()))
-        if old is not None:
-            old.pack.close()
+        metrics.models_loaded.set(live.pack.loaded_count())
 
     def _warm(self, live: Live, indices: list[int]) -> None:
         self._warming = stop = threading.Event()
@@ -202,7 +219,8 @@ class Server:
             live.warm(indices, stop)
         except Exception as exc:  # noqa: BLE001 - warming is an optimisation; a model that fails loads on request
             log.warning("warming models: %s", _line(exc))
-        metrics.models_loaded.set(len(live.pack.cached_segments()))
+        if self.live is live:
+            metrics.models_loaded.set(live.pack.loaded_count())
 
     def _background(self, run: Any, *args: Any) -> None:
         thread = threading.Thread(target=run, args=args, daemon=True, name=f"manymodels-{run.__name__.strip('_')}")
