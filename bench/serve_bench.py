@@ -170,6 +170,51 @@ def measure(name: str, command: list[str], port: int, loads: dict[str, list[byte
     return report
 
 
+def memory(project: Path, model: str, data: Path, max_models: int, seconds: float, work: Path) -> dict[str, Any]:
+    """Serve a large fleet with a small cache, ask random segments for `seconds`; the server's memory over time."""
+    import psutil
+
+    rows = pd.read_parquet(data).drop(columns=["label"], errors="ignore").groupby("segment").head(1)
+    payloads = bodies(rows, 1, 200_000, seed=4)
+    del rows
+    port = free_port()
+    log = work / "memory.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(MANYMODELS), "--bundle", str(project), "serve", model, "--port", str(port),
+                                 "--max-models", str(max_models)], stdout=out, stderr=subprocess.STDOUT, cwd=work)
+    samples: list[tuple[float, int]] = []
+    try:
+        wait_ready(port, proc, log, seconds=600)
+        started = time.perf_counter()
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                samples.append((time.perf_counter() - started, psutil.Process(proc.pid).memory_info().rss))
+                time.sleep(1.0)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        result = drive(port, payloads, 4, seconds)
+        stop.set()
+        sampler.join()
+        conn = http.client.HTTPConnection(HOST, port, timeout=30)
+        conn.request("GET", "/metrics")
+        metrics = conn.getresponse().read().decode()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    loaded = [line for line in metrics.splitlines() if line.startswith("manymodels_serve_models_loaded")]
+    quarter = max(1, len(samples) // 4)
+    return {
+        "segments_asked": result["requests"], "errors": result["errors"], "per_s": result["per_s"],
+        "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "models_loaded": loaded,
+        "rss_mb_first_quarter_max": round(max(r for _, r in samples[:quarter]) / 2**20),
+        "rss_mb_last_quarter_max": round(max(r for _, r in samples[-quarter:]) / 2**20),
+        "rss_mb_peak": round(max(r for _, r in samples) / 2**20),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--segments", type=int, default=10_000)
@@ -178,8 +223,16 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1, help="server processes, the same for both")
     p.add_argument("--only", choices=["manymodels", "mlflow"], default=None)
     p.add_argument("--work", type=Path, default=Path(__file__).with_name("out") / "score")
+    p.add_argument("--memory", type=Path, default=None,
+                   help="instead: serve this project's model `bench` with --max-models and watch its memory")
+    p.add_argument("--memory-data", type=Path, default=None, help="rows to ask for (--memory)")
+    p.add_argument("--max-models", type=int, default=2_000)
     args = p.parse_args()
     work = args.work.resolve()
+    if args.memory is not None:
+        print(json.dumps(memory(args.memory.resolve(), "bench", args.memory_data.resolve(), args.max_models,
+                                args.seconds, work)))
+        return
     train = make_data(work / f"train-{args.segments}x{args.rows}.parquet", args.segments, args.rows)
     fresh = make_data(work / f"score-{args.segments}x{args.rows}.parquet", args.segments, args.rows, sample=1)
     project = work / f"project-{args.segments}x{args.rows}"
