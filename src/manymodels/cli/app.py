@@ -114,14 +114,19 @@ def guarded(body: Callable[[], int]) -> None:
         raise typer.Exit(code)
 
 
-def load(target: str | None, var: list[str] | None) -> BundleConfig:
+def variables(var: list[str] | None) -> dict[str, str]:
+    """`--var key=value` options as a mapping (a malformed one: a BundleError naming it)."""
     values: dict[str, str] = {}
     for item in var or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise BundleError(f"--var {item!r}: expected key=value")
         values[key.strip()] = value
-    return load_config(state.bundle, target, values)
+    return values
+
+
+def load(target: str | None, var: list[str] | None) -> BundleConfig:
+    return load_config(state.bundle, target, variables(var))
 
 
 def checked(target: str | None, var: list[str] | None, fits: bool = True) -> Target:

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from manymodels.cli import render
-from manymodels.cli.app import BundleOpt, TargetOpt, VarOpt, app, guarded, state
-from manymodels.errors import BundleError
+from manymodels.cli.app import BundleOpt, TargetOpt, VarOpt, app, guarded, state, variables
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -49,16 +48,10 @@ def serve_cmd(
             render.err.print(f"{' and '.join(pinned)}: give one of them", markup=False)
             return 2
         prepare_environment()  # bounded MLflow timeouts, before MLflow is imported
-        variables: dict[str, str] = {}
-        for item in var or []:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise BundleError(f"--var {item!r}: expected key=value")
-            variables[key.strip()] = value
         settings = Settings(
             bundle=str(state.bundle) if state.bundle else None,
             target=target,
-            variables=variables,
+            variables=variables(var),
             model=model,
             run_id=run,
             version=version,

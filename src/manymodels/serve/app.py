@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from manymodels.errors import DataError
 from manymodels.registry.pack import FALLBACK_SOURCE, SEGMENT
 from manymodels.serve import metrics
+from manymodels.serve.live import Live
 from manymodels.serve.protocol import RequestError, parse, predictions_body
 from manymodels.serve.server import Server
 
@@ -66,9 +67,7 @@ def create_app(server: Server) -> FastAPI:
     @timed("invocations")
     async def invocations(request: Request) -> Response:
         """Predict every row with its segment's model (else the fallback); MLflow's scoring protocol."""
-        live = server.live
-        if live is None:
-            raise RequestError(503, "no model loaded yet", "TEMPORARILY_UNAVAILABLE")
+        live = _serving(server)
         body = await _body(request, server.limits.max_body_bytes)
         content_type = request.headers.get("content-type")
 
@@ -108,18 +107,14 @@ def create_app(server: Server) -> FastAPI:
     @timed("version")
     async def version() -> Response:
         """The model, version, run and alias served, and when they were loaded."""
-        live = server.live
-        if live is None:
-            raise RequestError(503, "no model loaded yet", "TEMPORARILY_UNAVAILABLE")
+        live = _serving(server)
         return JSONResponse(live.serving.describe())
 
     @app.get("/segments/{key:path}")
     @timed("segments")
     async def segment(key: str) -> Response:
         """Whether a segment has a model of its own, its metric and rows, or what serves it instead."""
-        live = server.live
-        if live is None:
-            raise RequestError(503, "no model loaded yet", "TEMPORARILY_UNAVAILABLE")
+        live = _serving(server)
         return JSONResponse(await run_in_threadpool(live.segment, key))
 
     @app.get("/metrics")
@@ -128,6 +123,14 @@ def create_app(server: Server) -> FastAPI:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
+
+
+def _serving(server: Server) -> Live:
+    """The version answering now (a request keeps it to the end), or 503 before the first is loaded."""
+    live = server.live
+    if live is None:
+        raise RequestError(503, "no model loaded yet", "TEMPORARILY_UNAVAILABLE")
+    return live
 
 
 async def _body(request: Request, limit: int) -> bytes:
