@@ -36,15 +36,20 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+SHOWN = 200  # characters of a value quoted in a message
+
+
 def show_value(value: Any) -> str:
-    """A value as a user wrote it: numbers plain, strings quoted."""
+    """A value as a user wrote it: numbers plain, strings quoted; cut to SHOWN characters."""
     if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    return str(value)
+        text = repr(value)
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif value is None:
+        text = "null"
+    else:
+        text = str(value)
+    return text if len(text) <= SHOWN else f"{text[:SHOWN]}... ({len(text):,} characters)"
 
 
 def describe(exc: ValidationError, model: type[BaseModel], smap: SourceMap, base: KeyPath = ()) -> list[str]:

@@ -10,6 +10,9 @@ import yaml
 
 from manymodels.errors import BundleError
 
+# Values a bundle file may expand to through YAML aliases (a real bundle has a few hundred).
+MAX_VALUES = 100_000
+
 KeyPath = tuple[str | int, ...]
 
 
@@ -65,6 +68,7 @@ def load_yaml(path: Path, shown_as: str) -> tuple[Any, SourceMap]:
         node = loader.get_single_node()
         if node is None:
             return {}, smap
+        _check_size(node, shown_as)
         data = _build(loader, node, (), shown_as, smap)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -76,6 +80,46 @@ def load_yaml(path: Path, shown_as: str) -> tuple[Any, SourceMap]:
     finally:
         loader.dispose()
     return data, smap
+
+
+def _check_size(root: yaml.Node, shown_as: str) -> None:
+    """Refuse a document whose aliases expand it past MAX_VALUES values, or refer to themselves.
+
+    Counted on the parsed nodes, each anchored node once (a "billion laughs" bundle of a few hundred
+    bytes expands to billions of values: building it would exhaust the machine).
+
+    Raises:
+        BundleError: naming the file and the line of the alias that makes it too large.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise BundleError(f"{shown_as}:{node.start_mark.line + 1}: an alias refers to the value that contains it")
+        open_nodes.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > MAX_VALUES:
+                raise BundleError(
+                    f"{shown_as}:{child.start_mark.line + 1}: the YAML expands to more than {MAX_VALUES:,} values "
+                    "through its aliases (&anchor / *alias); a bundle is far smaller"
+                )
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)
 
 
 def _build(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, shown_as: str, smap: SourceMap) -> Any:

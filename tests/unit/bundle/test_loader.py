@@ -206,3 +206,56 @@ def test_a_cutoff_yaml_reads_as_a_number_or_a_date_is_taken_as_text(tmp_path: Pa
     text = BASE.replace("        test_size: 0.2\n", f"        by: year\n        cutoff: {cutoff}\n")
     config = load_config(write(tmp_path, text), target="dev")
     assert config.model("demand").split.cutoff == expected
+
+
+def _anchor_bomb(levels: int) -> str:
+    """A "billion laughs" bundle: each anchor a list of nine aliases of the one before (9**levels values)."""
+    lines = ["bundle: {name: bomb}", 'a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    lines.append(f"resources: {{models: {{m: *a{levels}}}}}")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_anchor_bomb_is_one_line_in_a_second_and_little_memory(tmp_path: Path) -> None:
+    """`manymodels validate` on a 600-byte bundle that expands to 9**9 values: refused from the parsed
+    nodes, never built (it took 22.5 GB and an OOM kill). Run in its own process to measure its peak memory."""
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "manymodels.yml").write_text(_anchor_bomb(9))
+    probe = (
+        "import json, sys\n"
+        "from manymodels.cli.main import main\n"
+        "sys.argv = ['manymodels', '--bundle', sys.argv[1], 'validate']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        # VmHWM: this process's peak memory since its exec (getrusage's maxrss keeps pytest's from the fork)
+        "peak = [line for line in open('/proc/self/status') if line.startswith('VmHWM:')][0].split()[1]\n"
+        "print(json.dumps({'code': code, 'rss_kb': int(peak)}))\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    seconds = time.monotonic() - started
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "manymodels.yml:6: the YAML expands to more than 100,000 values through its aliases (&anchor / *alias); "
+        "a bundle is far smaller"
+    ]
+    assert seconds < 30 and result["rss_kb"] < 200 * 1024, (seconds, result)
+
+
+def test_an_alias_inside_its_own_anchor_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "manymodels.yml").write_text("bundle: {name: loop}\nresources: &r {models: {m: *r}}\n")
+    with pytest.raises(BundleError, match=r"manymodels.yml:2: an alias refers to the value that contains it"):
+        load_config(tmp_path)
+
+
+def test_a_long_value_is_quoted_short(tmp_path: Path) -> None:
+    (tmp_path / "manymodels.yml").write_text(
+        "bundle: {name: long}\nresources:\n  models:\n    m:\n      dataset: " + "x" * 5000 + "\n      label: 3\n"
+    )
+    with pytest.raises(BundleError) as caught:
+        load_config(tmp_path)
+    assert all(len(line) < 600 for line in caught.value.problems), caught.value.problems
