@@ -23,12 +23,15 @@ from manymodels.registry import Pack
 from manymodels.registry.manifest import (
     CANDIDATE,
     MODEL_FORMAT,
+    OK,
     ROWS,
     SEGMENT_INDEX,
     STATUS,
     PackLayout,
     segment_columns,
+    served,
 )
+from manymodels.registry.pack import FALLBACK_SOURCE, SEGMENT
 from manymodels.serve.protocol import SIGNATURE_TYPES, TEXT, Columns, RequestError, conform
 
 
@@ -50,7 +53,7 @@ class Serving:
             "version": self.version,
             "run_id": self.run_id,
             "alias": self.alias,
-            "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
+            "loaded_at": stamp(self.loaded_at),
         }
 
 
@@ -90,10 +93,10 @@ class Live:
         row = self.pack.manifest_row(frame)
         fallback = self.pack.fallback is not None
         answer: dict[str, Any] = {"segment": key, "version": self.serving.version, "run_id": self.serving.run_id}
-        if row is None or row.get(STATUS) != "ok":
+        if row is None or row.get(STATUS) != OK:
             answer.update({
                 "model": False,
-                "served_by": "fallback" if fallback else None,
+                "served_by": FALLBACK_SOURCE if fallback else None,
                 "status": None if row is None else row.get(STATUS),
                 "error": None if row is None else row.get("error"),
             })
@@ -101,7 +104,7 @@ class Live:
         metric = self.pack.info.metric
         answer.update({
             "model": True,
-            "served_by": "segment",
+            "served_by": SEGMENT,
             "status": row.get(STATUS),
             "metric": {metric: _plain(row.get(metric))} if metric in row else {},
             "rows": _plain(row.get(ROWS)),
@@ -121,10 +124,10 @@ class Live:
 
     def largest(self, count: int) -> list[int]:
         """The `count` served segments with the most training rows: what to load before any request asks."""
-        served = self.pack.manifest.loc[self.pack.manifest[STATUS] == "ok"]
-        if count <= 0 or served.empty:
+        ok = served(self.pack.manifest)
+        if count <= 0 or ok.empty:
             return []
-        order = served.sort_values(ROWS, ascending=False, kind="stable") if ROWS in served else served
+        order = ok.sort_values(ROWS, ascending=False, kind="stable") if ROWS in ok else ok
         return [int(i) for i in order[SEGMENT_INDEX].head(count)]
 
     def same_segments(self, other: Live, indices: list[int]) -> list[int]:
@@ -136,6 +139,11 @@ class Live:
             return []
         mine = self.pack.locate(theirs.reset_index(drop=True))
         return [int(i) for i in mine if i >= 0]
+
+
+def stamp(at: float | None) -> str | None:
+    """A time as ISO 8601 UTC, for /version and /health."""
+    return None if at is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 def columns_of(pack: Pack, model_file: Path | None) -> Columns:

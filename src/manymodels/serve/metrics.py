@@ -49,8 +49,3 @@ def exposition() -> bytes:
         return generate_latest(merged)
     return generate_latest(_registry)
 
-
-def worker_exit(pid: int) -> None:
-    """Drop a stopped worker's live gauges (multiprocess mode)."""
-    if os.environ.get(MULTIPROCESS_ENV):
-        _multiprocess.mark_process_dead(pid)

@@ -26,7 +26,7 @@ from manymodels.registry import Pack
 from manymodels.registry.manifest import PackLayout
 from manymodels.registry.versions import CHAMPION
 from manymodels.serve import metrics
-from manymodels.serve.live import Live, Serving, columns_of, model_file
+from manymodels.serve.live import Live, Serving, columns_of, model_file, stamp
 
 log = logging.getLogger("manymodels.serve")
 
@@ -245,10 +245,10 @@ class Server:
             "fallback": live.pack.fallback is not None,
         }
         if trouble.tracking is not None:
-            body["tracking"] = {"error": trouble.tracking, "since": _stamp(trouble.tracking_since)}
+            body["tracking"] = {"error": trouble.tracking, "since": stamp(trouble.tracking_since)}
         if trouble.update is not None:
             body["update"] = {"version": trouble.update_version, "error": trouble.update,
-                              "at": _stamp(trouble.update_at), "retry_in_s": RETRY_SECONDS}
+                              "at": stamp(trouble.update_at), "retry_in_s": RETRY_SECONDS}
         return 200, body
 
 
@@ -265,10 +265,6 @@ def _line(exc: BaseException) -> str:
     if not isinstance(exc, ManymodelsError):
         first = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     return first[:300]
-
-
-def _stamp(at: float | None) -> str | None:
-    return None if at is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 def close_quietly(server: Server) -> None:
