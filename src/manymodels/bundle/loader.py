@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from pydantic import ValidationError
@@ -145,9 +145,22 @@ def _include(doc: dict[str, Any], smap: SourceMap, root: Path) -> None:
     for i, pattern in enumerate(patterns):
         if not isinstance(pattern, str):
             continue
+        where = f"{smap.prefix(('include', i))}include[{i}] {show_value(pattern)}"
+        parts = PurePath(pattern).parts
+        if not pattern or PurePath(pattern).is_absolute() or pattern.startswith("~"):
+            problems.append(f"{where} must be a path relative to the bundle's folder")
+            continue
+        if ".." in parts:
+            problems.append(f"{where} leaves the bundle's folder ('..'); includes stay inside it")
+            continue
         matches = sorted(root.glob(pattern))
+        outside = [m for m in matches if not m.resolve().is_relative_to(root)]
+        if outside:
+            # a symbolic link out of the folder: named, never read
+            problems.append(f"{where} leaves the bundle's folder through a link: {outside[0].relative_to(root)}")
+            continue
         if not matches:
-            problems.append(f"{smap.prefix(('include', i))}include[{i}] {pattern!r} matches no file")
+            problems.append(f"{where} matches no file")
         for match in matches:
             try:
                 _include_file(doc, smap, root, match)

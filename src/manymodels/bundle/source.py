@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from manymodels.errors import BundleError
 
 # Values a bundle file may expand to through YAML aliases (a real bundle has a few hundred).
 MAX_VALUES = 100_000
+# Bytes a bundle file may hold (a real bundle has a few kilobytes).
+MAX_BYTES = 1 << 20
 
 KeyPath = tuple[str | int, ...]
 
@@ -56,12 +59,10 @@ def load_yaml(path: Path, shown_as: str) -> tuple[Any, SourceMap]:
         shown_as: the name used in messages (relative to the bundle root).
 
     Raises:
-        BundleError: the file is missing, not YAML, or has a duplicate key.
+        BundleError: the file is missing, not a regular file, too large, not UTF-8, not YAML, or has a
+            duplicate key.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BundleError(f"{shown_as}: cannot read bundle file: {exc.strerror or exc}") from exc
+    text = _read_text(path, shown_as)
     smap = SourceMap(default=Location(shown_as, 1))
     loader = yaml.SafeLoader(text)
     try:
@@ -80,6 +81,24 @@ def load_yaml(path: Path, shown_as: str) -> tuple[Any, SourceMap]:
     finally:
         loader.dispose()
     return data, smap
+
+
+def _read_text(path: Path, shown_as: str) -> str:
+    """The file's text; never opens a device, a pipe or a folder (reading one could block or never end)."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise BundleError(f"{shown_as}: cannot read bundle file: not a regular file")
+        if info.st_size > MAX_BYTES:
+            raise BundleError(f"{shown_as}: bundle file is {info.st_size:,} bytes; at most {MAX_BYTES:,} are read")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{shown_as}: cannot read bundle file: {exc.strerror or exc}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise BundleError(f"{shown_as}:{line}: bundle file is not UTF-8 text (byte {exc.start})") from exc
 
 
 def _check_size(root: yaml.Node, shown_as: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -259,3 +260,47 @@ def test_a_long_value_is_quoted_short(tmp_path: Path) -> None:
     with pytest.raises(BundleError) as caught:
         load_config(tmp_path)
     assert all(len(line) < 600 for line in caught.value.problems), caught.value.problems
+
+
+def test_includes_stay_inside_the_bundle_folder_and_never_echo_what_is_outside(tmp_path: Path) -> None:
+    """A pull request's bundle must not read files beside or above it (validate runs in CI on it)."""
+    hidden = "OUTSIDE_CONTENT_MARKER"
+    outside = tmp_path / "outside.yml"
+    outside.write_text(f"{hidden}: 1\n")
+    project = tmp_path / "project"
+    write(project, "resources: {}\n", "sub/fine.yml")
+    (project / "link.yml").symlink_to(outside)
+    (project / "folder.yml").mkdir()
+    os.mkfifo(project / "pipe.yml")  # reading a pipe would block validate forever
+    (project / "binary.yml").write_bytes(b"resources: {}\n\xff\xfe\n")
+    (project / "huge.yml").write_bytes(b"# " + b"x" * (2 << 20) + b"\n")
+    patterns = [
+        "../outside.yml",
+        "sub/../../outside.yml",
+        "**/../../*.yml",
+        str(outside),
+        "~/outside.yml",
+        "link.yml",
+        "folder.yml",
+        "pipe.yml",
+        "binary.yml",
+        "huge.yml",
+    ]
+    text = BASE + "include:\n" + "".join(f"  - {json.dumps(p)}\n" for p in patterns)
+    found = problems(project, text)
+    shown = [line.split(": ", 1)[1] for line in found]
+    assert shown == [
+        "include[0] '../outside.yml' leaves the bundle's folder ('..'); includes stay inside it",
+        "include[1] 'sub/../../outside.yml' leaves the bundle's folder ('..'); includes stay inside it",
+        "include[2] '**/../../*.yml' leaves the bundle's folder ('..'); includes stay inside it",
+        f"include[3] '{outside}' must be a path relative to the bundle's folder",
+        "include[4] '~/outside.yml' must be a path relative to the bundle's folder",
+        "include[5] 'link.yml' leaves the bundle's folder through a link: link.yml",
+        "cannot read bundle file: not a regular file",
+        "cannot read bundle file: not a regular file",
+        "bundle file is not UTF-8 text (byte 14)",
+        f"bundle file is {(2 << 20) + 3:,} bytes; at most {1 << 20:,} are read",
+    ]
+    assert found[6].startswith("folder.yml: ") and found[7].startswith("pipe.yml: ")
+    assert found[8].startswith("binary.yml:2: ") and found[9].startswith("huge.yml: ")
+    assert all(hidden not in line for line in found)
