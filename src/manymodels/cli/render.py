@@ -108,7 +108,8 @@ def train_summary(outcome: TrainOutcome) -> None:
             "changed only",
             f"{int(s['segments_trained']):,} trained ({int(s['segments_changed']):,} changed, "
             f"{int(s['segments_new']):,} new), {int(s['segments_carried']):,} carried from the champion, "
-            f"{int(s['segments_gone']):,} gone",
+            f"{int(s['segments_gone']):,} gone"
+            + (f", {int(s['segments_damaged']):,} damaged (trained again)" if s.get("segments_damaged") else ""),
         )
     if "fallback_ok" in s:
         groups = int(s["fallback_ok"] + s["fallback_failed"])
@@ -145,6 +146,12 @@ def score_summary(outcome: ScoreOutcome) -> None:
     table.add_row("rows", f"{outcome.rows:,} ({outcome.rows - outcome.rows_without_model:,} predicted)")
     if outcome.rows_fallback:
         table.add_row("fallback", f"{outcome.rows_fallback:,} rows predicted by the fallback model")
+    if outcome.rows_damaged:
+        table.add_row(
+            "[yellow]damaged[/]",
+            f"{outcome.rows_damaged:,} rows predicted by the fallback: their segment's model is damaged "
+            "(model_source 'damaged'; train those segments again or roll back)",
+        )
     table.add_row(
         "no model",
         f"{outcome.rows_without_model:,} rows in {outcome.segments_without_model:,} segments (prediction is null)",

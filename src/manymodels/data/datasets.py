@@ -168,20 +168,23 @@ WRITE_SLICE_ROWS = 1_000_000
 
 
 def _parquet_in_slices(frame: pd.DataFrame, path: str) -> None:
-    """`frame.to_parquet(path)`, one slice of rows after another (a row group each) for a large frame."""
+    """`frame.to_parquet(path)`, one slice of rows after another (a row group each) for a large frame.
+
+    Pages carry CRC checksums, which this package's readers check (a damaged page is an error, not other values).
+    """
     if len(frame) <= WRITE_SLICE_ROWS:
-        frame.to_parquet(path, index=False)
+        frame.to_parquet(path, index=False, write_page_checksum=True)
         return
     first = pa.Table.from_pandas(frame.iloc[:WRITE_SLICE_ROWS], preserve_index=False)
     try:
-        with pq.ParquetWriter(path, first.schema) as writer:
+        with pq.ParquetWriter(path, first.schema, write_page_checksum=True) as writer:
             writer.write_table(first)
             del first
             for start in range(WRITE_SLICE_ROWS, len(frame), WRITE_SLICE_ROWS):
                 piece = frame.iloc[start : start + WRITE_SLICE_ROWS]
                 writer.write_table(pa.Table.from_pandas(piece, schema=writer.schema, preserve_index=False))
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column typed differently further down (object columns)
-        frame.to_parquet(path, index=False)
+        frame.to_parquet(path, index=False, write_page_checksum=True)
 
 
 def is_numeric(dtype: pa.DataType) -> bool:

@@ -81,7 +81,8 @@ class Scored:
         rows: rows scored.
         rows_without_model: rows no model (segment or fallback) predicted: null prediction.
         segments_without_model: distinct segments among those rows.
-        rows_fallback: rows the fallback model predicted.
+        rows_fallback: rows the fallback model predicted (their segment has no model).
+        rows_damaged: rows the fallback predicted because their segment's model is damaged.
     """
 
     frame: Any
@@ -89,6 +90,7 @@ class Scored:
     rows_without_model: int
     segments_without_model: int
     rows_fallback: int
+    rows_damaged: int = 0
 
 
 class Fleet(Protocol):

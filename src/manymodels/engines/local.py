@@ -40,7 +40,7 @@ from manymodels.engines.operations import (
 from manymodels.engines.progress import Tally
 from manymodels.errors import DataError, EngineError, EngineSetupError
 from manymodels.registry import manifest as mf
-from manymodels.registry.pack import FALLBACK_SOURCE, MODEL_SOURCE
+from manymodels.registry.pack import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE
 from manymodels.segment import SegmentResult, SegmentSpec, fit_chunk
 from manymodels.segment.fit import FAILED, segment_fingerprints
 
@@ -222,9 +222,10 @@ class LocalEngine:
         if output is not None:
             write_table(out, output)
         fallback = int((source_of == FALLBACK_SOURCE).sum())
+        damaged = int((source_of == DAMAGED_SOURCE).sum())
         by = list(info.segment_by)  # no segment columns: one model for every row, so at most one "segment" lacks it
         segments_without = len(frame.loc[missed, by].drop_duplicates()) if by else int(missed.any())
-        return Scored(out, len(out), int(missed.sum()), segments_without, fallback)
+        return Scored(out, len(out), int(missed.sum()), segments_without, fallback, damaged)
 
     def evaluate(
         self, source: Source, spec: SegmentSpec, metric: str, contenders: Sequence[Contender], holdout: bool

@@ -126,7 +126,8 @@ def _scores(
     pieces = [positions[i] for i in chosen]
     rows = frame.iloc[np.concatenate(pieces)].reset_index(drop=True)
     y = pd.to_numeric(rows[spec.label], errors="coerce").to_numpy(dtype=float)
-    predicted = pack.predict(rows)[PREDICTION].to_numpy(dtype=float, na_value=np.nan)
+    # A damaged model is judged as no model (NaN: its challenger wins), not as the fallback standing in for it.
+    predicted = pack.predict(rows, damaged_unserved=True)[PREDICTION].to_numpy(dtype=float, na_value=np.nan)
     ends = np.cumsum([len(p) for p in pieces])
     for i, lo, hi in zip(chosen, np.r_[0, ends[:-1]], ends, strict=True):
         out[i] = _metric(spec.task, metric, y[lo:hi], predicted[lo:hi])

@@ -47,7 +47,7 @@ from manymodels.engines.spark_session import (
     to_pandas,
 )
 from manymodels.registry import manifest as mf
-from manymodels.registry.pack import FALLBACK_SOURCE, MODEL_SOURCE, PackPredict
+from manymodels.registry.pack import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE, PackPredict
 from manymodels.segment import SegmentResult, SegmentSpec, fit_chunk
 
 # Every chunk is one pandas frame in one Python worker, sent as Arrow: stay far below Arrow's
@@ -377,8 +377,9 @@ def _attempt() -> int:
         return 0
 
 
-def _unserved_counts(scored: Any, segment_by: list[str]) -> tuple[int, int, int, int]:
-    """(rows, rows without a prediction, segments without a model, rows the fallback served), in one job."""
+def _unserved_counts(scored: Any, segment_by: list[str]) -> tuple[int, int, int, int, int]:
+    """(rows, rows without a prediction, segments without a model, rows the fallback served, rows it served for
+    a damaged model), in one job."""
     from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
 
     missing = F.col(PREDICTION).isNull()
@@ -388,5 +389,7 @@ def _unserved_counts(scored: Any, segment_by: list[str]) -> tuple[int, int, int,
         F.count(F.when(missing, 1)).alias("missing"),
         segments.alias("segments"),
         F.count(F.when(F.col(MODEL_SOURCE) == FALLBACK_SOURCE, 1)).alias("fallback"),
+        F.count(F.when(F.col(MODEL_SOURCE) == DAMAGED_SOURCE, 1)).alias("damaged"),
     ).first()
-    return int(row["rows"]), int(row["missing"]), int(row["segments"] or 0), int(row["fallback"])
+    return (int(row["rows"]), int(row["missing"]), int(row["segments"] or 0), int(row["fallback"]),
+            int(row["damaged"]))

@@ -1,8 +1,9 @@
 """Retrain only what changed: each segment's fingerprint (its rows and the model spec) against the champion's.
 
 A segment is trained again when its fingerprint differs from the one recorded for the
-champion's model (new rows, changed rows, changed parameters) or when the champion has no
-model for it; every other segment's model is carried over into the new run, as it is.
+champion's model (new rows, changed rows, changed parameters), when the champion has no
+model for it, or when the champion's model is damaged (its bytes fail their checksum); every
+other segment's model is carried over into the new run, as it is.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pandas as pd
 
 from manymodels.jobs.context import Target
 from manymodels.registry import Pack
-from manymodels.registry.manifest import FINGERPRINT, served
+from manymodels.registry.manifest import FINGERPRINT, SEGMENT_INDEX, served
 
 
 @dataclass
@@ -26,6 +27,7 @@ class ChangePlan:
     champion: Pack | None
     version: int | None
     counts: dict[str, int] = field(default_factory=dict)
+    damaged: list[str] = field(default_factory=list)  # why each champion model that was damaged is trained again
 
     @property
     def everything(self) -> bool:
@@ -45,7 +47,7 @@ def plan_changes(target: Target, name: str, keys: pd.DataFrame, fingerprints: li
     by = list(keys.columns)
     champion = target.champion(name)
     if champion is None:
-        counts = {"trained": len(keys), "changed": 0, "new": len(keys), "carried": 0, "gone": 0}
+        counts = {"trained": len(keys), "changed": 0, "new": len(keys), "carried": 0, "gone": 0, "damaged": 0}
         return ChangePlan(np.ones(len(keys), dtype=bool), pd.DataFrame(), None, None, counts)
     pack = target.open_pack(target.tracker.run(champion.run_id))
     ok = served(pack.manifest)
@@ -56,14 +58,21 @@ def plan_changes(target: Target, name: str, keys: pd.DataFrame, fingerprints: li
     both = current.merge(known, on=by, how="left", sort=False).sort_values("_position")
     is_known = both["_known"].eq(True).to_numpy()
     same = is_known & (both[FINGERPRINT].to_numpy() == both["_now"].to_numpy())
-    carried_keys = current.loc[same, by]
-    carried = ok.merge(carried_keys, on=by, how="inner")
+    changed = int((is_known & ~same).sum())
+    carried = ok.merge(current.loc[same, by], on=by, how="inner")
+    damaged = pack.check_models(carried[SEGMENT_INDEX].tolist())  # a damaged model is trained again, never carried
+    if damaged:
+        hurt = carried[SEGMENT_INDEX].isin(list(damaged)).to_numpy()
+        again = current.merge(carried.loc[hurt, by], on=by, how="inner")["_position"].to_numpy()
+        same[again] = False
+        carried = carried.loc[~hurt]
     gone = ok.merge(current[by].assign(_here=True), on=by, how="left")["_here"].isna()
     counts = {
         "trained": int((~same).sum()),
-        "changed": int((is_known & ~same).sum()),
+        "changed": changed,
         "new": int((~is_known).sum()),
         "carried": len(carried),
         "gone": int(gone.sum()),
+        "damaged": len(damaged),
     }
-    return ChangePlan(~same, carried, pack, champion.version, counts)
+    return ChangePlan(~same, carried, pack, champion.version, counts, list(damaged.values()))

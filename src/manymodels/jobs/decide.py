@@ -103,7 +103,8 @@ def _judge(row: Any, change: float, higher: bool, metric: str, policy: Any) -> t
     improvement = -change if not higher else change
     shown = f"{metric} {row.challenger:.6g} vs {row.champion:.6g} ({change:+.2%})"
     if row.champion != row.champion:  # the champion serves it but could not be scored on these rows
-        return NEW, (KEEP, PROMOTE)[gate is None], gate or "champion could not be scored on these rows"
+        why = "the champion gave no prediction on these rows (its model damaged, or a feature missing)"
+        return NEW, (KEEP, PROMOTE)[gate is None], gate or why
     if abs(row.challenger - row.champion) <= _TIE * max(1.0, abs(row.champion)):
         return TIED, KEEP, f"same {metric} ({row.champion:.6g})"
     if improvement < 0:

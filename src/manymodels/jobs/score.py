@@ -26,6 +26,7 @@ class ScoreOutcome:
     segments_without_model: int
     version: int | None = None  # the registered version that served, when it was the champion
     rows_fallback: int = 0  # rows predicted by the fallback model
+    rows_damaged: int = 0  # rows the fallback predicted because their own model is damaged
 
 
 def score(
@@ -78,6 +79,7 @@ def score(
         scored.segments_without_model,
         version,
         scored.rows_fallback,
+        scored.rows_damaged,
     )
 
 

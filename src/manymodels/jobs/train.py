@@ -154,6 +154,11 @@ def _train(
         if not plan.everything:
             data = engine.select(data, plan.train, path, dataset.fmt, spec)
     warnings = oversized_segments(data, target.config.resolved.engine.max_segment_rows)
+    if plan is not None and plan.damaged:
+        warnings.append(
+            f"{len(plan.damaged):,} of the champion's models are damaged and are trained again instead of carried; "
+            f"the first: {plan.damaged[0]}"
+        )
     for line in warnings:
         hooks.warn(line)
     engine.ready()  # a pool that cannot start is an error before any run exists

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from manymodels.registry.manifest import PROFILE, SEGMENT_INDEX, SHARD, SOURCE_RUN, PackLayout
-from manymodels.registry.pack import Pack, PackInfo, write_pack_files
+from manymodels.registry.manifest import CHECKSUM, PROFILE, SEGMENT_INDEX, SHARD, SHARD_CHECKSUM, SOURCE_RUN, PackLayout
+from manymodels.registry.pack import Pack, PackInfo, model_problem, write_pack_files
 from manymodels.segment import shard_name
-from manymodels.segment.shards import write_shard
+from manymodels.segment.shards import checksum, write_shard
 
 MAX_SHARDS = 32  # a version's file count (and so its upload calls) stays bounded at any fleet size
 MIN_PER_SHARD = 1000
@@ -59,14 +59,21 @@ def copy_models(
     Shards are read one at a time and written every `per_shard` models, so memory holds one
     source shard and one output shard whatever the fleet size.
 
+    Every model's bytes are checked against its checksum first: a damaged model is never copied.
+
     Returns:
-        The rows, with their new `segment_index` and `shard`, and `source_run` (where each model was trained).
+        The rows, with their new `segment_index`, `shard` and checksums, and `source_run` (where each model was
+        trained).
+
+    Raises:
+        DamagedModel: a model to copy is damaged (its bytes fail their checksum, its shard does not read).
     """
     total = sum(len(rows) for _, rows in parts)
     per_shard = max(MIN_PER_SHARD, math.ceil(total / MAX_SHARDS))
     shards_dir.mkdir(parents=True, exist_ok=True)
     buffer: tuple[list[int], list[str], list[bytes]] = ([], [], [])
     written = 0
+    sums: dict[str, str] = {}  # each new shard's file checksum
     frames: list[pd.DataFrame] = []
     next_index = first_index
 
@@ -76,7 +83,7 @@ def copy_models(
     def flush() -> None:
         nonlocal written, buffer
         if buffer[0]:
-            write_shard(shards_dir / name(written), *buffer)
+            sums[name(written)] = write_shard(shards_dir / name(written), *buffer)
             written += 1
             buffer = ([], [], [])
 
@@ -89,11 +96,18 @@ def copy_models(
             rows[PROFILE] = rows[SEGMENT_INDEX].map(profiles).astype(object) if len(profiles) else None
         new_index = np.empty(len(rows), dtype=np.int64)
         new_shard: list[str] = []
+        new_sum: list[str] = []
         position = 0
+        expected = rows[CHECKSUM] if CHECKSUM in rows.columns else pd.Series(pd.NA, index=rows.index)
         for shard, group in rows.groupby(SHARD, sort=False):
             models = pack.shard(str(shard))
-            for old in group[SEGMENT_INDEX].to_numpy(dtype=np.int64):
-                fmt, blob = models[int(old)]
+            for old, want in zip(group[SEGMENT_INDEX].to_numpy(dtype=np.int64), expected[group.index], strict=True):
+                found = models.get(int(old))
+                problem = model_problem(found, None if pd.isna(want) else str(want), pack.trouble(str(shard)))
+                if problem or found is None:
+                    raise pack.damage(str(shard), int(old), problem or "missing")
+                fmt, blob = found
+                new_sum.append(checksum(blob))
                 buffer[0].append(next_index)
                 buffer[1].append(fmt)
                 buffer[2].append(blob)
@@ -107,10 +121,12 @@ def copy_models(
             rows[SOURCE_RUN] = pack.info.run_id
         rows[SEGMENT_INDEX] = new_index
         rows[SHARD] = pd.array(new_shard, dtype="string")
+        rows[CHECKSUM] = pd.array(new_sum, dtype="string")
         frames.append(rows)
     flush()
     manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if len(manifest):
+        manifest[SHARD_CHECKSUM] = pd.array(manifest[SHARD].map(sums), dtype="string")
         manifest = manifest.sort_values(SEGMENT_INDEX, kind="stable").reset_index(drop=True)
         manifest[SOURCE_RUN] = manifest[SOURCE_RUN].astype("string")
     return manifest

@@ -32,6 +32,8 @@ ROWS = "rows"
 N_TRAIN = "n_train"
 N_TEST = "n_test"
 SHARD = "shard"
+CHECKSUM = "checksum"  # of the model's bytes: a model whose bytes differ is never loaded
+SHARD_CHECKSUM = "shard_checksum"  # of its shard file's bytes
 MODEL_FORMAT = "model_format"
 FINGERPRINT = "fingerprint"
 FIT_SECONDS = "fit_seconds"
@@ -60,6 +62,8 @@ RESULT_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     (N_TRAIN, pa.int64()),
     (N_TEST, pa.int64()),
     (SHARD, pa.string()),
+    (CHECKSUM, pa.string()),
+    (SHARD_CHECKSUM, pa.string()),
     (MODEL_FORMAT, pa.string()),
     (FINGERPRINT, pa.string()),
     (FIT_SECONDS, pa.float64()),
@@ -99,6 +103,8 @@ def result_rows(results: Sequence[SegmentResult], spec: SegmentSpec) -> pd.DataF
             N_TRAIN: np.array([r.n_train for r in results], dtype=np.int64),
             N_TEST: np.array([r.n_test for r in results], dtype=np.int64),
             SHARD: pd.array([r.shard for r in results], dtype="string"),
+            CHECKSUM: pd.array([r.checksum for r in results], dtype="string"),
+            SHARD_CHECKSUM: pd.array([r.shard_checksum for r in results], dtype="string"),
             MODEL_FORMAT: pd.array([r.model_format for r in results], dtype="string"),
             FINGERPRINT: [r.fingerprint for r in results],
             FIT_SECONDS: np.array([r.seconds for r in results], dtype=float),
@@ -141,6 +147,8 @@ def results_from_rows(rows: pd.DataFrame, spec: SegmentSpec) -> list[SegmentResu
             error=_text(rec[ERROR]),
             model_format=_text(rec[MODEL_FORMAT]),
             shard=_text(rec[SHARD]),
+            checksum=_text(rec.get(CHECKSUM)),
+            shard_checksum=_text(rec.get(SHARD_CHECKSUM)),
             seconds=float(rec[FIT_SECONDS]),
             constant=bool(rec[CONSTANT]),
             profile=_blob(rec.get(PROFILE)),
@@ -174,8 +182,12 @@ def is_ok(manifest: pd.DataFrame) -> pd.Series:
 
 
 def routes(manifest: pd.DataFrame, segment_by: Sequence[str]) -> pd.DataFrame:
-    """Which shard holds each served segment's model: segment columns, SEGMENT_INDEX, SHARD."""
-    return manifest.loc[manifest[SHARD].notna(), [*segment_by, SEGMENT_INDEX, SHARD]]
+    """Which shard holds each served segment's model: segment columns, SEGMENT_INDEX, SHARD, and the
+    checksums (CHECKSUM, SHARD_CHECKSUM: null for a pack written before they were kept)."""
+    rows = manifest.loc[manifest[SHARD].notna(), [*segment_by, SEGMENT_INDEX, SHARD]]
+    for column in (CHECKSUM, SHARD_CHECKSUM):
+        rows[column] = manifest.loc[rows.index, column] if column in manifest.columns else None
+    return rows
 
 
 def segment_columns(manifest: pd.DataFrame) -> list[str]:

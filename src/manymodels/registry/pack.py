@@ -22,13 +22,26 @@ import pyarrow.parquet as pq
 from manymodels.data import write_parquet
 from manymodels.errors import DataError, RegistryError
 from manymodels.estimators import FORMAT_BASELINE, FORMAT_LIGHTGBM, Predictor, has_text, load_model
-from manymodels.registry.manifest import PROFILE, SEGMENT_INDEX, SHARD, PackLayout, routes
-from manymodels.segment import read_shard
-from manymodels.segment.shards import exists, is_url, put_file, read_bytes
+from manymodels.registry.manifest import (
+    CHECKSUM,
+    PROFILE,
+    SEGMENT_INDEX,
+    SHARD,
+    SHARD_CHECKSUM,
+    PackLayout,
+    routes,
+)
+from manymodels.segment.shards import checksum, exists, is_url, models_of, put_file, read_bytes
 
 PACK_VERSION = 1
-MODEL_SOURCE = "model_source"  # which model served a row: segment, fallback, or null (none)
+MODEL_SOURCE = "model_source"  # which model served a row: segment, fallback, damaged, or null (none)
 SEGMENT, FALLBACK_SOURCE = "segment", "fallback"
+# The row's segment has a model but its bytes are damaged (checksum, unreadable shard): the fallback served it.
+DAMAGED_SOURCE = "damaged"
+
+
+class DamagedModel(RegistryError):
+    """A segment's model whose bytes fail their checksum or whose shard cannot be read: it is never loaded."""
 TIME = "time"  # PackInfo.extra's key of the time column seasonal baselines read
 
 
@@ -99,9 +112,16 @@ class Pack:
         try:
             raw = json.loads(read_bytes(self.layout.info).decode("utf-8"))
             self.info = PackInfo(**raw)
-            self.manifest = pd.read_parquet(io.BytesIO(read_bytes(self.layout.manifest)))
-        except (OSError, ValueError, TypeError) as exc:
-            raise RegistryError(f"{self.root}: not a readable model pack: {exc}") from exc
+            self.manifest = pd.read_parquet(io.BytesIO(read_bytes(self.layout.manifest)),
+                                            page_checksum_verification=True)
+        except (OSError, ValueError, TypeError, KeyError) as exc:  # KeyError: pandas' own metadata damaged
+            raise RegistryError(f"{self.root}: not a readable model pack: {_first_line(exc)}") from exc
+        named = [*self.info.segment_by, *self.info.features]
+        if not all(isinstance(c, str) for c in named) or len(set(named)) != len(named):
+            raise RegistryError(f"{self.root}: not a readable model pack: pack.json names a column twice")
+        lacking = [c for c in (*self.info.segment_by, SEGMENT_INDEX, SHARD) if c not in self.manifest.columns]
+        if lacking:
+            raise RegistryError(f"{self.root}: not a readable model pack: its manifest lacks {', '.join(lacking)}")
         self._cache_size = max(1, cache_shards)
         self._shards: OrderedDict[str, dict[int, tuple[str, bytes]]] = OrderedDict()
         self._model_cache_size = max(1, cache_models)
@@ -113,6 +133,9 @@ class Pack:
         self._lock = threading.RLock()
         self._read_lock = threading.Lock()
         self._router: _Router | None = None
+        self._damaged: dict[int, DamagedModel] = {}  # segments found damaged: never read again
+        self._bad_shards: dict[str, str] = {}  # shard files that do not read, with why
+        self._troubles: dict[str, str] = {}  # shard files some of whose row groups do not read, with why
         self.fallback: Pack | None = None
         fallback = PackLayout(self.layout.fallback)
         if exists(fallback.info):
@@ -138,25 +161,37 @@ class Pack:
         """The columns that route a row to its model."""
         return list(self.info.segment_by)
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def predict(self, frame: pd.DataFrame, damaged_unserved: bool = False) -> pd.DataFrame:
         """One prediction per input row, in input order, by the row's segment model, else the fallback.
 
         Returns:
             A frame with the input's index, a nullable float column `prediction` (null: no model
-            at all) and `model_source`: `segment`, `fallback`, or null.
+            at all) and `model_source`: `segment`, `fallback`, `damaged` (the fallback served a row whose
+            own model is damaged) or null.
 
         Raises:
             DataError: the input lacks a segment or feature column.
+            DamagedModel: a row's model is damaged and no fallback serves the row.
         """
-        values, source = self.predict_arrays(frame)
+        values, source = self.predict_arrays(frame, damaged_unserved)
         prediction = pd.array(values, dtype="Float64")
         prediction[_absent(source)] = pd.NA
         return pd.DataFrame({"prediction": prediction, MODEL_SOURCE: pd.array(source, dtype="string")},
                             index=frame.index)
 
-    def predict_arrays(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def predict_arrays(self, frame: pd.DataFrame, damaged_unserved: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """`predict` as plain arrays (what a server answers with, without building frames): float predictions
-        (NaN where no model serves) and each row's model source (object: `segment`, `fallback`, None)."""
+        (NaN where no model serves) and each row's model source (object: `segment`, `fallback`, `damaged`, None).
+
+        A segment whose model is damaged (its bytes fail their checksum, its shard does not read) is never
+        loaded: with a fallback its rows are the fallback's, marked `damaged`; without one it is an error. With
+        `damaged_unserved` (an evaluation: the model, not a stand-in, is judged) its rows are left unpredicted
+        (NaN) and marked `damaged`.
+
+        Raises:
+            DataError: the input lacks a segment or feature column.
+            DamagedModel: a row's model is damaged and no fallback serves the row.
+        """
         needed = self.info.inputs
         missing = [c for c in needed if c not in frame.columns]
         if missing:
@@ -166,6 +201,7 @@ class Pack:
         values = np.full(len(frame), np.nan)
         has_model = found >= 0
         hits = misses = 0
+        hurt_rows = np.empty(0, dtype=np.int64)  # rows whose segment's model is damaged
         if has_model.any():
             features = frame[self.info.features]
             # Numbers only: one float matrix for every LightGBM model; text (categories): the frame itself.
@@ -177,26 +213,46 @@ class Pack:
                 order = np.lexsort((router.segments[at_route], router.shard_codes[at_route]))
                 rows, at_route = rows[order], at_route[order]
             cuts = np.flatnonzero(at_route[1:] != at_route[:-1]) + 1
+            damaged: list[np.ndarray] = []
             for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(rows)], strict=True):
                 route = int(at_route[lo])
-                (fmt, predictor), hit = self._model(str(router.shards[route]), int(router.segments[route]))
-                hits, misses = hits + hit, misses + (not hit)
                 at = rows[lo:hi]
+                try:
+                    (fmt, predictor), hit = self._model(
+                        str(router.shards[route]), int(router.segments[route]), router.checksums[route]
+                    )
+                except DamagedModel:
+                    if self.fallback is None and not damaged_unserved:
+                        raise
+                    damaged.append(at)  # the fallback serves these rows, marked DAMAGED_SOURCE
+                    continue
+                hits, misses = hits + hit, misses + (not hit)
                 if fmt == FORMAT_BASELINE:
                     X = frame.iloc[at]  # noqa: N806 - a seasonal baseline reads the time column
                 else:
                     X = matrix[at] if fmt == FORMAT_LIGHTGBM and matrix is not None else features.iloc[at]  # noqa: N806
                 values[at] = predictor.predict(X)
+            if damaged:
+                hurt_rows = np.concatenate(damaged)
+                has_model[hurt_rows] = damaged_unserved  # else the fallback's
         if self._on_cache is not None and (hits or misses):
             self._on_cache(hits, misses)
         source = np.full(len(frame), None, dtype=object)
         source[has_model] = SEGMENT
+        if damaged_unserved:
+            source[hurt_rows] = DAMAGED_SOURCE
         rest = np.flatnonzero(~has_model)
         if rest.size and self.fallback is not None:
             backup, backup_source = self.fallback.predict_arrays(frame.iloc[rest])
             served = ~_absent(backup_source)
             values[rest[served]] = backup[served]
             source[rest[served]] = FALLBACK_SOURCE
+            hurt = found[rest] >= 0  # rows whose own model is damaged
+            if hurt.any():
+                if not served[hurt].all():
+                    first = int(found[rest[hurt & ~served][0]])
+                    raise DamagedModel(str(self._damaged[int(router.segments[first])]))
+                source[rest[hurt]] = DAMAGED_SOURCE
         return values, source
 
     def locate(self, keys: pd.DataFrame) -> np.ndarray:
@@ -237,35 +293,60 @@ class Pack:
             How many were loaded (stops early when `stop` is set).
         """
         router = self._routes()
-        shard_of = dict(zip(router.segments.tolist(), router.shards.tolist(), strict=True))
+        position = dict(zip(router.segments.tolist(), range(len(router.segments)), strict=True))
         loaded = 0
         for segment in list(indices)[: self._model_cache_size]:
             if stop is not None and stop.is_set():
                 break
-            shard = shard_of.get(int(segment))
-            if shard is not None:
-                self._model(str(shard), int(segment))
+            at = position.get(int(segment))
+            if at is not None:
+                try:
+                    self._model(str(router.shards[at]), int(segment), router.checksums[at])
+                except DamagedModel:
+                    continue  # requests find it damaged too, and say so
                 loaded += 1
         return loaded
 
     def verify(self) -> None:
-        """Read every shard file whole and check it holds the models the manifest says (the fallback's too).
+        """Read every shard file whole and check it: its checksum, and that it holds the manifest's models with
+        theirs (the fallback's too). Checksums are checked where the manifest has them (packs since 0.x).
 
         Raises:
-            RegistryError: a shard that is missing, does not read, or lacks a model, named with the segment.
+            DamagedModel: a shard that is missing, damaged or lacks a model, named with a segment.
         """
         router = self._routes()
         for name in sorted(set(router.shards.tolist())):
-            wanted = router.segments[router.shards == name]
-            models = self._read_whole(str(name))
-            lacking = [int(i) for i in wanted if int(i) not in models]
-            if lacking:
-                raise RegistryError(
-                    f"{self.root}: shard {name} lacks the model of {len(lacking)} segment(s) "
-                    f"(segment_index {lacking[0]}{', ...' if len(lacking) > 1 else ''})"
-                )
+            at = np.flatnonzero(router.shards == name)
+            models = self._read_whole(str(name), router.shard_sums[at[0]], strict=True)
+            for position in at:
+                segment = int(router.segments[position])
+                reason = model_problem(models.get(segment), router.checksums[position])
+                if reason:
+                    raise self.damage(str(name), segment, reason)
         if self.fallback is not None:
             self.fallback.verify()
+
+    def check_models(self, indices: Sequence[int]) -> dict[int, str]:
+        """Which of these segments' models are damaged, each with why (their shards read whole, one at a time).
+
+        What a changed-only run asks before it carries models into a new run.
+        """
+        router = self._routes()
+        position = dict(zip(router.segments.tolist(), range(len(router.segments)), strict=True))
+        wanted = [(str(router.shards[position[int(i)]]), int(i)) for i in indices if int(i) in position]
+        damaged: dict[int, str] = {}
+        for name in sorted({shard for shard, _ in wanted}):
+            segments = [i for shard, i in wanted if shard == name]
+            try:
+                models = self._read_whole(name, router.shard_sums[position[segments[0]]])
+            except DamagedModel as exc:
+                damaged.update(dict.fromkeys(segments, str(exc)))
+                continue
+            for segment in segments:
+                reason = model_problem(models.get(segment), router.checksums[position[segment]], self.trouble(name))
+                if reason:
+                    damaged[segment] = str(self.damage(name, segment, reason))
+        return damaged
 
     def close(self) -> None:
         """Close the shard files kept open and drop the loaded models (the pack still reads on demand after)."""
@@ -308,12 +389,31 @@ class Pack:
         target: pd.Index = keys[0] if len(keys) == 1 else pd.MultiIndex.from_arrays(keys)
         return np.asarray(router.index.get_indexer(target), dtype=np.int64)
 
-    def _model(self, shard: str, segment: int) -> tuple[tuple[str, Predictor], bool]:
+    def _model(self, shard: str, segment: int, expected: str | None) -> tuple[tuple[str, Predictor], bool]:
+        """A segment's loaded model and whether it was cached; its bytes are checked before they are parsed.
+
+        Raises:
+            DamagedModel: the bytes fail their checksum, or the shard does not read (remembered: not read again).
+        """
         with self._lock:
             if segment in self._models:
                 self._models.move_to_end(segment)
                 return self._models[segment], True
-        fmt, blob = self._blob(shard, segment)
+            if segment in self._damaged:
+                raise self._damaged[segment]
+        try:
+            found = self._blob(shard, segment)
+        except DamagedModel as exc:
+            with self._lock:
+                self._damaged[segment] = exc
+            raise
+        reason = model_problem(found, expected, self.trouble(shard))
+        if reason or found is None:
+            damage = self.damage(shard, segment, reason or "missing")
+            with self._lock:
+                self._damaged[segment] = damage
+            raise damage
+        fmt, blob = found
         loaded = (fmt, load_model(fmt, blob, self.info.task))
         with self._lock:
             self._models[segment] = loaded
@@ -321,40 +421,116 @@ class Pack:
                 self._models.popitem(last=False)
         return loaded, False
 
-    def _blob(self, shard: str, segment: int) -> tuple[str, bytes]:
+    def _blob(self, shard: str, segment: int) -> tuple[str, bytes] | None:
+        """A model's (format, bytes) as its shard holds them; None when the shard lacks it."""
         if self._whole_shards:
-            return self.shard(shard)[segment]
+            return self.shard(shard).get(segment)
         _check_name(self.root, shard)
         with self._read_lock:  # one reader at a time per pack: a Parquet file handle is not shared safely
             with self._lock:
                 file = self._files.pop(shard, None)
             if file is None:
-                file = _ShardFile(self.layout.shard(shard), self.root, shard)
+                try:
+                    file = _ShardFile(self.layout.shard(shard), self.root, shard)
+                except (OSError, ValueError) as exc:
+                    raise self.damage(shard, segment, _first_line(exc)) from exc
             with self._lock:
                 self._files[shard] = file
                 while len(self._files) > self._cache_size:
                     self._files.popitem(last=False)[1].close()
-            return file.model(segment)
+            try:
+                return file.model(segment)
+            except (OSError, ValueError) as exc:
+                raise self.damage(shard, segment, _first_line(exc)) from exc
 
     def shard(self, name: str) -> dict[int, tuple[str, bytes]]:
-        """A shard's models by segment index: (format, bytes); the last few shards read are kept."""
+        """A shard's models by segment index: (format, bytes); the last few shards read are kept.
+
+        Raises:
+            DamagedModel: the file is missing, fails its checksum or does not read.
+        """
         with self._lock:
             if name in self._shards:
                 self._shards.move_to_end(name)
                 return self._shards[name]
-        models = self._read_whole(name)
+        router = self._routes()
+        at = np.flatnonzero(router.shards == name)
+        models = self._read_whole(name, router.shard_sums[at[0]] if len(at) else None)
         with self._lock:
             self._shards[name] = models
             while len(self._shards) > self._cache_size:
                 self._shards.popitem(last=False)
         return models
 
-    def _read_whole(self, name: str) -> dict[int, tuple[str, bytes]]:
+    def _read_whole(self, name: str, expected: str | None, strict: bool = False) -> dict[int, tuple[str, bytes]]:
+        """A shard file's models; a file that fails once is not read again.
+
+        A file whose bytes fail their checksum is still read (each page has its own CRC, each model its own
+        checksum, checked before it is loaded), so one flipped bit costs the models it touched, not the shard's;
+        with `strict` it is an error (what `verify` asks).
+        """
         _check_name(self.root, name)
+        if name in self._bad_shards:
+            raise self.damage(name, None, self._bad_shards[name])
+        changed = False
         try:
-            return read_shard(self.layout.shard(name))
+            data = read_bytes(self.layout.shard(name))
+            changed = expected is not None and checksum(data) != expected
+        except OSError as exc:
+            self._bad_shards[name] = _first_line(exc)
+            raise self.damage(name, None, self._bad_shards[name]) from exc
+        if changed and strict:
+            raise self.damage(name, None, "the file fails its checksum (its bytes changed after it was written)")
+        try:
+            models, trouble = models_of(data)
         except (OSError, ValueError) as exc:
-            raise RegistryError(f"{self.root}: cannot read shard {name}: {_first_line(exc)}") from exc
+            reason = _first_line(exc)
+            if changed and not strict:
+                reason = f"the file fails its checksum and does not read ({reason})"
+            self._bad_shards[name] = reason
+            raise self.damage(name, None, reason) from exc
+        if trouble:
+            if strict:
+                raise self.damage(name, None, trouble)
+            self._troubles[name] = trouble  # the models it held are missing: each is named with this, when asked
+        return models
+
+    def trouble(self, shard: str) -> str | None:
+        """Why part of a shard did not read, once it was read (None: all of it did)."""
+        return self._troubles.get(shard)
+
+    def damage(self, shard: str, segment: int | None, reason: str) -> DamagedModel:
+        """The error naming a damaged model: the pack, its shard and, when one is asked, the segment's keys."""
+        if segment is None:
+            return DamagedModel(f"{self.root}: shard {shard} is damaged: {reason}")
+        return DamagedModel(
+            f"{self.root}: the model of segment {self._describe(segment)} in shard {shard} is damaged: {reason}"
+        )
+
+    def _describe(self, segment: int) -> str:
+        """`store='s1', region='n' (segment_index 4)`: a segment's keys for a message, each cut short."""
+        row = self.manifest.loc[self.manifest[SEGMENT_INDEX] == segment, list(self.info.segment_by)]
+        keys = ", ".join(f"{col}={_short(row[col].iloc[0])}" for col in row.columns) if len(row) else ""
+        return f"{keys} (segment_index {segment})" if keys else f"segment_index {segment}"
+
+
+def model_problem(found: tuple[str, bytes] | None, expected: str | None, trouble: str | None = None) -> str | None:
+    """Why a model's bytes must not be loaded (None: fine): missing from its shard (`trouble`: the shard's part
+    that did not read), or failing its checksum."""
+    if found is None:
+        return trouble or "its shard does not hold it"
+    if expected is not None and checksum(found[1]) != expected:
+        return "its bytes fail their checksum (they changed after it was trained)"
+    return None
+
+
+def _texts(column: pd.Series) -> list[str | None]:
+    return [None if _is_missing(v) else str(v) for v in column.tolist()]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -365,6 +541,8 @@ class _Router:
     segments: np.ndarray  # int64, by router position
     shards: np.ndarray  # shard names (object), by router position
     shard_codes: np.ndarray  # int, a number per shard name (sorting)
+    checksums: list[str | None]  # each model's checksum (None: a pack written before they were kept)
+    shard_sums: list[str | None]  # its shard file's checksum (None likewise)
     dtypes: dict[str, Any]  # the manifest's key types, which input keys are cast to
     as_object: frozenset[str]  # text keys, matched as Python strings (pandas' Arrow strings re-hash per lookup)
 
@@ -380,8 +558,8 @@ class _Router:
             index = pd.RangeIndex(len(ok))
         shards = ok[SHARD].to_numpy(dtype=object)
         codes = pd.factorize(shards)[0] if len(shards) else np.zeros(0, dtype=np.int64)
-        return cls(index, ok[SEGMENT_INDEX].to_numpy(dtype=np.int64), shards, codes,
-                   {col: ok[col].dtype for col in segment_by}, text)
+        return cls(index, ok[SEGMENT_INDEX].to_numpy(dtype=np.int64), shards, codes, _texts(ok[CHECKSUM]),
+                   _texts(ok[SHARD_CHECKSUM]), {col: ok[col].dtype for col in segment_by}, text)
 
 
 class _ShardFile:
@@ -392,7 +570,7 @@ class _ShardFile:
         self.name, self.root = name, root
         self._last: dict[int, tuple[str, bytes]] = {}  # the last row group read (about ROW_GROUP_BYTES)
         try:
-            self.file = pq.ParquetFile(path)
+            self.file = pq.ParquetFile(path, page_checksum_verification=True)
             meta = self.file.metadata
             column = meta.schema.to_arrow_schema().get_field_index(SEGMENT_INDEX)
             self.ranges: list[tuple[int, int] | None] = []
@@ -403,22 +581,24 @@ class _ShardFile:
         except (OSError, ValueError) as exc:
             raise RegistryError(f"{root}: cannot read shard {name}: {_first_line(exc)}") from exc
 
-    def model(self, segment: int) -> tuple[str, bytes]:
+    def model(self, segment: int) -> tuple[str, bytes] | None:
+        """The segment's (format, bytes), None when the file lacks it.
+
+        Raises:
+            OSError, ValueError: the row group does not read (a page failing its CRC among them).
+        """
         if segment in self._last:  # a neighbour of the last model read: its row group is at hand
             return self._last[segment]
-        try:
-            for g, span in enumerate(self.ranges):
-                if span is not None and not span[0] <= segment <= span[1]:
-                    continue
-                table = self.file.read_row_group(g)
-                indices = table.column(SEGMENT_INDEX).to_pylist()
-                if segment in indices:
-                    formats, blobs = table.column("format").to_pylist(), table.column("model").to_pylist()
-                    self._last = {i: (f, b) for i, f, b in zip(indices, formats, blobs, strict=True)}
-                    return self._last[segment]
-        except (OSError, ValueError) as exc:
-            raise RegistryError(f"{self.root}: cannot read shard {self.name}: {_first_line(exc)}") from exc
-        raise RegistryError(f"{self.root}: shard {self.name} has no model for segment_index {segment}")
+        for g, span in enumerate(self.ranges):
+            if span is not None and not span[0] <= segment <= span[1]:
+                continue
+            table = self.file.read_row_group(g)
+            indices = table.column(SEGMENT_INDEX).to_pylist()
+            if segment in indices:
+                formats, blobs = table.column("format").to_pylist(), table.column("model").to_pylist()
+                self._last = {i: (f, b) for i, f, b in zip(indices, formats, blobs, strict=True)}
+                return self._last[segment]
+        return None
 
     def close(self) -> None:
         self.file.close()

@@ -15,7 +15,7 @@ from manymodels.estimators import FORMAT_BASELINE, add_import_roots, fit_model, 
 from manymodels.segment.metrics import compute_metrics
 from manymodels.segment.profile import make_profile
 from manymodels.segment.select import Selection, describe, select
-from manymodels.segment.shards import join_location, shard_name, write_shard
+from manymodels.segment.shards import checksum, join_location, shard_name, write_shard
 from manymodels.segment.spec import SegmentSpec
 
 OK = "ok"
@@ -42,6 +42,8 @@ class SegmentResult:
     model: bytes | None = None
     seconds: float = 0.0
     shard: str | None = None
+    checksum: str | None = None  # of the model's bytes (segment.shards.checksum): checked before it is loaded
+    shard_checksum: str | None = None  # of its shard file
     constant: bool = False  # the model predicts one value whatever the features (LightGBM found no split)
     # Model selection (specs with validation): the winner, its parameters (JSON), its CV metric, every candidate's.
     candidate: str | None = None
@@ -139,6 +141,7 @@ def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> Segme
                                   X.iloc[train])
         result.n_train, result.n_test = len(train), len(test)
         result.model_format, result.model, result.status = fmt, blob, OK
+        result.checksum = checksum(blob)
         result.constant = is_constant(fmt, blob)
     except Exception as exc:  # noqa: BLE001 - a segment's trouble is a row, not a dead run
         result.error = _describe(exc)
@@ -216,14 +219,14 @@ def fit_chunk(
     ok = [r for r in results if r.model is not None]
     if ok:
         name = shard_name(chunk_id)
-        write_shard(
+        written = write_shard(
             join_location(shard_dir, name),
             [r.index for r in ok],
             [str(r.model_format) for r in ok],
             [r.model for r in ok if r.model is not None],
         )
         for r in ok:
-            r.shard, r.model = name, None
+            r.shard, r.model, r.shard_checksum = name, None, written
     return results
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -14,6 +15,11 @@ import pyarrow.parquet as pq
 # Models per Parquet row group: about this many bytes of models, so a server reads one model without its shard.
 ROW_GROUP_BYTES = 1 << 20
 SHARD_SCHEMA = pa.schema([("segment_index", pa.int64()), ("format", pa.string()), ("model", pa.large_binary())])
+
+
+def checksum(data: bytes | memoryview) -> str:
+    """The checksum kept in the manifest for a model's bytes and for a shard file (BLAKE2b, 128 bits, hex)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def shard_name(chunk_id: int) -> str:
@@ -31,24 +37,33 @@ def join_location(folder: str | Path, name: str) -> str | Path:
     return f"{str(folder).rstrip('/')}/{name}" if is_url(folder) else Path(folder) / name
 
 
-def write_shard(where: str | Path, indices: list[int], formats: list[str], blobs: list[bytes]) -> None:
+def write_shard(where: str | Path, indices: list[int], formats: list[str], blobs: list[bytes]) -> str:
     """Write one shard: a local file atomically (a temp file renamed into place), a URL with fsspec.
 
+    Pages carry CRC checksums (checked on every read), so a damaged page is an error, not other bytes.
     An object store has no rename, but writes one object whole: a retried task rewrites the
     same shard name with the same models.
+
+    Returns:
+        The file's checksum (`checksum` of its bytes), for the manifest.
     """
     table = pa.table({"segment_index": indices, "format": formats, "model": blobs}, schema=SHARD_SCHEMA)
     mean = sum(len(b) for b in blobs) / max(1, len(blobs))
     group = max(1, int(ROW_GROUP_BYTES / max(mean, 1.0)))
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd", row_group_size=group, write_page_checksum=True)
+    data = buffer.getbuffer()
     if is_url(where):
         fs, key = _filesystem(str(where))
         with fs.open(key, "wb") as out:
-            pq.write_table(table, out, compression="zstd", row_group_size=group)
-        return
+            out.write(data)
+        return checksum(data)
     path = Path(where)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=group)
+    with open(tmp, "wb") as out:
+        out.write(data)
     os.replace(tmp, path)
+    return checksum(data)
 
 
 def make_folder(folder: str | Path) -> None:
@@ -122,9 +137,35 @@ def _filesystem(url: str) -> tuple[Any, str]:
 
 
 def read_shard(path: Path | str) -> dict[int, tuple[str, bytes]]:
-    """All models of a shard by segment index: (format, bytes); `path` may be an fsspec URL."""
-    table = pq.read_table(io.BytesIO(read_bytes(path))) if is_url(path) else pq.read_table(path)
-    indices = table.column("segment_index").to_pylist()
-    formats = table.column("format").to_pylist()
-    blobs = table.column("model").to_pylist()
-    return {i: (f, b) for i, f, b in zip(indices, formats, blobs, strict=True)}
+    """All models of a shard by segment index: (format, bytes); `path` may be an fsspec URL.
+
+    Raises:
+        OSError, ValueError: the file is missing or damaged (a page failing its CRC among them).
+    """
+    models, trouble = models_of(read_bytes(path))
+    if trouble:
+        raise ValueError(trouble)
+    return models
+
+
+def models_of(data: bytes) -> tuple[dict[int, tuple[str, bytes]], str | None]:
+    """The models of a shard file's bytes by segment index, read row group by row group (pages' CRCs checked
+    where written), and why some did not read (None: all did): a damaged row group costs only its models.
+
+    Raises:
+        OSError, ValueError: the file's footer does not read.
+    """
+    file = pq.ParquetFile(io.BytesIO(data), page_checksum_verification=True)
+    models: dict[int, tuple[str, bytes]] = {}
+    trouble = None
+    for group in range(file.metadata.num_row_groups):
+        try:
+            table = file.read_row_group(group)
+            indices = table.column("segment_index").to_pylist()
+            formats = table.column("format").to_pylist()
+            blobs = table.column("model").to_pylist()
+        except (OSError, ValueError, KeyError) as exc:
+            trouble = trouble or f"row group {group} does not read: {str(exc).strip().splitlines()[0][:200]}"
+            continue
+        models.update((i, (f, b)) for i, f, b in zip(indices, formats, blobs, strict=True))
+    return models, trouble

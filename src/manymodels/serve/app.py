@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from manymodels.errors import DataError
-from manymodels.registry.pack import FALLBACK_SOURCE, SEGMENT
+from manymodels.registry.pack import DAMAGED_SOURCE, FALLBACK_SOURCE, SEGMENT, DamagedModel
 from manymodels.serve import metrics
 from manymodels.serve.live import Live
 from manymodels.serve.protocol import RequestError, parse, predictions_body
@@ -49,6 +49,10 @@ def create_app(server: Server) -> FastAPI:
                     response = await handler(*args, **kwargs)
                 except RequestError as exc:
                     response = JSONResponse(exc.body(), status_code=exc.status)
+                except DamagedModel as exc:  # no fallback to answer for it: the client is told, the log says which
+                    log.error("%s: %s", endpoint, exc)
+                    message = "a segment's model is damaged and no fallback serves it (the server log names it)"
+                    response = JSONResponse({"error_code": "DAMAGED_MODEL", "message": message}, status_code=500)
                 except Exception as exc:  # noqa: BLE001 - a client never sees a stack trace
                     log.exception("%s failed", endpoint)
                     response = JSONResponse(
@@ -150,11 +154,11 @@ async def _body(request: Request, limit: int) -> bytes:
 
 
 def _count_rows(source: np.ndarray) -> None:
-    served = int(np.count_nonzero(source == SEGMENT))
-    fallback = int(np.count_nonzero(source == FALLBACK_SOURCE))
-    if served:
-        metrics.rows.labels("segment").inc(served)
-    if fallback:
-        metrics.rows.labels("fallback").inc(fallback)
-    if len(source) - served - fallback:
-        metrics.rows.labels("none").inc(len(source) - served - fallback)
+    counted = 0
+    for label, value in (("segment", SEGMENT), ("fallback", FALLBACK_SOURCE), ("damaged", DAMAGED_SOURCE)):
+        n = int(np.count_nonzero(source == value))
+        if n:
+            metrics.rows.labels(label).inc(n)
+        counted += n
+    if len(source) - counted:
+        metrics.rows.labels("none").inc(len(source) - counted)

@@ -26,7 +26,7 @@ latency = Histogram(
     PREFIX + "request_seconds", "Time to answer a request, by endpoint.", ["endpoint"],
     buckets=LATENCY_BUCKETS, registry=_registry,
 )
-rows = Counter(PREFIX + "rows", "Rows predicted, by the model that served them (segment, fallback, none).",
+rows = Counter(PREFIX + "rows", "Rows predicted, by the model that served them (segment, fallback, damaged, none).",
                ["source"], registry=_registry)
 cache_hits = Counter(PREFIX + "model_cache_hits", "Segment models found already loaded.", registry=_registry)
 cache_misses = Counter(PREFIX + "model_cache_misses", "Segment models loaded on a request.", registry=_registry)

@@ -101,7 +101,8 @@ def test_verify_names_a_shard_that_does_not_read_or_lacks_a_model(pack: Pack, tm
     with pytest.raises(RegistryError, match="shard-00001.parquet"):
         Pack(tmp_path, whole_shards=False).verify()
     write_shard(target, [150], [FORMAT_BASELINE], [Baseline({"method": "mean", "value": 1.0}).to_bytes()])
-    with pytest.raises(RegistryError, match=r"shard-00001.parquet lacks the model of 149 segment"):
+    with pytest.raises(RegistryError, match=r"segment='s151' \(segment_index 151\) in shard shard-00001.parquet "
+                                            "is damaged: its shard does not hold it"):
         Pack(tmp_path, whole_shards=False).verify()
 
 
