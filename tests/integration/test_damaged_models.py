@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flips import damage_model
 from typer.testing import CliRunner
 
 import manymodels as mm
-from flips import damage_model
 from helpers import segment_frame, write_bundle
 from manymodels.cli.main import app
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ from typer.testing import CliRunner
 from helpers import edit_bundle, git, model_block, segment_frame, write_bundle
 from manymodels.cli.main import app
 from manymodels.registry import Tracker
-from manymodels.registry.versions import ModelRegistry
+from manymodels.registry.versions import LockedError, ModelRegistry
 
 runner = CliRunner()
 
@@ -96,9 +99,41 @@ def test_a_second_deploy_or_run_while_one_holds_the_target_fails_naming_the_hold
         assert code == 1 and "is locked by" in out, out
         code, out = cli(tmp_path, "deploy", "-t", "staging")  # another target is free
         assert code == 0, out
-    with lock.lock("deploy"):  # a lock left by a dead process: --force-lock breaks it
+    with lock.lock("deploy"):  # held by a live process here: --force-lock once refuses, twice breaks it
         code, out = cli(tmp_path, "deploy", "-t", "dev", "--force-lock")
+        assert code == 1 and "still running on this host" in out and "--force-lock twice" in out, out
+        code, out = cli(tmp_path, "deploy", "-t", "dev", "--force-lock", "--force-lock")
     assert code == 0, out
+
+    # a lock left by a process that died: --force-lock once breaks it
+    dead = subprocess.Popen(["true"])  # noqa: S607 - a process that is gone once waited for
+    dead.wait()
+    holder = {"user": "x", "host": socket.gethostname(), "pid": str(dead.pid), "purpose": "deploy", "since": "then"}
+    MlflowClient(mlflow_server).create_registered_model(f"{bundle}.dev.__target__.lock",
+                                                        description=json.dumps(holder))
+    code, out = cli(tmp_path, "deploy", "-t", "dev")
+    assert code == 1 and f"pid {dead.pid}, process gone" in out, out
+    code, out = cli(tmp_path, "deploy", "-t", "dev", "--force-lock")
+    assert code == 0, out
+
+
+def test_a_lock_is_released_only_by_its_holder(tmp_path: Path, mlflow_server: str) -> None:
+    """B broke A's lock with --force-lock twice and holds it: when A finishes, B's lock stays (before, A deleted it
+    and a third process ran beside B)."""
+    name = f"locks-{tmp_path.name[-12:]}"
+    first, second, third = (ModelRegistry(Tracker(mlflow_server), name) for _ in range(3))
+    with ExitStack() as later:
+        with first.lock("promote"):
+            with pytest.raises(LockedError, match="still running on this host"), second.lock("promote", force=1):
+                pass
+            later.enter_context(second.lock("promote", force=2))  # the second holds it from here
+        held = first.held_lock()
+        assert held is not None and "still running" in held  # the first's release left it alone
+        with pytest.raises(LockedError, match="is locked by"), third.lock("promote"):
+            pass
+    assert first.held_lock() is None  # the second released its own
+    with third.lock("promote"):
+        pass
 
 
 def test_production_refuses_a_dirty_tree_or_another_branch(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -100,7 +102,21 @@ def fail(exc: BaseException) -> NoReturn:
     raise typer.Exit(code)
 
 
-def guarded(body: Callable[[], int]) -> None:
+class Terminated(BaseException):
+    """SIGTERM (`kill PID`, a CI runner cancelling a job) raised in the main thread, so a command stops as on
+    Ctrl-C: the run it started is marked FAILED, its workers stopped, its locks released."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def guarded(body: Callable[[], int], stop_on_sigterm: bool = True) -> None:
+    """Run a command's body: its errors one line and an exit code; Ctrl-C exit 130, SIGTERM exit 143 (unless
+    `stop_on_sigterm` is False: a server, for which SIGTERM is the ordinary way to stop)."""
+    previous = None
+    if stop_on_sigterm and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = body()
     except typer.Exit:
@@ -108,8 +124,14 @@ def guarded(body: Callable[[], int]) -> None:
     except KeyboardInterrupt:
         render.err.print("interrupted")
         raise typer.Exit(130) from None
+    except Terminated:
+        render.err.print("terminated (SIGTERM)")
+        raise typer.Exit(143) from None
     except Exception as exc:  # noqa: BLE001 - every error becomes one line and an exit code
         fail(exc)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if code:
         raise typer.Exit(code)
 
@@ -146,7 +168,12 @@ def checked(target: str | None, var: list[str] | None, fits: bool = True) -> Tar
 
 
 ForceLockOpt = Annotated[
-    bool, typer.Option("--force-lock", help="Break a lock left by a process that died (check it did first).")
+    int,
+    typer.Option(
+        "--force-lock",
+        count=True,
+        help="Break a lock left by a process that died; a holder still running on this host only when given twice.",
+    ),
 ]
 
 

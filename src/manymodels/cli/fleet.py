@@ -151,7 +151,7 @@ def promote_cmd(
     force: Annotated[
         bool, typer.Option("--force", help="Promote the segments that won even though the evaluation's gate failed.")
     ] = False,
-    force_lock: ForceLockOpt = False,
+    force_lock: ForceLockOpt = 0,
 ) -> None:
     """A new champion version: the challenger where it won, the champion elsewhere (old one: alias previous).
 
@@ -175,7 +175,7 @@ def rollback_cmd(
     bundle: BundleOpt = None,
     var: VarOpt = None,
     to: Annotated[int | None, typer.Option("--to", min=1, help="Version to serve (default: alias previous).")] = None,
-    force_lock: ForceLockOpt = False,
+    force_lock: ForceLockOpt = 0,
 ) -> None:
     """Point alias champion back at an earlier version, instantly, without retraining."""
     from manymodels.jobs.promote import rollback

@@ -30,7 +30,7 @@ def deploy_cmd(
     force: Annotated[
         bool, typer.Option("--force", help="Production mode: deploy from a dirty tree or another branch anyway.")
     ] = False,
-    force_lock: ForceLockOpt = False,
+    force_lock: ForceLockOpt = 0,
 ) -> None:
     """Create and tag the target's experiments and registered models; record the deployment."""
     from manymodels.jobs.deploy import deploy
@@ -49,7 +49,7 @@ def destroy_cmd(
     bundle: BundleOpt = None,
     var: VarOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask first.")] = False,
-    force_lock: ForceLockOpt = False,
+    force_lock: ForceLockOpt = 0,
 ) -> None:
     """Remove what deploy made for the target (experiments, registered models and their versions), nothing else."""
     from manymodels.jobs.deploy import DestroyPlan, destroy
@@ -92,7 +92,7 @@ def gc_cmd(
     keep: Annotated[int, typer.Option("--keep", min=0, help="How many of the newest training runs to keep.")] = 5,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
-    force_lock: ForceLockOpt = False,
+    force_lock: ForceLockOpt = 0,
 ) -> None:
     """Remove a model's old runs and their files: keeps the runs behind champion, previous and challenger,
     and the --keep newest training runs."""
@@ -163,7 +163,7 @@ def run_cmd(
     target: TargetOpt = None,
     bundle: BundleOpt = None,
     var: VarOpt = None,
-    force_lock: ForceLockOpt = False,
+    force_lock: ForceLockOpt = 0,
 ) -> None:
     """Run a job's tasks in dependency order."""
     from contextlib import ExitStack

@@ -93,4 +93,4 @@ def serve_cmd(
         serve(settings, server, announce)
         return 0
 
-    guarded(body)
+    guarded(body, stop_on_sigterm=False)  # uvicorn stops gracefully on SIGTERM, exit 0

@@ -31,14 +31,18 @@ __all__ = [
 
 
 def make_engine(
-    kind: str, workers: int | None = None, options: dict[str, Any] | None = None, session: Any = None
+    kind: str,
+    workers: int | None = None,
+    options: dict[str, Any] | None = None,
+    session: Any = None,
+    max_chunk_rows: int | None = None,
 ) -> Engine:
     """The engine a target names: `local` (a process pool) or `spark` (a session, or one built from options)."""
     if kind == "spark" or session is not None:
         from manymodels.engines.spark import SparkEngine
 
         return SparkEngine(session=session, workers=workers, **(options or {}))
-    return LocalEngine(workers)
+    return LocalEngine(workers, max_chunk_rows=max_chunk_rows)
 
 
 @contextmanager
@@ -51,7 +55,7 @@ def open_engine(spec: EngineSpec, spark: Any = None, workers: int | None = None)
         workers: overrides `spec.workers`.
     """
     options = spec.spark_options() if spec.kind == "spark" else None
-    engine = make_engine(spec.kind, workers or spec.workers, options, session=spark)
+    engine = make_engine(spec.kind, workers or spec.workers, options, session=spark, max_chunk_rows=spec.max_chunk_rows)
     try:
         yield engine
     finally:

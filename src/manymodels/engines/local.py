@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,7 @@ class LocalEngine:
         lost: list[Task] = []
         self.ready()
         pool, self._pool = self._pool or _new_pool(workers), None
-        with pool, Tally(len(chunks), len(data), on_progress) as tally:
+        with _stopped_at_exit(pool), Tally(len(chunks), len(data), on_progress) as tally:
             futures: dict[Future[list[SegmentResult]], Task] = {
                 pool.submit(fit_chunk, frame, bounds, spec, chunk_id, shard_dir, tally.slot(chunk_id)): (
                     frame,
@@ -380,10 +381,40 @@ _LEAK_CHECK = "LOKY_MAX_MEMORY_LEAK_SIZE"
 _NO_LEAK_CHECK = str(10**12)
 
 
+@contextmanager
+def _stopped_at_exit(pool: ProcessPoolExecutor) -> Iterator[ProcessPoolExecutor]:
+    """A pool for a `with` block: waited for when the block ends, its workers killed when it is interrupted
+    (Ctrl-C, SIGTERM, an error): a stopped command does not wait for the chunks in flight."""
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, kill_workers=True)
+        raise
+    pool.shutdown(wait=True)
+
+
 def _new_pool(workers: int) -> ProcessPoolExecutor:
     os.environ.setdefault(_LEAK_CHECK, _NO_LEAK_CHECK)
-    # No idle timeout: the pool lives exactly as long as the engine holds it.
-    return ProcessPoolExecutor(max_workers=workers)
+    # No idle timeout: the pool lives exactly as long as the engine holds it, and never longer than this process.
+    return ProcessPoolExecutor(max_workers=workers, initializer=watch_parent, initargs=(os.getpid(),))
+
+
+# How often a worker looks whether the process that started it is still there.
+PARENT_CHECK_SECONDS = 0.2
+
+
+def watch_parent(parent: int) -> None:
+    """In a worker: end this process as soon as its parent is gone (killed with SIGKILL, say, which no handler
+    sees). Without it a worker finishes its chunk into a dead run's folder and lingers, holding its memory."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)  # the parent is gone: nobody reads what this process would still write
+
+    threading.Thread(target=watch, name="manymodels-parent-watch", daemon=True).start()
 
 
 def _lost(bounds: list[tuple[int, int, int]], spec: SegmentSpec, error: str) -> list[SegmentResult]:

@@ -78,7 +78,8 @@ class Target:
         spec = self.config.resolved.engine
         if self.keep_session and (spec.kind == "spark" or self.spark is not None):
             if self._kept is None:
-                self._kept = make_engine(spec.kind, spec.workers, spec.spark_options(), session=self.spark)
+                self._kept = make_engine(spec.kind, spec.workers, spec.spark_options(), session=self.spark,
+                                         max_chunk_rows=spec.max_chunk_rows)
             yield self._kept
             return
         with open_engine(spec, spark=self.spark, workers=workers) as opened:

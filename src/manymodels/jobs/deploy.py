@@ -72,7 +72,7 @@ def target_lock(target: Target, tracker: Tracker) -> ModelRegistry:
 
 
 @contextmanager
-def holding_target(target: Target, purpose: str, force_lock: bool = False) -> Iterator[None]:
+def holding_target(target: Target, purpose: str, force_lock: int = 0) -> Iterator[None]:
     """Hold the target's lock while `purpose` runs (a second deploy, destroy or run fails, naming the holder)."""
     tracker = target.tracker
     with target_lock(target, tracker).lock(purpose, force=force_lock):
@@ -105,7 +105,7 @@ def check_production(target: Target) -> list[str]:
     return problems
 
 
-def deploy(target: Target, force: bool = False, force_lock: bool = False) -> DeployOutcome:
+def deploy(target: Target, force: bool = False, force_lock: int = 0) -> DeployOutcome:
     """Create and tag the target's experiments and registered models, and record the deployment.
 
     Raises:
@@ -242,7 +242,7 @@ def _tagged(tags: dict[str, str], wanted: dict[str, str]) -> bool:
 
 
 def destroy(
-    target: Target, approve: Callable[[DestroyPlan], bool] | None = None, force_lock: bool = False
+    target: Target, approve: Callable[[DestroyPlan], bool] | None = None, force_lock: int = 0
 ) -> DestroyPlan | None:
     """Remove what this bundle deployed on this target; returns what went, or None when `approve` said no.
 

@@ -72,7 +72,7 @@ def promote(
     name: str,
     run_id: str | None = None,
     take_all: bool = False,
-    force_lock: bool = False,
+    force_lock: int = 0,
     force: bool = False,
     engine: Engine | None = None,
 ) -> PromoteOutcome:
@@ -218,7 +218,7 @@ def _register(
         outcome.version = registered.version
 
 
-def rollback(target: Target, name: str, to: int | None = None, force_lock: bool = False) -> RollbackOutcome:
+def rollback(target: Target, name: str, to: int | None = None, force_lock: int = 0) -> RollbackOutcome:
     """Point `champion` back at an earlier version (default: the one with alias `previous`).
 
     The version that served until now takes alias `previous`, so a second rollback undoes the first.

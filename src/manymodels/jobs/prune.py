@@ -70,7 +70,7 @@ def prune(
     name: str,
     keep: int = 5,
     approve: Callable[[PrunePlan], bool] | None = None,
-    force_lock: bool = False,
+    force_lock: int = 0,
 ) -> PrunePlan | None:
     """Remove the old runs of a model family (see `prune_plan`); None when `approve` said no.
 

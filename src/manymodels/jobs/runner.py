@@ -76,7 +76,7 @@ def run_job(
     name: str,
     on_task: Callable[[TaskSpec], dict[str, object]] | None = None,
     on_done: Callable[[TaskOutcome], None] | None = None,
-    force_lock: bool = False,
+    force_lock: int = 0,
 ) -> JobOutcome:
     """Run a job's tasks in dependency order, every one on one engine (a Spark target's JVM starts once).
 

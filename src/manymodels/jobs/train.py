@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from manymodels import faults
 from manymodels.data import write_parquet
 from manymodels.engines import Dataset, Engine, Fleet
 from manymodels.errors import BundleError, DataError, EngineSetupError
@@ -182,7 +183,12 @@ def _train(
         make_folder(shard_dir)
         if hooks.on_start:
             hooks.on_start(len(data), run_id)
-        results = engine.fit(data, spec, shard_dir, hooks.on_progress) if len(data) else []
+        def progress(done: int) -> None:
+            faults.point("train.fitting")  # a test kills or stops the command here, with work in flight
+            if hooks.on_progress is not None:
+                hooks.on_progress(done)
+
+        results = engine.fit(data, spec, shard_dir, progress) if len(data) else []
         if run_staging is not None:
             fetch_shards(shard_dir, shards)
         manifest = mf.build_manifest(data.keys, results, spec)

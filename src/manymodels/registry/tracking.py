@@ -24,11 +24,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from manymodels.errors import RegistryError, TrackingUnreachable
+from manymodels.registry.process import identity, is_gone
 
 TAG = "manymodels."
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_RUNNING = "running"
+STATUS_DEAD = "dead"  # shown, never written: tagged running, but the process that ran it is gone
 _BATCH = 100  # MLflow's limit of params (and tags) per log_batch call
 # MLflow prints "🏃 View run … at: …" links to stdout after each run unless this says not to.
 SUPPRESS_RUN_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
@@ -155,8 +157,9 @@ class Tracker:
     ) -> tuple[str, str]:
         """Create the run, log its tags and params; returns (run id, artifact URI)."""
         try:
+            me = {TAG + key: value for key, value in identity().items()}  # so a dead run can be told apart
             run = self.client.create_run(
-                experiment_id, run_name=run_name, tags={**tags, TAG + "status": STATUS_RUNNING}
+                experiment_id, run_name=run_name, tags={**tags, **me, TAG + "status": STATUS_RUNNING}
             )
             run_id = run.info.run_id
             items = [Param(k, _param_value(v)) for k, v in params.items()]
@@ -405,11 +408,20 @@ def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
+def run_status(tags: Mapping[str, str], state: str) -> str:
+    """A run's status as shown: its status tag (else MLflow's state), `dead` for a run still tagged running whose
+    process (on this host) is gone."""
+    status = tags.get(TAG + "status", state.lower())
+    if status == STATUS_RUNNING and is_gone(tags.get(TAG + "host"), tags.get(TAG + "pid"), tags.get(TAG + "pid_start")):
+        return STATUS_DEAD
+    return status
+
+
 def _info(run: Any) -> RunInfo:
     return RunInfo(
         run_id=run.info.run_id,
         model=run.data.tags.get(TAG + "model", ""),
-        status=run.data.tags.get(TAG + "status", run.info.status.lower()),
+        status=run_status(run.data.tags, run.info.status),
         start_time=run.info.start_time / 1000.0,
         end_time=run.info.end_time / 1000.0 if run.info.end_time else None,
         metrics=dict(run.data.metrics),

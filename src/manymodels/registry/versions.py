@@ -7,10 +7,9 @@ the segments live in the version's pack, never in the registry.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 
 from manymodels.errors import RegistryError
+from manymodels.registry.process import identity, is_gone
 from manymodels.registry.tracking import TAG, Tracker, current_user
 
 CHAMPION = "champion"
@@ -159,30 +159,42 @@ class ModelRegistry:
             raise self._error(f"tag version {version}", exc) from exc
 
     @contextmanager
-    def lock(self, purpose: str, force: bool = False) -> Iterator[None]:
+    def lock(self, purpose: str, force: bool | int = False) -> Iterator[None]:
         """Hold the family's lock while changing versions and aliases.
 
         The lock is a registered model named `<name>.lock`: creating it is atomic on the server
         (a unique name), so of two processes promoting at once exactly one gets it. The holder
-        (who, where, what, since when) is its description, shown to whoever finds it taken.
+        (who, where, which process, what, since when, and a token of its own) is its description,
+        shown to whoever finds it taken. It is released only by its holder: one whose lock was
+        broken with --force-lock leaves the new holder's lock alone.
 
         Args:
             purpose: what the holder is doing (shown to others).
-            force: break a lock left by a process that died.
+            force: break a lock left by a process that died (1 or True); a holder still alive on this host
+                is broken only when told twice (2).
 
         Raises:
-            LockedError: someone else holds it.
+            LockedError: someone else holds it (or, with force once, a live process on this host holds it).
         """
         lock_name = self.name + LOCK_SUFFIX
+        token = uuid.uuid4().hex
         holder = {
             "user": current_user(),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
+            **identity(),
             "purpose": purpose,
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "token": token,
         }
         if force:
-            self._drop_lock(lock_name)
+            found = self._holder_of(lock_name)
+            alive = found is not None and is_gone(found.get("host"), found.get("pid"), found.get("pid_start")) is False
+            if alive and int(force) < 2:
+                raise LockedError(
+                    f"registered model {self.name!r} is locked by {_describe_holder(found or {})}, a process that is "
+                    "still running on this host; wait for it, or give --force-lock twice to break its lock anyway"
+                )
+            if found is not None:
+                self._drop_lock(lock_name)
         try:
             self.client.create_registered_model(
                 lock_name, tags={TAG + "lock": "true"}, description=json.dumps(holder, sort_keys=True)
@@ -197,17 +209,35 @@ class ModelRegistry:
         try:
             yield
         finally:
-            self._drop_lock(lock_name)
+            found = self._holder_of(lock_name)
+            if found is not None and found.get("token") == token:  # still ours: nobody broke it
+                self._drop_lock(lock_name)
+
+    def held_lock(self) -> str | None:
+        """Who holds the family's lock (as shown in messages), None when nobody does."""
+        found = self._holder_of(self.name + LOCK_SUFFIX)
+        return None if found is None else _describe_holder(found)
+
+    def _holder_of(self, lock_name: str) -> dict[str, Any] | None:
+        """The lock's holder as written (empty when unreadable), None when there is no lock."""
+        try:
+            description = self.client.get_registered_model(lock_name).description
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise self._error("read the lock", exc) from exc
+        try:
+            raw = json.loads(description or "{}")
+        except ValueError:
+            return {}
+        return raw if isinstance(raw, dict) else {}
 
     def _holder(self, lock_name: str) -> str:
         try:
-            raw = json.loads(self.client.get_registered_model(lock_name).description or "{}")
-        except (MlflowException, ValueError):
-            return "another process (holder unknown)"
-        return (
-            f"{raw.get('user', '?')}@{raw.get('host', '?')} (pid {raw.get('pid', '?')}, "
-            f"{raw.get('purpose', '?')}, since {raw.get('since', '?')})"
-        )
+            found = self._holder_of(lock_name)
+        except RegistryError:
+            found = {}
+        return _describe_holder(found or {})
 
     def _drop_lock(self, lock_name: str) -> None:
         try:
@@ -215,6 +245,17 @@ class ModelRegistry:
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise self._error("release the lock", exc) from exc
+
+
+def _describe_holder(raw: Mapping[str, Any]) -> str:
+    if not raw:
+        return "another process (holder unknown)"
+    gone = is_gone(raw.get("host"), raw.get("pid"), raw.get("pid_start"))
+    state = "" if gone is None else (", process gone" if gone else ", still running")
+    return (
+        f"{raw.get('user', '?')}@{raw.get('host', '?')} (pid {raw.get('pid', '?')}{state}, "
+        f"{raw.get('purpose', '?')}, since {raw.get('since', '?')})"
+    )
 
 
 def _version(found: Any, aliases: dict[str, int] | None) -> VersionInfo:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from manymodels import faults
 from manymodels.estimators import FORMAT_BASELINE, add_import_roots, fit_model, is_constant
 from manymodels.segment.metrics import compute_metrics
 from manymodels.segment.profile import make_profile
@@ -214,6 +215,7 @@ def fit_chunk(
             results.append(fit_segment(frame.iloc[lo:hi], spec, index))
             if progress is not None:
                 progress(len(results))
+            faults.point("fit.segment")
     if shard_dir is None:
         return results
     ok = [r for r in results if r.model is not None]

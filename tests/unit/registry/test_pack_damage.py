@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from flips import CAUGHT, FALLBACK, RAW, WRONG, damage_model
 
 import manymodels.segment.shards as shards
 from manymodels.errors import RegistryError
@@ -22,7 +23,6 @@ from manymodels.registry import manifest as mf
 from manymodels.registry.compose import copy_models
 from manymodels.registry.pack import DAMAGED_SOURCE, DamagedModel, Pack, PackInfo, write_pack_files
 from manymodels.segment import SegmentSpec, fit_chunk
-from flips import CAUGHT, FALLBACK, RAW, WRONG, damage_model
 
 SPEC = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"),
                    params={"num_boost_round": 20, "min_data_in_leaf": 5})
@@ -167,7 +167,8 @@ def test_random_bit_flips_never_mispredict_crash_or_hang(packs: tuple[Path, Path
     _, backed, _ = packs
     repo = Path(__file__).parents[3]
     done = subprocess.run(  # noqa: S603 - our own script, fixed arguments
-        [sys.executable, str(repo / "tests" / "flips.py"), str(backed), str(backed.parent / "rows.parquet"), "--flips", str(FLIPS)],
+        [sys.executable, str(repo / "tests" / "flips.py"), str(backed), str(backed.parent / "rows.parquet"),
+         "--flips", str(FLIPS)],
         capture_output=True, text=True, timeout=300, check=False,
         cwd=repo,
     )

@@ -1,0 +1,41 @@
+"""Named points where a test makes a real command die or fail: `MANYMODELS_FAULT=<point>:<action>`.
+
+Actions: `kill` (SIGKILL: nothing runs after it), `term` (SIGTERM, as `kill PID` or a CI runner's cancel
+sends), `sleep` (60 s: a long fit inside a model library), `raise` (an exception of its own). Points are named
+`<where>.<moment>`, e.g. `train.fitting`; several are given with commas (`train.fitting:kill,fit.segment:sleep`).
+Worker processes inherit the variable. Unset (always, outside the tests) a point costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+ENV = "MANYMODELS_FAULT"
+
+
+class InjectedFault(RuntimeError):
+    """What a `raise` action raises: a failure no real cause would produce, so a test can tell it apart."""
+
+
+def point(name: str) -> None:
+    """Die or fail here if the environment asks for this point."""
+    wanted = os.environ.get(ENV)
+    if not wanted:
+        return
+    for item in wanted.split(","):
+        where, _, action = item.partition(":")
+        if where == name:
+            _act(name, action)
+
+
+def _act(name: str, action: str) -> None:
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "term":
+        os.kill(os.getpid(), signal.SIGTERM)
+    elif action == "sleep":
+        time.sleep(60)
+    else:
+        raise InjectedFault(f"fault injected at {name}")
