@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -309,6 +310,8 @@ def promote_summary(outcome: PromoteOutcome) -> None:
         table.add_row("segments", f"{outcome.promoted:,} from run {outcome.challenger_run}, {outcome.kept:,} kept")
         table.add_row("run", str(outcome.run_id))
     out.print(table)
+    for line in outcome.warnings:
+        err.print(f"warning: {line}", markup=False)
 
 
 def rollback_summary(outcome: RollbackOutcome) -> None:
@@ -348,10 +351,12 @@ def versions_table(model: str, registered: str, versions: list[VersionInfo]) -> 
             origin = f"{promoted} from run {source}, {kept} kept"
         else:
             origin = f"run {v.run_id[:8]}"
+        if v.tags.get("manymodels.complete") == "false" and not v.aliases:
+            kind += " (incomplete: its promotion died; the next promote removes it)"
         table.add_row(
             str(v.version),
             ", ".join(v.aliases) or "–",
-            kind,
+            escape(kind),
             f"{v.segments:,}",
             _when(v.created),
             v.tags.get("manymodels.registered_by", "–"),

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
+from manymodels import faults
 from manymodels.data import write_parquet
 from manymodels.engines import Engine
 from manymodels.errors import GateError, RegistryError
@@ -31,7 +33,7 @@ from manymodels.registry.manifest import PackLayout
 from manymodels.registry.pack import TIME
 from manymodels.registry.pyfunc import describe_model, save_pack_model
 from manymodels.registry.tracking import TAG, current_user
-from manymodels.registry.versions import CHAMPION, PREVIOUS, ModelRegistry, VersionInfo
+from manymodels.registry.versions import CHAMPION, COMPLETE, PREVIOUS, ModelRegistry, VersionInfo
 from manymodels.report import REPORT_FILE, Section
 
 
@@ -95,6 +97,7 @@ def promote(
     registry = target.registry(name)
     registry.ensure(tags={TAG + "bundle": target.config.name, TAG + "target": target.name, TAG + "model": name})
     with registry.lock("promote", force=force_lock):
+        cleaned = _remove_incomplete(registry)
         champion = registry.by_alias(CHAMPION)
         challenger = target.resolve_run(name, run_id)
         challenger_pack = target.open_pack(challenger)
@@ -131,6 +134,10 @@ def promote(
             kept=len(parts[1][1]) if len(parts) > 1 else 0,
             evaluation=evaluation,
         )
+        outcome.warnings += [
+            f"removed version {v} of {registry.name!r}: a promotion that died before its aliases moved left it"
+            for v in cleaned
+        ]
         if outcome.promoted == 0:
             return outcome  # nothing won: the champion stays as it is
         _register(target, name, registry, champion, challenger_pack, parts, table, outcome)
@@ -205,17 +212,45 @@ def _register(
                 TAG + "source_runs": json.dumps(outcome.sources)[:5000],
                 TAG + "registered_by": current_user(),
                 TAG + "previous_version": str(champion.version) if champion else "",
+                COMPLETE: "false",  # until the aliases moved: a promotion that dies before leaves it marked
             },
             description=f"{outcome.promoted} segment(s) from run {outcome.challenger_run}, {outcome.kept} kept",
         )
+        faults.point("promote.registered")
+        before = registry.by_alias(PREVIOUS)
         try:
             if champion is not None:
                 registry.set_alias(PREVIOUS, champion.version)
+            faults.point("promote.previous_moved")
             registry.set_alias(CHAMPION, registered.version)  # the commit point: from here the new version serves
         except BaseException:
-            registry.delete_version(registered.version)  # registered but never champion: nothing half-done stays
+            # registered but never champion: nothing half-done stays, and `previous` is what it was
+            if before is not None:
+                _best_effort(lambda: registry.set_alias(PREVIOUS, before.version))
+            else:
+                registry.delete_alias(PREVIOUS)
+            registry.delete_version(registered.version)
             raise
+        registry.set_tag(registered.version, COMPLETE, "true")
         outcome.version = registered.version
+
+
+def _best_effort(step: Callable[[], None]) -> None:
+    try:
+        step()
+    except Exception:  # noqa: BLE001, S110 - the error being handled is the one to report
+        pass
+
+
+def _remove_incomplete(registry: ModelRegistry) -> list[int]:
+    """Delete the versions a promotion registered but died before making champion (tagged incomplete, holding no
+    alias); called under the lock, so no live promotion is finishing one. Returns their numbers."""
+    removed = []
+    for version in registry.versions():
+        if version.tags.get(COMPLETE) == "false" and not version.aliases:
+            registry.delete_version(version.version)
+            removed.append(version.version)
+    return removed
 
 
 def rollback(target: Target, name: str, to: int | None = None, force_lock: int = 0) -> RollbackOutcome:
@@ -240,7 +275,16 @@ def rollback(target: Target, name: str, to: int | None = None, force_lock: int =
             to = aliases[PREVIOUS]
         if to == current:
             raise RegistryError(f"version {to} of {registry.name!r} is already the champion")
-        registry.get(to)  # it exists
+        version = registry.get(to)  # it exists
+        if version.tags.get(COMPLETE) == "false":
+            raise RegistryError(f"version {to} of {registry.name!r} is an unfinished promotion's; it never served")
+        try:  # its models must still be there before it serves again
+            target.open_pack(target.tracker.run(version.run_id)).verify()
+        except RegistryError as exc:
+            raise RegistryError(
+                f"version {to} of {registry.name!r} cannot serve: {exc}; nothing was changed (the champion is still "
+                f"version {current})"
+            ) from exc
         registry.set_alias(PREVIOUS, current)
         registry.set_alias(CHAMPION, to)
         registry.set_tag(to, TAG + "rolled_back_from", f"{current} by {current_user()} at {_now()}")

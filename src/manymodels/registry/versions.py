@@ -26,6 +26,10 @@ PREVIOUS = "previous"
 LOCK_SUFFIX = ".lock"
 
 
+# A version tag: "false" from registration until its promotion moved the aliases, then "true". A version still
+# "false" holding no alias was left by a promotion that died: never served, removed by the next promotion.
+COMPLETE = TAG + "complete"
+
 class LockedError(RegistryError):
     """Someone else holds the lock of a registered model (a promotion, rollback or deploy in progress)."""
 
@@ -151,6 +155,13 @@ class ModelRegistry:
         except MlflowException as exc:
             raise self._error(f"set alias {alias!r}", exc) from exc
 
+    def delete_alias(self, alias: str) -> None:
+        """Remove an alias (restoring "no such alias" after a failed step); never raises."""
+        try:
+            self.client.delete_registered_model_alias(self.name, alias)
+        except Exception:  # noqa: BLE001, S110 - best effort while another error is reported
+            pass
+
     def set_tag(self, version: int, key: str, value: str) -> None:
         """Tag a version."""
         try:
@@ -166,7 +177,8 @@ class ModelRegistry:
         (a unique name), so of two processes promoting at once exactly one gets it. The holder
         (who, where, which process, what, since when, and a token of its own) is its description,
         shown to whoever finds it taken. It is released only by its holder: one whose lock was
-        broken with --force-lock leaves the new holder's lock alone.
+        broken with --force-lock leaves the new holder's lock alone. A lock whose holder ran on this
+        host and is gone (killed) is taken over without asking.
 
         Args:
             purpose: what the holder is doing (shown to others).
@@ -195,17 +207,23 @@ class ModelRegistry:
                 )
             if found is not None:
                 self._drop_lock(lock_name)
-        try:
-            self.client.create_registered_model(
-                lock_name, tags={TAG + "lock": "true"}, description=json.dumps(holder, sort_keys=True)
-            )
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise self._error("take the lock", exc) from exc
-            raise LockedError(
-                f"registered model {self.name!r} is locked by {self._holder(lock_name)}; wait for it to finish, "
-                "or if that process died, run again with --force-lock"
-            ) from None
+        for attempt in (1, 2):
+            try:
+                self.client.create_registered_model(
+                    lock_name, tags={TAG + "lock": "true"}, description=json.dumps(holder, sort_keys=True)
+                )
+                break
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise self._error("take the lock", exc) from exc
+                found = self._holder_of(lock_name) or {}
+                if attempt == 1 and is_gone(found.get("host"), found.get("pid"), found.get("pid_start")):
+                    self._drop_lock(lock_name)  # its holder ran on this host and is gone: a killed process's lock
+                    continue
+                raise LockedError(
+                    f"registered model {self.name!r} is locked by {self._holder(lock_name)}; wait for it to finish, "
+                    "or if that process died, run again with --force-lock"
+                ) from None
         try:
             yield
         finally:
