@@ -87,3 +87,44 @@ def test_sigterm_of_train_is_like_ctrl_c(fleet: Path) -> None:
     runs = mm.load_bundle(fleet).runs("demand")
     assert [r.status for r in runs] == ["failed"]
     assert "Terminated" in runs[0].tags.get("manymodels.error", "")
+
+
+@pytest.mark.slow
+def test_destroy_refuses_while_a_training_runs_and_not_after_it_died(fleet: Path) -> None:
+    deployed = subprocess.run([MANYMODELS, "--bundle", str(fleet), "deploy"], capture_output=True, text=True,  # noqa: S603
+                              timeout=120, check=False)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr  # the experiments destroy removes
+    mark = uuid.uuid4().hex
+    env = {**os.environ, ENV: "fit.segment:sleep", MARK: mark, "COLUMNS": "200"}
+    with open(fleet / "train.txt", "w") as log:
+        train = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
+            [MANYMODELS, "--bundle", str(fleet), "train", "demand", "--workers", "2"], stdout=log, stderr=log, env=env
+        )
+    try:
+        project = mm.load_bundle(fleet)
+        deadline = time.monotonic() + 120
+        while not project.runs("demand") and time.monotonic() < deadline and train.poll() is None:
+            time.sleep(0.2)
+        assert [r.status for r in project.runs("demand")] == ["running"], (fleet / "train.txt").read_text()
+        registry = project.target_context.registry("demand")
+        with registry.lock("promote"):  # a live promotion too
+            shown = subprocess.run(  # noqa: S603
+                [MANYMODELS, "--bundle", str(fleet), "summary"], capture_output=True, text=True, timeout=120,
+                env={**os.environ, "COLUMNS": "250"}, check=False)
+            assert shown.returncode == 0 and "promote, since" in shown.stdout, shown.stdout + shown.stderr
+            refused = subprocess.run(  # noqa: S603
+                [MANYMODELS, "--bundle", str(fleet), "destroy", "--auto-approve"], capture_output=True, text=True,
+                timeout=120, env={**os.environ, "COLUMNS": "250"}, check=False)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "destroy would lose work in progress" in refused.stderr and "is running (pid" in refused.stderr
+        assert "is locked by" in refused.stderr
+        assert [r.status for r in project.runs("demand")] == ["running"]  # nothing was removed
+    finally:
+        train.kill()
+        train.wait()
+    assert gone_within(mark, 5.0) == []
+    done = subprocess.run(  # noqa: S603
+        [MANYMODELS, "--bundle", str(fleet), "destroy", "--auto-approve"], capture_output=True, text=True,
+        timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr  # the dead run does not block
+    assert "experiment test-bundle/dev/demand" in done.stdout, done.stdout

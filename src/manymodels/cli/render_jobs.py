@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from manymodels.cli.render import (
@@ -80,14 +81,17 @@ def target_summary(report: dict[str, Any]) -> None:
             f"{deployment['at']} by {deployment['by']}, bundle {deployment['bundle_hash']} ({state}), "
             f"commit {deployment['git_commit'] or '–'}",
         )
+    if report.get("lock"):
+        table.add_row("lock", escape(f"held by {report['lock']}"))
     out.print(table)
     models = Table(title="models", title_justify="left")
-    for col in ("model", "registered model", "champion", "latest runs"):
+    for col in ("model", "registered model", "champion", "latest runs", "lock"):
         models.add_column(col, overflow="fold")
     for name, m in report["models"].items():
         champion = m["champion"]
         runs = ", ".join(f"{r['run_id'][:8]} {r['status']}" for r in m["latest_runs"]) or "–"
-        models.add_row(name, m["registered_model"], f"version {champion['version']}" if champion else "–", runs)
+        models.add_row(escape(name), escape(m["registered_model"]),
+                       f"version {champion['version']}" if champion else "–", runs, escape(m.get("lock") or "–"))
     out.print(models)
 
 

@@ -23,7 +23,16 @@ from mlflow.exceptions import MlflowException
 from manymodels.errors import ManymodelsError, RegistryError
 from manymodels.jobs.context import Target
 from manymodels.registry import Tracker
-from manymodels.registry.tracking import TAG, current_user, git_branch, git_commit, git_dirty, git_on_branch
+from manymodels.registry.tracking import (
+    STATUS_DEAD,
+    TAG,
+    current_user,
+    git_branch,
+    git_commit,
+    git_dirty,
+    git_on_branch,
+    run_status,
+)
 from manymodels.registry.versions import CHAMPION, ModelRegistry
 
 HASH = TAG + "bundle_hash"
@@ -254,6 +263,12 @@ def destroy(
     tracker = target.tracker
     with target_lock(target, tracker).lock("destroy", force=force_lock):
         plan = destroy_plan(target)
+        busy = [] if force_lock else _busy(target, plan)
+        if busy:
+            raise RegistryError(
+                f"destroy would lose work in progress: {'; '.join(busy[:3])}{' ...' if len(busy) > 3 else ''}; wait "
+                "for it to end (a run or lock whose process is gone does not count), or give --force-lock"
+            )
         if approve is not None and not approve(plan):
             return None
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -266,7 +281,31 @@ def destroy(
         except MlflowException as exc:
             raise RegistryError(f"MLflow at {tracker.tracking_uri}: destroy stopped: {exc.message}") from exc
         plan.purged = tracker.purge(experiment_ids=[exp_id for exp_id, _ in plan.experiments])
+        for model in target.config.resolved.resources.models:
+            target.registry(model).drop_lock()  # a lock left by a process that died goes with the model
     return plan
+
+
+def _busy(target: Target, plan: DestroyPlan) -> list[str]:
+    """What destroying now would cut short: runs still running (their process alive, or on another host) in the
+    experiments to remove, and families whose lock a live process holds."""
+    tracker = target.tracker
+    busy = []
+    for exp_id, name in plan.experiments:
+        try:
+            running = tracker.client.search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=50)
+        except MlflowException as exc:
+            raise RegistryError(f"MLflow at {tracker.tracking_uri}: cannot list runs: {exc.message}") from exc
+        for run in running:
+            if run_status(run.data.tags, run.info.status) != STATUS_DEAD:
+                where = run.data.tags.get(TAG + "host", "?")
+                busy.append(f"run {run.info.run_id} in {name} is running (pid {run.data.tags.get(TAG + 'pid', '?')} "
+                            f"on {where})")
+    for model in target.config.resolved.resources.models:
+        holder = target.registry(model).held_lock()
+        if holder is not None and "process gone" not in holder:
+            busy.append(f"{target.registry(model).name} is locked by {holder}")
+    return busy
 
 
 def summary(target: Target, runs: int = 3) -> dict[str, Any]:
@@ -295,6 +334,7 @@ def summary(target: Target, runs: int = 3) -> dict[str, Any]:
             "experiment": target.experiment(name),
             "registered_model": registry.name,
             "champion": {"version": champion.version, "segments": champion.segments} if champion else None,
+            "lock": registry.held_lock(),
             "latest_runs": [
                 {"run_id": r.run_id, "status": r.status, "segments_ok": int(r.metrics.get("segments_ok", 0))}
                 for r in latest
@@ -308,5 +348,6 @@ def summary(target: Target, runs: int = 3) -> dict[str, Any]:
         "bundle_hash": bundle_hash(target),
         "deployment": deployment,
         "models": models,
+        "lock": target_lock(target, tracker).held_lock(),
         "resolved": json.loads(config.resolved.model_dump_json()),
     }

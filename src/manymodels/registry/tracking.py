@@ -39,6 +39,22 @@ ARTIFACT_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 @contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) for the block; where there is no fcntl (Windows), none."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
 def quiet_mlflow() -> Iterator[None]:
     """While manymodels works: MLflow's INFO lines (database set-up, waits), run links and artifact progress
     bars kept out of the output; the caller's own settings come back afterwards."""
@@ -90,9 +106,18 @@ class Tracker:
     def __init__(self, tracking_uri: str, embedded_artifacts: Path | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.embedded_artifacts = embedded_artifacts
-        if tracking_uri.startswith("sqlite:///"):
-            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        if not tracking_uri.startswith("sqlite:///"):
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+            return
+        database = Path(tracking_uri.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        # MLflow creates (or upgrades) the embedded store's tables on first use; two commands starting at once on a
+        # fresh store both did, and one failed ("table ... already exists"). One process at a time does it here.
+        with _file_lock(database.with_name(database.name + ".lock")):
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+            with quiet_mlflow():
+                self.client.search_experiments(max_results=1)
+                self.client.search_registered_models(max_results=1)
 
     def check_reachable(self, timeout: float = 5.0) -> None:
         """Ask a tracking server over HTTP whether it is up, once and quickly (a local store always is).

@@ -231,6 +231,10 @@ class ModelRegistry:
             if found is not None and found.get("token") == token:  # still ours: nobody broke it
                 self._drop_lock(lock_name)
 
+    def drop_lock(self) -> None:
+        """Remove the family's lock whoever holds it (`destroy`, once it has checked nobody alive does)."""
+        self._drop_lock(self.name + LOCK_SUFFIX)
+
     def held_lock(self) -> str | None:
         """Who holds the family's lock (as shown in messages), None when nobody does."""
         found = self._holder_of(self.name + LOCK_SUFFIX)
