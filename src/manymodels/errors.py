@@ -28,6 +28,10 @@ class DataError(ManymodelsError):
     exit_code = 2
 
 
+class StorageError(ManymodelsError):
+    """A write failed for the storage's sake (a full disk or quota, an I/O error): a failure, not bad input."""
+
+
 class EngineError(ManymodelsError):
     """An engine could not run the work (not a single segment's failure)."""
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from manymodels.errors import DataError
+from manymodels.errors import DataError, StorageError
 
 FORMATS = ("parquet", "csv", "delta")
 
@@ -126,41 +127,64 @@ def output_format(path: Path) -> str:
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a table as Parquet or CSV, by the path's suffix (`output_format`), atomically."""
+    """Write a table as Parquet or CSV, by the path's suffix (`output_format`), atomically.
+
+    Raises:
+        DataError: the folder cannot be created or written (bad input: exit 2).
+        StorageError: the disk is full or failing (exit 1).
+    """
     if output_format(path) == "parquet":
         return write_parquet(frame, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return _atomically(path, "CSV", lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     """Write `frame` to `path` as Parquet; readers never see a half-written file.
 
     Raises:
-        DataError: the folder cannot be created or written.
+        DataError: the folder cannot be created or written (bad input: exit 2).
+        StorageError: the disk is full or failing (exit 1).
     """
-    path = Path(path)
+    return _atomically(Path(path), "Parquet", lambda tmp: _parquet_in_slices(frame, tmp))
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # read it the only portable way, and put it back at once
+    os.umask(mask)
+    return mask
+
+
+# Files this package writes are readable as the user's umask says (a temporary file is created 0600: a pack
+# renamed into place from one was unreadable by the team sharing its store).
+FILE_MODE = 0o666 & ~_umask()
+# errno values that say the storage failed, not the request: a full disk or quota, a file too large, I/O errors.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+
+
+def _atomically(path: Path, kind: str, write: Callable[[str], None]) -> Path:
+    """Write through a temporary file in the same folder, renamed into place; nothing is left on failure."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         try:
-            _parquet_in_slices(frame, tmp)
+            write(tmp)
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     except OSError as exc:
-        raise DataError(f"{path}: cannot write Parquet: {exc.strerror or exc}") from exc
+        raise write_error(path, f"cannot write {kind}", exc) from exc
     return path
+
+
+def write_error(path: Path | str, what: str, exc: OSError) -> DataError | StorageError:
+    """The error for a failed write: the storage's fault (exit 1) or the path's (exit 2), naming the path."""
+    text = exc.strerror or str(exc)
+    if exc.errno in STORAGE_ERRNOS or "No space left" in text or "Disk quota" in text:
+        return StorageError(f"{path}: {what}: {text}")
+    return DataError(f"{path}: {what}: {text}")
 
 
 # Rows converted to Arrow at a time when writing a large frame: memory holds the frame and one slice.
