@@ -8,6 +8,7 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from manymodels.cli import render, render_jobs
 from manymodels.cli.app import (
@@ -177,7 +178,7 @@ def run_cmd(
 
         def on_task(task: Any) -> dict[str, object]:
             stack.close()
-            render.err.print(f"[bold]task {task.key}[/] ({task.kind})")
+            render.err.print(Text.assemble((render.safe(f"task {task.key}"), "bold"), f" ({task.kind})"))
             if task.kind == "train":
                 return dict(stack.enter_context(render.segment_progress(f"train {task.train}")))
             return {}

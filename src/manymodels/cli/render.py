@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -34,8 +33,26 @@ if TYPE_CHECKING:  # the jobs layer pulls in MLflow; `--help` and `validate` nee
     from manymodels.registry import RunInfo
     from manymodels.registry.versions import VersionInfo
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Markup and emoji codes off: what is printed is data (segment values, errors, names may hold "[/]" or ":smile:",
+# which crashed or changed the output); our own colours are Text styles.
+# Control characters in data (an ESC starting a terminal sequence, a carriage return) are shown escaped, never sent.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"}
+
+
+def safe(text: str) -> str:
+    """`text` with its control characters escaped (`\\x1b`), so data cannot drive the terminal."""
+    return text.translate(_CONTROL)
+
+
+class _DataConsole(Console):
+    """A console whose strings are data: no markup, no emoji codes, control characters escaped."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(safe(text), **kwargs)
+
+
+out = _DataConsole(highlight=False, soft_wrap=True, markup=False, emoji=False)
+err = _DataConsole(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 class _Rate(ProgressColumn):
@@ -55,7 +72,8 @@ def segment_progress(label: str) -> Iterator[dict[str, Any]]:
     """
     whole = Column(no_wrap=True)
     progress = Progress(
-        TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis")),
+        TextColumn("{task.description}", style="bold", markup=False,
+                   table_column=Column(no_wrap=True, overflow="ellipsis")),
         BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=5)),
         MofNCompleteColumn(table_column=whole),
         _Rate(table_column=whole),
@@ -76,7 +94,7 @@ def segment_progress(label: str) -> Iterator[dict[str, Any]]:
             progress.advance(state["task"], n)
 
     def on_warning(line: str) -> None:
-        progress.console.print(f"[yellow]warning:[/] {line}", highlight=False)
+        progress.console.print(Text.assemble(("warning:", "yellow"), " ", safe(line)), highlight=False)
 
     with progress:
         yield {"on_start": on_start, "on_progress": on_progress, "on_warning": on_warning}
@@ -149,7 +167,7 @@ def score_summary(outcome: ScoreOutcome) -> None:
         table.add_row("fallback", f"{outcome.rows_fallback:,} rows predicted by the fallback model")
     if outcome.rows_damaged:
         table.add_row(
-            "[yellow]damaged[/]",
+            Text("damaged", style="yellow"),
             f"{outcome.rows_damaged:,} rows predicted by the fallback: their segment's model is damaged "
             "(model_source 'damaged'; train those segments again or roll back)",
         )
@@ -256,7 +274,8 @@ def evaluation_summary(evaluation: Evaluation, limit: int = 20) -> None:
         if on_cv:
             head.add_row("basis", f"{on_cv:,} segment(s) compared on cross-validation folds of their training rows "
                                   "(promotion.basis cv), the rest on the evaluation rows")
-    verdict = "[green]passed[/]" if evaluation.passed else "[red]failed[/]: " + "; ".join(evaluation.problems)
+    verdict = Text("passed", style="green") if evaluation.passed else Text.assemble(
+        ("failed", "red"), safe(": " + "; ".join(evaluation.problems)))
     if evaluation.unchanged:
         verdict += " (nothing changed since the champion trained: nothing to promote)"
     elif evaluation.passed and evaluation.nothing_to_promote:
@@ -280,7 +299,7 @@ def evaluation_summary(evaluation: Evaluation, limit: int = 20) -> None:
         t.add_column(col, overflow="fold" if col == "reason" else "ellipsis")
     for _, row in shown.iterrows():
         style = _STATUS_STYLE.get(str(row["status"]), "")
-        status = f"[{style}]{row['status']}[/]" if style else str(row["status"])
+        status = Text(safe(str(row["status"])), style=style)
         change = "–" if row["change"] != row["change"] else f"{row['change']:+.2%}"
         t.add_row(
             *[_cell(row[c]) for c in keys],
@@ -356,7 +375,7 @@ def versions_table(model: str, registered: str, versions: list[VersionInfo]) -> 
         table.add_row(
             str(v.version),
             ", ".join(v.aliases) or "–",
-            escape(kind),
+            kind,
             f"{v.segments:,}",
             _when(v.created),
             v.tags.get("manymodels.registered_by", "–"),

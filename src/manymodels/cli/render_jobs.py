@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from manymodels.cli.render import (
     err,
     evaluation_summary,
     out,
     promote_summary,
+    safe,
     score_summary,
     train_summary,
 )
@@ -34,7 +35,7 @@ def job_summary(outcome: JobOutcome, seconds: float) -> None:
     for t in outcome.tasks:
         style = {"ok": "green", "failed": "red", "skipped": "yellow"}[t.status]
         table.add_row(
-            t.key, t.kind, f"[{style}]{t.status}[/]", f"{t.seconds:.1f} s", _detail(t.kind, t.result, t.error)
+            t.key, t.kind, Text(t.status, style=style), f"{t.seconds:.1f} s", _detail(t.kind, t.result, t.error)
         )
     out.print(table)
 
@@ -82,7 +83,7 @@ def target_summary(report: dict[str, Any]) -> None:
             f"commit {deployment['git_commit'] or '–'}",
         )
     if report.get("lock"):
-        table.add_row("lock", escape(f"held by {report['lock']}"))
+        table.add_row("lock", f"held by {report['lock']}")
     out.print(table)
     models = Table(title="models", title_justify="left")
     for col in ("model", "registered model", "champion", "latest runs", "lock"):
@@ -90,8 +91,8 @@ def target_summary(report: dict[str, Any]) -> None:
     for name, m in report["models"].items():
         champion = m["champion"]
         runs = ", ".join(f"{r['run_id'][:8]} {r['status']}" for r in m["latest_runs"]) or "–"
-        models.add_row(escape(name), escape(m["registered_model"]),
-                       f"version {champion['version']}" if champion else "–", runs, escape(m.get("lock") or "–"))
+        models.add_row(name, m["registered_model"], f"version {champion['version']}" if champion else "–", runs,
+                       m.get("lock") or "–")
     out.print(models)
 
 
@@ -140,8 +141,9 @@ def monitor_summary(outcome: MonitorOutcome, limit: int = 15) -> None:
     head.add_row("models", serving)
     head.add_row("on", outcome.data)
     head.add_row("segments", ", ".join(f"{n:,} {s.replace('_', ' ')}" for s, n in outcome.counts.items()))
-    verdict = "[red]breached[/]: " + "; ".join(outcome.problems) if outcome.breached else (
-        f"[green]within thresholds[/] ({outcome.drifted_fraction:.1%} of judged segments drifted or degraded)")
+    verdict = Text.assemble(("breached", "red"), safe(": " + "; ".join(outcome.problems))) if outcome.breached else (
+        Text.assemble(("within thresholds", "green"),
+                      f" ({outcome.drifted_fraction:.1%} of judged segments drifted or degraded)"))
     head.add_row("fleet", verdict)
     if outcome.output is not None:
         head.add_row("table", str(outcome.output))
