@@ -44,6 +44,14 @@ class VariableSpec(Strict):
     description: str | None = None
 
 
+class TrackingSpec(Strict):
+    """`targets.<name>.tracking:` how long to wait for the tracking server (MLflow's HTTP client retries for minutes
+    by default). An unreachable server is found before any work, in seconds, whatever these say."""
+
+    timeout_s: float = Field(default=15.0, gt=0, le=600)  # per request: connecting, and each wait for an answer
+    retries: int = Field(default=5, ge=0, le=20)  # backing off 0, 2, 4, 8, 16 s: rides out a ~30 s restart
+
+
 class EngineSpec(Strict):
     """`engine:` where segments are fitted.
 
@@ -331,6 +339,7 @@ class TargetSpec(Strict):
     default: bool = False
     mode: Literal["development", "production"] | None = None
     tracking_uri: str | None = None
+    tracking: TrackingSpec | None = None
     engine: EngineSpec | None = None
     variables: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     resources: dict[str, Any] | None = None
@@ -353,6 +362,7 @@ class ResolvedBundle(Strict):
     target: str
     mode: Literal["development", "production"] | None = None
     tracking_uri: str | None = None
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     engine: EngineSpec = Field(default_factory=EngineSpec)
     variables: dict[str, str] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)

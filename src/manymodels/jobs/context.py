@@ -26,7 +26,7 @@ from manymodels.errors import BundleError, DataError, RegistryError
 from manymodels.registry import Pack, RunInfo, Tracker
 from manymodels.registry.manifest import PackLayout
 from manymodels.registry.pack import publish_pack
-from manymodels.registry.tracking import STATUS_OK, TAG, current_user
+from manymodels.registry.tracking import STATUS_OK, TAG, bound_http, current_user
 from manymodels.registry.versions import CHAMPION, ModelRegistry, VersionInfo
 from manymodels.segment import SegmentSpec
 from manymodels.segment.shards import is_url
@@ -57,8 +57,17 @@ class Target:
 
     @cached_property
     def tracker(self) -> Tracker:
-        """The target's tracking client (one per target, built on first use)."""
-        return Tracker(self.config.tracking_uri, self.config.embedded_artifacts)
+        """The target's tracking client (one per target, built on first use), MLflow's HTTP waits bounded by the
+        target's `tracking:` settings; a server that does not answer is an error here, before any work.
+
+        Raises:
+            TrackingUnreachable: the tracking server does not answer (exit 2).
+        """
+        spec = self.config.resolved.tracking
+        bound_http(spec.timeout_s, spec.retries)
+        tracker = Tracker(self.config.tracking_uri, self.config.embedded_artifacts)
+        tracker.check_reachable(timeout=min(spec.timeout_s, 5.0))
+        return tracker
 
     def model(self, name: str) -> ModelSpec:
         """A model family of the bundle (a BundleError naming the families when there is none)."""

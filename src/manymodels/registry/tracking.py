@@ -38,6 +38,25 @@ SUPPRESS_RUN_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 ARTIFACT_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
+_HTTP_SET: dict[str, str] = {}  # the MLflow HTTP settings bound_http wrote (others in the environment are the user's)
+
+
+def bound_http(timeout_s: float, retries: int) -> None:
+    """Bound MLflow's HTTP client for this process: `timeout_s` per request, `retries` retries backing off 0, 2, 4,
+    8 ... s (its defaults wait minutes: 4 min before saying a server is down, 20 min for one that never answers).
+    MLflow reads these at every request. A value already in the environment that this function did not write
+    (the user's, or `serve`'s shorter ones) is left as it is."""
+    wanted = {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, round(timeout_s))),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+    }
+    for key, value in wanted.items():
+        if key not in os.environ or os.environ[key] == _HTTP_SET.get(key):
+            os.environ[key] = _HTTP_SET[key] = value
+
+
 @contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `path` (created if missing) for the block; where there is no fcntl (Windows), none."""
