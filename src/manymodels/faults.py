@@ -1,7 +1,9 @@
 """Named points where a test makes a real command die or fail: `MANYMODELS_FAULT=<point>:<action>`.
 
 Actions: `kill` (SIGKILL: nothing runs after it), `term` (SIGTERM, as `kill PID` or a CI runner's cancel
-sends), `sleep` (60 s: a long fit inside a model library), `raise` (an exception of its own). Points are named
+sends), `sleep` (60 s: a long fit inside a model library), `pause` (write `<gate>.paused` and wait until the
+file `<gate>` exists, where `MANYMODELS_FAULT_GATE` names it: a test acts at that moment), `raise` (an exception
+of its own). Points are named
 `<where>.<moment>`, e.g. `train.fitting`; several are given with commas (`train.fitting:kill,fit.segment:sleep`).
 Worker processes inherit the variable. Unset (always, outside the tests) a point costs one dictionary lookup.
 """
@@ -13,6 +15,7 @@ import signal
 import time
 
 ENV = "MANYMODELS_FAULT"
+GATE = "MANYMODELS_FAULT_GATE"
 
 
 class InjectedFault(RuntimeError):
@@ -37,5 +40,12 @@ def _act(name: str, action: str) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
     elif action == "sleep":
         time.sleep(60)
+    elif action == "pause":
+        gate = os.environ[GATE]
+        with open(gate + ".paused", "w"):
+            pass
+        deadline = time.monotonic() + 300
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.05)
     else:
         raise InjectedFault(f"fault injected at {name}")

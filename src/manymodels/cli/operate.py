@@ -136,6 +136,36 @@ def gc_cmd(
     guarded(body)
 
 
+@app.command("upload")
+def upload_cmd(
+    run_id: Annotated[str | None, typer.Argument(help="The run to finish (default: every run kept here).")] = None,
+    target: TargetOpt = None,
+    bundle: BundleOpt = None,
+    var: VarOpt = None,
+) -> None:
+    """Log the runs whose end the tracking server missed (their files kept under .manymodels/unsent/) and finish
+    them, once the server answers again."""
+
+    def body() -> int:
+        from manymodels.errors import RegistryError
+
+        ctx = checked(target, var, fits=False)
+        kept = sorted(p for p in ctx.unsent.glob("*") if p.is_dir()) if ctx.unsent.is_dir() else []
+        if run_id is not None:
+            kept = [p for p in kept if p.name == run_id]
+            if not kept:
+                raise RegistryError(f"no files of run {run_id} are kept in {ctx.unsent} (nothing to upload)")
+        if not kept:
+            render.out.print(f"nothing to upload: no run is kept in {ctx.unsent}")
+            return 0
+        for folder in kept:
+            done = ctx.tracker.upload(folder)
+            render.out.print(f"run {done}: logged and finished")
+        return 0
+
+    guarded(body)
+
+
 @app.command("summary")
 def summary_cmd(
     target: TargetOpt = None,

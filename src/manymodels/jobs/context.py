@@ -55,6 +55,11 @@ class Target:
         """The target's name."""
         return self.config.target
 
+    @property
+    def unsent(self) -> Path:
+        """Where runs whose end the tracking server missed keep their files until `upload` logs them."""
+        return self.config.embedded_dir / "unsent"
+
     @cached_property
     def tracker(self) -> Tracker:
         """The target's tracking client (one per target, built on first use), MLflow's HTTP waits bounded by the

@@ -170,7 +170,7 @@ def _train(
         _tags(target, name),
         {**_params(target, name, spec, engine), "changed_only": changed_only, **_tuned_params(tuned)},
     )
-    with tracker.run_folder(run_id, artifact_uri) as folder, ExitStack() as cleanup:
+    with tracker.run_folder(run_id, artifact_uri, keep_in=target.unsent) as folder, ExitStack() as cleanup:
         # Executors write shards into the run's own folder when it is local, else into engine.staging.
         run_staging = None if folder.upload is None else target.staging(run_id)
         if run_staging is not None:
@@ -242,7 +242,8 @@ def _train(
 
         write_report(folder.path / REPORT_FILE, name, "training",
                      lambda: training_sections(manifest, spec.segment_by, spec.metric, facts), warn)
-        tracker.finish_run(run_id, summary, ok, artifacts=folder.upload, tags={TAG + "segments": str(len(manifest))})
+        tracker.finish_run(run_id, summary, ok, artifacts=folder.upload, tags={TAG + "segments": str(len(manifest))},
+                           resumable=True)
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds, warnings)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import io
+import json
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from manymodels import faults
 from manymodels.errors import RegistryError, TrackingUnreachable
 from manymodels.registry.process import identity, is_gone
 
@@ -30,6 +32,8 @@ TAG = "manymodels."
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_RUNNING = "running"
+FINISH_FILE = "finish.json"  # beside a staged run's artifacts: what finishing it still has to log
+ARTIFACTS_DIR = "artifacts"  # the staged artifacts, in a temporary folder of the run's own
 STATUS_DEAD = "dead"  # shown, never written: tagged running, but the process that ran it is gone
 _BATCH = 100  # MLflow's limit of params (and tags) per log_batch call
 # MLflow prints "🏃 View run … at: …" links to stdout after each run unless this says not to.
@@ -39,6 +43,16 @@ ARTIFACT_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 _HTTP_SET: dict[str, str] = {}  # the MLflow HTTP settings bound_http wrote (others in the environment are the user's)
+
+
+class FinishFailed(RegistryError):
+    """The tracking server failed while a run was being finished (its files may be kept for `upload`)."""
+
+
+def _first(text: str, limit: int = 300) -> str:
+    """A message's first line, cut short (urllib3's retry errors run to several hundred characters)."""
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def bound_http(timeout_s: float, retries: int) -> None:
@@ -220,44 +234,90 @@ class Tracker:
         ok: bool,
         artifacts: Path | None = None,
         tags: Mapping[str, str] | None = None,
+        resumable: bool = False,
     ) -> None:
         """Log summary metrics (and artifacts staged elsewhere), then mark the run done.
 
         The status tag and the run's end state are written last, so a run that dies before
-        this point is never seen as successful.
+        this point is never seen as successful. With `resumable` (artifacts staged by `run_folder`),
+        what is still to log is first written beside them (`FINISH_FILE`), so `upload` can finish
+        the run later if the server fails now.
+
+        Raises:
+            FinishFailed: the server refused or did not answer (the staged folder is kept by `run_folder`).
         """
+        values = {k: float(v) for k, v in metrics.items() if v == v}  # NaN is not logged
+        final = {**(tags or {}), TAG + "status": STATUS_OK if ok else STATUS_FAILED}
+        if artifacts is not None and resumable:
+            (artifacts.parent / FINISH_FILE).write_text(
+                json.dumps({"run_id": run_id, "metrics": values, "tags": final, "ok": ok}), encoding="utf-8"
+            )
+        faults.point("tracking.finishing")
         now = int(time.time() * 1000)
         try:
-            values = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v == v]  # NaN is not logged
-            for i in range(0, len(values), 1000):
-                self.client.log_batch(run_id, metrics=values[i : i + 1000])
+            items = [Metric(k, v, now, 0) for k, v in values.items()]
+            for i in range(0, len(items), 1000):
+                self.client.log_batch(run_id, metrics=items[i : i + 1000])
             if artifacts is not None:
                 self.client.log_artifacts(run_id, str(artifacts))
-            final = {**(tags or {}), TAG + "status": STATUS_OK if ok else STATUS_FAILED}
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in final.items()])
             self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
-        except MlflowException as exc:
-            raise RegistryError(f"MLflow at {self.tracking_uri}: cannot finish run {run_id}: {exc.message}") from exc
+        except Exception as exc:  # noqa: BLE001 - MlflowException, or the HTTP client's own errors
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            raise FinishFailed(
+                f"MLflow at {self.tracking_uri}: cannot finish run {run_id}: {_first(message)}"
+            ) from exc
 
     @contextmanager
-    def run_folder(self, run_id: str, artifact_uri: str) -> Iterator[RunFolder]:
+    def run_folder(self, run_id: str, artifact_uri: str, keep_in: Path | None = None) -> Iterator[RunFolder]:
         """Where a run's artifacts are written, for the length of the block.
 
         The run's own folder when its artifact store is a local path; otherwise a temporary
         folder, which `finish_run(..., artifacts=folder.upload)` uploads and which is removed
-        afterwards. An error inside the block marks the run failed, then propagates.
+        afterwards. An error inside the block marks the run failed, then propagates. When the
+        server fails while the run is finished, the staged folder is moved to `keep_in/<run id>`
+        (nothing fitted is lost: `upload` logs it later) and the error says so.
         """
         local = local_path(artifact_uri)
-        path = local if local is not None else Path(tempfile.mkdtemp(prefix=f"manymodels-{run_id}-"))
+        staging = None if local is not None else Path(tempfile.mkdtemp(prefix=f"manymodels-{run_id}-"))
+        path = local if local is not None else staging / ARTIFACTS_DIR  # type: ignore[operator]
         try:
             path.mkdir(parents=True, exist_ok=True)
             yield RunFolder(path, None if local is not None else path)
+        except FinishFailed as exc:
+            if staging is not None and keep_in is not None and (staging / FINISH_FILE).exists():
+                kept = keep_in / run_id
+                shutil.rmtree(kept, ignore_errors=True)
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(staging), str(kept))
+                raise FinishFailed(
+                    f"{exc}; the run's files are kept in {kept}: `manymodels upload {run_id}` logs them once the "
+                    "server answers"
+                ) from exc
+            raise
         except BaseException as exc:
             self.fail_run(run_id, f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            if local is None:
-                shutil.rmtree(path, ignore_errors=True)
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def upload(self, kept: Path) -> str:
+        """Finish a run whose end the server missed, from the folder `run_folder` kept: log its files, metrics
+        and tags, mark it done, remove the folder. Returns the run id.
+
+        Raises:
+            RegistryError: the folder is not a kept run, or the server still fails (the folder stays).
+        """
+        try:
+            pending = json.loads((kept / FINISH_FILE).read_text(encoding="utf-8"))
+            run_id = str(pending["run_id"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise RegistryError(f"{kept}: not a run kept for upload ({exc})") from exc
+        self.finish_run(run_id, pending["metrics"], bool(pending["ok"]), artifacts=kept / ARTIFACTS_DIR,
+                        tags=pending["tags"], resumable=True)
+        shutil.rmtree(kept, ignore_errors=True)
+        return run_id
 
     def fail_run(self, run_id: str, error: str) -> None:
         """Mark a run failed after an error; never raises (it runs while another error is handled)."""

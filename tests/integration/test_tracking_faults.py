@@ -1,0 +1,78 @@
+"""The tracking server failing: unreachable at start is one line in seconds (exit 2); failing as a training run is
+finished loses nothing: the fitted pack is kept on disk and `upload` logs it once the server is back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import TcpRelay, edit_bundle, segment_frame, write_bundle
+from manymodels.faults import ENV, GATE
+
+MANYMODELS = str(Path(sys.executable).with_name("manymodels"))
+
+
+def cli(root: Path, *args: str) -> tuple[int, str, float]:
+    started = time.monotonic()
+    done = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
+        [MANYMODELS, "--bundle", str(root), *args], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "COLUMNS": "200"}, check=False,
+    )
+    return done.returncode, done.stdout + done.stderr, time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_the_server_failing_at_the_end_of_a_training_loses_nothing(tmp_path: Path, mlflow_server: str) -> None:
+    relay = TcpRelay(mlflow_server)
+    write_bundle(tmp_path, frame=segment_frame(segments=4, rows=60), tracking_uri=relay.url)
+    edit_bundle(tmp_path / "manymodels.yml", lambda doc: (
+        doc["bundle"].update(name=f"faults-{tmp_path.name[-12:]}"),
+        doc["targets"]["dev"].update(tracking={"timeout_s": 3, "retries": 2}),
+    ))
+    relay.cut()  # unreachable at start: one line, exit 2, nothing started
+    code, out, seconds = cli(tmp_path, "train", "demand", "--workers", "1")
+    assert code == 2 and "is not reachable (connection refused)" in out and seconds < 30, out
+    relay.mend()
+
+    gate = tmp_path / "gate"
+    env = {**os.environ, ENV: "tracking.finishing:pause", GATE: str(gate), "COLUMNS": "200"}
+    with open(tmp_path / "train.txt", "w") as log:
+        train = subprocess.Popen(  # noqa: S603
+            [MANYMODELS, "--bundle", str(tmp_path), "train", "demand", "--workers", "1"], stdout=log, stderr=log,
+            env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not Path(f"{gate}.paused").exists() and train.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert Path(f"{gate}.paused").exists(), (tmp_path / "train.txt").read_text()
+        relay.cut()  # the server goes away as the fitted run is being logged
+        started = time.monotonic()
+        gate.touch()
+        train.wait(timeout=120)
+        waited = time.monotonic() - started
+    finally:
+        if train.poll() is None:
+            train.kill()
+    out = (tmp_path / "train.txt").read_text()
+    assert train.returncode == 1, out
+    assert "cannot finish run" in out and "manymodels upload" in out and "Traceback" not in out, out
+    assert waited < 60, waited
+    kept = list((tmp_path / ".manymodels" / "unsent").iterdir())
+    assert len(kept) == 1 and (kept[0] / "artifacts" / "model" / "pack" / "manifest.parquet").exists()
+    run_id = kept[0].name
+
+    code, out, _ = cli(tmp_path, "upload")  # still down: exit 2, the folder stays
+    assert code == 2 and kept[0].exists(), out
+    relay.mend()
+    code, out, _ = cli(tmp_path, "upload")
+    assert code == 0 and f"run {run_id}: logged and finished" in out, out
+    assert not kept[0].exists()
+    code, out, _ = cli(tmp_path, "runs", "demand")
+    assert code == 0 and run_id[:8] in out and "ok" in out, out
+    code, out, _ = cli(tmp_path, "score", "demand", "--data", "to_score", "--out", str(tmp_path / "s.parquet"))
+    assert code == 0 and run_id in out, out
