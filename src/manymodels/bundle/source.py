@@ -13,6 +13,8 @@ from manymodels.errors import BundleError
 
 # Values a bundle file may expand to through YAML aliases (a real bundle has a few hundred).
 MAX_VALUES = 100_000
+# Levels a bundle may nest (a real bundle has under ten).
+MAX_DEPTH = 100
 # Bytes a bundle file may hold (a real bundle has a few kilobytes).
 MAX_BYTES = 1 << 20
 
@@ -71,6 +73,8 @@ def load_yaml(path: Path, shown_as: str) -> tuple[Any, SourceMap]:
             return {}, smap
         _check_size(node, shown_as)
         data = _build(loader, node, (), shown_as, smap)
+    except RecursionError as exc:  # the YAML parser itself recurses per level
+        raise BundleError(f"{shown_as}: the YAML nests deeper than {MAX_DEPTH} levels") from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -102,43 +106,49 @@ def _read_text(path: Path, shown_as: str) -> str:
 
 
 def _check_size(root: yaml.Node, shown_as: str) -> None:
-    """Refuse a document whose aliases expand it past MAX_VALUES values, or refer to themselves.
+    """Refuse a document whose aliases expand it past MAX_VALUES values, that nests deeper than MAX_DEPTH, or
+    whose aliases refer to themselves.
 
     Counted on the parsed nodes, each anchored node once (a "billion laughs" bundle of a few hundred
-    bytes expands to billions of values: building it would exhaust the machine).
+    bytes expands to billions of values: building it would exhaust the machine), without recursion.
 
     Raises:
-        BundleError: naming the file and the line of the alias that makes it too large.
+        BundleError: naming the file and the line of the node that makes it too large or too deep.
     """
     sizes: dict[int, int] = {}
     open_nodes: set[int] = set()
-
-    def size(node: yaml.Node) -> int:
+    # (node, depth, children: None until the node is entered)
+    stack: list[tuple[yaml.Node, int, list[yaml.Node] | None]] = [(root, 0, None)]
+    while stack:
+        node, depth, children = stack.pop()
         key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in open_nodes:
-            raise BundleError(f"{shown_as}:{node.start_mark.line + 1}: an alias refers to the value that contains it")
-        open_nodes.add(key)
-        total = 1
-        if isinstance(node, yaml.MappingNode):
-            children = [part for pair in node.value for part in pair]
-        elif isinstance(node, yaml.SequenceNode):
-            children = list(node.value)
-        else:
-            children = []
-        for child in children:
-            total += size(child)
-            if total > MAX_VALUES:
-                raise BundleError(
-                    f"{shown_as}:{child.start_mark.line + 1}: the YAML expands to more than {MAX_VALUES:,} values "
-                    "through its aliases (&anchor / *alias); a bundle is far smaller"
-                )
+        if children is None:
+            if key in sizes:
+                continue
+            line = node.start_mark.line + 1
+            if key in open_nodes:
+                raise BundleError(f"{shown_as}:{line}: an alias refers to the value that contains it")
+            if depth > MAX_DEPTH:
+                raise BundleError(f"{shown_as}:{line}: the YAML nests deeper than {MAX_DEPTH} levels")
+            if isinstance(node, yaml.MappingNode):
+                inner = [part for pair in node.value for part in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                inner = list(node.value)
+            else:
+                sizes[key] = 1
+                continue
+            open_nodes.add(key)
+            stack.append((node, depth, inner))
+            stack.extend((child, depth + 1, None) for child in inner if id(child) not in sizes)
+            continue
+        total = 1 + sum(sizes[id(child)] for child in children)
+        if total > MAX_VALUES:
+            raise BundleError(
+                f"{shown_as}:{node.start_mark.line + 1}: the YAML expands to more than {MAX_VALUES:,} values "
+                "through its aliases (&anchor / *alias); a bundle is far smaller"
+            )
         open_nodes.discard(key)
         sizes[key] = total
-        return total
-
-    size(root)
 
 
 def _build(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, shown_as: str, smap: SourceMap) -> Any:

@@ -241,7 +241,7 @@ def test_an_anchor_bomb_is_one_line_in_a_second_and_little_memory(tmp_path: Path
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["code"] == 2, done.stdout + done.stderr
     assert done.stderr.strip().splitlines() == [
-        "manymodels.yml:6: the YAML expands to more than 100,000 values through its aliases (&anchor / *alias); "
+        "manymodels.yml:7: the YAML expands to more than 100,000 values through its aliases (&anchor / *alias); "
         "a bundle is far smaller"
     ]
     assert seconds < 30 and result["rss_kb"] < 200 * 1024, (seconds, result)
@@ -304,3 +304,11 @@ def test_includes_stay_inside_the_bundle_folder_and_never_echo_what_is_outside(t
     assert found[6].startswith("folder.yml: ") and found[7].startswith("pipe.yml: ")
     assert found[8].startswith("binary.yml:2: ") and found[9].startswith("huge.yml: ")
     assert all(hidden not in line for line in found)
+
+
+@pytest.mark.parametrize("nested", ["[" * 100_000 + "]" * 100_000, "{a: " * 3000 + "1" + "}" * 3000,
+                                    "{a: " * 150 + "1" + "}" * 150])
+def test_deep_nesting_is_one_located_line_not_a_recursion_error(tmp_path: Path, nested: str) -> None:
+    (tmp_path / "manymodels.yml").write_text("bundle: {name: deep}\nresources: " + nested + "\n")
+    with pytest.raises(BundleError, match=r"manymodels.yml(:2)?: the YAML nests deeper than 100 levels"):
+        load_config(tmp_path)
