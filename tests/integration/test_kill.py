@@ -69,13 +69,8 @@ def test_kill_9_of_train_takes_its_workers_and_the_run_shows_dead(fleet: Path) -
     done, mark = start_training(fleet, "train.fitting:kill,fit.segment:sleep")
     assert done.returncode == -9, done.stderr[-2000:]
     assert gone_within(mark, 5.0) == []  # before: workers lived on, one wrote its shard into the dead run 83 s later
-    runs = mm.load_bundle(fleet).runs("demand")
+    runs = mm.load_bundle(fleet).runs("demand")  # what `manymodels runs` lists
     assert [r.status for r in runs] == ["dead"]
-    listed = subprocess.run(  # noqa: S603
-        [MANYMODELS, "--bundle", str(fleet), "runs", "demand"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"}, check=False,
-    )
-    assert listed.returncode == 0 and "dead" in listed.stdout, listed.stdout + listed.stderr
 
 
 @pytest.mark.slow
