@@ -16,6 +16,39 @@ from manymodels.data import is_numeric, output_format, read_schema
 from manymodels.errors import BundleError, DataError
 from manymodels.estimators import accepted_params, add_import_roots, resolve_entry
 
+# Column names manymodels writes beside a model's segment columns (the manifest, the evaluation and monitoring
+# tables) or beside its input columns (scores): a segment, feature or label column of the same name would clash
+# (all-null predictions, duplicate columns, an input column overwritten). tests/unit/bundle keeps this list
+# level with the names the other layers use.
+RESERVED_COLUMNS = frozenset({
+    # the manifest
+    "segment_index", "status", "error", "rows", "n_train", "n_test", "shard", "checksum", "shard_checksum",
+    "model_format", "fingerprint", "fit_seconds", "constant", "profile", "source_run", "carried", "attempt",
+    "candidate", "params", "cv_folds", "cv_mean", "cv_std", "cv_baseline", "cv_scores", "cv_folds_won",
+    # metrics
+    "rmse", "mae", "mape", "r2", "logloss", "auc", "accuracy",
+    # evaluation and promotion
+    "challenger", "champion", "run_status", "train_rows", "has_champion", "same_model", "change", "decision",
+    "reason", "over_quality_gate", "basis",
+    # monitoring
+    "psi_max", "worst_column", "drifted", "degraded", "metric_increase", "served_by", "model_index", "metric_new",
+    # scores
+    "prediction", "model_source",
+})
+RESERVED_PREFIXES = ("psi.", "ks.", "p.")  # monitoring's per-column statistics
+
+
+def reserved(column: str) -> bool:
+    """Whether a column name clashes with one manymodels writes."""
+    return column in RESERVED_COLUMNS or column.startswith(RESERVED_PREFIXES)
+
+
+def _reserved_problem(config: BundleConfig, key: tuple[str | int, ...], column: str) -> str:
+    return (
+        f"{config.where(key)}{dotted(key)}: column {column!r} has a name manymodels gives its own columns (the "
+        "manifest, evaluation and monitoring tables, the scores); rename it in the data (a python task can)"
+    )
+
 
 def check_bundle(config: BundleConfig, data: bool = True, params: bool = True) -> list[str]:
     """Every problem of a resolved bundle, one line each (empty when it is sound).
@@ -43,6 +76,13 @@ def check_bundle(config: BundleConfig, data: bool = True, params: bool = True) -
                 problems.append(f"{config.where((*base, 'estimator', 'entry'))}{dotted(base)}.estimator.entry: {exc}")
         if params:
             problems += estimator_problems(config, name, model)
+        named: list[tuple[tuple[str | int, ...], str]] = [((*base, "segment_by", i), c) for i, c in
+                                                          enumerate(model.segment_by)]
+        named.append(((*base, "label"), model.label))
+        named += [((*base, "features", i), c) for i, c in enumerate(model.features or [])]
+        if isinstance(model.fallback, FallbackSpec):
+            named += [((*base, "fallback", "segment_by", i), c) for i, c in enumerate(model.fallback.segment_by)]
+        problems += [_reserved_problem(config, key, column) for key, column in named if reserved(column)]
     for name, job in res.jobs.items():
         problems += _check_job(config, name, job)
     if data:
@@ -285,6 +325,9 @@ def _columns_problems(
         )
     for i, col in enumerate(features):
         key = key_of("features", i) if model.features is not None else key_of("features")
+        if model.features is None and reserved(col):  # listed ones are reported without the data
+            problems.append(_reserved_problem(config, key, col) + " or list the features")
+            continue
         if col not in names:
             missing(key, col)
         elif not is_numeric(schema.field(col).type):

@@ -139,3 +139,35 @@ def test_unknown_estimator_parameters_are_errors_with_suggestions(tmp_path: Path
     aliases = check(tmp_path / "al", models={"demand": model_block(estimator={
         "type": "lightgbm", "params": {"n_estimators": 5, "min_child_samples": 3, "eta": 0.1}})})
     assert aliases == []  # LightGBM's own aliases are its parameters too
+
+
+def test_columns_named_like_manymodels_own_are_refused_with_their_line(tmp_path: Path) -> None:
+    """A segment column named `status` gave all-null predictions; a feature named `prediction` was overwritten."""
+    frame = segment_frame().rename(columns={"segment": "status", "f0": "prediction", "f1": "rows"})
+    found = check(tmp_path, frame=frame, models={"demand": model_block(segment_by=["status"], features=["prediction"])})
+    text = (tmp_path / "manymodels.yml").read_text().splitlines()
+    assert len(found) == 2, found
+    assert found[0].startswith(f"manymodels.yml:{text.index('      - status') + 1}: resources.models.demand."
+                               "segment_by[0]: column 'status' has a name manymodels gives its own columns")
+    assert "resources.models.demand.features[0]: column 'prediction'" in found[1]
+    # features left to the data: a data column of such a name is refused too, unless features are listed
+    found = check(tmp_path, frame=frame.rename(columns={"status": "segment"}), models={"demand": model_block(features=None)})
+    assert any("column 'rows' has a name manymodels gives" in line and "or list the features" in line
+               for line in found), found
+
+
+def test_the_reserved_names_cover_every_column_manymodels_writes() -> None:
+    from manymodels.bundle.checks import RESERVED_COLUMNS, reserved
+    from manymodels.jobs import decide, drift
+    from manymodels.registry import manifest as mf
+    from manymodels.segment import metric_names
+
+    written = {name for name, _ in (*mf.RESULT_FIELDS, *mf.SELECTION_FIELDS)}
+    written |= {mf.SOURCE_RUN, mf.CARRIED, mf.ATTEMPT, *metric_names("regression"), *metric_names("binary")}
+    written |= {decide.CHALLENGER, decide.CHAMPION, decide.RUN_STATUS, decide.RUN_ERROR, decide.TRAIN_ROWS,
+                decide.HAS_CHAMPION, decide.SAME_MODEL, decide.STATUS, decide.CHANGE, decide.DECISION, decide.REASON,
+                decide.OVER_GATE}
+    written |= {drift.STATUS, drift.ROWS, drift.PSI_MAX, drift.WORST_COLUMN, drift.DRIFTED_COL, drift.DEGRADED_COL,
+                drift.INCREASE, drift.SERVED_BY, "prediction", "model_source"}
+    assert written <= RESERVED_COLUMNS, written - RESERVED_COLUMNS
+    assert reserved("psi.price") and not reserved("price")
