@@ -238,6 +238,9 @@ class ModelSpec(Strict):
     split: SplitSpec = Field(default_factory=SplitSpec)
     metric: str | None = None
     min_rows: int = Field(default=5, ge=2)
+    # Rows with a null in a segment column: `drop` them (counted, and said, at every training), fit them as a
+    # segment of their `own`, or `fail` the training.
+    null_segments: Literal["drop", "own", "fail"] = "drop"
     experiment: str | None = None
     registered_model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     fallback: Literal["global"] | FallbackSpec | None = None

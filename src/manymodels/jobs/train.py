@@ -112,6 +112,32 @@ class _Hooks:
             self.on_warning(line)
 
 
+def _null_segments(
+    target: Target, name: str, engine: Engine, data: Fleet, path: Path, fmt: str, spec: SegmentSpec
+) -> tuple[Fleet, str | None]:
+    """The fleet without the segments whose key holds a null (`null_segments: drop`), and the warning saying so;
+    as it is with `own`; a DataError with `fail`. Never silent: null keys used to be pooled into one model."""
+    null_key = data.keys.isna().any(axis=1).to_numpy() if len(data.keys.columns) else np.zeros(len(data), bool)
+    if not null_key.any():
+        return data, None
+    model = target.model(name)
+    rows = int(np.asarray(data.sizes)[null_key].sum())
+    columns = ", ".join(model.segment_by)
+    where = target.config.where(("resources", "models", name, "null_segments"))
+    if model.null_segments == "fail":
+        raise DataError(
+            f"{where}{rows:,} rows of {model.dataset!r} have a null in segment column(s) {columns} and "
+            f"resources.models.{name}.null_segments is fail: fill or drop them first, or set it to drop or own"
+        )
+    if model.null_segments == "own":
+        return data, None
+    kept = engine.select(data, ~null_key, path, fmt, spec)
+    return kept, (
+        f"{rows:,} rows with a null in segment column(s) {columns} were left out (null_segments: drop, the default); "
+        "set null_segments: own to fit them as a segment of their own, or fail to stop"
+    )
+
+
 def _check_shard_destination(target: Target, artifact_location: str) -> None:
     """A cluster writes shards in the run's folder when that is a local (shared) path, else in engine.staging."""
     if local_path(artifact_location) is None and target.config.resolved.engine.staging is None:
@@ -136,6 +162,7 @@ def _train(
     model = target.model(name)
     path = Path(dataset.path)
     data = engine.load(path, dataset.fmt, spec, segments)
+    data, null_warning = _null_segments(target, name, engine, data, path, dataset.fmt, spec)
     if len(data) == 0:
         raise DataError(f"{path}: dataset {model.dataset!r} has no rows")
     largest = int(data.sizes.max())
@@ -155,6 +182,8 @@ def _train(
         if not plan.everything:
             data = engine.select(data, plan.train, path, dataset.fmt, spec)
     warnings = oversized_segments(data, target.config.resolved.engine.max_segment_rows)
+    if null_warning:
+        warnings.insert(0, null_warning)
     if plan is not None and plan.damaged:
         warnings.append(
             f"{len(plan.damaged):,} of the champion's models are damaged and are trained again instead of carried; "
