@@ -73,6 +73,15 @@ def test_promotion_faults_leave_nothing_half_done(tmp_path: Path) -> None:
     project.rollback("demand")  # and back
     assert state(project) == before
 
+    # killed after `previous` moved onto the champion: a rollback still finds the real previous
+    code, out = cli(tmp_path, "promote", "demand", "--all", fault="promote.previous_moved:kill")
+    assert code == -9, out
+    assert holder(project, "previous") == second == holder(project, "champion")
+    rolled = project.rollback("demand")
+    assert (rolled.before, rolled.after) == (second, first)
+    project.rollback("demand")
+    assert state(project) == before
+
     # a rollback to a version whose files are gone is refused before the alias moves
     run = next(v.run_id for v in project.versions("demand") if v.version == first)
     packs = list((tmp_path / ".manymodels" / "artifacts").glob(f"*/{run}/artifacts/model/pack"))

@@ -179,6 +179,7 @@ def _register(
         "champion_version": champion.version if champion else "none",
         "registered_model": registry.name,
     }
+    before = registry.by_alias(PREVIOUS)  # put back if this promotion stops after moving it
     run_id, artifact_uri = tracker.start_run(exp_id, f"{name}-promote-{time.strftime('%Y%m%d-%H%M%S')}", tags, params)
     outcome.run_id = run_id
     with tracker.run_folder(run_id, artifact_uri) as folder:
@@ -213,11 +214,11 @@ def _register(
                 TAG + "registered_by": current_user(),
                 TAG + "previous_version": str(champion.version) if champion else "",
                 COMPLETE: "false",  # until the aliases moved: a promotion that dies before leaves it marked
+                PRIOR_PREVIOUS: str(before.version) if before else "",  # what `previous` was, for the next promote
             },
             description=f"{outcome.promoted} segment(s) from run {outcome.challenger_run}, {outcome.kept} kept",
         )
         faults.point("promote.registered")
-        before = registry.by_alias(PREVIOUS)
         try:
             if champion is not None:
                 registry.set_alias(PREVIOUS, champion.version)
@@ -235,6 +236,9 @@ def _register(
         outcome.version = registered.version
 
 
+PRIOR_PREVIOUS = TAG + "prior_previous"  # a version tag: alias `previous` before its promotion moved it
+
+
 def _best_effort(step: Callable[[], None]) -> None:
     try:
         step()
@@ -248,6 +252,14 @@ def _remove_incomplete(registry: ModelRegistry) -> list[int]:
     removed = []
     for version in registry.versions():
         if version.tags.get(COMPLETE) == "false" and not version.aliases:
+            aliases = registry.aliases() or {}
+            prior = version.tags.get(PRIOR_PREVIOUS)
+            if prior is not None and CHAMPION in aliases and aliases.get(PREVIOUS) == aliases[CHAMPION]:
+                # it died after moving `previous` onto the champion: the real previous comes back
+                if prior:
+                    registry.set_alias(PREVIOUS, int(prior))
+                else:
+                    registry.delete_alias(PREVIOUS)
             registry.delete_version(version.version)
             removed.append(version.version)
     return removed
@@ -263,6 +275,7 @@ def rollback(target: Target, name: str, to: int | None = None, force_lock: int =
     """
     registry = target.registry(name)
     with registry.lock("rollback", force=force_lock):
+        _remove_incomplete(registry)  # a promotion killed half-way may have left `previous` on the champion
         aliases = registry.aliases()
         if not aliases or CHAMPION not in aliases:
             raise RegistryError(f"registered model {registry.name!r} has no champion to roll back")
