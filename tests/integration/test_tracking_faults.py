@@ -4,6 +4,8 @@ finished loses nothing: the fitted pack is kept on disk and `upload` logs it onc
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -74,3 +76,36 @@ def test_the_server_failing_at_the_end_of_a_training_loses_nothing(tmp_path: Pat
     assert not kept[0].exists()
     code, out, _ = cli(tmp_path, "score", "demand", "--data", "to_score", "--out", str(tmp_path / "s.parquet"))
     assert code == 0 and run_id in out, out
+
+
+def test_staging_folders_of_dead_runs_are_swept(tmp_path: Path, mlflow_server: str) -> None:
+    """A command killed with SIGKILL leaves its staging folder in the temporary folder; the next training sweeps
+    the ones whose run is over or whose process is gone, and leaves a live run's and unknown runs' alone."""
+    import tempfile
+    import uuid
+
+    from mlflow.tracking import MlflowClient
+
+    from manymodels.registry import Tracker
+
+    client = MlflowClient(mlflow_server)
+    exp = client.create_experiment(f"sweep-{uuid.uuid4().hex[:8]}")
+    gone = client.create_run(exp, tags={"manymodels.status": "running", "manymodels.host": socket.gethostname(),
+                                        "manymodels.pid": str(dead_pid())}).info.run_id
+    alive = client.create_run(exp, tags={"manymodels.status": "running", "manymodels.host": socket.gethostname(),
+                                         "manymodels.pid": str(os.getpid())}).info.run_id
+    folders = {name: Path(tempfile.mkdtemp(prefix=f"manymodels-{run}-")) for name, run in
+               (("gone", gone), ("alive", alive), ("unknown", uuid.uuid4().hex))}
+    try:
+        removed = Tracker(mlflow_server).sweep_staging()
+        assert folders["gone"] in removed and not folders["gone"].exists()
+        assert folders["alive"].exists() and folders["unknown"].exists()
+    finally:
+        for folder in folders.values():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])  # noqa: S607 - a process that is gone once waited for
+    proc.wait()
+    return proc.pid

@@ -193,6 +193,7 @@ def _train(
         hooks.warn(line)
     engine.ready()  # a pool that cannot start is an error before any run exists
     tracker = target.tracker
+    tracker.sweep_staging()  # what runs killed before left in the temporary folder
     run_id, artifact_uri = tracker.start_run(
         exp_id,
         f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",

@@ -302,6 +302,28 @@ class Tracker:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
 
+    def sweep_staging(self) -> list[Path]:
+        """Remove the staging folders (`run_folder`'s, in the temporary folder) of this server's runs whose process
+        is gone: a command killed with SIGKILL cleans nothing up. A run this host still runs keeps its folder.
+
+        Returns:
+            The folders removed.
+        """
+        removed = []
+        for folder in Path(tempfile.gettempdir()).glob("manymodels-*-*"):
+            run_id = folder.name.split("-")[1]
+            if not folder.is_dir() or not re.fullmatch(r"[0-9a-f]{32}", run_id):
+                continue
+            try:
+                tags = self.client.get_run(run_id).data.tags
+            except Exception:  # noqa: BLE001, S112 - another server's run, or no answer: not ours to judge now
+                continue
+            if run_status(tags, "running") == STATUS_RUNNING:
+                continue  # still at work (or on another host: left alone)
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        return removed
+
     def upload(self, kept: Path) -> str:
         """Finish a run whose end the server missed, from the folder `run_folder` kept: log its files, metrics
         and tags, mark it done, remove the folder. Returns the run id.

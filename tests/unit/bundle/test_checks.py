@@ -151,7 +151,8 @@ def test_columns_named_like_manymodels_own_are_refused_with_their_line(tmp_path:
                                "segment_by[0]: column 'status' has a name manymodels gives its own columns")
     assert "resources.models.demand.features[0]: column 'prediction'" in found[1]
     # features left to the data: a data column of such a name is refused too, unless features are listed
-    found = check(tmp_path, frame=frame.rename(columns={"status": "segment"}), models={"demand": model_block(features=None)})
+    found = check(tmp_path, frame=frame.rename(columns={"status": "segment"}),
+                  models={"demand": model_block(features=None)})
     assert any("column 'rows' has a name manymodels gives" in line and "or list the features" in line
                for line in found), found
 
