@@ -482,7 +482,7 @@ class Pack:
         if changed and strict:
             raise self.damage(name, None, "the file fails its checksum (its bytes changed after it was written)")
         try:
-            models, trouble = models_of(data)
+            models, trouble, unverified = models_of(data, lenient=not strict)
         except (OSError, ValueError) as exc:
             reason = _first_line(exc)
             if changed and not strict:
@@ -493,6 +493,9 @@ class Pack:
             if strict:
                 raise self.damage(name, None, trouble)
             self._troubles[name] = trouble  # the models it held are missing: each is named with this, when asked
+            # a model read past a failed CRC is kept only if its own checksum is known (it is checked before use)
+            sums = dict(zip(self._routes().segments.tolist(), self._routes().checksums, strict=True))
+            models = {i: m for i, m in models.items() if i not in unverified or sums.get(i) is not None}
         return models
 
     def trouble(self, shard: str) -> str | None:

@@ -142,30 +142,48 @@ def read_shard(path: Path | str) -> dict[int, tuple[str, bytes]]:
     Raises:
         OSError, ValueError: the file is missing or damaged (a page failing its CRC among them).
     """
-    models, trouble = models_of(read_bytes(path))
+    models, trouble, _ = models_of(read_bytes(path))
     if trouble:
         raise ValueError(trouble)
     return models
 
 
-def models_of(data: bytes) -> tuple[dict[int, tuple[str, bytes]], str | None]:
+def models_of(data: bytes, lenient: bool = False) -> tuple[dict[int, tuple[str, bytes]], str | None, set[int]]:
     """The models of a shard file's bytes by segment index, read row group by row group (pages' CRCs checked
     where written), and why some did not read (None: all did): a damaged row group costs only its models.
+
+    With `lenient`, a row group whose page fails its CRC is read again without the check: what still reads is
+    returned too, its segment indices in the third item (unverified: usable only where each model's own checksum
+    is known and matches, so one flipped bit costs the model it hit, not the row group's).
 
     Raises:
         OSError, ValueError: the file's footer does not read.
     """
-    file = pq.ParquetFile(io.BytesIO(data), page_checksum_verification=True)
+    checked = pq.ParquetFile(io.BytesIO(data), page_checksum_verification=True)
+    unchecked = None
     models: dict[int, tuple[str, bytes]] = {}
+    unverified: set[int] = set()
     trouble = None
-    for group in range(file.metadata.num_row_groups):
+    for group in range(checked.metadata.num_row_groups):
         try:
-            table = file.read_row_group(group)
-            indices = table.column("segment_index").to_pylist()
-            formats = table.column("format").to_pylist()
-            blobs = table.column("model").to_pylist()
+            models.update(_group(checked, group))
+            continue
         except (OSError, ValueError, KeyError) as exc:
             trouble = trouble or f"row group {group} does not read: {str(exc).strip().splitlines()[0][:200]}"
-            continue
-        models.update((i, (f, b)) for i, f, b in zip(indices, formats, blobs, strict=True))
-    return models, trouble
+        if lenient:
+            try:
+                unchecked = unchecked or pq.ParquetFile(io.BytesIO(data))
+                found = _group(unchecked, group)
+            except (OSError, ValueError, KeyError):
+                continue
+            models.update(found)
+            unverified.update(found)
+    return models, trouble, unverified
+
+
+def _group(file: pq.ParquetFile, group: int) -> dict[int, tuple[str, bytes]]:
+    table = file.read_row_group(group)
+    indices = table.column("segment_index").to_pylist()
+    formats = table.column("format").to_pylist()
+    blobs = table.column("model").to_pylist()
+    return dict(zip(indices, zip(formats, blobs, strict=True), strict=True))
