@@ -39,8 +39,6 @@ def test_the_server_failing_at_the_end_of_a_training_loses_nothing(tmp_path: Pat
     relay.cut()  # unreachable at start: one line, exit 2, nothing started
     code, out, seconds = cli(tmp_path, "train", "demand", "--workers", "1")
     assert code == 2 and "is not reachable (connection refused)" in out and seconds < 30, out
-    code, out, _ = cli(tmp_path, "upload")  # nothing kept yet, and the server is down: exit 2 all the same
-    assert code == 2, out
     relay.mend()
 
     gate = tmp_path / "gate"
