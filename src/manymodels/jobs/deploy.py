@@ -304,9 +304,10 @@ def _busy(target: Target, plan: DestroyPlan) -> list[str]:
                 busy.append(f"run {run.info.run_id} in {name} is running (pid {run.data.tags.get(TAG + 'pid', '?')} "
                             f"on {where})")
     for model in target.config.resolved.resources.models:
-        holder = target.registry(model).held_lock()
-        if holder is not None and "process gone" not in holder:
-            busy.append(f"{target.registry(model).name} is locked by {holder}")
+        registry = target.registry(model)
+        holder = registry.held_lock(live_only=True)
+        if holder is not None:
+            busy.append(f"{registry.name} is locked by {holder}")
     return busy
 
 

@@ -103,11 +103,12 @@ def copy_models(
             models = pack.shard(str(shard))
             for old, want in zip(group[SEGMENT_INDEX].to_numpy(dtype=np.int64), expected[group.index], strict=True):
                 found = models.get(int(old))
-                problem = model_problem(found, None if pd.isna(want) else str(want), pack.trouble(str(shard)))
+                known = None if pd.isna(want) else str(want)
+                problem = model_problem(found, known, pack.trouble(str(shard)))
                 if problem or found is None:
                     raise pack.damage(str(shard), int(old), problem or "missing")
                 fmt, blob = found
-                new_sum.append(checksum(blob))
+                new_sum.append(known or checksum(blob))  # checked above when known: the same bytes
                 buffer[0].append(next_index)
                 buffer[1].append(fmt)
                 buffer[2].append(blob)

@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +32,18 @@ from manymodels.registry.manifest import (
     PackLayout,
     routes,
 )
-from manymodels.segment.shards import checksum, exists, is_url, models_of, put_file, read_bytes
+from manymodels.segment.shards import checksum, exists, group_models, is_url, models_of, put_file, read_bytes
 
 PACK_VERSION = 1
 MODEL_SOURCE = "model_source"  # which model served a row: segment, fallback, damaged, or null (none)
 SEGMENT, FALLBACK_SOURCE = "segment", "fallback"
 # The row's segment has a model but its bytes are damaged (checksum, unreadable shard): the fallback served it.
 DAMAGED_SOURCE = "damaged"
+TIME = "time"  # PackInfo.extra's key of the time column seasonal baselines read
 
 
 class DamagedModel(RegistryError):
     """A segment's model whose bytes fail their checksum or whose shard cannot be read: it is never loaded."""
-TIME = "time"  # PackInfo.extra's key of the time column seasonal baselines read
 
 
 @dataclass(frozen=True)
@@ -293,12 +294,11 @@ class Pack:
             How many were loaded (stops early when `stop` is set).
         """
         router = self._routes()
-        position = dict(zip(router.segments.tolist(), range(len(router.segments)), strict=True))
         loaded = 0
         for segment in list(indices)[: self._model_cache_size]:
             if stop is not None and stop.is_set():
                 break
-            at = position.get(int(segment))
+            at = router.position.get(int(segment))
             if at is not None:
                 try:
                     self._model(str(router.shards[at]), int(segment), router.checksums[at])
@@ -332,7 +332,7 @@ class Pack:
         What a changed-only run asks before it carries models into a new run.
         """
         router = self._routes()
-        position = dict(zip(router.segments.tolist(), range(len(router.segments)), strict=True))
+        position = router.position
         wanted = [(str(router.shards[position[int(i)]]), int(i)) for i in indices if int(i) in position]
         damaged: dict[int, str] = {}
         for name in sorted({shard for shard, _ in wanted}):
@@ -494,8 +494,9 @@ class Pack:
                 raise self.damage(name, None, trouble)
             self._troubles[name] = trouble  # the models it held are missing: each is named with this, when asked
             # a model read past a failed CRC is kept only if its own checksum is known (it is checked before use)
-            sums = dict(zip(self._routes().segments.tolist(), self._routes().checksums, strict=True))
-            models = {i: m for i, m in models.items() if i not in unverified or sums.get(i) is not None}
+            router = self._routes()
+            models = {i: m for i, m in models.items()
+                      if i not in unverified or (i in router.position and router.checksums[router.position[i]])}
         return models
 
     def trouble(self, shard: str) -> str | None:
@@ -549,6 +550,11 @@ class _Router:
     dtypes: dict[str, Any]  # the manifest's key types, which input keys are cast to
     as_object: frozenset[str]  # text keys, matched as Python strings (pandas' Arrow strings re-hash per lookup)
 
+    @cached_property
+    def position(self) -> dict[int, int]:
+        """Each served segment index's router position."""
+        return dict(zip(self.segments.tolist(), range(len(self.segments)), strict=True))
+
     @classmethod
     def of(cls, ok: pd.DataFrame, segment_by: Sequence[str]) -> _Router:
         text = frozenset(c for c in segment_by if pd.api.types.is_string_dtype(ok[c]) or ok[c].dtype == object)
@@ -595,12 +601,10 @@ class _ShardFile:
         for g, span in enumerate(self.ranges):
             if span is not None and not span[0] <= segment <= span[1]:
                 continue
-            table = self.file.read_row_group(g)
-            indices = table.column(SEGMENT_INDEX).to_pylist()
-            if segment in indices:
-                formats, blobs = table.column("format").to_pylist(), table.column("model").to_pylist()
-                self._last = {i: (f, b) for i, f, b in zip(indices, formats, blobs, strict=True)}
-                return self._last[segment]
+            models = group_models(self.file, g)
+            if segment in models:
+                self._last = models
+                return models[segment]
         return None
 
     def close(self) -> None:

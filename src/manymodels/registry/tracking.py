@@ -279,11 +279,13 @@ class Tracker:
         (nothing fitted is lost: `upload` logs it later) and the error says so.
         """
         local = local_path(artifact_uri)
-        staging = None if local is not None else Path(tempfile.mkdtemp(prefix=f"manymodels-{run_id}-"))
-        path = local if local is not None else staging / ARTIFACTS_DIR  # type: ignore[operator]
+        staging = None
+        if local is None:  # staged here, uploaded by finish_run
+            staging = Path(tempfile.mkdtemp(prefix=f"manymodels-{run_id}-"))
+            local = staging / ARTIFACTS_DIR
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            yield RunFolder(path, None if local is not None else path)
+            local.mkdir(parents=True, exist_ok=True)
+            yield RunFolder(local, None if staging is None else local)
         except FinishFailed as exc:
             if staging is not None and keep_in is not None and (staging / FINISH_FILE).exists():
                 kept = keep_in / run_id

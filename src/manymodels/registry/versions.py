@@ -235,10 +235,13 @@ class ModelRegistry:
         """Remove the family's lock whoever holds it (`destroy`, once it has checked nobody alive does)."""
         self._drop_lock(self.name + LOCK_SUFFIX)
 
-    def held_lock(self) -> str | None:
-        """Who holds the family's lock (as shown in messages), None when nobody does."""
+    def held_lock(self, live_only: bool = False) -> str | None:
+        """Who holds the family's lock (as shown in messages), None when nobody does (with `live_only`, nobody
+        whose process is not known to be gone)."""
         found = self._holder_of(self.name + LOCK_SUFFIX)
-        return None if found is None else _describe_holder(found)
+        if found is None or (live_only and is_gone(found.get("host"), found.get("pid"), found.get("pid_start"))):
+            return None
+        return _describe_holder(found)
 
     def _holder_of(self, lock_name: str) -> dict[str, Any] | None:
         """The lock's holder as written (empty when unreadable), None when there is no lock."""

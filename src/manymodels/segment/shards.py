@@ -166,14 +166,14 @@ def models_of(data: bytes, lenient: bool = False) -> tuple[dict[int, tuple[str, 
     trouble = None
     for group in range(checked.metadata.num_row_groups):
         try:
-            models.update(_group(checked, group))
+            models.update(group_models(checked, group))
             continue
         except (OSError, ValueError, KeyError) as exc:
             trouble = trouble or f"row group {group} does not read: {str(exc).strip().splitlines()[0][:200]}"
         if lenient:
             try:
                 unchecked = unchecked or pq.ParquetFile(io.BytesIO(data))
-                found = _group(unchecked, group)
+                found = group_models(unchecked, group)
             except (OSError, ValueError, KeyError):
                 continue
             models.update(found)
@@ -181,7 +181,12 @@ def models_of(data: bytes, lenient: bool = False) -> tuple[dict[int, tuple[str, 
     return models, trouble, unverified
 
 
-def _group(file: pq.ParquetFile, group: int) -> dict[int, tuple[str, bytes]]:
+def group_models(file: pq.ParquetFile, group: int) -> dict[int, tuple[str, bytes]]:
+    """One row group's models by segment index: (format, bytes).
+
+    Raises:
+        OSError, ValueError: the row group does not read (a page failing its CRC, where the file checks them).
+    """
     table = file.read_row_group(group)
     indices = table.column("segment_index").to_pylist()
     formats = table.column("format").to_pylist()
