@@ -4,8 +4,10 @@ Actions: `kill` (SIGKILL: nothing runs after it), `term` (SIGTERM, as `kill PID`
 sends), `sleep` (60 s: a long fit inside a model library), `pause` (write `<gate>.paused` and wait until the
 file `<gate>` exists, where `MANYMODELS_FAULT_GATE` names it: a test acts at that moment), `raise` (an exception
 of its own). Points are named
-`<where>.<moment>`, e.g. `train.fitting`; several are given with commas (`train.fitting:kill,fit.segment:sleep`).
-Worker processes inherit the variable. Unset (always, outside the tests) a point costs one dictionary lookup.
+`<where>.<moment>`, e.g. `train.fitting`; several are given with commas (`train.fitting:kill,fit.segment:sleep`);
+`<point>@N:<action>` acts only the N-th time this process passes the point (`train.chunk@5:kill`: after five
+chunks). Worker processes inherit the variable. Unset (always, outside the tests) a point costs one dictionary
+lookup.
 """
 
 from __future__ import annotations
@@ -27,10 +29,15 @@ def point(name: str) -> None:
     wanted = os.environ.get(ENV)
     if not wanted:
         return
+    passes = _PASSES[name] = _PASSES.get(name, 0) + 1
     for item in wanted.split(","):
         where, _, action = item.partition(":")
-        if where == name:
+        where, _, nth = where.partition("@")
+        if where == name and (not nth or int(nth) == passes):
             _act(name, action)
+
+
+_PASSES: dict[str, int] = {}  # how many times this process passed each point
 
 
 def _act(name: str, action: str) -> None:

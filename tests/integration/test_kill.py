@@ -78,6 +78,7 @@ def test_sigterm_of_train_is_like_ctrl_c(fleet: Path) -> None:
     done, mark = start_training(fleet, "train.fitting:term,fit.segment:sleep")
     assert done.returncode == 143, done.stdout[-2000:] + done.stderr[-2000:]
     assert "terminated (SIGTERM)" in done.stderr and "Traceback" not in done.stderr
+    assert "`manymodels train demand --resume " in done.stderr  # how to finish it
     assert gone_within(mark, 5.0) == []
     runs = mm.load_bundle(fleet).runs("demand")
     assert [r.status for r in runs] == ["failed"]

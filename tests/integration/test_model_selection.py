@@ -11,7 +11,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 import manymodels as mm
-from helpers import write_bundle
+from helpers import edit_bundle, write_bundle
 from manymodels.cli.main import app
 
 runner = CliRunner()
@@ -133,6 +133,35 @@ def test_global_tuning_finds_one_parameter_set_and_fits_every_segment_with_it(tm
     assert len(won_by_lgbm) > 0
     assert {json.dumps(json.loads(p), sort_keys=True) for p in won_by_lgbm["params"]} == {
         json.dumps(best, sort_keys=True)}
+
+
+def test_a_globally_tuned_run_resumes_with_the_parameters_its_study_found(tmp_path: Path) -> None:
+    import pytest
+
+    model = selecting_model()
+    model["candidates"] = [{"name": "lgbm", "params": {"num_boost_round": 10, "min_data_in_leaf": 3}}]
+    model["tuning"] = {"lgbm": {"space": {"num_leaves": [2, 4, 8], "learning_rate": {"float": [0.05, 0.5]}},
+                                "trials": 3, "scope": "global", "sample": 3}}
+    path = write_bundle(tmp_path, frame=panel(stores=6, seasonal=0), models={"demand": model})
+    edit_bundle(path, lambda doc: doc["targets"]["dev"].update(engine={"max_chunk_rows": 80}))  # 2 stores a chunk
+    project = mm.load_bundle(path)
+    done = [0]
+
+    def stop(n: int) -> None:
+        done[0] += n
+        if done[0] >= 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        project.train("demand", workers=1, on_progress=stop)
+    run_id = project.runs("demand")[0].run_id
+    resumed = project.train("demand", resume=run_id, workers=1)
+    # the 4 stores of the chunks finished were kept: the spec with the study's parameters is the one they were
+    # fitted with (a new study could have found others, and every model would have been fitted again)
+    assert resumed.summary["segments_resumed"] == 4 and resumed.summary["segments_ok"] == 6
+    params = {json.dumps(json.loads(p), sort_keys=True) for p in resumed.manifest["params"]}
+    best = mlflow.MlflowClient(project.tracking_uri).get_run(run_id).data.params["tuning.lgbm.best"]
+    assert params == {json.dumps(json.loads(best), sort_keys=True)}
 
 
 def test_global_tuning_that_fails_every_trial_stops_before_any_run(tmp_path: Path) -> None:

@@ -88,16 +88,21 @@ def test_staging_folders_of_dead_runs_are_swept(tmp_path: Path, mlflow_server: s
 
     client = MlflowClient(mlflow_server)
     exp = client.create_experiment(f"sweep-{uuid.uuid4().hex[:8]}")
-    gone = client.create_run(exp, tags={"manymodels.status": "running", "manymodels.host": socket.gethostname(),
-                                        "manymodels.pid": str(dead_pid())}).info.run_id
-    alive = client.create_run(exp, tags={"manymodels.status": "running", "manymodels.host": socket.gethostname(),
+    here = {"manymodels.host": socket.gethostname(), "manymodels.bundle": "b"}
+    dead = {**here, "manymodels.status": "running", "manymodels.pid": str(dead_pid())}
+    gone = client.create_run(exp, tags={**dead, "manymodels.model": "m"}).info.run_id
+    other = client.create_run(exp, tags={**dead, "manymodels.model": "other"}).info.run_id
+    done = client.create_run(exp, tags={**here, "manymodels.status": "ok", "manymodels.model": "other"}).info.run_id
+    alive = client.create_run(exp, tags={**here, "manymodels.status": "running", "manymodels.model": "m",
                                          "manymodels.pid": str(os.getpid())}).info.run_id
     folders = {name: Path(tempfile.mkdtemp(prefix=f"manymodels-{run}-")) for name, run in
-               (("gone", gone), ("alive", alive), ("unknown", uuid.uuid4().hex))}
+               (("gone", gone), ("other", other), ("done", done), ("alive", alive), ("unknown", uuid.uuid4().hex))}
     try:
-        removed = Tracker(mlflow_server).sweep_staging()
-        assert folders["gone"] in removed and not folders["gone"].exists()
-        assert folders["alive"].exists() and folders["unknown"].exists()
+        removed = Tracker(mlflow_server).sweep_staging("b", "m")
+        assert set(removed) == {folders["gone"], folders["done"]}
+        assert not folders["gone"].exists() and not folders["done"].exists()
+        # another model's dead run keeps its files for `train --resume` until that model trains again
+        assert folders["alive"].exists() and folders["unknown"].exists() and folders["other"].exists()
     finally:
         for folder in folders.values():
             shutil.rmtree(folder, ignore_errors=True)

@@ -43,8 +43,17 @@ def train_cmd(
             "--changed-only", help="Fit only segments whose rows or spec differ from the champion's; carry the rest."
         ),
     ] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="RUN_ID",
+            help="Finish a training run that died or was stopped: fit the segments it had left, keep the rest.",
+        ),
+    ] = None,
 ) -> None:
     """Train one model per segment and log them as one MLflow run."""
+    from manymodels.cli.app import Terminated
     from manymodels.jobs import train
 
     def body() -> int:
@@ -61,8 +70,26 @@ def train_cmd(
             if not wanted:
                 render.out.print(f"monitoring run {run_id} flagged no segment: nothing to train", markup=False)
                 return 0
-        with render.segment_progress(f"train {model}") as hooks:
-            outcome = train(ctx, model, segments=wanted, workers=workers, changed_only=changed_only, **hooks)
+        started: list[str] = []
+        try:
+            with render.segment_progress(f"train {model}") as hooks:
+                begin = hooks["on_start"]
+
+                def on_start(total: int, run_id: str) -> None:
+                    started.append(run_id)
+                    begin(total, run_id)
+
+                hooks["on_start"] = on_start
+                outcome = train(ctx, model, segments=wanted, workers=workers, changed_only=changed_only,
+                                resume=resume, **hooks)
+        except (KeyboardInterrupt, Terminated):
+            if started:
+                render.err.print(
+                    f"run {started[0]} stopped: `manymodels train {model} --resume {started[0]}` fits the segments "
+                    "it had left and keeps those it finished",
+                    markup=False,
+                )
+            raise
         render.train_summary(outcome)
         return 0 if outcome.ok else 1
 

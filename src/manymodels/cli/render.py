@@ -130,6 +130,10 @@ def train_summary(outcome: TrainOutcome) -> None:
             f"{int(s['segments_gone']):,} gone"
             + (f", {int(s['segments_damaged']):,} damaged (trained again)" if s.get("segments_damaged") else ""),
         )
+    if "segments_resumed" in s:
+        kept = int(s["segments_resumed"])
+        table.add_row("resumed", f"{kept:,} segment(s) kept from before the run stopped, "
+                                 f"{int(s['segments_total']) - kept - int(s.get('segments_carried', 0)):,} fitted now")
     if "fallback_ok" in s:
         groups = int(s["fallback_ok"] + s["fallback_failed"])
         table.add_row("fallback", f"{int(s['fallback_ok']):,} ok / {int(s['fallback_failed']):,} failed of {groups:,}")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from loky import ProcessPoolExecutor
 
+from manymodels import faults
 from manymodels.data import read_frame, write_table
 from manymodels.engines.base import (
     Dataset,
@@ -39,10 +40,11 @@ from manymodels.engines.operations import (
     wanted_segments,
 )
 from manymodels.engines.progress import Tally
+from manymodels.engines.records import fit_recorded
 from manymodels.errors import DataError, EngineError, EngineSetupError
 from manymodels.registry import manifest as mf
 from manymodels.registry.pack import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE
-from manymodels.segment import SegmentResult, SegmentSpec, fit_chunk
+from manymodels.segment import SegmentResult, SegmentSpec
 from manymodels.segment.fit import FAILED, segment_fingerprints
 
 # Workers are fresh interpreters (loky: fork + exec), never forked copies of this process: a forked
@@ -156,7 +158,7 @@ class LocalEngine:
             self.close()
             one = (lambda _done: on_progress(1)) if on_progress else None
             for frame, bounds, chunk_id in tasks:
-                results += fit_chunk(frame, bounds, spec, chunk_id, shard_dir, one)
+                results += fit_recorded(frame, bounds, spec, chunk_id, shard_dir, one)
             return sorted(results, key=lambda r: r.index)
         largest_first = sorted(tasks, key=lambda t: -len(t[0]))
         lost: list[Task] = []
@@ -164,7 +166,7 @@ class LocalEngine:
         pool, self._pool = self._pool or _new_pool(workers), None
         with _stopped_at_exit(pool), Tally(len(chunks), len(data), on_progress) as tally:
             futures: dict[Future[list[SegmentResult]], Task] = {
-                pool.submit(fit_chunk, frame, bounds, spec, chunk_id, shard_dir, tally.slot(chunk_id)): (
+                pool.submit(fit_recorded, frame, bounds, spec, chunk_id, shard_dir, tally.slot(chunk_id)): (
                     frame,
                     bounds,
                     chunk_id,
@@ -178,6 +180,7 @@ class LocalEngine:
                 for future in finished:
                     try:
                         results += future.result()
+                        faults.point("train.chunk")  # a test stops the command with some chunks done
                     except BrokenProcessPool:
                         lost.append(futures[future])  # maybe not this chunk's fault: retried alone below
                     except Exception as exc:  # noqa: BLE001 - a chunk's trouble fails its segments, not the run
@@ -330,7 +333,7 @@ class LocalEngine:
                 pool = pool or _new_pool(1)
                 try:
                     slot = tally.slot(chunk_id)
-                    done = pool.submit(fit_chunk, frame, bounds, spec, chunk_id, shard_dir, slot).result()
+                    done = pool.submit(fit_recorded, frame, bounds, spec, chunk_id, shard_dir, slot).result()
                 except BrokenProcessPool:
                     pool.shutdown(wait=False)
                     pool = None

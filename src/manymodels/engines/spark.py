@@ -36,6 +36,7 @@ from manymodels.engines.operations import (
     open_pack,
     wanted_segments,
 )
+from manymodels.engines.records import fit_recorded
 from manymodels.engines.spark_session import (
     build_session,
     parallelism,
@@ -48,7 +49,7 @@ from manymodels.engines.spark_session import (
 )
 from manymodels.registry import manifest as mf
 from manymodels.registry.pack import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE, PackPredict
-from manymodels.segment import SegmentResult, SegmentSpec, fit_chunk
+from manymodels.segment import SegmentResult, SegmentSpec
 
 # Every chunk is one pandas frame in one Python worker, sent as Arrow: stay far below Arrow's
 # 2 GiB per-batch limit however many small segments share a chunk.
@@ -197,7 +198,7 @@ class SparkEngine:
 
         def fit_group(pdf: pd.DataFrame) -> pd.DataFrame:
             frame, bounds = _chunk_bounds(pdf)
-            results = fit_chunk(frame, bounds, spec, int(pdf[CHUNK].iloc[0]), shard_dir)
+            results = fit_recorded(frame, bounds, spec, int(pdf[CHUNK].iloc[0]), shard_dir)
             return mf.result_rows(results, spec).assign(**{mf.ATTEMPT: np.int32(_attempt())})
 
         with stage_progress(self.session, len(fleet), on_progress) as finish:

@@ -127,11 +127,14 @@ class Project:
         workers: int | None = None,
         on_progress: Callable[[int], None] | None = None,
         changed_only: bool = False,
+        resume: str | None = None,
     ) -> TrainRun:
         """Train one model per segment; returns the run (its metrics: one row per segment).
 
         With `changed_only`, only segments whose fingerprint differs from the champion's are fitted;
-        the others' models are carried over.
+        the others' models are carried over. With `resume` (a run id), a training run of this model
+        that died or was stopped is finished: the segments it had left are fitted into it, those it
+        finished kept.
         """
         outcome = train(
             self.target_context,
@@ -140,6 +143,7 @@ class Project:
             workers=workers,
             on_progress=on_progress,
             changed_only=changed_only,
+            resume=resume,
         )
         return TrainRun(outcome)
 

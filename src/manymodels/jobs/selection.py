@@ -123,6 +123,17 @@ def _global_study(
     return {**candidate.params, **best.params}, float(values[complete.index(best)]), len(study.trials)
 
 
+def with_tuned(spec: SegmentSpec, found: dict[str, dict[str, Any]]) -> SegmentSpec:
+    """The spec with each globally tuned candidate's parameters fixed to those a study found before (a resumed
+    run's: `found` maps candidate name to parameters), as `tune_globally` returns it."""
+    candidates = [
+        replace(c, params=dict(found[c.name]), space={}, trials=0, scope="segment")
+        if c.tuned_globally and c.name in found else c
+        for c in spec.choices()
+    ]
+    return replace(spec, candidates=tuple(candidates))
+
+
 def tuned_globally(spec: SegmentSpec) -> bool:
     """Whether a candidate of the spec is tuned once for the fleet."""
     return spec.selecting and any(c.tuned_globally for c in spec.choices())

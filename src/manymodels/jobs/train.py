@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,21 +18,55 @@ import pandas as pd
 from manymodels import faults
 from manymodels.data import write_parquet
 from manymodels.engines import Dataset, Engine, Fleet
+from manymodels.engines.base import segment_labels
+from manymodels.engines.records import (
+    drop_records,
+    read_plan,
+    read_records,
+    record_name,
+    stale_files,
+    write_plan,
+    write_record,
+)
 from manymodels.errors import BundleError, DataError, EngineSetupError
 from manymodels.jobs.changes import ChangePlan, plan_changes
 from manymodels.jobs.context import Target
 from manymodels.jobs.pages import run_facts, training_sections, write_report
-from manymodels.jobs.selection import baseline_warning, selection_summary, tune_globally, tuned_globally
+from manymodels.jobs.selection import (
+    baseline_warning,
+    selection_summary,
+    tune_globally,
+    tuned_globally,
+    with_tuned,
+)
 from manymodels.registry import PackInfo, write_pack_files
 from manymodels.registry import manifest as mf
 from manymodels.registry.compose import copy_models
 from manymodels.registry.manifest import PackLayout
-from manymodels.registry.pack import TIME
+from manymodels.registry.pack import TIME, Pack
 from manymodels.registry.pyfunc import describe_model, save_pack_model
-from manymodels.registry.tracking import TAG, current_user, git_commit, local_path
+from manymodels.registry.tracking import (
+    ARTIFACTS_DIR,
+    STATUS_OK,
+    STATUS_RUNNING,
+    TAG,
+    RunInfo,
+    current_user,
+    git_commit,
+    local_path,
+    param_text,
+)
 from manymodels.report import REPORT_FILE
 from manymodels.segment import SegmentSpec, metric_names
-from manymodels.segment.shards import fetch_shards, make_folder, remove_folder
+from manymodels.segment.fit import OK
+from manymodels.segment.shards import (
+    fetch_shards,
+    join_location,
+    make_folder,
+    remove_files,
+    remove_folder,
+    write_file,
+)
 
 SEGMENT_METRICS = "segment_metrics.parquet"
 
@@ -67,6 +101,7 @@ def train(
     on_warning: Callable[[str], None] | None = None,
     changed_only: bool = False,
     engine: Engine | None = None,
+    resume: str | None = None,
 ) -> TrainOutcome:
     """Train one model per segment of a model family and log them as one MLflow run.
 
@@ -81,6 +116,9 @@ def train(
         changed_only: fit only the segments whose fingerprint differs from the champion's (or
             that it lacks); carry the champion's models of the others into this run.
         engine: the engine to fit on (a job's); default: the target's, for this call.
+        resume: the id of a training run of this model that died or was stopped: fit the segments it had not
+            finished into it (with the segments and changed-only choice it was given) and finish it. The models it
+            finished are kept where their segment's rows and the spec are unchanged and their bytes check.
 
     Raises:
         BundleError, DataError: bad input, before any run is created.
@@ -90,7 +128,13 @@ def train(
     target.model(name)
     if changed_only and segments:
         raise BundleError("give --segments or --changed-only, not both")
+    if resume is not None and (segments or changed_only):
+        raise BundleError("--resume fits what the run it resumes was asked to: give no --segments or --changed-only")
     spec, dataset = target.training_spec(name)
+    previous = None
+    if resume is not None:  # checked before an engine starts: a cluster's start takes seconds
+        previous = _resumable(target, name, resume)
+        segments, changed_only = previous.plan.get("segments"), bool(previous.plan.get("changed_only"))
     with target.engine(engine, workers) as running:
         running.start(rows=target.rows_of(name))
         exp_id = target.tracker.experiment_id(target.experiment(name))
@@ -98,7 +142,64 @@ def train(
         if not running.is_local:  # before reading any data: the cluster must have somewhere to write
             _check_shard_destination(target, target.tracker.artifact_location(exp_id))
         hooks = _Hooks(on_start, on_progress, on_warning)
-        return _train(target, name, running, spec, dataset, exp_id, segments, started, hooks, changed_only)
+        return _train(target, name, running, spec, dataset, exp_id, segments, started, hooks, changed_only, previous)
+
+
+@dataclass
+class _Previous:
+    """The run a resume finishes: its id, artifacts, where its chunks' records lie, what it was asked to fit."""
+
+    run: RunInfo
+    shard_dir: str
+    plan: dict[str, Any]
+
+
+def _resumable(target: Target, name: str, run_id: str) -> _Previous:
+    """The training run to resume, checked: this model's, in this bundle and target, stopped, its files here.
+
+    Raises:
+        BundleError: not such a run, finished, still running, or nothing of its work is left here.
+        RegistryError: no such run.
+    """
+    run = target.tracker.run(run_id)
+    tags = run.tags
+    mine = (tags.get(TAG + "kind"), tags.get(TAG + "model"), tags.get(TAG + "bundle"), tags.get(TAG + "target"))
+    if mine != ("train", name, target.config.name, target.config.target):
+        raise BundleError(
+            f"run {run_id} is not a training run of model {name!r} of bundle {target.config.name!r} on target "
+            f"{target.config.target!r}"
+        )
+    host, pid = tags.get(TAG + "host", "?"), tags.get(TAG + "pid", "?")
+    if run.status == STATUS_OK:
+        raise BundleError(f"run {run_id} finished: there is nothing to resume")
+    if run.status == STATUS_RUNNING:
+        where = "this host" if host == socket.gethostname() else f"host {host}"
+        raise BundleError(
+            f"run {run_id} is still running (pid {pid} on {where}): let it finish, or stop it first"
+            + ("" if host == socket.gethostname() else "; this machine cannot tell whether that process is alive")
+        )
+    local = local_path(run.artifact_uri)
+    if local is None:
+        remote_staging = target.staging(run_id)
+        if remote_staging is not None:  # where the engine wrote the shards (target.staging, as _train does)
+            shard_dir = f"{remote_staging}/{PackLayout.SHARDS}"
+        else:
+            staged = target.tracker.staged(run_id)
+            if staged is None:
+                raise BundleError(
+                    f"run {run_id} staged its models on the machine that ran it (host {host}) and they are not here: "
+                    "resume it there, or train anew"
+                )
+            shard_dir = str(staged / ARTIFACTS_DIR / PackLayout.IN_RUN / PackLayout.SHARDS)
+    else:
+        shard_dir = str(local / PackLayout.IN_RUN / PackLayout.SHARDS)
+    plan = read_plan(shard_dir)
+    if plan is None:
+        raise BundleError(
+            f"run {run_id} left no record of its work in {shard_dir} (it stopped before fitting, or its files were "
+            "removed): train anew"
+        )
+    return _Previous(run, shard_dir, plan)
 
 
 @dataclass
@@ -158,6 +259,7 @@ def _train(
     started: float,
     hooks: _Hooks,
     changed_only: bool = False,
+    previous: _Previous | None = None,
 ) -> TrainOutcome:
     model = target.model(name)
     path = Path(dataset.path)
@@ -174,7 +276,9 @@ def _train(
             "min_rows"
         )
     tuned: dict[str, dict[str, Any]] = {}
-    if tuned_globally(spec):  # before fingerprints: the tuned parameters are part of what a model is
+    if tuned_globally(spec) and previous is not None:  # what the run found, not a new study's result
+        spec = with_tuned(spec, previous.plan.get("tuned") or {})
+    elif tuned_globally(spec):  # before fingerprints: the tuned parameters are part of what a model is
         spec, tuned = tune_globally(engine, data, path, dataset.fmt, spec)
     plan = None
     if changed_only:
@@ -193,24 +297,46 @@ def _train(
         hooks.warn(line)
     engine.ready()  # a pool that cannot start is an error before any run exists
     tracker = target.tracker
-    tracker.sweep_staging()  # what runs killed before left in the temporary folder
-    run_id, artifact_uri = tracker.start_run(
-        exp_id,
-        f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        _tags(target, name),
-        {**_params(target, name, spec, engine), "changed_only": changed_only, **_tuned_params(tuned)},
+    params = {**_params(target, name, spec, engine), "changed_only": changed_only}
+    if previous is None:
+        tracker.sweep_staging(target.config.name, name)  # this model's runs killed before start afresh now
+        run_id, artifact_uri = tracker.start_run(
+            exp_id, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", _tags(target, name), {**params, **_tuned_params(tuned)}
+        )
+    else:
+        _same_settings(previous.run, params)
+        run_id, artifact_uri = previous.run.run_id, previous.run.artifact_uri
+        tracker.reopen_run(run_id, resumed=int(previous.run.tags.get(TAG + "resumed", "0")) + 1)
+    info = PackInfo(
+        model=name,
+        segment_by=list(spec.segment_by),
+        features=list(spec.features),
+        label=spec.label,
+        task=spec.task,
+        metric=spec.metric,
+        run_id=run_id,
+        bundle=target.config.name,
+        target=target.name,
+        extra={TIME: spec.time_column} if any(c.method == "seasonal" for c in spec.candidates) else {},
     )
-    with tracker.run_folder(run_id, artifact_uri, keep_in=target.unsent) as folder, ExitStack() as cleanup:
-        # Executors write shards into the run's own folder when it is local, else into engine.staging.
+    resume = previous is not None
+    with tracker.run_folder(run_id, artifact_uri, keep_in=target.unsent, resume=resume) as folder:
+        # Executors write shards into the run's own folder when it is local, else into engine.staging (kept when
+        # the run fails, for a resume; removed once the pack is whole here).
         run_staging = None if folder.upload is None else target.staging(run_id)
-        if run_staging is not None:
-            cleanup.callback(remove_folder, run_staging)
         model_dir = folder.path / PackLayout.MODEL
         pack = PackLayout(save_pack_model(model_dir, code=target.estimator_code(spec)))
         shards = Path(pack.shards)
         shards.mkdir(parents=True, exist_ok=True)
         shard_dir = str(shards) if run_staging is None else f"{run_staging}/{PackLayout.SHARDS}"
         make_folder(shard_dir)
+        kept = None
+        if previous is not None:
+            data, kept = _keep_finished(shard_dir, data, spec, info, engine, path, dataset.fmt)
+        else:
+            write_plan(shard_dir, {"segments": list(segments) if segments else None, "changed_only": changed_only,
+                                   "tuned": {k: v["params"] for k, v in tuned.items()}})
+        folder.keep = True  # from here on, a failed run's staged work is kept for `train --resume`
         if hooks.on_start:
             hooks.on_start(len(data), run_id)
         def progress(done: int) -> None:
@@ -221,21 +347,12 @@ def _train(
         results = engine.fit(data, spec, shard_dir, progress) if len(data) else []
         if run_staging is not None:
             fetch_shards(shard_dir, shards)
+        drop_records(str(shards))
         manifest = mf.build_manifest(data.keys, results, spec)
+        if kept is not None and len(kept):
+            manifest = pd.concat([manifest, kept[manifest.columns]], ignore_index=True)
         if plan is not None:
             manifest = _carry(manifest, plan, shards, run_id)
-        info = PackInfo(
-            model=name,
-            segment_by=list(spec.segment_by),
-            features=list(spec.features),
-            label=spec.label,
-            task=spec.task,
-            metric=spec.metric,
-            run_id=run_id,
-            bundle=target.config.name,
-            target=target.name,
-            extra={TIME: spec.time_column} if any(c.method == "seasonal" for c in spec.candidates) else {},
-        )
         write_pack_files(Path(pack.root), info, manifest)
         example = target.example_rows(name, info.inputs)
         if example is not None:
@@ -245,9 +362,13 @@ def _train(
         if model.fallback_by is not None and not _nothing_changed(plan):
             fallback = _fit_fallback(engine, spec, dataset, model.fallback_by, Path(pack.root), run_staging, info)
         elif plan is not None and plan.champion is not None and plan.champion.fallback is not None:
-            shutil.copytree(Path(str(plan.champion.fallback.root)), Path(pack.fallback))  # nothing changed
+            shutil.copytree(Path(str(plan.champion.fallback.root)), Path(pack.fallback), dirs_exist_ok=True)
+        if run_staging is not None:
+            remove_folder(run_staging)  # the pack is whole here
         seconds = time.perf_counter() - started
         summary = summarize_manifest(manifest, spec.task, seconds)
+        if kept is not None:
+            summary["segments_resumed"] = float(len(kept))
         if fallback is not None:
             summary["fallback_ok"] = float(mf.is_ok(fallback).sum())
             summary["fallback_failed"] = float((~mf.is_ok(fallback)).sum())
@@ -275,6 +396,103 @@ def _train(
         tracker.finish_run(run_id, summary, ok, artifacts=folder.upload, tags={TAG + "segments": str(len(manifest))},
                            resumable=True)
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds, warnings)
+
+
+def _same_settings(run: RunInfo, params: dict[str, object]) -> None:
+    """A resume fits with the settings its run began with, or not at all (its params would be another run's).
+
+    Raises:
+        BundleError: a setting differs, named with both values.
+    """
+    differ = [
+        (key, run.params.get(key), param_text(value))
+        for key, value in params.items()
+        if key not in _MAY_DIFFER and run.params.get(key) != param_text(value)
+    ]
+    if differ:
+        shown = "; ".join(f"{key}: {_short(then)} then, {_short(now)} now" for key, then, now in differ[:3])
+        raise BundleError(
+            f"run {run.run_id} began with other settings ({shown}): a resumed run keeps the settings it began with; "
+            "restore them, or train anew"
+        )
+
+
+_MAY_DIFFER = frozenset({"workers", "engine", "host"})  # how the work is done, not what the models are
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _keep_finished(
+    shard_dir: str, data: Fleet, spec: SegmentSpec, info: PackInfo, engine: Engine, path: Path, fmt: str
+) -> tuple[Fleet, pd.DataFrame]:
+    """What a resumed run already fitted and may keep, and the segments left to fit.
+
+    A segment's model is kept when its record says it was fitted (status ok) from the same rows with the same
+    spec (its fingerprint) and its bytes check. Kept models are copied into `shard-rNNNNN` shards, numbered after
+    the segments left to fit, with their record (`results-r`), and every other shard and record of the run is
+    removed, so the fit that follows starts from an empty numbering and a run stopped again resumes the same way.
+
+    Returns:
+        The fleet of the segments left to fit, and the kept segments' manifest rows.
+    """
+    records = read_records(shard_dir)
+    found = _finished(records, data.keys, engine.fingerprints(data, spec), spec)
+    kept = found.iloc[:0]
+    written: list[str] = []
+    if len(found):
+        with tempfile.TemporaryDirectory(prefix="mm-resume-") as scratch:
+            aside = Path(scratch) / "pack"
+            fetch_shards(shard_dir, Path(PackLayout(aside).shards))
+            rows = found.drop(columns=_POSITION)
+            write_pack_files(aside, info, rows)
+            earlier = Pack(aside)
+            damaged = earlier.check_models(rows[mf.SEGMENT_INDEX].tolist())
+            good = ~rows[mf.SEGMENT_INDEX].isin(list(damaged)).to_numpy()
+            found = found.loc[good]
+            out = Path(scratch) / "out"
+            copied = copy_models(out, [(earlier, rows.loc[good])], first_index=len(data) - len(found),
+                                 prefix="shard-r")
+            for shard in sorted(out.glob("shard-r*.parquet")):
+                write_file(join_location(shard_dir, shard.name), shard.read_bytes())
+                written.append(shard.name)
+            if len(copied):
+                kept = copied.drop(columns=[mf.SOURCE_RUN])
+                write_record(shard_dir, record_name("r"), kept)
+                written.append(record_name("r"))
+    remove_files(shard_dir, stale_files(shard_dir, written))
+    if not len(kept):
+        return data, kept
+    rest = np.ones(len(data), dtype=bool)
+    rest[found[_POSITION].to_numpy(dtype=np.int64)] = False
+    return engine.select(data, rest, path, fmt, spec), kept
+
+
+_POSITION = "_position"
+
+
+def _finished(
+    records: pd.DataFrame, keys: pd.DataFrame, fingerprints: Sequence[str], spec: SegmentSpec
+) -> pd.DataFrame:
+    """The records of segments of `keys` fitted with a model from the rows and spec they have now, each with its
+    position in `keys` (`_POSITION`)."""
+    by = list(spec.segment_by)
+    needed = [*by, mf.STATUS, mf.SHARD, mf.FINGERPRINT, mf.SEGMENT_INDEX]
+    if records.empty or any(c not in records.columns for c in needed):
+        return records.iloc[:0].assign(**{_POSITION: np.zeros(0, dtype=np.int64)})
+    here = pd.Series(np.arange(len(keys)), index=_labels(keys[by]).to_numpy())
+    position = pd.Series(_labels(records[by]).map(here).to_numpy(), index=records.index)
+    usable = position.notna() & (records[mf.STATUS] == OK) & records[mf.SHARD].notna()
+    now = np.asarray(fingerprints, dtype=object)
+    usable[usable] = records.loc[usable, mf.FINGERPRINT].to_numpy() == now[position[usable].to_numpy(dtype=np.int64)]
+    return records.loc[usable].assign(**{_POSITION: position[usable].to_numpy(dtype=np.int64)}).reset_index(drop=True)
+
+
+def _labels(keys: pd.DataFrame) -> pd.Series:
+    """Each segment's label (its values joined), the same for keys read by any engine or from a record."""
+    return segment_labels(keys) if len(keys.columns) else pd.Series([""] * len(keys), dtype=object)
 
 
 def _nothing_changed(plan: ChangePlan | None) -> bool:
@@ -322,6 +540,7 @@ def _fit_fallback(
     results = engine.fit(data, fallback_spec, shard_dir)
     if run_staging is not None:
         fetch_shards(shard_dir, shards)
+    drop_records(str(shards))
     manifest = mf.build_manifest(data.keys, results, fallback_spec)
     write_pack_files(Path(fallback.root), replace(info, segment_by=list(by), extra={"kind": "fallback"}), manifest)
     return manifest

@@ -73,7 +73,9 @@ def save_pack_model(model_dir: Path, code: Sequence[Path] = ()) -> Path:
         destination = model_dir / CODE_FOLDER / source.name
         destination.parent.mkdir(exist_ok=True)
         if source.is_dir():
-            shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(  # over an earlier copy when a resumed run writes its model again
+                source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True
+            )
         else:
             shutil.copy2(source, destination)
     requirements = [requirement(), *(_pinned(name) for name in REQUIREMENTS)]

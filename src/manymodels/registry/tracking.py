@@ -125,12 +125,16 @@ class RunInfo:
     params: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunFolder:
-    """A run's artifact folder on this machine; `upload` is the folder to log when the store is remote, else None."""
+    """A run's artifact folder on this machine; `upload` is the folder to log when the store is remote, else None.
+
+    `keep`: set once work worth resuming is written there; a staged folder is then kept when the run fails.
+    """
 
     path: Path
     upload: Path | None
+    keep: bool = False
 
 
 class Tracker:
@@ -220,7 +224,7 @@ class Tracker:
                 experiment_id, run_name=run_name, tags={**tags, **me, TAG + "status": STATUS_RUNNING}
             )
             run_id = run.info.run_id
-            items = [Param(k, _param_value(v)) for k, v in params.items()]
+            items = [Param(k, param_text(v)) for k, v in params.items()]
             for i in range(0, len(items), _BATCH):
                 self.client.log_batch(run_id, params=items[i : i + _BATCH])
             return run_id, str(run.info.artifact_uri)
@@ -269,23 +273,31 @@ class Tracker:
             ) from exc
 
     @contextmanager
-    def run_folder(self, run_id: str, artifact_uri: str, keep_in: Path | None = None) -> Iterator[RunFolder]:
+    def run_folder(
+        self, run_id: str, artifact_uri: str, keep_in: Path | None = None, resume: bool = False
+    ) -> Iterator[RunFolder]:
         """Where a run's artifacts are written, for the length of the block.
 
         The run's own folder when its artifact store is a local path; otherwise a temporary
         folder, which `finish_run(..., artifacts=folder.upload)` uploads and which is removed
-        afterwards. An error inside the block marks the run failed, then propagates. When the
-        server fails while the run is finished, the staged folder is moved to `keep_in/<run id>`
-        (nothing fitted is lost: `upload` logs it later) and the error says so.
+        afterwards (with `resume`, the one an earlier process of the run staged, if it is still here).
+        An error inside the block marks the run failed, then propagates; a staged folder the
+        block marked `keep` stays for a resume. When the server fails while the run is finished,
+        the staged folder is moved to `keep_in/<run id>` (nothing fitted is lost: `upload` logs it
+        later) and the error says so.
         """
         local = local_path(artifact_uri)
         staging = None
         if local is None:  # staged here, uploaded by finish_run
-            staging = Path(tempfile.mkdtemp(prefix=f"manymodels-{run_id}-"))
+            staging = (self.staged(run_id) if resume else None) or Path(
+                tempfile.mkdtemp(prefix=f"manymodels-{run_id}-")
+            )
             local = staging / ARTIFACTS_DIR
+        folder = RunFolder(local, None if staging is None else local)
+        failed = False
         try:
             local.mkdir(parents=True, exist_ok=True)
-            yield RunFolder(local, None if staging is None else local)
+            yield folder
         except FinishFailed as exc:
             if staging is not None and keep_in is not None and (staging / FINISH_FILE).exists():
                 kept = keep_in / run_id
@@ -298,15 +310,25 @@ class Tracker:
                 ) from exc
             raise
         except BaseException as exc:
+            failed = True
             self.fail_run(run_id, f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            if staging is not None:
+            if staging is not None and not (failed and folder.keep):
                 shutil.rmtree(staging, ignore_errors=True)
 
-    def sweep_staging(self) -> list[Path]:
-        """Remove the staging folders (`run_folder`'s, in the temporary folder) of this server's runs whose process
-        is gone: a command killed with SIGKILL cleans nothing up. A run this host still runs keeps its folder.
+    @staticmethod
+    def staged(run_id: str) -> Path | None:
+        """The folder a run's process staged its artifacts in on this machine (`run_folder`), if it is still here."""
+        found = sorted(Path(tempfile.gettempdir()).glob(f"manymodels-{run_id}-*"))
+        return next((f for f in found if f.is_dir()), None)
+
+    def sweep_staging(self, bundle: str, model: str) -> list[Path]:
+        """Remove the staging folders (`run_folder`'s, in the temporary folder) that no command will use again:
+        those of this server's runs that finished, and those of the model's runs (in this bundle) whose process is
+        gone or that failed: a training of the model that does not resume them starts afresh (a command killed
+        with SIGKILL cleans nothing up). A run still at work keeps its folder; another model's dead run keeps it
+        for `train --resume` until that model trains again.
 
         Returns:
             The folders removed.
@@ -320,11 +342,28 @@ class Tracker:
                 tags = self.client.get_run(run_id).data.tags
             except Exception:  # noqa: BLE001, S112 - another server's run, or no answer: not ours to judge now
                 continue
-            if run_status(tags, "running") == STATUS_RUNNING:
+            status = run_status(tags, "running")
+            if status == STATUS_RUNNING:
                 continue  # still at work (or on another host: left alone)
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
+            ours = tags.get(TAG + "bundle") == bundle and tags.get(TAG + "model") == model
+            if status == STATUS_OK or ours:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
         return removed
+
+    def reopen_run(self, run_id: str, resumed: int) -> None:
+        """Mark a dead or failed run running again, by this process (a resume finishes it)."""
+        me = [RunTag(TAG + key, value) for key, value in identity().items()]
+        try:
+            self.client.log_batch(
+                run_id,
+                tags=[*me, RunTag(TAG + "status", STATUS_RUNNING), RunTag(TAG + "resumed", str(resumed))],
+            )
+            if TAG + "error" in self.client.get_run(run_id).data.tags:  # the interruption's: not this run's end
+                self.client.delete_tag(run_id, TAG + "error")
+            self.client.update_run(run_id, status="RUNNING")
+        except MlflowException as exc:
+            raise RegistryError(f"MLflow at {self.tracking_uri}: cannot reopen run {run_id}: {exc.message}") from exc
 
     def upload(self, kept: Path) -> str:
         """Finish a run whose end the server missed, from the folder `run_folder` kept: log its files, metrics
@@ -522,7 +561,8 @@ def _git(folder: Path, *args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _param_value(value: Any) -> str:
+def param_text(value: Any) -> str:
+    """A param's value as MLflow keeps it (text, cut to its length limit)."""
     if isinstance(value, str):
         text = value
     elif isinstance(value, list):

@@ -53,17 +53,42 @@ def write_shard(where: str | Path, indices: list[int], formats: list[str], blobs
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd", row_group_size=group, write_page_checksum=True)
     data = buffer.getbuffer()
+    write_file(where, data)
+    return checksum(data)
+
+
+def write_file(where: str | Path, data: bytes | memoryview) -> None:
+    """Write a whole file: a local one atomically (a temp file renamed into place), a URL's object with fsspec."""
     if is_url(where):
         fs, key = _filesystem(str(where))
         with fs.open(key, "wb") as out:
             out.write(data)
-        return checksum(data)
+        return
     path = Path(where)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as out:
         out.write(data)
     os.replace(tmp, path)
-    return checksum(data)
+
+
+def list_files(folder: str | Path, pattern: str) -> list[str]:
+    """The names of the files in a folder (local or URL) matching a glob pattern, sorted; none if it is missing."""
+    if not is_url(folder):
+        return sorted(p.name for p in Path(folder).glob(pattern) if p.is_file())
+    fs, path = _filesystem(str(folder))
+    return sorted(str(found).rsplit("/", 1)[-1] for found in fs.glob(f"{path.rstrip('/')}/{pattern}"))
+
+
+def remove_files(folder: str | Path, names: list[str]) -> None:
+    """Delete these files of a folder (local or URL); missing ones are fine."""
+    for name in names:
+        where = join_location(folder, name)
+        if not is_url(where):
+            Path(where).unlink(missing_ok=True)
+            continue
+        fs, key = _filesystem(str(where))
+        if fs.exists(key):
+            fs.rm(key)
 
 
 def make_folder(folder: str | Path) -> None:
