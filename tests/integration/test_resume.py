@@ -176,6 +176,7 @@ def test_resume_on_a_tracking_server_uses_the_staged_files_and_sweeps_the_rest(
     ))
     project = mm.load_bundle(tmp_path)
     run_id = stopped_run(project, segments=6)
+    assert "manymodels.heartbeat" in project.target_context.tracker.run(run_id).tags  # it beat while it worked
     staged = list(Path(tempfile.gettempdir()).glob(f"manymodels-{run_id}-*"))
     assert len(staged) == 1  # kept for the resume (it used to be removed with the failed run)
     done = project.train("demand", resume=run_id, workers=1)

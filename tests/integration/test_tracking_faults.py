@@ -112,3 +112,22 @@ def dead_pid() -> int:
     proc = subprocess.Popen(["true"])  # noqa: S607 - a process that is gone once waited for
     proc.wait()
     return proc.pid
+
+
+def test_a_run_on_another_host_is_dead_once_its_heartbeat_stops(mlflow_server: str) -> None:
+    """A run's pid says nothing on another host; its heartbeat does: missed for 5 beats, the run is shown dead."""
+    import uuid
+
+    from manymodels.registry import Tracker
+
+    tracker = Tracker(mlflow_server)
+    exp = tracker.client.create_experiment(f"beat-{uuid.uuid4().hex[:8]}")
+    tags = {"manymodels.status": "running", "manymodels.host": "another-host", "manymodels.pid": "1"}
+    run_id = tracker.client.create_run(exp, tags=tags).info.run_id
+    assert tracker.run(run_id).status == "running"  # no heartbeat (an older run): it cannot be told dead
+    with tracker.heartbeat(run_id, every=0.2):
+        time.sleep(0.7)
+        seen = tracker.run(run_id)
+        assert seen.status == "running" and time.time() - float(seen.tags["manymodels.heartbeat"]) < 1.0
+    time.sleep(1.5)  # more than 5 beats of 0.2 s missed: its process is taken for gone
+    assert tracker.run(run_id).status == "dead"

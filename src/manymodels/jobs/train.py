@@ -53,6 +53,7 @@ from manymodels.registry.tracking import (
     RunInfo,
     current_user,
     git_commit,
+    heartbeat_silence,
     local_path,
     param_text,
 )
@@ -173,10 +174,13 @@ def _resumable(target: Target, name: str, run_id: str) -> _Previous:
     if run.status == STATUS_OK:
         raise BundleError(f"run {run_id} finished: there is nothing to resume")
     if run.status == STATUS_RUNNING:
-        where = "this host" if host == socket.gethostname() else f"host {host}"
+        here = host == socket.gethostname()
+        silent = heartbeat_silence(tags, time.time())
         raise BundleError(
-            f"run {run_id} is still running (pid {pid} on {where}): let it finish, or stop it first"
-            + ("" if host == socket.gethostname() else "; this machine cannot tell whether that process is alive")
+            f"run {run_id} is still running (pid {pid} on {'this host' if here else 'host ' + host}): let it finish, "
+            "or stop it first"
+            + ("" if here else f"; its last heartbeat was {silent[0]:.0f} s ago" if silent else
+               "; this machine cannot tell whether that process is alive")
         )
     local = local_path(run.artifact_uri)
     if local is None:

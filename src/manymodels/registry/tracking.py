@@ -10,8 +10,10 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess  # noqa: S404 - runs git with fixed arguments, never a shell
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,6 +37,12 @@ STATUS_RUNNING = "running"
 FINISH_FILE = "finish.json"  # beside a staged run's artifacts: what finishing it still has to log
 ARTIFACTS_DIR = "artifacts"  # the staged artifacts, in a temporary folder of the run's own
 STATUS_DEAD = "dead"  # shown, never written: tagged running, but the process that ran it is gone
+# A run at work on a tracking server writes the time every HEARTBEAT_SECONDS, so a run whose process died on another
+# host (a CI runner, a cluster's driver) is shown dead once STALE_BEATS beats are missed; on this host its pid says.
+HEARTBEAT = "heartbeat"
+HEARTBEAT_EVERY = "heartbeat_every"
+HEARTBEAT_SECONDS = 60.0
+STALE_BEATS = 5
 _BATCH = 100  # MLflow's limit of params (and tags) per log_batch call
 # MLflow prints "🏃 View run … at: …" links to stdout after each run unless this says not to.
 SUPPRESS_RUN_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
@@ -297,7 +305,8 @@ class Tracker:
         failed = False
         try:
             local.mkdir(parents=True, exist_ok=True)
-            yield folder
+            with self.heartbeat(run_id):
+                yield folder
         except FinishFailed as exc:
             if staging is not None and keep_in is not None and (staging / FINISH_FILE).exists():
                 kept = keep_in / run_id
@@ -316,6 +325,35 @@ class Tracker:
         finally:
             if staging is not None and not (failed and folder.keep):
                 shutil.rmtree(staging, ignore_errors=True)
+
+    @contextmanager
+    def heartbeat(self, run_id: str, every: float | None = None) -> Iterator[None]:
+        """While the block runs, tag the run with the time every `every` seconds (default `HEARTBEAT_SECONDS`), from
+        a thread of its own; a beat that fails is skipped. Only on a tracking server: a local store's runs are on
+        this host, where their pid tells whether they are alive (and sqlite would meet a second writer)."""
+        if urlparse(self.tracking_uri).scheme not in ("http", "https"):
+            yield
+            return
+        interval = HEARTBEAT_SECONDS if every is None else every
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                try:
+                    self.client.log_batch(run_id, tags=[RunTag(TAG + HEARTBEAT, f"{time.time():.1f}"),
+                                                        RunTag(TAG + HEARTBEAT_EVERY, f"{interval:g}")])
+                except Exception:  # noqa: BLE001, S110 - a missed beat; the work goes on
+                    pass
+                if stop.wait(interval):
+                    return
+
+        thread = threading.Thread(target=beat, name=f"manymodels-heartbeat-{run_id[:8]}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=1.0)  # a beat in flight to a server that hangs is left to finish on its own
 
     @staticmethod
     def staged(run_id: str) -> Path | None:
@@ -576,13 +614,26 @@ def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def run_status(tags: Mapping[str, str], state: str) -> str:
+def run_status(tags: Mapping[str, str], state: str, now: float | None = None) -> str:
     """A run's status as shown: its status tag (else MLflow's state), `dead` for a run still tagged running whose
-    process (on this host) is gone."""
+    process is gone: on this host, its pid is; on another, its heartbeat stopped `STALE_BEATS` beats ago."""
     status = tags.get(TAG + "status", state.lower())
-    if status == STATUS_RUNNING and is_gone(tags.get(TAG + "host"), tags.get(TAG + "pid"), tags.get(TAG + "pid_start")):
-        return STATUS_DEAD
-    return status
+    if status != STATUS_RUNNING:
+        return status
+    gone = is_gone(tags.get(TAG + "host"), tags.get(TAG + "pid"), tags.get(TAG + "pid_start"))
+    if gone is None and tags.get(TAG + "host") != socket.gethostname():
+        silent = heartbeat_silence(tags, time.time() if now is None else now)
+        gone = silent is not None and silent[0] > STALE_BEATS * silent[1]
+    return STATUS_DEAD if gone else status
+
+
+def heartbeat_silence(tags: Mapping[str, str], now: float) -> tuple[float, float] | None:
+    """Seconds since a run's last heartbeat and its interval; None for a run that does not beat (an embedded store's,
+    or one from before heartbeats)."""
+    try:
+        return now - float(tags[TAG + HEARTBEAT]), float(tags[TAG + HEARTBEAT_EVERY])
+    except (KeyError, ValueError):
+        return None
 
 
 def _info(run: Any) -> RunInfo:
