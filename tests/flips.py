@@ -47,18 +47,17 @@ def flip_bit(path: Path, rng: np.random.Generator) -> tuple[int, int]:
 def damage_model(root: Path, segment_index: int) -> str:
     """Rewrite the shard holding a model with one bit of that model's bytes changed; the file itself stays well
     formed (fresh page CRCs), so only the model's checksum can tell. Returns the shard's name."""
-    import pyarrow.parquet as pq
-
-    from manymodels.segment.shards import write_shard
+    from manymodels.segment.shards import read_shard, write_shard
 
     manifest = pd.read_parquet(root / "manifest.parquet")
     name = str(manifest.loc[manifest["segment_index"] == segment_index, "shard"].iloc[0])
-    table = pq.read_table(root / "shards" / name)
-    indices, models = table.column("segment_index").to_pylist(), table.column("model").to_pylist()
+    held = read_shard(root / "shards" / name)
+    indices = sorted(held)
+    formats, models = [held[i][0] for i in indices], [held[i][1] for i in indices]
     blob = bytearray(models[indices.index(segment_index)])
     blob[len(blob) // 2] ^= 0x04
     models[indices.index(segment_index)] = bytes(blob)
-    write_shard(root / "shards" / name, indices, table.column("format").to_pylist(), models)
+    write_shard(root / "shards" / name, indices, formats, models)
     return name
 
 

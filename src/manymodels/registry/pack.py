@@ -402,7 +402,7 @@ class Pack:
             if segment in self._damaged:
                 raise self._damaged[segment]
         try:
-            found = self._blob(shard, segment)
+            found = self._blob(shard, segment, lenient=expected is not None)
         except DamagedModel as exc:
             with self._lock:
                 self._damaged[segment] = exc
@@ -421,8 +421,10 @@ class Pack:
                 self._models.popitem(last=False)
         return loaded, False
 
-    def _blob(self, shard: str, segment: int) -> tuple[str, bytes] | None:
-        """A model's (format, bytes) as its shard holds them; None when the shard lacks it."""
+    def _blob(self, shard: str, segment: int, lenient: bool = False) -> tuple[str, bytes] | None:
+        """A model's (format, bytes) as its shard holds them; None when the shard lacks it. With `lenient` (its
+        checksum is known, and checked by the caller), a row group whose page fails its CRC is read again without
+        the check: one damaged model does not cost its neighbours."""
         if self._whole_shards:
             return self.shard(shard).get(segment)
         _check_name(self.root, shard)
@@ -439,7 +441,7 @@ class Pack:
                 while len(self._files) > self._cache_size:
                     self._files.popitem(last=False)[1].close()
             try:
-                return file.model(segment)
+                return file.model(segment, lenient)
             except (OSError, ValueError) as exc:
                 raise self.damage(shard, segment, _first_line(exc)) from exc
 
@@ -576,8 +578,9 @@ class _ShardFile:
     the last one read is kept (segments asked together are often neighbours)."""
 
     def __init__(self, path: Path | str, root: Path | str, name: str) -> None:
-        self.name, self.root = name, root
+        self.name, self.root, self.path = name, root, path
         self._last: dict[int, tuple[str, bytes]] = {}  # the last row group read (about ROW_GROUP_BYTES)
+        self._unchecked: pq.ParquetFile | None = None  # opened when a page fails its CRC
         try:
             self.file = pq.ParquetFile(path, page_checksum_verification=True)
             meta = self.file.metadata
@@ -590,18 +593,28 @@ class _ShardFile:
         except (OSError, ValueError) as exc:
             raise RegistryError(f"{root}: cannot read shard {name}: {_first_line(exc)}") from exc
 
-    def model(self, segment: int) -> tuple[str, bytes] | None:
-        """The segment's (format, bytes), None when the file lacks it.
+    def model(self, segment: int, lenient: bool = False) -> tuple[str, bytes] | None:
+        """The segment's (format, bytes), None when the file lacks it. With `lenient`, a row group whose page fails
+        its CRC is read again unchecked (the caller checks the model's own checksum).
 
         Raises:
-            OSError, ValueError: the row group does not read (a page failing its CRC among them).
+            OSError, ValueError: the row group does not read (a page failing its CRC among them, unless lenient).
         """
         if segment in self._last:  # a neighbour of the last model read: its row group is at hand
             return self._last[segment]
         for g, span in enumerate(self.ranges):
             if span is not None and not span[0] <= segment <= span[1]:
                 continue
-            models = group_models(self.file, g)
+            try:
+                models = group_models(self.file, g)
+            except (OSError, ValueError):
+                if not lenient:
+                    raise
+                self._unchecked = self._unchecked or pq.ParquetFile(self.path)
+                models = group_models(self._unchecked, g)
+                if segment in models:
+                    return models[segment]  # not kept for neighbours: each is read (and checked) on its own
+                continue
             if segment in models:
                 self._last = models
                 return models[segment]
@@ -609,6 +622,8 @@ class _ShardFile:
 
     def close(self) -> None:
         self.file.close()
+        if self._unchecked is not None:
+            self._unchecked.close()
 
 
 def _check_name(root: Path | str, name: str) -> None:

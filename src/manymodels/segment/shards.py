@@ -14,7 +14,15 @@ import pyarrow.parquet as pq
 
 # Models per Parquet row group: about this many bytes of models, so a server reads one model without its shard.
 ROW_GROUP_BYTES = 1 << 20
-SHARD_SCHEMA = pa.schema([("segment_index", pa.int64()), ("format", pa.string()), ("model", pa.large_binary())])
+# Each model is compressed on its own (zstd; `raw_size` is its size before) and its page is not compressed again: a
+# damaged byte then costs the one model it hits, not the row group a compressed page would hold. Shards written
+# before this have no `raw_size` and zstd pages; they read as they are.
+RAW_SIZE = "raw_size"
+SHARD_SCHEMA = pa.schema(
+    [("segment_index", pa.int64()), ("format", pa.string()), ("model", pa.large_binary()), (RAW_SIZE, pa.int64())]
+)
+_CODEC = "zstd"
+_COLUMN_CODECS = {"segment_index": "zstd", "format": "zstd", "model": "none", RAW_SIZE: "zstd"}
 
 
 def checksum(data: bytes | memoryview) -> str:
@@ -47,11 +55,17 @@ def write_shard(where: str | Path, indices: list[int], formats: list[str], blobs
     Returns:
         The file's checksum (`checksum` of its bytes), for the manifest.
     """
-    table = pa.table({"segment_index": indices, "format": formats, "model": blobs}, schema=SHARD_SCHEMA)
-    mean = sum(len(b) for b in blobs) / max(1, len(blobs))
+    codec = pa.Codec(_CODEC)
+    packed = [codec.compress(b, asbytes=True) for b in blobs]
+    table = pa.table(
+        {"segment_index": indices, "format": formats, "model": packed, RAW_SIZE: [len(b) for b in blobs]},
+        schema=SHARD_SCHEMA,
+    )
+    mean = sum(len(b) for b in packed) / max(1, len(packed))
     group = max(1, int(ROW_GROUP_BYTES / max(mean, 1.0)))
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", row_group_size=group, write_page_checksum=True)
+    pq.write_table(table, buffer, compression=_COLUMN_CODECS, use_dictionary=["format"], row_group_size=group,
+                   write_page_checksum=True)
     data = buffer.getbuffer()
     write_file(where, data)
     return checksum(data)
@@ -191,7 +205,11 @@ def models_of(data: bytes, lenient: bool = False) -> tuple[dict[int, tuple[str, 
     trouble = None
     for group in range(checked.metadata.num_row_groups):
         try:
-            models.update(group_models(checked, group))
+            found = group_models(checked, group)
+            models.update(found)
+            rows = checked.metadata.row_group(group).num_rows
+            if len(found) < rows:
+                trouble = trouble or f"{rows - len(found)} model(s) of row group {group} do not decompress"
             continue
         except (OSError, ValueError, KeyError) as exc:
             trouble = trouble or f"row group {group} does not read: {str(exc).strip().splitlines()[0][:200]}"
@@ -216,4 +234,13 @@ def group_models(file: pq.ParquetFile, group: int) -> dict[int, tuple[str, bytes
     indices = table.column("segment_index").to_pylist()
     formats = table.column("format").to_pylist()
     blobs = table.column("model").to_pylist()
-    return dict(zip(indices, zip(formats, blobs, strict=True), strict=True))
+    if RAW_SIZE not in table.column_names:  # a shard from before models were compressed one by one
+        return dict(zip(indices, zip(formats, blobs, strict=True), strict=True))
+    codec = pa.Codec(_CODEC)
+    models = {}
+    for index, fmt, blob, size in zip(indices, formats, blobs, table.column(RAW_SIZE).to_pylist(), strict=True):
+        try:
+            models[index] = (fmt, codec.decompress(blob, decompressed_size=size, asbytes=True))
+        except (OSError, ValueError, TypeError, pa.ArrowException):
+            continue  # a damaged model: left out, as a model its shard does not hold
+    return models
