@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from flips import CAUGHT, FALLBACK, RAW, WRONG, damage_model
@@ -146,6 +147,50 @@ def test_a_pack_from_before_checksums_still_reads(packs: tuple[Path, Path, pd.Da
     manifest.to_parquet(root / "manifest.parquet")
     pd.testing.assert_frame_equal(Pack(root).predict(rows), Pack(plain).predict(rows))
     Pack(root).verify()
+
+
+def test_shards_from_before_models_were_compressed_one_by_one_still_read(
+    packs: tuple[Path, Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    """Shards written with zstd pages and raw models (no `raw_size` column) read as before; one damaged model in a
+    shard of the new kind costs that model only, whole-shard and single-model reads alike."""
+    from manymodels.segment.shards import read_shard
+
+    plain, _, rows = packs
+    root = shutil.copytree(plain, tmp_path / "old")
+    for shard in sorted((root / "shards").glob("shard-*.parquet")):
+        held = read_shard(shard)
+        assert "raw_size" in pq.read_schema(shard).names
+        old = pa.table({"segment_index": list(held), "format": [m[0] for m in held.values()],
+                        "model": [m[1] for m in held.values()]})
+        pq.write_table(old, shard, compression="zstd", row_group_size=2)
+    manifest = pd.read_parquet(root / "manifest.parquet").drop(columns=["checksum", "shard_checksum"])
+    manifest.to_parquet(root / "manifest.parquet")
+    pd.testing.assert_frame_equal(Pack(root).predict(rows), Pack(plain).predict(rows))
+
+    hurt = shutil.copytree(plain, tmp_path / "hurt")
+    manifest = pd.read_parquet(hurt / "manifest.parquet")
+    shard = str(manifest.loc[manifest["segment_index"] == 5, "shard"].iloc[0])
+    file = pq.ParquetFile(hurt / "shards" / shard)
+    group = next(g for g in range(file.metadata.num_row_groups)
+                 if 5 in file.read_row_group(g).column("segment_index").to_pylist())
+    in_group = file.read_row_group(group).column("segment_index").to_pylist()
+    assert len(in_group) > 1  # neighbours share the damaged model's row group and page
+    blobs = file.read_row_group(group).column("model").to_pylist()
+    where = (hurt / "shards" / shard).read_bytes().find(blobs[in_group.index(5)][-40:])
+    data = bytearray((hurt / "shards" / shard).read_bytes())
+    data[where + 10] ^= 0x10  # inside segment 5's compressed bytes
+    (hurt / "shards" / shard).write_bytes(bytes(data))
+    for whole in (True, False):
+        pack = Pack(hurt, whole_shards=whole)
+        for segment in in_group:
+            keys = manifest.loc[manifest["segment_index"] == segment, "segment"].iloc[0]
+            chosen = rows[rows["segment"] == keys]
+            if segment == 5:
+                with pytest.raises(DamagedModel, match="segment_index 5"):
+                    pack.predict(chosen)
+            else:
+                pd.testing.assert_frame_equal(pack.predict(chosen), Pack(plain).predict(chosen))
 
 
 def test_manifest_pages_carry_crcs(packs: tuple[Path, Path, pd.DataFrame], tmp_path: Path) -> None:
