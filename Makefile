@@ -30,8 +30,14 @@ lint: $(INSTALLED)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Two pytest processes side by side: the files marked `apart` (tests/conftest.py: real processes that mostly
+# wait) beside the rest; the second's report follows the first's. Either failing fails the target.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m apart -p no:cacheprovider > .pytest-apart.log 2>&1 & apart=$$!; \
+	$(BIN)/pytest -m "not apart"; rest=$$?; \
+	wait $$apart; other=$$?; \
+	echo "===== the tests run apart (pytest -m apart) ====="; cat .pytest-apart.log; \
+	test $$rest -eq 0 && test $$other -eq 0
 
 # Benchmarks (not part of `make test`): needs the [bench] extra (pyspark for the seed pattern) and ../shared/bench.
 bench: $(INSTALLED)
@@ -41,4 +47,4 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/spark_bench.py
 
 clean:
-	rm -rf $(VENV) $(EXAMPLE)/data $(EXAMPLE)/.manymodels .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(EXAMPLE)/data $(EXAMPLE)/.manymodels .pytest_cache .mypy_cache .ruff_cache .pytest-apart.log

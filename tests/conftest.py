@@ -76,3 +76,18 @@ def browser() -> Iterator[Any]:
         launched = driver.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+# Test files `make test` runs in a pytest process of their own, beside the rest: real processes that mostly wait
+# (pip installing a generated project into a fresh virtualenv, commands killed, stopped or cut off from their
+# tracking server). Each process starts its own MLflow server; these files share nothing else with the others.
+APART = frozenset({
+    "test_init_project.py", "test_tracking_faults.py", "test_kill.py", "test_promotion_faults.py",
+    "test_store_creation.py", "test_files.py", "test_resume.py",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in APART:
+            item.add_marker(pytest.mark.apart)
