@@ -268,13 +268,20 @@ def kill_points(base: Path, results: Results) -> None:
         died = expected is None or code == expected
         after = {"train": ["train", "demand", "--workers", "2"], "promote": ["promote", "demand", "--all"],
                  "deploy": ["deploy"], "run": ["run", "weekly"]}[command]
+        if command == "train":  # a training that died or was stopped is finished with --resume
+            import manymodels as mm
+
+            latest = mm.load_bundle(root).runs("demand")[0]
+            if latest.status in ("dead", "failed"):
+                after = ["train", "demand", "--resume", latest.run_id, "--workers", "2"]
         next_code, next_out, _ = cli(root, *after)
         aliases = _aliases(root)
         consistent = aliases.get("champion") is not None and aliases.get("previous") != aliases.get("champion")
         # an injected exception is no ManymodelsError: one line naming it, as any unexpected error, is right
         readable = "fault injected at" in out and "Traceback" not in out if fault.endswith(":raise") else clear(out)
         ok = died and not left and next_code == 0 and consistent and readable
-        detail = f"exit {code}, {len(left)} processes left, next {command} exit {next_code}, aliases {aliases}"
+        then = " ".join(after[:4])
+        detail = f"exit {code}, {len(left)} processes left, next {then} exit {next_code}, aliases {aliases}"
         if next_code:
             detail += " " + next_out[-200:]
         results.add("kill", f"{' '.join(args[:2])} at {fault}", ok, seconds, detail)

@@ -207,3 +207,18 @@ def test_a_changed_only_run_resumes_as_changed_only(fleet: Path) -> None:
     assert done.summary["segments_carried"] == 10 and done.summary["segments_ok"] == 20
     fresh = project.train("demand", workers=1).run_id
     assert predictions(project, run_id, frame).equals(predictions(project, fresh, frame))
+
+
+def test_a_run_stopped_after_its_fit_resumes_without_fitting(fleet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped as it was being logged (every segment fitted): a resume keeps every model and only finishes it."""
+    project = mm.load_bundle(fleet)
+    monkeypatch.setenv(ENV, "tracking.finishing:raise")
+    with pytest.raises(Exception, match="fault injected at tracking.finishing"):
+        project.train("demand", workers=1)
+    monkeypatch.delenv(ENV)
+    [run] = project.runs("demand")
+    assert run.status == "failed"
+    done = project.train("demand", resume=run.run_id, workers=1)
+    assert done.summary["segments_resumed"] == 20 and done.summary["segments_ok"] == 20
+    assert project.runs("demand")[0].status == "ok"
+    assert [p.name for p in shard_folder(project, run.run_id).iterdir() if not p.name.startswith("shard-")] == []

@@ -69,6 +69,11 @@ def test_the_server_failing_at_the_end_of_a_training_loses_nothing(tmp_path: Pat
     run_id = kept[0].name
 
     relay.mend()
+    import manymodels as mm
+    from manymodels.errors import BundleError
+
+    with pytest.raises(BundleError, match=f"`manymodels upload {run_id}` logs it"):  # not a resume: it was fitted
+        mm.load_bundle(tmp_path).train("demand", resume=run_id)
     code, out, _ = cli(tmp_path, "upload")
     assert code == 0 and f"run {run_id}: logged and finished" in out, out
     assert not kept[0].exists()

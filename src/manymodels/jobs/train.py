@@ -47,6 +47,7 @@ from manymodels.registry.pack import TIME, Pack
 from manymodels.registry.pyfunc import describe_model, save_pack_model
 from manymodels.registry.tracking import (
     ARTIFACTS_DIR,
+    FINISH_FILE,
     STATUS_OK,
     STATUS_RUNNING,
     TAG,
@@ -181,6 +182,11 @@ def _resumable(target: Target, name: str, run_id: str) -> _Previous:
             "or stop it first"
             + ("" if here else f"; its last heartbeat was {silent[0]:.0f} s ago" if silent else
                "; this machine cannot tell whether that process is alive")
+        )
+    if (target.unsent / run_id / FINISH_FILE).exists():
+        raise BundleError(
+            f"run {run_id} was fitted whole and kept when the tracking server failed as it was logged: "
+            f"`manymodels upload {run_id}` logs it"
         )
     local = local_path(run.artifact_uri)
     if local is None:
@@ -351,7 +357,8 @@ def _train(
         results = engine.fit(data, spec, shard_dir, progress) if len(data) else []
         if run_staging is not None:
             fetch_shards(shard_dir, shards)
-        drop_records(str(shards))
+        if folder.upload is not None:  # a staged folder is uploaded whole: its records never reach the store
+            drop_records(str(shards))
         manifest = mf.build_manifest(data.keys, results, spec)
         if kept is not None and len(kept):
             manifest = pd.concat([manifest, kept[manifest.columns]], ignore_index=True)
@@ -399,6 +406,8 @@ def _train(
                      lambda: training_sections(manifest, spec.segment_by, spec.metric, facts), warn)
         tracker.finish_run(run_id, summary, ok, artifacts=folder.upload, tags={TAG + "segments": str(len(manifest))},
                            resumable=True)
+        if folder.upload is None:  # the run's own folder: its records stay until it is finished, for a resume
+            drop_records(str(shards))
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds, warnings)
 
 
