@@ -272,7 +272,7 @@ def kill_points(base: Path, results: Results) -> None:
             import manymodels as mm
 
             latest = mm.load_bundle(root).runs("demand")[0]
-            if latest.status in ("dead", "failed"):
+            if latest.status == "dead" or latest.status == "failed" and "manymodels.segments" not in latest.tags:
                 after = ["train", "demand", "--resume", latest.run_id, "--workers", "2"]
         next_code, next_out, _ = cli(root, *after)
         aliases = _aliases(root)

@@ -158,6 +158,10 @@ def test_resume_refuses_runs_it_cannot_finish(fleet: Path) -> None:
     with pytest.raises(BundleError, match="still running .*on host elsewhere.* cannot tell whether"):
         project.train("demand", resume=run_id)
     client.set_tag(run_id, "manymodels.status", "failed")
+    client.set_tag(run_id, "manymodels.segments", "20")  # as a run that ended, every segment failed, is tagged
+    with pytest.raises(BundleError, match="ended with every segment tried"):
+        project.train("demand", resume=run_id)
+    client.delete_tag(run_id, "manymodels.segments")
     (shard_folder(project, run_id) / "resume.json").unlink()  # its record of what it was asked to fit is gone
     with pytest.raises(BundleError, match="left no record of its work"):
         project.train("demand", resume=run_id)

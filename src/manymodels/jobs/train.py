@@ -174,6 +174,11 @@ def _resumable(target: Target, name: str, run_id: str) -> _Previous:
     host, pid = tags.get(TAG + "host", "?"), tags.get(TAG + "pid", "?")
     if run.status == STATUS_OK:
         raise BundleError(f"run {run_id} finished: there is nothing to resume")
+    if TAG + "segments" in tags:  # written when a run ends: it failed with every segment tried, none left
+        raise BundleError(
+            f"run {run_id} ended with every segment tried (none has a model: `manymodels show {run_id}` lists why); "
+            "there is nothing to resume: train anew"
+        )
     if run.status == STATUS_RUNNING:
         here = host == socket.gethostname()
         silent = heartbeat_silence(tags, time.time())
