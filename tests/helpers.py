@@ -98,6 +98,15 @@ def write_bundle(root: Path, frame: pd.DataFrame | None = None, models: dict[str
     return path
 
 
+def chunked_bundle(root: Path, segments: int, rows: int, per_chunk: int) -> Path:
+    """A bundle of `segments` segments of `rows` rows each, whose engine fits `per_chunk` segments a chunk (so a
+    command stopped after its first segments has chunks still in flight, or finished)."""
+    write_bundle(root, frame=segment_frame(segments=segments, rows=rows))
+    edit_bundle(root / "manymodels.yml",
+                lambda doc: doc["targets"]["dev"].update(engine={"max_chunk_rows": rows * per_chunk}))
+    return root
+
+
 def edit_bundle(path: Path, change: Any) -> None:
     """Load manymodels.yml, let `change(doc)` edit it in place, write it back."""
     doc = yaml.safe_load(path.read_text())

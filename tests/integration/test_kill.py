@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import manymodels as mm
-from helpers import edit_bundle, segment_frame, write_bundle
+from helpers import chunked_bundle
 from manymodels.faults import ENV
 
 MARK = "MANYMODELS_TEST_MARK"
@@ -57,10 +57,8 @@ def gone_within(mark: str, seconds: float) -> list[int]:
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Path:
-    write_bundle(tmp_path, frame=segment_frame(segments=40, rows=200))
     # small chunks: when the first segment is done, other chunks are still being fitted by the workers
-    edit_bundle(tmp_path / "manymodels.yml", lambda doc: doc["targets"]["dev"].update(engine={"max_chunk_rows": 400}))
-    return tmp_path
+    return chunked_bundle(tmp_path, segments=40, rows=200, per_chunk=2)
 
 
 @pytest.mark.slow

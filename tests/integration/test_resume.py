@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 import manymodels as mm
-from helpers import edit_bundle, segment_frame, write_bundle
+from helpers import chunked_bundle, edit_bundle, segment_frame, write_bundle
 from manymodels.errors import BundleError
 from manymodels.faults import ENV
 from manymodels.registry.manifest import PackLayout
@@ -58,9 +58,7 @@ def predictions(project: mm.Project, run_id: str, data: pd.DataFrame) -> pd.Seri
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Path:
-    write_bundle(tmp_path, frame=segment_frame(segments=20, rows=100))
-    edit_bundle(tmp_path / "manymodels.yml", lambda doc: doc["targets"]["dev"].update(engine={"max_chunk_rows": 200}))
-    return tmp_path
+    return chunked_bundle(tmp_path, segments=20, rows=100, per_chunk=2)
 
 
 @pytest.mark.slow

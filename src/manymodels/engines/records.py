@@ -99,4 +99,5 @@ def shard_files(shard_dir: str) -> list[str]:
 
 def stale_files(shard_dir: str, keep: Sequence[str]) -> list[str]:
     """The shards and records of a folder but those in `keep`."""
-    return [n for n in [*shard_files(shard_dir), *list_files(shard_dir, RECORDS)] if n not in set(keep)]
+    keeping = set(keep)
+    return [n for n in [*shard_files(shard_dir), *list_files(shard_dir, RECORDS)] if n not in keeping]

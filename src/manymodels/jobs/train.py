@@ -65,9 +65,9 @@ from manymodels.segment.shards import (
     fetch_shards,
     join_location,
     make_folder,
+    put_file,
     remove_files,
     remove_folder,
-    write_file,
 )
 
 SEGMENT_METRICS = "segment_metrics.parquet"
@@ -193,21 +193,17 @@ def _resumable(target: Target, name: str, run_id: str) -> _Previous:
             f"run {run_id} was fitted whole and kept when the tracking server failed as it was logged: "
             f"`manymodels upload {run_id}` logs it"
         )
-    local = local_path(run.artifact_uri)
-    if local is None:
-        remote_staging = target.staging(run_id)
-        if remote_staging is not None:  # where the engine wrote the shards (target.staging, as _train does)
-            shard_dir = f"{remote_staging}/{PackLayout.SHARDS}"
-        else:
-            staged = target.tracker.staged(run_id)
-            if staged is None:
-                raise BundleError(
-                    f"run {run_id} staged its models on the machine that ran it (host {host}) and they are not here: "
-                    "resume it there, or train anew"
-                )
-            shard_dir = str(staged / ARTIFACTS_DIR / PackLayout.IN_RUN / PackLayout.SHARDS)
-    else:
-        shard_dir = str(local / PackLayout.IN_RUN / PackLayout.SHARDS)
+    artifacts = local_path(run.artifact_uri)
+    staged = artifacts is None
+    if staged and target.staging(run_id) is None:  # staged in this machine's temporary folder, if it was this one
+        folder = target.tracker.staged(run_id)
+        if folder is None:
+            raise BundleError(
+                f"run {run_id} staged its models on the machine that ran it (host {host}) and they are not here: "
+                "resume it there, or train anew"
+            )
+        artifacts = folder / ARTIFACTS_DIR
+    shard_dir = _shard_dir(target, run_id, artifacts, staged)
     plan = read_plan(shard_dir)
     if plan is None:
         raise BundleError(
@@ -215,6 +211,16 @@ def _resumable(target: Target, name: str, run_id: str) -> _Previous:
             "removed): train anew"
         )
     return _Previous(run, shard_dir, plan)
+
+
+def _shard_dir(target: Target, run_id: str, artifacts: Path | None, staged: bool) -> str:
+    """Where a run's engine writes its shards (and records): the pack's folder among the run's artifacts, or, when
+    the run's artifacts are staged for upload and the target sets engine.staging, a folder there."""
+    remote = target.staging(run_id) if staged else None
+    if remote is not None:
+        return f"{remote}/{PackLayout.SHARDS}"
+    assert artifacts is not None  # noqa: S101 - a run's artifacts are local, or staged here, or under engine.staging
+    return str(artifacts / PackLayout.IN_RUN / PackLayout.SHARDS)
 
 
 @dataclass
@@ -321,7 +327,7 @@ def _train(
     else:
         _same_settings(previous.run, params)
         run_id, artifact_uri = previous.run.run_id, previous.run.artifact_uri
-        tracker.reopen_run(run_id, resumed=int(previous.run.tags.get(TAG + "resumed", "0")) + 1)
+        tracker.reopen_run(previous.run)
     info = PackInfo(
         model=name,
         segment_by=list(spec.segment_by),
@@ -334,8 +340,7 @@ def _train(
         target=target.name,
         extra={TIME: spec.time_column} if any(c.method == "seasonal" for c in spec.candidates) else {},
     )
-    resume = previous is not None
-    with tracker.run_folder(run_id, artifact_uri, keep_in=target.unsent, resume=resume) as folder:
+    with tracker.run_folder(run_id, artifact_uri, keep_in=target.unsent, resume=previous is not None) as folder:
         # Executors write shards into the run's own folder when it is local, else into engine.staging (kept when
         # the run fails, for a resume; removed once the pack is whole here).
         run_staging = None if folder.upload is None else target.staging(run_id)
@@ -343,7 +348,7 @@ def _train(
         pack = PackLayout(save_pack_model(model_dir, code=target.estimator_code(spec)))
         shards = Path(pack.shards)
         shards.mkdir(parents=True, exist_ok=True)
-        shard_dir = str(shards) if run_staging is None else f"{run_staging}/{PackLayout.SHARDS}"
+        shard_dir = _shard_dir(target, run_id, folder.path, folder.upload is not None)
         make_folder(shard_dir)
         kept = None
         if previous is not None:
@@ -457,7 +462,8 @@ def _keep_finished(
         The fleet of the segments left to fit, and the kept segments' manifest rows.
     """
     records = read_records(shard_dir)
-    found = _finished(records, data.keys, engine.fingerprints(data, spec), spec)
+    fingerprints = engine.fingerprints(data, spec) if len(records) else []  # a pass over the data: only if needed
+    found = _finished(records, data.keys, fingerprints, spec)
     kept = found.iloc[:0]
     written: list[str] = []
     if len(found):
@@ -474,7 +480,7 @@ def _keep_finished(
             copied = copy_models(out, [(earlier, rows.loc[good])], first_index=len(data) - len(found),
                                  prefix="shard-r")
             for shard in sorted(out.glob("shard-r*.parquet")):
-                write_file(join_location(shard_dir, shard.name), shard.read_bytes())
+                put_file(shard, join_location(shard_dir, shard.name))
                 written.append(shard.name)
             if len(copied):
                 kept = copied.drop(columns=[mf.SOURCE_RUN])

@@ -298,7 +298,7 @@ class Tracker:
         staging = None
         if local is None:  # staged here, uploaded by finish_run
             staging = (self.staged(run_id) if resume else None) or Path(
-                tempfile.mkdtemp(prefix=f"manymodels-{run_id}-")
+                tempfile.mkdtemp(prefix=_staging_prefix(run_id))
             )
             local = staging / ARTIFACTS_DIR
         folder = RunFolder(local, None if staging is None else local)
@@ -358,7 +358,7 @@ class Tracker:
     @staticmethod
     def staged(run_id: str) -> Path | None:
         """The folder a run's process staged its artifacts in on this machine (`run_folder`), if it is still here."""
-        found = sorted(Path(tempfile.gettempdir()).glob(f"manymodels-{run_id}-*"))
+        found = sorted(Path(tempfile.gettempdir()).glob(_staging_prefix(run_id) + "*"))
         return next((f for f in found if f.is_dir()), None)
 
     def sweep_staging(self, bundle: str, model: str) -> list[Path]:
@@ -372,7 +372,7 @@ class Tracker:
             The folders removed.
         """
         removed = []
-        for folder in Path(tempfile.gettempdir()).glob("manymodels-*-*"):
+        for folder in Path(tempfile.gettempdir()).glob(_staging_prefix("*") + "*"):
             run_id = folder.name.split("-")[1]
             if not folder.is_dir() or not re.fullmatch(r"[0-9a-f]{32}", run_id):
                 continue
@@ -389,19 +389,23 @@ class Tracker:
                 removed.append(folder)
         return removed
 
-    def reopen_run(self, run_id: str, resumed: int) -> None:
-        """Mark a dead or failed run running again, by this process (a resume finishes it)."""
+    def reopen_run(self, run: RunInfo) -> None:
+        """Mark a dead or failed run running again, by this process (a resume finishes it); `resumed` counts how
+        many times it was."""
         me = [RunTag(TAG + key, value) for key, value in identity().items()]
+        resumed = int(run.tags.get(TAG + "resumed", "0")) + 1
         try:
             self.client.log_batch(
-                run_id,
+                run.run_id,
                 tags=[*me, RunTag(TAG + "status", STATUS_RUNNING), RunTag(TAG + "resumed", str(resumed))],
             )
-            if TAG + "error" in self.client.get_run(run_id).data.tags:  # the interruption's: not this run's end
-                self.client.delete_tag(run_id, TAG + "error")
-            self.client.update_run(run_id, status="RUNNING")
+            if TAG + "error" in run.tags:  # the interruption's: not how this run ends
+                self.client.delete_tag(run.run_id, TAG + "error")
+            self.client.update_run(run.run_id, status="RUNNING")
         except MlflowException as exc:
-            raise RegistryError(f"MLflow at {self.tracking_uri}: cannot reopen run {run_id}: {exc.message}") from exc
+            raise RegistryError(
+                f"MLflow at {self.tracking_uri}: cannot reopen run {run.run_id}: {exc.message}"
+            ) from exc
 
     def upload(self, kept: Path) -> str:
         """Finish a run whose end the server missed, from the folder `run_folder` kept: log its files, metrics
@@ -525,6 +529,11 @@ class Tracker:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
+
+
+def _staging_prefix(run_id: str) -> str:
+    """How a run's staging folder in the temporary folder is named: this, then a random part."""
+    return f"manymodels-{run_id}-"
 
 
 def current_user() -> str:

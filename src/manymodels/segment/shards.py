@@ -95,12 +95,13 @@ def list_files(folder: str | Path, pattern: str) -> list[str]:
 
 def remove_files(folder: str | Path, names: list[str]) -> None:
     """Delete these files of a folder (local or URL); missing ones are fine."""
+    if not is_url(folder):
+        for name in names:
+            (Path(folder) / name).unlink(missing_ok=True)
+        return
+    fs, path = _filesystem(str(folder))
     for name in names:
-        where = join_location(folder, name)
-        if not is_url(where):
-            Path(where).unlink(missing_ok=True)
-            continue
-        fs, key = _filesystem(str(where))
+        key = f"{path.rstrip('/')}/{name}"
         if fs.exists(key):
             fs.rm(key)
 
