@@ -8,11 +8,18 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from manymodels.bundle.forecast import ForecastFeaturesSpec
+from manymodels.bundle.forecast_checks import (
+    FORECAST_RESERVED,
+    forecast_data_problems,
+    forecast_schema_problems,
+    time_kind_of,
+)
 from manymodels.bundle.loader import BundleConfig
 from manymodels.bundle.messages import did_you_mean
 from manymodels.bundle.schema import FallbackSpec, JobSpec, ModelSpec
 from manymodels.bundle.source import dotted
-from manymodels.data import is_numeric, output_format, read_schema
+from manymodels.data import is_numeric, output_format, read_frame, read_schema
 from manymodels.errors import BundleError, DataError
 from manymodels.estimators import accepted_params, add_import_roots, resolve_entry
 
@@ -25,6 +32,7 @@ RESERVED_COLUMNS = frozenset({
     "segment_index", "status", "error", "rows", "n_train", "n_test", "shard", "checksum", "shard_checksum",
     "model_format", "fingerprint", "fit_seconds", "constant", "profile", "source_run", "carried", "attempt",
     "candidate", "params", "cv_folds", "cv_mean", "cv_std", "cv_baseline", "cv_scores", "cv_folds_won",
+    "step_metric", "holdout_naive",
     # metrics
     "rmse", "mae", "mape", "r2", "logloss", "auc", "accuracy",
     # evaluation and promotion
@@ -79,10 +87,13 @@ def check_bundle(config: BundleConfig, data: bool = True, params: bool = True) -
         named: list[tuple[tuple[str | int, ...], str]] = [((*base, "segment_by", i), c) for i, c in
                                                           enumerate(model.segment_by)]
         named.append(((*base, "label"), model.label))
-        named += [((*base, "features", i), c) for i, c in enumerate(model.features or [])]
+        named += [((*base, *suffix), c) for suffix, c in feature_keys(model)]
+        if model.task == "forecast" and model.time:
+            named.append(((*base, "time"), model.time))
         if isinstance(model.fallback, FallbackSpec):
             named += [((*base, "fallback", "segment_by", i), c) for i, c in enumerate(model.fallback.segment_by)]
-        problems += [_reserved_problem(config, key, column) for key, column in named if reserved(column)]
+        problems += [_reserved_problem(config, key, column) for key, column in named
+                     if reserved(column) or (model.task == "forecast" and column in FORECAST_RESERVED)]
     for name, job in res.jobs.items():
         problems += _check_job(config, name, job)
     if data:
@@ -91,11 +102,24 @@ def check_bundle(config: BundleConfig, data: bool = True, params: bool = True) -
 
 
 def model_features(model: ModelSpec, schema: pa.Schema) -> list[str]:
-    """The model's features: as listed, or every numeric column but label, segments and split time."""
-    if model.features is not None:
-        return list(model.features)
+    """The model's feature columns: as listed (a forecast's known and static ones), or every numeric column but
+    label, segments and split time."""
+    listed = model.feature_columns
+    if listed is not None:
+        return listed
     skip = {model.label, *model.segment_by, model.split.by}
     return [f.name for f in schema if f.name not in skip and is_numeric(f.type)]
+
+
+def feature_keys(model: ModelSpec) -> list[tuple[tuple[str | int, ...], str]]:
+    """Where each listed feature column is named in the model's section: (key path below the model, column)."""
+    keys: list[tuple[tuple[str | int, ...], str]] = []
+    if isinstance(model.features, ForecastFeaturesSpec):
+        keys += [(("features", "known", i), c) for i, c in enumerate(model.features.known)]
+        keys += [(("features", "static", i), c) for i, c in enumerate(model.features.static)]
+    else:
+        keys += [(("features", i), c) for i, c in enumerate(model.features or [])]
+    return keys
 
 
 def model_problems(config: BundleConfig, name: str, schema: pa.Schema) -> list[str]:
@@ -261,7 +285,10 @@ def _check_data(config: BundleConfig) -> list[str]:
         schema = schemas.get(model.dataset)
         if schema is None:
             continue
-        problems += model_problems(config, name, schema)
+        found = model_problems(config, name, schema)
+        problems += found
+        if model.task == "forecast" and not found:
+            problems += _forecast_data(config, name, model, schema)
     for job_name, job in res.jobs.items():
         for i, task in enumerate(job.tasks):
             if task.score is None or task.score.model not in res.models:
@@ -274,6 +301,19 @@ def _check_data(config: BundleConfig) -> list[str]:
                 config, base, res.models[task.score.model], task.score.dataset, schema, with_label=False
             )
     return problems
+
+
+def _forecast_data(config: BundleConfig, name: str, model: ModelSpec, schema: pa.Schema) -> list[str]:
+    """A forecast model's rows checked: its time column, its grid, the history its settings need."""
+    base = ("resources", "models", name)
+    dataset = config.resolved.resources.datasets[model.dataset]
+    kind = time_kind_of(schema.field(str(model.time)).type)
+    try:
+        frame = read_frame(config.resolve_path(dataset.path), dataset.format, [*model.segment_by, str(model.time)])
+    except DataError as exc:
+        return [f"{config.where((*base, 'dataset'))}{dotted(base)}.dataset: {exc}"]
+    return [f"{config.where((*base, *key))}{dotted((*base, *key))}: {why}"
+            for key, why in forecast_data_problems(model, frame, kind or "date")]
 
 
 def _columns_problems(
@@ -318,18 +358,28 @@ def _columns_problems(
             why = cutoff_problem(model.split.cutoff, model.split.by, schema.field(model.split.by).type, where)
             if why:
                 problems.append(f"{config.where(key_of('split', 'cutoff'))}{dotted(key_of('split', 'cutoff'))}: {why}")
+    if model.task == "forecast":
+        problems += [f"{config.where(key_of(*k))}{dotted(key_of(*k))}: {why}"
+                     for k, why in forecast_schema_problems(model, schema, where)]
     features = model_features(model, schema)
-    if not features:
+    if not features and model.task != "forecast":  # a forecast's lags are features enough
         problems.append(
             f"{config.where(key_of('features'))}{dotted(key_of('features'))}: no numeric feature columns in {where}"
         )
-    for i, col in enumerate(features):
-        key = key_of("features", i) if model.features is not None else key_of("features")
-        if model.features is None and reserved(col):  # listed ones are reported without the data
+    listed = dict((c, k) for k, c in reversed(feature_keys(model)))
+    static = set(model.forecast_features.static) if model.task == "forecast" else set()
+    for col in features:
+        key = key_of(*listed[col]) if col in listed else key_of("features")
+        if col not in listed and reserved(col):  # listed ones are reported without the data
             problems.append(_reserved_problem(config, key, col) + " or list the features")
             continue
         if col not in names:
             missing(key, col)
+        elif col in static:
+            continue  # constant per segment: text is taken as it is
+        elif not is_numeric(schema.field(col).type) and model.task == "forecast":
+            problems.append(f"{config.where(key)}{dotted(key)}: known feature {col!r} must be numeric; {where} has it "
+                            f"as {schema.field(col).type}")
         elif not is_numeric(schema.field(col).type):
             dtype = schema.field(col).type
             others = sorted({t for t in model.estimator_types if t not in ("lightgbm", "baseline")})

@@ -58,6 +58,9 @@ def describe(exc: ValidationError, model: type[BaseModel], smap: SourceMap, base
 
 
 def _one(err: ErrorDetails, model: type[BaseModel], smap: SourceMap, base: KeyPath) -> str:
+    # A tagged union's arm is named in pydantic's location ("(mapping)"): not a key of the bundle.
+    inner = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("(") and p.endswith(")")))
+    err = {**err, "loc": inner}
     loc: KeyPath = (*base, *err["loc"])
     key = dotted(loc) or "the bundle"
     kind = err["type"]
@@ -112,6 +115,8 @@ def _step(annotation: Any, part: str | int) -> Any:
 
 def _arms(annotation: Any) -> list[Any]:
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _arms(typing.get_args(annotation)[0])
     if origin is typing.Union or origin is types.UnionType:
-        return [a for a in typing.get_args(annotation) if a is not type(None)]
+        return [arm for a in typing.get_args(annotation) if a is not type(None) for arm in _arms(a)]
     return [annotation]

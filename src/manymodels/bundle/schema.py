@@ -7,6 +7,13 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from manymodels.bundle.forecast import (
+    DEFAULT_LAGS,
+    Features,
+    ForecastFeaturesSpec,
+    TransformSpec,
+    forecast_problem,
+)
 from manymodels.bundle.selection import (
     BINARY_METRICS,
     REGRESSION_METRICS,
@@ -226,14 +233,28 @@ class ModelSpec(Strict):
     Model selection (see `manymodels.bundle.selection`): with `validation`, each segment's
     `candidates` (default: the one `estimator`), each tuned as `tuning` says, are cross-validated
     and the best by `selection.metric` is the segment's model.
+
+    `task: forecast` (see `manymodels.bundle.forecast`): each segment forecasts `horizon` steps of
+    its `label` along the `time` column's grid (`freq`, else inferred from the fleet), from the
+    features `features` names (a mapping: lags, rolling, calendar, known, static), the label
+    transformed by `target_transform` (default: `[{diff: 1}]`), one model fed its own forecasts
+    (`strategy: recursive`, the default) or one per step (`direct`); `gaps` says what a hole in a
+    segment's grid is. Its candidates are chosen on rolling-origin windows that each forecast the
+    horizon (`validation`: `{kind: time, windows: 3}` by default); `naive` is always among them.
     """
 
     dataset: str
     segment_by: list[str] = Field(min_length=1)
     label: str
-    features: list[str] | None = None
+    features: Features | None = None
     impute: Literal["median", "zero"] | None = None
-    task: Literal["regression", "binary"] = "regression"
+    task: Literal["regression", "binary", "forecast"] = "regression"
+    time: str | None = Field(default=None, min_length=1)
+    freq: str | int | float | None = None
+    horizon: int | None = Field(default=None, ge=1, le=10_000)
+    target_transform: list[TransformSpec] | None = None
+    strategy: Literal["recursive", "direct"] = "recursive"
+    gaps: Literal["error", "zero", "missing"] = "error"
     estimator: EstimatorSpec = Field(default_factory=EstimatorSpec)
     split: SplitSpec = Field(default_factory=SplitSpec)
     metric: str | None = None
@@ -265,12 +286,54 @@ class ModelSpec(Strict):
             )
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _forecast_validates_in_time(cls, value: Any) -> Any:
+        # A forecast's validation is rolling-origin windows: `validation: {windows: 3}` needs no `kind: time`.
+        if isinstance(value, dict) and value.get("task") == "forecast" and isinstance(value.get("validation"), dict):
+            if "kind" not in value["validation"]:
+                value = {**value, "validation": {"kind": "time", **value["validation"]}}
+        return value
+
+    @model_validator(mode="after")
+    def _forecast_fits_together(self) -> ModelSpec:
+        why = forecast_problem(self)
+        if why:
+            raise ValueError(why)
+        return self
+
     @model_validator(mode="after")
     def _selection_fits_together(self) -> ModelSpec:
         why = selection_problem(self)
         if why:
             raise ValueError(why)
         return self
+
+    @property
+    def forecast_features(self) -> ForecastFeaturesSpec:
+        """A forecast's features as given, or the defaults (lags 1, 2, 3)."""
+        return self.features if isinstance(self.features, ForecastFeaturesSpec) else ForecastFeaturesSpec()
+
+    @property
+    def feature_columns(self) -> list[str] | None:
+        """The columns listed as features (a forecast's: its known and static ones); None when not listed."""
+        if isinstance(self.features, ForecastFeaturesSpec):
+            return [*self.features.known, *self.features.static]
+        if self.task == "forecast":
+            return []
+        return None if self.features is None else list(self.features)
+
+    @property
+    def lags(self) -> list[int]:
+        """A forecast's lags, as given or the default."""
+        lags = self.forecast_features.lags
+        return list(DEFAULT_LAGS) if lags is None else list(lags)
+
+    @property
+    def transforms(self) -> list[tuple[str, int]]:
+        """A forecast's target transforms, as the segment layer takes them (default: one difference)."""
+        given = self.target_transform
+        return [("diff", 1)] if given is None else [t.step for t in given]
 
     @property
     def candidate_specs(self) -> list[CandidateSpec]:
@@ -287,7 +350,9 @@ class ModelSpec(Strict):
 
     @property
     def time_column(self) -> str | None:
-        """The column ordering a segment's rows in time: `validation.by`, else `split.by`."""
+        """The column ordering a segment's rows in time: a forecast's `time`, `validation.by`, else `split.by`."""
+        if self.task == "forecast":
+            return self.time
         return (self.validation.by if self.validation is not None else None) or self.split.by
 
     @property
@@ -297,7 +362,7 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> ModelSpec:
-        allowed = REGRESSION_METRICS if self.task == "regression" else BINARY_METRICS
+        allowed = BINARY_METRICS if self.task == "binary" else REGRESSION_METRICS
         for name, metric in (("metric", self.metric), ("promotion.metric", self.promotion.metric)):
             if metric is not None and metric not in allowed:
                 raise ValueError(f"{name} {metric!r} does not fit task {self.task}; use one of {', '.join(allowed)}")
@@ -306,7 +371,7 @@ class ModelSpec(Strict):
     @property
     def primary_metric(self) -> str:
         """The metric that ranks segments: `metric`, or rmse / logloss by task."""
-        return self.metric or ("rmse" if self.task == "regression" else "logloss")
+        return self.metric or ("logloss" if self.task == "binary" else "rmse")
 
     @property
     def fallback_by(self) -> list[str] | None:

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from manymodels.bundle.messages import did_you_mean
 from manymodels.bundle.strict import Strict
 
-BASELINE_METHODS = ("mean", "median", "last", "seasonal")
+BASELINE_METHODS = ("mean", "median", "last", "seasonal", "naive", "seasonal_naive", "drift", "window_average")
 REGRESSION_METRICS = ("rmse", "mae", "mape", "r2")
 BINARY_METRICS = ("logloss", "auc", "accuracy")
 
@@ -54,15 +54,20 @@ class CandidateSpec(Strict):
 
     `type` lightgbm, sklearn or python take `params` (and `entry`, as `estimator:` does);
     `baseline` takes a `method`: `mean`, `median`, `last` (the latest training row's label) or
-    `seasonal` (the label `period` steps earlier on the segment's time grid).
+    `seasonal` (the label `period` steps earlier on the segment's time grid); a forecast's, defined at
+    the forecast's origin: `naive` (the last value), `seasonal_naive` (the value `period` steps before
+    each target), `drift` (the line through the first and last values), `window_average` (the mean of
+    the last `window` values), `mean`, `median`.
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     type: Literal["lightgbm", "sklearn", "python", "baseline"] = "lightgbm"
     entry: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
-    method: Literal["mean", "median", "last", "seasonal"] | None = None
+    method: Literal["mean", "median", "last", "seasonal", "naive", "seasonal_naive", "drift", "window_average"] | None \
+        = None
     period: int | None = Field(default=None, ge=2)
+    window: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _fields_of_type(self) -> CandidateSpec:
@@ -71,12 +76,16 @@ class CandidateSpec(Strict):
                 raise ValueError(f"a baseline needs method: one of {', '.join(BASELINE_METHODS)}")
             if self.entry is not None or self.params:
                 raise ValueError("a baseline takes method (and period), not entry or params")
-            if self.method == "seasonal" and self.period is None:
-                raise ValueError("baseline seasonal needs period: the season's length in time steps (e.g. 52)")
+            if self.method in ("seasonal", "seasonal_naive") and self.period is None:
+                raise ValueError(f"baseline {self.method} needs period: the season's length in time steps (e.g. 52)")
+            if self.method == "window_average" and self.window is None:
+                raise ValueError("baseline window_average needs window: how many of the last steps to average")
         elif self.method is not None:
             raise ValueError("method is for type baseline")
-        if self.period is not None and self.method != "seasonal":
-            raise ValueError("period is for baseline seasonal")
+        if self.period is not None and self.method not in ("seasonal", "seasonal_naive"):
+            raise ValueError("period is for baselines seasonal and seasonal_naive")
+        if self.window is not None and self.method != "window_average":
+            raise ValueError("window is for baseline window_average")
         if self.type == "lightgbm" and self.entry is not None:
             raise ValueError("entry is only for type sklearn or python; lightgbm needs none")
         if self.type in ("sklearn", "python") and not self.entry:
@@ -181,14 +190,15 @@ class SelectionSpec(Strict):
 
 def selection_problem(model: Any) -> str | None:
     """Why a model's selection sections do not fit together (and with its task, split and promotion), or None."""
-    if model.promotion.basis == "cv" and model.validation is None:
+    forecast = model.task == "forecast"  # validates on rolling-origin windows of its horizon, by default
+    if model.promotion.basis == "cv" and model.validation is None and not forecast:
         return "promotion.basis cv compares cross-validated metrics: add validation"
     if model.promotion.basis == "cv" and model.promotion_metric != model.selection_metric:
         return (
             f"promotion.basis cv compares the folds' {model.selection_metric} (selection.metric): "
             f"promotion.metric {model.promotion_metric} cannot be read from them"
         )
-    if (model.candidates or model.tuning) and model.validation is None:
+    if (model.candidates or model.tuning) and model.validation is None and not forecast:
         return (
             "candidates and tuning are chosen among by cross-validation: add validation, "
             "e.g. validation: {kind: kfold, folds: 5}"
@@ -205,12 +215,14 @@ def selection_problem(model: Any) -> str | None:
         if next(c for c in model.candidate_specs if c.name == name).type == "baseline":
             return f"tuning.{name}: a baseline has no parameters to tune"
     time = model.time_column
+    if forecast:
+        time = model.time
     if model.validation is not None and model.validation.kind == "time" and time is None:
         return "validation kind time needs by, the time column (or a split by time)"
     ordered = [c.name for c in model.candidate_specs if c.method in ("last", "seasonal")]
     if ordered and time is None:
         return f"baseline(s) {', '.join(ordered)} need the rows' time order: set validation.by (kind time) or split.by"
-    allowed = REGRESSION_METRICS if model.task == "regression" else BINARY_METRICS
+    allowed = BINARY_METRICS if model.task == "binary" else REGRESSION_METRICS
     if model.selection.metric is not None and model.selection.metric not in allowed:
         return (
             f"selection.metric {model.selection.metric!r} does not fit task {model.task}; use one "

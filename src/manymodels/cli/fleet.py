@@ -130,6 +130,47 @@ def score_cmd(
     guarded(body)
 
 
+@app.command("forecast")
+def forecast_cmd(
+    model: Annotated[str, typer.Argument(help="The model family (task forecast).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the forecasts: .parquet or .csv.")],
+    target: TargetOpt = None,
+    bundle: BundleOpt = None,
+    var: VarOpt = None,
+    horizon: Annotated[
+        int | None, typer.Option("--horizon", min=1, help="Steps to forecast (default: the trained horizon).")
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Newer history to start from: a dataset or a Parquet/CSV path (default: the "
+                                    "history the models were trained on, kept in the pack)."),
+    ] = None,
+    known: Annotated[
+        str | None,
+        typer.Option("--known", help="Future values of the known features: a dataset or a Parquet/CSV path."),
+    ] = None,
+    version: Annotated[int | None, typer.Option("--version", min=1, help="Registered version to use.")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Training run to use.")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Local engine: processes to forecast on (default: cores).")
+    ] = None,
+) -> None:
+    """Forecast the next steps of every segment: rows of segment, time, step, prediction, model_source.
+
+    Uses the champion version once there is one, else the latest training run (or --version / --run).
+    """
+    from manymodels.jobs.forecast import forecast
+
+    def body() -> int:
+        ctx = checked(target, var, fits=False)
+        outcome = forecast(ctx, model, horizon=horizon, data=data, known=known, output=out, run_id=run,
+                           version=version, workers=workers)
+        render.forecast_summary(outcome)
+        return 0
+
+    guarded(body)
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     model: Annotated[str, typer.Argument(help="The model family.")],

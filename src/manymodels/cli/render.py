@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the jobs layer pulls in MLflow; `--help` and `validate` nee
 
     from manymodels.jobs import ScoreOutcome, TrainOutcome
     from manymodels.jobs.evaluate import Evaluation
+    from manymodels.jobs.forecast import ForecastOutcome
     from manymodels.jobs.promote import PromoteOutcome, RollbackOutcome
     from manymodels.registry import RunInfo
     from manymodels.registry.versions import VersionInfo
@@ -181,6 +182,22 @@ def score_summary(outcome: ScoreOutcome) -> None:
     )
     if outcome.output is not None:
         table.add_row("scores", str(outcome.output))
+    out.print(table)
+
+
+def forecast_summary(outcome: ForecastOutcome) -> None:
+    """The table printed after forecasting."""
+    table = Table(title=f"forecast {outcome.model}", show_header=False, title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("run", outcome.run_id + (f" (version {outcome.version})" if outcome.version else ""))
+    start = "each segment's latest rows of --data" if outcome.from_data else "the history kept in the pack"
+    table.add_row("forecasts", f"{outcome.segments:,} segments x {outcome.steps} steps, from {start}")
+    if outcome.segments_without_model:
+        table.add_row(Text("no model", style="yellow"),
+                      f"{outcome.segments_without_model:,} segments (failed or thin in training: not forecast)")
+    if outcome.output is not None:
+        table.add_row("written to", str(outcome.output))
     out.print(table)
 
 

@@ -93,6 +93,19 @@ class Scored:
     rows_damaged: int = 0
 
 
+@dataclass
+class Forecasted:
+    """What forecasting produced: one row per segment and step, and how many segments asked had no model.
+
+    Attributes:
+        frame: the segment columns, the time, `step`, `prediction`, `model_source`.
+        segments_without_model: segments of the pack (failed ones) or of the history that got no forecast.
+    """
+
+    frame: pd.DataFrame
+    segments_without_model: int
+
+
 class Fleet(Protocol):
     """A dataset's segments as an engine holds them: the keys (in segment-index order) and their sizes."""
 
@@ -182,6 +195,24 @@ class Engine(Protocol):
         """
         ...
 
+
+    def forecast(
+        self, pack: str, steps: int, history: Source | None = None, known: pd.DataFrame | None = None
+    ) -> Forecasted:
+        """The next `steps` of every segment: from the state the pack keeps, or from each segment's latest rows of
+        `history` (segment columns, time, label, known features), with the pack's models.
+
+        Args:
+            pack: a forecast family's pack, where this engine's workers can read it.
+            steps: how many steps (at most the trained horizon).
+            history: newer rows to forecast from (None: the pack's state).
+            known: the known features' future values (segment columns, time, the known columns).
+
+        Returns:
+            One row per segment and step (the segment columns, the time, `step`, `prediction`, `model_source`), and
+            how many segments had no model.
+        """
+        ...
 
     def monitor(self, source: Source, segment_by: Sequence[str], root: str, watch: Any) -> pd.DataFrame:
         """Per segment of `source`: its new rows' drift against the pack's profiles, and its metric; only this

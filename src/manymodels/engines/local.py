@@ -18,6 +18,7 @@ from manymodels import faults
 from manymodels.data import read_frame, write_table
 from manymodels.engines.base import (
     Dataset,
+    Forecasted,
     PreparedData,
     Progress,
     Scored,
@@ -33,6 +34,9 @@ from manymodels.engines.operations import (
     Contender,
     Watch,
     evaluate_chunk,
+    forecast_chunk,
+    forecast_history_chunk,
+    known_for,
     model_positions,
     monitor_chunk,
     open_pack,
@@ -248,6 +252,42 @@ class LocalEngine:
         table = pd.concat(parts, ignore_index=True)
         table = table.sort_values(mf.SEGMENT_INDEX, kind="stable").reset_index(drop=True)
         return pd.concat([data.keys.reset_index(drop=True), table.drop(columns=mf.SEGMENT_INDEX)], axis=1)
+
+    def forecast(
+        self, pack: str, steps: int, history: Source | None = None, known: pd.DataFrame | None = None
+    ) -> Forecasted:
+        """Forecasts of chunks of segments on the pool (or here, when few): from the pack's state, whose segments
+        are chunked in shard order (each worker reads its shards once), or from `history`, grouped by segment."""
+        opened = open_pack(pack)
+        by = list(opened.segment_by)
+        plan = opened.plan
+        if plan is None:
+            raise DataError(f"model {opened.info.model!r} is not a forecast model (task forecast)")
+        if history is None:
+            served = mf.served(opened.manifest).sort_values([mf.SHARD, mf.SEGMENT_INDEX], kind="stable")
+            keys = served[by].reset_index(drop=True)
+            sizes = np.full(len(keys), max(steps, 1), dtype=np.int64)
+            chunks = plan_chunks(sizes, self.workers, self.max_chunk_rows)
+            tasks: Iterable[tuple[Any, ...]] = (
+                (pack, part, steps, known_for(known, part))
+                for part in (keys.iloc[first:end].reset_index(drop=True) for first, end in chunks)
+            )
+            parts = list(self._map(forecast_chunk, tasks, len(chunks)))
+            asked = len(opened.manifest)
+        else:
+            columns = [*by, plan.time, opened.info.label, *plan.known, *plan.static]
+            data = prepare(_frame(history, list(dict.fromkeys(columns))), by)
+            chunks = plan_chunks(data.sizes, self.workers, self.max_chunk_rows)
+            tasks = (
+                (rows, pack, steps, known_for(known, data.keys.iloc[first:end]))
+                for rows, first, end in ((self._task(data, i, f, e)[0], f, e) for i, (f, e) in enumerate(chunks))
+            )
+            parts = list(self._map(forecast_history_chunk, tasks, len(chunks)))
+            asked = len(data)
+        if not parts:
+            parts = [forecast_chunk(pack, opened.manifest[by].iloc[:0], steps, None)]
+        frame = pd.concat(parts, ignore_index=True)
+        return Forecasted(frame, asked - len(frame) // max(steps, 1))
 
     def monitor(self, source: Source, segment_by: Sequence[str], root: str, watch: Watch) -> pd.DataFrame:
         """Each segment's drift and metric on its new rows; rows already scored: one vectorised pass here, else

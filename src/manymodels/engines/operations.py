@@ -230,3 +230,36 @@ def monitor_chunk(
         y = pd.to_numeric(frame[watch.label], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         out[MON_METRIC] = grouped_metric(watch.task, watch.metric, positions, count, y, predicted.to_numpy())
     return out
+
+
+def forecast_chunk(root: str, keys: pd.DataFrame, steps: int, known: pd.DataFrame | None) -> pd.DataFrame:
+    """The next `steps` of a chunk of a pack's segments, from the state the pack keeps (no data)."""
+    from threadpoolctl import threadpool_limits
+
+    from manymodels.registry.forecasting import forecast_state
+
+    with threadpool_limits(limits=1):
+        return forecast_state(open_pack(root), keys, steps, known)[0]
+
+
+def forecast_history_chunk(frame: pd.DataFrame, root: str, steps: int, known: pd.DataFrame | None) -> pd.DataFrame:
+    """The next `steps` of a chunk of segments, each from its own latest rows in `frame` (whole segments)."""
+    from threadpoolctl import threadpool_limits
+
+    from manymodels.registry.forecasting import forecast_history
+
+    with threadpool_limits(limits=1):
+        return forecast_history(open_pack(root), frame, steps, known)[0]
+
+
+def known_for(known: pd.DataFrame | None, keys: pd.DataFrame) -> pd.DataFrame | None:
+    """The rows of `known` (future values of known features) of a chunk's segments."""
+    if known is None or len(keys.columns) == 0:
+        return known
+    by = list(keys.columns)
+    wanted = set(_labels(keys).tolist())
+    return known.loc[_labels(known[by]).isin(wanted).to_numpy()]
+
+
+def _labels(keys: pd.DataFrame) -> pd.Series:
+    return keys.astype(str).agg("|".join, axis=1) if len(keys) else pd.Series([], dtype=object)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from manymodels.engines.base import Dataset, Progress, Scored, Source, segment_labels, wanted_mask
+from manymodels.engines.base import Dataset, Forecasted, Progress, Scored, Source, segment_labels, wanted_mask
 from manymodels.engines.chunking import plan_chunks
 from manymodels.engines.operations import (
     EVAL_FINGERPRINT,
@@ -31,6 +31,9 @@ from manymodels.engines.operations import (
     Contender,
     Watch,
     evaluate_chunk,
+    forecast_chunk,
+    forecast_history_chunk,
+    known_for,
     model_positions,
     monitor_chunk,
     open_pack,
@@ -47,6 +50,7 @@ from manymodels.engines.spark_session import (
     stage_progress,
     to_pandas,
 )
+from manymodels.errors import DataError
 from manymodels.registry import manifest as mf
 from manymodels.registry.pack import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE, PackPredict
 from manymodels.segment import SegmentResult, SegmentSpec
@@ -274,6 +278,57 @@ class SparkEngine:
         rows = rows.sort_values(mf.SEGMENT_INDEX, kind="stable").reset_index(drop=True)
         return pd.concat([fleet.keys.reset_index(drop=True), rows.drop(columns=mf.SEGMENT_INDEX)], axis=1)
 
+    def forecast(
+        self, pack: str, steps: int, history: Source | None = None, known: pd.DataFrame | None = None
+    ) -> Forecasted:
+        """Forecasts of chunks of segments, one task per chunk: the pack's segments (in shard order, so a task reads
+        its shards once) or the segments of `history` read by Spark; the forecast rows come back to the driver."""
+        self.start()
+        opened = open_pack(pack)
+        plan = opened.plan
+        if plan is None:
+            raise DataError(f"model {opened.info.model!r} is not a forecast model (task forecast)")
+        by = list(opened.segment_by)
+        dates = plan.time_kind != "number"
+        if history is None:
+            served = mf.served(opened.manifest).sort_values([mf.SHARD, mf.SEGMENT_INDEX], kind="stable")
+            keys = served[by].reset_index(drop=True)
+            asked = len(opened.manifest)
+            if len(keys) == 0:
+                return Forecasted(forecast_chunk(pack, keys, steps, None), asked)
+            chunks = plan_chunks(np.full(len(keys), max(steps, 1), dtype=np.int64), self.workers, self.max_chunk_rows)
+            chunk_of = np.zeros(len(keys), dtype=np.int64)
+            for number, (first, end) in enumerate(chunks):
+                chunk_of[first:end] = number
+            tagged = keys.assign(**{INDEX: np.arange(len(keys)), PART: partition_labels(self.session,
+                                                                                      len(chunks))[chunk_of]})
+            with stage_conf(self.session, {_ARROW: "true"}):
+                frame = self.session.createDataFrame(tagged)
+            fleet = SparkFleet(frame, keys, np.ones(len(keys), dtype=np.int64), chunks)
+
+            def forecast_group(pdf: pd.DataFrame) -> pd.DataFrame:
+                part = pdf.sort_values(INDEX, kind="stable")[by].reset_index(drop=True)
+                return _portable(forecast_chunk(pack, part, steps, known_for(known, part)), plan.time, dates)
+        else:
+            columns = list(dict.fromkeys([*by, plan.time, opened.info.label, *plan.known, *plan.static]))
+            fleet = self._tag(self._read(history).select(*columns), by)
+            asked = len(fleet)
+            if len(fleet) == 0:
+                return Forecasted(forecast_chunk(pack, opened.manifest[by].iloc[:0], steps, None), asked)
+
+            def forecast_group(pdf: pd.DataFrame) -> pd.DataFrame:
+                rows, bounds = _chunk_bounds(pdf)
+                part = rows[by].iloc[[lo for _, lo, _ in bounds]].reset_index(drop=True)
+                done = forecast_history_chunk(rows[columns], pack, steps, known_for(known, part))
+                return _portable(done, plan.time, dates)
+
+        key_types = [f for f in fleet.frame.schema.fields if f.name in by]
+        schema = ", ".join([*(f"`{f.name}` {f.dataType.simpleString()}" for f in key_types),
+                            f"`{plan.time}` {'long' if dates else 'double'}", "step long", "prediction double",
+                            "model_source string"])
+        rows = self._per_chunk(fleet, forecast_group, schema)
+        return Forecasted(_from_portable(rows, plan.time, dates), asked - len(rows) // max(steps, 1))
+
     def score(
         self, source: Source, pack: str, output: Path | None = None, partition_by_segment: bool = False
     ) -> Scored:
@@ -342,6 +397,31 @@ class SparkEngine:
             with stage_conf(self.session, {_ARROW: "true"}):
                 return self.session.createDataFrame(source)
         return source
+
+
+def _portable(frame: pd.DataFrame, time: str, dates: bool) -> pd.DataFrame:
+    """Forecast rows as Spark takes them back: dates as nanoseconds, predictions as floats (NaN for none)."""
+    out = frame.copy()
+    if dates:
+        out[time] = out[time].astype("datetime64[ns]").astype("int64")
+    else:
+        out[time] = out[time].astype("float64")
+    out["prediction"] = out["prediction"].astype("float64")
+    return out
+
+
+def _from_portable(rows: pd.DataFrame, time: str, dates: bool) -> pd.DataFrame:
+    """The forecast rows as the local engine gives them (dates, nullable predictions)."""
+    out = rows.copy()
+    if dates:
+        out[time] = pd.to_datetime(out[time].astype("int64"), unit="ns")
+    elif len(out) and (np.mod(out[time].to_numpy(dtype=float), 1) == 0).all():
+        out[time] = out[time].astype("int64")
+    prediction = pd.array(out["prediction"].to_numpy(dtype=float), dtype="Float64")
+    prediction[~np.isfinite(out["prediction"].to_numpy(dtype=float))] = pd.NA
+    out["prediction"] = prediction
+    out["model_source"] = out["model_source"].astype("string")
+    return out
 
 
 def _chunk_bounds(pdf: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, int, int]]]:

@@ -108,7 +108,7 @@ def fit_model(
     entry: str | None,
     params: Mapping[str, Any],
     task: str,
-    X: pd.DataFrame,
+    X: pd.DataFrame | np.ndarray,
     y: np.ndarray,
     impute: str | None = None,
     serialize: bool = True,
@@ -135,8 +135,8 @@ def fit_model(
         booster = _fit_lightgbm(params, task, X, y)
         return _LightGBMPredictor(booster), FORMAT_LIGHTGBM, booster.model_to_string().encode() if serialize else b""
     factory = resolve_entry(entry or "")
-    fills = _fill_values(X, impute) if impute else None
-    if fills is not None:
+    fills = _fill_values(X, impute) if impute and isinstance(X, pd.DataFrame) else None
+    if fills is not None and isinstance(X, pd.DataFrame):
         X = X.fillna(fills)  # noqa: N806
     if isinstance(factory, type):
         model = factory(**params)

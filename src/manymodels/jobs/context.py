@@ -18,9 +18,12 @@ import pandas as pd
 
 from manymodels.bundle import BundleConfig, ModelSpec
 from manymodels.bundle.checks import model_features, model_problems
+from manymodels.bundle.forecast import default_calendar
+from manymodels.bundle.forecast_checks import time_kind_of
 from manymodels.bundle.schema import HIGHER_IS_BETTER
 from manymodels.bundle.selection import ValidationSpec
 from manymodels.data import is_delta_table, read_frame, read_head, read_schema, row_count
+from manymodels.data.timegrid import GridError, infer_freq, parse_times
 from manymodels.engines import Dataset, Engine, make_engine, open_engine
 from manymodels.errors import BundleError, DataError, RegistryError
 from manymodels.registry import Pack, RunInfo, Tracker
@@ -29,8 +32,9 @@ from manymodels.registry.pack import publish_pack
 from manymodels.registry.tracking import STATUS_OK, TAG, bound_http, current_user
 from manymodels.registry.versions import CHAMPION, ModelRegistry, VersionInfo
 from manymodels.segment import SegmentSpec
+from manymodels.segment.forecast_fit import with_naive
 from manymodels.segment.shards import is_url
-from manymodels.segment.spec import Candidate, Validation
+from manymodels.segment.spec import Candidate, ForecastPlan, Rolling, Validation
 
 
 class Target:
@@ -266,21 +270,24 @@ class Target:
         found = self.source(data)
         return read_frame(Path(found.path), found.fmt) if isinstance(found, Dataset) else found
 
-    def segment_spec(self, model: str, features: Sequence[str]) -> SegmentSpec:
-        """The picklable per-segment recipe of a model family."""
+    def segment_spec(
+        self, model: str, features: Sequence[str], time_kind: str = "date", freq: str | None = None
+    ) -> SegmentSpec:
+        """The picklable per-segment recipe of a model family (a forecast's grid: `time_kind`, and `freq` when the
+        bundle does not state it)."""
         spec = self.model(model)
         root = self.config.root
         roots = [str(root / "src"), str(root)] if (root / "src").is_dir() else [str(root)]
         # With candidates, the fallback (and anything fitting one estimator) takes the first that is not a baseline.
         first = next((c for c in spec.candidate_specs if c.type != "baseline"), spec.candidate_specs[0])
         validation = candidates = None
-        if spec.validation is not None:
+        if spec.validation is not None or spec.task == "forecast":
             validation, candidates = selection_spec(spec)
-        return SegmentSpec(
+        forecast = forecast_plan(spec, time_kind, freq) if spec.task == "forecast" else None
+        made = SegmentSpec(
             segment_by=tuple(spec.segment_by),
             label=spec.label,
             features=tuple(features),
-            task=spec.task,
             estimator=first.type if first.type != "baseline" else "lightgbm",
             entry=first.entry,
             params=dict(first.params),
@@ -294,7 +301,10 @@ class Target:
             impute=spec.impute,
             candidates=candidates or (),
             validation=validation,
+            task=spec.task if spec.task != "forecast" else "regression",
+            forecast=forecast,
         )
+        return with_naive(made)
 
     def training_spec(self, model: str) -> tuple[SegmentSpec, Dataset]:
         """A model family's recipe and dataset; its columns checked against the file's schema.
@@ -308,7 +318,29 @@ class Target:
         problems = model_problems(self.config, model, schema)
         if problems:
             raise BundleError(problems)
-        return self.segment_spec(model, model_features(self.model(model), schema)), dataset
+        spec = self.model(model)
+        features = model_features(spec, schema)
+        if spec.task != "forecast":
+            return self.segment_spec(model, features), dataset
+        kind = time_kind_of(schema.field(str(spec.time)).type) or "date"
+        freq = str(spec.freq) if spec.freq is not None else self._fleet_freq(model, dataset, kind)
+        return self.segment_spec(model, features, kind, freq), dataset
+
+    def _fleet_freq(self, model: str, dataset: Dataset, kind: str) -> str:
+        """A forecast fleet's grid, inferred from the spacing of its segments' times (the bundle states none).
+
+        Raises:
+            BundleError: the spacing names no grid (the bundle must state freq).
+        """
+        spec = self.model(model)
+        frame = read_frame(Path(dataset.path), dataset.fmt, [*spec.segment_by, str(spec.time)])
+        try:
+            times = parse_times(frame[str(spec.time)], kind)
+            codes = frame.groupby(list(spec.segment_by), sort=False, dropna=False, observed=True).ngroup().to_numpy()
+            return infer_freq(codes, times, kind)
+        except GridError as exc:
+            key = ("resources", "models", model, "time")
+            raise BundleError(f"{self.config.where(key)}resources.models.{model}.time: {exc}") from exc
 
     def estimator_code(self, spec: SegmentSpec) -> list[Path]:
         """The project's own module or package an estimator's import path names, to ship with the model.
@@ -334,16 +366,22 @@ class Target:
 
 
 def selection_spec(spec: ModelSpec) -> tuple[Validation, tuple[Candidate, ...]]:
-    """A model's validation and candidates (with their tuning) as the segment layer takes them."""
-    v = spec.validation or ValidationSpec()
+    """A model's validation and candidates (with their tuning) as the segment layer takes them.
+
+    A forecast validates on rolling-origin windows that each forecast its horizon (3, each `horizon` steps
+    before the next, unless `validation` says otherwise).
+    """
+    forecast = spec.task == "forecast"
+    v = spec.validation or ValidationSpec(kind="time" if forecast else "kfold")
+    horizon = int(spec.horizon or 1) if forecast else v.horizon
     validation = Validation(
         kind=v.kind,
         folds=v.folds,
         seed=v.seed,
         by=spec.time_column,
         windows=v.windows,
-        horizon=v.horizon,
-        step=v.window_step,
+        horizon=horizon,
+        step=(v.step or horizon) if forecast else v.window_step,
         metric=spec.selection_metric,
         maximize=spec.selection_metric in HIGHER_IS_BETTER,
     )
@@ -363,6 +401,27 @@ def selection_spec(spec: ModelSpec) -> tuple[Validation, tuple[Candidate, ...]]:
                 sampler=tuning.sampler if tuning else "tpe",
                 scope=tuning.scope if tuning else "segment",
                 sample=tuning.sample if tuning else 50,
+                window=c.window,
             )
         )
     return validation, tuple(candidates)
+
+
+def forecast_plan(spec: ModelSpec, time_kind: str, freq: str | None) -> ForecastPlan:
+    """A forecast model's plan as the segment layer takes it: its features, transforms, strategy and grid."""
+    features = spec.forecast_features
+    calendar = features.calendar if features.calendar is not None else default_calendar(freq, time_kind == "date")
+    return ForecastPlan(
+        time=str(spec.time),
+        horizon=int(spec.horizon or 1),
+        freq=freq,
+        time_kind=time_kind,
+        lags=tuple(spec.lags),
+        rolling=tuple(Rolling(r.window, tuple(r.stats), r.lag) for r in features.rolling),
+        calendar=tuple(calendar),
+        known=tuple(features.known),
+        static=tuple(features.static),
+        transforms=tuple(spec.transforms),
+        strategy=spec.strategy,
+        gaps=spec.gaps,
+    )

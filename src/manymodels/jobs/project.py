@@ -14,6 +14,7 @@ from manymodels.bundle import BundleConfig, check_bundle, load_config
 from manymodels.errors import BundleError
 from manymodels.jobs.context import Target
 from manymodels.jobs.evaluate import Evaluation, evaluate
+from manymodels.jobs.forecast import forecast
 from manymodels.jobs.monitor import MonitorOutcome, flagged_segments, monitor
 from manymodels.jobs.promote import PromoteOutcome, RollbackOutcome, model_versions, promote, rollback
 from manymodels.jobs.report import html_report
@@ -166,6 +167,28 @@ class Project:
         out = Path(output) if output is not None else None
         return score(self.target_context, model, data, output=out, run_id=run_id,
                      partition_by_segment=partition_by_segment).frame
+
+    @_quiet
+    def forecast(
+        self,
+        model: str,
+        horizon: int | None = None,
+        data: Any = None,
+        known: Any = None,
+        version: int | None = None,
+        run_id: str | None = None,
+        output: str | Path | None = None,
+    ) -> pd.DataFrame:
+        """The next `horizon` steps (default: the trained horizon) of every segment of a forecast model: rows of
+        segment columns, time, `step`, `prediction`, `model_source`.
+
+        From the champion version (or `version`, or the run `run_id`); each segment starts from the history its
+        pack keeps, or from its latest rows of `data` (a frame, dataset name or path: newer history, no
+        retraining). `known`: the future values of the known features (segment columns, time, their columns).
+        """
+        out = Path(output) if output is not None else None
+        return forecast(self.target_context, model, horizon=horizon, data=data, known=known, output=out,
+                        run_id=run_id, version=version).frame
 
     @_quiet
     def evaluate(self, model: str, run_id: str | None = None, data: Any = None, save: bool = True) -> Evaluation:

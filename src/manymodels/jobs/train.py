@@ -8,7 +8,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from manymodels.registry import PackInfo, write_pack_files
 from manymodels.registry import manifest as mf
 from manymodels.registry.compose import copy_models
 from manymodels.registry.manifest import PackLayout
-from manymodels.registry.pack import TIME, Pack
+from manymodels.registry.pack import FORECAST, TIME, Pack
 from manymodels.registry.pyfunc import describe_model, save_pack_model
 from manymodels.registry.tracking import (
     ARTIFACTS_DIR,
@@ -328,18 +328,7 @@ def _train(
         _same_settings(previous.run, params)
         run_id, artifact_uri = previous.run.run_id, previous.run.artifact_uri
         tracker.reopen_run(previous.run)
-    info = PackInfo(
-        model=name,
-        segment_by=list(spec.segment_by),
-        features=list(spec.features),
-        label=spec.label,
-        task=spec.task,
-        metric=spec.metric,
-        run_id=run_id,
-        bundle=target.config.name,
-        target=target.name,
-        extra={TIME: spec.time_column} if any(c.method == "seasonal" for c in spec.candidates) else {},
-    )
+    info = pack_info(target, name, spec, run_id)
     with tracker.run_folder(run_id, artifact_uri, keep_in=target.unsent, resume=previous is not None) as folder:
         # Executors write shards into the run's own folder when it is local, else into engine.staging (kept when
         # the run fails, for a resume; removed once the pack is whole here).
@@ -419,6 +408,21 @@ def _train(
         if folder.upload is None:  # the run's own folder: its records stay until it is finished, for a resume
             drop_records(str(shards))
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds, warnings)
+
+
+def pack_info(target: Target, name: str, spec: SegmentSpec, run_id: str) -> PackInfo:
+    """What every model of a run's pack shares. A forecast's pack keeps its plan, and names as its features the
+    columns a row to forecast carries (the known ones: static values and the history are in each model's state)."""
+    extra: dict[str, Any] = {}
+    features = list(spec.features)
+    if spec.forecast is not None:
+        extra = {TIME: spec.forecast.time, FORECAST: asdict(spec.forecast)}
+        features = list(spec.forecast.known)
+    elif any(c.method == "seasonal" for c in spec.candidates):
+        extra = {TIME: spec.time_column}
+    return PackInfo(model=name, segment_by=list(spec.segment_by), features=features, label=spec.label,
+                    task=spec.task, metric=spec.metric, run_id=run_id, bundle=target.config.name,
+                    target=target.name, extra=extra)
 
 
 def _same_settings(run: RunInfo, params: dict[str, object]) -> None:
@@ -679,6 +683,19 @@ def _params(target: Target, name: str, spec: SegmentSpec, engine: Engine) -> dic
     else:
         params.update({"split.test_size": spec.test_size, "split.seed": spec.seed})
     params.update({f"estimator.params.{k}": v for k, v in spec.params.items()})
+    if spec.forecast is not None:
+        plan = spec.forecast
+        params.update({
+            "forecast.time": plan.time, "forecast.freq": plan.freq, "forecast.horizon": plan.horizon,
+            "forecast.lags": list(plan.lags), "forecast.calendar": list(plan.calendar),
+            "forecast.known": list(plan.known), "forecast.static": list(plan.static),
+            "forecast.target_transform": [f"{k} {v}" if k == "diff" else k for k, v in plan.transforms],
+            "forecast.strategy": plan.strategy, "forecast.gaps": plan.gaps,
+        })
+        if plan.rolling:
+            params["forecast.rolling"] = [f"{'/'.join(r.stats)} of {r.window} lag {r.lag}" for r in plan.rolling]
+        for key in ("split.test_size", "split.seed", "estimator"):
+            params.pop(key, None)
     if spec.validation is not None:
         v = spec.validation
         params["validation"] = f"{v.kind} folds={v.folds} seed={v.seed}" if v.kind == "kfold" else \

@@ -53,6 +53,10 @@ CV_STD = "cv_std"
 CV_BASELINE = "cv_baseline"  # the best baseline's mean fold metric (null without baselines)
 CV_SCORES = "cv_scores"  # JSON: per candidate, mean, std and fold metrics (and tuning's trials and params)
 
+# Forecast families' columns: the primary metric of each holdout step (JSON list), the naive forecast's metric.
+STEP_METRIC = "step_metric"
+HOLDOUT_NAIVE = "holdout_naive"
+
 # The fixed columns of a fit's results, in manifest order, with their Arrow types.
 RESULT_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     (SEGMENT_INDEX, pa.int64()),
@@ -83,12 +87,16 @@ SELECTION_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
 )
 
 
+FORECAST_FIELDS: tuple[tuple[str, pa.DataType], ...] = ((STEP_METRIC, pa.string()), (HOLDOUT_NAIVE, pa.float64()))
+
+
 def result_schema(spec: SegmentSpec, extra: Sequence[tuple[str, pa.DataType]] = ()) -> pa.Schema:
     """The Arrow schema of a fit's result rows (no segment columns): the fixed fields, selection's (when the
-    spec selects), `extra`, the task's metrics."""
+    spec selects), forecasting's (a forecast family), `extra`, the task's metrics."""
     metrics = [(m, pa.float64()) for m in metric_names(spec.task)]
     selection = SELECTION_FIELDS if spec.selecting else ()
-    return pa.schema([*RESULT_FIELDS, *selection, *extra, *metrics])
+    forecast = FORECAST_FIELDS if spec.forecast is not None else ()
+    return pa.schema([*RESULT_FIELDS, *selection, *forecast, *extra, *metrics])
 
 
 def result_rows(results: Sequence[SegmentResult], spec: SegmentSpec) -> pd.DataFrame:
@@ -120,6 +128,9 @@ def result_rows(results: Sequence[SegmentResult], spec: SegmentSpec) -> pd.DataF
         rows[CV_STD] = np.array([r.cv_std for r in results], dtype=float)
         rows[CV_BASELINE] = np.array([r.cv_baseline for r in results], dtype=float)
         rows[CV_SCORES] = pd.array([r.cv_scores for r in results], dtype="string")
+    if spec.forecast is not None:
+        rows[STEP_METRIC] = pd.array([r.step_metric for r in results], dtype="string")
+        rows[HOLDOUT_NAIVE] = np.array([r.holdout_naive for r in results], dtype=float)
     for metric in metric_names(task):
         rows[metric] = np.array([r.metrics.get(metric, np.nan) for r in results], dtype=float)
     return rows
@@ -161,6 +172,9 @@ def results_from_rows(rows: pd.DataFrame, spec: SegmentSpec) -> list[SegmentResu
             result.cv_folds = int(rec[CV_FOLDS])
             result.cv_mean, result.cv_std = float(rec[CV_MEAN]), float(rec[CV_STD])
             result.cv_baseline, result.cv_scores = float(rec[CV_BASELINE]), _text(rec[CV_SCORES])
+    if spec.forecast is not None:
+        for result, rec in zip(results, rows.to_dict("records"), strict=True):
+            result.step_metric, result.holdout_naive = _text(rec[STEP_METRIC]), float(rec[HOLDOUT_NAIVE])
     return results
 
 

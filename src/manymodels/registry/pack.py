@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,9 @@ from manymodels.registry.manifest import (
     PackLayout,
     routes,
 )
+from manymodels.segment.forecast import FORMAT_FORECAST, Forecaster, load_forecaster
 from manymodels.segment.shards import checksum, exists, group_models, is_url, models_of, put_file, read_bytes
+from manymodels.segment.spec import ForecastPlan, Rolling
 
 PACK_VERSION = 1
 MODEL_SOURCE = "model_source"  # which model served a row: segment, fallback, damaged, or null (none)
@@ -40,6 +42,7 @@ SEGMENT, FALLBACK_SOURCE = "segment", "fallback"
 # The row's segment has a model but its bytes are damaged (checksum, unreadable shard): the fallback served it.
 DAMAGED_SOURCE = "damaged"
 TIME = "time"  # PackInfo.extra's key of the time column seasonal baselines read
+FORECAST = "forecast"  # PackInfo.extra's key of a forecast family's plan (segment.spec.ForecastPlan, as a dict)
 
 
 class DamagedModel(RegistryError):
@@ -66,6 +69,19 @@ class PackInfo:
     def time(self) -> str | None:
         """The time column a seasonal baseline reads at prediction (None when no model needs one)."""
         return self.extra.get(TIME)
+
+    @property
+    def forecast(self) -> ForecastPlan | None:
+        """The forecast plan of a forecast family's pack (None for a regression or binary one)."""
+        plan = self.extra.get(FORECAST)
+        if not isinstance(plan, dict):
+            return None
+        fields = dict(plan)
+        fields["rolling"] = tuple(Rolling(r["window"], tuple(r["stats"]), r["lag"]) for r in fields.get("rolling", ()))
+        for name in ("lags", "calendar", "known", "static"):
+            fields[name] = tuple(fields.get(name, ()))
+        fields["transforms"] = tuple((str(k), int(v)) for k, v in fields.get("transforms", ()))
+        return ForecastPlan(**fields)
 
     @property
     def inputs(self) -> list[str]:
@@ -126,7 +142,7 @@ class Pack:
         self._cache_size = max(1, cache_shards)
         self._shards: OrderedDict[str, dict[int, tuple[str, bytes]]] = OrderedDict()
         self._model_cache_size = max(1, cache_models)
-        self._models: OrderedDict[int, tuple[str, Predictor]] = OrderedDict()
+        self._models: OrderedDict[int, tuple[str, Predictor | Forecaster]] = OrderedDict()
         self._profiles: pd.Series | None = None
         self._whole_shards = whole_shards or is_url(self.root)
         self._files: OrderedDict[str, _ShardFile] = OrderedDict()
@@ -197,6 +213,10 @@ class Pack:
         missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise DataError(f"input lacks column(s) {', '.join(missing)} that model {self.info.model!r} needs")
+        if self.plan is not None:  # rows of (segment, time, known features): their forecasts
+            from manymodels.registry.forecasting import forecast_rows
+
+            return forecast_rows(self, frame, damaged_unserved)
         router = self._routes()
         found = self._find(frame, router)
         values = np.full(len(frame), np.nan)
@@ -232,7 +252,7 @@ class Pack:
                     X = frame.iloc[at]  # noqa: N806 - a seasonal baseline reads the time column
                 else:
                     X = matrix[at] if fmt == FORMAT_LIGHTGBM and matrix is not None else features.iloc[at]  # noqa: N806
-                values[at] = predictor.predict(X)
+                values[at] = cast(Predictor, predictor).predict(X)  # a forecast pack never comes here
             if damaged:
                 hurt_rows = np.concatenate(damaged)
                 has_model[hurt_rows] = damaged_unserved  # else the fallback's
@@ -255,6 +275,29 @@ class Pack:
                     raise DamagedModel(str(self._damaged[int(router.segments[first])]))
                 source[rest[hurt]] = DAMAGED_SOURCE
         return values, source
+
+    @cached_property
+    def plan(self) -> ForecastPlan | None:
+        """A forecast family's plan (None for other packs)."""
+        return self.info.forecast
+
+    def model_of(self, segment: int) -> Predictor | Forecaster:
+        """A served segment's loaded model (a forecast pack's: its `Forecaster`), checked and cached.
+
+        Raises:
+            DamagedModel: its bytes are damaged (or the pack does not serve it).
+        """
+        router = self._routes()
+        at = router.position.get(int(segment))
+        if at is None:
+            raise DamagedModel(f"{self.root}: no model of segment_index {segment}")
+        return self._model(str(router.shards[at]), int(segment), router.checksums[at])[0][1]
+
+    def shard_order(self, segments: np.ndarray) -> np.ndarray:
+        """Positions that put these served segments in shard order (each shard read once when loading them)."""
+        router = self._routes()
+        codes = np.array([router.shard_codes[router.position[int(s)]] for s in segments], dtype=np.int64)
+        return np.lexsort((segments, codes))
 
     def locate(self, keys: pd.DataFrame) -> np.ndarray:
         """Each row's segment index in this pack (-1: no model of its own); `keys` holds the segment columns."""
@@ -389,7 +432,9 @@ class Pack:
         target: pd.Index = keys[0] if len(keys) == 1 else pd.MultiIndex.from_arrays(keys)
         return np.asarray(router.index.get_indexer(target), dtype=np.int64)
 
-    def _model(self, shard: str, segment: int, expected: str | None) -> tuple[tuple[str, Predictor], bool]:
+    def _model(
+        self, shard: str, segment: int, expected: str | None
+    ) -> tuple[tuple[str, Predictor | Forecaster], bool]:
         """A segment's loaded model and whether it was cached; its bytes are checked before they are parsed.
 
         Raises:
@@ -414,7 +459,7 @@ class Pack:
                 self._damaged[segment] = damage
             raise damage
         fmt, blob = found
-        loaded = (fmt, load_model(fmt, blob, self.info.task))
+        loaded = (fmt, load_forecaster(blob) if fmt == FORMAT_FORECAST else load_model(fmt, blob, self.info.task))
         with self._lock:
             self._models[segment] = loaded
             while len(self._models) > self._model_cache_size:

@@ -13,6 +13,8 @@ import pandas as pd
 
 from manymodels import faults
 from manymodels.estimators import FORMAT_BASELINE, add_import_roots, fit_model, is_constant
+from manymodels.segment.forecast import FORMAT_FORECAST, ForecastDataError
+from manymodels.segment.forecast_fit import fit_forecast
 from manymodels.segment.metrics import compute_metrics
 from manymodels.segment.profile import make_profile
 from manymodels.segment.select import Selection, describe, select
@@ -56,6 +58,9 @@ class SegmentResult:
     cv_scores: str | None = None
     # Where its training rows' features and predictions fell (segment.profile), for drift monitoring.
     profile: bytes | None = None
+    # Forecasts: the primary metric of each holdout step (JSON list), and the naive forecast's on the holdout.
+    step_metric: str | None = None
+    holdout_naive: float = float("nan")
 
 
 def row_hashes(frame: pd.DataFrame, spec: SegmentSpec) -> np.ndarray:
@@ -124,6 +129,10 @@ def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> Segme
         fingerprint = f"{spec.fingerprint}-{rows}-unhashable"
         return SegmentResult(index, FAILED, rows, fingerprint, error=_describe(exc))
     result = SegmentResult(index, FAILED, rows, fingerprint)
+    if spec.forecast is not None:
+        _fit_forecast(result, frame, spec)
+        result.seconds = time.perf_counter() - start
+        return result
     try:
         X, y = _features_and_label(frame, spec)  # noqa: N806
         train, test = _split(frame, spec)
@@ -148,6 +157,23 @@ def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> Segme
         result.error = _describe(exc)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _fit_forecast(result: SegmentResult, frame: pd.DataFrame, spec: SegmentSpec) -> None:
+    """A forecast segment's result: its winner's bytes (with the state it forecasts from) and holdout metrics."""
+    try:
+        forecaster, chosen, kept = fit_forecast(frame, spec)
+        if chosen is not None:
+            _record(result, chosen)
+        blob = forecaster.to_bytes()
+        result.metrics, result.step_metric = kept["metrics"], kept["step_metric"]
+        result.holdout_naive, result.profile = kept["holdout_naive"], kept["profile"]
+        result.n_train, result.n_test = kept["n_train"], kept["n_test"]
+        result.model_format, result.model, result.status = FORMAT_FORECAST, blob, OK
+        result.checksum = checksum(blob)
+        result.constant = forecaster.constant
+    except Exception as exc:  # noqa: BLE001 - a segment's trouble is a row, not a dead run
+        result.error = _describe(exc)
 
 
 def _profile(predictor: Any, inputs: pd.DataFrame, features: pd.DataFrame) -> bytes | None:
@@ -284,4 +310,4 @@ def _split(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[np.ndarray, np.ndarr
 
 
 def _describe(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, SegmentDataError) else describe(exc)
+    return str(exc) if isinstance(exc, SegmentDataError | ForecastDataError) else describe(exc)

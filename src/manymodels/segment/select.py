@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,7 +198,7 @@ def _cross_validate(
         if candidate.estimator not in ("lightgbm", "baseline") and spec.impute is None:
             _no_missing(X, candidate)  # once for the segment, not per fold and trial
         if candidate.trials and candidate.space and candidate.scope == "segment":
-            return _tune(candidate, X, y, times, folds, spec)
+            return tune(candidate, spec, lambda params: _fold_scores(candidate, params, X, y, times, folds, spec))
         scored.folds = _fold_scores(candidate, scored.params, X, y, times, folds, spec)
     except Exception as exc:  # noqa: BLE001 - one candidate failing leaves the others to win
         scored.error = describe(exc)
@@ -227,9 +228,9 @@ def _fold_scores(
     return out
 
 
-def _tune(
-    candidate: Candidate, X: pd.DataFrame, y: np.ndarray, times: np.ndarray | None, folds: Folds, spec: SegmentSpec
-) -> Scored:
+def tune(candidate: Candidate, spec: SegmentSpec, fold_scores: Callable[[dict[str, Any]], list[float]]) -> Scored:
+    """A candidate tuned on one segment: an Optuna study whose trials each score one parameter set on every fold
+    (`fold_scores(params)`); the best trial's parameters and fold metrics."""
     validation = validation_of(spec)
     study = new_study(candidate, validation.seed, validation.maximize)
     by_trial: dict[int, list[float]] = {}
@@ -238,7 +239,7 @@ def _tune(
     def objective(trial: Any) -> float:
         params = {**candidate.params, **suggest(trial, candidate.space)}
         try:
-            scores = _fold_scores(candidate, params, X, y, times, folds, spec)
+            scores = fold_scores(params)
         except Exception as exc:
             errors.append(describe(exc))
             raise

@@ -17,7 +17,8 @@ class Candidate:
         estimator: `lightgbm`, `sklearn`, `python` or `baseline`.
         entry: the import path (sklearn, python).
         params: fixed parameters (tuned ones are drawn on top of them).
-        method: a baseline's method (`mean`, `median`, `last`, `seasonal`).
+        method: a baseline's method (`mean`, `median`, `last`, `seasonal`; forecasts: `naive`, `seasonal_naive`,
+            `drift`, `window_average`).
         period: a seasonal baseline's season length, in steps of the segment's time grid.
         space: parameters to tune: name -> {"choices": [...]} or {"int"|"float": [low, high], "log": bool}.
         trials: parameter sets tried per segment (0: no tuning).
@@ -25,6 +26,7 @@ class Candidate:
         scope: `segment` (a study per segment) or `global` (one study for the fleet, on `sample` segments,
             run before the fleet is fitted, which then fits with the parameters it found).
         sample: how many segments a global study scores each trial on.
+        window: a `window_average` baseline's window, in steps.
     """
 
     name: str
@@ -38,6 +40,7 @@ class Candidate:
     sampler: str = "tpe"
     scope: str = "segment"
     sample: int = 50
+    window: int | None = None
 
     @property
     def tuned_globally(self) -> bool:
@@ -73,6 +76,66 @@ class Validation:
 
 
 @dataclass(frozen=True)
+class Rolling:
+    """A rolling statistic of the label: `stats` over `window` steps ending `lag` steps before the target."""
+
+    window: int
+    stats: tuple[str, ...] = ("mean",)
+    lag: int = 1
+
+
+@dataclass(frozen=True)
+class ForecastPlan:
+    """What a forecast model family forecasts and from what (segment.features builds its features).
+
+    Attributes:
+        time: the time column.
+        horizon: how many steps ahead a forecast covers.
+        freq: the grid (a pandas offset for dates, the step for numbers); None until the fleet's is inferred.
+        time_kind: `date` or `number`.
+        lags: lags of the (transformed) label, in steps.
+        rolling: rolling statistics of the (transformed) label.
+        calendar: calendar features of the target time (dates only).
+        known: columns whose future values are known, read at the target time.
+        static: columns constant per segment.
+        transforms: the label's transforms, in order: ("diff", period), ("log1p", 1), ("scale", 1).
+        strategy: `recursive` (one model, its predictions fed back) or `direct` (one model per step).
+        gaps: what a hole in a segment's grid means: `error`, `zero` (no sale) or `missing`.
+    """
+
+    time: str
+    horizon: int
+    freq: str | None = None
+    time_kind: str = "date"
+    lags: tuple[int, ...] = (1, 2, 3)
+    rolling: tuple[Rolling, ...] = ()
+    calendar: tuple[str, ...] = ()
+    known: tuple[str, ...] = ()
+    static: tuple[str, ...] = ()
+    transforms: tuple[tuple[str, int], ...] = (("diff", 1),)
+    strategy: str = "recursive"
+    gaps: str = "error"
+
+    @property
+    def reach(self) -> int:
+        """How many steps of the transformed label the features of one step read back (at least 1)."""
+        rolled = [r.lag + r.window - 1 for r in self.rolling]
+        return max([1, *self.lags, *rolled])
+
+    @property
+    def differencing(self) -> int:
+        """Steps of history the transforms consume (the sum of their diff periods)."""
+        return sum(period for kind, period in self.transforms if kind == "diff")
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The model's feature columns, in order."""
+        names = [f"lag_{lag}" for lag in self.lags]
+        names += [f"rolling_{stat}_{r.window}_lag{r.lag}" for r in self.rolling for stat in r.stats]
+        return [*names, *self.calendar, *self.known, *self.static]
+
+
+@dataclass(frozen=True)
 class SegmentSpec:
     """The per-segment recipe of one model family.
 
@@ -94,6 +157,7 @@ class SegmentSpec:
         impute: fill missing feature values (`median`, `zero`) before a sklearn or python estimator.
         candidates: the models selection chooses among (empty: the one estimator above, no selection).
         validation: how selection scores candidates (None: no cross-validation).
+        forecast: the forecast plan of a `task: forecast` family (None: a regression or binary one).
     """
 
     segment_by: tuple[str, ...]
@@ -113,15 +177,20 @@ class SegmentSpec:
     impute: str | None = None
     candidates: tuple[Candidate, ...] = ()
     validation: Validation | None = None
+    forecast: ForecastPlan | None = None
 
     @property
     def fingerprint(self) -> str:
         """A hash of everything that changes what a segment's model would be, given the same rows."""
         spec = asdict(self)
         spec.pop("import_roots")
-        for newer in ("impute", "candidates", "validation"):  # unset, newer fields change no older fingerprint
+        # unset, newer fields change no older fingerprint
+        for newer in ("impute", "candidates", "validation", "forecast"):
             if not spec[newer]:
                 spec.pop(newer)
+        for candidate in spec.get("candidates", ()):
+            if candidate.get("window") is None:  # newer than most fingerprints: unset changes none
+                candidate.pop("window")
         text = json.dumps(spec, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -129,6 +198,8 @@ class SegmentSpec:
     def columns(self) -> list[str]:
         """The columns training reads: segments, features, label and the split's time column."""
         cols = [*self.segment_by, *self.features, self.label]
+        if self.forecast is not None:
+            cols.append(self.forecast.time)
         if self.split_by:
             cols.append(self.split_by)
         if self.validation is not None and self.validation.by:
@@ -137,7 +208,9 @@ class SegmentSpec:
 
     @property
     def time_column(self) -> str | None:
-        """The column that orders a segment's rows in time: the validation's, else the split's."""
+        """The column that orders a segment's rows in time: the forecast's, the validation's, else the split's."""
+        if self.forecast is not None:
+            return self.forecast.time
         return (self.validation.by if self.validation is not None else None) or self.split_by
 
     @property

@@ -1,0 +1,100 @@
+"""The forecast task: the next steps of every segment of a forecast family, from the serving pack, on the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from manymodels.data import output_format, write_table
+from manymodels.engines import Engine
+from manymodels.errors import BundleError
+from manymodels.jobs.context import Target
+from manymodels.registry.forecasting import STEP
+
+
+@dataclass
+class ForecastOutcome:
+    """What a forecast produced: the rows (segment, time, step, prediction, model_source), where they went, which
+    run served, how many segments had no model."""
+
+    model: str
+    run_id: str
+    frame: pd.DataFrame
+    output: Path | None
+    steps: int
+    segments: int
+    segments_without_model: int
+    version: int | None = None
+    from_data: bool = False
+
+
+def forecast(
+    target: Target,
+    name: str,
+    horizon: int | None = None,
+    data: str | Path | pd.DataFrame | None = None,
+    known: str | Path | pd.DataFrame | None = None,
+    output: Path | None = None,
+    run_id: str | None = None,
+    version: int | None = None,
+    engine: Engine | None = None,
+    workers: int | None = None,
+) -> ForecastOutcome:
+    """Forecast the next `horizon` steps of every segment of a forecast family.
+
+    Args:
+        target: the bundle resolved for a target.
+        name: the model family (`task: forecast`).
+        horizon: how many steps (default: the trained horizon; more is an error).
+        data: newer history to start from (a dataset of the bundle, a path or a frame: segment columns, time,
+            label, known features); default: each segment's latest rows as the pack keeps them (no data read).
+        known: the known features' future values (segment columns, time, the known columns), when the model
+            reads any.
+        output: where to write the rows (Parquet, or CSV by suffix); None: not written.
+        run_id: the run whose models forecast (default: the champion version, else the latest training run).
+        version: a registered version instead.
+        engine: the engine to forecast on (a job's); default: the target's, for this call.
+        workers: processes to forecast on (default: the target's engine setting, else the cores).
+
+    Raises:
+        BundleError: not a forecast model, both a run and a version, or a horizon past the trained one.
+        DataError: the known values lack a segment's step (named), a history off the grid.
+    """
+    spec = target.model(name)
+    if spec.task != "forecast":
+        raise BundleError(f"model {name!r} is not a forecast model (task {spec.task}): use `score`")
+    if run_id is not None and version is not None:
+        raise BundleError("give --run or --version, not both")
+    if horizon is not None and horizon < 1:
+        raise BundleError(f"--horizon must be at least 1; got {horizon}")
+    if output is not None:
+        output_format(output)  # an unknown suffix is an error before any work
+    history = target.source(data) if data is not None else None
+    future = target.read_input(known) if known is not None else None
+    with target.engine(engine, workers) as running:
+        running.start()
+        served: int | None
+        if version is not None:
+            info, served = target.resolve_version(name, version), version
+        else:
+            info, served = target.resolve_serving(name, run_id)
+        pack = target.open_pack(info)
+        plan = pack.plan
+        if plan is None:
+            raise BundleError(f"run {info.run_id} of model {name!r} holds no forecast models (trained before "
+                              "task forecast?): train it again")
+        steps = horizon or plan.horizon
+        if steps > plan.horizon:
+            raise BundleError(f"--horizon {steps} is past the {plan.horizon} steps model {name!r} was trained and "
+                              "measured for: forecast at most that many, or train with a longer horizon")
+        root = target.reachable_pack(running, info, pack)
+        done = running.forecast(root, steps, history, future)
+    by = [*pack.segment_by, STEP]
+    frame = done.frame.sort_values(by, kind="stable").reset_index(drop=True) if len(done.frame) else done.frame
+    segments = len(frame) // steps if steps else 0
+    if output is not None:
+        write_table(frame, output)
+    return ForecastOutcome(name, info.run_id, frame, output, steps, segments, done.segments_without_model, served,
+                           history is not None)

@@ -1,0 +1,306 @@
+"""Forecasts from a pack: each segment's forecaster with the state it keeps, many segments at once.
+
+Three ways in, one computation (`segment.forecast.forecast_many`, vectorised across segments):
+
+- `forecast_state`: the next steps of the pack's segments from the state the pack keeps (no data read);
+- `forecast_history`: the next steps from rows of newer history (`forecast --data`), or `holdout_metrics`: the
+  last steps of the rows held out and forecast from the rest, to measure a pack (evaluate);
+- `forecast_rows`: rows of (segment, time, known features) answered with the forecast of each row's time
+  (score, MLflow's pyfunc, `serve`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from manymodels.data.timegrid import NUMBER, GridError, TimeGrid, parse_times
+from manymodels.errors import DataError
+from manymodels.segment.forecast import (
+    ForecastDataError,
+    Forecaster,
+    Series,
+    forecast_many,
+    origins_from_series,
+    origins_from_states,
+    series_of,
+    tail_width,
+)
+from manymodels.segment.forecast_fit import window_metric
+from manymodels.segment.spec import ForecastPlan
+
+if TYPE_CHECKING:
+    from manymodels.registry.pack import Pack
+
+STEP = "step"  # a forecast's step after its origin (1: the first), beside the time it forecasts
+
+
+def plan_and_grid(pack: Pack) -> tuple[ForecastPlan, TimeGrid]:
+    """A forecast pack's plan and time grid.
+
+    Raises:
+        DataError: the pack is not a forecast's.
+    """
+    plan = pack.plan
+    if plan is None or plan.freq is None:
+        raise DataError(f"model {pack.info.model!r} is not a forecast model (task forecast)")
+    return plan, TimeGrid.of(plan.freq, plan.time_kind)
+
+
+def load_forecasters(pack: Pack, segments: np.ndarray, damaged_unserved: bool = False
+                     ) -> tuple[list[Forecaster], np.ndarray, np.ndarray]:
+    """The forecasters of segments (their segment_index in the pack; -1: none), read shard by shard.
+
+    Returns:
+        The forecasters of the segments served (in the order given), which of `segments` are served, which are
+        damaged (left unserved).
+
+    Raises:
+        DamagedModel: a segment's model is damaged, unless `damaged_unserved`.
+    """
+    from manymodels.registry.pack import DamagedModel
+
+    served = segments >= 0
+    damaged = np.zeros(len(segments), dtype=bool)
+    found: dict[int, Forecaster] = {}
+    wanted = np.unique(segments[served])
+    for segment in wanted[pack.shard_order(wanted)] if len(wanted) else wanted:
+        try:
+            model = pack.model_of(int(segment))
+        except DamagedModel:
+            if not damaged_unserved:
+                raise
+            continue
+        if isinstance(model, Forecaster):
+            found[int(segment)] = model
+    for i in np.flatnonzero(served):
+        if int(segments[i]) not in found:
+            served[i], damaged[i] = False, True
+    return [found[int(s)] for s in segments[served]], served, damaged
+
+
+def future_known(plan: ForecastPlan, grid: TimeGrid, known: pd.DataFrame | None, keys: pd.DataFrame,
+                 times: np.ndarray, model: str) -> np.ndarray:
+    """The known features' values at each segment's future times: segments x steps x known.
+
+    Raises:
+        DataError: the plan reads known features and `known` is missing, lacks a column, or has no row for a
+            segment's time (named).
+    """
+    n, steps = times.shape[:2]
+    if not plan.known:
+        return np.zeros((n, steps, 0))
+    if known is None:
+        raise DataError(f"model {model!r} reads known feature(s) {', '.join(plan.known)}: give their future values "
+                        "(--known: rows of segment, time and those columns)")
+    by = list(keys.columns)
+    lacking = [c for c in [*by, plan.time, *plan.known] if c not in known.columns]
+    if lacking:
+        raise DataError(f"the known values lack column(s) {', '.join(lacking)}")
+    try:
+        stamps = parse_times(known[plan.time], grid.kind)
+    except GridError as exc:
+        raise DataError(f"the known values' {plan.time!r}: {exc}") from exc
+    table = pd.DataFrame({"_key": _labels(known[by]), "_time": stamps})
+    for column in plan.known:
+        table[column] = pd.to_numeric(known[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    table = table.drop_duplicates(["_key", "_time"], keep="last")
+    wanted = pd.DataFrame({"_key": np.repeat(_labels(keys).to_numpy(dtype=object), steps),
+                           "_time": times.reshape(-1)})
+    merged = wanted.merge(table, on=["_key", "_time"], how="left", sort=False)
+    absent = merged[list(plan.known)].isna().all(axis=1).to_numpy()
+    if absent.any():
+        first = int(np.flatnonzero(absent)[0])
+        raise DataError(
+            f"the known values have no row for segment {merged['_key'].iat[first]!r} at {plan.time} "
+            f"{_time_text(merged['_time'].iat[first], grid)} ({int(absent.sum()):,} segment-step(s) lack one): give "
+            f"each segment's {', '.join(plan.known)} for the {steps} step(s) forecast"
+        )
+    return merged[list(plan.known)].to_numpy(dtype=np.float64).reshape(n, steps, len(plan.known))
+
+
+def forecast_state(pack: Pack, keys: pd.DataFrame | None, steps: int, known: pd.DataFrame | None = None
+                   ) -> tuple[pd.DataFrame, int]:
+    """The next `steps` of segments from the state the pack keeps: rows of segment columns, time, step,
+    `prediction`, `model_source`.
+
+    Args:
+        pack: a forecast family's pack.
+        keys: the segments (segment columns); None: every segment the pack serves.
+        steps: how many steps (at most the trained horizon).
+        known: the known features' future values (rows of segment, time and the known columns).
+
+    Returns:
+        The forecasts, and how many of the segments asked have no model (not in the frame).
+    """
+    plan, grid = plan_and_grid(pack)
+    by = list(pack.segment_by)
+    if keys is None:
+        served = pack.manifest.loc[pack.manifest["status"] == "ok"]
+        keys = served[by].reset_index(drop=True)
+    index = pack.locate(keys) if len(keys) else np.zeros(0, dtype=np.int64)
+    forecasters, served_mask, _ = load_forecasters(pack, index)
+    chosen = keys.loc[served_mask].reset_index(drop=True)
+    origins = origins_from_states(forecasters, plan, grid)
+    times = grid.future(origins.last, steps)
+    values = forecast_many(plan, grid, forecasters, origins, steps,
+                           future_known(plan, grid, known, chosen, times, pack.info.model))
+    return forecast_frame(chosen, plan, grid, times, values, "segment"), int((~served_mask).sum())
+
+
+def forecast_frame(keys: pd.DataFrame, plan: ForecastPlan, grid: TimeGrid, times: np.ndarray, values: np.ndarray,
+                   source: str) -> pd.DataFrame:
+    """Forecasts as rows: each segment's keys, the time forecast, the step (1, 2, ...), `prediction`, `model_source`."""
+    n, steps = values.shape
+    out = keys.loc[np.repeat(np.arange(n), steps)].reset_index(drop=True)
+    flat = times.reshape(-1)
+    if grid.kind == NUMBER and np.all(np.mod(flat, 1) == 0):
+        out[plan.time] = flat.astype(np.int64)
+    else:
+        out[plan.time] = flat
+    out[STEP] = np.tile(np.arange(1, steps + 1, dtype=np.int64), n)
+    prediction = pd.array(values.reshape(-1), dtype="Float64")
+    prediction[~np.isfinite(values.reshape(-1))] = pd.NA
+    out["prediction"] = prediction
+    out["model_source"] = pd.array([source] * len(out), dtype="string")
+    return out
+
+
+def histories_of(frame: pd.DataFrame, by: Sequence[str], plan: ForecastPlan, label: str, grid: TimeGrid
+                 ) -> tuple[pd.DataFrame, list[Series]]:
+    """Each segment's history from rows of it (segment columns, time, label, known features), in first-seen order.
+
+    Raises:
+        DataError: a segment's rows are off the grid, hold a time twice, or have a hole with `gaps: error`.
+    """
+    if len(frame) == 0:
+        return frame[list(by)].iloc[:0], []
+    groups = frame.groupby(list(by), sort=False, dropna=False, observed=True) if by else [((), frame)]
+    keys, histories = [], []
+    for key, rows in groups:
+        try:
+            histories.append(series_of(rows, plan, label, grid))
+        except ForecastDataError as exc:
+            named = ", ".join(f"{c}={v!r}" for c, v in zip(by, key if isinstance(key, tuple) else (key,),
+                                                           strict=True))
+            raise DataError(f"segment {named}: {exc}") from exc
+        keys.append(rows[list(by)].iloc[0])
+    return pd.DataFrame(keys).reset_index(drop=True), histories
+
+
+def forecast_history(pack: Pack, history: pd.DataFrame, steps: int, known: pd.DataFrame | None = None
+                     ) -> tuple[pd.DataFrame, int]:
+    """The next `steps` of each segment of `history` (rows of segment, time, label, known features) from its own
+    latest row, with the pack's models (no retraining).
+
+    Returns:
+        The forecasts, and how many segments of the history have no model.
+    """
+    plan, grid = plan_and_grid(pack)
+    by = list(pack.segment_by)
+    keys, histories = histories_of(history, by, plan, pack.info.label, grid)
+    index = pack.locate(keys) if len(keys) else np.zeros(0, dtype=np.int64)
+    forecasters, served, _ = load_forecasters(pack, index)
+    chosen_histories = [h for h, ok in zip(histories, served, strict=True) if ok]
+    width = max([tail_width(plan, f) for f in forecasters], default=1)
+    origins = origins_from_series(chosen_histories, plan, width)
+    chosen = keys.loc[served].reset_index(drop=True)
+    times = grid.future(origins.last, steps)
+    values = forecast_many(plan, grid, forecasters, origins, steps,
+                           future_known(plan, grid, known, chosen, times, pack.info.model))
+    return forecast_frame(chosen, plan, grid, times, values, "segment"), int((~served).sum())
+
+
+def holdout_metrics(pack: Pack, segments: np.ndarray, histories: Sequence[Series], metric: str) -> np.ndarray:
+    """Each history's last `horizon` steps forecast by the pack from the steps before them: the metric per history
+    (NaN where the pack has no usable model of its segment, or the history is too short to hold any out).
+
+    Args:
+        pack: a forecast family's pack.
+        segments: each history's segment_index in the pack (-1: none).
+        histories: the segments' rows on their grid.
+        metric: the metric to compute.
+    """
+    plan, grid = plan_and_grid(pack)
+    out = np.full(len(histories), np.nan)
+    horizon = plan.horizon
+    usable = np.array([len(h) > horizon for h in histories], dtype=bool)
+    asked = np.where(usable, segments, -1)
+    forecasters, served, _ = load_forecasters(pack, asked, damaged_unserved=True)
+    if not forecasters:
+        return out
+    rows = [int(i) for i in np.flatnonzero(served)]
+    before = [histories[i].upto(len(histories[i]) - horizon - 1) for i in rows]
+    width = max(tail_width(plan, f) for f in forecasters)
+    origins = origins_from_series(before, plan, width)
+    known = np.array([histories[i].known[-horizon:] for i in rows]).reshape(len(rows), horizon, len(plan.known))
+    values = forecast_many(plan, grid, forecasters, origins, horizon, known)
+    for k, i in enumerate(rows):
+        out[i] = window_metric(metric, histories[i].y[-horizon:], values[k])
+    return out
+
+
+def forecast_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of (segment, time, known features): the forecast, from the segment's state, of each row's time.
+
+    A row whose time is not 1 to `horizon` steps after its segment's last training time, or whose segment has no
+    model, gets NaN (no source). Known features of the steps before a row's (a recursive forecast passes them)
+    are read from the other rows of its segment; steps without a row are taken as unknown.
+
+    Returns:
+        Predictions (NaN: none) and each row's source (`segment`, `damaged` or None), as `Pack.predict_arrays`.
+    """
+    plan, grid = plan_and_grid(pack)
+    values = np.full(len(frame), np.nan)
+    source = np.full(len(frame), None, dtype=object)
+    if len(frame) == 0:
+        return values, source
+    index = pack.locate(frame[list(pack.segment_by)]) if pack.segment_by else np.zeros(len(frame), dtype=np.int64)
+    segments = np.unique(index[index >= 0])
+    forecasters, served, damaged = load_forecasters(pack, segments, damaged_unserved)
+    if damaged.any():
+        source[np.isin(index, segments[damaged])] = "damaged"
+    segments = segments[served]
+    if not len(segments):
+        return values, source
+    try:
+        times = parse_times(frame[plan.time], grid.kind)
+    except GridError as exc:
+        raise DataError(f"column {plan.time!r}: {exc}") from exc
+    origins = origins_from_states(forecasters, plan, grid)
+    future = grid.future(origins.last, plan.horizon)
+    position = np.searchsorted(segments, index)  # each row's place among the served segments
+    mine = (index >= 0) & np.isin(index, segments)
+    place = np.where(mine, np.clip(position, 0, len(segments) - 1), 0)
+    matches = future[place] == times[:, None]
+    step = np.where(mine & matches.any(axis=1), matches.argmax(axis=1) + 1, 0)
+    steps = int(step.max())
+    if steps == 0:
+        return values, source
+    known = np.full((len(segments), steps, len(plan.known)), np.nan)
+    asked = np.flatnonzero(step > 0)
+    for j, column in enumerate(plan.known):
+        numbers = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        known[place[asked], step[asked] - 1, j] = numbers[asked]
+    predicted = forecast_many(plan, grid, forecasters, origins, steps, known)
+    values[asked] = predicted[place[asked], step[asked] - 1]
+    source[asked] = "segment"
+    return values, source
+
+
+def _labels(keys: pd.DataFrame) -> pd.Series:
+    """Each segment's label: its values as text, joined by '|' (keys read from any file match)."""
+    if len(keys.columns) == 0:
+        return pd.Series([""] * len(keys), dtype=object)
+    return keys.astype(str).agg("|".join, axis=1) if len(keys) else pd.Series([], dtype=object)
+
+
+def _time_text(value: object, grid: TimeGrid) -> str:
+    if grid.kind == NUMBER:
+        number = float(str(value))
+        return str(int(number)) if math.isfinite(number) and number.is_integer() else repr(number)
+    return pd.Timestamp(value).isoformat()

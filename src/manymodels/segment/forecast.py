@@ -1,0 +1,494 @@
+"""Forecasters: a segment's fitted forecast model and the state it forecasts from; forecasts of many at once.
+
+A forecaster is one candidate fitted on a segment's history up to an origin: a baseline
+(`naive`, `seasonal_naive`, `drift`, `window_average`, `mean`, `median`, each defined at the
+origin), or an estimator (LightGBM, sklearn, a project's own) on the forecast plan's features of
+the transformed label, one model (`recursive`: its forecasts feed the next step's lags) or one
+per step (`direct`). Its bytes hold the inner models in their own formats (LightGBM text, ...)
+behind a JSON header with the transforms' fitted scales and the segment's state: the last values
+the features and transforms read, the time of its last row, its static values. So a pack
+forecasts with no training data.
+
+`forecast_many` forecasts many segments from their origins in one pass per step: features,
+transforms and baselines are array operations across the segments; only each segment's own
+model is called per step (one row each), as no two segments share a model.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from manymodels.data.timegrid import NUMBER, TimeGrid, calendar_values, parse_times, time_from_text, time_text
+from manymodels.estimators import FORMAT_LIGHTGBM, Predictor, fit_model, is_constant, load_model
+from manymodels.segment.features import feature_rows
+from manymodels.segment.spec import Candidate, ForecastPlan
+from manymodels.segment.transforms import forward, inverse, quiet_nan
+
+FORMAT_FORECAST = "forecast"
+_MAGIC = b"MMFC1\n"
+BASELINES = ("naive", "seasonal_naive", "drift", "window_average", "mean", "median")
+
+
+class ForecastDataError(ValueError):
+    """A segment's rows cannot be forecast from: off the grid, a time twice, a hole with `gaps: error`, too short."""
+
+
+@dataclass
+class Series:
+    """One segment's history on its grid: position k is k steps after its first time.
+
+    Attributes:
+        y: the label per position (NaN: a hole, with `gaps: missing`).
+        times: each position's time.
+        known: the known features per position (positions x known).
+        static: the static features (constant per segment).
+    """
+
+    y: np.ndarray
+    times: np.ndarray
+    known: np.ndarray
+    static: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def upto(self, origin: int) -> Series:
+        """The history up to and including position `origin`."""
+        return Series(self.y[: origin + 1], self.times[: origin + 1], self.known[: origin + 1], self.static)
+
+
+def series_of(frame: pd.DataFrame, plan: ForecastPlan, label: str, grid: TimeGrid) -> Series:
+    """A segment's rows on its grid, in time order.
+
+    Raises:
+        ForecastDataError: a time that does not parse or is off the grid, a time held twice, a hole with
+            `gaps: error`, a known feature that is not a number.
+    """
+    try:
+        times = parse_times(frame[plan.time], grid.kind)
+        positions = grid.positions(times)
+    except ValueError as exc:
+        raise ForecastDataError(str(exc)) from exc
+    order = np.argsort(positions, kind="stable")
+    positions, times = positions[order], times[order]
+    twice = np.flatnonzero(positions[1:] == positions[:-1])
+    if twice.size:
+        raise ForecastDataError(f"time {_time_label(times[twice[0]], grid)} appears twice in the segment")
+    steps = int(positions[-1]) + 1 if len(positions) else 0
+    y = np.full(steps, np.nan)
+    y[positions] = pd.to_numeric(frame[label], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)[order]
+    all_times = grid.span(times[0], steps) if steps else times
+    holes = np.flatnonzero(~np.isfinite(y))
+    if holes.size:
+        if plan.gaps == "error":
+            at = holes[0]
+            what = "has no row" if at not in set(positions.tolist()) else "has no label"
+            raise ForecastDataError(
+                f"time {_time_label(all_times[at], grid)} {what} ({holes.size} hole(s) in the segment's grid "
+                f"{grid.describe()}); set gaps: zero (a hole is 0) or missing (a hole is unknown)"
+            )
+        if plan.gaps == "zero":
+            y[holes] = 0.0
+    known = np.full((steps, len(plan.known)), np.nan)
+    for j, column in enumerate(plan.known):
+        values = frame[column]
+        if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
+            raise ForecastDataError(f"known feature {column!r} must hold numbers")
+        known[positions, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)[order]
+    static = np.array([_static_value(frame[c].iloc[order[-1]] if len(order) else np.nan) for c in plan.static],
+                      dtype=np.float64)
+    return Series(y, all_times, known, static)
+
+
+def _static_value(value: Any) -> float:
+    """A static feature as a number: numbers as they are, text as a stable hash (the same in every process)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return np.nan
+    if isinstance(value, bool | np.bool_):
+        return float(value)
+    if isinstance(value, int | float | np.integer | np.floating):
+        return float(value)
+    return float(pd.util.hash_array(np.array([str(value)], dtype=object))[0] % np.uint64(2**31))
+
+
+def _time_label(value: Any, grid: TimeGrid) -> str:
+    return repr(float(value)) if grid.kind == NUMBER else pd.Timestamp(value).isoformat()
+
+
+@dataclass
+class Forecaster:
+    """One segment's fitted forecast model, and the state it forecasts from (`state`, set by `with_state`).
+
+    Attributes:
+        candidate: the candidate's name.
+        estimator: `lightgbm`, `sklearn`, `python` or `baseline`.
+        strategy: `recursive` or `direct`.
+        method, period, window, value: a baseline's method, season, window, and fitted value (mean, median).
+        scales: the transforms' fitted (mean, std) per transform (NaN for those that fit nothing).
+        models: the fitted models (one, or one per step with `direct`); none for a baseline.
+        frames: whether the models read a pandas frame with the feature names (LightGBM and models that impute),
+            rather than a bare array (faster: scikit-learn checks a frame's names at every call).
+        formats: each model's format; blobs: each model's bytes (empty until serialized).
+        state: tail (the last label values), last (time), first (first known label), span (steps from it to the
+            last), static (values), count (steps of history).
+    """
+
+    candidate: str
+    estimator: str
+    strategy: str = "recursive"
+    method: str | None = None
+    period: int | None = None
+    window: int | None = None
+    value: float | None = None
+    scales: np.ndarray | None = None
+    frames: bool = False
+    models: list[Predictor] = field(default_factory=list)
+    formats: list[str] = field(default_factory=list)
+    blobs: list[bytes] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_baseline(self) -> bool:
+        """Whether it forecasts by a rule, with no fitted model."""
+        return self.estimator == "baseline"
+
+    @property
+    def constant(self) -> bool:
+        """Whether every inner model predicts one value whatever its features (LightGBM found no split)."""
+        return bool(self.blobs) and all(is_constant(f, b) for f, b in zip(self.formats, self.blobs, strict=True))
+
+    def with_state(self, series: Series, plan: ForecastPlan, grid: TimeGrid) -> Forecaster:
+        """This forecaster with the state of `series` (its whole history): what a pack forecasts from."""
+        width = tail_width(plan, self)
+        known = np.flatnonzero(np.isfinite(series.y))
+        first = int(known[0]) if known.size else 0
+        self.state = {
+            "tail": [_json_float(v) for v in series.y[-width:].tolist()],
+            "last": time_text(series.times[-1], grid.kind),
+            "first": _json_float(float(series.y[first])) if known.size else None,
+            "span": int(len(series) - 1 - first),
+            "static": [_json_float(v) for v in series.static.tolist()],
+            "count": len(series),
+        }
+        return self
+
+    def to_bytes(self) -> bytes:
+        """The forecaster's bytes: a JSON header, then each inner model's bytes in its own format."""
+        header = {
+            "version": 1,
+            "candidate": self.candidate,
+            "estimator": self.estimator,
+            "strategy": self.strategy,
+            "method": self.method,
+            "period": self.period,
+            "window": self.window,
+            "value": self.value,
+            "scales": None if self.scales is None else [[_json_float(v) for v in row] for row in self.scales.tolist()],
+            "formats": list(self.formats),
+            "frames": self.frames,
+            "sizes": [len(b) for b in self.blobs],
+            "state": self.state,
+        }
+        text = json.dumps(header, sort_keys=True, allow_nan=False).encode()
+        return b"".join([_MAGIC, struct.pack(">Q", len(text)), text, *self.blobs])
+
+
+def _json_float(value: float) -> float | None:
+    """JSON has no NaN: a missing value is null."""
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _floats(values: Sequence[float | None]) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+def load_forecaster(blob: bytes) -> Forecaster:
+    """Read back what `Forecaster.to_bytes` wrote (inner models loaded in their own formats).
+
+    Raises:
+        ValueError: not a forecaster's bytes.
+    """
+    if not blob.startswith(_MAGIC):
+        raise ValueError("not a forecast model")
+    start = len(_MAGIC) + 8
+    (size,) = struct.unpack(">Q", blob[len(_MAGIC) : start])
+    header = json.loads(blob[start : start + size].decode())
+    at = start + size
+    blobs = []
+    for length in header["sizes"]:
+        blobs.append(blob[at : at + length])
+        at += length
+    scales = header.get("scales")
+    return Forecaster(
+        candidate=header["candidate"],
+        estimator=header["estimator"],
+        strategy=header["strategy"],
+        method=header.get("method"),
+        period=header.get("period"),
+        window=header.get("window"),
+        value=header.get("value"),
+        scales=None if scales is None else np.array([_floats(row) for row in scales]).reshape(-1, 2),
+        frames=bool(header.get("frames", False)),
+        models=[load_model(f, b, "regression") for f, b in zip(header["formats"], blobs, strict=True)],
+        formats=list(header["formats"]),
+        blobs=blobs,
+        state=header["state"],
+    )
+
+
+def tail_width(plan: ForecastPlan, forecaster: Forecaster | None = None) -> int:
+    """How many of its last label values a segment keeps to forecast from (features, transforms, baselines)."""
+    need = plan.reach + plan.differencing
+    if forecaster is not None:
+        need = max(need, forecaster.period or 0, forecaster.window or 0)
+    return max(need, 1)
+
+
+def fit_forecaster(
+    candidate: Candidate,
+    params: dict[str, Any],
+    plan: ForecastPlan,
+    series: Series,
+    impute: str | None = None,
+    serialize: bool = False,
+) -> Forecaster:
+    """Fit one candidate on a segment's history (all of `series`).
+
+    Raises:
+        ForecastDataError: too few steps to train on.
+        ValueError: a baseline or transform that cannot fit these values.
+    """
+    if candidate.estimator == "baseline":
+        return _fit_baseline(candidate, plan, series)
+    levels, scales = forward(series.y[None, :], plan.transforms)
+    z = levels[-1]
+    calendar = _calendar(plan, series.times)
+    static = series.static[None, :]
+    shifts = range(plan.horizon) if plan.strategy == "direct" else range(1)
+    # LightGBM keeps the feature names in its model text; a model that imputes fills a frame's columns by name.
+    frames = candidate.estimator == "lightgbm" or impute is not None
+    out = Forecaster(candidate.name, candidate.estimator, plan.strategy, scales=scales[0], frames=frames)
+    for shift in shifts:
+        start = plan.differencing + plan.reach + shift
+        at = np.arange(start, len(series), dtype=np.int64)
+        at = at[np.isfinite(z[0, at])]
+        if len(at) < 2:
+            raise ForecastDataError(
+                f"{len(at)} step(s) to train on after the lags, rolling windows and differencing take "
+                f"{start} (history: {len(series)} steps)"
+            )
+        rows = feature_rows(plan, z, np.zeros(len(at), dtype=np.int64), at, calendar[at], series.known[at], static,
+                            shift)
+        frame = pd.DataFrame(rows, columns=plan.feature_names)
+        given = frame if frames else rows
+        predictor, fmt, blob = fit_model(candidate.estimator, candidate.entry, params, "regression", given,
+                                         z[0, at], impute=impute, serialize=serialize)
+        out.models.append(predictor)
+        out.formats.append(fmt)
+        out.blobs.append(blob)
+    return out
+
+
+def _fit_baseline(candidate: Candidate, plan: ForecastPlan, series: Series) -> Forecaster:
+    method = str(candidate.method)
+    if method not in BASELINES:
+        raise ValueError(f"baseline {method!r} does not forecast; use one of {', '.join(BASELINES)}")
+    value = None
+    known = series.y[np.isfinite(series.y)]
+    if known.size == 0:
+        raise ForecastDataError("no label value to forecast from")
+    if method == "mean":
+        value = float(known.mean())
+    elif method == "median":
+        value = float(np.median(known))
+    need = candidate.period if method == "seasonal_naive" else candidate.window if method == "window_average" else 1
+    if need and len(series) < need:
+        raise ForecastDataError(f"baseline {candidate.name} needs {need} steps of history; the segment has "
+                                f"{len(series)}")
+    return Forecaster(candidate.name, "baseline", plan.strategy, method=method, period=candidate.period,
+                      window=candidate.window, value=value)
+
+
+def _calendar(plan: ForecastPlan, times: np.ndarray) -> np.ndarray:
+    """Calendar features of times (any shape), as an array of that shape plus one axis."""
+    if not plan.calendar:
+        return np.zeros((*np.shape(times), 0))
+    return calendar_values(times, plan.calendar)
+
+
+@dataclass
+class Origins:
+    """Many segments at their forecast origins: the last label values (right-aligned), the origin's time.
+
+    Attributes:
+        tail: segments x width: the label's last values, the last column at the origin (NaN-padded on the left).
+        last: each origin's time.
+        first: each history's first known label value (drift's line starts there).
+        span: steps from that value to the origin.
+        static: segments x static features.
+    """
+
+    tail: np.ndarray
+    last: np.ndarray
+    first: np.ndarray
+    span: np.ndarray
+    static: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.tail)
+
+
+def origins_from_states(forecasters: Sequence[Forecaster], plan: ForecastPlan, grid: TimeGrid) -> Origins:
+    """The origins packs keep: each forecaster's state (the end of its segment's training data)."""
+    width = max([tail_width(plan, f) for f in forecasters] + [max((len(f.state["tail"]) for f in forecasters),
+                                                                   default=1)])
+    tail = np.full((len(forecasters), width), np.nan)
+    for i, f in enumerate(forecasters):
+        values = _floats(f.state["tail"])
+        if len(values):
+            tail[i, width - len(values) :] = values
+    last = np.array([time_from_text(f.state["last"], grid.kind) for f in forecasters],
+                    dtype=np.float64 if grid.kind == NUMBER else "datetime64[ns]")
+    first = _floats([f.state.get("first") for f in forecasters])
+    span = np.array([int(f.state.get("span", 0)) for f in forecasters], dtype=np.int64)
+    static = np.array([_floats(f.state.get("static", [])) for f in forecasters]).reshape(len(forecasters),
+                                                                                      len(plan.static))
+    return Origins(tail, last, first, span, static)
+
+
+def origins_from_series(histories: Sequence[Series], plan: ForecastPlan, width: int) -> Origins:
+    """Origins at the end of each history (rows of data, not a pack's state)."""
+    width = max(width, 1)
+    tail = np.full((len(histories), width), np.nan)
+    first = np.full(len(histories), np.nan)
+    span = np.zeros(len(histories), dtype=np.int64)
+    for i, s in enumerate(histories):
+        values = s.y[-width:]
+        tail[i, width - len(values) :] = values
+        known = np.flatnonzero(np.isfinite(s.y))
+        if known.size:
+            first[i], span[i] = s.y[known[0]], len(s) - 1 - known[0]
+    last = np.array([s.times[-1] for s in histories]) if histories else np.zeros(0)
+    static = np.array([s.static for s in histories]).reshape(len(histories), len(plan.static))
+    return Origins(tail, last, first, span, static)
+
+
+def forecast_many(
+    plan: ForecastPlan,
+    grid: TimeGrid,
+    forecasters: Sequence[Forecaster],
+    origins: Origins,
+    steps: int,
+    known: np.ndarray | None = None,
+) -> np.ndarray:
+    """Forecasts of many segments, `steps` steps from their origins: segments x steps, in the label's units.
+
+    Args:
+        plan: the forecast plan the forecasters were fitted with.
+        grid: the fleet's time grid.
+        forecasters: each segment's forecaster.
+        origins: each segment's history at its origin.
+        steps: how many steps (at most the plan's horizon).
+        known: the known features at each step's time, segments x steps x known (None when the plan has none).
+    """
+    n = len(forecasters)
+    out = np.full((n, steps), np.nan)
+    if n == 0 or steps == 0:
+        return out
+    if known is None:
+        known = np.full((n, steps, len(plan.known)), np.nan)
+    baselines = [i for i, f in enumerate(forecasters) if f.is_baseline]
+    if baselines:
+        out[baselines] = _baselines([forecasters[i] for i in baselines], _subset(origins, baselines), steps)
+    modelled = np.array([i for i, f in enumerate(forecasters) if not f.is_baseline], dtype=np.int64)
+    if modelled.size:
+        out[modelled] = _modelled([forecasters[i] for i in modelled], _subset(origins, modelled), plan, grid, steps,
+                                  known[modelled])
+    return out
+
+
+def _subset(origins: Origins, rows: Sequence[int] | np.ndarray) -> Origins:
+    index = np.asarray(rows, dtype=np.int64)
+    return Origins(origins.tail[index], origins.last[index], origins.first[index], origins.span[index],
+                   origins.static[index])
+
+
+def _last_known(tail: np.ndarray) -> np.ndarray:
+    """Each row's last known value (NaN for a row with none)."""
+    finite = np.isfinite(tail)
+    position = tail.shape[1] - 1 - np.argmax(finite[:, ::-1], axis=1)
+    values = tail[np.arange(len(tail)), position]
+    return np.where(finite.any(axis=1), values, np.nan)
+
+
+def _baselines(forecasters: Sequence[Forecaster], origins: Origins, steps: int) -> np.ndarray:
+    """Baseline forecasts, each method over all its segments at once, defined at the origin."""
+    n, width = origins.tail.shape
+    out = np.full((n, steps), np.nan)
+    last = _last_known(origins.tail)
+    h = np.arange(1, steps + 1, dtype=np.float64)
+    groups: dict[tuple[str, int, int], list[int]] = {}
+    for i, f in enumerate(forecasters):
+        groups.setdefault((str(f.method), int(f.period or 0), int(f.window or 0)), []).append(i)
+    for (method, period, window), rows in groups.items():
+        r = np.asarray(rows, dtype=np.int64)
+        if method == "naive":
+            out[r] = last[r, None]
+        elif method == "seasonal_naive":
+            # the value one season before each target step: period - ((h - 1) mod period) steps before the origin
+            back = np.array([width - period + ((k - 1) % period) for k in range(1, steps + 1)], dtype=np.int64)
+            values = origins.tail[r][:, np.clip(back, 0, width - 1)]
+            values = np.where(back[None, :] >= 0, values, np.nan)
+            out[r] = np.where(np.isfinite(values), values, last[r, None])  # a season not seen: the last value
+        elif method == "drift":
+            span = origins.span[r].astype(np.float64)
+            slope = np.where(span > 0, (last[r] - origins.first[r]) / np.maximum(span, 1.0), 0.0)
+            out[r] = last[r, None] + slope[:, None] * h[None, :]
+        elif method == "window_average":
+            with quiet_nan():
+                out[r] = np.nanmean(origins.tail[r][:, max(width - window, 0) :], axis=1)[:, None]
+        else:  # mean, median: the value fitted on the history
+            out[r] = np.array([forecasters[i].value for i in rows], dtype=np.float64)[:, None]
+    return out
+
+
+def _modelled(
+    forecasters: Sequence[Forecaster],
+    origins: Origins,
+    plan: ForecastPlan,
+    grid: TimeGrid,
+    steps: int,
+    known: np.ndarray,
+) -> np.ndarray:
+    """Forecasts of fitted models: features and transforms for all segments at once, each model called per step."""
+    n, width = origins.tail.shape
+    scales = np.array([f.scales if f.scales is not None else np.full((len(plan.transforms), 2), np.nan)
+                       for f in forecasters]).reshape(n, len(plan.transforms), 2)
+    levels, _ = forward(origins.tail, plan.transforms, scales)
+    z = np.concatenate([levels[-1], np.full((n, steps), np.nan)], axis=1)
+    calendar = _calendar(plan, grid.future(origins.last, steps))
+    rows = np.arange(n, dtype=np.int64)
+    names = plan.feature_names
+    direct = plan.strategy == "direct"
+    # LightGBM takes a bare array whatever it was fitted on; a model fitted on a frame gets one, else an array.
+    bare = np.array([f.formats[0] == FORMAT_LIGHTGBM or not f.frames for f in forecasters], dtype=bool)
+    with quiet_nan():
+        for k in range(steps):
+            at = np.full(n, width + k, dtype=np.int64)
+            features = feature_rows(plan, z, rows, at, calendar[:, k], known[:, k], origins.static,
+                                    shift=k if direct else 0)
+            frame = None if bare.all() else pd.DataFrame(features, columns=names)
+            predicted = np.empty(n)
+            for i, f in enumerate(forecasters):
+                model = f.models[k if direct else 0]
+                given = features[i : i + 1] if bare[i] else frame.iloc[i : i + 1]  # type: ignore[union-attr]
+                predicted[i] = float(np.asarray(model.predict(given)).reshape(-1)[0])
+            z[:, width + k] = predicted
+    return inverse(levels, plan.transforms, scales, z[:, width:])
