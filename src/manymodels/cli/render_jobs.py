@@ -145,6 +145,10 @@ def monitor_summary(outcome: MonitorOutcome, limit: int = 15) -> None:
         Text.assemble(("within thresholds", "green"),
                       f" ({outcome.drifted_fraction:.1%} of judged segments drifted or degraded)"))
     head.add_row("fleet", verdict)
+    if outcome.steps is not None and len(outcome.steps):
+        per_step = [f"{int(r['step'])}: {_shown(r[outcome.metric])}" for _, r in outcome.steps.iterrows()
+                    if r["segments"]]
+        head.add_row(f"{outcome.metric} by step", ", ".join(per_step) or "no new row within the horizon")
     if outcome.output is not None:
         head.add_row("table", str(outcome.output))
     if outcome.run_id:

@@ -292,8 +292,7 @@ class LocalEngine:
     def monitor(self, source: Source, segment_by: Sequence[str], root: str, watch: Watch) -> pd.DataFrame:
         """Each segment's drift and metric on its new rows; rows already scored: one vectorised pass here, else
         chunks of whole segments predicted on the pool."""
-        extra = [PREDICTION] if watch.scored else []
-        columns = list(dict.fromkeys([*segment_by, *watch.features, *extra, *([watch.label] if watch.label else [])]))
+        columns = list(dict.fromkeys([*segment_by, *watch.read]))
         data = prepare(_frame(source, columns), list(segment_by))
         models = model_positions(data.keys, root)
         whole = 1 if watch.scored or len(data) == 0 else None

@@ -89,6 +89,8 @@ def evaluate_chunk(
     """
     from threadpoolctl import threadpool_limits
 
+    if spec.forecast is not None:
+        return _evaluate_forecasts(frame, bounds, spec, metric, contenders)
     hashes = row_hashes(frame, spec) if len(frame) else np.empty(0, dtype=np.uint64)
     starts = np.array([lo for _, lo, _ in bounds] + [bounds[-1][2] if bounds else 0], dtype=np.int64)
     positions: list[np.ndarray] = []
@@ -112,6 +114,56 @@ def evaluate_chunk(
     with threadpool_limits(limits=1):
         for label, root, wanted in contenders:
             out[label] = _scores(open_pack(root), frame, positions, wanted[index], spec, metric)
+    return out
+
+
+def _evaluate_forecasts(
+    frame: pd.DataFrame,
+    bounds: Sequence[tuple[int, int, int]],
+    spec: SegmentSpec,
+    metric: str,
+    contenders: Sequence[tuple[str, str, np.ndarray]],
+) -> pd.DataFrame:
+    """Each segment's last `horizon` steps forecast by each contender from the steps before them (the holdout as
+    training held it out, or the end of fresher rows): one row per segment, as `evaluate_chunk`."""
+    from threadpoolctl import threadpool_limits
+
+    from manymodels.registry.forecasting import holdout_metrics
+    from manymodels.segment.forecast import ForecastDataError, series_of
+    from manymodels.segment.forecast_fit import grid_of
+
+    plan = spec.forecast
+    assert plan is not None  # noqa: S101 - the caller checked
+    hashes = row_hashes(frame, spec) if len(frame) else np.empty(0, dtype=np.uint64)
+    starts = np.array([lo for _, lo, _ in bounds] + [bounds[-1][2] if bounds else 0], dtype=np.int64)
+    grid = grid_of(plan, frame)
+    histories, steps = [], []
+    for _, lo, hi in bounds:
+        try:
+            series = series_of(frame.iloc[lo:hi], plan, spec.label, grid)
+        except ForecastDataError:
+            series = None  # rows that are off the grid: nothing to evaluate on
+        histories.append(series)
+        steps.append(int(np.isfinite(series.y[-plan.horizon:]).sum()) if series is not None and
+                     len(series) > plan.horizon else 0)
+    index = np.array([i for i, _, _ in bounds], dtype=np.int64)
+    out = pd.DataFrame({
+        SEGMENT_INDEX: index,
+        EVAL_ROWS: np.array(steps, dtype=np.int64),
+        EVAL_FINGERPRINT: segment_fingerprints(frame, starts, spec, hashes) if bounds else [],
+    })
+    keys = frame.iloc[[lo for _, lo, _ in bounds], [frame.columns.get_loc(c) for c in spec.segment_by]]
+    usable = [i for i, h in enumerate(histories) if h is not None]
+    with threadpool_limits(limits=1):
+        for label, root, wanted in contenders:
+            pack = open_pack(root)
+            located = pack.locate(keys.reset_index(drop=True)) if len(keys) else np.zeros(0, dtype=np.int64)
+            located = np.where(wanted[index], located, -1)
+            scores = np.full(len(bounds), np.nan)
+            if usable:
+                chosen = [histories[i] for i in usable]
+                scores[usable] = holdout_metrics(pack, located[usable], chosen, metric)  # type: ignore[arg-type]
+            out[label] = scores
     return out
 
 
@@ -154,6 +206,7 @@ def wanted_segments(keys: pd.DataFrame, skip: pd.DataFrame | None) -> np.ndarray
 MON_ROWS = "rows"
 MON_MODEL = "model_index"
 MON_METRIC = "metric_new"
+MON_STEP = "step_"  # a forecast's metric on the new rows k steps after training: step_1, step_2, ...
 
 
 @dataclass(frozen=True)
@@ -165,6 +218,14 @@ class Watch:
     task: str
     metric: str
     scored: bool  # the rows carry `prediction` (a score output): not predicted again
+    inputs: tuple[str, ...] = ()  # other columns the pack reads to predict (the time column of a forecast)
+    steps: int = 0  # a forecast's horizon: its metric is judged per step too (`step_<k>` columns)
+
+    @property
+    def read(self) -> list[str]:
+        """The columns monitoring reads of the new rows, beside the segment columns."""
+        extra = [PREDICTION] if self.scored else []
+        return list(dict.fromkeys([*self.features, *self.inputs, *extra, *([self.label] if self.label else [])]))
 
     @property
     def columns(self) -> int:
@@ -226,10 +287,31 @@ def monitor_chunk(
         out[f"ks_{c}"] = ks[:, c]
         out[f"p_{c}"] = chance[:, c]
     out[MON_METRIC] = np.nan
+    for k in range(watch.steps):
+        out[f"{MON_STEP}{k + 1}"] = np.nan
     if watch.label is not None and count:
         y = pd.to_numeric(frame[watch.label], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-        out[MON_METRIC] = grouped_metric(watch.task, watch.metric, positions, count, y, predicted.to_numpy())
+        guess = predicted.to_numpy()
+        if watch.steps:  # a forecast: judged on the rows it forecasts (1 to horizon steps after training)
+            forecast = np.isfinite(guess) & np.isfinite(y)
+            out[MON_ROWS] = np.bincount(positions[forecast], minlength=count)
+            out[MON_METRIC] = grouped_metric(watch.task, watch.metric, positions[forecast], count, y[forecast],
+                                             guess[forecast])
+            step = _forecast_steps(frame.reset_index(drop=True), open_pack(root))
+            for k in range(watch.steps):
+                at = forecast & (step == k + 1)
+                out[f"{MON_STEP}{k + 1}"] = grouped_metric(watch.task, watch.metric, positions[at], count, y[at],
+                                                           guess[at])
+        else:
+            out[MON_METRIC] = grouped_metric(watch.task, watch.metric, positions, count, y, guess)
     return out
+
+
+def _forecast_steps(frame: pd.DataFrame, pack: Pack) -> np.ndarray:
+    """Each row's step after its segment's last training time (0: not within the horizon, or no model)."""
+    from manymodels.registry.forecasting import row_steps
+
+    return row_steps(pack, frame)
 
 
 def forecast_chunk(root: str, keys: pd.DataFrame, steps: int, known: pd.DataFrame | None) -> pd.DataFrame:

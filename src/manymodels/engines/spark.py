@@ -27,6 +27,7 @@ from manymodels.engines.operations import (
     MON_METRIC,
     MON_MODEL,
     MON_ROWS,
+    MON_STEP,
     PREDICTION,
     Contender,
     Watch,
@@ -259,13 +260,13 @@ class SparkEngine:
     def monitor(self, source: Source, segment_by: Sequence[str], root: str, watch: Watch) -> pd.DataFrame:
         """Each chunk's segments judged on an executor against the pack's profiles; only per-segment rows return."""
         self.start()
-        extra = [PREDICTION] if watch.scored else []
-        columns = list(dict.fromkeys([*segment_by, *watch.features, *extra, *([watch.label] if watch.label else [])]))
+        columns = list(dict.fromkeys([*segment_by, *watch.read]))
         fleet = self._tag(self._read(source).select(*columns), segment_by)
         models = model_positions(fleet.keys, root)
         fields = [f"{mf.SEGMENT_INDEX} long, {MON_ROWS} long, {MON_MODEL} long"]
         fields += [f"psi_{c} double, ks_{c} double, p_{c} double" for c in range(watch.columns)]
-        schema = ", ".join([*fields, f"{MON_METRIC} double"])
+        fields += [f"{MON_METRIC} double", *(f"{MON_STEP}{k + 1} double" for k in range(watch.steps))]
+        schema = ", ".join(fields)
 
         def monitor_group(pdf: pd.DataFrame) -> pd.DataFrame:
             frame, bounds = _chunk_bounds(pdf)

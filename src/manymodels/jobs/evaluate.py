@@ -138,7 +138,7 @@ def evaluate(
     source = dataset if holdout else target.source(data)
     described = f"holdout of {model.dataset}" if holdout else _described(data)
     columns = target.columns_of(source)
-    missing = [c for c in [*spec.segment_by, *spec.features, spec.label] if columns is not None and c not in columns]
+    missing = [c for c in spec.columns if columns is not None and c not in columns]
     if missing:
         raise DataError(f"{described}: lacks column(s) {', '.join(missing)} that evaluating {name!r} needs")
     metric = model.promotion_metric

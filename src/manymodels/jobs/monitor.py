@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from manymodels.data import output_format, write_parquet, write_table
 from manymodels.engines import Engine, segment_labels
-from manymodels.engines.operations import PREDICTION, Watch
+from manymodels.engines.operations import MON_STEP, PREDICTION, Watch
 from manymodels.errors import DataError, RegistryError
 from manymodels.jobs.context import Target
 from manymodels.jobs.drift import (
@@ -56,7 +57,7 @@ class MonitorOutcome:
     output: Path | None = None
     warnings: list[str] = field(default_factory=list)
     segment_by: list[str] = field(default_factory=list)
-
+    steps: pd.DataFrame | None = None  # a forecast's metric per step after training, over the fleet
     @property
     def judged(self) -> int:
         """Segments with a model and enough new rows to judge."""
@@ -94,24 +95,48 @@ def monitor(
     columns = target.columns_of(source)
     segment_by, features = list(pack.info.segment_by), list(pack.info.features)
     if columns is not None:
-        missing = [c for c in [*segment_by, *features] if c not in columns]
+        missing = [c for c in pack.info.inputs if c not in columns]
         if missing:
             raise DataError(f"{_named(data)} lacks column(s) {', '.join(missing)} that model {name!r} reads")
     label = pack.info.label if columns is None or pack.info.label in columns else None
     scored = columns is not None and PREDICTION in columns
-    watch = Watch(tuple(features), label, pack.info.task, pack.info.metric, scored)
+    others = tuple(c for c in pack.info.inputs if c not in (*segment_by, *features))  # the time column
+    plan = pack.plan
+    watch = Watch(tuple(features), label, pack.info.task, pack.info.metric, scored, others,
+                  plan.horizon if plan is not None else 0)
+    policy = model.monitoring
+    if plan is not None and "min_rows" not in policy.model_fields_set:  # a forecast judges at most its horizon's rows
+        policy = policy.model_copy(update={"min_rows": min(policy.min_rows, plan.horizon)})
     with target.engine(engine, workers) as running:
         root = target.reachable_pack(running, info, pack)
         raw = running.monitor(source, segment_by, root, watch)
     fallback = pack.fallback is not None
-    table = judge(raw, pack.manifest, segment_by, features, pack.info.metric, model.monitoring, fallback)
-    outcome = _outcome(name, info, version, _named(data), pack.info.metric, table, model.monitoring, segment_by)
+    steps = step_table(raw, pack.info.metric, watch.steps)
+    table = judge(raw.drop(columns=[c for c in raw.columns if c.startswith(MON_STEP)]), pack.manifest, segment_by,
+                  features, pack.info.metric, policy, fallback)
+    outcome = _outcome(name, info, version, _named(data), pack.info.metric, table, policy, segment_by)
+    outcome.steps = steps
     if output is not None:
         write_table(outcome.table, output)
         outcome.output = output
     if save:
         outcome.run_id = _log(target, name, outcome, info)
     return outcome
+
+
+def step_table(raw: pd.DataFrame, metric: str, steps: int) -> pd.DataFrame | None:
+    """A forecast's metric at each step after training, over the segments whose new rows reach it (rmse: the root
+    mean square of their errors; other metrics: their mean); None for other models."""
+    if not steps:
+        return None
+    rows = []
+    for k in range(1, steps + 1):
+        values = raw[f"{MON_STEP}{k}"].to_numpy(dtype=float)
+        values = values[np.isfinite(values)]
+        value = float(np.sqrt(np.mean(values**2))) if metric == "rmse" and values.size else \
+            float(np.mean(values)) if values.size else float("nan")
+        rows.append({"step": k, "segments": int(values.size), metric: value})
+    return pd.DataFrame(rows)
 
 
 def _judged(counts: dict[str, int]) -> int:

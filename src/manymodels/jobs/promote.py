@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -30,11 +30,12 @@ from manymodels.registry import Pack
 from manymodels.registry import manifest as mf
 from manymodels.registry.compose import compose_pack
 from manymodels.registry.manifest import PackLayout
-from manymodels.registry.pack import TIME
+from manymodels.registry.pack import FORECAST, TIME
 from manymodels.registry.pyfunc import describe_model, save_pack_model
 from manymodels.registry.tracking import TAG, current_user
 from manymodels.registry.versions import CHAMPION, COMPLETE, PREVIOUS, ModelRegistry, VersionInfo
 from manymodels.report import REPORT_FILE, Section
+from manymodels.segment.spec import ForecastPlan
 
 
 @dataclass
@@ -153,6 +154,26 @@ def _rows_not_in(manifest: pd.DataFrame, chosen: pd.DataFrame, keys: list[str]) 
     return marked.loc[marked["_chosen"].isna()].drop(columns="_chosen")
 
 
+def composite_plan(plans: list[ForecastPlan]) -> ForecastPlan:
+    """The plan of a pack whose segments were trained with these plans (the challenger's first): each segment
+    forecasts with its own (its model keeps it); the pack's names every known and static feature any of them reads,
+    and the shortest horizon, which all of them were measured for.
+
+    Raises:
+        RegistryError: the plans put times on different grids (another time column or freq).
+    """
+    first = plans[0]
+    for other in plans[1:]:
+        if other.grid_key != first.grid_key:
+            raise RegistryError(
+                f"the challenger forecasts on {first.time!r} by {first.freq}, the champion on {other.time!r} by "
+                f"{other.freq}: one pack cannot hold both; promote every segment of the challenger (--all)"
+            )
+    known = list(dict.fromkeys(c for p in plans for c in p.known))
+    static = list(dict.fromkeys(c for p in plans for c in p.static))
+    return replace(first, known=tuple(known), static=tuple(static), horizon=min(p.horizon for p in plans))
+
+
 def _register(
     target: Target,
     name: str,
@@ -190,6 +211,10 @@ def _register(
         # A seasonal baseline on either side keeps the time column among the pack's inputs.
         extra: dict[str, object] = {k: v for pack, _ in parts for k, v in pack.info.extra.items() if k == TIME}
         info = replace(challenger.info, run_id=run_id, extra={**extra, "kind": "composite"})
+        plans = [pack.plan for pack, rows in parts if pack.plan is not None and len(rows)]
+        if plans:  # a forecast: the plan every kept segment's forecast can start from
+            plan = composite_plan(plans)
+            info = replace(info, features=list(plan.known), extra={**info.extra, FORECAST: asdict(plan)})
         example = target.example_rows(name, info.inputs)
         if example is not None:
             describe_model(model_dir, example)

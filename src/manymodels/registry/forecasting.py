@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +24,7 @@ from manymodels.errors import DataError
 from manymodels.segment.forecast import (
     ForecastDataError,
     Forecaster,
+    Origins,
     Series,
     forecast_many,
     origins_from_series,
@@ -244,52 +246,112 @@ def holdout_metrics(pack: Pack, segments: np.ndarray, histories: Sequence[Series
     return out
 
 
+@dataclass
+class _Placed:
+    """Rows of (segment, time) placed on their segments' forecasts: which segment and step each row asks for."""
+
+    index: np.ndarray  # each row's segment_index in the pack (-1: no model)
+    segments: np.ndarray  # the served segments among the rows, sorted
+    forecasters: list[Forecaster]  # theirs
+    damaged: np.ndarray  # segments (of the rows' unique ones) whose model is damaged
+    asked: np.ndarray  # the unique segments the rows name
+    place: np.ndarray  # each row's position among `segments`
+    step: np.ndarray  # each row's step after its segment's last training time (0: none within the horizon)
+    future: np.ndarray  # each served segment's times of steps 1 to horizon
+    origins: Origins
+
+
+def _placed(pack: Pack, frame: pd.DataFrame, plan: ForecastPlan, grid: TimeGrid, damaged_unserved: bool) -> _Placed:
+    index = pack.locate(frame[list(pack.segment_by)]) if pack.segment_by else np.zeros(len(frame), dtype=np.int64)
+    asked = np.unique(index[index >= 0])
+    forecasters, served, damaged = load_forecasters(pack, asked, damaged_unserved)
+    segments = asked[served]
+    origins = origins_from_states(forecasters, plan, grid)
+    future = grid.future(origins.last, plan.horizon)
+    step = np.zeros(len(frame), dtype=np.int64)
+    place = np.zeros(len(frame), dtype=np.int64)
+    if len(segments):
+        try:
+            times = parse_times(frame[plan.time], grid.kind)
+        except GridError as exc:
+            raise DataError(f"column {plan.time!r}: {exc}") from exc
+        mine = np.isin(index, segments)
+        place = np.where(mine, np.clip(np.searchsorted(segments, index), 0, len(segments) - 1), 0)
+        matches = future[place] == times[:, None]
+        step = np.where(mine & matches.any(axis=1), matches.argmax(axis=1) + 1, 0)
+    return _Placed(index, segments, forecasters, asked[damaged], asked, place, step, future, origins)
+
+
+def row_steps(pack: Pack, frame: pd.DataFrame) -> np.ndarray:
+    """Each row's step after its segment's last training time (1 to horizon; 0: none, or no model)."""
+    plan, grid = plan_and_grid(pack)
+    return _placed(pack, frame, plan, grid, damaged_unserved=True).step
+
+
 def forecast_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Rows of (segment, time, known features): the forecast, from the segment's state, of each row's time.
 
     A row whose time is not 1 to `horizon` steps after its segment's last training time, or whose segment has no
-    model, gets NaN (no source). Known features of the steps before a row's (a recursive forecast passes them)
-    are read from the other rows of its segment; steps without a row are taken as unknown.
+    model, gets NaN (no source). A recursive forecast of step k passes through the steps before it: the known
+    features of those steps are read from the other rows of the segment, and must be there.
 
     Returns:
         Predictions (NaN: none) and each row's source (`segment`, `damaged` or None), as `Pack.predict_arrays`.
+
+    Raises:
+        DataError: a time that does not parse; a row of a recursive forecast whose earlier steps have no row.
     """
     plan, grid = plan_and_grid(pack)
     values = np.full(len(frame), np.nan)
     source = np.full(len(frame), None, dtype=object)
     if len(frame) == 0:
         return values, source
-    index = pack.locate(frame[list(pack.segment_by)]) if pack.segment_by else np.zeros(len(frame), dtype=np.int64)
-    segments = np.unique(index[index >= 0])
-    forecasters, served, damaged = load_forecasters(pack, segments, damaged_unserved)
-    if damaged.any():
-        source[np.isin(index, segments[damaged])] = "damaged"
-    segments = segments[served]
-    if not len(segments):
-        return values, source
-    try:
-        times = parse_times(frame[plan.time], grid.kind)
-    except GridError as exc:
-        raise DataError(f"column {plan.time!r}: {exc}") from exc
-    origins = origins_from_states(forecasters, plan, grid)
-    future = grid.future(origins.last, plan.horizon)
-    position = np.searchsorted(segments, index)  # each row's place among the served segments
-    mine = (index >= 0) & np.isin(index, segments)
-    place = np.where(mine, np.clip(position, 0, len(segments) - 1), 0)
-    matches = future[place] == times[:, None]
-    step = np.where(mine & matches.any(axis=1), matches.argmax(axis=1) + 1, 0)
-    steps = int(step.max())
+    placed = _placed(pack, frame, plan, grid, damaged_unserved)
+    if len(placed.damaged):
+        source[np.isin(placed.index, placed.damaged)] = "damaged"
+    steps = int(placed.step.max(initial=0))
     if steps == 0:
         return values, source
-    known = np.full((len(segments), steps, len(plan.known)), np.nan)
-    asked = np.flatnonzero(step > 0)
+    known = np.full((len(placed.segments), steps, len(plan.known)), np.nan)
+    asked = np.flatnonzero(placed.step > 0)
+    place, step = placed.place[asked], placed.step[asked]
     for j, column in enumerate(plan.known):
         numbers = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        known[place[asked], step[asked] - 1, j] = numbers[asked]
-    predicted = forecast_many(plan, grid, forecasters, origins, steps, known)
-    values[asked] = predicted[place[asked], step[asked] - 1]
+        known[place, step - 1, j] = numbers[asked]
+    if plan.known:
+        _every_step_known(frame, plan, grid, placed.future, place, step, asked, pack.segment_by)
+    predicted = forecast_many(plan, grid, placed.forecasters, placed.origins, steps, known)
+    values[asked] = predicted[place, step - 1]
     source[asked] = "segment"
     return values, source
+
+
+def _every_step_known(frame: pd.DataFrame, plan: ForecastPlan, grid: TimeGrid, future: np.ndarray,
+                      places: np.ndarray, steps: np.ndarray, rows: np.ndarray, by: Sequence[str]) -> None:
+    """A recursive forecast of step k passes through steps 1 to k - 1: their known values must be given too (a
+    direct one reads step k's alone, which its own row carries).
+
+    Raises:
+        DataError: a segment's earlier step has no row (named, with its time).
+    """
+    if plan.strategy == "direct":
+        return
+    given = np.zeros(future.shape, dtype=bool)
+    given[places, steps - 1] = True
+    furthest = np.zeros(future.shape[0], dtype=np.int64)
+    np.maximum.at(furthest, places, steps)
+    needed = np.arange(future.shape[1])[None, :] < furthest[:, None]
+    lacking = needed & ~given
+    if lacking.any():
+        segment, k = (int(v[0]) for v in np.nonzero(lacking))
+        row = rows[np.flatnonzero(places == segment)[0]]
+        named = ", ".join(f"{c}={frame[c].iloc[row]!r}" for c in by)
+        when = _time_text(future[segment, k], grid)
+        raise DataError(
+            f"segment {named}: the forecast of step {int(furthest[segment])} passes through step {k + 1} "
+            f"({plan.time} {when}), whose {', '.join(plan.known)} the rows do not give: send a row for every step up "
+            "to the one asked"
+        )
 
 
 def _labels(keys: pd.DataFrame) -> pd.Series:

@@ -34,7 +34,7 @@ from manymodels.registry.manifest import (
 )
 from manymodels.segment.forecast import FORMAT_FORECAST, Forecaster, load_forecaster
 from manymodels.segment.shards import checksum, exists, group_models, is_url, models_of, put_file, read_bytes
-from manymodels.segment.spec import ForecastPlan, Rolling
+from manymodels.segment.spec import ForecastPlan
 
 PACK_VERSION = 1
 MODEL_SOURCE = "model_source"  # which model served a row: segment, fallback, damaged, or null (none)
@@ -74,14 +74,7 @@ class PackInfo:
     def forecast(self) -> ForecastPlan | None:
         """The forecast plan of a forecast family's pack (None for a regression or binary one)."""
         plan = self.extra.get(FORECAST)
-        if not isinstance(plan, dict):
-            return None
-        fields = dict(plan)
-        fields["rolling"] = tuple(Rolling(r["window"], tuple(r["stats"]), r["lag"]) for r in fields.get("rolling", ()))
-        for name in ("lags", "calendar", "known", "static"):
-            fields[name] = tuple(fields.get(name, ()))
-        fields["transforms"] = tuple((str(k), int(v)) for k, v in fields.get("transforms", ()))
-        return ForecastPlan(**fields)
+        return ForecastPlan.from_dict(plan) if isinstance(plan, dict) else None
 
     @property
     def inputs(self) -> list[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -132,6 +132,8 @@ class Forecaster:
         strategy: `recursive` or `direct`.
         method, period, window, value: a baseline's method, season, window, and fitted value (mean, median).
         scales: the transforms' fitted (mean, std) per transform (NaN for those that fit nothing).
+        plan: the plan it was fitted with (its features and transforms): a pack may hold segments trained with
+            other plans (a promotion keeps the champion's where the challenger lost).
         models: the fitted models (one, or one per step with `direct`); none for a baseline.
         frames: whether the models read a pandas frame with the feature names (LightGBM and models that impute),
             rather than a bare array (faster: scikit-learn checks a frame's names at every call).
@@ -148,6 +150,7 @@ class Forecaster:
     window: int | None = None
     value: float | None = None
     scales: np.ndarray | None = None
+    plan: ForecastPlan | None = None
     frames: bool = False
     models: list[Predictor] = field(default_factory=list)
     formats: list[str] = field(default_factory=list)
@@ -193,6 +196,7 @@ class Forecaster:
             "scales": None if self.scales is None else [[_json_float(v) for v in row] for row in self.scales.tolist()],
             "formats": list(self.formats),
             "frames": self.frames,
+            "plan": None if self.plan is None else asdict(self.plan),
             "sizes": [len(b) for b in self.blobs],
             "state": self.state,
         }
@@ -236,6 +240,7 @@ def load_forecaster(blob: bytes) -> Forecaster:
         value=header.get("value"),
         scales=None if scales is None else np.array([_floats(row) for row in scales]).reshape(-1, 2),
         frames=bool(header.get("frames", False)),
+        plan=ForecastPlan.from_dict(header["plan"]) if header.get("plan") else None,
         models=[load_model(f, b, "regression") for f, b in zip(header["formats"], blobs, strict=True)],
         formats=list(header["formats"]),
         blobs=blobs,
@@ -245,6 +250,8 @@ def load_forecaster(blob: bytes) -> Forecaster:
 
 def tail_width(plan: ForecastPlan, forecaster: Forecaster | None = None) -> int:
     """How many of its last label values a segment keeps to forecast from (features, transforms, baselines)."""
+    if forecaster is not None and forecaster.plan is not None:
+        plan = forecaster.plan
     need = plan.reach + plan.differencing
     if forecaster is not None:
         need = max(need, forecaster.period or 0, forecaster.window or 0)
@@ -274,7 +281,7 @@ def fit_forecaster(
     shifts = range(plan.horizon) if plan.strategy == "direct" else range(1)
     # LightGBM keeps the feature names in its model text; a model that imputes fills a frame's columns by name.
     frames = candidate.estimator == "lightgbm" or impute is not None
-    out = Forecaster(candidate.name, candidate.estimator, plan.strategy, scales=scales[0], frames=frames)
+    out = Forecaster(candidate.name, candidate.estimator, plan.strategy, scales=scales[0], plan=plan, frames=frames)
     for shift in shifts:
         start = plan.differencing + plan.reach + shift
         at = np.arange(start, len(series), dtype=np.int64)
@@ -313,7 +320,7 @@ def _fit_baseline(candidate: Candidate, plan: ForecastPlan, series: Series) -> F
         raise ForecastDataError(f"baseline {candidate.name} needs {need} steps of history; the segment has "
                                 f"{len(series)}")
     return Forecaster(candidate.name, "baseline", plan.strategy, method=method, period=candidate.period,
-                      window=candidate.window, value=value)
+                      window=candidate.window, value=value, plan=plan)
 
 
 def _calendar(plan: ForecastPlan, times: np.ndarray) -> np.ndarray:
@@ -358,8 +365,11 @@ def origins_from_states(forecasters: Sequence[Forecaster], plan: ForecastPlan, g
                     dtype=np.float64 if grid.kind == NUMBER else "datetime64[ns]")
     first = _floats([f.state.get("first") for f in forecasters])
     span = np.array([int(f.state.get("span", 0)) for f in forecasters], dtype=np.int64)
-    static = np.array([_floats(f.state.get("static", [])) for f in forecasters]).reshape(len(forecasters),
-                                                                                      len(plan.static))
+    static = np.full((len(forecasters), len(plan.static)), np.nan)
+    for i, f in enumerate(forecasters):
+        values = _floats(f.state.get("static", []))
+        if len(values) == len(plan.static):  # another plan's (forecast_many reads its own from the state)
+            static[i] = values
     return Origins(tail, last, first, span, static)
 
 
@@ -407,10 +417,19 @@ def forecast_many(
     baselines = [i for i, f in enumerate(forecasters) if f.is_baseline]
     if baselines:
         out[baselines] = _baselines([forecasters[i] for i in baselines], _subset(origins, baselines), steps)
-    modelled = np.array([i for i, f in enumerate(forecasters) if not f.is_baseline], dtype=np.int64)
-    if modelled.size:
-        out[modelled] = _modelled([forecasters[i] for i in modelled], _subset(origins, modelled), plan, grid, steps,
-                                  known[modelled])
+    groups: dict[ForecastPlan, list[int]] = {}
+    for i, f in enumerate(forecasters):
+        if not f.is_baseline:
+            groups.setdefault(f.plan or plan, []).append(i)
+    for own, rows in groups.items():  # segments fitted with another plan (a champion's, kept by a promotion)
+        index = np.asarray(rows, dtype=np.int64)
+        chosen = [forecasters[i] for i in rows]
+        columns = [plan.known.index(c) for c in own.known]  # the pack's known features hold every plan's
+        part = _subset(origins, index)
+        if own.static != plan.static:
+            part.static = np.array([_floats(f.state.get("static", [])) for f in chosen]).reshape(len(rows),
+                                                                                             len(own.static))
+        out[index] = _modelled(chosen, part, own, grid, steps, known[index][:, :, columns])
     return out
 
 

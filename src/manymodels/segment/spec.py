@@ -116,6 +116,21 @@ class ForecastPlan:
     strategy: str = "recursive"
     gaps: str = "error"
 
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> ForecastPlan:
+        """A plan read back from `dataclasses.asdict` (JSON: lists for tuples, mappings for rolling windows)."""
+        given = dict(fields)
+        given["rolling"] = tuple(Rolling(r["window"], tuple(r["stats"]), r["lag"]) for r in given.get("rolling", ()))
+        for name in ("lags", "calendar", "known", "static"):
+            given[name] = tuple(given.get(name, ()))
+        given["transforms"] = tuple((str(k), int(v)) for k, v in given.get("transforms", ()))
+        return cls(**given)
+
+    @property
+    def grid_key(self) -> tuple[str, str | None, str]:
+        """What places a plan's times on a grid: forecasts on other grids cannot share a pack."""
+        return (self.time, self.freq, self.time_kind)
+
     @property
     def reach(self) -> int:
         """How many steps of the transformed label the features of one step read back (at least 1)."""
