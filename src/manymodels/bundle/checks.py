@@ -231,12 +231,22 @@ def _check_job(config: BundleConfig, name: str, job: JobSpec) -> list[str]:
             (("evaluate", "data"), task.evaluate.data if task.evaluate else None),
             (("monitor", "data"), task.monitor.data if task.monitor else None),
         ]
-        key, dataset = next(((f, d) for f, d in named if d is not None), ((), None))
-        if dataset is not None and dataset not in res.datasets:
-            problems.append(
-                f"{config.where((*base, *key))}{dotted(base)}.{'.'.join(key)}: no dataset "
-                f"{dataset!r} in resources.datasets{did_you_mean(dataset, res.datasets)}"
-            )
+        if task.forecast is not None:
+            named += [(("forecast", "known"), task.forecast.known), (("forecast", "data"), task.forecast.data)]
+            if model in res.models and res.models[model].task != "forecast":
+                at = (*base, "forecast", "model")
+                problems.append(f"{config.where(at)}{dotted(at)}: model {model!r} is not a forecast model (task "
+                                f"{res.models[model].task}): use a score task")
+            try:
+                output_format(Path(task.forecast.output))
+            except DataError as exc:
+                problems.append(f"{config.where((*base, 'forecast', 'output'))}{dotted(base)}.forecast.output: {exc}")
+        for key, dataset in named:
+            if dataset is not None and dataset not in res.datasets:
+                problems.append(
+                    f"{config.where((*base, *key))}{dotted(base)}.{'.'.join(key)}: no dataset "
+                    f"{dataset!r} in resources.datasets{did_you_mean(dataset, res.datasets)}"
+                )
     cycle = _find_cycle({t.key: list(t.depends_on) for t in job.tasks})
     if cycle:
         problems.append(

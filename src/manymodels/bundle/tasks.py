@@ -40,6 +40,20 @@ class PromoteTaskSpec(Strict):
     force: bool = False
 
 
+class ForecastTaskSpec(Strict):
+    """`forecast:` in a job task: the next steps of every segment of a forecast model, written to `output`.
+
+    `known`: the dataset of the known features' future values; `data`: a dataset of newer history to start from
+    (default: the history the pack keeps); `horizon`: fewer steps than trained.
+    """
+
+    model: str
+    output: str
+    known: str | None = None
+    data: str | None = None
+    horizon: int | None = Field(default=None, ge=1)
+
+
 class MonitorTaskSpec(Strict):
     """`monitor:` in a job task: drift and performance of the serving models on new rows.
 
@@ -55,12 +69,12 @@ class MonitorTaskSpec(Strict):
     output: str | None = None
 
 
-_KINDS = ("train", "evaluate", "promote", "score", "monitor", "python")
+_KINDS = ("train", "evaluate", "promote", "score", "forecast", "monitor", "python")
 
 
 class TaskSpec(Strict):
-    """One task of a job: exactly one of `train`, `evaluate`, `promote`, `score`, `monitor` or `python`, plus its
-    dependencies.
+    """One task of a job: exactly one of `train`, `evaluate`, `promote`, `score`, `forecast`, `monitor` or `python`,
+    plus its dependencies.
 
     A train task with `changed_only: true` fits only the segments that changed since the champion.
     A python task calls a function by import path (`my_pkg.features:build`, importable from the
@@ -76,6 +90,7 @@ class TaskSpec(Strict):
     evaluate: EvaluateTaskSpec | None = None
     promote: PromoteTaskSpec | None = None
     score: ScoreTaskSpec | None = None
+    forecast: ForecastTaskSpec | None = None
     monitor: MonitorTaskSpec | None = None
     python: str | None = Field(default=None, min_length=1)
     parameters: dict[str, Any] = Field(default_factory=dict)
@@ -99,7 +114,7 @@ class TaskSpec(Strict):
 
     @property
     def kind(self) -> str:
-        """`train`, `evaluate`, `promote`, `score`, `monitor` or `python`."""
+        """`train`, `evaluate`, `promote`, `score`, `forecast`, `monitor` or `python`."""
         return next(k for k in _KINDS if getattr(self, k) is not None)
 
     @property
@@ -107,5 +122,5 @@ class TaskSpec(Strict):
         """The model family the task works on (None for a python task)."""
         if self.train is not None:
             return self.train
-        spec = self.evaluate or self.promote or self.score or self.monitor
+        spec = self.evaluate or self.promote or self.score or self.forecast or self.monitor
         return spec.model if spec is not None else None

@@ -11,6 +11,7 @@ from rich.text import Text
 from manymodels.cli.render import (
     err,
     evaluation_summary,
+    forecast_summary,
     out,
     promote_summary,
     safe,
@@ -103,6 +104,7 @@ def task_result(kind: str, result: Any) -> None:
         "evaluate": evaluation_summary,
         "promote": promote_summary,
         "score": score_summary,
+        "forecast": forecast_summary,
         "monitor": monitor_summary,
     }
     if kind in shown:
@@ -126,6 +128,9 @@ def _detail(kind: str, result: Any, error: str | None) -> str:
         c = result.counts
         return (f"{c['drifted']:,} drifted, {c['degraded']:,} degraded of {result.judged:,} judged "
                 f"({result.drifted_fraction:.1%})")
+    if kind == "forecast":
+        return (f"{result.segments:,} segments x {result.steps} steps -> {result.output} "
+                f"({result.segments_without_model:,} without model)")
     if kind == "python":
         shown = repr(result.value)
         return f"{result.entry} returned {shown[:80] + '…' if len(shown) > 80 else shown}"

@@ -13,6 +13,7 @@ from manymodels.errors import BundleError, ManymodelsError
 from manymodels.jobs.context import Target
 from manymodels.jobs.deploy import holding_target
 from manymodels.jobs.evaluate import Evaluation, evaluate
+from manymodels.jobs.forecast import ForecastOutcome, forecast
 from manymodels.jobs.monitor import MonitorOutcome, monitor
 from manymodels.jobs.promote import PromoteOutcome, promote
 from manymodels.jobs.score import ScoreOutcome, score
@@ -27,7 +28,7 @@ class PythonOutcome:
     value: Any
 
 
-Result = TrainOutcome | Evaluation | PromoteOutcome | ScoreOutcome | MonitorOutcome | PythonOutcome
+Result = TrainOutcome | Evaluation | PromoteOutcome | ScoreOutcome | ForecastOutcome | MonitorOutcome | PythonOutcome
 
 
 @dataclass
@@ -154,6 +155,11 @@ def _run_task(
             result = evaluation
         elif task.python is not None:
             result = PythonOutcome(task.python, call_python(target, task.python, task.parameters))
+        elif task.forecast is not None:
+            spec_forecast = task.forecast
+            result = forecast(target, spec_forecast.model, horizon=spec_forecast.horizon, data=spec_forecast.data,
+                              known=spec_forecast.known, output=target.config.resolve_path(spec_forecast.output),
+                              run_id=trained.get(spec_forecast.model), engine=engine)
         elif task.monitor is not None:
             spec_monitor = task.monitor
             output = target.config.resolve_path(spec_monitor.output) if spec_monitor.output else None
