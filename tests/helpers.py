@@ -284,3 +284,57 @@ class TcpRelay:
                     sock.close()
                 except OSError:
                     pass
+
+
+SEASON_4 = np.array([3.0, -1.0, -4.0, 2.0])
+
+
+def series_frame(segments: int = 6, steps: int = 40, seed: int = 0, noise: float = 0.3, freq: str = "W-MON",
+                 names: list[str] | None = None, end: str = "2026-11-30") -> pd.DataFrame:
+    """Weekly series: level + trend * t + a 4-week season * amplitude + price effect + noise, all ending on `end`.
+
+    Columns: segment, week (dates), units (the label), price (known in advance: it moves units), region (static).
+    Rows shuffled.
+    """
+    rng = np.random.default_rng(seed)
+    names = names or [f"store_{i:02d}" for i in range(segments)]
+    times = pd.date_range(end=end, periods=steps, freq=freq)
+    parts = []
+    for i, name in enumerate(names):
+        t = np.arange(steps)
+        level, trend, amplitude = rng.uniform(50, 100), rng.normal(0, 0.5), rng.uniform(1, 4)
+        price = np.round(rng.uniform(0.8, 1.2, steps), 2)
+        units = level + trend * t + amplitude * SEASON_4[t % 4] - 20 * (price - 1) + rng.normal(0, noise, steps)
+        parts.append(pd.DataFrame({"segment": name, "week": times, "units": units, "price": price,
+                                   "region": f"r{i % 3}"}))
+    frame = pd.concat(parts, ignore_index=True)
+    return frame.sample(frac=1.0, random_state=seed + 1).reset_index(drop=True)
+
+
+def forecast_block(**overrides: Any) -> dict[str, Any]:
+    """A forecast model over series_frame's columns: small and fast."""
+    block: dict[str, Any] = {
+        "task": "forecast",
+        "dataset": "train",
+        "segment_by": ["segment"],
+        "label": "units",
+        "time": "week",
+        "horizon": 4,
+        "features": {"lags": [1, 2, 4], "calendar": ["month"], "known": ["price"], "static": ["region"]},
+        "validation": {"windows": 2},
+        "candidates": [
+            {"name": "lgbm", "type": "lightgbm", "params": {"num_boost_round": 20, "min_data_in_leaf": 3}},
+            {"name": "ridge", "type": "sklearn", "entry": "sklearn.linear_model.Ridge"},
+            {"name": "snaive", "type": "baseline", "method": "seasonal_naive", "period": 4},
+        ],
+    }
+    block.update(overrides)
+    return block
+
+
+def future_known(frame: pd.DataFrame, steps: int = 4, freq: str = "W-MON") -> pd.DataFrame:
+    """The known feature's (price's) values for each segment's next `steps` weeks."""
+    last = frame.groupby("segment")["week"].max()
+    rows = [(segment, end + (k + 1) * pd.tseries.frequencies.to_offset(freq), 1.0 + 0.05 * (k % 3))
+            for segment, end in last.items() for k in range(steps)]
+    return pd.DataFrame(rows, columns=["segment", "week", "price"])

@@ -6,7 +6,7 @@ Each engine's test module subclasses EngineContract.Tests with an `engine` fixtu
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import segment_frame
+from helpers import future_known, segment_frame, series_frame
 from manymodels.engines import Contender, Dataset, Engine, LocalEngine, prepare
 from manymodels.engines.operations import Watch, model_positions, monitor_chunk
+from manymodels.registry.forecasting import forecast_state
 from manymodels.registry.manifest import build_manifest
-from manymodels.registry.pack import Pack, PackInfo, write_pack_files
+from manymodels.registry.pack import FORECAST, Pack, PackInfo, write_pack_files
 from manymodels.segment import SegmentSpec, read_shard
-from manymodels.segment.spec import Candidate, Validation
+from manymodels.segment.forecast_fit import with_naive
+from manymodels.segment.spec import Candidate, ForecastPlan, Validation
 
 SPEC = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"),
                    params={"num_boost_round": 15, "min_data_in_leaf": 5}, min_rows=10)
@@ -339,3 +341,107 @@ class OperationsContract:
             got = table.set_index("segment")
             assert got.loc["seg_004", "rows"] == len(one)
             assert got.loc["seg_004", "challenger"] == pytest.approx(want, abs=1e-9)
+
+
+# A forecast fleet: weekly series 4 steps ahead, chosen among LightGBM, Ridge and two rules on 2 windows; one thin.
+PLAN = ForecastPlan(time="week", horizon=4, freq="W-MON", lags=(1, 2, 4), calendar=("month",), known=("price",),
+                    static=("region",), transforms=())
+FORECAST_SPEC = with_naive(SegmentSpec(
+    segment_by=("segment",), label="units", features=("price", "region"), forecast=PLAN,
+    candidates=(Candidate("lgbm", params={"num_boost_round": 10, "min_data_in_leaf": 3}),
+                Candidate("ridge", "sklearn", "sklearn.linear_model.Ridge"),
+                Candidate("snaive", "baseline", method="seasonal_naive", period=4)),
+    validation=Validation(kind="time", windows=2, by="week", horizon=4, step=4)))
+
+
+def forecast_fleet() -> pd.DataFrame:
+    frame = series_frame(segments=6, steps=32, seed=5)
+    thin = series_frame(names=["thin"], steps=8, seed=6)
+    return pd.concat([frame, thin], ignore_index=True)
+
+
+def forecast_pack(tmp_path: Path, frame: pd.DataFrame) -> Path:
+    """A forecast family's pack, fitted in one process, described as training describes it."""
+    root = tmp_path / "forecasts"
+    (root / "shards").mkdir(parents=True)
+    data = prepare(frame, ["segment"])
+    results = LocalEngine(workers=1).fit(data, FORECAST_SPEC, str(root / "shards"))
+    info = PackInfo(model="demand", segment_by=["segment"], features=list(PLAN.known), label="units",
+                    task="regression", metric="rmse", run_id="forecasts", extra={"time": "week",
+                                                                                 FORECAST: asdict(PLAN)})
+    write_pack_files(root, info, build_manifest(data.keys, results, FORECAST_SPEC))
+    return root
+
+
+class ForecastContract:
+    """Forecast families: every engine fits, forecasts, evaluates and monitors them as one process does, to 1e-9."""
+
+    class Tests:
+        @pytest.fixture
+        def engine(self) -> Engine:
+            raise NotImplementedError
+
+        def test_forecast_fleets_choose_and_measure_the_same(self, engine: Engine, tmp_path: Path) -> None:
+            path = tmp_path / "series.parquet"
+            forecast_fleet().to_parquet(path, index=False)
+            data = engine.load(path, "parquet", FORECAST_SPEC)
+            results = engine.fit(data, FORECAST_SPEC, str(tmp_path))
+            got = selected(results, data.keys["segment"].tolist())
+            plain = prepare(forecast_fleet(), ["segment"])
+            reference = LocalEngine(workers=1).fit(plain, FORECAST_SPEC, None)
+            want = selected(reference, plain.keys["segment"].tolist())
+            assert got.keys() == want.keys() and want["thin"][0] == "failed"
+            assert {w[1] for w in want.values() if w[0] == "ok"} - {"naive", "snaive"}  # a model won somewhere
+            for seg, (status, winner, params, folds, scores, rmse) in want.items():
+                assert got[seg][:4] == (status, winner, params, folds), seg
+                for name, values in scores.items():
+                    assert got[seg][4][name] == pytest.approx(values, abs=1e-9), (seg, name)
+                if status == "ok":
+                    assert got[seg][5] == pytest.approx(rmse, abs=1e-9), seg
+            steps = {data.keys["segment"][r.index]: r.step_metric for r in results}
+            assert steps == {plain.keys["segment"][r.index]: r.step_metric for r in reference}
+
+        def test_forecasts_from_the_pack_and_from_newer_rows(self, engine: Engine, tmp_path: Path) -> None:
+            frame = forecast_fleet()
+            root = forecast_pack(tmp_path, frame)
+            known = future_known(frame)
+            want, unserved = forecast_state(Pack(root), None, 4, known)
+            assert unserved == 0 and len(want) == 6 * 4  # the thin segment is no model's: not in the pack's served
+            order = ["segment", "step"]
+            got = engine.forecast(str(root), 4, None, known)
+            assert got.segments_without_model == 1  # the thin one
+            pd.testing.assert_frame_equal(got.frame.sort_values(order).reset_index(drop=True),
+                                          want.sort_values(order).reset_index(drop=True), atol=1e-9)
+            path = tmp_path / "history.parquet"
+            frame.to_parquet(path, index=False)
+            again = engine.forecast(str(root), 4, Dataset(path, "parquet"), known)
+            assert again.segments_without_model == 1
+            pd.testing.assert_frame_equal(again.frame.sort_values(order).reset_index(drop=True),
+                                          want.sort_values(order).reset_index(drop=True), atol=1e-9)
+
+        def test_evaluating_forecasts_gives_what_training_measured(self, engine: Engine, tmp_path: Path) -> None:
+            frame = forecast_fleet()
+            root = forecast_pack(tmp_path, frame)
+            path = tmp_path / "series.parquet"
+            frame.to_parquet(path, index=False)
+            table = engine.evaluate(Dataset(path, "parquet"), FORECAST_SPEC, "rmse",
+                                    [Contender("challenger", str(root))], holdout=True).set_index("segment")
+            manifest = Pack(root).manifest.set_index("segment")
+            ok = manifest.index[manifest["status"] == "ok"]
+            np.testing.assert_allclose(table.loc[ok, "challenger"], manifest.loc[ok, "rmse"], atol=1e-9)
+            assert (table.loc[ok, "rows"] == 4).all() and np.isnan(table.loc["thin", "challenger"])
+
+        def test_monitoring_forecasts_judges_each_step(self, engine: Engine, tmp_path: Path) -> None:
+            frame = forecast_fleet()
+            root = forecast_pack(tmp_path, frame)
+            rows = future_known(frame)
+            rows["units"] = forecast_state(Pack(root), None, 4, rows)[0].set_index(["segment", "week"]).reindex(
+                pd.MultiIndex.from_frame(rows[["segment", "week"]]))["prediction"].to_numpy(dtype=float) + 1.0
+            path = tmp_path / "new.parquet"
+            rows.to_parquet(path, index=False)
+            watch = Watch(PLAN.known, "units", "regression", "rmse", scored=False, inputs=("week",), steps=4)
+            got = engine.monitor(Dataset(path, "parquet"), ["segment"], str(root), watch).set_index("segment")
+            served = got.index[got["model_index"] >= 0]
+            np.testing.assert_allclose(got.loc[served, "metric_new"], 1.0, atol=1e-9)  # every forecast off by one
+            np.testing.assert_allclose(got.loc[served, [f"step_{k}" for k in range(1, 5)]], 1.0, atol=1e-9)
+            assert np.isnan(got.loc["thin", "metric_new"])

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from contract import SPEC, EngineContract, OperationsContract, fleet, poisoned_fleet, trained_pack
+from contract import SPEC, EngineContract, ForecastContract, OperationsContract, fleet, poisoned_fleet, trained_pack
 
 from helpers import segment_frame
 from manymodels.engines import Contender, Dataset, Engine, LocalEngine, prepare
@@ -16,7 +16,7 @@ from manymodels.engines.spark import SparkEngine
 from manymodels.segment import SegmentSpec
 
 
-class TestLocalInProcess(EngineContract.Tests, OperationsContract.Tests):
+class TestLocalInProcess(EngineContract.Tests, OperationsContract.Tests, ForecastContract.Tests):
     loses_workers = False
 
     @pytest.fixture
@@ -25,7 +25,7 @@ class TestLocalInProcess(EngineContract.Tests, OperationsContract.Tests):
 
 
 @pytest.mark.slow
-class TestLocalPool(EngineContract.Tests, OperationsContract.Tests):
+class TestLocalPool(EngineContract.Tests, OperationsContract.Tests, ForecastContract.Tests):
     @pytest.fixture
     def engine(self) -> Engine:
         return LocalEngine(workers=2, max_chunk_rows=120)  # several chunks, so the pool is used
@@ -45,7 +45,7 @@ class TestLocalPoolStartedEarly(EngineContract.Tests, OperationsContract.Tests):
 
 
 @pytest.mark.slow
-class TestSpark(EngineContract.Tests, OperationsContract.Tests):
+class TestSpark(EngineContract.Tests, OperationsContract.Tests, ForecastContract.Tests):
     @pytest.fixture
     def engine(self, spark: Any) -> Engine:
         return SparkEngine(session=spark, max_chunk_rows=120)  # several chunks: several applyInPandas groups

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from contract import EngineContract, OperationsContract
+from contract import EngineContract, ForecastContract, OperationsContract
 
 from manymodels.engines import Engine
 from manymodels.engines.spark import SparkEngine
@@ -26,7 +26,7 @@ def connect_spark() -> Iterator[Any]:
 
 
 @pytest.mark.slow
-class TestSparkConnect(EngineContract.Tests, OperationsContract.Tests):
+class TestSparkConnect(EngineContract.Tests, OperationsContract.Tests, ForecastContract.Tests):
     # The test's Connect server runs local[2], which never retries a task (classic's fixture is local[2,2]).
     loses_workers = False
 

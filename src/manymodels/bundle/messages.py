@@ -95,8 +95,9 @@ def _known_keys(model: type[BaseModel], loc: KeyPath) -> list[str]:
         current = _step(current, part)
         if current is None:
             return []
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
+    for arm in _arms(current):  # a section that is a model, or a union with one (features: a list or a mapping)
+        if isinstance(arm, type) and issubclass(arm, BaseModel):
+            return list(arm.model_fields)
     return []
 
 

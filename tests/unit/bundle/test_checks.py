@@ -103,7 +103,7 @@ def test_a_task_of_two_kinds_is_refused_with_its_line(tmp_path: Path) -> None:
         load_config(path)
     text = str(caught.value)
     assert "manymodels.yml:" in text
-    assert "exactly one of train, evaluate, promote, score, monitor, python; got train, promote" in text
+    assert "exactly one of train, evaluate, promote, score, forecast, monitor, python; got train, promote" in text
 
 
 @pytest.mark.parametrize(("column", "cutoff", "expected"), [

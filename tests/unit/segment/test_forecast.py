@@ -1,0 +1,187 @@
+"""A segment's forecast: features, transforms, strategies, baselines at the origin, and no look into the future."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import series_frame
+from manymodels.data.timegrid import TimeGrid
+from manymodels.segment.features import feature_rows
+from manymodels.segment.fit import fit_segment
+from manymodels.segment.forecast import (
+    Series,
+    fit_forecaster,
+    forecast_many,
+    load_forecaster,
+    origins_from_series,
+    origins_from_states,
+    series_of,
+    tail_width,
+)
+from manymodels.segment.forecast_fit import with_naive
+from manymodels.segment.spec import Candidate, ForecastPlan, Rolling, SegmentSpec, Validation
+from manymodels.segment.transforms import forward, inverse
+
+GRID = TimeGrid.of("W-MON", "date")
+PLAN = ForecastPlan(time="week", horizon=4, freq="W-MON", lags=(1, 2, 4), rolling=(Rolling(3, ("mean", "std"), 1),),
+                    calendar=("month",), known=("price",), static=("region",))
+LGBM = Candidate("lgbm", "lightgbm", params={"num_boost_round": 20, "min_data_in_leaf": 3})
+RIDGE = Candidate("ridge", "sklearn", "sklearn.linear_model.Ridge")
+
+
+def spec(plan: ForecastPlan = PLAN, candidates: tuple[Candidate, ...] = (LGBM, RIDGE), windows: int = 2) -> SegmentSpec:
+    made = SegmentSpec(segment_by=("segment",), label="units", features=("price", "region"), forecast=plan,
+                       candidates=candidates, validation=Validation(kind="time", windows=windows, by="week",
+                                                                    horizon=plan.horizon, step=plan.horizon))
+    return with_naive(made)
+
+
+def one(segment: str = "store_00", steps: int = 40, seed: int = 0) -> pd.DataFrame:
+    frame = series_frame(segments=3, steps=steps, seed=seed)
+    return frame[frame["segment"] == segment].reset_index(drop=True)
+
+
+@pytest.mark.parametrize("chain", [
+    (("diff", 1),), (("diff", 4),), (("log1p", 1),), (("scale", 1),),
+    (("log1p", 1), ("diff", 1), ("scale", 1)), (("diff", 1), ("diff", 4)),
+])
+def test_transforms_invert_exactly_for_many_series_of_other_lengths(chain: tuple[tuple[str, int], ...]) -> None:
+    rng = np.random.default_rng(0)
+    y = 10 + np.cumsum(rng.random((3, 30)), axis=1)
+    y[1, :7] = np.nan  # a shorter series, right-aligned
+    history, future = y[:, :26], y[:, 26:]
+    levels, scales = forward(history, chain)
+    ahead, _ = forward(y, chain, scales)  # the last level of the whole series, with the history's scales
+    back = inverse(levels, chain, scales, ahead[-1][:, 26:])
+    np.testing.assert_allclose(back, future, rtol=1e-12)
+
+
+def test_features_read_lags_rolling_windows_calendar_known_and_static_at_each_position() -> None:
+    z = np.arange(20, dtype=float)[None, :] * 10  # z[p] = 10 p
+    at = np.array([5, 9])
+    calendar, known, static = np.array([[1.0], [2.0]]), np.array([[0.5], [0.7]]), np.array([[3.0]])
+    rows = feature_rows(PLAN, z, np.zeros(2, dtype=np.int64), at, calendar, known, static)
+    assert PLAN.feature_names == ["lag_1", "lag_2", "lag_4", "rolling_mean_3_lag1", "rolling_std_3_lag1", "month",
+                                  "price", "region"]
+    np.testing.assert_allclose(rows[0], [40, 30, 10, 30, 10, 1, 0.5, 3])  # window of p 2..4: 20, 30, 40
+    np.testing.assert_allclose(rows[1], [80, 70, 50, 70, 10, 2, 0.7, 3])
+    early = feature_rows(PLAN, z, np.zeros(1, dtype=np.int64), np.array([1]), calendar[:1], known[:1], static)
+    assert np.isnan(early[0, 1]) and np.isnan(early[0, 3])  # before the series began: missing, never wrapped
+    direct = feature_rows(PLAN, z, np.zeros(1, dtype=np.int64), np.array([9]), calendar[:1], known[:1], static,
+                          shift=2)  # step 3 of a direct model reads from its origin, 2 steps earlier
+    assert direct[0, 0] == 60 and direct[0, 2] == 30
+
+
+def test_a_label_changed_after_the_origin_never_changes_a_forecast() -> None:
+    """The leak test: the holdout's first actual is changed; every later step's forecast (and so its error) stays,
+    the validation windows and the fitted models stay, for both strategies."""
+    for strategy in ("recursive", "direct"):
+        made = spec(replace(PLAN, strategy=strategy))
+        frame = one()
+        first_holdout = frame["week"].sort_values().iloc[-PLAN.horizon]
+        changed = frame.assign(units=np.where(frame["week"] == first_holdout, frame["units"] + 500.0,
+                                              frame["units"]))
+        base, other = fit_segment(frame, made), fit_segment(changed, made)
+        assert base.status == other.status == "ok", (base.error, other.error)
+        steps = json.loads(str(base.step_metric)), json.loads(str(other.step_metric))
+        assert steps[0][0] != pytest.approx(steps[1][0])  # the changed step's own error moved...
+        assert steps[0][1:] == pytest.approx(steps[1][1:], abs=1e-12), strategy  # ...no later forecast did
+        assert base.cv_scores == other.cv_scores and base.candidate == other.candidate
+        models = load_forecaster(bytes(base.model or b"")), load_forecaster(bytes(other.model or b""))
+        assert models[0].blobs == models[1].blobs  # fitted on the steps before the holdout only
+
+
+@pytest.mark.parametrize(("series", "methods"), [
+    ("periodic", ["naive", "seasonal_naive", "window_average", "mean", "median"]),
+    ("linear", ["naive", "seasonal_naive", "window_average", "drift"]),
+])
+def test_every_baseline_scores_the_same_in_validation_and_on_the_holdout(series: str, methods: list[str]) -> None:
+    """What selection measured is what the holdout (and forecast) does: on series where a rule's error does not
+    depend on where its origin is, each validation window's metric equals the holdout's."""
+    steps = 36
+    t = np.arange(steps)
+    units = np.tile([5.0, 1.0, 9.0, 3.0], steps // 4) if series == "periodic" else 2.0 + 0.5 * t
+    frame = pd.DataFrame({"segment": "s", "week": pd.date_range("2024-01-01", periods=steps, freq="W-MON"),
+                          "units": units})
+    plan = ForecastPlan(time="week", horizon=4, freq="W-MON", lags=(1,), transforms=())
+    candidates = tuple(Candidate(m, "baseline", method=m, period=4 if m == "seasonal_naive" else None,
+                                 window=3 if m == "window_average" else None) for m in methods)
+    made = replace(spec(plan, candidates, windows=3), features=())
+    result = fit_segment(frame, made)
+    assert result.status == "ok", result.error
+    scores = json.loads(str(result.cv_scores))
+    for method in methods:
+        chosen = replace(made, candidates=tuple(c for c in candidates if c.name == method))
+        holdout = fit_segment(frame, chosen).metrics["rmse"]
+        assert scores[method]["folds"] == pytest.approx([holdout] * 3, abs=1e-9), method
+    if series == "linear":
+        assert scores["drift"]["mean"] == pytest.approx(0.0, abs=1e-9)  # the line through first and last
+        assert scores["naive"]["folds"][0] == pytest.approx(0.5 * np.sqrt(np.mean(np.arange(1, 5) ** 2)))
+
+
+def test_many_segments_at_once_forecast_as_each_one_alone() -> None:
+    """Vectorised across segments (other lengths, other winners): the same as one segment at a time."""
+    frame = series_frame(segments=4, steps=40, seed=3)
+    frame = frame[~((frame["segment"] == "store_01") & (frame["week"] < "2026-03-01"))]  # a shorter one
+    histories = [series_of(g, PLAN, "units", GRID) for _, g in frame.groupby("segment")]
+    fitted = [fit_forecaster(c, dict(c.params), PLAN, h, serialize=True)
+              for c, h in zip([LGBM, RIDGE, LGBM, Candidate("n", "baseline", method="naive")], histories,
+                              strict=True)]
+    known = np.full((4, 4, 1), 1.05)
+    width = max(tail_width(PLAN, f) for f in fitted)
+    together = forecast_many(PLAN, GRID, fitted, origins_from_series(histories, PLAN, width), 4, known)
+    for i, (f, h) in enumerate(zip(fitted, histories, strict=True)):
+        alone = forecast_many(PLAN, GRID, [f], origins_from_series([h], PLAN, tail_width(PLAN, f)), 4, known[:1])
+        np.testing.assert_allclose(together[i], alone[0], atol=1e-12)
+    kept = [load_forecaster(f.with_state(h, PLAN, GRID).to_bytes()) for f, h in zip(fitted, histories, strict=True)]
+    from_state = forecast_many(PLAN, GRID, kept, origins_from_states(kept, PLAN, GRID), 4, known)
+    np.testing.assert_allclose(from_state, together, atol=1e-12)  # what a pack keeps is what it needs
+
+
+def test_direct_keeps_a_model_per_step_and_recursive_one() -> None:
+    history = series_of(one(), PLAN, "units", GRID)
+    assert len(fit_forecaster(LGBM, dict(LGBM.params), PLAN, history).models) == 1
+    direct = replace(PLAN, strategy="direct")
+    assert len(fit_forecaster(LGBM, dict(LGBM.params), direct, history).models) == 4
+
+
+def test_holes_in_the_grid_are_an_error_zeros_or_missing_as_the_bundle_says() -> None:
+    frame = one()
+    holed = frame[frame["week"] != frame["week"].sort_values().iloc[10]]
+    with pytest.raises(ValueError, match=r"time 2026-\d\d-\d\dT00:00:00 has no row .*set gaps: zero"):
+        series_of(holed, PLAN, "units", GRID)
+    assert series_of(holed, replace(PLAN, gaps="zero"), "units", GRID).y[10] == 0.0
+    missing = series_of(holed, replace(PLAN, gaps="missing"), "units", GRID)
+    assert np.isnan(missing.y[10]) and len(missing) == 40
+    result = fit_segment(holed, spec(replace(PLAN, gaps="missing")))
+    assert result.status == "ok", result.error  # LightGBM and the rules take the hole as unknown
+
+
+def test_a_segment_fails_with_its_reason_and_the_run_goes_on() -> None:
+    made = spec()
+    twice = pd.concat([one(), one().iloc[:1]])
+    assert "appears twice in the segment" in str(fit_segment(twice, made).error)
+    thin = fit_segment(one(steps=40).sort_values("week").tail(9), made)
+    assert thin.status == "failed" and str(thin.error).startswith("thin: 9 step(s) of history")
+    off = one().assign(week=lambda f: f["week"] + pd.Timedelta(days=1))
+    assert "not on the grid W-MON" in str(fit_segment(off, made).error)
+
+
+def test_a_forecaster_keeps_its_state_and_reads_back_its_plan() -> None:
+    history = series_of(one(), PLAN, "units", GRID)
+    fitted = fit_forecaster(RIDGE, {}, PLAN, history, serialize=True).with_state(history, PLAN, GRID)
+    back = load_forecaster(fitted.to_bytes())
+    assert back.plan == PLAN and back.state["last"] == "2026-11-30T00:00:00" and back.state["count"] == 40
+    assert len(back.state["tail"]) == tail_width(PLAN, back) == 5  # reach 4 (lag 4, rolling 3 lag 1) + one diff
+    assert back.state["tail"] == pytest.approx(history.y[-5:].tolist())
+
+
+def test_series_keep_their_known_and_static_values() -> None:
+    history = series_of(one(), PLAN, "units", GRID)
+    assert isinstance(history, Series) and history.known.shape == (40, 1) and history.static.shape == (1,)
+    assert np.isfinite(history.static).all()  # text 'r0' as a stable number
