@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 import manymodels as mm
@@ -86,7 +87,13 @@ def test_train_chooses_per_segment_and_the_pack_serves_every_winner(tmp_path: Pa
     missing_week = ahead.drop(columns=["week"])
     bad = runner.invoke(app, ["--bundle", str(path), "score", "demand", "--data",
                               str(_write(missing_week, tmp_path / "noweek.parquet")), "--out", str(tmp_path / "x.csv")])
-    assert bad.exit_code != 0 and "input lacks column(s) week" in bad.output
+    assert bad.exit_code == 2 and "segment='store_0' (segment_index 0) need column 'week'" in bad.output
+    # Rows of segments whose models do not read the time need no time column.
+    featured = missing_week[missing_week["segment"].isin(["store_3", "store_4"])]
+    fine = runner.invoke(app, ["--bundle", str(path), "score", "demand", "--data",
+                               str(_write(featured, tmp_path / "featured.parquet")), "--out", str(tmp_path / "y.csv")])
+    assert fine.exit_code == 0, fine.output
+    assert pd.read_csv(tmp_path / "y.csv")["prediction"].notna().all()
 
     # Promote: the composite pack keeps the time column among its inputs; MLflow's loader serves it.
     project.evaluate("demand")
@@ -97,6 +104,12 @@ def test_train_chooses_per_segment_and_the_pack_serves_every_winner(tmp_path: Pa
     served = model.predict(ahead)
     both = ahead.assign(p=served["prediction"].to_numpy(dtype=float)).merge(got, on=["segment", "week"])
     np.testing.assert_allclose(both["p"], both["prediction"].to_numpy(dtype=float), atol=1e-9)
+
+    # Monitoring the champion reads the time column its seasonal baselines need (it failed: "input lacks week").
+    fresh = panel(seed=0, weeks=44)
+    fresh = fresh[fresh["week"] >= 40]
+    watched = project.monitor("demand", fresh, save=False).table.set_index("segment")
+    assert watched.loc["store_1", "rows"] == 4 and watched.loc["store_1", "rmse"] == pytest.approx(0.0, abs=1e-9)
 
 
 def _write(frame: pd.DataFrame, path: Path) -> Path:

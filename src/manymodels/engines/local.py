@@ -204,7 +204,7 @@ class LocalEngine:
         frame = _frame(source)
         opened = open_pack(pack)
         info = opened.info
-        needed = info.inputs
+        needed = [c for c in info.inputs if c in frame.columns or c in info.required]
         missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise DataError(f"input lacks column(s) {', '.join(missing)} that model {info.model!r} needs")

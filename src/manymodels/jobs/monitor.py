@@ -95,12 +95,13 @@ def monitor(
     columns = target.columns_of(source)
     segment_by, features = list(pack.info.segment_by), list(pack.info.features)
     if columns is not None:
-        missing = [c for c in pack.info.inputs if c not in columns]
+        missing = [c for c in pack.info.required if c not in columns]
         if missing:
             raise DataError(f"{_named(data)} lacks column(s) {', '.join(missing)} that model {name!r} reads")
     label = pack.info.label if columns is None or pack.info.label in columns else None
     scored = columns is not None and PREDICTION in columns
-    others = tuple(c for c in pack.info.inputs if c not in (*segment_by, *features))  # the time column
+    others = tuple(c for c in pack.info.inputs if c not in (*segment_by, *features)  # the time column, when there
+                   and (c in pack.info.required or columns is None or c in columns))
     plan = pack.plan
     watch = Watch(tuple(features), label, pack.info.task, pack.info.metric, scored, others,
                   plan.horizon if plan is not None else 0)

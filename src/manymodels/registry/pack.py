@@ -77,9 +77,16 @@ class PackInfo:
         return ForecastPlan.from_dict(plan) if isinstance(plan, dict) else None
 
     @property
+    def required(self) -> list[str]:
+        """The columns every row needs: segments, features and a forecast's time."""
+        timed = [self.time] if self.time and self.forecast is not None else []
+        return list(dict.fromkeys([*self.segment_by, *self.features, *timed]))
+
+    @property
     def inputs(self) -> list[str]:
-        """The columns a row needs to be predicted: segments, features and, for seasonal baselines, the time."""
-        return list(dict.fromkeys([*self.segment_by, *self.features, *([self.time] if self.time else [])]))
+        """The columns a row may need: the required ones and the time, which a regression pack's seasonal baselines
+        read (only the rows of their segments need it)."""
+        return list(dict.fromkeys([*self.required, *([self.time] if self.time else [])]))
 
 
 def write_pack_files(pack_dir: Path, info: PackInfo, manifest: pd.DataFrame) -> None:
@@ -202,8 +209,7 @@ class Pack:
             DataError: the input lacks a segment or feature column.
             DamagedModel: a row's model is damaged and no fallback serves the row.
         """
-        needed = self.info.inputs
-        missing = [c for c in needed if c not in frame.columns]
+        missing = [c for c in self.info.required if c not in frame.columns]
         if missing:
             raise DataError(f"input lacks column(s) {', '.join(missing)} that model {self.info.model!r} needs")
         if self.plan is not None:  # rows of (segment, time, known features): their forecasts
@@ -243,6 +249,10 @@ class Pack:
                 hits, misses = hits + hit, misses + (not hit)
                 if fmt == FORMAT_BASELINE:
                     X = frame.iloc[at]  # noqa: N806 - a seasonal baseline reads the time column
+                    time = getattr(predictor, "time", None)
+                    if time and time not in frame.columns:
+                        raise DataError(f"the rows of segment {self._describe(int(router.segments[route]))} need "
+                                        f"column {time!r}: their model, a seasonal baseline, reads it")
                 else:
                     X = matrix[at] if fmt == FORMAT_LIGHTGBM and matrix is not None else features.iloc[at]  # noqa: N806
                 values[at] = cast(Predictor, predictor).predict(X)  # a forecast pack never comes here

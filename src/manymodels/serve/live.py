@@ -147,8 +147,10 @@ def stamp(at: float | None) -> str | None:
 
 
 def columns_of(pack: Pack, model_file: Path | None) -> Columns:
-    """The columns a request needs (the pack's inputs), typed by the MLflow model's signature when it has one."""
-    required = tuple(pack.info.inputs)
+    """The columns a request needs (the pack's required inputs; the time column of seasonal baselines only for their
+    segments' rows, typed when sent), typed by the MLflow model's signature when it has one."""
+    required = tuple(pack.info.required)
+    optional = tuple(c for c in pack.info.inputs if c not in required)
     types: dict[str, str] = {}
     if model_file is not None and model_file.is_file():
         try:
@@ -163,7 +165,8 @@ def columns_of(pack: Pack, model_file: Path | None) -> Columns:
             kind = _kind_of(pack.manifest[name])
             if kind:
                 types[name] = kind
-    return Columns(required, {name: kind for name, kind in types.items() if name in required})
+    typed = {name: kind for name, kind in types.items() if name in required or name in optional}
+    return Columns(required, typed, optional)
 
 
 def model_file(pack_root: Path) -> Path:

@@ -58,6 +58,7 @@ class Columns:
 
     required: tuple[str, ...]
     types: dict[str, str] = field(default_factory=dict)
+    optional: tuple[str, ...] = ()  # read by some segments' models only: typed when sent
 
 
 def parse(body: bytes, content_type: str | None, columns: Columns, max_rows: int) -> pd.DataFrame:
@@ -108,7 +109,7 @@ def conform(frame: pd.DataFrame, columns: Columns) -> pd.DataFrame:
     if frame.columns.duplicated().any():
         twice = sorted(set(frame.columns[frame.columns.duplicated()]))
         raise RequestError(400, f"column(s) {', '.join(map(repr, twice))} sent twice")
-    for name in columns.required:
+    for name in (*columns.required, *(c for c in columns.optional if c in frame.columns)):
         values = frame[name]
         kind = columns.types.get(name) or _guess(values)
         typed = _typed(values, kind, name)

@@ -114,3 +114,31 @@ def test_integer_keys_route_from_floats_and_text_from_numbers(tmp_path: Path) ->
     assert values[0] == 3.0 and np.isnan(values[1]) and values[2] == 299.0 and source[1] is None
     with pytest.raises(DataError, match="segment column 'segment'"):
         numbered.predict_arrays(pd.DataFrame({"segment": ["a"], "x": 0.0}))
+
+
+def test_only_the_rows_of_seasonal_baselines_need_the_time_column(tmp_path: Path) -> None:
+    """A pack with seasonal baselines among other models: a row needs the time column only where its segment's
+    model reads it (a server asked every request for it)."""
+    from manymodels.serve.live import columns_of
+    from manymodels.serve.protocol import conform
+
+    (tmp_path / "shards").mkdir()
+    seasonal = Baseline({"method": "seasonal", "value": 0.0, "period": 2, "anchor": 0.0, "step": 1.0,
+                         "seasons": [10.0, 20.0], "time": "week"})
+    write_shard(tmp_path / "shards" / "shard-00000.parquet", [0, 1], [FORMAT_BASELINE] * 2,
+                [Baseline({"method": "mean", "value": 5.0}).to_bytes(), seasonal.to_bytes()])
+    rows = [{"segment": s, "segment_index": i, "status": "ok", "shard": "shard-00000.parquet", "rmse": 1.0, "rows": 9}
+            for i, s in enumerate(["plain", "seasonal"])]
+    info = PackInfo(model="m", segment_by=["segment"], features=["x"], label="y", task="regression", metric="rmse",
+                    extra={"time": "week"})
+    write_pack_files(tmp_path, info, pd.DataFrame(rows))
+    pack = Pack(tmp_path)
+    assert info.required == ["segment", "x"] and info.inputs == ["segment", "x", "week"]
+    assert pack.predict_arrays(pd.DataFrame({"segment": ["plain"], "x": [1.0]}))[0].tolist() == [5.0]
+    with pytest.raises(DataError, match=r"segment='seasonal' \(segment_index 1\) need column 'week'"):
+        pack.predict_arrays(pd.DataFrame({"segment": ["seasonal"], "x": [1.0]}))
+    timed = pd.DataFrame({"segment": ["seasonal", "plain"], "x": [1.0, 1.0], "week": [3, 3]})
+    assert pack.predict_arrays(timed)[0].tolist() == [20.0, 5.0]
+    columns = columns_of(pack, None)
+    assert columns.required == ("segment", "x") and columns.optional == ("week",)
+    conform(pd.DataFrame({"segment": ["plain"], "x": ["1.5"]}), columns)  # a request without the time: fine
