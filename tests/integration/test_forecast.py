@@ -1,0 +1,209 @@
+"""Forecasting as a user runs it: the issue's bundle as written, from raw rows to `manymodels forecast`, then
+evaluate, promote, the pyfunc, `serve` over real HTTP, `monitor` and a job, on one trained project."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from typer.testing import CliRunner
+
+import manymodels as mm
+from helpers import free_port, series_frame, stop_process, wait_until_up
+from manymodels.cli.main import app
+
+runner = CliRunner()
+MANYMODELS = str(Path(sys.executable).with_name("manymodels"))
+WIDE = {"COLUMNS": "200"}
+
+BUNDLE = """\
+bundle: {name: forecasting}
+targets:
+  dev: {default: true}
+resources:
+  datasets:
+    sales: {format: parquet, path: data/sales.parquet}
+    future: {format: parquet, path: data/future.parquet}
+  models:
+    demand:
+      task: forecast
+      dataset: sales
+      segment_by: [store]
+      label: units
+      time: week                          # the time column; its frequency is inferred per fleet
+      freq: W-MON                         # optional; a grid that does not fit is a located error
+      horizon: 12                         # steps ahead a forecast covers
+      features:
+        lags: [1, 2, 3, 52]
+        rolling: [{window: 4, stats: [mean, std], lag: 1}]   # over the label, ending `lag` steps back
+        calendar: [week_of_year, month]   # from the time column
+        known: [price, promo]             # future values are known: read from a dataset when forecasting
+        static: [region]                  # constant per segment
+      target_transform: [{diff: 1}]
+      strategy: recursive
+      gaps: error
+      validation: {kind: time, windows: 3, step: 12}
+      candidates:
+        - {name: lgbm, type: lightgbm, params: {num_boost_round: 200, min_data_in_leaf: 5}}
+        - {name: ridge, type: sklearn, entry: sklearn.linear_model.Ridge}
+        - {name: naive, type: baseline, method: naive}
+        - {name: snaive, type: baseline, method: seasonal_naive, period: 52}
+        - {name: drift, type: baseline, method: drift}
+        - {name: avg4, type: baseline, method: window_average, window: 4}
+  jobs:
+    weekly:
+      tasks:
+        - {key: train, train: demand}
+        - {key: forecast, forecast: {model: demand, known: future, output: data/next.parquet}, depends_on: [train]}
+"""
+
+
+def sales() -> pd.DataFrame:
+    """120 weeks of 5 stores (price and promo known ahead), plus a store too young to forecast."""
+    frame = pd.concat([series_frame(segments=5, steps=120, seed=11),
+                       series_frame(names=["young"], steps=30, seed=12)], ignore_index=True)
+    frame = frame.rename(columns={"segment": "store"})
+    return frame.assign(promo=(frame["week"].dt.day <= 7).astype(np.int64))
+
+
+def future(frame: pd.DataFrame, steps: int = 12) -> pd.DataFrame:
+    weeks = pd.date_range("2026-12-07", periods=steps, freq="W-MON")
+    stores = sorted(frame["store"].unique())
+    rows = [(s, w, 1.0 + 0.02 * (k % 5), int(w.day <= 7)) for s in stores for k, w in enumerate(weeks)]
+    return pd.DataFrame(rows, columns=["store", "week", "price", "promo"])
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The issue's bundle trained once (validate, then train through the CLI)."""
+    root = tmp_path_factory.mktemp("forecasting")
+    (root / "data").mkdir()
+    frame = sales()
+    frame.to_parquet(root / "data" / "sales.parquet", index=False)
+    future(frame).to_parquet(root / "data" / "future.parquet", index=False)
+    (root / "manymodels.yml").write_text(BUNDLE)
+    checked = runner.invoke(app, ["--bundle", str(root), "validate"])
+    assert checked.exit_code == 0, checked.output
+    trained = runner.invoke(app, ["--bundle", str(root), "train", "demand", "--workers", "2"], env=WIDE)
+    assert trained.exit_code == 0, trained.output
+    assert "5 ok / 1 failed of 6" in trained.output and "won (CV)" in trained.output
+    assert "thin: 30 step(s) of history" in trained.output  # the young store, named
+    yield root
+
+
+def test_forecast_from_the_pack_with_known_future_values(project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "next.parquet"
+    done = runner.invoke(app, ["--bundle", str(project), "forecast", "demand", "--known", "future", "--out", str(out)],
+                         env=WIDE)
+    assert done.exit_code == 0, done.output
+    assert "5 segments x 12 steps, from the history kept in the pack" in done.output
+    assert "1 segments (failed or thin in training" in done.output
+    got = pd.read_parquet(out)
+    assert list(got.columns) == ["store", "week", "step", "prediction", "model_source"]
+    assert len(got) == 60 and got["prediction"].notna().all() and (got["model_source"] == "segment").all()
+    assert got.groupby("store")["week"].min().eq(pd.Timestamp("2026-12-07")).all()
+    assert got["step"].tolist()[:12] == list(range(1, 13))
+
+    # The Python API in this process gives the same rows; newer history (--data) with no new rows, the same too.
+    api = mm.load_bundle(project).forecast("demand", known="future")
+    pd.testing.assert_frame_equal(api, got, check_dtype=False)
+    again = mm.load_bundle(project).forecast("demand", known="future", data="sales")
+    np.testing.assert_allclose(again["prediction"].to_numpy(dtype=float), got["prediction"].to_numpy(dtype=float),
+                               atol=1e-9)
+
+
+def test_forecast_errors_are_one_line_and_exit_2(project: Path, tmp_path: Path) -> None:
+    known = future(sales())
+    short = tmp_path / "short.parquet"
+    known[~((known["store"] == "store_02") & (known["week"] == pd.Timestamp("2027-01-04")))].to_parquet(short)
+    missing = runner.invoke(app, ["--bundle", str(project), "forecast", "demand", "--known", str(short), "--out",
+                                  str(tmp_path / "x.parquet")])
+    assert missing.exit_code == 2
+    assert "no row for segment 'store_02' at week 2027-01-04T00:00:00" in missing.output
+    none = runner.invoke(app, ["--bundle", str(project), "forecast", "demand", "--out", str(tmp_path / "x.parquet")])
+    assert none.exit_code == 2 and "reads known feature(s) price, promo: give their future values" in none.output
+    past = runner.invoke(app, ["--bundle", str(project), "forecast", "demand", "--known", "future", "--horizon", "13",
+                               "--out", str(tmp_path / "x.parquet")])
+    assert past.exit_code == 2 and "--horizon 13 is past the 12 steps" in past.output
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_evaluate_and_promote_compare_the_same_horizon(project: Path) -> None:
+    evaluated = runner.invoke(app, ["--bundle", str(project), "evaluate", "demand"], env=WIDE)
+    assert evaluated.exit_code == 0, evaluated.output
+    promoted = runner.invoke(app, ["--bundle", str(project), "promote", "demand"], env=WIDE)
+    assert promoted.exit_code == 0, promoted.output
+    project_api = mm.load_bundle(project)
+    table = project_api.evaluate("demand", save=False).table.set_index("store")
+    manifest = project_api.manifest("demand").set_index("store")
+    ok = manifest.index[manifest["status"] == "ok"]
+    # The challenger's holdout error is what training measured: 12 steps forecast from the same origin.
+    np.testing.assert_allclose(table.loc[ok, "challenger"], manifest.loc[ok, "rmse"], atol=1e-9)
+    assert (table.loc[ok, "rows"] == 12).all()
+    steps = manifest.loc[ok, "step_metric"].map(lambda text: len(json.loads(text)))
+    assert (steps == 12).all() and manifest.loc[ok, "holdout_naive"].gt(0).all()
+
+
+def test_the_champion_answers_rows_of_segment_time_and_known_values(project: Path) -> None:
+    """MLflow's pyfunc and `manymodels serve` (real HTTP) forecast the rows' times, as `forecast` does."""
+    project_api = mm.load_bundle(project)
+    expected = project_api.forecast("demand", known="future").set_index(["store", "week"])["prediction"]
+    rows = future(sales()).query("store != 'young'")
+    rows = rows[rows["week"] <= pd.Timestamp("2026-12-21")]  # steps 1 to 3 of every store
+    mlflow.set_tracking_uri(project_api.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{project_api.registered_model('demand')}@champion")
+    answered = model.predict(rows)["prediction"].to_numpy(dtype=float)
+    want = expected.loc[list(zip(rows["store"], rows["week"], strict=True))].to_numpy(dtype=float)
+    np.testing.assert_allclose(answered, want, atol=1e-9)
+
+    port = free_port()
+    log = project / "serve.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([MANYMODELS, "--bundle", str(project), "serve", "demand", "--port", str(port)],
+                                stdout=sink, stderr=subprocess.STDOUT, env={**os.environ})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(f"{url}/ping", proc, log)
+        records = rows.assign(week=rows["week"].dt.strftime("%Y-%m-%d")).to_dict("records")
+        reply = requests.post(f"{url}/invocations", json={"dataframe_records": records}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        served = [p["prediction"] for p in reply.json()["predictions"]]
+        np.testing.assert_allclose(served, want, atol=1e-9)
+        # Step 3 alone passes through steps 1 and 2, whose known values it was not given: a 4xx naming them.
+        alone = [r for r in records if r["week"] == "2026-12-21"][:1]
+        refused = requests.post(f"{url}/invocations", json={"dataframe_records": alone}, timeout=30)
+        assert refused.status_code == 400 and "passes through step 1" in refused.json()["message"]
+    finally:
+        stop_process(proc)
+
+
+def test_monitor_judges_the_forecast_error_per_step(project: Path, tmp_path: Path) -> None:
+    project_api = mm.load_bundle(project)
+    forecasts = project_api.forecast("demand", known="future")
+    actual = future(sales()).merge(forecasts[["store", "week", "prediction"]], on=["store", "week"])
+    actual["units"] = actual.pop("prediction").astype(float) + 2.0  # every forecast 2 off
+    actual.loc[actual["store"] == "store_01", "units"] += 50.0  # one store's level jumped
+    path = tmp_path / "actual.parquet"
+    actual.to_parquet(path, index=False)
+    watched = runner.invoke(app, ["--bundle", str(project), "monitor", "demand", "--data", str(path)], env=WIDE)
+    assert "rmse by step" in watched.output and "1: 23.32" in watched.output, watched.output  # sqrt((4*4 + 52^2)/5)
+    outcome = project_api.monitor("demand", path, save=False)
+    table = outcome.table.set_index("store")
+    assert table.loc["store_01", "status"] == "degraded" and table.loc["store_00", "rows"] == 12
+    assert outcome.steps is not None and outcome.steps["segments"].tolist() == [5] * 12
+
+
+def test_a_job_trains_and_forecasts(project: Path) -> None:
+    ran = runner.invoke(app, ["--bundle", str(project), "run", "weekly"], env=WIDE)
+    assert ran.exit_code == 0, ran.output
+    written = pd.read_parquet(project / "data" / "next.parquet")
+    assert len(written) == 60 and written["prediction"].notna().all()
