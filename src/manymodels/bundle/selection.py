@@ -20,8 +20,10 @@ class ValidationSpec(Strict):
 
     `kfold` (default): `folds` shuffled folds, `seed`ed. `time`: a rolling-origin backtest on the
     column `by` (default: `split.by`): `windows` windows, the latest testing on the segment's last
-    `horizon` distinct times, each earlier one `step` times sooner; a window trains only on rows
-    before its first test time. The holdout (`split`) is never part of it.
+    `horizon` distinct times (default: as many as the segment's holdout holds, so a rule such as
+    `last` is measured as far ahead as scoring uses it; 1 without a time split), each earlier one
+    `step` times sooner; a window trains only on rows before its first test time. The holdout
+    (`split`) is never part of it. A forecast's windows each forecast its `horizon`.
     """
 
     kind: Literal["kfold", "time"] = "kfold"

@@ -373,7 +373,9 @@ def selection_spec(spec: ModelSpec) -> tuple[Validation, tuple[Candidate, ...]]:
     """
     forecast = spec.task == "forecast"
     v = spec.validation or ValidationSpec(kind="time" if forecast else "kfold")
-    horizon = int(spec.horizon or 1) if forecast else v.horizon
+    # Without a horizon of its own, a time window tests as far ahead as the segment's holdout does (0: the holdout's).
+    given = "horizon" in v.model_fields_set
+    horizon = int(spec.horizon or 1) if forecast else (v.horizon if given or v.kind != "time" else 0)
     validation = Validation(
         kind=v.kind,
         folds=v.folds,
@@ -381,7 +383,7 @@ def selection_spec(spec: ModelSpec) -> tuple[Validation, tuple[Candidate, ...]]:
         by=spec.time_column,
         windows=v.windows,
         horizon=horizon,
-        step=(v.step or horizon) if forecast else v.window_step,
+        step=(v.step or horizon) if forecast else (v.step or (horizon if given or v.kind != "time" else 0)),
         metric=spec.selection_metric,
         maximize=spec.selection_metric in HIGHER_IS_BETTER,
     )

@@ -699,7 +699,7 @@ def _params(target: Target, name: str, spec: SegmentSpec, engine: Engine) -> dic
     if spec.validation is not None:
         v = spec.validation
         params["validation"] = f"{v.kind} folds={v.folds} seed={v.seed}" if v.kind == "kfold" else \
-            f"time by={v.by} windows={v.windows} horizon={v.horizon} step={v.step}"
+            f"time by={v.by} windows={v.windows} horizon={v.horizon or 'holdout'} step={v.step or 'horizon'}"
         params["selection.metric"] = v.metric
         params["candidates"] = [c.name for c in spec.choices()]
         for c in spec.choices():

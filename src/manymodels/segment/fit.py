@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from manymodels import faults
-from manymodels.estimators import FORMAT_BASELINE, add_import_roots, fit_model, is_constant
+from manymodels.estimators import FORMAT_BASELINE, add_import_roots, fit_model, is_constant, time_values
 from manymodels.segment.forecast import FORMAT_FORECAST, ForecastDataError
 from manymodels.segment.forecast_fit import fit_forecast
 from manymodels.segment.metrics import compute_metrics
@@ -137,7 +137,9 @@ def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> Segme
         X, y = _features_and_label(frame, spec)  # noqa: N806
         train, test = _split(frame, spec)
         if spec.selecting:
-            chosen = select(frame.iloc[train], X.iloc[train], y[train], spec)
+            # time windows test as far ahead as the holdout does, unless the validation says how far
+            ahead = len(np.unique(time_values(frame.iloc[test][spec.split_by]))) if spec.split_by else 0
+            chosen = select(frame.iloc[train], X.iloc[train], y[train], spec, ahead)
             predictor, fmt, blob = chosen.predictor, chosen.model_format, chosen.model
             _record(result, chosen)
         else:

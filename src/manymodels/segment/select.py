@@ -96,8 +96,11 @@ def validation_of(spec: SegmentSpec) -> Validation:
     return spec.validation
 
 
-def make_folds(frame: pd.DataFrame, spec: SegmentSpec) -> Folds:
+def make_folds(frame: pd.DataFrame, spec: SegmentSpec, holdout_steps: int = 0) -> Folds:
     """Positions (in `frame`, one segment's training rows in canonical order) of each fold's train and test rows.
+
+    `holdout_steps`: the distinct times of the segment's holdout, which time windows test on unless the validation
+    says how many (so a rule such as `last` is measured as far ahead as it is used).
 
     Raises:
         SelectionError: fewer rows than folds, or too few distinct times for the windows.
@@ -114,11 +117,13 @@ def make_folds(frame: pd.DataFrame, spec: SegmentSpec) -> Folds:
 
         splitter = KFold(validation.folds, shuffle=True, random_state=validation.seed)
         return [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(np.arange(n))]
-    return time_folds(time_values(frame[validation.by or spec.split_by]), validation)
+    return time_folds(time_values(frame[validation.by or spec.split_by]), validation, holdout_steps)
 
 
-def time_folds(times: np.ndarray, validation: Validation) -> Folds:
+def time_folds(times: np.ndarray, validation: Validation, holdout_steps: int = 0) -> Folds:
     """Rolling-origin folds: each window tests on `horizon` distinct times and trains only on rows before them.
+
+    A horizon of 0 is the holdout's (`holdout_steps`, else 1); a step of 0 is the horizon.
 
     The latest window ends at the last time; each earlier one starts `step` distinct times sooner.
     A row at or after a window's first test time never trains in that window.
@@ -127,6 +132,7 @@ def time_folds(times: np.ndarray, validation: Validation) -> Folds:
         SelectionError: too few distinct times for the windows, or a window with no row before it.
     """
     distinct = np.unique(times[~np.isnan(times)])
+    validation = resolved(validation, holdout_steps)
     need = validation.horizon + (validation.windows - 1) * validation.step + 1
     if len(distinct) < need:
         raise SelectionError(
@@ -145,7 +151,17 @@ def time_folds(times: np.ndarray, validation: Validation) -> Folds:
     return folds
 
 
-def select(frame: pd.DataFrame, X: pd.DataFrame, y: np.ndarray, spec: SegmentSpec) -> Selection:
+def resolved(validation: Validation, holdout_steps: int = 0) -> Validation:
+    """A time validation with its horizon and step set: a horizon of 0 is the holdout's steps (else 1), a step of 0
+    the horizon."""
+    from dataclasses import replace
+
+    horizon = validation.horizon or holdout_steps or 1
+    return replace(validation, horizon=horizon, step=validation.step or horizon)
+
+
+def select(frame: pd.DataFrame, X: pd.DataFrame, y: np.ndarray, spec: SegmentSpec,
+           holdout_steps: int = 0) -> Selection:
     """Choose a segment's model among the spec's candidates by cross-validation; refit the winner on every row.
 
     Args:
@@ -158,7 +174,7 @@ def select(frame: pd.DataFrame, X: pd.DataFrame, y: np.ndarray, spec: SegmentSpe
         SelectionError: no fold could be made, or every candidate failed.
     """
     validation = validation_of(spec)
-    folds = make_folds(frame, spec)
+    folds = make_folds(frame, spec, holdout_steps)
     time = spec.time_column
     times = time_values(frame[time]) if time is not None else None
     scored = [_cross_validate(c, X, y, times, folds, spec) for c in spec.choices()]

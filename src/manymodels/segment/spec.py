@@ -58,8 +58,9 @@ class Validation:
         seed: `kfold`'s shuffle and the tuning samplers' seed.
         by: the time column of `time` (and the order of the `last` and `seasonal` baselines).
         windows: the number of rolling-origin windows, latest first.
-        horizon: how many of the segment's distinct times each window tests on.
-        step: how many distinct times each window moves back.
+        horizon: how many of the segment's distinct times each window tests on (0: as many as its holdout holds,
+            so a rule such as `last` is measured as far ahead as scoring uses it; 1 without a time split).
+        step: how many distinct times each window moves back (0: the horizon).
         metric: the metric candidates are compared on (mean over folds).
         maximize: whether a larger `metric` is better.
     """

@@ -154,3 +154,22 @@ def test_unset_selection_leaves_old_fingerprints_alone() -> None:
     assert plain.fingerprint != replace(plain, validation=Validation()).fingerprint
     assert replace(plain, validation=Validation()).fingerprint != replace(
         plain, validation=Validation(), candidates=(MEAN,)).fingerprint
+
+
+def test_a_last_baseline_is_measured_as_far_ahead_as_the_holdout_uses_it() -> None:
+    """Regression tasks: without a horizon of its own, each time window tests on as many distinct times as the
+    holdout holds, so `last` (the latest training label, for every later row) scores in validation what it
+    scores on the holdout: on a line, the same error in every window."""
+    weeks = np.arange(52)
+    frame = pd.DataFrame({"segment": "s", "week": weeks, "f0": np.sin(weeks), "label": 2.0 + 0.5 * weeks})
+    spec = SegmentSpec(segment_by=("segment",), label="label", features=("f0",), split_by="week", cutoff="40",
+                       validation=Validation(kind="time", windows=3, by="week", horizon=0, step=0),
+                       candidates=(Candidate("last", "baseline", method="last"),
+                                   Candidate("lgbm", params={"num_boost_round": 5, "min_data_in_leaf": 3})))
+    result = fit_segment(frame, spec)
+    assert result.status == "ok", result.error
+    folds = json.loads(str(result.cv_scores))["last"]["folds"]
+    holdout_if_last = float(np.sqrt(np.mean((0.5 * np.arange(1, 13)) ** 2)))  # 12 weeks after the last label
+    assert folds == pytest.approx([holdout_if_last] * 3, abs=1e-9)
+    only_last = fit_segment(frame, replace(spec, candidates=spec.candidates[:1]))
+    assert only_last.metrics["rmse"] == pytest.approx(holdout_if_last, abs=1e-9)
