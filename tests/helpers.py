@@ -298,7 +298,7 @@ def series_frame(segments: int = 6, steps: int = 40, seed: int = 0, noise: float
     """
     rng = np.random.default_rng(seed)
     names = names or [f"store_{i:02d}" for i in range(segments)]
-    times = pd.date_range(end=end, periods=steps, freq=freq)
+    times = pd.date_range(end=end, periods=steps, freq=freq).as_unit("us")  # Spark reads no nanoseconds
     parts = []
     for i, name in enumerate(names):
         t = np.arange(steps)
@@ -337,4 +337,5 @@ def future_known(frame: pd.DataFrame, steps: int = 4, freq: str = "W-MON") -> pd
     last = frame.groupby("segment")["week"].max()
     rows = [(segment, end + (k + 1) * pd.tseries.frequencies.to_offset(freq), 1.0 + 0.05 * (k % 3))
             for segment, end in last.items() for k in range(steps)]
-    return pd.DataFrame(rows, columns=["segment", "week", "price"])
+    frame = pd.DataFrame(rows, columns=["segment", "week", "price"])
+    return frame.assign(week=frame["week"].astype("datetime64[us]"))  # Spark reads no nanoseconds

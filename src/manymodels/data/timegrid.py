@@ -12,6 +12,7 @@ layer (features, forecasts), so both read a time column the same way.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -100,11 +101,13 @@ class TimeGrid:
             return cls(NUMBER, _number_text(step))
         if isinstance(freq, bool) or isinstance(freq, int | float):
             raise GridError(f"freq {freq!r} is a number, but the times are dates: give an offset such as W-MON, MS, D")
-        try:
-            offset = to_offset(str(freq))
-        except ValueError as exc:
-            hint = " (month end is ME, month start MS)" if str(freq).upper() == "M" else ""
-            raise GridError(f"freq {freq!r} is not a pandas frequency such as W-MON, MS, D or h{hint}") from exc
+        hint = " (month end is ME, month start MS)" if str(freq).upper() == "M" else ""
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # an alias pandas deprecates is refused as newer pandas refuse it
+            try:
+                offset = to_offset(str(freq))
+            except (ValueError, FutureWarning) as exc:
+                raise GridError(f"freq {freq!r} is not a pandas frequency such as W-MON, MS, D or h{hint}") from exc
         return cls(DATE, str(offset.freqstr))
 
     @property
