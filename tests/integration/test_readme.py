@@ -120,3 +120,31 @@ def test_readme_python_api_in_a_jupyter_kernel(pooled_example: Path) -> None:
         manager.shutdown_kernel(now=True)
     assert reply["content"]["status"] == "ok", reply["content"]
     check_api_output("".join(printed), pooled_example)
+
+
+@pytest.mark.slow
+def test_readme_forecasting_from_raw_rows_to_forecasts(tmp_path: Path) -> None:
+    """The Forecasting section as a new user runs it: its bundle, its commands (gapminder, shipped with plotly), then
+    its Python block as a plain script."""
+    (bundle,) = blocks("yaml forecast")
+    (commands,) = blocks("bash forecast")
+    (script,) = blocks("python forecast")
+    (tmp_path / "manymodels.yml").write_text(bundle)
+    exe = Path(sys.executable).with_name("manymodels")
+    for line in commands.strip().splitlines():
+        args = shlex.split(line)
+        program = sys.executable if args[0] == "python" else str(exe)
+        done = subprocess.run([program, *args[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                              env=python_env(), check=False)
+        assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
+        assert not re.search(r"Warning|INFO|View run", done.stdout + done.stderr), f"{line}\n{done.stderr}"
+    import pandas as pd
+
+    written = pd.read_csv(tmp_path / "forecast.csv")
+    assert list(written.columns) == ["country", "year", "step", "prediction", "model_source"]
+    assert len(written) == 142 * 2 and set(written["year"]) == {2012, 2017}
+    (tmp_path / "api.py").write_text(script)
+    done = subprocess.run([sys.executable, "api.py"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env=python_env(), check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "284 142" in done.stdout
