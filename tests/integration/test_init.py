@@ -127,6 +127,19 @@ def test_minimal_template_is_one_bundle_file(tmp_path: Path) -> None:
     assert (model.segment_by, model.label) == (["customer"], "churned_days")
     assert config.resolved.resources.datasets["training"].path == "tables/rows.parquet"
     assert model.min_rows == ModelSpec.model_fields["min_rows"].default == 5  # the documented default
+    assert model.task == "regression"  # no time column: no forecast
+
+
+def test_minimal_template_writes_a_forecast_model_when_given_a_time_column(tmp_path: Path) -> None:
+    given = answers(tmp_path / "a.json", project_name="weekly", dataset_path="rows.parquet", segment_by="store",
+                    label="units", time_column="week", horizon="6")
+    code, out = cli("init", "minimal", str(tmp_path / "weekly"), "--config-file", str(given))
+    assert code == 0, out
+    model = load_config(tmp_path / "weekly", environ={}).model("model")
+    assert (model.task, model.time, model.horizon, model.lags) == ("forecast", "week", 6, [1, 2, 3])
+    bad = answers(tmp_path / "b.json", project_name="weekly", horizon="0")
+    code, out = cli("init", "minimal", str(tmp_path / "other"), "--config-file", str(bad))
+    assert code == 2 and "horizon must be a whole number of steps, from 1" in out, out
 
 
 def test_without_answers_or_a_terminal_the_defaults_are_used_and_shown(tmp_path: Path) -> None:
@@ -187,8 +200,8 @@ def test_at_a_terminal_each_question_is_asked_with_its_default(tmp_path: Path) -
         proc = subprocess.Popen([str(exe), "init", "minimal", "shop"], cwd=tmp_path, stdin=secondary,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         # Typed ahead: a name that is none (asked again), a name, the default path (Enter), a segment column,
-        # the default label.
-        os.write(primary, b"Corner Shop\ncorner-shop\n\nshop_id\n\n")
+        # the default label, no time column (Enter: no forecast), the default horizon.
+        os.write(primary, b"Corner Shop\ncorner-shop\n\nshop_id\n\n\n\n")
         out, _ = proc.communicate(timeout=120)
     finally:
         os.close(primary)

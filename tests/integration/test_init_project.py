@@ -121,15 +121,15 @@ def test_init_then_the_projects_ci_and_cd_from_a_fresh_virtualenv(tmp_path: Path
     git(project, "commit", "-qm", "manymodels init")
 
     # The project's README, as written (the virtualenv is the fresh one): install with the dev extra, example
-    # data, the dev target's train / evaluate / promote / score on the embedded MLflow, the unit tests.
+    # data, the dev target's train / evaluate / promote / forecast on the embedded MLflow, the unit tests.
     shell = Shell(project, env)
     (start,) = re.findall(r"## Start\n\n```bash\n(.*?)```", (project / "README.md").read_text(), flags=re.S)
     for line in start.strip().splitlines():
         if not line.startswith("python -m venv"):
             shell(line.split("  #")[0].strip())
-    scores = pd.read_parquet(project / "data" / "scores.parquet")
-    assert scores["prediction"].notna().all() and len(scores) == 8 * 50  # 8 weeks of 50 stores
-    assert set(scores["model_source"]) == {"segment", "fallback"}  # the thin stores: the fallback
+    forecasts = pd.read_parquet(project / "data" / "forecast.parquet")
+    assert forecasts["prediction"].notna().all() and len(forecasts) == 8 * 45  # 8 weeks of the 45 stores not thin
+    assert forecasts["step"].tolist()[:8] == list(range(1, 9)) and set(forecasts["model_source"]) == {"segment"}
     workflows = project / ".github" / "workflows"
     ci_steps = shell.job(workflows / "ci.yml", "check")
     assert ci_steps == ["Install", "Lint", "Security scan", "Unit tests", "Validate the bundle for every target"]

@@ -45,6 +45,9 @@ def _shaped(pattern: str, what: str) -> AfterValidator:
 ProjectName = Annotated[str, _shaped(r"[a-z][a-z0-9-]{0,62}", "lowercase letters, digits and dashes, from a letter")]
 PackageName = Annotated[str, _shaped(r"[a-z_][a-z0-9_]{0,62}", "a Python package name: lowercase letters, digits, _")]
 ColumnName = Annotated[str, _shaped(r"[A-Za-z_][A-Za-z0-9_]{0,127}", "a column name: letters, digits, _")]
+OptionalColumn = Annotated[str, _shaped(r"([A-Za-z_][A-Za-z0-9_]{0,127})?",
+                                        "a column name: letters, digits, _ (or nothing)")]
+Steps = Annotated[str, _shaped(r"[1-9][0-9]{0,3}", "a whole number of steps, from 1")]
 Branch = Annotated[str, _shaped(r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}", "a git branch name")]
 TrackingUri = Annotated[
     str,
@@ -73,6 +76,8 @@ class MinimalAnswers(_Answers):
     dataset_path: RelativePath
     segment_by: ColumnName
     label: ColumnName
+    time_column: OptionalColumn  # given: a forecast model of the label along it
+    horizon: Steps
 
 
 class DefaultAnswers(_Answers):
@@ -157,6 +162,9 @@ TEMPLATES: dict[str, Template] = {
             Question("dataset_path", "Training data (parquet), relative to the project", _fixed("data/sales.parquet")),
             Question("segment_by", "Column that names the segment", _fixed("store_id")),
             Question("label", "Column to predict", _fixed("sales")),
+            Question("time_column", "Time column, to forecast the label along it (nothing: no forecast, a "
+                                    "regression on the other columns)", _fixed("")),
+            Question("horizon", "Steps ahead a forecast covers (with a time column)", _fixed("12")),
         ),
         MinimalAnswers,
     ),
