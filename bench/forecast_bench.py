@@ -41,9 +41,8 @@ import yaml
 warnings.filterwarnings("ignore")
 os.environ.setdefault("NIXTLA_ID_AS_COL", "1")
 
-from _common import SHARED_BENCH  # noqa: E402
-
 import manymodels as mm  # noqa: E402
+from _common import SHARED_BENCH  # noqa: E402
 
 
 @dataclass
@@ -147,6 +146,14 @@ def statsforecast_runs(panel: Panel, train: pd.DataFrame, full: pd.DataFrame) ->
 # mlforecast ------------------------------------------------------------------------------------------------
 
 
+MLFORECAST_DATES = {"day_of_week": "dayofweek", "day_of_month": "day"}  # pandas' names of our calendar parts
+
+
+def week_of_year(dates: pd.DatetimeIndex) -> np.ndarray:
+    """The ISO week, as manymodels' calendar feature `week_of_year` (mlforecast takes a function)."""
+    return dates.isocalendar().week.to_numpy(dtype=np.int64)
+
+
 def mlforecast_runs(panel: Panel, train: pd.DataFrame, full: pd.DataFrame,
                     future_exog: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
     import lightgbm as lgb
@@ -154,11 +161,12 @@ def mlforecast_runs(panel: Panel, train: pd.DataFrame, full: pd.DataFrame,
     from mlforecast.target_transforms import Differences
 
     out = {}
+    dates = [week_of_year if name == "week_of_year" else MLFORECAST_DATES.get(name, name) for name in panel.calendar]
     for label, transforms in (("LightGBM + Differences([1])", [Differences([1])]), ("LightGBM, levels", [])):
-        def make() -> Any:
+        def make(transforms: list[Any] = transforms) -> Any:
             return MLForecast(models={"lgbm": lgb.LGBMRegressor(n_estimators=100, min_child_samples=5, verbose=-1,
                                                                  n_jobs=1)},
-                              freq=panel.freq, lags=panel.lags, date_features=panel.calendar or None,
+                              freq=panel.freq, lags=panel.lags, date_features=dates or None,
                               target_transforms=transforms or None)
         mlf = make()
         mlf.fit(train, static_features=[])

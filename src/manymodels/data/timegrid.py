@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.tseries import offsets
 from pandas.tseries.frequencies import to_offset
 
 DATE, NUMBER = "date", "number"
@@ -120,6 +121,29 @@ class TimeGrid:
         """A date grid's pandas offset."""
         return to_offset(self.freq)
 
+    @property
+    def _delta(self) -> np.timedelta64 | None:
+        """A date grid's fixed step (weeks, days, hours, ...), which arithmetic places times on; None: calendar
+        steps (months, ...). pandas builds a range of such offsets one date at a time, in Python."""
+        offset = self.offset
+        if isinstance(offset, offsets.Week) and offset.weekday is not None:
+            return np.timedelta64(7 * offset.n, "D").astype("timedelta64[ns]")
+        if isinstance(offset, offsets.Day):  # naive times: a day is 24 hours
+            return np.timedelta64(offset.n, "D").astype("timedelta64[ns]")
+        if isinstance(offset, offsets.Tick):
+            return np.timedelta64(int(offset.nanos), "ns")
+        return None
+
+    @property
+    def _months(self) -> tuple[int, bool] | None:
+        """A month grid's step in months and whether it stands on month starts (else ends); None otherwise."""
+        offset = self.offset
+        if type(offset) is offsets.MonthBegin:
+            return offset.n, True
+        if type(offset) is offsets.MonthEnd:
+            return offset.n, False
+        return None
+
     def positions(self, times: np.ndarray) -> np.ndarray:
         """Each time's position on the grid, counted from the earliest (times of one segment, any order).
 
@@ -141,16 +165,45 @@ class TimeGrid:
         offset = self.offset
         if not offset.is_on_offset(first):
             raise GridError(f"time {first.isoformat()} is not on the grid {self.freq}")
-        grid = pd.date_range(first, stamps.max(), freq=offset)
-        found = grid.get_indexer(stamps)
+        values = np.asarray(times, dtype="datetime64[ns]")
+        if self._delta is not None:
+            gap = (values - first.to_datetime64()).astype(np.int64)
+            step = self._delta.astype(np.int64)
+            found = np.where(gap % step == 0, gap // step, -1)
+        elif self._months is not None:
+            found = self._month_positions(values, first)
+        else:
+            found = pd.date_range(first, stamps.max(), freq=offset).get_indexer(stamps)
         if (found < 0).any():
             raise GridError(f"time {stamps[found < 0][0].isoformat()} is not on the grid {self.freq}")
         return found.astype(np.int64)
+
+    def _month_positions(self, values: np.ndarray, first: pd.Timestamp) -> np.ndarray:
+        """Positions on a month grid: each time must stand on its month's start (or end), at midnight."""
+        n, starts = self._months or (1, True)
+        day = values.astype("datetime64[D]")
+        on = day == values  # midnight
+        month = day.astype("datetime64[M]")
+        on &= (day == month.astype("datetime64[D]")) if starts else (day + 1).astype("datetime64[M]") != month
+        count = (month - np.datetime64(first.to_datetime64(), "M")).astype(np.int64)
+        return np.where(on & (count % n == 0), count // n, -1)
+
+    def _month_steps(self, start: np.ndarray | np.datetime64, steps: np.ndarray) -> np.ndarray:
+        """Times `steps` grid steps (months x n) after month-grid times `start` (any shapes that broadcast)."""
+        n, starts = self._months or (1, True)
+        month = np.asarray(start, dtype="datetime64[ns]").astype("datetime64[M]") + steps * n
+        day = month.astype("datetime64[D]") if starts else (month + 1).astype("datetime64[D]") - 1
+        return day.astype("datetime64[ns]")
 
     def span(self, first: Any, count: int) -> np.ndarray:
         """`count` times along the grid from `first` (which must be on it)."""
         if self.kind == NUMBER:
             return float(first) + self.step * np.arange(count, dtype=np.float64)
+        start = np.datetime64(pd.Timestamp(first).to_datetime64(), "ns")
+        if self._delta is not None:
+            return start + np.arange(count) * self._delta
+        if self._months is not None:
+            return self._month_steps(start, np.arange(count))
         return pd.date_range(pd.Timestamp(first), periods=count, freq=self.offset).to_numpy(dtype="datetime64[ns]")
 
     def future(self, last: np.ndarray, steps: int) -> np.ndarray:
@@ -160,9 +213,14 @@ class TimeGrid:
         """
         if self.kind == NUMBER:
             return np.asarray(last, dtype=np.float64)[:, None] + self.step * np.arange(1, steps + 1)[None, :]
+        ends = np.asarray(last, dtype="datetime64[ns]")
+        if self._delta is not None:
+            return ends[:, None] + np.arange(1, steps + 1)[None, :] * self._delta
+        if self._months is not None:
+            return self._month_steps(ends[:, None], np.arange(1, steps + 1)[None, :])
         if len(last) == 1:  # one segment (a validation window): one range, not an addition per step
-            return self.span(np.asarray(last, dtype="datetime64[ns]")[0], steps + 1)[None, 1:]
-        base = pd.DatetimeIndex(np.asarray(last, dtype="datetime64[ns]"))
+            return self.span(ends[0], steps + 1)[None, 1:]
+        base = pd.DatetimeIndex(ends)
         out = np.empty((len(base), steps), dtype="datetime64[ns]")
         offset = self.offset
         for k in range(steps):

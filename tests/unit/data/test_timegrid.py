@@ -64,3 +64,16 @@ def test_calendar_values_keep_the_shape_of_the_times() -> None:
     values = calendar_values(times, ["month", "week_of_year", "day_of_week", "quarter", "year", "day_of_month"])
     assert values.shape == (1, 2, 6)
     assert values[0, 1].tolist() == [12, 1, 0, 4, 2024, 30]  # ISO week 1 of 2025
+
+
+@pytest.mark.parametrize("freq", ["W-MON", "2W-SUN", "D", "3D", "h", "15min", "MS", "ME", "2MS", "QS-JAN", "YS-JAN"])
+def test_fixed_and_month_steps_by_arithmetic_agree_with_pandas_ranges(freq: str) -> None:
+    grid = TimeGrid.of(freq, "date")
+    start = pd.date_range("2023-01-01", periods=1, freq=freq)[0]
+    want = pd.date_range(start, periods=40, freq=freq).to_numpy(dtype="datetime64[ns]")
+    np.testing.assert_array_equal(grid.span(start, 40), want)
+    np.testing.assert_array_equal(grid.positions(want[[5, 0, 39]]), [5, 0, 39])
+    np.testing.assert_array_equal(grid.future(want[[3, 10]], 4), np.stack([want[4:8], want[11:15]]))
+    if freq in ("MS", "ME", "W-MON", "D"):
+        with pytest.raises(GridError, match="is not on the grid"):
+            grid.positions(np.array([want[0], want[2] + np.timedelta64(1, "h")]))
