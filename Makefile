@@ -45,6 +45,8 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/memory_bench.py
 	$(BIN)/python bench/spark_bench.py
+	$(BIN)/python bench/forecast_bench.py
+	$(BIN)/python bench/forecast_speed.py
 
 clean:
 	rm -rf $(VENV) $(EXAMPLE)/data $(EXAMPLE)/.manymodels .pytest_cache .mypy_cache .ruff_cache .pytest-apart.log
