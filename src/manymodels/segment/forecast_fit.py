@@ -32,7 +32,7 @@ from manymodels.segment.forecast import (
 )
 from manymodels.segment.metrics import compute_metrics
 from manymodels.segment.profile import WIDTH, column_profile
-from manymodels.segment.select import Scored, Selection, SelectionError, _best, describe, tune, validation_of
+from manymodels.segment.select import Scored, Selection, SelectionError, describe, tune, validation_of, winner_of
 from manymodels.segment.spec import Candidate, ForecastPlan, SegmentSpec
 
 NAIVE = Candidate("naive", "baseline", method="naive")
@@ -158,13 +158,7 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid) -> Selecti
         except Exception as exc:  # noqa: BLE001 - one candidate failing leaves the others to win
             entry.error = describe(exc)
         scored.append(entry)
-    usable = [s for s in scored if not math.isnan(s.mean)]
-    if not usable:
-        reasons = "; ".join(f"{s.name}: {s.error or 'no window could be scored'}" for s in scored)
-        raise SelectionError(f"every candidate failed: {reasons}")
-    means = [s.mean for s in usable]
-    winner = usable[means.index(_best(means, validation.maximize))]  # ties: the first listed wins
-    candidate = next(c for c in spec.choices() if c.name == winner.name)
+    winner, candidate = winner_of(scored, spec, "window")
     fitted = fit_forecaster(candidate, winner.params, plan, train, impute=_impute(spec, candidate), serialize=True)
     # A forecaster stands where selection keeps a predictor: fit_forecast takes it back out.
     return Selection(winner, scored, len(origins), cast(Predictor, fitted), FORMAT_FORECAST, b"", validation.maximize)

@@ -178,15 +178,24 @@ def select(frame: pd.DataFrame, X: pd.DataFrame, y: np.ndarray, spec: SegmentSpe
     time = spec.time_column
     times = time_values(frame[time]) if time is not None else None
     scored = [_cross_validate(c, X, y, times, folds, spec) for c in spec.choices()]
-    usable = [s for s in scored if not math.isnan(s.mean)]
-    if not usable:
-        reasons = "; ".join(f"{s.name}: {s.error or 'no fold could be scored'}" for s in scored)
-        raise SelectionError(f"every candidate failed: {reasons}")
-    means = [s.mean for s in usable]
-    winner = usable[means.index(_best(means, validation.maximize))]  # ties: the first listed wins
-    candidate = next(c for c in spec.choices() if c.name == winner.name)
+    winner, candidate = winner_of(scored, spec, "fold")
     predictor, fmt, blob = fit_candidate(candidate, winner.params, X, y, times, spec, serialize=True)
     return Selection(winner, scored, len(folds), predictor, fmt, blob, validation.maximize)
+
+
+def winner_of(scored: list[Scored], spec: SegmentSpec, unit: str) -> tuple[Scored, Candidate]:
+    """The candidate with the best mean metric (ties: the first listed), and its spec.
+
+    Raises:
+        SelectionError: every candidate failed (each one's reason named; `unit`: what could not be scored).
+    """
+    usable = [s for s in scored if not math.isnan(s.mean)]
+    if not usable:
+        reasons = "; ".join(f"{s.name}: {s.error or f'no {unit} could be scored'}" for s in scored)
+        raise SelectionError(f"every candidate failed: {reasons}")
+    means = [s.mean for s in usable]
+    winner = usable[means.index(_best(means, validation_of(spec).maximize))]
+    return winner, next(c for c in spec.choices() if c.name == winner.name)
 
 
 def fit_candidate(
