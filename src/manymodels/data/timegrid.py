@@ -285,28 +285,40 @@ def _mode(values: Any) -> int:
 
 
 def calendar_values(times: np.ndarray, names: tuple[str, ...] | list[str]) -> np.ndarray:
-    """Calendar features of dates (any shape): an array of that shape plus one axis of len(names), float64."""
-    flat = pd.DatetimeIndex(np.asarray(times, dtype="datetime64[ns]").reshape(-1))
+    """Calendar features of dates (any shape): an array of that shape plus one axis of len(names), float64.
+
+    Plain datetime arithmetic (no pandas objects: this runs for every validation window of every segment):
+    `week_of_year` is the ISO week (the week of the Thursday of the date's Monday-to-Sunday week), `day_of_week`
+    0 for Monday.
+    """
+    values = np.asarray(times, dtype="datetime64[ns]")
+    day = values.astype("datetime64[D]")
+    days = day.astype(np.int64)
+    month = day.astype("datetime64[M]")
+    month_number = month.astype(np.int64) % 12 + 1
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday
     columns = []
     for name in names:
         if name == "week_of_year":
-            values = flat.isocalendar().week.to_numpy(dtype=np.float64)
+            thursday = days - weekday + 3
+            start = np.asarray(thursday, dtype="datetime64[D]").astype("datetime64[Y]").astype("datetime64[D]")
+            values_ = (thursday - start.astype(np.int64)) // 7 + 1
         elif name == "month":
-            values = flat.month.to_numpy(dtype=np.float64)
+            values_ = month_number
         elif name == "day_of_week":
-            values = flat.day_of_week.to_numpy(dtype=np.float64)
+            values_ = weekday
         elif name == "day_of_month":
-            values = flat.day.to_numpy(dtype=np.float64)
+            values_ = (day - month.astype("datetime64[D]")).astype(np.int64) + 1
         elif name == "quarter":
-            values = flat.quarter.to_numpy(dtype=np.float64)
+            values_ = (month_number - 1) // 3 + 1
         elif name == "year":
-            values = flat.year.to_numpy(dtype=np.float64)
+            values_ = day.astype("datetime64[Y]").astype(np.int64) + 1970
         else:
             raise ValueError(f"unknown calendar feature {name!r}; use one of {', '.join(CALENDAR)}")
-        columns.append(values)
-    shape = np.shape(times)
-    out = np.stack(columns, axis=-1) if columns else np.zeros((flat.size, 0))
-    return out.reshape(*shape, len(names))
+        columns.append(np.asarray(values_, dtype=np.float64))
+    if not columns:
+        return np.zeros((*values.shape, 0))
+    return np.stack(columns, axis=-1)
 
 
 def time_text(value: Any, kind: str) -> str | float:

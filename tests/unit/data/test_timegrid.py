@@ -77,3 +77,12 @@ def test_fixed_and_month_steps_by_arithmetic_agree_with_pandas_ranges(freq: str)
     if freq in ("MS", "ME", "W-MON", "D"):
         with pytest.raises(GridError, match="is not on the grid"):
             grid.positions(np.array([want[0], want[2] + np.timedelta64(1, "h")]))
+
+
+def test_calendar_values_agree_with_pandas_over_years_of_days() -> None:
+    days = pd.date_range("1999-12-20", "2027-01-10", freq="D")
+    got = calendar_values(days.to_numpy(dtype="datetime64[ns]"),
+                          ["week_of_year", "month", "day_of_week", "day_of_month", "quarter", "year"])
+    want = np.column_stack([days.isocalendar().week.to_numpy(), days.month, days.day_of_week, days.day,
+                            days.quarter, days.year])
+    np.testing.assert_array_equal(got, want)
