@@ -39,6 +39,7 @@ from manymodels.report import (
     bars,
     cell,
     fleet_section,
+    forecast_section,
     heatmap,
     histogram,
     render_page,
@@ -73,6 +74,9 @@ def training_sections(
     chosen = selection_section(manifest)
     if chosen is not None:
         sections.append(chosen)
+    steps = forecast_section(manifest, metric)
+    if steps is not None:
+        sections.append(steps)
     if mf.SOURCE_RUN in manifest.columns:
         served = mf.served(manifest)[mf.SOURCE_RUN].astype("string").fillna("(none)").value_counts()
         if len(served) > 1 or mf.CARRIED not in manifest.columns:

@@ -62,6 +62,45 @@ def baseline_warning(summary: dict[str, float], spec: SegmentSpec) -> str | None
     )
 
 
+NAIVE_WORSE = "segments_worse_than_naive"  # forecasts: segments whose chosen model lost to naive on the holdout
+
+
+def naive_summary(manifest: pd.DataFrame, spec: SegmentSpec) -> dict[str, float]:
+    """A forecast fleet against `naive` on the holdout: how many segments' chosen models did worse, and naive's
+    median metric (`naive_<metric>_p50`, beside the run's `<metric>_p50`)."""
+    if spec.forecast is None or mf.HOLDOUT_NAIVE not in manifest.columns:
+        return {}
+    ok = manifest.loc[mf.is_ok(manifest)]
+    chosen = ok[spec.metric].to_numpy(dtype=float)
+    naive = ok[mf.HOLDOUT_NAIVE].to_numpy(dtype=float)
+    judged = np.isfinite(chosen) & np.isfinite(naive)
+    if not judged.any():
+        return {}
+    maximize = spec.validation is not None and spec.validation.maximize
+    worse = chosen[judged] < naive[judged] - 1e-12 if maximize else chosen[judged] > naive[judged] + 1e-12
+    return {NAIVE_WORSE: float(worse.sum()), f"naive_{spec.metric}_p50": float(np.median(naive[judged])),
+            "segments_judged_against_naive": float(judged.sum())}
+
+
+def naive_warning(summary: dict[str, float], spec: SegmentSpec) -> str | None:
+    """A loud line when the chosen forecasts lose to `naive` on the holdout: on most segments, or on the median."""
+    worse, judged = summary.get(NAIVE_WORSE), summary.get("segments_judged_against_naive")
+    if worse is None or not judged:
+        return None
+    naive, ours = summary.get(f"naive_{spec.metric}_p50"), summary.get(f"{spec.metric}_p50")
+    maximize = spec.validation is not None and spec.validation.maximize
+    median_worse = naive is not None and ours is not None and (ours < naive if maximize else ours > naive)
+    if worse / judged <= LOUD_FRACTION and not median_worse:
+        return None
+    medians = f"; {spec.metric} p50 {ours:.4g} against naive's {naive:.4g}" if ours is not None and naive is not None \
+        else ""
+    return (
+        f"the chosen forecasts did worse than naive (the last value) on the holdout of {int(worse):,} of "
+        f"{int(judged):,} segments{medians}: look at the features, the target_transform (trees need differences "
+        "to follow a trend) or the history per segment"
+    )
+
+
 def tune_globally(
     engine: Engine, data: Any, path: Path, fmt: str, spec: SegmentSpec, on_trial: Callable[[str], None] | None = None
 ) -> tuple[SegmentSpec, dict[str, dict[str, Any]]]:

@@ -34,6 +34,8 @@ from manymodels.jobs.context import Target
 from manymodels.jobs.pages import run_facts, training_sections, write_report
 from manymodels.jobs.selection import (
     baseline_warning,
+    naive_summary,
+    naive_warning,
     selection_summary,
     tune_globally,
     tuned_globally,
@@ -385,13 +387,14 @@ def _train(
         if plan is not None:
             summary.update({f"segments_{k}": float(v) for k, v in plan.counts.items()})
         summary.update(selection_summary(manifest, spec))
+        summary.update(naive_summary(manifest, spec))
         if summary["segments_constant"]:
             warnings.append(constant_warning(int(summary["segments_constant"]), spec))
             hooks.warn(warnings[-1])
-        loud = baseline_warning(summary, spec)
-        if loud:
-            warnings.append(loud)
-            hooks.warn(loud)
+        for loud in (baseline_warning(summary, spec), naive_warning(summary, spec)):
+            if loud:
+                warnings.append(loud)
+                hooks.warn(loud)
         ok = summary["segments_ok"] > 0
         facts = run_facts(run_id, time.time() - seconds, target.name, [
             ("model", name), ("estimator", spec.estimator if not spec.selecting else "selected per segment"),

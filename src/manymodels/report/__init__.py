@@ -2,7 +2,7 @@
 
 from manymodels.report.charts import bars, boxes, ecdf, empty_figure, heatmap, histogram, scatter
 from manymodels.report.page import REPORT_FILE, Chart, Section, Table, cell, render_page, write_page
-from manymodels.report.sections import fleet_section, reason_of, segment_labels, selection_section
+from manymodels.report.sections import fleet_section, forecast_section, reason_of, segment_labels, selection_section
 
 __all__ = [
     "REPORT_FILE",
@@ -22,5 +22,6 @@ __all__ = [
     "scatter",
     "segment_labels",
     "selection_section",
+    "forecast_section",
     "write_page",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -241,3 +242,43 @@ def _best_params(manifest: pd.DataFrame, ok: np.ndarray) -> list[str]:
     except ValueError:
         shown = top
     return [f"The most common winning parameters ({count:,} segments): {shown[:300]}"]
+
+
+def forecast_section(manifest: pd.DataFrame, metric: str) -> Section | None:
+    """A forecast family's holdout error step by step after the origin, and the segments where `naive` did better."""
+    if mf.STEP_METRIC not in manifest.columns:
+        return None
+    ok = mf.is_ok(manifest).to_numpy()
+    rows = [json.loads(text) for text in manifest.loc[ok, mf.STEP_METRIC].dropna().astype(str)]
+    if not rows:
+        return None
+    steps = max(len(r) for r in rows)
+    table = np.full((len(rows), steps), np.nan)
+    for i, r in enumerate(rows):
+        table[i, : len(r)] = [np.nan if v is None else float(v) for v in r]
+    chosen = manifest.loc[ok, metric].to_numpy(dtype=float)
+    naive = manifest.loc[ok, mf.HOLDOUT_NAIVE].to_numpy(dtype=float)
+    judged = np.isfinite(chosen) & np.isfinite(naive)
+    worse = int((chosen[judged] > naive[judged] + 1e-12).sum())
+    section = Section(
+        "Forecast error by step (holdout)",
+        "forecast-steps",
+        facts=[("horizon", f"{steps} steps"),
+               ("worse than naive on the holdout", f"{worse:,} of {int(judged.sum()):,} segments"),
+               (f"naive's {metric} (median)", cell(float(np.median(naive[judged])) if judged.any() else None)),
+               (f"the chosen models' {metric} (median)", cell(float(np.median(chosen[judged])) if judged.any()
+                                                                else None))],
+    )
+    groups = {f"{k + 1}": table[:, k][np.isfinite(table[:, k])] for k in range(steps)}
+    section.charts = [Chart(boxes(groups, f"{metric} of each step after the origin, over segments", metric),
+                            "Each segment's holdout forecast, step by step: min, quartiles, max over the segments.")]
+    section.tables = [Table(["step", f"median {metric}", f"90th percentile {metric}"],
+                            [[str(k + 1), cell(_nan_stat(np.nanmedian, table[:, k])),
+                              cell(_nan_stat(lambda v: np.nanpercentile(v, 90), table[:, k]))]
+                             for k in range(steps)],
+                            caption="The holdout's error by step", css="steps")]
+    return section
+
+
+def _nan_stat(stat: Any, values: np.ndarray) -> float | None:
+    return float(stat(values)) if np.isfinite(values).any() else None

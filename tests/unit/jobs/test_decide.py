@@ -138,3 +138,19 @@ def test_the_table_lists_the_worst_regressions_first() -> None:
         ("big_loss", "ok", None, 100, 20, 0.3, 0.7, True),
     ], model(metric="r2")).reset_index())
     assert higher["segment"].tolist() == ["big_loss", "small_loss"]
+
+
+def test_a_forecast_fleet_that_loses_to_naive_on_the_holdout_says_so() -> None:
+    from manymodels.jobs.selection import NAIVE_WORSE, naive_summary, naive_warning
+    from manymodels.segment.spec import ForecastPlan, SegmentSpec
+
+    spec = SegmentSpec(segment_by=("s",), label="y", features=(), forecast=ForecastPlan(time="t", horizon=4))
+    manifest = pd.DataFrame({"s": ["a", "b", "c"], "status": ["ok", "ok", "failed"], "rmse": [3.0, 1.0, np.nan],
+                             "holdout_naive": [2.0, 2.5, np.nan]})
+    summary = {**naive_summary(manifest, spec), "rmse_p50": 2.0}
+    assert summary[NAIVE_WORSE] == 1 and summary["naive_rmse_p50"] == 2.25
+    assert naive_warning(summary, spec) is None  # 1 of 2, and the median beats naive's
+    worse = {**naive_summary(manifest.assign(rmse=[3.0, 3.0, np.nan]), spec), "rmse_p50": 3.0}
+    line = naive_warning(worse, spec)
+    assert line is not None and "worse than naive (the last value) on the holdout of 2 of 2 segments" in line
+    assert naive_summary(manifest, SegmentSpec(segment_by=("s",), label="y", features=())) == {}

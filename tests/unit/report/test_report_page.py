@@ -104,3 +104,19 @@ def test_evaluation_section_orders_losses_first() -> None:
     rows = section.tables[0].rows
     assert [r[0] for r in rows] == ["b", "c", "a", "d"]  # largest loss first, then the other loss, the win
     assert ("lost", "2") in section.facts and len(section.charts) == 4
+
+
+def test_a_forecast_run_shows_its_error_by_step_and_against_naive() -> None:
+    import json
+
+    import pandas as pd
+
+    from manymodels.report import forecast_section
+
+    manifest = pd.DataFrame({"store": ["a", "b", "c"], "status": ["ok", "ok", "failed"], "rmse": [1.0, 3.0, None],
+                             "holdout_naive": [2.0, 2.0, None],
+                             "step_metric": [json.dumps([0.5, 1.5]), json.dumps([1.0, None]), None]})
+    section = forecast_section(manifest, "rmse")
+    assert section is not None and dict(section.facts)["worse than naive on the holdout"] == "1 of 2 segments"
+    assert [row[0] for row in section.tables[0].rows] == ["1", "2"] and section.charts
+    assert forecast_section(manifest.drop(columns="step_metric"), "rmse") is None
