@@ -148,3 +148,18 @@ def test_readme_forecasting_from_raw_rows_to_forecasts(tmp_path: Path) -> None:
                           env=python_env(), check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "284 142" in done.stdout
+
+    # The same block as one notebook cell, in a real IPython kernel.
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=python_env())
+    printed: list[str] = []
+    try:
+        reply = client.execute_interactive(
+            script, timeout=600, output_hook=lambda msg: printed.append(msg["content"].get("text", ""))
+            if msg["msg_type"] == "stream" else None)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert "284 142" in "".join(printed)
