@@ -17,11 +17,12 @@ import pytest
 from helpers import future_known, segment_frame, series_frame
 from manymodels.engines import Contender, Dataset, Engine, LocalEngine, prepare
 from manymodels.engines.operations import Watch, model_positions, monitor_chunk
+from manymodels.jobs.train import keep_states
 from manymodels.registry.forecasting import forecast_state
 from manymodels.registry.manifest import build_manifest
 from manymodels.registry.pack import FORECAST, Pack, PackInfo, write_pack_files
 from manymodels.segment import SegmentSpec, read_shard
-from manymodels.segment.forecast_fit import with_naive
+from manymodels.segment.forecast_fit import fallback_plan, with_naive
 from manymodels.segment.spec import Candidate, ForecastPlan, Validation
 
 SPEC = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"),
@@ -361,7 +362,8 @@ def forecast_fleet() -> pd.DataFrame:
 
 
 def forecast_pack(tmp_path: Path, frame: pd.DataFrame) -> Path:
-    """A forecast family's pack, fitted in one process, described as training describes it."""
+    """A forecast family's pack with a global fallback (which forecasts the thin segment from the state kept beside
+    it), fitted in one process, described as training describes it."""
     root = tmp_path / "forecasts"
     (root / "shards").mkdir(parents=True)
     data = prepare(frame, ["segment"])
@@ -369,7 +371,17 @@ def forecast_pack(tmp_path: Path, frame: pd.DataFrame) -> Path:
     info = PackInfo(model="demand", segment_by=["segment"], features=list(PLAN.known), label="units",
                     task="regression", metric="rmse", run_id="forecasts", extra={"time": "week",
                                                                                  FORECAST: asdict(PLAN)})
-    write_pack_files(root, info, build_manifest(data.keys, results, FORECAST_SPEC))
+    manifest = build_manifest(data.keys, results, FORECAST_SPEC)
+    write_pack_files(root, info, manifest)
+    pooled = replace(FORECAST_SPEC, segment_by=(), pool_by=("segment",), validation=None, candidates=(),
+                     forecast=fallback_plan(PLAN))
+    (root / "fallback" / "shards").mkdir(parents=True)
+    everything = prepare(frame, [])
+    fitted = LocalEngine(workers=1).fit(everything, pooled, str(root / "fallback" / "shards"))
+    write_pack_files(root / "fallback", replace(info, segment_by=[], extra={**info.extra, "kind": "fallback",
+                                                                           FORECAST: asdict(pooled.forecast)}),
+                     build_manifest(everything.keys, fitted, pooled))
+    assert keep_states(root / "fallback", manifest, FORECAST_SPEC) == 1  # the thin segment
     return root
 
 
@@ -406,16 +418,17 @@ class ForecastContract:
             root = forecast_pack(tmp_path, frame)
             known = future_known(frame)
             want, unserved = forecast_state(Pack(root), None, 4, known)
-            assert unserved == 0 and len(want) == 6 * 4  # the thin segment is no model's: not in the pack's served
+            assert unserved == 0 and len(want) == 7 * 4  # the thin segment: the fallback's, from its kept state
+            assert set(want.loc[want["model_source"] == "fallback", "segment"]) == {"thin"}
             order = ["segment", "step"]
             got = engine.forecast(str(root), 4, None, known)
-            assert got.segments_without_model == 1  # the thin one
+            assert got.segments_without_model == 0
             pd.testing.assert_frame_equal(got.frame.sort_values(order).reset_index(drop=True),
                                           want.sort_values(order).reset_index(drop=True), atol=1e-9)
             path = tmp_path / "history.parquet"
             frame.to_parquet(path, index=False)
             again = engine.forecast(str(root), 4, Dataset(path, "parquet"), known)
-            assert again.segments_without_model == 1
+            assert again.segments_without_model == 0
             pd.testing.assert_frame_equal(again.frame.sort_values(order).reset_index(drop=True),
                                           want.sort_values(order).reset_index(drop=True), atol=1e-9)
 
@@ -441,7 +454,6 @@ class ForecastContract:
             rows.to_parquet(path, index=False)
             watch = Watch(PLAN.known, "units", "regression", "rmse", scored=False, inputs=("week",), steps=4)
             got = engine.monitor(Dataset(path, "parquet"), ["segment"], str(root), watch).set_index("segment")
-            served = got.index[got["model_index"] >= 0]
-            np.testing.assert_allclose(got.loc[served, "metric_new"], 1.0, atol=1e-9)  # every forecast off by one
-            np.testing.assert_allclose(got.loc[served, [f"step_{k}" for k in range(1, 5)]], 1.0, atol=1e-9)
-            assert np.isnan(got.loc["thin", "metric_new"])
+            np.testing.assert_allclose(got["metric_new"], 1.0, atol=1e-9)  # every one off by one, the fallback's too
+            np.testing.assert_allclose(got[[f"step_{k}" for k in range(1, 5)]], 1.0, atol=1e-9)
+            assert got.loc["thin", "model_index"] == -1  # no model of its own

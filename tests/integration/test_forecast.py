@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+import yaml
 from typer.testing import CliRunner
 
 import manymodels as mm
@@ -76,7 +77,7 @@ def sales() -> pd.DataFrame:
 
 
 def future(frame: pd.DataFrame, steps: int = 12) -> pd.DataFrame:
-    weeks = pd.date_range("2026-12-07", periods=steps, freq="W-MON")
+    weeks = pd.date_range("2026-12-07", periods=steps, freq="W-MON").as_unit("us")
     stores = sorted(frame["store"].unique())
     rows = [(s, w, 1.0 + 0.02 * (k % 5), int(w.day <= 7)) for s in stores for k, w in enumerate(weeks)]
     return pd.DataFrame(rows, columns=["store", "week", "price", "promo"])
@@ -209,3 +210,58 @@ def test_a_job_trains_and_forecasts(project: Path) -> None:
     assert ran.exit_code == 0, ran.output
     written = pd.read_parquet(project / "data" / "next.parquet")
     assert len(written) == 60 and written["prediction"].notna().all()
+
+
+def test_a_fallback_forecasts_thin_and_unseen_segments(tmp_path: Path) -> None:
+    """`fallback: global` is one model over every store's history: it forecasts a store too young for a model of its
+    own from the state kept beside it, and a store unseen in training from its rows (--data)."""
+    frame = pd.concat([series_frame(segments=4, steps=40, seed=3), series_frame(names=["young"], steps=10, seed=4)],
+                      ignore_index=True).rename(columns={"segment": "store"})
+    (tmp_path / "data").mkdir()
+    frame.to_parquet(tmp_path / "data" / "sales.parquet", index=False)
+    bundle = {
+        "bundle": {"name": "fallbacks"},
+        "resources": {
+            "datasets": {"sales": {"path": "data/sales.parquet"}},
+            "models": {"demand": {
+                "task": "forecast", "dataset": "sales", "segment_by": ["store"], "label": "units", "time": "week",
+                "horizon": 4, "features": {"lags": [1, 2, 4], "known": ["price"]}, "fallback": "global",
+                "candidates": [{"name": "lgbm", "params": {"num_boost_round": 20, "min_data_in_leaf": 3}},
+                               {"name": "ridge", "type": "sklearn", "entry": "sklearn.linear_model.Ridge"}],
+            }},
+        },
+    }
+    (tmp_path / "manymodels.yml").write_text(yaml.safe_dump(bundle))
+    trained = runner.invoke(app, ["--bundle", str(tmp_path), "train", "demand"], env=WIDE)
+    assert trained.exit_code == 0, trained.output
+    assert "4 ok / 1 failed of 5" in trained.output and "it forecasts the 1 thin segment(s)" in trained.output
+    known = future(frame, steps=4).query("store != 'young'")
+    known = pd.concat([known, future(frame, steps=4).query("store == 'store_00'").assign(store="young")])
+    known.to_parquet(tmp_path / "known.parquet", index=False)
+    out = tmp_path / "next.parquet"
+    done = runner.invoke(app, ["--bundle", str(tmp_path), "forecast", "demand", "--known",
+                               str(tmp_path / "known.parquet"), "--out", str(out)], env=WIDE)
+    assert done.exit_code == 0, done.output
+    assert "1 of them by the fallback" in done.output
+    got = pd.read_parquet(out)
+    assert got.groupby("store")["model_source"].first().to_dict() == {
+        **{f"store_0{i}": "segment" for i in range(4)}, "young": "fallback"}
+    assert got["prediction"].notna().all() and len(got) == 5 * 4
+
+    # A store training never saw: the fallback, from its own rows.
+    newcomer = frame[frame["store"] == "store_01"].assign(store="newcomer")
+    history = pd.concat([frame, newcomer])
+    ahead = pd.concat([known, known[known["store"] == "store_01"].assign(store="newcomer")])
+    api = mm.load_bundle(tmp_path)
+    fresh = api.forecast("demand", data=history, known=ahead)
+    assert set(fresh.loc[fresh["store"] == "newcomer", "model_source"]) == {"fallback"}
+
+    # After a promotion, the champion (a composed pack) still forecasts the young store: the state travels.
+    api.promote("demand")
+    mlflow.set_tracking_uri(api.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{api.registered_model('demand')}@champion")
+    rows = known[known["store"] == "young"].head(2)
+    answered = model.predict(rows)
+    assert answered["model_source"].tolist() == ["fallback", "fallback"]
+    np.testing.assert_allclose(answered["prediction"].to_numpy(dtype=float),
+                               got.loc[got["store"] == "young", "prediction"].to_numpy(dtype=float)[:2], atol=1e-9)

@@ -128,8 +128,9 @@ def test_init_then_the_projects_ci_and_cd_from_a_fresh_virtualenv(tmp_path: Path
         if not line.startswith("python -m venv"):
             shell(line.split("  #")[0].strip())
     forecasts = pd.read_parquet(project / "data" / "forecast.parquet")
-    assert forecasts["prediction"].notna().all() and len(forecasts) == 8 * 45  # 8 weeks of the 45 stores not thin
-    assert forecasts["step"].tolist()[:8] == list(range(1, 9)) and set(forecasts["model_source"]) == {"segment"}
+    assert forecasts["prediction"].notna().all() and len(forecasts) == 8 * 50  # 8 weeks of 50 stores
+    assert forecasts["step"].tolist()[:8] == list(range(1, 9))
+    assert set(forecasts["model_source"]) == {"segment", "fallback"}  # the thin stores: the fallback
     workflows = project / ".github" / "workflows"
     ci_steps = shell.job(workflows / "ci.yml", "check")
     assert ci_steps == ["Install", "Lint", "Security scan", "Unit tests", "Validate the bundle for every target"]

@@ -147,6 +147,7 @@ def forecast_problem(model: Any) -> str | None:
             hint = f" (did you mean {named!r}?)" if named else did_you_mean(str(c.method), FORECAST_BASELINES)
             return f"baseline {c.name}: method {c.method} is for regression tasks; a forecast's baselines are " \
                    f"{', '.join(FORECAST_BASELINES)}{hint}"
-    if model.fallback is not None:
-        return "a fallback for forecast models is not built yet: remove fallback (thin segments fail, named)"
+    if model.fallback is not None and model.fallback != "global":
+        return ("a forecast's fallback is global (one model over every segment's history): fallback by parent "
+                "groups is not built for forecasts yet")
     return None

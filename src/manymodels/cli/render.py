@@ -137,7 +137,10 @@ def train_summary(outcome: TrainOutcome) -> None:
                                  f"{int(s['segments_total']) - kept - int(s.get('segments_carried', 0)):,} fitted now")
     if "fallback_ok" in s:
         groups = int(s["fallback_ok"] + s["fallback_failed"])
-        table.add_row("fallback", f"{int(s['fallback_ok']):,} ok / {int(s['fallback_failed']):,} failed of {groups:,}")
+        thin = (f"; it forecasts the {int(s['segments_thin_by_fallback']):,} thin segment(s)"
+                if s.get("segments_thin_by_fallback") else "")
+        table.add_row("fallback", f"{int(s['fallback_ok']):,} ok / {int(s['fallback_failed']):,} failed of {groups:,}"
+                                  f"{thin}")
     table.add_row("rows", f"{int(s['rows_total']):,}")
     table.add_row("model pack", f"{outcome.artifact_uri}/model")
     table.add_row("report", f"{outcome.artifact_uri}/report.html")
@@ -193,6 +196,9 @@ def forecast_summary(outcome: ForecastOutcome) -> None:
     table.add_row("run", outcome.run_id + (f" (version {outcome.version})" if outcome.version else ""))
     start = "each segment's latest rows of --data" if outcome.from_data else "the history kept in the pack"
     table.add_row("forecasts", f"{outcome.segments:,} segments x {outcome.steps} steps, from {start}")
+    if outcome.segments_fallback:
+        table.add_row("fallback", f"{outcome.segments_fallback:,} of them by the fallback (too thin for a model of "
+                                  "their own, or unseen in training)")
     if outcome.segments_without_model:
         table.add_row(Text("no model", style="yellow"),
                       f"{outcome.segments_without_model:,} segments (failed or thin in training: not forecast)")

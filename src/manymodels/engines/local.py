@@ -47,6 +47,7 @@ from manymodels.engines.progress import Tally
 from manymodels.engines.records import fit_recorded
 from manymodels.errors import DataError, EngineError, EngineSetupError
 from manymodels.registry import manifest as mf
+from manymodels.registry.forecasting import forecast_keys, known_segments
 from manymodels.registry.pack import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE
 from manymodels.segment import SegmentResult, SegmentSpec
 from manymodels.segment.fit import FAILED, segment_fingerprints
@@ -264,8 +265,7 @@ class LocalEngine:
         if plan is None:
             raise DataError(f"model {opened.info.model!r} is not a forecast model (task forecast)")
         if history is None:
-            served = mf.served(opened.manifest).sort_values([mf.SHARD, mf.SEGMENT_INDEX], kind="stable")
-            keys = served[by].reset_index(drop=True)
+            keys = forecast_keys(opened)  # shard order; then the thin segments the fallback forecasts
             sizes = np.full(len(keys), max(steps, 1), dtype=np.int64)
             chunks = plan_chunks(sizes, self.workers, self.max_chunk_rows)
             tasks: Iterable[tuple[Any, ...]] = (
@@ -273,7 +273,7 @@ class LocalEngine:
                 for part in (keys.iloc[first:end].reset_index(drop=True) for first, end in chunks)
             )
             parts = list(self._map(forecast_chunk, tasks, len(chunks)))
-            asked = len(opened.manifest)
+            asked = known_segments(opened)
         else:
             columns = [*by, plan.time, opened.info.label, *plan.known, *plan.static]
             data = prepare(_frame(history, list(dict.fromkeys(columns))), by)

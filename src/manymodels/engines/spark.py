@@ -53,6 +53,7 @@ from manymodels.engines.spark_session import (
 )
 from manymodels.errors import DataError
 from manymodels.registry import manifest as mf
+from manymodels.registry.forecasting import forecast_keys, known_segments
 from manymodels.registry.pack import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE, PackPredict
 from manymodels.segment import SegmentResult, SegmentSpec
 
@@ -292,9 +293,8 @@ class SparkEngine:
         by = list(opened.segment_by)
         dates = plan.time_kind != "number"
         if history is None:
-            served = mf.served(opened.manifest).sort_values([mf.SHARD, mf.SEGMENT_INDEX], kind="stable")
-            keys = served[by].reset_index(drop=True)
-            asked = len(opened.manifest)
+            keys = forecast_keys(opened)  # shard order; then the thin segments the fallback forecasts
+            asked = known_segments(opened)
             if len(keys) == 0:
                 return Forecasted(forecast_chunk(pack, keys, steps, None), asked)
             chunks = plan_chunks(np.full(len(keys), max(steps, 1), dtype=np.int64), self.workers, self.max_chunk_rows)
@@ -408,6 +408,9 @@ def _portable(frame: pd.DataFrame, time: str, dates: bool) -> pd.DataFrame:
     else:
         out[time] = out[time].astype("float64")
     out["prediction"] = out["prediction"].astype("float64")
+    for column in out.columns:  # text as Python strings: Arrow-backed text of concatenated parts is chunked, which
+        if pd.api.types.is_string_dtype(out[column]):  # Spark's Arrow writer does not take
+            out[column] = out[column].astype(object)
     return out
 
 

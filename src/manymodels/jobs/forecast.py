@@ -28,6 +28,7 @@ class ForecastOutcome:
     segments_without_model: int
     version: int | None = None
     from_data: bool = False
+    segments_fallback: int = 0  # forecast by the fallback: thin in training, or unseen (with --data)
 
 
 def forecast(
@@ -96,5 +97,6 @@ def forecast(
     segments = len(frame) // steps if steps else 0
     if output is not None:
         write_table(frame, output)
+    by_fallback = int((frame["model_source"] == "fallback").sum()) // steps if len(frame) else 0
     return ForecastOutcome(name, info.run_id, frame, output, steps, segments, done.segments_without_model, served,
-                           history is not None)
+                           history is not None, by_fallback)

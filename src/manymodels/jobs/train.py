@@ -63,6 +63,7 @@ from manymodels.registry.tracking import (
 from manymodels.report import REPORT_FILE
 from manymodels.segment import SegmentSpec, metric_names
 from manymodels.segment.fit import OK
+from manymodels.segment.forecast_fit import fallback_plan
 from manymodels.segment.shards import (
     fetch_shards,
     join_location,
@@ -371,8 +372,11 @@ def _train(
             describe_model(model_dir, example)
         write_parquet(segment_metrics(manifest, spec), folder.path / SEGMENT_METRICS)
         fallback = None
+        thin_served = None
         if model.fallback_by is not None and not _nothing_changed(plan):
             fallback = _fit_fallback(engine, spec, dataset, model.fallback_by, Path(pack.root), run_staging, info)
+            if spec.forecast is not None:
+                thin_served = keep_states(Path(pack.fallback), manifest, spec)
         elif plan is not None and plan.champion is not None and plan.champion.fallback is not None:
             shutil.copytree(Path(str(plan.champion.fallback.root)), Path(pack.fallback), dirs_exist_ok=True)
         if run_staging is not None:
@@ -384,6 +388,8 @@ def _train(
         if fallback is not None:
             summary["fallback_ok"] = float(mf.is_ok(fallback).sum())
             summary["fallback_failed"] = float((~mf.is_ok(fallback)).sum())
+        if thin_served is not None:
+            summary["segments_thin_by_fallback"] = float(thin_served)
         if plan is not None:
             summary.update({f"segments_{k}": float(v) for k, v in plan.counts.items()})
         summary.update(selection_summary(manifest, spec))
@@ -562,6 +568,11 @@ def _fit_fallback(
     cross-validation of a model fitted on every row.
     """
     fallback_spec = replace(spec, segment_by=tuple(by), validation=None, candidates=())
+    described = replace(info, segment_by=list(by), extra={"kind": "fallback"})
+    if spec.forecast is not None:  # one model over every segment's series, each kept apart for its lags
+        plan = fallback_plan(spec.forecast)
+        fallback_spec = replace(fallback_spec, pool_by=spec.segment_by, forecast=plan)
+        described = replace(described, extra={**info.extra, FORECAST: asdict(plan), "kind": "fallback"})
     data = engine.load(Path(dataset.path), dataset.fmt, fallback_spec)
     fallback = PackLayout(PackLayout(pack_dir).fallback)
     shards = Path(fallback.shards)
@@ -573,8 +584,18 @@ def _fit_fallback(
         fetch_shards(shard_dir, shards)
     drop_records(str(shards))
     manifest = mf.build_manifest(data.keys, results, fallback_spec)
-    write_pack_files(Path(fallback.root), replace(info, segment_by=list(by), extra={"kind": "fallback"}), manifest)
+    write_pack_files(Path(fallback.root), described, manifest)
     return manifest
+
+
+def keep_states(fallback_root: Path, manifest: pd.DataFrame, spec: SegmentSpec) -> int:
+    """Beside a forecast fallback, the state of every segment too thin for a model of its own (its last values and
+    time), so that the fallback forecasts it with no data read. Returns how many."""
+    if mf.FORECAST_STATE not in manifest.columns or not Path(fallback_root).is_dir():
+        return 0
+    thin = manifest.loc[manifest[mf.FORECAST_STATE].notna(), [*spec.segment_by, mf.FORECAST_STATE]]
+    write_parquet(thin.reset_index(drop=True), Path(PackLayout(fallback_root).states))
+    return len(thin)
 
 
 def constant_warning(count: int, spec: SegmentSpec) -> str:

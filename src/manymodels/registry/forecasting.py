@@ -11,16 +11,18 @@ Three ways in, one computation (`segment.forecast.forecast_many`, vectorised acr
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from manymodels.data.timegrid import NUMBER, GridError, TimeGrid, parse_times
 from manymodels.errors import DataError
+from manymodels.registry import manifest as mf
 from manymodels.segment.forecast import (
     ForecastDataError,
     Forecaster,
@@ -125,33 +127,99 @@ def future_known(plan: ForecastPlan, grid: TimeGrid, known: pd.DataFrame | None,
     return merged[list(plan.known)].to_numpy(dtype=np.float64).reshape(n, steps, len(plan.known))
 
 
+def fallback_forecaster(pack: Pack) -> Forecaster | None:
+    """A forecast pack's fallback: its one model over every segment's series (None without one, or damaged)."""
+    from manymodels.registry.pack import DamagedModel
+
+    fallback = pack.fallback
+    if fallback is None or fallback.plan is None:
+        return None
+    served = fallback.manifest.loc[fallback.manifest["status"] == "ok", "segment_index"]
+    if not len(served):
+        return None
+    try:
+        model = fallback.model_of(int(served.iloc[0]))
+    except DamagedModel:
+        return None
+    return model if isinstance(model, Forecaster) else None
+
+
+def thin_states(pack: Pack, keys: pd.DataFrame) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Which of `keys` (segments without a model of their own) the fallback forecasts from a state kept beside it
+    (segments too thin for a model), and those states."""
+    states = pack.fallback_states
+    if states is None or not len(keys) or not len(states):
+        return np.zeros(len(keys), dtype=bool), []
+    by = list(keys.columns)
+    table = pd.Series(states[mf.FORECAST_STATE].to_numpy(dtype=object), index=_labels(states[by]).to_numpy())
+    table = table[~table.index.duplicated(keep="last")]
+    found = _labels(keys).map(table)
+    mask = found.notna().to_numpy()
+    return mask, [json.loads(str(text)) for text in found[mask]]
+
+
 def forecast_state(pack: Pack, keys: pd.DataFrame | None, steps: int, known: pd.DataFrame | None = None
                    ) -> tuple[pd.DataFrame, int]:
     """The next `steps` of segments from the state the pack keeps: rows of segment columns, time, step,
-    `prediction`, `model_source`.
+    `prediction`, `model_source` (`segment`, or `fallback` for a segment too thin for a model of its own).
 
     Args:
         pack: a forecast family's pack.
-        keys: the segments (segment columns); None: every segment the pack serves.
+        keys: the segments (segment columns); None: every segment the pack or its fallback forecasts.
         steps: how many steps (at most the trained horizon).
         known: the known features' future values (rows of segment, time and the known columns).
 
     Returns:
-        The forecasts, and how many of the segments asked have no model (not in the frame).
+        The forecasts, and how many of the segments asked have no forecast (no model, no state).
     """
     plan, grid = plan_and_grid(pack)
-    by = list(pack.segment_by)
     if keys is None:
-        served = pack.manifest.loc[pack.manifest["status"] == "ok"]
-        keys = served[by].reset_index(drop=True)
+        keys = forecast_keys(pack)
     index = pack.locate(keys) if len(keys) else np.zeros(0, dtype=np.int64)
     forecasters, served_mask, _ = load_forecasters(pack, index)
-    chosen = keys.loc[served_mask].reset_index(drop=True)
+    parts = [_from_states(pack, keys.loc[served_mask].reset_index(drop=True), forecasters, plan, grid, steps, known,
+                          "segment")]
+    rest = keys.loc[~served_mask].reset_index(drop=True)
+    fallback = fallback_forecaster(pack)
+    thin = np.zeros(len(rest), dtype=bool)
+    if fallback is not None and len(rest):
+        thin, states = thin_states(pack, rest)
+        stood_in = [replace(fallback, state=state) for state in states]
+        parts.append(_from_states(pack, rest.loc[thin].reset_index(drop=True), stood_in, plan, grid, steps, known,
+                                  "fallback"))
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return frame, int(len(rest) - thin.sum())
+
+
+def _from_states(pack: Pack, keys: pd.DataFrame, forecasters: list[Forecaster], plan: ForecastPlan, grid: TimeGrid,
+                 steps: int, known: pd.DataFrame | None, source: str) -> pd.DataFrame:
     origins = origins_from_states(forecasters, plan, grid)
     times = grid.future(origins.last, steps)
     values = forecast_many(plan, grid, forecasters, origins, steps,
-                           future_known(plan, grid, known, chosen, times, pack.info.model))
-    return forecast_frame(chosen, plan, grid, times, values, "segment"), int((~served_mask).sum())
+                           future_known(plan, grid, known, keys, times, pack.info.model))
+    return forecast_frame(keys, plan, grid, times, values, source)
+
+
+def known_segments(pack: Pack) -> int:
+    """How many segments a forecast pack knows of: its manifest's (served or failed) and its fallback's thin ones."""
+    by = list(pack.segment_by)
+    labels = set(_labels(pack.manifest[by]).tolist()) if by else {""}
+    states = pack.fallback_states
+    if states is not None and len(states) and by:
+        labels |= set(_labels(states[by]).tolist())
+    return len(labels)
+
+
+def forecast_keys(pack: Pack) -> pd.DataFrame:
+    """Every segment a forecast pack forecasts from its state: those with a model (in shard order, so a chunk
+    reads its shards once), then those its fallback forecasts (too thin for a model of their own)."""
+    by = list(pack.segment_by)
+    served = mf.served(pack.manifest).sort_values([mf.SHARD, mf.SEGMENT_INDEX], kind="stable")[by]
+    states = pack.fallback_states if fallback_forecaster(pack) is not None else None
+    if states is None or not len(states):
+        return served.reset_index(drop=True)
+    thin = states[by].loc[~_labels(states[by]).isin(set(_labels(served).tolist())).to_numpy()]
+    return pd.concat([served, thin], ignore_index=True)
 
 
 def forecast_frame(keys: pd.DataFrame, plan: ForecastPlan, grid: TimeGrid, times: np.ndarray, values: np.ndarray,
@@ -207,14 +275,27 @@ def forecast_history(pack: Pack, history: pd.DataFrame, steps: int, known: pd.Da
     keys, histories = histories_of(history, by, plan, pack.info.label, grid)
     index = pack.locate(keys) if len(keys) else np.zeros(0, dtype=np.int64)
     forecasters, served, _ = load_forecasters(pack, index)
-    chosen_histories = [h for h, ok in zip(histories, served, strict=True) if ok]
+    fallback = fallback_forecaster(pack)
+    parts = [_from_histories(pack, keys.loc[served].reset_index(drop=True),
+                             [h for h, ok in zip(histories, served, strict=True) if ok], forecasters, plan, grid,
+                             steps, known, "segment")]
+    if fallback is not None and (~served).any():  # thin or unseen segments: the fallback, from their own rows
+        rest = [h for h, ok in zip(histories, served, strict=True) if not ok]
+        parts.append(_from_histories(pack, keys.loc[~served].reset_index(drop=True), rest, [fallback] * len(rest),
+                                     plan, grid, steps, known, "fallback"))
+        return pd.concat(parts, ignore_index=True), 0
+    return parts[0], int((~served).sum())
+
+
+def _from_histories(pack: Pack, keys: pd.DataFrame, histories: list[Series], forecasters: list[Forecaster],
+                    plan: ForecastPlan, grid: TimeGrid, steps: int, known: pd.DataFrame | None,
+                    source: str) -> pd.DataFrame:
     width = max([tail_width(plan, f) for f in forecasters], default=1)
-    origins = origins_from_series(chosen_histories, plan, width)
-    chosen = keys.loc[served].reset_index(drop=True)
+    origins = origins_from_series(histories, plan, width)
     times = grid.future(origins.last, steps)
     values = forecast_many(plan, grid, forecasters, origins, steps,
-                           future_known(plan, grid, known, chosen, times, pack.info.model))
-    return forecast_frame(chosen, plan, grid, times, values, "segment"), int((~served).sum())
+                           future_known(plan, grid, known, keys, times, pack.info.model))
+    return forecast_frame(keys, plan, grid, times, values, source)
 
 
 def holdout_metrics(pack: Pack, segments: np.ndarray, histories: Sequence[Series], metric: str) -> np.ndarray:
@@ -248,55 +329,82 @@ def holdout_metrics(pack: Pack, segments: np.ndarray, histories: Sequence[Series
 
 @dataclass
 class _Placed:
-    """Rows of (segment, time) placed on their segments' forecasts: which segment and step each row asks for."""
+    """Rows of (segment, time) placed on forecasts: whose forecaster answers each row, and at which step."""
 
-    index: np.ndarray  # each row's segment_index in the pack (-1: no model)
-    segments: np.ndarray  # the served segments among the rows, sorted
-    forecasters: list[Forecaster]  # theirs
-    damaged: np.ndarray  # segments (of the rows' unique ones) whose model is damaged
-    asked: np.ndarray  # the unique segments the rows name
-    place: np.ndarray  # each row's position among `segments`
-    step: np.ndarray  # each row's step after its segment's last training time (0: none within the horizon)
-    future: np.ndarray  # each served segment's times of steps 1 to horizon
+    group: np.ndarray  # each row's forecaster (a position in `forecasters`; -1: none)
+    forecasters: list[Forecaster]
+    step: np.ndarray  # each row's step after its forecaster's last time (0: none within the horizon)
+    future: np.ndarray  # each forecaster's times of steps 1 to horizon
     origins: Origins
 
 
-def _placed(pack: Pack, frame: pd.DataFrame, plan: ForecastPlan, grid: TimeGrid, damaged_unserved: bool) -> _Placed:
-    index = pack.locate(frame[list(pack.segment_by)]) if pack.segment_by else np.zeros(len(frame), dtype=np.int64)
-    asked = np.unique(index[index >= 0])
-    forecasters, served, damaged = load_forecasters(pack, asked, damaged_unserved)
-    segments = asked[served]
+def _placed(frame: pd.DataFrame, plan: ForecastPlan, grid: TimeGrid, group: np.ndarray,
+            forecasters: list[Forecaster]) -> _Placed:
+    """Each row's step after the last time of the forecaster `group` gives it (each forecaster's state)."""
     origins = origins_from_states(forecasters, plan, grid)
     future = grid.future(origins.last, plan.horizon)
     step = np.zeros(len(frame), dtype=np.int64)
-    place = np.zeros(len(frame), dtype=np.int64)
-    if len(segments):
+    mine = group >= 0
+    if mine.any():
         try:
             times = parse_times(frame[plan.time], grid.kind)
         except GridError as exc:
             raise DataError(f"column {plan.time!r}: {exc}") from exc
-        mine = np.isin(index, segments)
-        place = np.where(mine, np.clip(np.searchsorted(segments, index), 0, len(segments) - 1), 0)
-        matches = future[place] == times[:, None]
+        matches = future[np.where(mine, group, 0)] == times[:, None]
         step = np.where(mine & matches.any(axis=1), matches.argmax(axis=1) + 1, 0)
-    return _Placed(index, segments, forecasters, asked[damaged], asked, place, step, future, origins)
+    return _Placed(group, forecasters, step, future, origins)
+
+
+def _groups(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool
+            ) -> tuple[list[tuple[np.ndarray, list[Forecaster], str]], np.ndarray]:
+    """Rows split by who answers them: (each row's forecaster or -1, the forecasters, source), for the segments'
+    own models, then for the fallback's stand-ins of thin segments; and the rows whose own model is damaged."""
+    index = pack.locate(frame[list(pack.segment_by)]) if pack.segment_by else np.zeros(len(frame), dtype=np.int64)
+    asked = np.unique(index[index >= 0])
+    forecasters, served, damaged = load_forecasters(pack, asked, damaged_unserved)
+    segments = asked[served]
+    position = np.clip(np.searchsorted(segments, index), 0, max(len(segments) - 1, 0))
+    own = np.where(np.isin(index, segments) & (index >= 0), position, -1) if len(segments) else \
+        np.full(len(frame), -1)
+    groups = [(own, forecasters, "segment")]
+    hurt = np.isin(index, asked[damaged]) if damaged.any() else np.zeros(len(frame), dtype=bool)
+    fallback = fallback_forecaster(pack)
+    rest = np.flatnonzero((own < 0) & ~hurt)
+    if fallback is not None and rest.size and pack.segment_by:
+        keys = frame.iloc[rest][list(pack.segment_by)].reset_index(drop=True)
+        labels = _labels(keys)
+        first = ~labels.duplicated().to_numpy()
+        thin, states = thin_states(pack, keys.loc[first].reset_index(drop=True))
+        known = labels[first].to_numpy()[thin]
+        where = pd.Series(np.arange(len(known)), index=known)
+        stand_in = np.full(len(frame), -1)
+        stand_in[rest] = labels.map(where).fillna(-1).to_numpy(dtype=np.int64)
+        groups.append((stand_in, [replace(fallback, state=state) for state in states], "fallback"))
+    return groups, hurt
 
 
 def row_steps(pack: Pack, frame: pd.DataFrame) -> np.ndarray:
-    """Each row's step after its segment's last training time (1 to horizon; 0: none, or no model)."""
+    """Each row's step after its segment's last training time (1 to horizon; 0: none, or no forecast)."""
     plan, grid = plan_and_grid(pack)
-    return _placed(pack, frame, plan, grid, damaged_unserved=True).step
+    out = np.zeros(len(frame), dtype=np.int64)
+    for group, forecasters, _ in _groups(pack, frame, damaged_unserved=True)[0]:
+        placed = _placed(frame, plan, grid, group, forecasters)
+        out = np.where(placed.step > 0, placed.step, out)
+    return out
 
 
 def forecast_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Rows of (segment, time, known features): the forecast, from the segment's state, of each row's time.
 
-    A row whose time is not 1 to `horizon` steps after its segment's last training time, or whose segment has no
-    model, gets NaN (no source). A recursive forecast of step k passes through the steps before it: the known
-    features of those steps are read from the other rows of the segment, and must be there.
+    A segment's own model answers its rows; with a fallback, so does the fallback for a segment too thin for a model
+    of its own (from the state kept beside it). A row whose time is not 1 to `horizon` steps after its segment's last
+    training time, or with no one to answer it, gets NaN (no source). A recursive forecast of step k passes through
+    the steps before it: the known features of those steps are read from the other rows of the segment, and must
+    be there.
 
     Returns:
-        Predictions (NaN: none) and each row's source (`segment`, `damaged` or None), as `Pack.predict_arrays`.
+        Predictions (NaN: none) and each row's source (`segment`, `fallback`, `damaged` or None), as
+        `Pack.predict_arrays`.
 
     Raises:
         DataError: a time that does not parse; a row of a recursive forecast whose earlier steps have no row.
@@ -306,23 +414,24 @@ def forecast_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = Fals
     source = np.full(len(frame), None, dtype=object)
     if len(frame) == 0:
         return values, source
-    placed = _placed(pack, frame, plan, grid, damaged_unserved)
-    if len(placed.damaged):
-        source[np.isin(placed.index, placed.damaged)] = "damaged"
-    steps = int(placed.step.max(initial=0))
-    if steps == 0:
-        return values, source
-    known = np.full((len(placed.segments), steps, len(plan.known)), np.nan)
-    asked = np.flatnonzero(placed.step > 0)
-    place, step = placed.place[asked], placed.step[asked]
-    for j, column in enumerate(plan.known):
-        numbers = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        known[place, step - 1, j] = numbers[asked]
-    if plan.known:
-        _every_step_known(frame, plan, grid, placed.future, place, step, asked, pack.segment_by)
-    predicted = forecast_many(plan, grid, placed.forecasters, placed.origins, steps, known)
-    values[asked] = predicted[place, step - 1]
-    source[asked] = "segment"
+    groups, hurt = _groups(pack, frame, damaged_unserved)
+    source[hurt] = "damaged"
+    for group, forecasters, name in groups:
+        placed = _placed(frame, plan, grid, group, forecasters)
+        steps = int(placed.step.max(initial=0))
+        if steps == 0:
+            continue
+        known = np.full((len(forecasters), steps, len(plan.known)), np.nan)
+        asked = np.flatnonzero(placed.step > 0)
+        place, step = group[asked], placed.step[asked]
+        for j, column in enumerate(plan.known):
+            numbers = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            known[place, step - 1, j] = numbers[asked]
+        if plan.known:
+            _every_step_known(frame, plan, grid, placed.future, place, step, asked, pack.segment_by)
+        predicted = forecast_many(plan, grid, forecasters, placed.origins, steps, known)
+        values[asked] = predicted[place, step - 1]
+        source[asked] = name
     return values, source
 
 

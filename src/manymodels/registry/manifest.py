@@ -56,6 +56,7 @@ CV_SCORES = "cv_scores"  # JSON: per candidate, mean, std and fold metrics (and 
 # Forecast families' columns: the primary metric of each holdout step (JSON list), the naive forecast's metric.
 STEP_METRIC = "step_metric"
 HOLDOUT_NAIVE = "holdout_naive"
+FORECAST_STATE = "forecast_state"  # a thin segment's state (JSON), which train keeps beside the fallback
 
 # The fixed columns of a fit's results, in manifest order, with their Arrow types.
 RESULT_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
@@ -87,7 +88,9 @@ SELECTION_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
 )
 
 
-FORECAST_FIELDS: tuple[tuple[str, pa.DataType], ...] = ((STEP_METRIC, pa.string()), (HOLDOUT_NAIVE, pa.float64()))
+FORECAST_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    (STEP_METRIC, pa.string()), (HOLDOUT_NAIVE, pa.float64()), (FORECAST_STATE, pa.string()),
+)
 
 
 def result_schema(spec: SegmentSpec, extra: Sequence[tuple[str, pa.DataType]] = ()) -> pa.Schema:
@@ -131,6 +134,7 @@ def result_rows(results: Sequence[SegmentResult], spec: SegmentSpec) -> pd.DataF
     if spec.forecast is not None:
         rows[STEP_METRIC] = pd.array([r.step_metric for r in results], dtype="string")
         rows[HOLDOUT_NAIVE] = np.array([r.holdout_naive for r in results], dtype=float)
+        rows[FORECAST_STATE] = pd.array([r.forecast_state for r in results], dtype="string")
     for metric in metric_names(task):
         rows[metric] = np.array([r.metrics.get(metric, np.nan) for r in results], dtype=float)
     return rows
@@ -175,6 +179,7 @@ def results_from_rows(rows: pd.DataFrame, spec: SegmentSpec) -> list[SegmentResu
     if spec.forecast is not None:
         for result, rec in zip(results, rows.to_dict("records"), strict=True):
             result.step_metric, result.holdout_naive = _text(rec[STEP_METRIC]), float(rec[HOLDOUT_NAIVE])
+            result.forecast_state = _text(rec.get(FORECAST_STATE))
     return results
 
 
@@ -239,6 +244,7 @@ class PackLayout:
     INFO = "pack.json"
     MANIFEST = "manifest.parquet"
     PROFILES = "profiles.parquet"  # segment_index, profile: the reference profiles monitoring reads
+    STATES = "states.parquet"  # a forecast fallback's: the segment columns and state of each segment it serves
     SHARDS = "shards"
     FALLBACK = "fallback"
 
@@ -256,6 +262,11 @@ class PackLayout:
     def profiles(self) -> Path | str:
         """The segments' reference profiles."""
         return join_location(self.root, self.PROFILES)
+
+    @property
+    def states(self) -> Path | str:
+        """A forecast fallback's states of the segments it serves."""
+        return join_location(self.root, self.STATES)
 
     @property
     def shards(self) -> Path | str:

@@ -280,6 +280,20 @@ class Pack:
         return values, source
 
     @cached_property
+    def fallback_states(self) -> pd.DataFrame | None:
+        """A forecast fallback's table of the segments it forecasts from a state kept beside it (too thin for a model
+        of their own): their segment columns and state (JSON); None without one."""
+        if self.fallback is None:
+            return None
+        where = PackLayout(self.fallback.root).states
+        if not exists(where):
+            return None
+        try:
+            return pd.read_parquet(io.BytesIO(read_bytes(where)))
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"{self.root}: unreadable fallback states: {_first_line(exc)}") from exc
+
+    @cached_property
     def plan(self) -> ForecastPlan | None:
         """A forecast family's plan (None for other packs)."""
         return self.info.forecast

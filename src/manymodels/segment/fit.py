@@ -14,7 +14,7 @@ import pandas as pd
 from manymodels import faults
 from manymodels.estimators import FORMAT_BASELINE, add_import_roots, fit_model, is_constant, time_values
 from manymodels.segment.forecast import FORMAT_FORECAST, ForecastDataError
-from manymodels.segment.forecast_fit import fit_forecast
+from manymodels.segment.forecast_fit import ThinSegment, fit_forecast
 from manymodels.segment.metrics import compute_metrics
 from manymodels.segment.profile import make_profile
 from manymodels.segment.select import Selection, describe, select
@@ -61,6 +61,8 @@ class SegmentResult:
     # Forecasts: the primary metric of each holdout step (JSON list), and the naive forecast's on the holdout.
     step_metric: str | None = None
     holdout_naive: float = float("nan")
+    # A thin forecast segment's state (JSON: its last values and time), for a fallback to forecast it from.
+    forecast_state: str | None = None
 
 
 def row_hashes(frame: pd.DataFrame, spec: SegmentSpec) -> np.ndarray:
@@ -174,6 +176,8 @@ def _fit_forecast(result: SegmentResult, frame: pd.DataFrame, spec: SegmentSpec)
         result.model_format, result.model, result.status = FORMAT_FORECAST, blob, OK
         result.checksum = checksum(blob)
         result.constant = forecaster.constant
+    except ThinSegment as exc:
+        result.error, result.forecast_state = str(exc), json.dumps(exc.state, sort_keys=True)
     except Exception as exc:  # noqa: BLE001 - a segment's trouble is a row, not a dead run
         result.error = _describe(exc)
 

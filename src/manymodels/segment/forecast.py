@@ -274,29 +274,54 @@ def fit_forecaster(
     """
     if candidate.estimator == "baseline":
         return _fit_baseline(candidate, plan, series)
-    levels, scales = forward(series.y[None, :], plan.transforms)
-    z = levels[-1]
-    calendar = _calendar(plan, series.times)
-    static = series.static[None, :]
+    return fit_pooled_forecaster(candidate, params, plan, [series], impute, serialize)
+
+
+def fit_pooled_forecaster(
+    candidate: Candidate,
+    params: dict[str, Any],
+    plan: ForecastPlan,
+    histories: Sequence[Series],
+    impute: str | None = None,
+    serialize: bool = False,
+) -> Forecaster:
+    """Fit one model on the training rows of every history (one: a segment's own; many: a fallback's, whose
+    transforms then fit nothing per series: `scale` is left out of a fallback's plan).
+
+    Raises:
+        ForecastDataError: fewer than 2 steps to train on, over all histories.
+    """
     shifts = range(plan.horizon) if plan.strategy == "direct" else range(1)
     # LightGBM keeps the feature names in its model text; a model that imputes fills a frame's columns by name.
     frames = candidate.estimator == "lightgbm" or impute is not None
-    out = Forecaster(candidate.name, candidate.estimator, plan.strategy, scales=scales[0], plan=plan, frames=frames)
-    for shift in shifts:
-        start = plan.differencing + plan.reach + shift
-        at = np.arange(start, len(series), dtype=np.int64)
-        at = at[np.isfinite(z[0, at])]
-        if len(at) < 2:
+    fitted_scales = None
+    blocks: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in shifts]
+    for series in histories:
+        levels, scales = forward(series.y[None, :], plan.transforms)
+        fitted_scales = scales[0]
+        z = levels[-1]
+        calendar = _calendar(plan, series.times)
+        for k, shift in enumerate(shifts):
+            at = np.arange(plan.differencing + plan.reach + shift, len(series), dtype=np.int64)
+            at = at[np.isfinite(z[0, at])]
+            rows = feature_rows(plan, z, np.zeros(len(at), dtype=np.int64), at, calendar[at], series.known[at],
+                                series.static[None, :], shift)
+            blocks[k].append((rows, z[0, at]))
+    out = Forecaster(candidate.name, candidate.estimator, plan.strategy,
+                     scales=fitted_scales if len(histories) == 1 else None, plan=plan, frames=frames)
+    for k, shift in enumerate(shifts):
+        rows = np.concatenate([r for r, _ in blocks[k]]) if blocks[k] else np.zeros((0, len(plan.feature_names)))
+        target = np.concatenate([t for _, t in blocks[k]]) if blocks[k] else np.zeros(0)
+        if len(target) < 2:
+            start = plan.differencing + plan.reach + shift
             raise ForecastDataError(
-                f"{len(at)} step(s) to train on after the lags, rolling windows and differencing take "
-                f"{start} (history: {len(series)} steps)"
+                f"{len(target)} step(s) to train on after the lags, rolling windows and differencing take {start} "
+                f"(history: {', '.join(str(len(s)) for s in histories[:3])}{'...' if len(histories) > 3 else ''} "
+                "steps)"
             )
-        rows = feature_rows(plan, z, np.zeros(len(at), dtype=np.int64), at, calendar[at], series.known[at], static,
-                            shift)
-        frame = pd.DataFrame(rows, columns=plan.feature_names)
-        given = frame if frames else rows
-        predictor, fmt, blob = fit_model(candidate.estimator, candidate.entry, params, "regression", given,
-                                         z[0, at], impute=impute, serialize=serialize)
+        given = pd.DataFrame(rows, columns=plan.feature_names) if frames else rows
+        predictor, fmt, blob = fit_model(candidate.estimator, candidate.entry, params, "regression", given, target,
+                                         impute=impute, serialize=serialize)
         out.models.append(predictor)
         out.formats.append(fmt)
         out.blobs.append(blob)

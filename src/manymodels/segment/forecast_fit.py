@@ -25,6 +25,7 @@ from manymodels.segment.forecast import (
     Forecaster,
     Series,
     fit_forecaster,
+    fit_pooled_forecaster,
     forecast_many,
     origins_from_series,
     series_of,
@@ -180,15 +181,20 @@ def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Se
             segment is thin (fewer steps than the holdout and its candidates need).
         SelectionError: no candidate could be scored.
     """
+    if spec.pool_by:
+        forecaster, kept = fit_pooled(frame, spec)
+        return forecaster, None, kept
     plan = plan_of(spec)
     grid = grid_of(plan, frame)
     series = series_of(frame, plan, spec.label, grid)
     need = thin_limit(spec)
     if len(series) < need:
-        raise ForecastDataError(
+        state = Forecaster("", "", plan=plan).with_state(series, plan, grid).state
+        raise ThinSegment(
             f"thin: {len(series)} step(s) of history; forecasting {plan.horizon} step(s) ahead needs at least {need} "
             f"({'the holdout, a validation window' if spec.selecting else 'the holdout'}, the largest lag and "
-            "differencing, and two rows to train on)"
+            "differencing, and two rows to train on)",
+            state,
         )
     horizon = plan.horizon
     cut = len(series) - horizon
@@ -230,6 +236,70 @@ def _profile(train: Series, plan: ForecastPlan) -> bytes | None:
         return np.asarray(rows, dtype=np.float32).tobytes()
     except Exception:  # noqa: BLE001 - a profile never costs a segment its model
         return None
+
+
+class ThinSegment(ForecastDataError):
+    """A segment with too little history for its own model; `state` (what a pack keeps of a segment's history) lets
+    a fallback forecast it."""
+
+    def __init__(self, message: str, state: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+def fallback_plan(plan: ForecastPlan) -> ForecastPlan:
+    """A fallback's plan: the segments', without `scale` (fitted per series on its training steps, which the short
+    and unseen series a fallback serves do not have)."""
+    return replace(plan, transforms=tuple(t for t in plan.transforms if t[0] != "scale"))
+
+
+def fit_pooled(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, dict[str, Any]]:
+    """A forecast fallback: one model fitted on the training steps of every series of `frame` (split by
+    `spec.pool_by`), measured on each series' last `horizon` steps; it keeps no state (each series it serves
+    brings its own).
+
+    Raises:
+        ForecastDataError: no series has more steps than the holdout, the lags and differencing need.
+    """
+    plan = plan_of(spec)
+    grid = grid_of(plan, frame)
+    horizon = plan.horizon
+    histories = []
+    for _, rows in frame.groupby(list(spec.pool_by), sort=True, dropna=False, observed=True):
+        try:
+            histories.append(series_of(rows, plan, spec.label, grid))
+        except ForecastDataError:
+            continue  # a series off the grid is left out of the fallback's rows (its own fit names why)
+    usable = [h for h in histories if len(h) > horizon + plan.differencing + plan.reach + 1]
+    if not usable:
+        raise ForecastDataError(
+            f"no series has more than {horizon + plan.differencing + plan.reach + 1} steps (the holdout, the largest "
+            "lag and differencing): nothing to fit the fallback on"
+        )
+    trains = [h.upto(len(h) - horizon - 1) for h in usable]
+    candidate = spec.choices()[0]
+    forecaster = fit_pooled_forecaster(candidate, dict(candidate.params), plan, trains,
+                                       impute=_impute(spec, candidate), serialize=True)
+    known = np.array([h.known[-horizon:] for h in usable]).reshape(len(usable), horizon, len(plan.known))
+    origins = origins_from_series(trains, plan, tail_width(plan, forecaster))
+    predicted = forecast_many(plan, grid, [forecaster] * len(usable), origins, horizon, known)
+    naive = forecast_many(plan, grid, [fit_forecaster(NAIVE, {}, plan, t) for t in trains], origins, horizon, known)
+    actual = np.array([h.y[-horizon:] for h in usable])
+    kept = {
+        "metrics": compute_metrics("regression", *_known_pairs(actual, predicted)),
+        "step_metric": json.dumps([window_metric(spec.metric, actual[:, k], predicted[:, k])
+                                   if spec.metric != "r2" else None for k in range(horizon)]),
+        "holdout_naive": window_metric(spec.metric, actual.reshape(-1), naive.reshape(-1)),
+        "n_train": sum(len(t) for t in trains),
+        "n_test": int(np.isfinite(actual).sum()),
+        "profile": None,
+    }
+    return forecaster, kept
+
+
+def _known_pairs(actual: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    both = np.isfinite(actual) & np.isfinite(predicted)
+    return actual[both], predicted[both]
 
 
 def with_naive(spec: SegmentSpec) -> SegmentSpec:

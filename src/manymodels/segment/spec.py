@@ -174,6 +174,8 @@ class SegmentSpec:
         candidates: the models selection chooses among (empty: the one estimator above, no selection).
         validation: how selection scores candidates (None: no cross-validation).
         forecast: the forecast plan of a `task: forecast` family (None: a regression or binary one).
+        pool_by: a forecast fallback's: the columns that split its one segment (every row) into the series its one
+            model is fitted on together.
     """
 
     segment_by: tuple[str, ...]
@@ -194,6 +196,7 @@ class SegmentSpec:
     candidates: tuple[Candidate, ...] = ()
     validation: Validation | None = None
     forecast: ForecastPlan | None = None
+    pool_by: tuple[str, ...] = ()
 
     @property
     def fingerprint(self) -> str:
@@ -201,7 +204,7 @@ class SegmentSpec:
         spec = asdict(self)
         spec.pop("import_roots")
         # unset, newer fields change no older fingerprint
-        for newer in ("impute", "candidates", "validation", "forecast"):
+        for newer in ("impute", "candidates", "validation", "forecast", "pool_by"):
             if not spec[newer]:
                 spec.pop(newer)
         for candidate in spec.get("candidates", ()):
@@ -213,7 +216,7 @@ class SegmentSpec:
     @property
     def columns(self) -> list[str]:
         """The columns training reads: segments, features, label and the split's time column."""
-        cols = [*self.segment_by, *self.features, self.label]
+        cols = [*self.segment_by, *self.pool_by, *self.features, self.label]
         if self.forecast is not None:
             cols.append(self.forecast.time)
         if self.split_by:

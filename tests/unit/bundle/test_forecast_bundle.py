@@ -119,8 +119,9 @@ def test_the_smallest_forecast_names_task_time_horizon_segment_and_label(tmp_pat
          "        - {name: a, type: baseline, method: window_average}\n", 14, "window_average needs window"),
         ("      validation: {kind: time, by: week}\n      candidates:\n"
          "        - {name: n, type: baseline, method: naive}\n", 6, "baseline(s) n forecast from an origin"),
-        ("      task: forecast\n      time: week\n      horizon: 4\n      fallback: global\n", 6,
-         "a fallback for forecast models is not built yet"),
+        ("      task: forecast\n      time: week\n      horizon: 4\n      fallback: {segment_by: [region]}\n", 6,
+         "a forecast's fallback is global (one model over every segment's history): fallback by parent groups is "
+         "not built for forecasts yet"),
         ("      task: forecast\n      time: step\n      horizon: 4\n", 11, "column 'step' has a name manymodels gives"),
     ],
 )
