@@ -106,20 +106,28 @@ def test_readme_python_api_as_a_plain_script(pooled_example: Path, how: str) -> 
 @pytest.mark.slow
 def test_readme_python_api_in_a_jupyter_kernel(pooled_example: Path) -> None:
     """The block as one notebook cell, executed by a real IPython kernel (ipykernel over jupyter_client)."""
-    from jupyter_client.manager import start_new_kernel
 
     (block,) = blocks("python")
-    manager, client = start_new_kernel(kernel_name="python3", cwd=str(pooled_example), env=python_env())
+    printed = in_a_kernel(block, pooled_example)
+    check_api_output(printed, pooled_example)
+
+
+def in_a_kernel(code: str, folder: Path) -> str:
+    """`code` as one notebook cell in a real IPython kernel (ipykernel over jupyter_client) started in `folder`:
+    what it printed (the cell must succeed)."""
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(folder), env=python_env())
     printed: list[str] = []
     try:
         reply = client.execute_interactive(
-            block, timeout=600, output_hook=lambda msg: printed.append(msg["content"].get("text", ""))
+            code, timeout=600, output_hook=lambda msg: printed.append(msg["content"].get("text", ""))
             if msg["msg_type"] == "stream" else None)
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
     assert reply["content"]["status"] == "ok", reply["content"]
-    check_api_output("".join(printed), pooled_example)
+    return "".join(printed)
 
 
 @pytest.mark.slow
@@ -149,17 +157,4 @@ def test_readme_forecasting_from_raw_rows_to_forecasts(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "284 142" in done.stdout
 
-    # The same block as one notebook cell, in a real IPython kernel.
-    from jupyter_client.manager import start_new_kernel
-
-    manager, client = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=python_env())
-    printed: list[str] = []
-    try:
-        reply = client.execute_interactive(
-            script, timeout=600, output_hook=lambda msg: printed.append(msg["content"].get("text", ""))
-            if msg["msg_type"] == "stream" else None)
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
-    assert reply["content"]["status"] == "ok", reply["content"]
-    assert "284 142" in "".join(printed)
+    assert "284 142" in in_a_kernel(script, tmp_path)  # the same block as one notebook cell
