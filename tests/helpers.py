@@ -339,3 +339,30 @@ def future_known(frame: pd.DataFrame, steps: int = 4, freq: str = "W-MON") -> pd
             for segment, end in last.items() for k in range(steps)]
     frame = pd.DataFrame(rows, columns=["segment", "week", "price"])
     return frame.assign(week=frame["week"].astype("datetime64[us]"))  # Spark reads no nanoseconds
+
+
+# The forecast model of issue 25, as written there, below its `dataset`, `segment_by` and `label` (6 spaces in):
+# the unit tests validate it, the integration tests run it.
+ISSUE_25_MODEL = """\
+      task: forecast
+      time: week                          # the time column; its frequency is inferred per fleet
+      freq: W-MON                         # optional; a grid that does not fit is a located error
+      horizon: 12                         # steps ahead a forecast covers
+      features:
+        lags: [1, 2, 3, 52]
+        rolling: [{window: 4, stats: [mean, std], lag: 1}]   # over the label, ending `lag` steps back
+        calendar: [week_of_year, month]   # from the time column
+        known: [price, promo]             # future values are known: read from a dataset when forecasting
+        static: [region]                  # constant per segment
+      target_transform: [{diff: 1}]
+      strategy: recursive
+      gaps: error
+      validation: {kind: time, windows: 3, step: 12}
+      candidates:
+        - {name: lgbm, type: lightgbm, params: {num_boost_round: 200, min_data_in_leaf: 5}}
+        - {name: ridge, type: sklearn, entry: sklearn.linear_model.Ridge}
+        - {name: naive, type: baseline, method: naive}
+        - {name: snaive, type: baseline, method: seasonal_naive, period: 52}
+        - {name: drift, type: baseline, method: drift}
+        - {name: avg4, type: baseline, method: window_average, window: 4}
+"""

@@ -19,7 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 import manymodels as mm
-from helpers import free_port, series_frame, stop_process, wait_until_up
+from helpers import ISSUE_25_MODEL, free_port, series_frame, stop_process, wait_until_up
 from manymodels.cli.main import app
 
 runner = CliRunner()
@@ -36,30 +36,10 @@ resources:
     future: {format: parquet, path: data/future.parquet}
   models:
     demand:
-      task: forecast
       dataset: sales
       segment_by: [store]
       label: units
-      time: week                          # the time column; its frequency is inferred per fleet
-      freq: W-MON                         # optional; a grid that does not fit is a located error
-      horizon: 12                         # steps ahead a forecast covers
-      features:
-        lags: [1, 2, 3, 52]
-        rolling: [{window: 4, stats: [mean, std], lag: 1}]   # over the label, ending `lag` steps back
-        calendar: [week_of_year, month]   # from the time column
-        known: [price, promo]             # future values are known: read from a dataset when forecasting
-        static: [region]                  # constant per segment
-      target_transform: [{diff: 1}]
-      strategy: recursive
-      gaps: error
-      validation: {kind: time, windows: 3, step: 12}
-      candidates:
-        - {name: lgbm, type: lightgbm, params: {num_boost_round: 200, min_data_in_leaf: 5}}
-        - {name: ridge, type: sklearn, entry: sklearn.linear_model.Ridge}
-        - {name: naive, type: baseline, method: naive}
-        - {name: snaive, type: baseline, method: seasonal_naive, period: 52}
-        - {name: drift, type: baseline, method: drift}
-        - {name: avg4, type: baseline, method: window_average, window: 4}
+""" + ISSUE_25_MODEL + """\
   jobs:
     weekly:
       tasks:

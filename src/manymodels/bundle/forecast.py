@@ -9,15 +9,13 @@ from pydantic import Discriminator, Field, Tag, model_validator
 from manymodels.bundle.messages import did_you_mean
 from manymodels.bundle.strict import Strict
 
-CALENDAR = ("week_of_year", "month", "day_of_week", "day_of_month", "quarter", "year")
-STATS = ("mean", "std", "min", "max", "sum")
-FORECAST_BASELINES = ("naive", "seasonal_naive", "drift", "window_average", "mean", "median")
-REGRESSION_BASELINES = ("mean", "median", "last", "seasonal")
+# A forecast's baselines: those defined at the forecast's origin (a forecast's only), then those both tasks have.
+ORIGIN_BASELINES = ("naive", "seasonal_naive", "drift", "window_average")
+FORECAST_BASELINES = (*ORIGIN_BASELINES, "mean", "median")
 DEFAULT_LAGS = (1, 2, 3)
 # Fields only a forecast model takes (besides features as a mapping).
 FORECAST_ONLY = ("time", "freq", "horizon", "target_transform", "strategy", "gaps")
-# The seasonal period and the calendar feature a grid's offset suggests (the defaults when none are given).
-SEASONS = {"MS": 12, "ME": 12, "W": 52, "D": 7, "QS": 4, "QE": 4, "h": 24, "B": 5}
+# The calendar feature a grid's offset suggests (the default when none are given).
 DEFAULT_CALENDAR = {"MS": "month", "ME": "month", "W": "week_of_year", "D": "day_of_week", "B": "day_of_week",
                     "QS": "quarter", "QE": "quarter"}
 
@@ -94,14 +92,6 @@ Features = Annotated[
 ]
 
 
-def season_of(freq: str | None) -> int | None:
-    """The seasonal period a grid's offset suggests (12 for MS, 52 for W-MON), None when it suggests none."""
-    if not freq:
-        return None
-    base = freq.split("-")[0].lstrip("0123456789")
-    return SEASONS.get(base)
-
-
 def default_calendar(freq: str | None, dates: bool) -> list[str]:
     """The calendar features a grid suggests when none are given: its season's part of the date."""
     if not dates or not freq:
@@ -119,7 +109,7 @@ def forecast_problem(model: Any) -> str | None:
             return f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for task forecast"
         if isinstance(model.features, ForecastFeaturesSpec):
             return "features as a mapping (lags, rolling, calendar, known, static) are for task forecast; list columns"
-        forecast_only = [c.name for c in model.candidate_specs if c.method in FORECAST_BASELINES[:4]]
+        forecast_only = [c.name for c in model.candidate_specs if c.method in ORIGIN_BASELINES]
         if forecast_only:
             return (f"baseline(s) {', '.join(forecast_only)} forecast from an origin: they are for task forecast "
                     "(regression tasks have mean, median, last and seasonal)")

@@ -217,8 +217,6 @@ def selection_problem(model: Any) -> str | None:
         if next(c for c in model.candidate_specs if c.name == name).type == "baseline":
             return f"tuning.{name}: a baseline has no parameters to tune"
     time = model.time_column
-    if forecast:
-        time = model.time
     if model.validation is not None and model.validation.kind == "time" and time is None:
         return "validation kind time needs by, the time column (or a split by time)"
     ordered = [c.name for c in model.candidate_specs if c.method in ("last", "seasonal")]

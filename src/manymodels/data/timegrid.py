@@ -26,7 +26,7 @@ DATE, NUMBER = "date", "number"
 CALENDAR = ("week_of_year", "month", "day_of_week", "day_of_month", "quarter", "year")
 _DAY_NAMES = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
 _MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-_SAMPLE = 500  # segments whose spacing votes for the fleet's grid
+_VOTERS = 32_000  # rows whose weekday or month name an inferred grid's anchor (W-MON, QS-JAN, ...)
 
 
 class GridError(ValueError):
@@ -257,7 +257,7 @@ def infer_freq(codes: np.ndarray, times: np.ndarray, kind: str) -> str:
     if gaps.size == 0:
         raise GridError("no segment has two distinct times: set freq (W-MON, MS, D, ...)")
     gap = pd.Timedelta(int(Counter(gaps.tolist()).most_common(1)[0][0]), unit="ns")
-    stamps = pd.DatetimeIndex(times[: _SAMPLE * 64])
+    stamps = pd.DatetimeIndex(times[:_VOTERS])
     days = gap / pd.Timedelta(days=1)
     if gap < pd.Timedelta(days=1):
         return str(to_offset(gap).freqstr)

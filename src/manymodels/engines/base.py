@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 
 from manymodels.errors import DataError
+from manymodels.registry.manifest import segment_labels  # noqa: F401 - engines.segment_labels: how users name one
 from manymodels.segment import SegmentResult, SegmentSpec
-
-SEGMENT_KEY_SEPARATOR = "|"
 
 
 @dataclass
@@ -247,13 +246,6 @@ def select_prepared(data: PreparedData, keep: np.ndarray) -> PreparedData:
     frame = data.frame.iloc[rows].reset_index(drop=True)
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     return PreparedData(frame, data.keys.iloc[chosen].reset_index(drop=True), starts)
-
-
-def segment_labels(keys: pd.DataFrame) -> pd.Series:
-    """How a user names each segment: its values joined by '|' (one column: the value itself)."""
-    if len(keys) == 0:  # pandas' row-wise join of no rows is a frame, not a series
-        return pd.Series([], dtype=object, index=keys.index)
-    return keys.astype(str).agg(SEGMENT_KEY_SEPARATOR.join, axis=1)
 
 
 def wanted_mask(keys: pd.DataFrame, wanted: Sequence[str]) -> np.ndarray:

@@ -32,11 +32,11 @@ from manymodels.engines.chunking import MIN_CHUNK_ROWS, plan_chunks
 from manymodels.engines.operations import (
     PREDICTION,
     Contender,
+    KnownValues,
     Watch,
     evaluate_chunk,
     forecast_chunk,
     forecast_history_chunk,
-    known_for,
     model_positions,
     monitor_chunk,
     open_pack,
@@ -47,7 +47,7 @@ from manymodels.engines.progress import Tally
 from manymodels.engines.records import fit_recorded
 from manymodels.errors import DataError, EngineError, EngineSetupError
 from manymodels.registry import manifest as mf
-from manymodels.registry.forecasting import forecast_keys, known_segments
+from manymodels.registry.forecasting import forecast_keys, history_columns, known_segments, plan_and_grid
 from manymodels.registry.pack import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE
 from manymodels.segment import SegmentResult, SegmentSpec
 from manymodels.segment.fit import FAILED, segment_fingerprints
@@ -260,28 +260,22 @@ class LocalEngine:
         """Forecasts of chunks of segments on the pool (or here, when few): from the pack's state, whose segments
         are chunked in shard order (each worker reads its shards once), or from `history`, grouped by segment."""
         opened = open_pack(pack)
+        plan_and_grid(opened)  # not a forecast's pack: one error here, before any work
         by = list(opened.segment_by)
-        plan = opened.plan
-        if plan is None:
-            raise DataError(f"model {opened.info.model!r} is not a forecast model (task forecast)")
+        future = KnownValues.of(known, by)
+        tasks: Iterable[tuple[Any, ...]]
         if history is None:
             keys = forecast_keys(opened)  # shard order; then the thin segments the fallback forecasts
-            sizes = np.full(len(keys), max(steps, 1), dtype=np.int64)
-            chunks = plan_chunks(sizes, self.workers, self.max_chunk_rows)
-            tasks: Iterable[tuple[Any, ...]] = (
-                (pack, part, steps, known_for(known, part))
-                for part in (keys.iloc[first:end].reset_index(drop=True) for first, end in chunks)
-            )
+            chunks = plan_chunks(np.full(len(keys), max(steps, 1), dtype=np.int64), self.workers, self.max_chunk_rows)
+            parts_of = (keys.iloc[first:end].reset_index(drop=True) for first, end in chunks)
+            tasks = ((pack, part, steps, future.rows_of(part)) for part in parts_of)
             parts = list(self._map(forecast_chunk, tasks, len(chunks)))
             asked = known_segments(opened)
         else:
-            columns = [*by, plan.time, opened.info.label, *plan.known, *plan.static]
-            data = prepare(_frame(history, list(dict.fromkeys(columns))), by)
+            data = prepare(_frame(history, history_columns(opened)), by)
             chunks = plan_chunks(data.sizes, self.workers, self.max_chunk_rows)
-            tasks = (
-                (rows, pack, steps, known_for(known, data.keys.iloc[first:end]))
-                for rows, first, end in ((self._task(data, i, f, e)[0], f, e) for i, (f, e) in enumerate(chunks))
-            )
+            tasks = ((self._task(data, number, first, end)[0], pack, steps, future.rows_of(data.keys.iloc[first:end]))
+                     for number, (first, end) in enumerate(chunks))
             parts = list(self._map(forecast_history_chunk, tasks, len(chunks)))
             asked = len(data)
         if not parts:

@@ -273,8 +273,15 @@ def monitor_chunk(
     blobs = pack.profiles().reindex(model[known]).to_numpy(dtype=object)  # a segment without one: NaN, no profile
     profiles = np.full((count, watch.columns, WIDTH), np.nan, dtype=np.float32)
     profiles[known] = read_profiles(list(blobs), watch.columns)[0]
+    steps: np.ndarray | None = None  # a forecast's row steps, found as its rows are forecast
     if watch.scored:
         predicted = pd.to_numeric(frame[PREDICTION], errors="coerce").astype(float)
+    elif pack.plan is not None:
+        from manymodels.registry.forecasting import answer_rows
+
+        with threadpool_limits(limits=1):
+            values, _, steps = answer_rows(pack, frame.reset_index(drop=True))
+        predicted = pd.Series(values)
     else:
         with threadpool_limits(limits=1):
             predicted = pack.predict(frame)[PREDICTION].astype(float)
@@ -297,21 +304,17 @@ def monitor_chunk(
             out[MON_ROWS] = np.bincount(positions[forecast], minlength=count)
             out[MON_METRIC] = grouped_metric(watch.task, watch.metric, positions[forecast], count, y[forecast],
                                              guess[forecast])
-            step = _forecast_steps(frame.reset_index(drop=True), open_pack(root))
+            if steps is None:  # rows scored before: where each stands after its segment's training
+                from manymodels.registry.forecasting import row_steps
+
+                steps = row_steps(pack, frame.reset_index(drop=True))
             for k in range(watch.steps):
-                at = forecast & (step == k + 1)
+                at = forecast & (steps == k + 1)
                 out[f"{MON_STEP}{k + 1}"] = grouped_metric(watch.task, watch.metric, positions[at], count, y[at],
                                                            guess[at])
         else:
             out[MON_METRIC] = grouped_metric(watch.task, watch.metric, positions, count, y, guess)
     return out
-
-
-def _forecast_steps(frame: pd.DataFrame, pack: Pack) -> np.ndarray:
-    """Each row's step after its segment's last training time (0: not within the horizon, or no model)."""
-    from manymodels.registry.forecasting import row_steps
-
-    return row_steps(pack, frame)
 
 
 def forecast_chunk(root: str, keys: pd.DataFrame, steps: int, known: pd.DataFrame | None) -> pd.DataFrame:
@@ -334,14 +337,22 @@ def forecast_history_chunk(frame: pd.DataFrame, root: str, steps: int, known: pd
         return forecast_history(open_pack(root), frame, steps, known)[0]
 
 
-def known_for(known: pd.DataFrame | None, keys: pd.DataFrame) -> pd.DataFrame | None:
-    """The rows of `known` (future values of known features) of a chunk's segments."""
-    if known is None or len(keys.columns) == 0:
-        return known
-    by = list(keys.columns)
-    wanted = set(_labels(keys).tolist())
-    return known.loc[_labels(known[by]).isin(wanted).to_numpy()]
+@dataclass(frozen=True)
+class KnownValues:
+    """The known features' future values of a forecast, ready to be cut into chunks: each row's segment labelled
+    once per command, not once per chunk."""
 
+    frame: pd.DataFrame | None
+    labels: pd.Series | None
 
-def _labels(keys: pd.DataFrame) -> pd.Series:
-    return keys.astype(str).agg("|".join, axis=1) if len(keys) else pd.Series([], dtype=object)
+    @classmethod
+    def of(cls, known: pd.DataFrame | None, segment_by: Sequence[str]) -> KnownValues:
+        """`known` with each row's segment label (a frame without the segment columns: left whole)."""
+        usable = known is not None and len(segment_by) and all(c in known.columns for c in segment_by)
+        return cls(known, mf.segment_labels(known[list(segment_by)]) if usable else None)  # type: ignore[index]
+
+    def rows_of(self, keys: pd.DataFrame) -> pd.DataFrame | None:
+        """The rows of a chunk's segments."""
+        if self.frame is None or self.labels is None:
+            return self.frame
+        return self.frame.loc[self.labels.isin(set(mf.segment_labels(keys).tolist())).to_numpy()]

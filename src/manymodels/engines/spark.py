@@ -30,11 +30,11 @@ from manymodels.engines.operations import (
     MON_STEP,
     PREDICTION,
     Contender,
+    KnownValues,
     Watch,
     evaluate_chunk,
     forecast_chunk,
     forecast_history_chunk,
-    known_for,
     model_positions,
     monitor_chunk,
     open_pack,
@@ -51,9 +51,8 @@ from manymodels.engines.spark_session import (
     stage_progress,
     to_pandas,
 )
-from manymodels.errors import DataError
 from manymodels.registry import manifest as mf
-from manymodels.registry.forecasting import forecast_keys, known_segments
+from manymodels.registry.forecasting import forecast_keys, history_columns, known_segments, plan_and_grid
 from manymodels.registry.pack import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE, PackPredict
 from manymodels.segment import SegmentResult, SegmentSpec
 
@@ -287,11 +286,10 @@ class SparkEngine:
         its shards once) or the segments of `history` read by Spark; the forecast rows come back to the driver."""
         self.start()
         opened = open_pack(pack)
-        plan = opened.plan
-        if plan is None:
-            raise DataError(f"model {opened.info.model!r} is not a forecast model (task forecast)")
+        plan, _ = plan_and_grid(opened)
         by = list(opened.segment_by)
         dates = plan.time_kind != "number"
+        future = KnownValues.of(known, by)
         if history is None:
             keys = forecast_keys(opened)  # shard order; then the thin segments the fallback forecasts
             asked = known_segments(opened)
@@ -309,9 +307,9 @@ class SparkEngine:
 
             def forecast_group(pdf: pd.DataFrame) -> pd.DataFrame:
                 part = pdf.sort_values(INDEX, kind="stable")[by].reset_index(drop=True)
-                return _portable(forecast_chunk(pack, part, steps, known_for(known, part)), plan.time, dates)
+                return _portable(forecast_chunk(pack, part, steps, future.rows_of(part)), plan.time, dates)
         else:
-            columns = list(dict.fromkeys([*by, plan.time, opened.info.label, *plan.known, *plan.static]))
+            columns = history_columns(opened)
             fleet = self._tag(self._read(history).select(*columns), by)
             asked = len(fleet)
             if len(fleet) == 0:
@@ -320,7 +318,7 @@ class SparkEngine:
             def forecast_group(pdf: pd.DataFrame) -> pd.DataFrame:
                 rows, bounds = _chunk_bounds(pdf)
                 part = rows[by].iloc[[lo for _, lo, _ in bounds]].reset_index(drop=True)
-                done = forecast_history_chunk(rows[columns], pack, steps, known_for(known, part))
+                done = forecast_history_chunk(rows[columns], pack, steps, future.rows_of(part))
                 return _portable(done, plan.time, dates)
 
         key_types = [f for f in fleet.frame.schema.fields if f.name in by]

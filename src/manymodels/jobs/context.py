@@ -383,7 +383,7 @@ def selection_spec(spec: ModelSpec) -> tuple[Validation, tuple[Candidate, ...]]:
         by=spec.time_column,
         windows=v.windows,
         horizon=horizon,
-        step=(v.step or horizon) if forecast else (v.step or (horizon if given or v.kind != "time" else 0)),
+        step=v.step or horizon,  # 0 with a horizon of 0: the holdout's too
         metric=spec.selection_metric,
         maximize=spec.selection_metric in HIGHER_IS_BETTER,
     )

@@ -63,6 +63,7 @@ def baseline_warning(summary: dict[str, float], spec: SegmentSpec) -> str | None
 
 
 NAIVE_WORSE = "segments_worse_than_naive"  # forecasts: segments whose chosen model lost to naive on the holdout
+NAIVE_JUDGED = "segments_judged_against_naive"  # those with both holdout figures
 
 
 def naive_summary(manifest: pd.DataFrame, spec: SegmentSpec) -> dict[str, float]:
@@ -79,12 +80,12 @@ def naive_summary(manifest: pd.DataFrame, spec: SegmentSpec) -> dict[str, float]
     maximize = spec.validation is not None and spec.validation.maximize
     worse = chosen[judged] < naive[judged] - 1e-12 if maximize else chosen[judged] > naive[judged] + 1e-12
     return {NAIVE_WORSE: float(worse.sum()), f"naive_{spec.metric}_p50": float(np.median(naive[judged])),
-            "segments_judged_against_naive": float(judged.sum())}
+            NAIVE_JUDGED: float(judged.sum())}
 
 
 def naive_warning(summary: dict[str, float], spec: SegmentSpec) -> str | None:
     """A loud line when the chosen forecasts lose to `naive` on the holdout: on most segments, or on the median."""
-    worse, judged = summary.get(NAIVE_WORSE), summary.get("segments_judged_against_naive")
+    worse, judged = summary.get(NAIVE_WORSE), summary.get(NAIVE_JUDGED)
     if worse is None or not judged:
         return None
     naive, ours = summary.get(f"naive_{spec.metric}_p50"), summary.get(f"{spec.metric}_p50")

@@ -55,6 +55,16 @@ def plan_and_grid(pack: Pack) -> tuple[ForecastPlan, TimeGrid]:
     return plan, TimeGrid.of(plan.freq, plan.time_kind)
 
 
+def history_columns(pack: Pack) -> list[str]:
+    """The columns a forecast reads of rows of newer history: segments, time, label, known and static features.
+
+    Raises:
+        DataError: the pack is not a forecast's.
+    """
+    plan, _ = plan_and_grid(pack)
+    return list(dict.fromkeys([*pack.segment_by, plan.time, pack.info.label, *plan.known, *plan.static]))
+
+
 def load_forecasters(pack: Pack, segments: np.ndarray, damaged_unserved: bool = False
                      ) -> tuple[list[Forecaster], np.ndarray, np.ndarray]:
     """The forecasters of segments (their segment_index in the pack; -1: none), read shard by shard.
@@ -109,11 +119,11 @@ def future_known(plan: ForecastPlan, grid: TimeGrid, known: pd.DataFrame | None,
         stamps = parse_times(known[plan.time], grid.kind)
     except GridError as exc:
         raise DataError(f"the known values' {plan.time!r}: {exc}") from exc
-    table = pd.DataFrame({"_key": _labels(known[by]), "_time": stamps})
+    table = pd.DataFrame({"_key": mf.segment_labels(known[by]), "_time": stamps})
     for column in plan.known:
         table[column] = pd.to_numeric(known[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     table = table.drop_duplicates(["_key", "_time"], keep="last")
-    wanted = pd.DataFrame({"_key": np.repeat(_labels(keys).to_numpy(dtype=object), steps),
+    wanted = pd.DataFrame({"_key": np.repeat(mf.segment_labels(keys).to_numpy(dtype=object), steps),
                            "_time": times.reshape(-1)})
     merged = wanted.merge(table, on=["_key", "_time"], how="left", sort=False)
     absent = merged[list(plan.known)].isna().all(axis=1).to_numpy()
@@ -151,9 +161,9 @@ def thin_states(pack: Pack, keys: pd.DataFrame) -> tuple[np.ndarray, list[dict[s
     if states is None or not len(keys) or not len(states):
         return np.zeros(len(keys), dtype=bool), []
     by = list(keys.columns)
-    table = pd.Series(states[mf.FORECAST_STATE].to_numpy(dtype=object), index=_labels(states[by]).to_numpy())
+    table = pd.Series(states[mf.FORECAST_STATE].to_numpy(dtype=object), index=mf.segment_labels(states[by]).to_numpy())
     table = table[~table.index.duplicated(keep="last")]
-    found = _labels(keys).map(table)
+    found = mf.segment_labels(keys).map(table)
     mask = found.notna().to_numpy()
     return mask, [json.loads(str(text)) for text in found[mask]]
 
@@ -203,10 +213,10 @@ def _from_states(pack: Pack, keys: pd.DataFrame, forecasters: list[Forecaster], 
 def known_segments(pack: Pack) -> int:
     """How many segments a forecast pack knows of: its manifest's (served or failed) and its fallback's thin ones."""
     by = list(pack.segment_by)
-    labels = set(_labels(pack.manifest[by]).tolist()) if by else {""}
+    labels = set(mf.segment_labels(pack.manifest[by]).tolist()) if by else {""}
     states = pack.fallback_states
     if states is not None and len(states) and by:
-        labels |= set(_labels(states[by]).tolist())
+        labels |= set(mf.segment_labels(states[by]).tolist())
     return len(labels)
 
 
@@ -218,7 +228,7 @@ def forecast_keys(pack: Pack) -> pd.DataFrame:
     states = pack.fallback_states if fallback_forecaster(pack) is not None else None
     if states is None or not len(states):
         return served.reset_index(drop=True)
-    thin = states[by].loc[~_labels(states[by]).isin(set(_labels(served).tolist())).to_numpy()]
+    thin = states[by].loc[~mf.segment_labels(states[by]).isin(set(mf.segment_labels(served).tolist())).to_numpy()]
     return pd.concat([served, thin], ignore_index=True)
 
 
@@ -372,7 +382,7 @@ def _groups(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool
     rest = np.flatnonzero((own < 0) & ~hurt)
     if fallback is not None and rest.size and pack.segment_by:
         keys = frame.iloc[rest][list(pack.segment_by)].reset_index(drop=True)
-        labels = _labels(keys)
+        labels = mf.segment_labels(keys)
         first = ~labels.duplicated().to_numpy()
         thin, states = thin_states(pack, keys.loc[first].reset_index(drop=True))
         known = labels[first].to_numpy()[thin]
@@ -394,6 +404,13 @@ def row_steps(pack: Pack, frame: pd.DataFrame) -> np.ndarray:
 
 
 def forecast_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of (segment, time, known features): the forecast of each row's time, and who made it (`answer_rows`)."""
+    values, source, _ = answer_rows(pack, frame, damaged_unserved)
+    return values, source
+
+
+def answer_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows of (segment, time, known features): the forecast, from the segment's state, of each row's time.
 
     A segment's own model answers its rows; with a fallback, so does the fallback for a segment too thin for a model
@@ -403,8 +420,8 @@ def forecast_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = Fals
     be there.
 
     Returns:
-        Predictions (NaN: none) and each row's source (`segment`, `fallback`, `damaged` or None), as
-        `Pack.predict_arrays`.
+        Predictions (NaN: none), each row's source (`segment`, `fallback`, `damaged` or None), as
+        `Pack.predict_arrays`, and each row's step after its segment's last training time (0: none).
 
     Raises:
         DataError: a time that does not parse; a row of a recursive forecast whose earlier steps have no row.
@@ -412,12 +429,14 @@ def forecast_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = Fals
     plan, grid = plan_and_grid(pack)
     values = np.full(len(frame), np.nan)
     source = np.full(len(frame), None, dtype=object)
+    at_step = np.zeros(len(frame), dtype=np.int64)
     if len(frame) == 0:
-        return values, source
+        return values, source, at_step
     groups, hurt = _groups(pack, frame, damaged_unserved)
     source[hurt] = "damaged"
     for group, forecasters, name in groups:
         placed = _placed(frame, plan, grid, group, forecasters)
+        at_step = np.where(placed.step > 0, placed.step, at_step)
         steps = int(placed.step.max(initial=0))
         if steps == 0:
             continue
@@ -432,7 +451,7 @@ def forecast_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = Fals
         predicted = forecast_many(plan, grid, forecasters, placed.origins, steps, known)
         values[asked] = predicted[place, step - 1]
         source[asked] = name
-    return values, source
+    return values, source, at_step
 
 
 def _every_step_known(frame: pd.DataFrame, plan: ForecastPlan, grid: TimeGrid, future: np.ndarray,
@@ -461,13 +480,6 @@ def _every_step_known(frame: pd.DataFrame, plan: ForecastPlan, grid: TimeGrid, f
             f"({plan.time} {when}), whose {', '.join(plan.known)} the rows do not give: send a row for every step up "
             "to the one asked"
         )
-
-
-def _labels(keys: pd.DataFrame) -> pd.Series:
-    """Each segment's label: its values as text, joined by '|' (keys read from any file match)."""
-    if len(keys.columns) == 0:
-        return pd.Series([""] * len(keys), dtype=object)
-    return keys.astype(str).agg("|".join, axis=1) if len(keys) else pd.Series([], dtype=object)
 
 
 def _time_text(value: object, grid: TimeGrid) -> str:

@@ -209,6 +209,35 @@ def routes(manifest: pd.DataFrame, segment_by: Sequence[str]) -> pd.DataFrame:
     return rows
 
 
+SEGMENT_KEY_SEPARATOR = "|"
+
+
+def segment_labels(keys: pd.DataFrame) -> pd.Series:
+    """How a user names each segment: its values as text joined by '|' (one column: the value itself; none: '').
+
+    Column by column (no Python join per row): the labels of 100,000 keys in milliseconds, which forecasts match
+    known values on and a server matches each request on.
+    """
+    if len(keys) == 0:  # no rows: an empty series, as the rows' index says
+        return pd.Series([], dtype=object, index=keys.index)
+    if len(keys.columns) == 0:
+        return pd.Series([""] * len(keys), index=keys.index, dtype="str")
+    labels = _text_of(keys.iloc[:, 0])
+    for i in range(1, len(keys.columns)):
+        labels = labels + SEGMENT_KEY_SEPARATOR + _text_of(keys.iloc[:, i])
+    return labels
+
+
+def _text_of(values: pd.Series) -> pd.Series:
+    """A key column as text, as `astype(str)` writes it; a missing key as Python writes it ('None', 'nan')."""
+    text = values.astype(str)
+    missing = values.isna().to_numpy()
+    if missing.any():
+        text = text.astype(object)
+        text[missing] = [str(v) for v in values[missing]]
+    return text
+
+
 def segment_columns(manifest: pd.DataFrame) -> list[str]:
     """A manifest's segment columns: those before SEGMENT_INDEX."""
     columns = list(manifest.columns)

@@ -79,7 +79,7 @@ class PackInfo:
     @property
     def required(self) -> list[str]:
         """The columns every row needs: segments, features and a forecast's time."""
-        timed = [self.time] if self.time and self.forecast is not None else []
+        timed = [self.time] if self.time and FORECAST in self.extra else []
         return list(dict.fromkeys([*self.segment_by, *self.features, *timed]))
 
     @property

@@ -379,8 +379,7 @@ class Origins:
 
 def origins_from_states(forecasters: Sequence[Forecaster], plan: ForecastPlan, grid: TimeGrid) -> Origins:
     """The origins packs keep: each forecaster's state (the end of its segment's training data)."""
-    width = max([tail_width(plan, f) for f in forecasters] + [max((len(f.state["tail"]) for f in forecasters),
-                                                                   default=1)])
+    width = max([1, *(max(tail_width(plan, f), len(f.state["tail"])) for f in forecasters)])
     tail = np.full((len(forecasters), width), np.nan)
     for i, f in enumerate(forecasters):
         values = _floats(f.state["tail"])

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import series_frame
+from helpers import ISSUE_25_MODEL, series_frame
 from manymodels.bundle import check_bundle, load_config
 from manymodels.errors import BundleError
 
@@ -25,30 +25,7 @@ resources:
       label: units
 """
 
-# The bundle of issue 25, as written.
-ISSUE = """\
-      task: forecast
-      time: week
-      freq: W-MON
-      horizon: 12
-      features:
-        lags: [1, 2, 3, 52]
-        rolling: [{window: 4, stats: [mean, std], lag: 1}]
-        calendar: [week_of_year, month]
-        known: [price, promo]
-        static: [region]
-      target_transform: [{diff: 1}]
-      strategy: recursive
-      gaps: error
-      validation: {kind: time, windows: 3, step: 12}
-      candidates:
-        - {name: lgbm, type: lightgbm, params: {num_boost_round: 200, min_data_in_leaf: 5}}
-        - {name: ridge, type: sklearn, entry: sklearn.linear_model.Ridge}
-        - {name: naive, type: baseline, method: naive}
-        - {name: snaive, type: baseline, method: seasonal_naive, period: 52}
-        - {name: drift, type: baseline, method: drift}
-        - {name: avg4, type: baseline, method: window_average, window: 4}
-"""
+ISSUE = ISSUE_25_MODEL  # the bundle of issue 25, as written
 
 
 def sales(steps: int = 120, stores: int = 3) -> pd.DataFrame:
