@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from manymodels.bundle.schema import HIGHER_IS_BETTER
 from manymodels.engines import Engine
 from manymodels.errors import DataError
 from manymodels.registry import manifest as mf
@@ -77,7 +78,7 @@ def naive_summary(manifest: pd.DataFrame, spec: SegmentSpec) -> dict[str, float]
     judged = np.isfinite(chosen) & np.isfinite(naive)
     if not judged.any():
         return {}
-    maximize = spec.validation is not None and spec.validation.maximize
+    maximize = spec.metric in HIGHER_IS_BETTER  # the holdout's metric, not the one selection used
     worse = chosen[judged] < naive[judged] - 1e-12 if maximize else chosen[judged] > naive[judged] + 1e-12
     return {NAIVE_WORSE: float(worse.sum()), f"naive_{spec.metric}_p50": float(np.median(naive[judged])),
             NAIVE_JUDGED: float(judged.sum())}
@@ -89,7 +90,7 @@ def naive_warning(summary: dict[str, float], spec: SegmentSpec) -> str | None:
     if worse is None or not judged:
         return None
     naive, ours = summary.get(f"naive_{spec.metric}_p50"), summary.get(f"{spec.metric}_p50")
-    maximize = spec.validation is not None and spec.validation.maximize
+    maximize = spec.metric in HIGHER_IS_BETTER
     median_worse = naive is not None and ours is not None and (ours < naive if maximize else ours > naive)
     if worse / judged <= LOUD_FRACTION and not median_worse:
         return None

@@ -120,10 +120,12 @@ def window_metric(metric: str, actual: np.ndarray, predicted: np.ndarray) -> flo
 
 
 def step_metrics(metric: str, actual: np.ndarray, predicted: np.ndarray) -> list[float | None]:
-    """The metric of each step of a forecast on its own (null where the step has no actual value)."""
+    """The metric of each step of the forecasts given (one series: a vector of steps; many: series x steps), over
+    the series whose step has an actual value (null where none has; r2 is not one step's)."""
+    actual, predicted = np.atleast_2d(actual), np.atleast_2d(predicted)
     out: list[float | None] = []
-    for a, p in zip(actual.tolist(), predicted.tolist(), strict=True):
-        value = window_metric(metric, np.array([a]), np.array([p])) if metric != "r2" else math.nan
+    for k in range(actual.shape[1]):
+        value = window_metric(metric, actual[:, k], predicted[:, k]) if metric != "r2" else math.nan
         out.append(None if math.isnan(value) else value)
     return out
 
@@ -287,8 +289,7 @@ def fit_pooled(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, dict
     actual = np.array([h.y[-horizon:] for h in usable])
     kept = {
         "metrics": compute_metrics("regression", *_known_pairs(actual, predicted)),
-        "step_metric": json.dumps([window_metric(spec.metric, actual[:, k], predicted[:, k])
-                                   if spec.metric != "r2" else None for k in range(horizon)]),
+        "step_metric": json.dumps(step_metrics(spec.metric, actual, predicted)),
         "holdout_naive": window_metric(spec.metric, actual.reshape(-1), naive.reshape(-1)),
         "n_train": sum(len(t) for t in trains),
         "n_test": int(np.isfinite(actual).sum()),

@@ -154,3 +154,17 @@ def test_a_forecast_fleet_that_loses_to_naive_on_the_holdout_says_so() -> None:
     line = naive_warning(worse, spec)
     assert line is not None and "worse than naive (the last value) on the holdout of 2 of 2 segments" in line
     assert naive_summary(manifest, SegmentSpec(segment_by=("s",), label="y", features=())) == {}
+
+
+def test_the_holdout_against_naive_is_judged_in_the_primary_metrics_direction() -> None:
+    """r2 is better higher, whatever metric selection chose by (rmse here): a higher r2 than naive's is no loss."""
+    from manymodels.jobs.selection import NAIVE_WORSE, naive_summary
+    from manymodels.segment.spec import ForecastPlan, SegmentSpec, Validation
+
+    spec = SegmentSpec(segment_by=("s",), label="y", features=(), metric="r2",
+                       forecast=ForecastPlan(time="t", horizon=4),
+                       validation=Validation(kind="time", metric="rmse", maximize=False))
+    manifest = pd.DataFrame({"s": ["a", "b"], "status": ["ok", "ok"], "r2": [0.9, 0.1], "holdout_naive": [0.5, 0.5]})
+    assert naive_summary(manifest, spec)[NAIVE_WORSE] == 1  # b
+    better = manifest.assign(r2=[0.9, 0.8])
+    assert naive_summary(better, spec)[NAIVE_WORSE] == 0  # both beat naive's r2

@@ -185,3 +185,12 @@ def test_series_keep_their_known_and_static_values() -> None:
     history = series_of(one(), PLAN, "units", GRID)
     assert isinstance(history, Series) and history.known.shape == (40, 1) and history.static.shape == (1,)
     assert np.isfinite(history.static).all()  # text 'r0' as a stable number
+
+
+def test_step_metrics_of_one_forecast_or_of_many_series() -> None:
+    from manymodels.segment.forecast_fit import step_metrics
+
+    assert step_metrics("mae", np.array([1.0, 2.0]), np.array([2.0, 2.5])) == [1.0, 0.5]
+    many = step_metrics("rmse", np.array([[1.0, np.nan], [3.0, np.nan]]), np.array([[2.0, 1.0], [3.0, 1.0]]))
+    assert many[0] == pytest.approx(np.sqrt(0.5)) and many[1] is None  # no actual value at step 2: null, not NaN
+    assert step_metrics("r2", np.array([1.0]), np.array([1.0])) == [None]
