@@ -6,8 +6,9 @@ before it, no refit) and at h=H (one origin, H steps ahead).
 
 Anchors: statsforecast (AutoETS, AutoARIMA, Naive, SeasonalNaive) and mlforecast (LightGBM on the same lags
 and calendar features, with and without a first difference of the target). manymodels: a bundle with the
-same lags and features and candidates LightGBM, Ridge, naive, seasonal naive and drift, chosen per series on
-rolling-origin windows; `Project.forecast` from the pack (h=H) and from each newer history (h=1).
+same lags and features and candidates LightGBM (per series, and one global over every series), Ridge, naive,
+seasonal naive and drift, chosen per series on rolling-origin windows; `Project.forecast` from the pack (h=H)
+and from each newer history (h=1).
 
 Data sets shipped inside packages: plotly's gapminder (life expectancy, 142 countries every 5 years),
 statsmodels' macrodata (12 US quarterly series) and grunfeld (investment of 11 firms, yearly), and
@@ -184,6 +185,9 @@ def manymodels_bundle(panel: Panel) -> dict[str, Any]:
     features: dict[str, Any] = {"lags": panel.lags, "calendar": panel.calendar, "known": panel.exog}
     candidates: list[dict[str, Any]] = [
         {"name": "lgbm", "type": "lightgbm", "params": {"num_boost_round": 100, "min_data_in_leaf": 5}},
+        # one LightGBM over every series, as mlforecast fits it: each series chooses between it and its own models
+        {"name": "global_lgbm", "type": "lightgbm", "scope": "global",
+         "params": {"num_boost_round": 100, "min_data_in_leaf": 5}},
         {"name": "ridge", "type": "sklearn", "entry": "sklearn.linear_model.Ridge"},
         {"name": "naive", "type": "baseline", "method": "naive"},
         {"name": "drift", "type": "baseline", "method": "drift"},

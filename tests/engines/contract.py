@@ -17,6 +17,7 @@ import pytest
 from helpers import future_known, segment_frame, series_frame
 from manymodels.engines import Contender, Dataset, Engine, LocalEngine, prepare
 from manymodels.engines.operations import Watch, model_positions, monitor_chunk
+from manymodels.jobs.pooled import fit_pooled_candidates
 from manymodels.jobs.train import keep_states
 from manymodels.registry.forecasting import forecast_state
 from manymodels.registry.manifest import build_manifest
@@ -385,6 +386,28 @@ def forecast_pack(tmp_path: Path, frame: pd.DataFrame) -> Path:
     return root
 
 
+POOLED_SPEC = with_naive(replace(FORECAST_SPEC, candidates=(
+    Candidate("glgbm", params={"num_boost_round": 10, "min_data_in_leaf": 3}, pooled=True),
+    Candidate("ridge", "sklearn", "sklearn.linear_model.Ridge"))))
+
+
+def pooled_pack(engine: Engine, tmp_path: Path, frame: pd.DataFrame) -> tuple[Path, list[Any], SegmentSpec]:
+    """A pack of POOLED_SPEC fitted on `engine` (the pooled candidates first, as training does), its results and the
+    spec the segments were fitted with."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "series.parquet"
+    frame.to_parquet(path, index=False)
+    root = tmp_path / "pooled"
+    (root / "shards").mkdir(parents=True)
+    spec = fit_pooled_candidates(engine, POOLED_SPEC, Dataset(path, "parquet"), root, None)
+    data = engine.load(path, "parquet", spec)
+    results = engine.fit(data, spec, str(root / "shards"))
+    info = PackInfo(model="demand", segment_by=["segment"], features=list(PLAN.known), label="units",
+                    task="regression", metric="rmse", run_id="pooled", extra={"time": "week", FORECAST: asdict(PLAN)})
+    write_pack_files(root, info, build_manifest(data.keys, results, spec))
+    return root, results, spec
+
+
 class ForecastContract:
     """Forecast families: every engine fits, forecasts, evaluates and monitors them as one process does, to 1e-9."""
 
@@ -431,6 +454,36 @@ class ForecastContract:
             assert again.segments_without_model == 0
             pd.testing.assert_frame_equal(again.frame.sort_values(order).reset_index(drop=True),
                                           want.sort_values(order).reset_index(drop=True), atol=1e-9)
+
+        def test_pooled_candidates_fit_score_and_forecast_the_same(self, engine: Engine, tmp_path: Path) -> None:
+            """A `scope: global` candidate: one fit over the fleet on the engine, its windows' metrics per series
+            read by each segment's selection, the segments that chose it forecasting with its one model."""
+            frame = forecast_fleet()
+            root, results, spec = pooled_pack(engine, tmp_path / "engine", frame)
+            want_root, reference, want_spec = pooled_pack(LocalEngine(workers=1), tmp_path / "reference", frame)
+            assert [(s.candidate, s.digest) for s in spec.shared] == [(s.candidate, s.digest) for s in want_spec.shared]
+            for got_fit, want_fit in zip(spec.shared, want_spec.shared, strict=True):
+                assert got_fit.scores.keys() == want_fit.scores.keys() and len(want_fit.scores) == 6  # not the thin
+                for key, (folds, holdout) in want_fit.scores.items():
+                    assert [o for o, _ in got_fit.scores[key][0]] == [o for o, _ in folds]  # the windows' origins
+                    assert [m for _, m in got_fit.scores[key][0]] == pytest.approx([m for _, m in folds], abs=1e-9)
+                    assert got_fit.scores[key][1] == pytest.approx(holdout, abs=1e-9)
+            keys = prepare(frame, ["segment"]).keys["segment"].tolist()
+            got, want = selected(results, keys), selected(reference, keys)
+            assert "glgbm" in {w[1] for w in want.values()}  # a pooled candidate won somewhere
+            for seg, (status, winner, params, folds, scores, rmse) in want.items():
+                assert got[seg][:4] == (status, winner, params, folds), seg
+                for name, values in scores.items():
+                    assert got[seg][4][name] == pytest.approx(values, abs=1e-9), (seg, name)
+                if status == "ok":
+                    assert got[seg][5] == pytest.approx(rmse, abs=1e-9), seg
+            known = future_known(frame)
+            expected, _ = forecast_state(Pack(want_root), None, 4, known)
+            order = ["segment", "step"]
+            forecasts = engine.forecast(str(root), 4, None, known).frame
+            pd.testing.assert_frame_equal(forecasts.sort_values(order).reset_index(drop=True),
+                                          expected.sort_values(order).reset_index(drop=True), atol=1e-9)
+            assert expected["prediction"].notna().sum() == 6 * 4  # the thin segment has no model (no fallback here)
 
         def test_evaluating_forecasts_gives_what_training_measured(self, engine: Engine, tmp_path: Path) -> None:
             frame = forecast_fleet()

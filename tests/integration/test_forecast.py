@@ -245,3 +245,70 @@ def test_a_fallback_forecasts_thin_and_unseen_segments(tmp_path: Path) -> None:
     assert answered["model_source"].tolist() == ["fallback", "fallback"]
     np.testing.assert_allclose(answered["prediction"].to_numpy(dtype=float),
                                got.loc[got["store"] == "young", "prediction"].to_numpy(dtype=float)[:2], atol=1e-9)
+
+
+def test_a_global_candidate_is_one_model_the_segments_choose(tmp_path: Path) -> None:
+    """`scope: global`: one LightGBM over every store's series, scored per store on the same windows as the stores'
+    own models; the stores that chose it share its one file in the pack, forecast, evaluate and are served by it, also
+    from a promoted (composed) pack."""
+    frame = series_frame(segments=6, steps=40, seed=21).rename(columns={"segment": "store"})
+    (tmp_path / "data").mkdir()
+    frame.to_parquet(tmp_path / "data" / "sales.parquet", index=False)
+    model = {
+        "task": "forecast", "dataset": "sales", "segment_by": ["store"], "label": "units", "time": "week",
+        "horizon": 4, "features": {"lags": [1, 2, 4], "known": ["price"]},
+        "candidates": [{"name": "everyone", "scope": "global",
+                        "params": {"num_boost_round": 30, "min_data_in_leaf": 3}},
+                       {"name": "own", "type": "sklearn", "entry": "sklearn.linear_model.Ridge"}],
+    }
+    bundle = {"bundle": {"name": "pooled"}, "resources": {"datasets": {"sales": {"path": "data/sales.parquet"}},
+                                                          "models": {"demand": model}}}
+    (tmp_path / "manymodels.yml").write_text(yaml.safe_dump(bundle))
+    trained = runner.invoke(app, ["--bundle", str(tmp_path), "train", "demand"], env=WIDE)
+    assert trained.exit_code == 0, trained.output
+    api = mm.load_bundle(tmp_path)
+    manifest = api.manifest("demand").set_index("store")
+    chose = manifest.index[manifest["candidate"] == "everyone"]
+    assert 0 < len(chose) < 6 and f"everyone {len(chose)}" in trained.output
+    shared = list(tmp_path.glob(".manymodels/artifacts/**/model/pack/shared/*.model"))
+    assert len(shared) == 1  # one model, however many stores chose it
+    scores = json.loads(manifest.loc[chose[0], "cv_scores"])
+    assert len(scores["everyone"]["folds"]) == 3 and len(scores["own"]["folds"]) == 3  # the same windows
+
+    known = future(frame, steps=4)
+    out = tmp_path / "next.parquet"
+    done = runner.invoke(app, ["--bundle", str(tmp_path), "forecast", "demand", "--out", str(out)], env=WIDE)
+    assert done.exit_code == 2 and "price" in done.output  # known values are still asked for
+    known.to_parquet(tmp_path / "known.parquet", index=False)
+    done = runner.invoke(app, ["--bundle", str(tmp_path), "forecast", "demand", "--known",
+                               str(tmp_path / "known.parquet"), "--out", str(out)], env=WIDE)
+    assert done.exit_code == 0, done.output
+    got = pd.read_parquet(out)
+    assert got["prediction"].notna().all() and len(got) == 6 * 4 and (got["model_source"] == "segment").all()
+
+    # What training measured on the holdout is what evaluate measures, for the stores on the shared model too.
+    table = api.evaluate("demand", save=False).table.set_index("store")
+    np.testing.assert_allclose(table.loc[manifest.index, "challenger"], manifest["rmse"], atol=1e-9)
+
+    # Promoted: the composed pack carries the shared model; MLflow's pyfunc answers as `forecast` did.
+    api.promote("demand")
+    mlflow.set_tracking_uri(api.tracking_uri)
+    champion = mlflow.pyfunc.load_model(f"models:/{api.registered_model('demand')}@champion")
+    rows = known[known["store"] == chose[0]]
+    answered = champion.predict(rows)
+    np.testing.assert_allclose(answered["prediction"].to_numpy(dtype=float),
+                               got.loc[got["store"] == chose[0], "prediction"].to_numpy(dtype=float), atol=1e-9)
+
+    # A shared model whose bytes changed is damaged: never loaded; the command names it and writes nothing.
+    promoted = list(tmp_path.glob(".manymodels/artifacts/**/model/pack/shared/*.model"))
+    assert len(promoted) == 2
+    for path in promoted:
+        path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    broken = runner.invoke(app, ["--bundle", str(tmp_path), "forecast", "demand", "--known",
+                                 str(tmp_path / "known.parquet"), "--out", str(tmp_path / "broken.parquet")], env=WIDE)
+    assert broken.exit_code == 1 and "of candidate everyone is damaged: its bytes do not match" in broken.output
+    assert not (tmp_path / "broken.parquet").exists()
+
+    # --changed-only cannot retrain a model fitted on every store's rows from the changed stores alone.
+    changed = runner.invoke(app, ["--bundle", str(tmp_path), "train", "demand", "--changed-only"], env=WIDE)
+    assert changed.exit_code == 2 and "scope global" in changed.output and "whole fleet" in changed.output

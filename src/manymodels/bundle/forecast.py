@@ -109,6 +109,10 @@ def forecast_problem(model: Any) -> str | None:
             return f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for task forecast"
         if isinstance(model.features, ForecastFeaturesSpec):
             return "features as a mapping (lags, rolling, calendar, known, static) are for task forecast; list columns"
+        pooled = [c.name for c in model.candidate_specs if c.scope == "global"]
+        if pooled:
+            return (f"candidate(s) {', '.join(pooled)}: scope global (one model over every segment's series) is for "
+                    "task forecast")
         forecast_only = [c.name for c in model.candidate_specs if c.method in ORIGIN_BASELINES]
         if forecast_only:
             return (f"baseline(s) {', '.join(forecast_only)} forecast from an origin: they are for task forecast "

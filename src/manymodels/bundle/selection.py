@@ -60,6 +60,9 @@ class CandidateSpec(Strict):
     the forecast's origin: `naive` (the last value), `seasonal_naive` (the value `period` steps before
     each target), `drift` (the line through the first and last values), `window_average` (the mean of
     the last `window` values), `mean`, `median`.
+
+    `scope: global` (forecasts; models, not baselines): one model fitted over every segment's series together,
+    on the same features, windows and horizon; each segment chooses between its own models and it.
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -70,9 +73,13 @@ class CandidateSpec(Strict):
         = None
     period: int | None = Field(default=None, ge=2)
     window: int | None = Field(default=None, ge=1)
+    scope: Literal["segment", "global"] = "segment"
 
     @model_validator(mode="after")
     def _fields_of_type(self) -> CandidateSpec:
+        if self.type == "baseline" and self.scope == "global":
+            raise ValueError("a baseline is a rule each segment applies to its own history: scope global is for "
+                             "models (lightgbm, sklearn, python)")
         if self.type == "baseline":
             if self.method is None:
                 raise ValueError(f"a baseline needs method: one of {', '.join(BASELINE_METHODS)}")
@@ -214,8 +221,11 @@ def selection_problem(model: Any) -> str | None:
     for name in model.tuning:
         if name not in names:
             return f"tuning.{name}: no candidate {name!r}{did_you_mean(name, names)}"
-        if next(c for c in model.candidate_specs if c.name == name).type == "baseline":
+        tuned = next(c for c in model.candidate_specs if c.name == name)
+        if tuned.type == "baseline":
             return f"tuning.{name}: a baseline has no parameters to tune"
+        if tuned.scope == "global":
+            return f"tuning.{name}: tuning a candidate of scope global is not built; give its params"
     time = model.time_column
     if model.validation is not None and model.validation.kind == "time" and time is None:
         return "validation kind time needs by, the time column (or a split by time)"

@@ -404,6 +404,7 @@ def selection_spec(spec: ModelSpec) -> tuple[Validation, tuple[Candidate, ...]]:
                 scope=tuning.scope if tuning else "segment",
                 sample=tuning.sample if tuning else 50,
                 window=c.window,
+                pooled=c.scope == "global",
             )
         )
     return validation, tuple(candidates)

@@ -32,6 +32,7 @@ from manymodels.errors import BundleError, DataError, EngineSetupError
 from manymodels.jobs.changes import ChangePlan, plan_changes
 from manymodels.jobs.context import Target
 from manymodels.jobs.pages import run_facts, training_sections, write_report
+from manymodels.jobs.pooled import fit_pooled_candidates, pooled_candidates
 from manymodels.jobs.selection import (
     baseline_warning,
     naive_summary,
@@ -299,6 +300,12 @@ def _train(
             f"{len(data):,} segments of {model.dataset!r} has {largest:,} rows: every segment would fail; lower "
             "min_rows"
         )
+    if changed_only and pooled_candidates(spec):
+        raise BundleError(
+            f"--changed-only retrains the segments whose rows changed, but candidate(s) "
+            f"{', '.join(pooled_candidates(spec))} (scope global) are fitted on every segment's rows: train the "
+            "whole fleet"
+        )
     tuned: dict[str, dict[str, Any]] = {}
     if tuned_globally(spec) and previous is not None:  # what the run found, not a new study's result
         spec = with_tuned(spec, previous.plan.get("tuned") or {})
@@ -343,6 +350,9 @@ def _train(
         shard_dir = _shard_dir(target, run_id, folder.path, folder.upload is not None)
         make_folder(shard_dir)
         kept = None
+        if pooled_candidates(spec) and len(data):  # before the fleet: each segment weighs them against its own
+            # (a resumed run fits them again: the same rows give the same model, so its finished segments stay)
+            spec = fit_pooled_candidates(engine, spec, dataset, Path(pack.root), run_staging)
         if previous is not None:
             data, kept = _keep_finished(shard_dir, data, spec, info, engine, path, dataset.fmt)
         else:
@@ -567,7 +577,7 @@ def _fit_fallback(
     the fallback is the first candidate that is not a baseline, with its parameters as given: no
     cross-validation of a model fitted on every row.
     """
-    fallback_spec = replace(spec, segment_by=tuple(by), validation=None, candidates=())
+    fallback_spec = replace(spec, segment_by=tuple(by), validation=None, candidates=(), shared=())
     described = replace(info, segment_by=list(by), extra={"kind": "fallback"})
     if spec.forecast is not None:  # one model over every segment's series, each kept apart for its lags
         plan = fallback_plan(spec.forecast)
@@ -726,6 +736,8 @@ def _params(target: Target, name: str, spec: SegmentSpec, engine: Engine) -> dic
             f"time by={v.by} windows={v.windows} horizon={v.horizon or 'holdout'} step={v.step or 'horizon'}"
         params["selection.metric"] = v.metric
         params["candidates"] = [c.name for c in spec.choices()]
+        if pooled_candidates(spec):
+            params["candidates.global"] = pooled_candidates(spec)
         for c in spec.choices():
             if c.trials:
                 params[f"tuning.{c.name}"] = f"{c.sampler} trials={c.trials} scope={c.scope} space={sorted(c.space)}"

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from manymodels.registry.manifest import CHECKSUM, PROFILE, SEGMENT_INDEX, SHARD, SHARD_CHECKSUM, SOURCE_RUN, PackLayout
-from manymodels.registry.pack import Pack, PackInfo, model_problem, write_pack_files
+from manymodels.registry.pack import DamagedModel, Pack, PackInfo, model_problem, write_pack_files
 from manymodels.segment import shard_name
-from manymodels.segment.shards import checksum, write_shard
+from manymodels.segment.shards import checksum, list_files, read_bytes, write_file, write_shard
 
 MAX_SHARDS = 32  # a version's file count (and so its upload calls) stays bounded at any fleet size
 MIN_PER_SHARD = 1000
@@ -44,11 +44,34 @@ def compose_pack(
     """
     layout = PackLayout(pack_dir)
     manifest = copy_models(Path(layout.shards), parts)
+    copy_shared(Path(layout.shared), [pack for pack, rows in parts if len(rows)])
     donor = next((p for p in fallback_from if p.fallback is not None and isinstance(p.fallback.root, Path)), None)
     if donor is not None and donor.fallback is not None:
         shutil.copytree(Path(donor.fallback.root), Path(layout.fallback))
     write_pack_files(pack_dir, info, manifest)
     return manifest
+
+
+def copy_shared(shared_dir: Path, packs: Sequence[Pack]) -> int:
+    """Copy the pooled models of these packs (forecasts' `scope: global` candidates, named by their checksum, so
+    two runs' never collide) into `shared_dir`; a model whose bytes do not match its name is never copied.
+    Returns how many were copied.
+
+    Raises:
+        DamagedModel: a pooled model's bytes do not match its name.
+    """
+    copied = 0
+    for pack in packs:
+        for name in list_files(pack.layout.shared, "*.model"):
+            digest = name.removesuffix(".model")
+            blob = read_bytes(pack.layout.shared_model(digest))
+            if checksum(blob) != digest:
+                raise DamagedModel(f"{pack.root}: the pooled model {digest} is damaged: its bytes do not match it")
+            shared_dir.mkdir(parents=True, exist_ok=True)
+            if not (shared_dir / name).exists():
+                write_file(shared_dir / name, blob)
+                copied += 1
+    return copied
 
 
 def copy_models(

@@ -57,6 +57,7 @@ CV_SCORES = "cv_scores"  # JSON: per candidate, mean, std and fold metrics (and 
 STEP_METRIC = "step_metric"
 HOLDOUT_NAIVE = "holdout_naive"
 FORECAST_STATE = "forecast_state"  # a thin segment's state (JSON), which train keeps beside the fallback
+SERIES_SCORES = "series_scores"  # a pooled candidate's fit: each series' window metrics and holdout forecast (JSON)
 
 # The fixed columns of a fit's results, in manifest order, with their Arrow types.
 RESULT_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
@@ -99,7 +100,8 @@ def result_schema(spec: SegmentSpec, extra: Sequence[tuple[str, pa.DataType]] = 
     metrics = [(m, pa.float64()) for m in metric_names(spec.task)]
     selection = SELECTION_FIELDS if spec.selecting else ()
     forecast = FORECAST_FIELDS if spec.forecast is not None else ()
-    return pa.schema([*RESULT_FIELDS, *selection, *forecast, *extra, *metrics])
+    pooled = ((SERIES_SCORES, pa.string()),) if spec.pooled_fit else ()
+    return pa.schema([*RESULT_FIELDS, *selection, *forecast, *pooled, *extra, *metrics])
 
 
 def result_rows(results: Sequence[SegmentResult], spec: SegmentSpec) -> pd.DataFrame:
@@ -135,6 +137,8 @@ def result_rows(results: Sequence[SegmentResult], spec: SegmentSpec) -> pd.DataF
         rows[STEP_METRIC] = pd.array([r.step_metric for r in results], dtype="string")
         rows[HOLDOUT_NAIVE] = np.array([r.holdout_naive for r in results], dtype=float)
         rows[FORECAST_STATE] = pd.array([r.forecast_state for r in results], dtype="string")
+    if spec.pooled_fit:
+        rows[SERIES_SCORES] = pd.array([r.series_scores for r in results], dtype="string")
     for metric in metric_names(task):
         rows[metric] = np.array([r.metrics.get(metric, np.nan) for r in results], dtype=float)
     return rows
@@ -180,6 +184,7 @@ def results_from_rows(rows: pd.DataFrame, spec: SegmentSpec) -> list[SegmentResu
         for result, rec in zip(results, rows.to_dict("records"), strict=True):
             result.step_metric, result.holdout_naive = _text(rec[STEP_METRIC]), float(rec[HOLDOUT_NAIVE])
             result.forecast_state = _text(rec.get(FORECAST_STATE))
+            result.series_scores = _text(rec.get(SERIES_SCORES))
     return results
 
 
@@ -263,6 +268,8 @@ class PackLayout:
         profiles.parquet     segment_index, profile: each segment's reference profile (segment.profile)
         shards/shard-NNNNN.parquet   the models themselves, native formats, many per file
         fallback/            optional: a pack of its own, for rows whose segment has no model
+        shared/<checksum>.model   forecasts' pooled candidates: one model each, named by the checksum of its
+                             bytes, which every segment that chose it references
     """
 
     root: Path | str
@@ -276,6 +283,7 @@ class PackLayout:
     STATES = "states.parquet"  # a forecast fallback's: the segment columns and state of each segment it serves
     SHARDS = "shards"
     FALLBACK = "fallback"
+    SHARED = "shared"
 
     @property
     def info(self) -> Path | str:
@@ -306,6 +314,17 @@ class PackLayout:
     def fallback(self) -> Path | str:
         """The fallback pack's root."""
         return join_location(self.root, self.FALLBACK)
+
+    @property
+    def shared(self) -> Path | str:
+        """The folder of models segments share (a forecast's pooled candidates)."""
+        return join_location(self.root, self.SHARED)
+
+    def shared_model(self, digest: str) -> Path | str:
+        """A shared model's file, named by the checksum of its bytes."""
+        if not digest.isalnum():
+            raise ValueError(f"not a model checksum: {digest[:40]!r}")
+        return join_location(self.shared, f"{digest}.model")
 
     def shard(self, name: str) -> Path | str:
         """One shard file."""

@@ -33,7 +33,16 @@ from manymodels.registry.manifest import (
     routes,
 )
 from manymodels.segment.forecast import FORMAT_FORECAST, Forecaster, load_forecaster
-from manymodels.segment.shards import checksum, exists, group_models, is_url, models_of, put_file, read_bytes
+from manymodels.segment.shards import (
+    checksum,
+    exists,
+    group_models,
+    is_url,
+    list_files,
+    models_of,
+    put_file,
+    read_bytes,
+)
 from manymodels.segment.spec import ForecastPlan
 
 PACK_VERSION = 1
@@ -153,6 +162,7 @@ class Pack:
         self._damaged: dict[int, DamagedModel] = {}  # segments found damaged: never read again
         self._bad_shards: dict[str, str] = {}  # shard files that do not read, with why
         self._troubles: dict[str, str] = {}  # shard files some of whose row groups do not read, with why
+        self._pooled: dict[str, Forecaster] = {}  # pooled models segments share, by checksum
         self.fallback: Pack | None = None
         fallback = PackLayout(self.layout.fallback)
         if exists(fallback.info):
@@ -383,6 +393,9 @@ class Pack:
                 reason = model_problem(models.get(segment), router.checksums[position])
                 if reason:
                     raise self.damage(str(name), segment, reason)
+        for name in list_files(self.layout.shared, "*.model"):
+            probe = Forecaster("", "", shared=name.removesuffix(".model"))
+            self._attach_shared(probe)
         if self.fallback is not None:
             self.fallback.verify()
 
@@ -477,11 +490,42 @@ class Pack:
             raise damage
         fmt, blob = found
         loaded = (fmt, load_forecaster(blob) if fmt == FORMAT_FORECAST else load_model(fmt, blob, self.info.task))
+        if isinstance(loaded[1], Forecaster) and loaded[1].shared is not None:
+            try:
+                self._attach_shared(loaded[1])
+            except DamagedModel as exc:
+                with self._lock:
+                    self._damaged[segment] = exc
+                raise
         with self._lock:
             self._models[segment] = loaded
             while len(self._models) > self._model_cache_size:
                 self._models.popitem(last=False)
         return loaded, False
+
+    def _attach_shared(self, forecaster: Forecaster) -> None:
+        """Give a forecaster that references a pooled model (`shared`) that model, read once per pack and checked
+        against its name (the checksum of its bytes).
+
+        Raises:
+            DamagedModel: the shared model is missing, or its bytes do not match its name.
+        """
+        digest = str(forecaster.shared)
+        with self._lock:
+            pooled = self._pooled.get(digest)
+        if pooled is None:
+            try:
+                where = self.layout.shared_model(digest)
+                blob = read_bytes(where)
+                if checksum(blob) != digest:
+                    raise ValueError("its bytes do not match its checksum")
+                pooled = load_forecaster(blob)
+            except (OSError, ValueError) as exc:
+                raise DamagedModel(f"{self.root}: the pooled model {digest} of candidate {forecaster.candidate} is "
+                                   f"damaged: {_first_line(exc)}") from exc
+            with self._lock:
+                self._pooled[digest] = pooled
+        forecaster.models, forecaster.formats, forecaster.frames = pooled.models, pooled.formats, pooled.frames
 
     def _blob(self, shard: str, segment: int, lenient: bool = False) -> tuple[str, bytes] | None:
         """A model's (format, bytes) as its shard holds them; None when the shard lacks it. With `lenient` (its

@@ -63,6 +63,8 @@ class SegmentResult:
     holdout_naive: float = float("nan")
     # A thin forecast segment's state (JSON: its last values and time), for a fallback to forecast it from.
     forecast_state: str | None = None
+    # A pooled candidate's fit over the fleet: each series' window metrics and holdout forecast (JSON).
+    series_scores: str | None = None
 
 
 def row_hashes(frame: pd.DataFrame, spec: SegmentSpec) -> np.ndarray:
@@ -173,6 +175,7 @@ def _fit_forecast(result: SegmentResult, frame: pd.DataFrame, spec: SegmentSpec)
         result.metrics, result.step_metric = kept["metrics"], kept["step_metric"]
         result.holdout_naive, result.profile = kept["holdout_naive"], kept["profile"]
         result.n_train, result.n_test = kept["n_train"], kept["n_test"]
+        result.series_scores = kept.get("scores")
         result.model_format, result.model, result.status = FORMAT_FORECAST, blob, OK
         result.checksum = checksum(blob)
         result.constant = forecaster.constant

@@ -140,6 +140,8 @@ class Forecaster:
         formats: each model's format; blobs: each model's bytes (empty until serialized).
         state: tail (the last label values), last (time), first (first known label), span (steps from it to the
             last), static (values), count (steps of history).
+        shared: a pooled candidate's: the checksum of the one model every segment that chose it shares (a pack
+            keeps it once; this forecaster keeps its own scales and state, and no model until the pack attaches it).
     """
 
     candidate: str
@@ -156,6 +158,7 @@ class Forecaster:
     formats: list[str] = field(default_factory=list)
     blobs: list[bytes] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
+    shared: str | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -200,6 +203,8 @@ class Forecaster:
             "sizes": [len(b) for b in self.blobs],
             "state": self.state,
         }
+        if self.shared is not None:
+            header["shared"] = self.shared
         text = json.dumps(header, sort_keys=True, allow_nan=False).encode()
         return b"".join([_MAGIC, struct.pack(">Q", len(text)), text, *self.blobs])
 
@@ -245,6 +250,7 @@ def load_forecaster(blob: bytes) -> Forecaster:
         formats=list(header["formats"]),
         blobs=blobs,
         state=header["state"],
+        shared=header.get("shared"),
     )
 
 
@@ -529,9 +535,17 @@ def _modelled(
                                     shift=k if direct else 0)
             frame = None if bare.all() else pd.DataFrame(features, columns=names)
             predicted = np.empty(n)
-            for i, f in enumerate(forecasters):
-                model = f.models[k if direct else 0]
-                given = features[i : i + 1] if bare[i] else frame.iloc[i : i + 1]  # type: ignore[union-attr]
-                predicted[i] = float(np.asarray(model.predict(given)).reshape(-1)[0])
+            for model, at_rows in _by_model(forecasters, k if direct else 0):  # a shared model: one call for all
+                given = features[at_rows] if bare[at_rows[0]] else frame.iloc[at_rows]  # type: ignore[union-attr]
+                predicted[at_rows] = np.asarray(model.predict(given), dtype=np.float64).reshape(-1)
             z[:, width + k] = predicted
     return inverse(levels, plan.transforms, scales, z[:, width:])
+
+
+def _by_model(forecasters: Sequence[Forecaster], k: int) -> list[tuple[Predictor, np.ndarray]]:
+    """The forecasters' k-th models, each with the rows that use it (a pooled model's segments share one)."""
+    groups: dict[int, tuple[Predictor, list[int]]] = {}
+    for i, f in enumerate(forecasters):
+        model = f.models[k]
+        groups.setdefault(id(model), (model, []))[1].append(i)
+    return [(model, np.asarray(rows, dtype=np.int64)) for model, rows in groups.values()]

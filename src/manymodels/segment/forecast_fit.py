@@ -34,7 +34,8 @@ from manymodels.segment.forecast import (
 from manymodels.segment.metrics import compute_metrics
 from manymodels.segment.profile import WIDTH, column_profile
 from manymodels.segment.select import Scored, Selection, SelectionError, describe, tune, validation_of, winner_of
-from manymodels.segment.spec import Candidate, ForecastPlan, SegmentSpec
+from manymodels.segment.spec import Candidate, ForecastPlan, SegmentSpec, SharedFit, series_key
+from manymodels.segment.transforms import forward
 
 NAIVE = Candidate("naive", "baseline", method="naive")
 
@@ -130,8 +131,11 @@ def step_metrics(metric: str, actual: np.ndarray, predicted: np.ndarray) -> list
     return out
 
 
-def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid) -> Selection:
+def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str = "") -> Selection:
     """Choose a segment's forecaster among the spec's candidates on rolling-origin windows; refit the winner.
+
+    A pooled candidate (fitted once over the fleet) is not fitted here: its window metrics for this segment (`key`)
+    come from its fit, and a segment that chooses it keeps a reference to its one model.
 
     Raises:
         SelectionError: no window fits the history, or every candidate failed.
@@ -141,6 +145,12 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid) -> Selecti
     horizon = plan.horizon
 
     def fold_scores(candidate: Candidate, params: dict[str, Any]) -> list[float]:
+        if candidate.pooled:
+            found = dict((int(o), math.nan if m is None else m) for o, m in _shared_scores(spec, candidate, key)[0])
+            lacking = [o for o in origins if o not in found]
+            if lacking:
+                raise SelectionError(f"the pooled fit of {candidate.name} has no window at step {lacking[0]}")
+            return [found[o] for o in origins]
         out = []
         for origin in origins:
             history = train.upto(origin)
@@ -162,13 +172,37 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid) -> Selecti
             entry.error = describe(exc)
         scored.append(entry)
     winner, candidate = winner_of(scored, spec, "window")
-    fitted = fit_forecaster(candidate, winner.params, plan, train, impute=_impute(spec, candidate), serialize=True)
+    if candidate.pooled:
+        fitted = Forecaster(candidate.name, candidate.estimator, plan.strategy, scales=series_scales(plan, train),
+                            plan=plan, shared=_shared_of(spec, candidate).digest)
+    else:
+        fitted = fit_forecaster(candidate, winner.params, plan, train, impute=_impute(spec, candidate),
+                                serialize=True)
     # A forecaster stands where selection keeps a predictor: fit_forecast takes it back out.
     return Selection(winner, scored, len(origins), cast(Predictor, fitted), FORMAT_FORECAST, b"", validation.maximize)
 
 
 def _impute(spec: SegmentSpec, candidate: Candidate) -> str | None:
     return spec.impute if candidate.estimator not in ("lightgbm", "baseline") else None
+
+
+def _shared_of(spec: SegmentSpec, candidate: Candidate) -> SharedFit:
+    found = next((s for s in spec.shared if s.candidate == candidate.name), None)
+    if found is None:
+        raise SelectionError(f"candidate {candidate.name} is pooled, but its fit over the fleet is not given")
+    return found
+
+
+def _shared_scores(spec: SegmentSpec, candidate: Candidate, key: str) -> tuple[list[Any], list[Any]]:
+    found = _shared_of(spec, candidate).scores.get(key)
+    if found is None:
+        raise SelectionError(f"the pooled fit of {candidate.name} left this series out (off the grid, or too short)")
+    return found
+
+
+def series_scales(plan: ForecastPlan, history: Series) -> np.ndarray:
+    """The transforms' (mean, std) fitted on one series (NaN for transforms that fit nothing)."""
+    return forward(history.y[None, :], plan.transforms)[1][0]
 
 
 def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Selection | None, dict[str, Any]]:
@@ -184,7 +218,7 @@ def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Se
         SelectionError: no candidate could be scored.
     """
     if spec.pool_by:
-        forecaster, kept = fit_pooled(frame, spec)
+        forecaster, kept = fit_shared(frame, spec) if spec.pooled_fit else fit_pooled(frame, spec)
         return forecaster, None, kept
     plan = plan_of(spec)
     grid = grid_of(plan, frame)
@@ -202,14 +236,19 @@ def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Se
     cut = len(series) - horizon
     train = series.upto(cut - 1)
     selection = None
+    key = series_key(frame[list(spec.segment_by)].iloc[0]) if spec.shared and len(frame) else ""
     if spec.selecting:
-        selection = select_forecast(train, spec, grid)
+        selection = select_forecast(train, spec, grid, key)
         forecaster = cast(Forecaster, selection.predictor)
     else:
         only = spec.choices()[0]
         forecaster = fit_forecaster(only, dict(only.params), plan, train, impute=_impute(spec, only), serialize=True)
     actual = series.y[cut:]
-    predicted = forecast_one(forecaster, train, plan, grid, horizon, series.known[cut:])
+    if forecaster.shared is not None:  # the pooled model's forecast of this series' holdout, made in its fit
+        pooled = _shared_scores(spec, next(c for c in spec.choices() if c.name == forecaster.candidate), key)[1]
+        predicted = np.array([math.nan if v is None else v for v in pooled], dtype=np.float64)
+    else:
+        predicted = forecast_one(forecaster, train, plan, grid, horizon, series.known[cut:])
     naive = forecast_one(fit_forecaster(NAIVE, {}, plan, train), train, plan, grid, horizon, series.known[cut:])
     known = np.isfinite(actual)
     if not known.any():
@@ -296,6 +335,89 @@ def fit_pooled(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, dict
         "profile": None,
     }
     return forecaster, kept
+
+
+def fit_shared(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, dict[str, Any]]:
+    """A pooled candidate's fit: one model over every series of `frame` (split by `spec.pool_by`; `spec` holds the
+    one candidate and the family's validation), scored per series on the windows its own selection uses.
+
+    Each window is one fit over every series' steps before that series' origin (the k-th window of each series,
+    counted back from its holdout), forecasting each series' horizon from its origin; the holdout's fit is the
+    model kept (every series' steps before its holdout), forecasting each series' holdout. Series too short for
+    a window (or for the holdout) are left out of its fit and score.
+
+    Returns:
+        The model (no state: each segment that chooses it keeps its own), and what the manifest keeps, plus
+        `scores` (JSON: series key -> [[origin, window metric], ...], the holdout forecast).
+
+    Raises:
+        ForecastDataError: no series is long enough for the holdout and one window.
+    """
+    plan, validation = plan_of(spec), validation_of(spec)
+    grid = grid_of(plan, frame)
+    horizon = plan.horizon
+    candidate = spec.choices()[0]
+    impute = _impute(spec, candidate)
+    keys, series = [], []
+    for values, rows in frame.groupby(list(spec.pool_by), sort=True, dropna=False, observed=True):
+        try:
+            history = series_of(rows, plan, spec.label, grid)
+        except ForecastDataError:
+            continue  # off the grid: its own fit says why
+        if len(history) >= thin_limit(spec):
+            keys.append(series_key(values if isinstance(values, tuple) else (values,)))
+            series.append(history)
+    if not series:
+        raise ForecastDataError(f"no series has {thin_limit(spec)} steps (the holdout, a window and the history "
+                                f"before it): nothing to fit {candidate.name} on")
+    trains = [s.upto(len(s) - horizon - 1) for s in series]
+    windows: dict[int, list[tuple[int, int]]] = {}  # k-th latest window -> (series, origin)
+    for i, train in enumerate(trains):
+        try:
+            origins = forecast_windows(len(train), spec)
+        except SelectionError:
+            continue
+        for k, origin in enumerate(reversed(origins)):
+            windows.setdefault(k, []).append((i, origin))
+    folds: list[list[list[Any]]] = [[] for _ in series]
+    for members in windows.values():
+        histories = [trains[i].upto(o) for i, o in members]
+        fitted = fit_pooled_forecaster(candidate, dict(candidate.params), plan, histories, impute=impute)
+        known = np.array([trains[i].known[o + 1 : o + 1 + horizon] for i, o in members])
+        actual = np.array([trains[i].y[o + 1 : o + 1 + horizon] for i, o in members])
+        predicted = _pooled_forecast(fitted, plan, grid, histories, known)
+        for (i, origin), a, p in zip(members, actual, predicted, strict=True):
+            folds[i].append([origin, _json_number(window_metric(validation.metric, a, p))])
+    model = fit_pooled_forecaster(candidate, dict(candidate.params), plan, trains, impute=impute, serialize=True)
+    known = np.array([s.known[-horizon:] for s in series]).reshape(len(series), horizon, len(plan.known))
+    predicted = _pooled_forecast(model, plan, grid, trains, known)
+    actual = np.array([s.y[-horizon:] for s in series])
+    naive = forecast_many(plan, grid, [fit_forecaster(NAIVE, {}, plan, t) for t in trains],
+                          origins_from_series(trains, plan, 1), horizon, known)
+    scores = {k: [sorted(f), [_json_number(v) for v in p]] for k, f, p in zip(keys, folds, predicted, strict=True)}
+    kept = {
+        "metrics": compute_metrics("regression", *_known_pairs(actual, predicted)),
+        "step_metric": json.dumps(step_metrics(spec.metric, actual, predicted)),
+        "holdout_naive": window_metric(spec.metric, actual.reshape(-1), naive.reshape(-1)),
+        "n_train": sum(len(t) for t in trains),
+        "n_test": int(np.isfinite(actual).sum()),
+        "profile": None,
+        "scores": json.dumps(scores, allow_nan=False),
+    }
+    return model, kept
+
+
+def _pooled_forecast(model: Forecaster, plan: ForecastPlan, grid: TimeGrid, histories: list[Series],
+                     known: np.ndarray) -> np.ndarray:
+    """One pooled model's forecasts of many series from the ends of their histories, each with its own scales."""
+    views = [replace(model, scales=series_scales(plan, h)) for h in histories]
+    origins = origins_from_series(histories, plan, tail_width(plan, model))
+    return forecast_many(plan, grid, views, origins, plan.horizon, known.reshape(len(histories), plan.horizon,
+                                                                                 len(plan.known)))
+
+
+def _json_number(value: float) -> float | None:
+    return None if not math.isfinite(value) else float(value)
 
 
 def _known_pairs(actual: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 
@@ -27,6 +27,8 @@ class Candidate:
             run before the fleet is fitted, which then fits with the parameters it found).
         sample: how many segments a global study scores each trial on.
         window: a `window_average` baseline's window, in steps.
+        pooled: a forecast candidate fitted once over every segment's series together (the bundle's `scope:
+            global`), whose window forecasts each segment's selection reads (`SegmentSpec.shared`).
     """
 
     name: str
@@ -41,6 +43,7 @@ class Candidate:
     scope: str = "segment"
     sample: int = 50
     window: int | None = None
+    pooled: bool = False
 
     @property
     def tuned_globally(self) -> bool:
@@ -152,6 +155,28 @@ class ForecastPlan:
 
 
 @dataclass(frozen=True)
+class SharedFit:
+    """What a pooled candidate's one fit over the fleet gives each segment's selection.
+
+    Attributes:
+        candidate: the candidate's name.
+        digest: the checksum of its model's bytes (a pack keeps them once, under it).
+        scores: per series key (`series_key`): its window metrics (oldest first, as `forecast_windows` places
+            them) and its holdout forecast (the model fitted on every series' steps before their holdout).
+    """
+
+    candidate: str
+    digest: str
+    scores: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict, repr=False)
+
+
+def series_key(values: Any) -> str:
+    """One series' key from its segment values, the same whatever reader made their dtypes (int32 or int64, Arrow
+    or object text)."""
+    return json.dumps([str(v) for v in values])
+
+
+@dataclass(frozen=True)
 class SegmentSpec:
     """The per-segment recipe of one model family.
 
@@ -174,8 +199,9 @@ class SegmentSpec:
         candidates: the models selection chooses among (empty: the one estimator above, no selection).
         validation: how selection scores candidates (None: no cross-validation).
         forecast: the forecast plan of a `task: forecast` family (None: a regression or binary one).
-        pool_by: a forecast fallback's: the columns that split its one segment (every row) into the series its one
-            model is fitted on together.
+        pool_by: a pooled forecast fit's (a fallback's, or with validation a pooled candidate's): the columns that
+            split its one segment (every row) into the series its one model is fitted on together.
+        shared: the pooled candidates' fits, read by each segment's selection (the fingerprint keeps their digests).
     """
 
     segment_by: tuple[str, ...]
@@ -197,12 +223,16 @@ class SegmentSpec:
     validation: Validation | None = None
     forecast: ForecastPlan | None = None
     pool_by: tuple[str, ...] = ()
+    shared: tuple[SharedFit, ...] = ()
 
     @property
     def fingerprint(self) -> str:
         """A hash of everything that changes what a segment's model would be, given the same rows."""
-        spec = asdict(self)
-        spec.pop("import_roots")
+        # field by field: a pooled fit's scores (a row per series) are not copied into it, only their digests
+        spec = {f.name: _plain(getattr(self, f.name)) for f in fields(self)
+                if f.name not in ("import_roots", "shared")}
+        if self.shared:
+            spec["shared"] = [[s.candidate, s.digest] for s in self.shared]
         # unset, newer fields change no older fingerprint
         for newer in ("impute", "candidates", "validation", "forecast", "pool_by"):
             if not spec[newer]:
@@ -210,6 +240,8 @@ class SegmentSpec:
         for candidate in spec.get("candidates", ()):
             if candidate.get("window") is None:  # newer than most fingerprints: unset changes none
                 candidate.pop("window")
+            if not candidate.get("pooled"):
+                candidate.pop("pooled", None)
         text = json.dumps(spec, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -233,6 +265,11 @@ class SegmentSpec:
         return (self.validation.by if self.validation is not None else None) or self.split_by
 
     @property
+    def pooled_fit(self) -> bool:
+        """Whether this is a pooled candidate's fit over the fleet (one segment of every row, scored per series)."""
+        return bool(self.pool_by) and self.validation is not None
+
+    @property
     def selecting(self) -> bool:
         """Whether segments are cross-validated (and their candidates chosen), not just fitted."""
         return self.validation is not None
@@ -242,3 +279,12 @@ class SegmentSpec:
         if self.candidates:
             return self.candidates
         return (Candidate(self.estimator, self.estimator, self.entry, dict(self.params)),)
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as `dataclasses.asdict` gives it (dataclasses as mappings, tuples of them as lists)."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -100,6 +100,16 @@ def test_the_smallest_forecast_names_task_time_horizon_segment_and_label(tmp_pat
          "a forecast's fallback is global (one model over every segment's history): fallback by parent groups is "
          "not built for forecasts yet"),
         ("      task: forecast\n      time: step\n      horizon: 4\n", 11, "column 'step' has a name manymodels gives"),
+        ("      task: forecast\n      time: week\n      horizon: 4\n      candidates:\n"
+         "        - {name: n, type: baseline, method: naive, scope: global}\n", 14,
+         "scope global is for models (lightgbm, sklearn, python)"),
+        ("      validation: {kind: kfold}\n      candidates:\n        - {name: g, scope: global}\n", 6,
+         "candidate(s) g: scope global (one model over every segment's series) is for task forecast"),
+        ("      task: forecast\n      time: week\n      horizon: 4\n      candidates:\n"
+         "        - {name: g, scope: global}\n      tuning:\n        g: {space: {num_leaves: [4, 8]}}\n", 6,
+         "tuning.g: tuning a candidate of scope global is not built"),
+        ("      task: forecast\n      time: week\n      horizon: 4\n      candidates:\n"
+         "        - {name: g, scope: all}\n", 14, "scope must be one of 'segment' or 'global'"),
     ],
 )
 def test_each_mistake_is_one_located_line(tmp_path: Path, model: str, line: int, message: str) -> None:
