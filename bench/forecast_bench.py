@@ -181,6 +181,9 @@ def mlforecast_runs(panel: Panel, train: pd.DataFrame, full: pd.DataFrame,
 # manymodels ------------------------------------------------------------------------------------------------
 
 
+ONLY: list[str] = []  # --candidates: manymodels' candidates to keep (all by default)
+
+
 def manymodels_bundle(panel: Panel) -> dict[str, Any]:
     features: dict[str, Any] = {"lags": panel.lags, "calendar": panel.calendar, "known": panel.exog}
     candidates: list[dict[str, Any]] = [
@@ -194,6 +197,8 @@ def manymodels_bundle(panel: Panel) -> dict[str, Any]:
     ]
     if panel.season > 1:
         candidates.append({"name": "snaive", "type": "baseline", "method": "seasonal_naive", "period": panel.season})
+    if ONLY:
+        candidates = [c for c in candidates if c["name"] in ONLY]
     return {
         "bundle": {"name": "forecast-bench"},
         "targets": {"dev": {"default": True}},
@@ -266,7 +271,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default=",".join(PANELS))
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--candidates", default="", help="keep only these manymodels candidates (comma-separated; "
+                        "naive is always measured)")
     args = parser.parse_args()
+    ONLY.extend(n for n in args.candidates.split(",") if n)
     everything = {}
     for key in args.datasets.split(","):
         panel = PANELS[key]()

@@ -74,6 +74,16 @@ def selected(results: list[Any], keys: list[str]) -> dict[str, tuple[Any, ...]]:
     return out
 
 
+def same_selection(got: dict[str, tuple[Any, ...]], want: dict[str, tuple[Any, ...]]) -> None:
+    """`selected` of two engines agree: the same winners, parameters and folds, the same metrics to 1e-9."""
+    for seg, (status, winner, params, folds, scores, rmse) in want.items():
+        assert got[seg][:4] == (status, winner, params, folds), seg
+        for name, values in scores.items():
+            assert got[seg][4][name] == pytest.approx(values, abs=1e-9), (seg, name)
+        if status == "ok":
+            assert got[seg][5] == pytest.approx(rmse, abs=1e-9), seg
+
+
 def reference(tmp_path: Path, frame: pd.DataFrame | None = None,
               spec: SegmentSpec = SPEC) -> dict[str, tuple[str, float, str]]:
     """Results of the plainest engine: one process, no pool."""
@@ -160,13 +170,8 @@ class EngineContract:
             want = selected(LocalEngine(workers=1).fit(plain, SELECT_SPEC, None), plain.keys["segment"].tolist())
             assert got.keys() == want.keys()
             assert {w[1] for w in want.values() if w[0] == "ok"} >= {"ridge"}  # a real choice was made
-            for seg, (status, winner, params, folds, scores, rmse) in want.items():
-                assert got[seg][:4] == (status, winner, params, folds), seg
-                assert got[seg][4].keys() == scores.keys(), seg
-                for name, values in scores.items():
-                    assert got[seg][4][name] == pytest.approx(values, abs=1e-9), (seg, name)
-                if status == "ok":
-                    assert got[seg][5] == pytest.approx(rmse, abs=1e-9), seg
+            assert all(got[seg][4].keys() == w[4].keys() for seg, w in want.items())
+            same_selection(got, want)
 
         def test_models_land_in_shards_not_in_results(self, engine: Engine, tmp_path: Path) -> None:
             data = self.load(engine, tmp_path)
@@ -427,12 +432,7 @@ class ForecastContract:
             want = selected(reference, plain.keys["segment"].tolist())
             assert got.keys() == want.keys() and want["thin"][0] == "failed"
             assert {w[1] for w in want.values() if w[0] == "ok"} - {"naive", "snaive"}  # a model won somewhere
-            for seg, (status, winner, params, folds, scores, rmse) in want.items():
-                assert got[seg][:4] == (status, winner, params, folds), seg
-                for name, values in scores.items():
-                    assert got[seg][4][name] == pytest.approx(values, abs=1e-9), (seg, name)
-                if status == "ok":
-                    assert got[seg][5] == pytest.approx(rmse, abs=1e-9), seg
+            same_selection(got, want)
             steps = {data.keys["segment"][r.index]: r.step_metric for r in results}
             assert steps == {plain.keys["segment"][r.index]: r.step_metric for r in reference}
 
@@ -471,12 +471,7 @@ class ForecastContract:
             keys = prepare(frame, ["segment"]).keys["segment"].tolist()
             got, want = selected(results, keys), selected(reference, keys)
             assert "glgbm" in {w[1] for w in want.values()}  # a pooled candidate won somewhere
-            for seg, (status, winner, params, folds, scores, rmse) in want.items():
-                assert got[seg][:4] == (status, winner, params, folds), seg
-                for name, values in scores.items():
-                    assert got[seg][4][name] == pytest.approx(values, abs=1e-9), (seg, name)
-                if status == "ok":
-                    assert got[seg][5] == pytest.approx(rmse, abs=1e-9), seg
+            same_selection(got, want)
             known = future_known(frame)
             expected, _ = forecast_state(Pack(want_root), None, 4, known)
             order = ["segment", "step"]

@@ -321,12 +321,20 @@ def fit_pooled(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, dict
     candidate = spec.choices()[0]
     forecaster = fit_pooled_forecaster(candidate, dict(candidate.params), plan, trains,
                                        impute=_impute(spec, candidate), serialize=True)
-    known = np.array([h.known[-horizon:] for h in usable]).reshape(len(usable), horizon, len(plan.known))
-    origins = origins_from_series(trains, plan, tail_width(plan, forecaster))
-    predicted = forecast_many(plan, grid, [forecaster] * len(usable), origins, horizon, known)
-    naive = forecast_many(plan, grid, [fit_forecaster(NAIVE, {}, plan, t) for t in trains], origins, horizon, known)
-    actual = np.array([h.y[-horizon:] for h in usable])
-    kept = {
+    return forecaster, _pooled_holdout(forecaster, spec, grid, usable, trains)[1]
+
+
+def _pooled_holdout(model: Forecaster, spec: SegmentSpec, grid: TimeGrid, series: list[Series],
+                    trains: list[Series]) -> tuple[np.ndarray, dict[str, Any]]:
+    """A pooled model's forecasts of each series' holdout (series x steps), and what the manifest keeps of them."""
+    plan = plan_of(spec)
+    horizon = plan.horizon
+    known = np.array([s.known[-horizon:] for s in series]).reshape(len(series), horizon, len(plan.known))
+    predicted = _pooled_forecast(model, plan, grid, trains, known)
+    actual = np.array([s.y[-horizon:] for s in series])
+    naive = forecast_many(plan, grid, [fit_forecaster(NAIVE, {}, plan, t) for t in trains],
+                          origins_from_series(trains, plan, 1), horizon, known)
+    return predicted, {
         "metrics": compute_metrics("regression", *_known_pairs(actual, predicted)),
         "step_metric": json.dumps(step_metrics(spec.metric, actual, predicted)),
         "holdout_naive": window_metric(spec.metric, actual.reshape(-1), naive.reshape(-1)),
@@ -334,7 +342,6 @@ def fit_pooled(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, dict
         "n_test": int(np.isfinite(actual).sum()),
         "profile": None,
     }
-    return forecaster, kept
 
 
 def fit_shared(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, dict[str, Any]]:
@@ -389,22 +396,9 @@ def fit_shared(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, dict
         for (i, origin), a, p in zip(members, actual, predicted, strict=True):
             folds[i].append([origin, _json_number(window_metric(validation.metric, a, p))])
     model = fit_pooled_forecaster(candidate, dict(candidate.params), plan, trains, impute=impute, serialize=True)
-    known = np.array([s.known[-horizon:] for s in series]).reshape(len(series), horizon, len(plan.known))
-    predicted = _pooled_forecast(model, plan, grid, trains, known)
-    actual = np.array([s.y[-horizon:] for s in series])
-    naive = forecast_many(plan, grid, [fit_forecaster(NAIVE, {}, plan, t) for t in trains],
-                          origins_from_series(trains, plan, 1), horizon, known)
+    predicted, kept = _pooled_holdout(model, spec, grid, series, trains)
     scores = {k: [sorted(f), [_json_number(v) for v in p]] for k, f, p in zip(keys, folds, predicted, strict=True)}
-    kept = {
-        "metrics": compute_metrics("regression", *_known_pairs(actual, predicted)),
-        "step_metric": json.dumps(step_metrics(spec.metric, actual, predicted)),
-        "holdout_naive": window_metric(spec.metric, actual.reshape(-1), naive.reshape(-1)),
-        "n_train": sum(len(t) for t in trains),
-        "n_test": int(np.isfinite(actual).sum()),
-        "profile": None,
-        "scores": json.dumps(scores, allow_nan=False),
-    }
-    return model, kept
+    return model, {**kept, "scores": json.dumps(scores, allow_nan=False)}
 
 
 def _pooled_forecast(model: Forecaster, plan: ForecastPlan, grid: TimeGrid, histories: list[Series],
