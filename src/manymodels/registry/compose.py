@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from manymodels.registry.manifest import CHECKSUM, PROFILE, SEGMENT_INDEX, SHARD, SHARD_CHECKSUM, SOURCE_RUN, PackLayout
-from manymodels.registry.pack import DamagedModel, Pack, PackInfo, model_problem, write_pack_files
+from manymodels.registry.pack import DamagedModel, Pack, PackInfo, model_problem, read_shared_model, write_pack_files
 from manymodels.segment import shard_name
-from manymodels.segment.shards import checksum, list_files, read_bytes, write_file, write_shard
+from manymodels.segment.shards import checksum, list_files, write_file, write_shard
 
 MAX_SHARDS = 32  # a version's file count (and so its upload calls) stays bounded at any fleet size
 MIN_PER_SHARD = 1000
@@ -63,14 +63,16 @@ def copy_shared(shared_dir: Path, packs: Sequence[Pack]) -> int:
     copied = 0
     for pack in packs:
         for name in list_files(pack.layout.shared, "*.model"):
+            if (shared_dir / name).exists():
+                continue
             digest = name.removesuffix(".model")
-            blob = read_bytes(pack.layout.shared_model(digest))
-            if checksum(blob) != digest:
-                raise DamagedModel(f"{pack.root}: the pooled model {digest} is damaged: its bytes do not match it")
+            try:
+                blob = read_shared_model(pack.layout, digest)
+            except ValueError as exc:
+                raise DamagedModel(f"{pack.root}: the pooled model {digest} is damaged: {exc}") from exc
             shared_dir.mkdir(parents=True, exist_ok=True)
-            if not (shared_dir / name).exists():
-                write_file(shared_dir / name, blob)
-                copied += 1
+            write_file(shared_dir / name, blob)
+            copied += 1
     return copied
 
 

@@ -394,8 +394,7 @@ class Pack:
                 if reason:
                     raise self.damage(str(name), segment, reason)
         for name in list_files(self.layout.shared, "*.model"):
-            probe = Forecaster("", "", shared=name.removesuffix(".model"))
-            self._attach_shared(probe)
+            self._pooled_model(name.removesuffix(".model"), "")
         if self.fallback is not None:
             self.fallback.verify()
 
@@ -504,28 +503,32 @@ class Pack:
         return loaded, False
 
     def _attach_shared(self, forecaster: Forecaster) -> None:
-        """Give a forecaster that references a pooled model (`shared`) that model, read once per pack and checked
-        against its name (the checksum of its bytes).
+        """Give a forecaster that references a pooled model (`shared`) that model's inner models.
 
         Raises:
             DamagedModel: the shared model is missing, or its bytes do not match its name.
         """
-        digest = str(forecaster.shared)
+        pooled = self._pooled_model(str(forecaster.shared), forecaster.candidate)
+        forecaster.models, forecaster.formats, forecaster.frames = pooled.models, pooled.formats, pooled.frames
+
+    def _pooled_model(self, digest: str, candidate: str) -> Forecaster:
+        """A pooled model of this pack, read once and checked against its name (the checksum of its bytes).
+
+        Raises:
+            DamagedModel: it is missing, or its bytes do not match its name.
+        """
         with self._lock:
             pooled = self._pooled.get(digest)
         if pooled is None:
             try:
-                where = self.layout.shared_model(digest)
-                blob = read_bytes(where)
-                if checksum(blob) != digest:
-                    raise ValueError("its bytes do not match its checksum")
-                pooled = load_forecaster(blob)
+                pooled = load_forecaster(read_shared_model(self.layout, digest))
             except (OSError, ValueError) as exc:
-                raise DamagedModel(f"{self.root}: the pooled model {digest} of candidate {forecaster.candidate} is "
-                                   f"damaged: {_first_line(exc)}") from exc
+                of = f" of candidate {candidate}" if candidate else ""
+                raise DamagedModel(f"{self.root}: the pooled model {digest}{of} is damaged: {_first_line(exc)}") \
+                    from exc
             with self._lock:
                 self._pooled[digest] = pooled
-        forecaster.models, forecaster.formats, forecaster.frames = pooled.models, pooled.formats, pooled.frames
+        return pooled
 
     def _blob(self, shard: str, segment: int, lenient: bool = False) -> tuple[str, bytes] | None:
         """A model's (format, bytes) as its shard holds them; None when the shard lacks it. With `lenient` (its
@@ -624,6 +627,19 @@ class Pack:
         row = self.manifest.loc[self.manifest[SEGMENT_INDEX] == segment, list(self.info.segment_by)]
         keys = ", ".join(f"{col}={_short(row[col].iloc[0])}" for col in row.columns) if len(row) else ""
         return f"{keys} (segment_index {segment})" if keys else f"segment_index {segment}"
+
+
+def read_shared_model(layout: PackLayout, digest: str) -> bytes:
+    """A pooled model's bytes (`shared/<checksum>.model`), checked against the checksum that names it.
+
+    Raises:
+        OSError: the file is missing or does not read.
+        ValueError: its bytes do not match its name.
+    """
+    blob = read_bytes(layout.shared_model(digest))
+    if checksum(blob) != digest:
+        raise ValueError("its bytes do not match its checksum")
+    return blob
 
 
 def model_problem(found: tuple[str, bytes] | None, expected: str | None, trouble: str | None = None) -> str | None:

@@ -146,7 +146,7 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
 
     def fold_scores(candidate: Candidate, params: dict[str, Any]) -> list[float]:
         if candidate.pooled:
-            found = dict((int(o), math.nan if m is None else m) for o, m in _shared_scores(spec, candidate, key)[0])
+            found = {int(o): math.nan if m is None else m for o, m in _shared_scores(spec, candidate.name, key)[0]}
             lacking = [o for o in origins if o not in found]
             if lacking:
                 raise SelectionError(f"the pooled fit of {candidate.name} has no window at step {lacking[0]}")
@@ -174,7 +174,7 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
     winner, candidate = winner_of(scored, spec, "window")
     if candidate.pooled:
         fitted = Forecaster(candidate.name, candidate.estimator, plan.strategy, scales=series_scales(plan, train),
-                            plan=plan, shared=_shared_of(spec, candidate).digest)
+                            plan=plan, shared=_shared_of(spec, candidate.name).digest)
     else:
         fitted = fit_forecaster(candidate, winner.params, plan, train, impute=_impute(spec, candidate),
                                 serialize=True)
@@ -186,17 +186,17 @@ def _impute(spec: SegmentSpec, candidate: Candidate) -> str | None:
     return spec.impute if candidate.estimator not in ("lightgbm", "baseline") else None
 
 
-def _shared_of(spec: SegmentSpec, candidate: Candidate) -> SharedFit:
-    found = next((s for s in spec.shared if s.candidate == candidate.name), None)
+def _shared_of(spec: SegmentSpec, name: str) -> SharedFit:
+    found = next((s for s in spec.shared if s.candidate == name), None)
     if found is None:
-        raise SelectionError(f"candidate {candidate.name} is pooled, but its fit over the fleet is not given")
+        raise SelectionError(f"candidate {name} is pooled, but its fit over the fleet is not given")
     return found
 
 
-def _shared_scores(spec: SegmentSpec, candidate: Candidate, key: str) -> tuple[list[Any], list[Any]]:
-    found = _shared_of(spec, candidate).scores.get(key)
+def _shared_scores(spec: SegmentSpec, name: str, key: str) -> tuple[list[Any], list[Any]]:
+    found = _shared_of(spec, name).scores.get(key)
     if found is None:
-        raise SelectionError(f"the pooled fit of {candidate.name} left this series out (off the grid, or too short)")
+        raise SelectionError(f"the pooled fit of {name} left this series out (off the grid, or too short)")
     return found
 
 
@@ -245,7 +245,7 @@ def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Se
         forecaster = fit_forecaster(only, dict(only.params), plan, train, impute=_impute(spec, only), serialize=True)
     actual = series.y[cut:]
     if forecaster.shared is not None:  # the pooled model's forecast of this series' holdout, made in its fit
-        pooled = _shared_scores(spec, next(c for c in spec.choices() if c.name == forecaster.candidate), key)[1]
+        pooled = _shared_scores(spec, forecaster.candidate, key)[1]
         predicted = np.array([math.nan if v is None else v for v in pooled], dtype=np.float64)
     else:
         predicted = forecast_one(forecaster, train, plan, grid, horizon, series.known[cut:])

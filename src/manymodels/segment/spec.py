@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from functools import cached_property
 from typing import Any
 
 
@@ -225,9 +226,10 @@ class SegmentSpec:
     pool_by: tuple[str, ...] = ()
     shared: tuple[SharedFit, ...] = ()
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """A hash of everything that changes what a segment's model would be, given the same rows."""
+        """A hash of everything that changes what a segment's model would be, given the same rows (once per spec:
+        every segment's fingerprint starts with it)."""
         # field by field: a pooled fit's scores (a row per series) are not copied into it, only their digests
         spec = {f.name: _plain(getattr(self, f.name)) for f in fields(self)
                 if f.name not in ("import_roots", "shared")}
