@@ -6,6 +6,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,18 @@ def chunked_bundle(root: Path, segments: int, rows: int, per_chunk: int) -> Path
     edit_bundle(root / "manymodels.yml",
                 lambda doc: doc["targets"]["dev"].update(engine={"max_chunk_rows": rows * per_chunk}))
     return root
+
+
+def stop_after(segments: int) -> Callable[[int], None]:
+    """An `on_progress` hook that stops the training (as Ctrl-C does) once this many segments are done."""
+    done = [0]
+
+    def hook(n: int) -> None:
+        done[0] += n
+        if done[0] >= segments:
+            raise KeyboardInterrupt
+
+    return hook
 
 
 def edit_bundle(path: Path, change: Any) -> None:

@@ -19,8 +19,9 @@ import yaml
 from typer.testing import CliRunner
 
 import manymodels as mm
-from helpers import ISSUE_25_MODEL, free_port, series_frame, stop_process, wait_until_up
+from helpers import ISSUE_25_MODEL, free_port, series_frame, stop_after, stop_process, wait_until_up
 from manymodels.cli.main import app
+from manymodels.registry.pack import DamagedModel
 
 runner = CliRunner()
 MANYMODELS = str(Path(sys.executable).with_name("manymodels"))
@@ -261,8 +262,9 @@ def test_a_global_candidate_is_one_model_the_segments_choose(tmp_path: Path) -> 
                         "params": {"num_boost_round": 30, "min_data_in_leaf": 3}},
                        {"name": "own", "type": "sklearn", "entry": "sklearn.linear_model.Ridge"}],
     }
-    bundle = {"bundle": {"name": "pooled"}, "resources": {"datasets": {"sales": {"path": "data/sales.parquet"}},
-                                                          "models": {"demand": model}}}
+    bundle = {"bundle": {"name": "pooled"},
+              "targets": {"dev": {"default": True, "engine": {"max_chunk_rows": 80}}},  # 2 stores a chunk
+              "resources": {"datasets": {"sales": {"path": "data/sales.parquet"}}, "models": {"demand": model}}}
     (tmp_path / "manymodels.yml").write_text(yaml.safe_dump(bundle))
     trained = runner.invoke(app, ["--bundle", str(tmp_path), "train", "demand"], env=WIDE)
     assert trained.exit_code == 0, trained.output
@@ -312,3 +314,24 @@ def test_a_global_candidate_is_one_model_the_segments_choose(tmp_path: Path) -> 
     # --changed-only cannot retrain a model fitted on every store's rows from the changed stores alone.
     changed = runner.invoke(app, ["--bundle", str(tmp_path), "train", "demand", "--changed-only"], env=WIDE)
     assert changed.exit_code == 2 and "scope global" in changed.output and "whole fleet" in changed.output
+
+    # A run stopped in its second chunk resumes: the global candidate is fitted again (the same model: the same
+    # file name), the stores it had finished are kept, and the pack forecasts as the run never stopped did.
+    with pytest.raises(KeyboardInterrupt):
+        api.train("demand", workers=1, on_progress=stop_after(3))
+    stopped = api.runs("demand")[0].run_id
+    resumed = api.train("demand", resume=stopped, workers=1)
+    assert resumed.run_id == stopped and resumed.summary["segments_ok"] == 6
+    assert resumed.summary["segments_resumed"] == 2
+    again = api.forecast("demand", run_id=stopped, known=known)
+    np.testing.assert_allclose(again["prediction"].to_numpy(dtype=float), got["prediction"].to_numpy(dtype=float),
+                               atol=1e-9)
+    pack = api.target_context.open_pack(api.target_context.tracker.run(stopped))
+    [own] = list(Path(pack.layout.shared).glob("*.model"))
+    assert own.name in {p.name for p in shared}
+
+    # verify (serve's start, rollback) finds a shared model missing as surely as a changed one.
+    pack.verify()
+    own.unlink()
+    with pytest.raises(DamagedModel, match="of candidate everyone is damaged"):
+        api.target_context.open_pack(api.target_context.tracker.run(stopped)).verify()

@@ -11,31 +11,18 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import manymodels as mm
-from helpers import chunked_bundle, edit_bundle, segment_frame, write_bundle
+from helpers import chunked_bundle, edit_bundle, segment_frame, stop_after, write_bundle
 from manymodels.errors import BundleError
 from manymodels.faults import ENV
 from manymodels.registry.manifest import PackLayout
 
 MANYMODELS = str(Path(sys.executable).parent / "manymodels")
-
-
-def stop_after(segments: int) -> Callable[[int], None]:
-    """An `on_progress` hook that stops the training (as Ctrl-C does) once this many segments are done."""
-    done = [0]
-
-    def hook(n: int) -> None:
-        done[0] += n
-        if done[0] >= segments:
-            raise KeyboardInterrupt
-
-    return hook
 
 
 def stopped_run(project: mm.Project, segments: int = 10) -> str:

@@ -32,7 +32,7 @@ from manymodels.registry.manifest import (
     PackLayout,
     routes,
 )
-from manymodels.segment.forecast import FORMAT_FORECAST, Forecaster, load_forecaster
+from manymodels.segment.forecast import FORMAT_FORECAST, Forecaster, forecaster_header, load_forecaster
 from manymodels.segment.shards import (
     checksum,
     exists,
@@ -385,16 +385,23 @@ class Pack:
             DamagedModel: a shard that is missing, damaged or lacks a model, named with a segment.
         """
         router = self._routes()
+        referenced: dict[str, str] = {}  # a pooled model's checksum -> the candidate whose segments reference it
         for name in sorted(set(router.shards.tolist())):
             at = np.flatnonzero(router.shards == name)
             models = self._read_whole(str(name), router.shard_sums[at[0]], strict=True)
             for position in at:
                 segment = int(router.segments[position])
-                reason = model_problem(models.get(segment), router.checksums[position])
+                found = models.get(segment)
+                reason = model_problem(found, router.checksums[position])
                 if reason:
                     raise self.damage(str(name), segment, reason)
-        for name in list_files(self.layout.shared, "*.model"):
-            self._pooled_model(name.removesuffix(".model"), "")
+                if found is not None and found[0] == FORMAT_FORECAST:
+                    header = forecaster_header(found[1])[0]
+                    if header.get("shared"):
+                        referenced.setdefault(str(header["shared"]), str(header.get("candidate", "")))
+        present = {name.removesuffix(".model") for name in list_files(self.layout.shared, "*.model")}
+        for digest in sorted(present | set(referenced)):  # a missing one is as damaged as a changed one
+            self._pooled_model(digest, referenced.get(digest, ""))
         if self.fallback is not None:
             self.fallback.verify()
 

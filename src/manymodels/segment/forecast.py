@@ -218,8 +218,9 @@ def _floats(values: Sequence[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 
-def load_forecaster(blob: bytes) -> Forecaster:
-    """Read back what `Forecaster.to_bytes` wrote (inner models loaded in their own formats).
+def forecaster_header(blob: bytes) -> tuple[dict[str, Any], int]:
+    """A forecaster's JSON header (what `Forecaster.to_bytes` wrote before its inner models) and where they start;
+    read without loading any model.
 
     Raises:
         ValueError: not a forecaster's bytes.
@@ -228,8 +229,16 @@ def load_forecaster(blob: bytes) -> Forecaster:
         raise ValueError("not a forecast model")
     start = len(_MAGIC) + 8
     (size,) = struct.unpack(">Q", blob[len(_MAGIC) : start])
-    header = json.loads(blob[start : start + size].decode())
-    at = start + size
+    return json.loads(blob[start : start + size].decode()), start + size
+
+
+def load_forecaster(blob: bytes) -> Forecaster:
+    """Read back what `Forecaster.to_bytes` wrote (inner models loaded in their own formats).
+
+    Raises:
+        ValueError: not a forecaster's bytes.
+    """
+    header, at = forecaster_header(blob)
     blobs = []
     for length in header["sizes"]:
         blobs.append(blob[at : at + length])
