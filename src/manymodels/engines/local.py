@@ -419,14 +419,15 @@ _NO_LEAK_CHECK = str(10**12)
 
 @contextmanager
 def _stopped_at_exit(pool: ProcessPoolExecutor) -> Iterator[ProcessPoolExecutor]:
-    """A pool for a `with` block: waited for when the block ends, its workers killed when it is interrupted
+    """A pool for a `with` block whose end every task has answered; its workers killed when it is interrupted
     (Ctrl-C, SIGTERM, an error): a stopped command does not wait for the chunks in flight."""
     try:
         yield pool
     except BaseException:
         pool.shutdown(wait=True, kill_workers=True)
         raise
-    pool.shutdown(wait=True)
+    # Every task has answered: the workers are idle. Stopped at once (0.04 s), not asked to exit (0.3 s).
+    pool.shutdown(wait=True, kill_workers=True)
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:

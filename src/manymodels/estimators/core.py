@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.metadata
 import inspect
+import json
+import os
 import pickle  # noqa: S403 - only for estimators with no native format; loads only our own packs
 import re
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -81,14 +85,49 @@ def accepted_params(kind: str, entry: str | None) -> set[str] | None:
 
 @functools.cache
 def _lightgbm_params() -> set[str] | None:
-    """LightGBM's parameters and their aliases, as its C API lists them (once per process)."""
+    """LightGBM's parameters and their aliases, as its C API lists them (once per process).
+
+    Kept in the user's cache folder per LightGBM version: importing LightGBM (and scikit-learn, which it imports)
+    costs most of a second, and a command that only checks a bundle before its workers fit (`train` on a pool,
+    `validate`) needs nothing else of it. A cache that does not read is ignored, one that cannot be written is
+    not kept: the names are then asked of LightGBM again.
+    """
+    cached = _param_cache("lightgbm")
+    if cached is not None:
+        try:
+            names = json.loads(cached.read_text())
+            if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+                return set(names)
+        except (OSError, ValueError):
+            pass
     import lightgbm.basic
 
     try:
         table = lightgbm.basic._ConfigAliases._get_all_param_aliases()
     except AttributeError:  # a LightGBM without it: do not guess
         return None
-    return {alias for name, aliases in table.items() for alias in (name, *aliases)}
+    names = {alias for name, aliases in table.items() for alias in (name, *aliases)}
+    if cached is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+            partial.write_text(json.dumps(sorted(names)))
+            partial.replace(cached)  # whole or not at all: another process may read it now
+        except OSError:
+            pass
+    return names
+
+
+def _param_cache(package: str) -> Path | None:
+    """Where a package's parameter names are cached (None: its version is unknown)."""
+    try:
+        version = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9.+_-]+", version):
+        return None
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "manymodels" / f"{package}-{version}-params.json"
 
 
 def is_constant(fmt: str, blob: bytes) -> bool:

@@ -113,7 +113,8 @@ def segment_fingerprints(
     ]
 
 
-def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> SegmentResult:
+def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0, hashes: np.ndarray | None = None
+                ) -> SegmentResult:
     """Split, fit and evaluate one segment; any failure is returned as a failed result, never raised.
 
     Args:
@@ -122,11 +123,12 @@ def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0) -> Segme
             arrives in, splits and fits the same rows the same way.
         spec: the model family's recipe.
         index: the segment's number in its run.
+        hashes: `row_hashes(frame, spec)`, when already computed for many segments at once.
     """
     start = time.perf_counter()
     rows = len(frame)
     try:
-        hashes = row_hashes(frame, spec)
+        hashes = row_hashes(frame, spec) if hashes is None else hashes
         fingerprint = data_fingerprint(frame, spec, hashes)
         frame = frame.iloc[np.argsort(hashes, kind="stable")]
     except Exception as exc:  # noqa: BLE001 - a segment's trouble is a row, not a dead run
@@ -245,9 +247,13 @@ def fit_chunk(
 
     add_import_roots(spec.import_roots)
     results = []
+    try:  # the chunk's rows hashed at once (a pandas call per segment costs more than the hashing)
+        hashes: np.ndarray | None = row_hashes(frame, spec) if len(frame) else None
+    except Exception:  # noqa: BLE001 - then each segment hashes its own, and one that cannot is its failed row
+        hashes = None
     with threadpool_limits(limits=1):
         for index, lo, hi in bounds:
-            results.append(fit_segment(frame.iloc[lo:hi], spec, index))
+            results.append(fit_segment(frame.iloc[lo:hi], spec, index, None if hashes is None else hashes[lo:hi]))
             if progress is not None:
                 progress(len(results))
             faults.point("fit.segment")

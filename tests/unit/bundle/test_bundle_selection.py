@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,28 @@ def test_a_sound_selection_has_no_problems(tmp_path: Path) -> None:
     tuning = config.resolved.resources.models["demand"].tuning["lgbm"]
     assert tuning.space["min_data_in_leaf"] == {"choices": [2, 5, 20]}
     assert tuning.space["learning_rate"] == {"float": [0.01, 0.3], "log": True}
+
+
+def test_lightgbm_parameter_names_are_cached_per_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LightGBM's parameter names are asked of LightGBM once per version and kept in the user's cache folder (a
+    command that checks a bundle then need not import it); a damaged cache is asked again and rewritten."""
+    import importlib.metadata
+
+    from manymodels.estimators import core
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = tmp_path / "manymodels" / f"lightgbm-{importlib.metadata.version('lightgbm')}-params.json"
+    core._lightgbm_params.cache_clear()
+    try:
+        names = core.accepted_params("lightgbm", None)
+        assert names is not None and {"num_boost_round", "min_data_in_leaf", "num_leaves"} <= names
+        assert set(json.loads(cache.read_text())) == names
+        cache.write_text(json.dumps(["only_this"]))  # what the cache says is what is used: LightGBM is not asked
+        core._lightgbm_params.cache_clear()
+        assert core.accepted_params("lightgbm", None) == {"only_this"}
+        cache.write_text("{not json")  # damaged: asked again, and the cache mended
+        core._lightgbm_params.cache_clear()
+        assert core.accepted_params("lightgbm", None) == names
+        assert set(json.loads(cache.read_text())) == names
+    finally:
+        core._lightgbm_params.cache_clear()  # the next test reads the real cache again
