@@ -350,14 +350,16 @@ class OperationsContract:
             assert got.loc["seg_004", "challenger"] == pytest.approx(want, abs=1e-9)
 
 
-# A forecast fleet: weekly series 4 steps ahead, chosen among LightGBM, Ridge and two rules on 2 windows; one thin.
+# A forecast fleet: weekly series 4 steps ahead, chosen among LightGBM, Ridge, two rules and an ensemble of three on 2
+# windows; one thin.
 PLAN = ForecastPlan(time="week", horizon=4, freq="W-MON", lags=(1, 2, 4), calendar=("month",), known=("price",),
                     static=("region",), transforms=())
 FORECAST_SPEC = with_naive(SegmentSpec(
     segment_by=("segment",), label="units", features=("price", "region"), forecast=PLAN,
     candidates=(Candidate("lgbm", params={"num_boost_round": 10, "min_data_in_leaf": 3}),
                 Candidate("ridge", "sklearn", "sklearn.linear_model.Ridge"),
-                Candidate("snaive", "baseline", method="seasonal_naive", period=4)),
+                Candidate("snaive", "baseline", method="seasonal_naive", period=4),
+                Candidate("combo", "ensemble", members=("lgbm", "ridge", "snaive"), weights="cv")),
     validation=Validation(kind="time", windows=2, by="week", horizon=4, step=4)))
 
 

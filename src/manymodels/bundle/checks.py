@@ -161,7 +161,7 @@ def estimator_problems(config: BundleConfig, name: str, model: ModelSpec) -> lis
     fitted: list[tuple[tuple[str | int, ...], str, str | None, dict[str, Any], str]]
     if model.candidates:
         fitted = [((*base, "candidates", i), c.type, c.entry, c.params, c.name)
-                  for i, c in enumerate(model.candidates) if c.type != "baseline"]
+                  for i, c in enumerate(model.candidates) if c.type not in ("baseline", "ensemble")]
     else:
         est = model.estimator
         fitted = [((*base, "estimator"), est.type, est.entry, est.params, est.type)]
@@ -392,7 +392,7 @@ def _columns_problems(
                             f"as {schema.field(col).type}")
         elif not is_numeric(schema.field(col).type):
             dtype = schema.field(col).type
-            others = sorted({t for t in model.estimator_types if t not in ("lightgbm", "baseline")})
+            others = sorted({t for t in model.estimator_types if t not in ("lightgbm", "baseline", "ensemble")})
             if not others and is_text(dtype):
                 continue  # a categorical feature: LightGBM's own categorical handling
             takes_text = " (type lightgbm takes text as categories)" if is_text(dtype) else ""

@@ -109,6 +109,10 @@ def forecast_problem(model: Any) -> str | None:
             return f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for task forecast"
         if isinstance(model.features, ForecastFeaturesSpec):
             return "features as a mapping (lags, rolling, calendar, known, static) are for task forecast; list columns"
+        ensembles = [c.name for c in model.candidate_specs if c.type == "ensemble"]
+        if ensembles:
+            return (f"candidate(s) {', '.join(ensembles)}: type ensemble (a mean of members' forecasts) is for task "
+                    "forecast")
         pooled = [c.name for c in model.candidate_specs if c.scope == "global"]
         if pooled:
             return (f"candidate(s) {', '.join(pooled)}: scope global (one model over every segment's series) is for "

@@ -63,10 +63,14 @@ class CandidateSpec(Strict):
 
     `scope: global` (forecasts; models, not baselines): one model fitted over every segment's series together,
     on the same features, windows and horizon; each segment chooses between its own models and it.
+
+    `type: ensemble` (forecasts): the weighted mean of other candidates' forecasts (`members`, by name), with
+    `weights` `equal` or `cv` (each member's inverse mean error on the segment's windows). Its window forecasts
+    are combined from its members' (no fit of its own), so selection judges it on the same windows.
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    type: Literal["lightgbm", "sklearn", "python", "baseline"] = "lightgbm"
+    type: Literal["lightgbm", "sklearn", "python", "baseline", "ensemble"] = "lightgbm"
     entry: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     method: Literal["mean", "median", "last", "seasonal", "naive", "seasonal_naive", "drift", "window_average"] | None \
@@ -74,9 +78,15 @@ class CandidateSpec(Strict):
     period: int | None = Field(default=None, ge=2)
     window: int | None = Field(default=None, ge=1)
     scope: Literal["segment", "global"] = "segment"
+    members: list[str] | None = None
+    weights: Literal["equal", "cv"] = "equal"
 
     @model_validator(mode="after")
     def _fields_of_type(self) -> CandidateSpec:
+        if self.type == "ensemble":
+            return self._an_ensemble()
+        if self.members is not None or "weights" in self.model_fields_set:
+            raise ValueError("members and weights are for type ensemble")
         if self.type == "baseline" and self.scope == "global":
             raise ValueError("a baseline is a rule each segment applies to its own history: scope global is for "
                              "models (lightgbm, sklearn, python)")
@@ -99,6 +109,17 @@ class CandidateSpec(Strict):
             raise ValueError("entry is only for type sklearn or python; lightgbm needs none")
         if self.type in ("sklearn", "python") and not self.entry:
             raise ValueError(f"type {self.type} needs entry, an import path such as 'pkg.module:Name'")
+        return self
+
+    def _an_ensemble(self) -> CandidateSpec:
+        if not self.members or len(set(self.members)) < 2:
+            raise ValueError("an ensemble needs members: two or more other candidates' names, e.g. [lgbm, naive]")
+        if len(set(self.members)) != len(self.members):
+            raise ValueError("an ensemble's members are named once each")
+        given = sorted({"entry", "params", "method", "period", "window", "scope"} & self.model_fields_set)
+        if given:
+            raise ValueError(f"an ensemble combines its members' forecasts: it takes members and weights, not "
+                             f"{', '.join(given)}")
         return self
 
 
@@ -224,8 +245,13 @@ def selection_problem(model: Any) -> str | None:
         tuned = next(c for c in model.candidate_specs if c.name == name)
         if tuned.type == "baseline":
             return f"tuning.{name}: a baseline has no parameters to tune"
+        if tuned.type == "ensemble":
+            return f"tuning.{name}: an ensemble has no parameters to tune (it averages its members' forecasts)"
         if tuned.scope == "global":
             return f"tuning.{name}: tuning a candidate of scope global is not built; give its params"
+    problem = _ensemble_problem(model, names)
+    if problem:
+        return problem
     time = model.time_column
     if model.validation is not None and model.validation.kind == "time" and time is None:
         return "validation kind time needs by, the time column (or a split by time)"
@@ -238,4 +264,29 @@ def selection_problem(model: Any) -> str | None:
             f"selection.metric {model.selection.metric!r} does not fit task {model.task}; use one "
             f"of {', '.join(allowed)}"
         )
+    return None
+
+
+def _ensemble_problem(model: Any, names: list[str]) -> str | None:
+    """Why an ensemble's members do not fit (None when they do)."""
+    specs = {c.name: c for c in model.candidate_specs}
+    for c in model.candidate_specs:
+        if c.type != "ensemble":
+            continue
+        for member in c.members or []:
+            found = specs.get(member)
+            if found is None:
+                others = [n for n in names if n != c.name]
+                return f"candidate {c.name}: member {member!r} is not a candidate{did_you_mean(member, others)}"
+            if found.name == c.name or found.type == "ensemble":
+                return f"candidate {c.name}: member {member} is an ensemble; members are models and baselines"
+            if found.scope == "global":
+                return (f"candidate {c.name}: member {member} is of scope global; an ensemble of a global model is "
+                        "not built yet: combine the segments' own candidates")
+            if member in model.tuning and model.tuning[member].scope == "segment":
+                return (f"candidate {c.name}: member {member} is tuned per segment; an ensemble combines members "
+                        "with fixed params (give its params, or tune it with scope global)")
+        if c.weights == "cv" and model.selection_metric in ("r2",):
+            return (f"candidate {c.name}: weights cv weigh members by their inverse error; selection metric "
+                    f"{model.selection_metric} is not an error: use weights equal")
     return None

@@ -279,7 +279,8 @@ class Target:
         root = self.config.root
         roots = [str(root / "src"), str(root)] if (root / "src").is_dir() else [str(root)]
         # With candidates, the fallback (and anything fitting one estimator) takes the first that is not a baseline.
-        first = next((c for c in spec.candidate_specs if c.type != "baseline"), spec.candidate_specs[0])
+        first = next((c for c in spec.candidate_specs if c.type not in ("baseline", "ensemble")),
+                     next(c for c in spec.candidate_specs if c.type != "ensemble"))  # an ensemble has members
         validation = candidates = None
         if spec.validation is not None or spec.task == "forecast":
             validation, candidates = selection_spec(spec)
@@ -405,6 +406,8 @@ def selection_spec(spec: ModelSpec) -> tuple[Validation, tuple[Candidate, ...]]:
                 sample=tuning.sample if tuning else 50,
                 window=c.window,
                 pooled=c.scope == "global",
+                members=tuple(c.members or ()),
+                weights=c.weights,
             )
         )
     return validation, tuple(candidates)

@@ -32,6 +32,7 @@ from manymodels.segment.spec import Candidate, ForecastPlan
 from manymodels.segment.transforms import forward, inverse, quiet_nan
 
 FORMAT_FORECAST = "forecast"
+ENSEMBLE = "ensemble"
 _MAGIC = b"MMFC1\n"
 BASELINES = ("naive", "seasonal_naive", "drift", "window_average", "mean", "median")
 
@@ -142,6 +143,8 @@ class Forecaster:
             last), static (values), count (steps of history).
         shared: a pooled candidate's: the checksum of the one model every segment that chose it shares (a pack
             keeps it once; this forecaster keeps its own scales and state, and no model until the pack attaches it).
+        members, weights: an ensemble's (estimator `ensemble`): its members' forecasters (no state of their own:
+            they forecast from the ensemble's) and the weight of each in the mean of their forecasts.
     """
 
     candidate: str
@@ -159,6 +162,8 @@ class Forecaster:
     blobs: list[bytes] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
     shared: str | None = None
+    members: list[Forecaster] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
 
     @property
     def is_baseline(self) -> bool:
@@ -166,8 +171,15 @@ class Forecaster:
         return self.estimator == "baseline"
 
     @property
+    def is_ensemble(self) -> bool:
+        """Whether it forecasts the weighted mean of its members' forecasts."""
+        return self.estimator == ENSEMBLE
+
+    @property
     def constant(self) -> bool:
         """Whether every inner model predicts one value whatever its features (LightGBM found no split)."""
+        if self.is_ensemble:
+            return all(m.constant for m in self.members)
         return bool(self.blobs) and all(is_constant(f, b) for f, b in zip(self.formats, self.blobs, strict=True))
 
     def with_state(self, series: Series, plan: ForecastPlan, grid: TimeGrid) -> Forecaster:
@@ -186,7 +198,10 @@ class Forecaster:
         return self
 
     def to_bytes(self) -> bytes:
-        """The forecaster's bytes: a JSON header, then each inner model's bytes in its own format."""
+        """The forecaster's bytes: a JSON header, then each inner model's bytes in its own format (an ensemble's:
+        each member's forecaster bytes)."""
+        if self.is_ensemble:
+            self.formats, self.blobs = [FORMAT_FORECAST] * len(self.members), [m.to_bytes() for m in self.members]
         header = {
             "version": 1,
             "candidate": self.candidate,
@@ -205,6 +220,8 @@ class Forecaster:
         }
         if self.shared is not None:
             header["shared"] = self.shared
+        if self.is_ensemble:
+            header["weights"] = [float(w) for w in self.weights]
         text = json.dumps(header, sort_keys=True, allow_nan=False).encode()
         return b"".join([_MAGIC, struct.pack(">Q", len(text)), text, *self.blobs])
 
@@ -244,7 +261,7 @@ def load_forecaster(blob: bytes) -> Forecaster:
         blobs.append(blob[at : at + length])
         at += length
     scales = header.get("scales")
-    return Forecaster(
+    forecaster = Forecaster(
         candidate=header["candidate"],
         estimator=header["estimator"],
         strategy=header["strategy"],
@@ -255,16 +272,24 @@ def load_forecaster(blob: bytes) -> Forecaster:
         scales=None if scales is None else np.array([_floats(row) for row in scales]).reshape(-1, 2),
         frames=bool(header.get("frames", False)),
         plan=ForecastPlan.from_dict(header["plan"]) if header.get("plan") else None,
-        models=[load_model(f, b, "regression") for f, b in zip(header["formats"], blobs, strict=True)],
+        models=[] if header["estimator"] == ENSEMBLE else
+        [load_model(f, b, "regression") for f, b in zip(header["formats"], blobs, strict=True)],
         formats=list(header["formats"]),
         blobs=blobs,
         state=header["state"],
         shared=header.get("shared"),
+        members=[load_forecaster(b) for b in blobs] if header["estimator"] == ENSEMBLE else [],
+        weights=[float(w) for w in header.get("weights", [])],
     )
+    for member in forecaster.members:  # they forecast from the ensemble's history
+        member.state = forecaster.state
+    return forecaster
 
 
 def tail_width(plan: ForecastPlan, forecaster: Forecaster | None = None) -> int:
     """How many of its last label values a segment keeps to forecast from (features, transforms, baselines)."""
+    if forecaster is not None and forecaster.is_ensemble:
+        return max(tail_width(plan, m) for m in forecaster.members)
     if forecaster is not None and forecaster.plan is not None:
         plan = forecaster.plan
     need = plan.reach + plan.differencing
@@ -453,12 +478,21 @@ def forecast_many(
         return out
     if known is None:
         known = np.full((n, steps, len(plan.known)), np.nan)
+    ensembles = [i for i, f in enumerate(forecasters) if f.is_ensemble]
+    if ensembles:  # each member forecast as a segment of its own, from its ensemble's origin; then weighed
+        owner = [i for i in ensembles for _ in forecasters[i].members]
+        members = [m for i in ensembles for m in forecasters[i].members]
+        weights = np.array([w for i in ensembles for w in forecasters[i].weights], dtype=np.float64)
+        each = forecast_many(plan, grid, members, _subset(origins, owner), steps, known[owner])
+        combined = np.zeros((n, steps))
+        np.add.at(combined, np.asarray(owner, dtype=np.int64), each * weights[:, None])
+        out[ensembles] = combined[ensembles]
     baselines = [i for i, f in enumerate(forecasters) if f.is_baseline]
     if baselines:
         out[baselines] = _baselines([forecasters[i] for i in baselines], _subset(origins, baselines), steps)
     groups: dict[ForecastPlan, list[int]] = {}
     for i, f in enumerate(forecasters):
-        if not f.is_baseline:
+        if not f.is_baseline and not f.is_ensemble:
             groups.setdefault(f.plan or plan, []).append(i)
     for own, rows in groups.items():  # segments fitted with another plan (a champion's, kept by a promotion)
         index = np.asarray(rows, dtype=np.int64)

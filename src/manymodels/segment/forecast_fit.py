@@ -20,6 +20,7 @@ import pandas as pd
 from manymodels.data.timegrid import TimeGrid, infer_freq, parse_times
 from manymodels.estimators import Predictor
 from manymodels.segment.forecast import (
+    ENSEMBLE,
     FORMAT_FORECAST,
     ForecastDataError,
     Forecaster,
@@ -143,6 +144,8 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
     plan, validation = plan_of(spec), validation_of(spec)
     origins = forecast_windows(len(train), spec)
     horizon = plan.horizon
+    members = {m for c in spec.choices() if c.estimator == ENSEMBLE for m in c.members}
+    kept: dict[str, list[np.ndarray]] = {}  # an ensemble member's forecast of each window
 
     def fold_scores(candidate: Candidate, params: dict[str, Any]) -> list[float]:
         if candidate.pooled:
@@ -158,10 +161,14 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
             future = slice(origin + 1, origin + 1 + horizon)
             predicted = forecast_one(fitted, history, plan, grid, horizon, train.known[future])
             out.append(window_metric(validation.metric, train.y[future], predicted))
+            if candidate.name in members:
+                kept.setdefault(candidate.name, []).append(predicted)
         return out
 
     scored = []
     for candidate in spec.choices():
+        if candidate.estimator == ENSEMBLE:
+            continue  # scored below, from its members' window forecasts
         entry = Scored(candidate.name, dict(candidate.params), baseline=candidate.estimator == "baseline")
         try:
             if candidate.trials and candidate.space and candidate.scope == "segment":
@@ -171,8 +178,12 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
         except Exception as exc:  # noqa: BLE001 - one candidate failing leaves the others to win
             entry.error = describe(exc)
         scored.append(entry)
+    for candidate in (c for c in spec.choices() if c.estimator == ENSEMBLE):
+        scored.append(_ensemble_scores(candidate, spec, scored, kept, train, origins, horizon))
     winner, candidate = winner_of(scored, spec, "window")
-    if candidate.pooled:
+    if candidate.estimator == ENSEMBLE:
+        fitted = _fit_ensemble(candidate, winner, spec, train)
+    elif candidate.pooled:
         fitted = Forecaster(candidate.name, candidate.estimator, plan.strategy, scales=series_scales(plan, train),
                             plan=plan, shared=_shared_of(spec, candidate.name).digest)
     else:
@@ -180,6 +191,56 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
                                 serialize=True)
     # A forecaster stands where selection keeps a predictor: fit_forecast takes it back out.
     return Selection(winner, scored, len(origins), cast(Predictor, fitted), FORMAT_FORECAST, b"", validation.maximize)
+
+
+def _ensemble_scores(candidate: Candidate, spec: SegmentSpec, scored: list[Scored], kept: dict[str, list[np.ndarray]],
+                     train: Series, origins: list[int], horizon: int) -> Scored:
+    """An ensemble's window metrics, from its members' window forecasts (no fit of its own); its `params` hold the
+    weight of each member on this segment."""
+    by_name = {s.name: s for s in scored}
+    specs = {c.name: c for c in spec.choices()}
+    entry = Scored(candidate.name, {}, baseline=all(specs[m].estimator == "baseline" for m in candidate.members))
+    try:
+        failed = [m for m in candidate.members if by_name[m].error is not None or m not in kept]
+        if failed:
+            raise SelectionError(f"member {failed[0]} could not be scored: {by_name[failed[0]].error or 'no window'}")
+        weights = ensemble_weights(candidate, [by_name[m] for m in candidate.members], validation_of(spec).maximize)
+        entry.params = {"weights": dict(zip(candidate.members, weights, strict=True))}
+        metric = validation_of(spec).metric
+        for k, origin in enumerate(origins):
+            combined = sum(w * kept[m][k] for m, w in zip(candidate.members, weights, strict=True))
+            entry.folds.append(window_metric(metric, train.y[origin + 1 : origin + 1 + horizon],
+                                             np.asarray(combined, dtype=np.float64)))
+    except Exception as exc:  # noqa: BLE001 - an ensemble that cannot be scored leaves the others to win
+        entry.error = describe(exc)
+    return entry
+
+
+def ensemble_weights(candidate: Candidate, members: list[Scored], maximize: bool) -> list[float]:
+    """Each member's weight in an ensemble's mean (summing to 1): equal, or `cv`: the inverse of its mean window
+    error, so a member twice as wrong weighs half as much.
+
+    Raises:
+        SelectionError: `cv` with a member whose windows gave no error to weigh it by.
+    """
+    if candidate.weights != "cv":
+        return [1.0 / len(members)] * len(members)
+    means = [m.mean for m in members]
+    if maximize or any(not math.isfinite(v) or v < 0 for v in means):
+        raise SelectionError(f"weights cv need each member's mean window error; got {means}")
+    inverse = [1.0 / max(v, 1e-12) for v in means]
+    return [v / sum(inverse) for v in inverse]
+
+
+def _fit_ensemble(candidate: Candidate, winner: Scored, spec: SegmentSpec, train: Series) -> Forecaster:
+    """An ensemble that won: each member fitted on the training steps, weighed as on the windows."""
+    plan = plan_of(spec)
+    specs = {c.name: c for c in spec.choices()}
+    weights = winner.params["weights"]
+    fitted = [fit_forecaster(specs[m], dict(specs[m].params), plan, train, impute=_impute(spec, specs[m]),
+                             serialize=True) for m in candidate.members]
+    return Forecaster(candidate.name, ENSEMBLE, plan.strategy, plan=plan, members=fitted,
+                      weights=[float(weights[m]) for m in candidate.members])
 
 
 def _impute(spec: SegmentSpec, candidate: Candidate) -> str | None:

@@ -15,7 +15,7 @@ class Candidate:
 
     Attributes:
         name: how the manifest and reports call it.
-        estimator: `lightgbm`, `sklearn`, `python` or `baseline`.
+        estimator: `lightgbm`, `sklearn`, `python`, `baseline` or `ensemble`.
         entry: the import path (sklearn, python).
         params: fixed parameters (tuned ones are drawn on top of them).
         method: a baseline's method (`mean`, `median`, `last`, `seasonal`; forecasts: `naive`, `seasonal_naive`,
@@ -30,6 +30,8 @@ class Candidate:
         window: a `window_average` baseline's window, in steps.
         pooled: a forecast candidate fitted once over every segment's series together (the bundle's `scope:
             global`), whose window forecasts each segment's selection reads (`SegmentSpec.shared`).
+        members: an ensemble's (estimator `ensemble`) candidates, by name, whose forecasts it averages.
+        weights: an ensemble's weights: `equal`, or `cv` (each member's inverse mean window error).
     """
 
     name: str
@@ -45,6 +47,8 @@ class Candidate:
     sample: int = 50
     window: int | None = None
     pooled: bool = False
+    members: tuple[str, ...] = ()
+    weights: str = "equal"
 
     @property
     def tuned_globally(self) -> bool:

@@ -61,6 +61,10 @@ def test_the_smallest_forecast_names_task_time_horizon_segment_and_label(tmp_pat
                                                                           "error")
 
 
+ENSEMBLE = ("      task: forecast\n      time: week\n      horizon: 4\n      candidates:\n        - {name: lgbm}\n"
+            "        - {name: ridge, type: sklearn, entry: sklearn.linear_model.Ridge}\n")
+
+
 @pytest.mark.parametrize(
     ("model", "line", "message"),
     [
@@ -110,6 +114,31 @@ def test_the_smallest_forecast_names_task_time_horizon_segment_and_label(tmp_pat
          "tuning.g: tuning a candidate of scope global is not built"),
         ("      task: forecast\n      time: week\n      horizon: 4\n      candidates:\n"
          "        - {name: g, scope: all}\n", 14, "scope must be one of 'segment' or 'global'"),
+        # ensembles: members that are candidates of this model, fixed, and the model a forecast
+        (ENSEMBLE + "        - {name: mix, type: ensemble, members: [lgbm, ridgge]}\n", 6,
+         "candidate mix: member 'ridgge' is not a candidate (did you mean 'ridge'?)"),
+        (ENSEMBLE + "        - {name: mix, type: ensemble, members: [lgbm]}\n", 16,
+         "an ensemble needs members: two or more"),
+        (ENSEMBLE + "        - {name: mix, type: ensemble, members: [lgbm, ridge], params: {a: 1}}\n", 16,
+         "an ensemble combines its members' forecasts: it takes members and weights, not params"),
+        (ENSEMBLE + "        - {name: mix, type: ensemble, members: [lgbm, ridge], weights: best}\n", 16,
+         "weights must be one of 'equal' or 'cv'"),
+        (ENSEMBLE + "        - {name: mix, type: ensemble, members: [lgbm, ridge]}\n"
+         "        - {name: mix2, type: ensemble, members: [mix, ridge]}\n", 6,
+         "candidate mix2: member mix is an ensemble; members are models and baselines"),
+        (ENSEMBLE + "        - {name: g, scope: global}\n        - {name: mix, type: ensemble, members: [g, ridge]}\n",
+         6, "candidate mix: member g is of scope global; an ensemble of a global model is not built yet"),
+        (ENSEMBLE + "        - {name: mix, type: ensemble, members: [lgbm, ridge]}\n      tuning:\n"
+         "        lgbm: {space: {num_leaves: [4, 8]}}\n", 6, "candidate mix: member lgbm is tuned per segment"),
+        (ENSEMBLE + "        - {name: mix, type: ensemble, members: [lgbm, ridge]}\n      tuning:\n"
+         "        mix: {space: {num_leaves: [4, 8]}}\n", 6, "tuning.mix: an ensemble has no parameters to tune"),
+        (ENSEMBLE + "        - {name: mix, type: ensemble, members: [lgbm, ridge], weights: cv}\n"
+         "      selection: {metric: r2}\n", 6, "weights cv weigh members by their inverse error"),
+        (ENSEMBLE + "        - {name: r2, type: baseline, method: mean, members: [lgbm, ridge]}\n", 16,
+         "members and weights are for type ensemble"),
+        ("      validation: {kind: kfold}\n      candidates:\n        - {name: a}\n        - {name: b, "
+         "type: baseline, method: mean}\n        - {name: mix, type: ensemble, members: [a, b]}\n", 6,
+         "candidate(s) mix: type ensemble (a mean of members' forecasts) is for task forecast"),
     ],
 )
 def test_each_mistake_is_one_located_line(tmp_path: Path, model: str, line: int, message: str) -> None:

@@ -14,6 +14,7 @@ from manymodels.data.timegrid import TimeGrid
 from manymodels.segment.features import feature_rows
 from manymodels.segment.fit import fit_segment
 from manymodels.segment.forecast import (
+    Forecaster,
     Series,
     fit_forecaster,
     forecast_many,
@@ -23,7 +24,7 @@ from manymodels.segment.forecast import (
     series_of,
     tail_width,
 )
-from manymodels.segment.forecast_fit import with_naive
+from manymodels.segment.forecast_fit import forecast_one, forecast_windows, window_metric, with_naive
 from manymodels.segment.spec import Candidate, ForecastPlan, Rolling, SegmentSpec, Validation
 from manymodels.segment.transforms import forward, inverse
 
@@ -194,3 +195,44 @@ def test_step_metrics_of_one_forecast_or_of_many_series() -> None:
     many = step_metrics("rmse", np.array([[1.0, np.nan], [3.0, np.nan]]), np.array([[2.0, 1.0], [3.0, 1.0]]))
     assert many[0] == pytest.approx(np.sqrt(0.5)) and many[1] is None  # no actual value at step 2: null, not NaN
     assert step_metrics("r2", np.array([1.0]), np.array([1.0])) == [None]
+
+
+def test_an_ensemble_is_judged_and_forecasts_as_the_weighted_mean_of_its_members() -> None:
+    """An ensemble fits nothing of its own: each window's forecast is the weighted mean of its members' forecasts of
+    that window (equal weights, or `cv`: inverse mean window error), and the pack's forecast is the same mean of its
+    members' forecasts from the segment's history."""
+    naive = Candidate("naive", "baseline", method="naive")
+    equal = Candidate("equal", "ensemble", members=("lgbm", "ridge", "naive"))
+    by_cv = Candidate("by_cv", "ensemble", members=("lgbm", "ridge", "naive"), weights="cv")
+    made = spec(candidates=(LGBM, RIDGE, naive, equal, by_cv), windows=3)
+    result = fit_segment(one(), made)
+    assert result.status == "ok", result.error
+    scores = json.loads(str(result.cv_scores))
+    history = series_of(one(), PLAN, "units", GRID)
+    train = history.upto(len(history) - PLAN.horizon - 1)
+    origins = forecast_windows(len(train), made)
+    alone = {c.name: [] for c in (LGBM, RIDGE, naive)}
+    for origin in origins:
+        before, ahead = train.upto(origin), slice(origin + 1, origin + 1 + PLAN.horizon)
+        for c in (LGBM, RIDGE, naive):
+            fitted = fit_forecaster(c, dict(c.params), PLAN, before)
+            alone[c.name].append(forecast_one(fitted, before, PLAN, GRID, PLAN.horizon, train.known[ahead]))
+    means = {n: scores[n]["mean"] for n in alone}
+    inverse = {n: 1 / means[n] for n in alone}
+    for name, weights in (("equal", dict.fromkeys(alone, 1 / 3)),
+                          ("by_cv", {n: inverse[n] / sum(inverse.values()) for n in alone})):
+        want = [window_metric("rmse", train.y[o + 1 : o + 1 + PLAN.horizon],
+                              sum(weights[n] * alone[n][k] for n in alone)) for k, o in enumerate(origins)]
+        assert scores[name]["folds"] == pytest.approx(want, abs=1e-9), name
+        assert scores[name]["folds"] != pytest.approx(scores["ridge"]["folds"])  # a mean, not one member
+
+    members = [fit_forecaster(c, dict(c.params), PLAN, history, serialize=True) for c in (LGBM, RIDGE, naive)]
+    made_one = Forecaster("mix", "ensemble", plan=PLAN, members=members, weights=[0.5, 0.3, 0.2])
+    kept = load_forecaster(made_one.with_state(history, PLAN, GRID).to_bytes())  # as a pack keeps it
+    assert kept.is_ensemble and [m.candidate for m in kept.members] == ["lgbm", "ridge", "naive"]
+    assert kept.weights == [0.5, 0.3, 0.2] and len(kept.state["tail"]) == tail_width(PLAN, kept)
+    known = np.full((1, 4, 1), 1.05)
+    together = forecast_many(PLAN, GRID, [kept], origins_from_states([kept], PLAN, GRID), 4, known)
+    each = forecast_many(PLAN, GRID, kept.members, origins_from_states([kept] * 3, PLAN, GRID), 4,
+                         np.repeat(known, 3, axis=0))
+    np.testing.assert_allclose(together[0], np.asarray(kept.weights) @ each, atol=1e-12)
