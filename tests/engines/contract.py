@@ -395,7 +395,8 @@ def forecast_pack(tmp_path: Path, frame: pd.DataFrame) -> Path:
 
 POOLED_SPEC = with_naive(replace(FORECAST_SPEC, candidates=(
     Candidate("glgbm", params={"num_boost_round": 10, "min_data_in_leaf": 3}, pooled=True),
-    Candidate("ridge", "sklearn", "sklearn.linear_model.Ridge"))))
+    Candidate("ridge", "sklearn", "sklearn.linear_model.Ridge"),
+    Candidate("both", "ensemble", members=("glgbm", "ridge")))))  # a pooled member: its window forecasts kept
 
 
 def pooled_pack(engine: Engine, tmp_path: Path, frame: pd.DataFrame) -> tuple[Path, list[Any], SegmentSpec]:
@@ -467,12 +468,15 @@ class ForecastContract:
             for got_fit, want_fit in zip(spec.shared, want_spec.shared, strict=True):
                 assert got_fit.scores.keys() == want_fit.scores.keys() and len(want_fit.scores) == 6  # not the thin
                 for key, (folds, holdout) in want_fit.scores.items():
-                    assert [o for o, _ in got_fit.scores[key][0]] == [o for o, _ in folds]  # the windows' origins
-                    assert [m for _, m in got_fit.scores[key][0]] == pytest.approx([m for _, m in folds], abs=1e-9)
+                    got_folds = got_fit.scores[key][0]
+                    assert [w[0] for w in got_folds] == [w[0] for w in folds]  # the windows' origins
+                    assert [w[1] for w in got_folds] == pytest.approx([w[1] for w in folds], abs=1e-9)
+                    for got_window, want_window in zip(got_folds, folds, strict=True):  # what an ensemble reads
+                        assert got_window[2] == pytest.approx(want_window[2], abs=1e-9)
                     assert got_fit.scores[key][1] == pytest.approx(holdout, abs=1e-9)
             keys = prepare(frame, ["segment"]).keys["segment"].tolist()
             got, want = selected(results, keys), selected(reference, keys)
-            assert "glgbm" in {w[1] for w in want.values()}  # a pooled candidate won somewhere
+            assert "both" in {w[1] for w in want.values()}  # an ensemble with the pooled member won somewhere
             same_selection(got, want)
             known = future_known(frame)
             expected, _ = forecast_state(Pack(want_root), None, 4, known)

@@ -260,7 +260,8 @@ def test_a_global_candidate_is_one_model_the_segments_choose(tmp_path: Path) -> 
         "horizon": 4, "features": {"lags": [1, 2, 4], "known": ["price"]},
         "candidates": [{"name": "everyone", "scope": "global",
                         "params": {"num_boost_round": 30, "min_data_in_leaf": 3}},
-                       {"name": "own", "type": "sklearn", "entry": "sklearn.linear_model.Ridge"}],
+                       {"name": "own", "type": "sklearn", "entry": "sklearn.linear_model.Ridge"},
+                       {"name": "mix", "type": "ensemble", "members": ["everyone", "own"]}],
     }
     bundle = {"bundle": {"name": "pooled"},
               "targets": {"dev": {"default": True, "engine": {"max_chunk_rows": 80}}},  # 2 stores a chunk
@@ -272,6 +273,7 @@ def test_a_global_candidate_is_one_model_the_segments_choose(tmp_path: Path) -> 
     manifest = api.manifest("demand").set_index("store")
     chose = manifest.index[manifest["candidate"] == "everyone"]
     assert 0 < len(chose) < 6 and f"everyone {len(chose)}" in trained.output
+    assert "mix" in set(manifest["candidate"]), manifest["candidate"].tolist()  # the global model as a member too
     shared = list(tmp_path.glob(".manymodels/artifacts/**/model/pack/shared/*.model"))
     assert len(shared) == 1  # one model, however many stores chose it
     scores = json.loads(manifest.loc[chose[0], "cv_scores"])

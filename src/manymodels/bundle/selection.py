@@ -280,9 +280,6 @@ def _ensemble_problem(model: Any, names: list[str]) -> str | None:
                 return f"candidate {c.name}: member {member!r} is not a candidate{did_you_mean(member, others)}"
             if found.name == c.name or found.type == "ensemble":
                 return f"candidate {c.name}: member {member} is an ensemble; members are models and baselines"
-            if found.scope == "global":
-                return (f"candidate {c.name}: member {member} is of scope global; an ensemble of a global model is "
-                        "not built yet: combine the segments' own candidates")
             if member in model.tuning and model.tuning[member].scope == "segment":
                 return (f"candidate {c.name}: member {member} is tuned per segment; an ensemble combines members "
                         "with fixed params (give its params, or tune it with scope global)")

@@ -32,7 +32,7 @@ from manymodels.registry.manifest import (
     PackLayout,
     routes,
 )
-from manymodels.segment.forecast import FORMAT_FORECAST, Forecaster, forecaster_header, load_forecaster
+from manymodels.segment.forecast import FORMAT_FORECAST, Forecaster, load_forecaster, shared_references
 from manymodels.segment.shards import (
     checksum,
     exists,
@@ -396,9 +396,8 @@ class Pack:
                 if reason:
                     raise self.damage(str(name), segment, reason)
                 if found is not None and found[0] == FORMAT_FORECAST:
-                    header = forecaster_header(found[1])[0]
-                    if header.get("shared"):
-                        referenced.setdefault(str(header["shared"]), str(header.get("candidate", "")))
+                    for digest, candidate in shared_references(found[1]).items():
+                        referenced.setdefault(digest, candidate)
         present = {name.removesuffix(".model") for name in list_files(self.layout.shared, "*.model")}
         for digest in sorted(present | set(referenced)):  # a missing one is as damaged as a changed one
             self._pooled_model(digest, referenced.get(digest, ""))
@@ -496,9 +495,11 @@ class Pack:
             raise damage
         fmt, blob = found
         loaded = (fmt, load_forecaster(blob) if fmt == FORMAT_FORECAST else load_model(fmt, blob, self.info.task))
-        if isinstance(loaded[1], Forecaster) and loaded[1].shared is not None:
+        if isinstance(loaded[1], Forecaster):
             try:
-                self._attach_shared(loaded[1])
+                for forecaster in (loaded[1], *loaded[1].members):  # a pooled model: its own, or an ensemble member's
+                    if forecaster.shared is not None:
+                        self._attach_shared(forecaster)
             except DamagedModel as exc:
                 with self._lock:
                     self._damaged[segment] = exc

@@ -249,6 +249,22 @@ def forecaster_header(blob: bytes) -> tuple[dict[str, Any], int]:
     return json.loads(blob[start : start + size].decode()), start + size
 
 
+def shared_references(blob: bytes) -> dict[str, str]:
+    """The pooled models a forecaster's bytes reference (its own, or its ensemble's members'): checksum -> the
+    candidate; read from the headers, no model loaded.
+
+    Raises:
+        ValueError: not a forecaster's bytes.
+    """
+    header, at = forecaster_header(blob)
+    found = {str(header["shared"]): str(header.get("candidate", ""))} if header.get("shared") else {}
+    if header.get("estimator") == ENSEMBLE:
+        for size in header["sizes"]:
+            found.update(shared_references(blob[at : at + size]))
+            at += size
+    return found
+
+
 def load_forecaster(blob: bytes) -> Forecaster:
     """Read back what `Forecaster.to_bytes` wrote (inner models loaded in their own formats).
 

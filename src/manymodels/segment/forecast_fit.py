@@ -149,11 +149,13 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
 
     def fold_scores(candidate: Candidate, params: dict[str, Any]) -> list[float]:
         if candidate.pooled:
-            found = {int(o): math.nan if m is None else m for o, m in _shared_scores(spec, candidate.name, key)[0]}
+            found = {int(w[0]): w for w in _shared_scores(spec, candidate.name, key)[0]}
             lacking = [o for o in origins if o not in found]
             if lacking:
                 raise SelectionError(f"the pooled fit of {candidate.name} has no window at step {lacking[0]}")
-            return [found[o] for o in origins]
+            if candidate.name in members:
+                kept[candidate.name] = [_floats_of(found[o][2]) for o in origins]
+            return [math.nan if found[o][1] is None else float(found[o][1]) for o in origins]
         out = []
         for origin in origins:
             history = train.upto(origin)
@@ -184,8 +186,7 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
     if candidate.estimator == ENSEMBLE:
         fitted = _fit_ensemble(candidate, winner, spec, train)
     elif candidate.pooled:
-        fitted = Forecaster(candidate.name, candidate.estimator, plan.strategy, scales=series_scales(plan, train),
-                            plan=plan, shared=_shared_of(spec, candidate.name).digest)
+        fitted = _reference(spec, candidate, train)
     else:
         fitted = fit_forecaster(candidate, winner.params, plan, train, impute=_impute(spec, candidate),
                                 serialize=True)
@@ -237,10 +238,35 @@ def _fit_ensemble(candidate: Candidate, winner: Scored, spec: SegmentSpec, train
     plan = plan_of(spec)
     specs = {c.name: c for c in spec.choices()}
     weights = winner.params["weights"]
-    fitted = [fit_forecaster(specs[m], dict(specs[m].params), plan, train, impute=_impute(spec, specs[m]),
+    fitted = [_reference(spec, specs[m], train) if specs[m].pooled else
+              fit_forecaster(specs[m], dict(specs[m].params), plan, train, impute=_impute(spec, specs[m]),
                              serialize=True) for m in candidate.members]
     return Forecaster(candidate.name, ENSEMBLE, plan.strategy, plan=plan, members=fitted,
                       weights=[float(weights[m]) for m in candidate.members])
+
+
+def _reference(spec: SegmentSpec, candidate: Candidate, train: Series) -> Forecaster:
+    """A segment's forecaster of a pooled candidate: its own scales, and a reference to the one model (`shared`)."""
+    plan = plan_of(spec)
+    return Forecaster(candidate.name, candidate.estimator, plan.strategy, scales=series_scales(plan, train),
+                      plan=plan, shared=_shared_of(spec, candidate.name).digest)
+
+
+def _floats_of(values: list[Any]) -> np.ndarray:
+    return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _holdout_forecast(forecaster: Forecaster, spec: SegmentSpec, key: str, train: Series, grid: TimeGrid,
+                      known: np.ndarray) -> np.ndarray:
+    """A segment's forecast of its holdout: a pooled model's (alone, or an ensemble's member) as its fit made it
+    (the one model is not in this process), any other fitted here."""
+    plan = plan_of(spec)
+    if forecaster.shared is not None:
+        return _floats_of(_shared_scores(spec, forecaster.candidate, key)[1])
+    if forecaster.is_ensemble and any(m.shared is not None for m in forecaster.members):
+        parts = [_holdout_forecast(m, spec, key, train, grid, known) for m in forecaster.members]
+        return np.asarray(sum(w * p for w, p in zip(forecaster.weights, parts, strict=True)), dtype=np.float64)
+    return forecast_one(forecaster, train, plan, grid, plan.horizon, known)
 
 
 def _impute(spec: SegmentSpec, candidate: Candidate) -> str | None:
@@ -305,11 +331,7 @@ def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Se
         only = spec.choices()[0]
         forecaster = fit_forecaster(only, dict(only.params), plan, train, impute=_impute(spec, only), serialize=True)
     actual = series.y[cut:]
-    if forecaster.shared is not None:  # the pooled model's forecast of this series' holdout, made in its fit
-        pooled = _shared_scores(spec, forecaster.candidate, key)[1]
-        predicted = np.array([math.nan if v is None else v for v in pooled], dtype=np.float64)
-    else:
-        predicted = forecast_one(forecaster, train, plan, grid, horizon, series.known[cut:])
+    predicted = _holdout_forecast(forecaster, spec, key, train, grid, series.known[cut:])
     naive = forecast_one(fit_forecaster(NAIVE, {}, plan, train), train, plan, grid, horizon, series.known[cut:])
     known = np.isfinite(actual)
     if not known.any():
@@ -416,7 +438,7 @@ def fit_shared(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, dict
 
     Returns:
         The model (no state: each segment that chooses it keeps its own), and what the manifest keeps, plus
-        `scores` (JSON: series key -> [[origin, window metric], ...], the holdout forecast).
+        `scores` (JSON: series key -> [[origin, window metric, window forecast], ...], the holdout forecast).
 
     Raises:
         ForecastDataError: no series is long enough for the holdout and one window.
@@ -454,8 +476,9 @@ def fit_shared(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, dict
         known = np.array([trains[i].known[o + 1 : o + 1 + horizon] for i, o in members])
         actual = np.array([trains[i].y[o + 1 : o + 1 + horizon] for i, o in members])
         predicted = _pooled_forecast(fitted, plan, grid, histories, known)
-        for (i, origin), a, p in zip(members, actual, predicted, strict=True):
-            folds[i].append([origin, _json_number(window_metric(validation.metric, a, p))])
+        for (i, origin), a, p in zip(members, actual, predicted, strict=True):  # an ensemble member's forecasts too
+            folds[i].append([origin, _json_number(window_metric(validation.metric, a, p)),
+                             [_json_number(v) for v in p]])
     model = fit_pooled_forecaster(candidate, dict(candidate.params), plan, trains, impute=impute, serialize=True)
     predicted, kept = _pooled_holdout(model, spec, grid, series, trains)
     scores = {k: [sorted(f), [_json_number(v) for v in p]] for k, f, p in zip(keys, folds, predicted, strict=True)}

@@ -126,8 +126,6 @@ ENSEMBLE = ("      task: forecast\n      time: week\n      horizon: 4\n      can
         (ENSEMBLE + "        - {name: mix, type: ensemble, members: [lgbm, ridge]}\n"
          "        - {name: mix2, type: ensemble, members: [mix, ridge]}\n", 6,
          "candidate mix2: member mix is an ensemble; members are models and baselines"),
-        (ENSEMBLE + "        - {name: g, scope: global}\n        - {name: mix, type: ensemble, members: [g, ridge]}\n",
-         6, "candidate mix: member g is of scope global; an ensemble of a global model is not built yet"),
         (ENSEMBLE + "        - {name: mix, type: ensemble, members: [lgbm, ridge]}\n      tuning:\n"
          "        lgbm: {space: {num_leaves: [4, 8]}}\n", 6, "candidate mix: member lgbm is tuned per segment"),
         (ENSEMBLE + "        - {name: mix, type: ensemble, members: [lgbm, ridge]}\n      tuning:\n"
