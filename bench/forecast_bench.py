@@ -197,8 +197,17 @@ def manymodels_bundle(panel: Panel) -> dict[str, Any]:
     ]
     if panel.season > 1:
         candidates.append({"name": "snaive", "type": "baseline", "method": "seasonal_naive", "period": panel.season})
+    # means of several: on short series the choice of one by a few windows is noisy (the selection's regret)
+    candidates += [
+        {"name": "models", "type": "ensemble", "members": ["lgbm", "global_lgbm", "ridge"]},
+        {"name": "global_rules", "type": "ensemble", "members": ["global_lgbm", "naive", "drift"]},
+        {"name": "everything", "type": "ensemble", "members": ["lgbm", "global_lgbm", "ridge", "naive", "drift"],
+         "weights": "cv"},
+    ]
     if ONLY:
         candidates = [c for c in candidates if c["name"] in ONLY]
+        kept = {c["name"] for c in candidates}
+        candidates = [c for c in candidates if set(c.get("members", [])) <= kept]
     return {
         "bundle": {"name": "forecast-bench"},
         "targets": {"dev": {"default": True}},

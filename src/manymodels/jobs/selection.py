@@ -35,7 +35,7 @@ def selection_summary(manifest: pd.DataFrame, spec: SegmentSpec) -> dict[str, fl
     ok = manifest.loc[mf.is_ok(manifest)]
     winners = ok[mf.CANDIDATE].astype("string")
     summary = {f"{WON}{c.name}": float((winners == c.name).sum()) for c in spec.choices()}
-    baselines = [c.name for c in spec.choices() if c.estimator == "baseline"]
+    baselines = rules(spec)
     if not baselines:
         return summary
     summary[BASELINE_WON] = float(winners.isin(baselines).sum())
@@ -49,13 +49,20 @@ def selection_summary(manifest: pd.DataFrame, spec: SegmentSpec) -> dict[str, fl
     return summary
 
 
+def rules(spec: SegmentSpec) -> list[str]:
+    """The candidates that are baselines: rules, and ensembles of rules alone."""
+    kinds = {c.name: c.estimator for c in spec.choices()}
+    return [c.name for c in spec.choices() if c.estimator == "baseline"
+            or (c.members and all(kinds.get(m) == "baseline" for m in c.members))]
+
+
 def baseline_warning(summary: dict[str, float], spec: SegmentSpec) -> str | None:
     """A loud line when baselines won most segments: the models do not beat a naive rule there."""
     won = summary.get(BASELINE_WON)
     ok = summary.get("segments_ok", 0.0)
     if won is None or not ok or won / ok <= LOUD_FRACTION:
         return None
-    names = [c.name for c in spec.choices() if c.estimator == "baseline"]
+    names = rules(spec)
     per = ", ".join(f"{n} {int(summary.get(WON + n, 0)):,}" for n in names)
     return (
         f"a baseline won {int(won):,} of {int(ok):,} segments ({won / ok:.0%}: {per}): the models do not beat "
