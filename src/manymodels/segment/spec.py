@@ -248,6 +248,9 @@ class SegmentSpec:
                 candidate.pop("window")
             if not candidate.get("pooled"):
                 candidate.pop("pooled", None)
+            if not candidate.get("members"):  # not an ensemble: as before ensembles were
+                candidate.pop("members", None)
+                candidate.pop("weights", None)
         text = json.dumps(spec, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

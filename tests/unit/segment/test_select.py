@@ -154,6 +154,14 @@ def test_unset_selection_leaves_old_fingerprints_alone() -> None:
     assert plain.fingerprint != replace(plain, validation=Validation()).fingerprint
     assert replace(plain, validation=Validation()).fingerprint != replace(
         plain, validation=Validation(), candidates=(MEAN,)).fingerprint
+    # what a spec with candidates hashed to before ensembles (and their fields) existed: carried models stay carried
+    chosen = replace(plain, features=("a",), segment_by=("s",), label="y", validation=Validation(),
+                     candidates=(Candidate("lgbm"), Candidate("n", "baseline", method="naive")))
+    assert chosen.fingerprint == "c6ab4b1281ae99ff"
+    mixed = replace(chosen, candidates=(*chosen.choices(), Candidate("mix", "ensemble", members=("lgbm", "n"))))
+    assert mixed.fingerprint != chosen.fingerprint
+    assert replace(mixed, candidates=(*chosen.choices(), Candidate("mix", "ensemble", members=("lgbm", "n"),
+                                                                   weights="cv"))).fingerprint != mixed.fingerprint
 
 
 def test_a_last_baseline_is_measured_as_far_ahead_as_the_holdout_uses_it() -> None:
