@@ -182,6 +182,7 @@ def mlforecast_runs(panel: Panel, train: pd.DataFrame, full: pd.DataFrame,
 
 
 ONLY: list[str] = []  # --candidates: manymodels' candidates to keep (all by default)
+RULE: list[str] = []  # --rule: the selection rule (best: per series, the default; fleet: one for every series)
 
 
 def manymodels_bundle(panel: Panel) -> dict[str, Any]:
@@ -217,7 +218,7 @@ def manymodels_bundle(panel: Panel) -> dict[str, Any]:
             "models": {"fleet": {
                 "task": "forecast", "dataset": "train", "segment_by": ["unique_id"], "label": "y", "time": "ds",
                 "horizon": panel.horizon, "features": features, "validation": {"windows": panel.windows},
-                "candidates": candidates,
+                "candidates": candidates, "selection": {"rule": RULE[0] if RULE else "best"},
             }},
         },
     }
@@ -282,8 +283,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--candidates", default="", help="keep only these manymodels candidates (comma-separated; "
                         "naive is always measured)")
+    parser.add_argument("--rule", choices=["best", "fleet"], default="best",
+                        help="manymodels' selection rule: best per series (default), or one for the fleet")
     args = parser.parse_args()
     ONLY.extend(n for n in args.candidates.split(",") if n)
+    RULE.append(args.rule)
     everything = {}
     for key in args.datasets.split(","):
         panel = PANELS[key]()

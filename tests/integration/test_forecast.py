@@ -337,3 +337,46 @@ def test_a_global_candidate_is_one_model_the_segments_choose(tmp_path: Path) -> 
     own.unlink()
     with pytest.raises(DamagedModel, match="of candidate everyone is damaged"):
         api.target_context.open_pack(api.target_context.tracker.run(stopped)).verify()
+
+
+def test_selection_rule_fleet_gives_every_segment_one_candidate(tmp_path: Path) -> None:
+    """`selection: {rule: fleet}`: one candidate for every store, judged on a sample before the fleet is fitted (the
+    run says which and how each fared); a resumed run keeps the choice; --changed-only is refused."""
+    frame = series_frame(segments=6, steps=40, seed=23).rename(columns={"segment": "store"})
+    (tmp_path / "data").mkdir()
+    frame.to_parquet(tmp_path / "data" / "sales.parquet", index=False)
+    model = {
+        "task": "forecast", "dataset": "sales", "segment_by": ["store"], "label": "units", "time": "week",
+        "horizon": 4, "features": {"lags": [1, 2, 4], "known": ["price"]},
+        "candidates": [{"name": "lgbm", "params": {"num_boost_round": 20, "min_data_in_leaf": 3}},
+                       {"name": "ridge", "type": "sklearn", "entry": "sklearn.linear_model.Ridge"},
+                       {"name": "drift", "type": "baseline", "method": "drift"},
+                       {"name": "mix", "type": "ensemble", "members": ["lgbm", "ridge"]}],
+        "selection": {"rule": "fleet", "sample": 4},
+    }
+    bundle = {"bundle": {"name": "fleetwide"},
+              "targets": {"dev": {"default": True, "engine": {"max_chunk_rows": 80}}},  # 2 stores a chunk
+              "resources": {"datasets": {"sales": {"path": "data/sales.parquet"}}, "models": {"demand": model}}}
+    (tmp_path / "manymodels.yml").write_text(yaml.safe_dump(bundle))
+    trained = runner.invoke(app, ["--bundle", str(tmp_path), "train", "demand"], env=WIDE)
+    assert trained.exit_code == 0, trained.output
+    api = mm.load_bundle(tmp_path)
+    run = api.runs("demand")[0]
+    chosen = run.tags["manymodels.selection.chosen"]
+    ratios = json.loads(run.tags["manymodels.selection.ratios"])
+    assert run.tags["manymodels.selection.sample"] == "4" and set(ratios) == {"lgbm", "ridge", "drift", "mix", "naive"}
+    assert ratios[chosen] == min(ratios.values())
+    manifest = api.manifest("demand")
+    assert set(manifest["candidate"]) == {chosen} and len(manifest) == 6
+    scores = json.loads(manifest["cv_scores"].iloc[0])
+    assert set(scores) == set(ratios)  # every candidate still measured, and kept in the manifest
+
+    with pytest.raises(KeyboardInterrupt):
+        api.train("demand", workers=1, on_progress=stop_after(3))
+    stopped = api.runs("demand")[0]
+    resumed = api.train("demand", resume=stopped.run_id, workers=1)
+    assert resumed.summary["segments_resumed"] == 2 and set(resumed.manifest["candidate"]) == {chosen}
+    assert api.runs("demand")[0].tags["manymodels.selection.chosen"] == chosen
+
+    changed = runner.invoke(app, ["--bundle", str(tmp_path), "train", "demand", "--changed-only"], env=WIDE)
+    assert changed.exit_code == 2 and "selection.rule fleet" in changed.output

@@ -212,10 +212,23 @@ class TuningSpec(Strict):
 
 
 class SelectionSpec(Strict):
-    """`selection:` how the winner is picked: the best mean cross-validated `metric` (default: the model's)."""
+    """`selection:` how the winner is picked, on the cross-validated `metric` (default: the model's).
+
+    `rule: best` (default): each segment takes the candidate with its best mean. `rule: fleet` (forecasts): every
+    segment takes one candidate, the one whose mean window error, divided by each segment's best, has the lowest
+    median over `sample` segments (default 200, drawn with `validation.seed`), judged before the fleet is fitted; a
+    segment where it could not be scored takes its own best. For short series, whose few windows choose noisily.
+    """
 
     metric: str | None = None
-    rule: Literal["best"] = "best"
+    rule: Literal["best", "fleet"] = "best"
+    sample: int = Field(default=200, ge=1)
+
+    @model_validator(mode="after")
+    def _sample_is_fleet(self) -> SelectionSpec:
+        if "sample" in self.model_fields_set and self.rule != "fleet":
+            raise ValueError("sample is for rule fleet: the segments the fleet's choice is judged on")
+        return self
 
 
 def selection_problem(model: Any) -> str | None:
@@ -252,6 +265,12 @@ def selection_problem(model: Any) -> str | None:
     problem = _ensemble_problem(model, names)
     if problem:
         return problem
+    if model.selection.rule == "fleet":
+        if not forecast:
+            return "selection.rule fleet is for task forecast (each segment's rolling-origin windows, over the fleet)"
+        if model.selection_metric in ("r2",):
+            return (f"selection.rule fleet divides each candidate's error by the segment's best: metric "
+                    f"{model.selection_metric} is not an error; use rmse, mae or mape")
     time = model.time_column
     if model.validation is not None and model.validation.kind == "time" and time is None:
         return "validation kind time needs by, the time column (or a split by time)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -169,6 +169,55 @@ def _global_study(
     values = [float(t.value) for t in complete]
     best = complete[values.index(max(values) if validation.maximize else min(values))]
     return {**candidate.params, **best.params}, float(values[complete.index(best)]), len(study.trials)
+
+
+def choose_for_fleet(engine: Engine, data: Any, path: Path, fmt: str, spec: SegmentSpec, sample: int
+                     ) -> tuple[SegmentSpec, dict[str, Any]]:
+    """Selection rule fleet: the candidate every segment takes, judged before the fleet is fitted on a seeded sample
+    of its segments (their selection run on the engine, nothing kept).
+
+    Returns:
+        The spec to fit the fleet with (`chosen` set), and what the run records: the choice, the sample's size and
+        each candidate's median ratio to the segment's best.
+
+    Raises:
+        DataError: no sampled segment could be scored.
+    """
+    size = min(sample, len(data))
+    keep = np.zeros(len(data), dtype=bool)
+    keep[np.random.default_rng(validation_of(spec).seed).choice(len(data), size=size, replace=False)] = True
+    results = engine.fit(engine.select(data, keep, path, fmt, spec), spec, None)
+    chosen, ratios = fleet_choice(results, spec)
+    return replace(spec, chosen=chosen), {"chosen": chosen, "sample": size, "ratios": ratios}
+
+
+def fleet_choice(results: Sequence[Any], spec: SegmentSpec) -> tuple[str, dict[str, float]]:
+    """The candidate with the lowest median, over the segments scored, of its mean window error divided by that
+    segment's best (1: it was the best there; a candidate that failed in a segment counts as infinitely worse);
+    ties go to the candidate listed first. Returns it and each candidate's median ratio.
+
+    Raises:
+        DataError: no segment had a scored candidate.
+    """
+    names = [c.name for c in spec.choices()]
+    ratios: dict[str, list[float]] = {n: [] for n in names}
+    for result in results:
+        if result.status != OK or not result.cv_scores:
+            continue
+        means = {n: v.get("mean") for n, v in json.loads(str(result.cv_scores)).items()}
+        best = min((float(v) for v in means.values() if v is not None and math.isfinite(v)), default=math.nan)
+        if not best > 0:
+            continue  # no error to divide by (none scored, or one candidate exact)
+        for n in names:
+            value = means.get(n)
+            ratios[n].append(float(value) / best if value is not None and math.isfinite(value) else math.inf)
+    scored = {n: float(np.median(v)) for n, v in ratios.items() if v}
+    if not scored:
+        reasons = sorted({str(r.error) for r in results if r.error})
+        raise DataError("selection rule fleet: no sampled segment could be scored"
+                        + (f" ({'; '.join(reasons[:2])})" if reasons else ""))
+    best_ratio = min(scored.values())
+    return next(n for n in names if scored.get(n) == best_ratio), scored
 
 
 def with_tuned(spec: SegmentSpec, found: dict[str, dict[str, Any]]) -> SegmentSpec:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import socket
 import tempfile
@@ -35,6 +36,7 @@ from manymodels.jobs.pages import run_facts, training_sections, write_report
 from manymodels.jobs.pooled import fit_pooled_candidates, pooled_candidates
 from manymodels.jobs.selection import (
     baseline_warning,
+    choose_for_fleet,
     naive_summary,
     naive_warning,
     selection_summary,
@@ -300,6 +302,11 @@ def _train(
             f"{len(data):,} segments of {model.dataset!r} has {largest:,} rows: every segment would fail; lower "
             "min_rows"
         )
+    if changed_only and model.selection.rule == "fleet":
+        raise BundleError(
+            "--changed-only retrains the segments whose rows changed, but selection.rule fleet chooses one candidate "
+            "over the fleet's segments: train the whole fleet"
+        )
     if changed_only and pooled_candidates(spec):
         raise BundleError(
             f"--changed-only retrains the segments whose rows changed, but candidate(s) "
@@ -353,11 +360,16 @@ def _train(
         if pooled_candidates(spec) and len(data):  # before the fleet: each segment weighs them against its own
             # (a resumed run fits them again: the same rows give the same model, so its finished segments stay)
             spec = fit_pooled_candidates(engine, spec, dataset, Path(pack.root), run_staging)
+        fleet: dict[str, Any] = {}
+        if model.selection.rule == "fleet" and previous is not None and previous.plan.get("chosen"):
+            spec = replace(spec, chosen=str(previous.plan["chosen"]))  # what the run chose, not a new sample's
+        elif model.selection.rule == "fleet" and len(data):
+            spec, fleet = choose_for_fleet(engine, data, path, dataset.fmt, spec, model.selection.sample)
         if previous is not None:
             data, kept = _keep_finished(shard_dir, data, spec, info, engine, path, dataset.fmt)
         else:
             write_plan(shard_dir, {"segments": list(segments) if segments else None, "changed_only": changed_only,
-                                   "tuned": {k: v["params"] for k, v in tuned.items()}})
+                                   "tuned": {k: v["params"] for k, v in tuned.items()}, "chosen": spec.chosen})
         folder.keep = True  # from here on, a failed run's staged work is kept for `train --resume`
         if hooks.on_start:
             hooks.on_start(len(data), run_id)
@@ -422,8 +434,14 @@ def _train(
 
         write_report(folder.path / REPORT_FILE, name, "training",
                      lambda: training_sections(manifest, spec.segment_by, spec.metric, facts), warn)
-        tracker.finish_run(run_id, summary, ok, artifacts=folder.upload, tags={TAG + "segments": str(len(manifest))},
-                           resumable=True)
+        tags = {TAG + "segments": str(len(manifest))}
+        if spec.chosen is not None:  # selection rule fleet: the one candidate, and how each fared on the sample
+            tags[TAG + "selection.chosen"] = spec.chosen
+            if fleet:
+                tags[TAG + "selection.ratios"] = json.dumps({k: round(v, 4) if math.isfinite(v) else None
+                                                             for k, v in fleet["ratios"].items()})
+                tags[TAG + "selection.sample"] = str(fleet["sample"])
+        tracker.finish_run(run_id, summary, ok, artifacts=folder.upload, tags=tags, resumable=True)
         if folder.upload is None:  # the run's own folder: its records stay until it is finished, for a resume
             drop_records(str(shards))
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds, warnings)

@@ -183,6 +183,9 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
     for candidate in (c for c in spec.choices() if c.estimator == ENSEMBLE):
         scored.append(_ensemble_scores(candidate, spec, scored, kept, train, origins, horizon))
     winner, candidate = winner_of(scored, spec, "window")
+    forced = next((s for s in scored if s.name == spec.chosen and math.isfinite(s.mean)), None)
+    if forced is not None:  # the fleet's choice, where it could be scored
+        winner, candidate = forced, next(c for c in spec.choices() if c.name == forced.name)
     if candidate.estimator == ENSEMBLE:
         fitted = _fit_ensemble(candidate, winner, spec, train)
     elif candidate.pooled:

@@ -207,6 +207,7 @@ class SegmentSpec:
         pool_by: a pooled forecast fit's (a fallback's, or with validation a pooled candidate's): the columns that
             split its one segment (every row) into the series its one model is fitted on together.
         shared: the pooled candidates' fits, read by each segment's selection (the fingerprint keeps their digests).
+        chosen: the candidate every segment takes where it could be scored (selection rule fleet), else None.
     """
 
     segment_by: tuple[str, ...]
@@ -229,6 +230,7 @@ class SegmentSpec:
     forecast: ForecastPlan | None = None
     pool_by: tuple[str, ...] = ()
     shared: tuple[SharedFit, ...] = ()
+    chosen: str | None = None
 
     @cached_property
     def fingerprint(self) -> str:
@@ -240,7 +242,7 @@ class SegmentSpec:
         if self.shared:
             spec["shared"] = [[s.candidate, s.digest] for s in self.shared]
         # unset, newer fields change no older fingerprint
-        for newer in ("impute", "candidates", "validation", "forecast", "pool_by"):
+        for newer in ("impute", "candidates", "validation", "forecast", "pool_by", "chosen"):
             if not spec[newer]:
                 spec.pop(newer)
         for candidate in spec.get("candidates", ()):

@@ -134,6 +134,12 @@ ENSEMBLE = ("      task: forecast\n      time: week\n      horizon: 4\n      can
          "      selection: {metric: r2}\n", 6, "weights cv weigh members by their inverse error"),
         (ENSEMBLE + "        - {name: r2, type: baseline, method: mean, members: [lgbm, ridge]}\n", 16,
          "members and weights are for type ensemble"),
+        # selection rule fleet: a forecast's, on an error
+        (ENSEMBLE + "      selection: {rule: fleet, metric: r2}\n", 6, "selection.rule fleet divides each candidate's "
+         "error by the segment's best: metric r2 is not an error"),
+        (ENSEMBLE + "      selection: {sample: 50}\n", 16, "sample is for rule fleet"),
+        ("      validation: {kind: kfold}\n      selection: {rule: fleet}\n", 6,
+         "selection.rule fleet is for task forecast"),
         ("      validation: {kind: kfold}\n      candidates:\n        - {name: a}\n        - {name: b, "
          "type: baseline, method: mean}\n        - {name: mix, type: ensemble, members: [a, b]}\n", 6,
          "candidate(s) mix: type ensemble (a mean of members' forecasts) is for task forecast"),
