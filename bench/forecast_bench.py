@@ -183,6 +183,7 @@ def mlforecast_runs(panel: Panel, train: pd.DataFrame, full: pd.DataFrame,
 
 ONLY: list[str] = []  # --candidates: manymodels' candidates to keep (all by default)
 RULE: list[str] = []  # --rule: the selection rule (best: per series, the default; fleet: one for every series)
+REFIT: list[bool] = []  # --refit: fit the chosen model again on every step once the holdout has measured it
 
 
 def manymodels_bundle(panel: Panel) -> dict[str, Any]:
@@ -219,6 +220,7 @@ def manymodels_bundle(panel: Panel) -> dict[str, Any]:
                 "task": "forecast", "dataset": "train", "segment_by": ["unique_id"], "label": "y", "time": "ds",
                 "horizon": panel.horizon, "features": features, "validation": {"windows": panel.windows},
                 "candidates": candidates, "selection": {"rule": RULE[0] if RULE else "best"},
+                "refit": bool(REFIT and REFIT[0]),
             }},
         },
     }
@@ -285,9 +287,12 @@ def main() -> None:
                         "naive is always measured)")
     parser.add_argument("--rule", choices=["best", "fleet"], default="best",
                         help="manymodels' selection rule: best per series (default), or one for the fleet")
+    parser.add_argument("--refit", action="store_true", help="manymodels' refit: true (the chosen model fitted "
+                        "again on every step before forecasting)")
     args = parser.parse_args()
     ONLY.extend(n for n in args.candidates.split(",") if n)
     RULE.append(args.rule)
+    REFIT.append(args.refit)
     everything = {}
     for key in args.datasets.split(","):
         panel = PANELS[key]()

@@ -396,7 +396,8 @@ def forecast_pack(tmp_path: Path, frame: pd.DataFrame) -> Path:
 POOLED_SPEC = with_naive(replace(FORECAST_SPEC, candidates=(
     Candidate("glgbm", params={"num_boost_round": 10, "min_data_in_leaf": 3}, pooled=True),
     Candidate("ridge", "sklearn", "sklearn.linear_model.Ridge"),
-    Candidate("both", "ensemble", members=("glgbm", "ridge")))))  # a pooled member: its window forecasts kept
+    Candidate("both", "ensemble", members=("glgbm", "ridge"))),  # a pooled member: its window forecasts kept
+    refit=True))  # the winners (the pooled model too) fitted again on every step; the measured ones kept inside
 
 
 def pooled_pack(engine: Engine, tmp_path: Path, frame: pd.DataFrame) -> tuple[Path, list[Any], SegmentSpec]:
@@ -485,6 +486,13 @@ class ForecastContract:
             pd.testing.assert_frame_equal(forecasts.sort_values(order).reset_index(drop=True),
                                           expected.sort_values(order).reset_index(drop=True), atol=1e-9)
             assert expected["prediction"].notna().sum() == 6 * 4  # the thin segment has no model (no fallback here)
+            # refit: the holdout is judged by the models that measured it (kept inside those refitted on it)
+            path = tmp_path / "engine" / "series.parquet"  # where pooled_pack wrote the rows
+            table = engine.evaluate(Dataset(path, "parquet"), spec, "rmse", [Contender("challenger", str(root))],
+                                    holdout=True).set_index("segment")
+            manifest = Pack(root).manifest.set_index("segment")
+            ok = manifest.index[manifest["status"] == "ok"]
+            np.testing.assert_allclose(table.loc[ok, "challenger"], manifest.loc[ok, "rmse"], atol=1e-9)
 
         def test_evaluating_forecasts_gives_what_training_measured(self, engine: Engine, tmp_path: Path) -> None:
             frame = forecast_fleet()

@@ -353,6 +353,7 @@ def test_selection_rule_fleet_gives_every_segment_one_candidate(tmp_path: Path) 
                        {"name": "drift", "type": "baseline", "method": "drift"},
                        {"name": "mix", "type": "ensemble", "members": ["lgbm", "ridge"]}],
         "selection": {"rule": "fleet", "sample": 4},
+        "refit": True,  # the choice fitted again on every step; the measured model kept for evaluate
     }
     bundle = {"bundle": {"name": "fleetwide"},
               "targets": {"dev": {"default": True, "engine": {"max_chunk_rows": 80}}},  # 2 stores a chunk
@@ -370,6 +371,10 @@ def test_selection_rule_fleet_gives_every_segment_one_candidate(tmp_path: Path) 
     assert set(manifest["candidate"]) == {chosen} and len(manifest) == 6
     scores = json.loads(manifest["cv_scores"].iloc[0])
     assert set(scores) == set(ratios)  # every candidate still measured, and kept in the manifest
+    table = api.evaluate("demand", save=False).table.set_index("store")  # judged by the models the holdout measured
+    np.testing.assert_allclose(table.loc[manifest["store"], "challenger"], manifest["rmse"], atol=1e-9)
+    ahead = api.forecast("demand", known=future(frame, steps=4))
+    assert len(ahead) == 6 * 4 and ahead["prediction"].notna().all()
 
     with pytest.raises(KeyboardInterrupt):
         api.train("demand", workers=1, on_progress=stop_after(3))

@@ -14,7 +14,7 @@ ORIGIN_BASELINES = ("naive", "seasonal_naive", "drift", "window_average")
 FORECAST_BASELINES = (*ORIGIN_BASELINES, "mean", "median")
 DEFAULT_LAGS = (1, 2, 3)
 # Fields only a forecast model takes (besides features as a mapping).
-FORECAST_ONLY = ("time", "freq", "horizon", "target_transform", "strategy", "gaps")
+FORECAST_ONLY = ("time", "freq", "horizon", "target_transform", "strategy", "gaps", "refit")
 # The calendar feature a grid's offset suggests (the default when none are given).
 DEFAULT_CALENDAR = {"MS": "month", "ME": "month", "W": "week_of_year", "D": "day_of_week", "B": "day_of_week",
                     "QS": "quarter", "QE": "quarter"}

@@ -255,6 +255,9 @@ class ModelSpec(Strict):
     target_transform: list[TransformSpec] | None = None
     strategy: Literal["recursive", "direct"] = "recursive"
     gaps: Literal["error", "zero", "missing"] = "error"
+    # Forecasts: after the holdout is measured, fit the chosen candidate again on every step (kept beside the model
+    # the holdout measured, which `evaluate` judges), so forecasts start from a model that saw the latest steps.
+    refit: bool = False
     estimator: EstimatorSpec = Field(default_factory=EstimatorSpec)
     split: SplitSpec = Field(default_factory=SplitSpec)
     metric: str | None = None

@@ -90,7 +90,7 @@ def evaluate_chunk(
     from threadpoolctl import threadpool_limits
 
     if spec.forecast is not None:
-        return _evaluate_forecasts(frame, bounds, spec, metric, contenders)
+        return _evaluate_forecasts(frame, bounds, spec, metric, contenders, holdout)
     hashes = row_hashes(frame, spec) if len(frame) else np.empty(0, dtype=np.uint64)
     starts = np.array([lo for _, lo, _ in bounds] + [bounds[-1][2] if bounds else 0], dtype=np.int64)
     positions: list[np.ndarray] = []
@@ -123,9 +123,11 @@ def _evaluate_forecasts(
     spec: SegmentSpec,
     metric: str,
     contenders: Sequence[tuple[str, str, np.ndarray]],
+    holdout: bool = True,
 ) -> pd.DataFrame:
     """Each segment's last `horizon` steps forecast by each contender from the steps before them (the holdout as
-    training held it out, or the end of fresher rows): one row per segment, as `evaluate_chunk`."""
+    training held it out, by the models it measured, or the end of fresher rows, by the models kept to forecast):
+    one row per segment, as `evaluate_chunk`."""
     from threadpoolctl import threadpool_limits
 
     from manymodels.registry.forecasting import holdout_metrics
@@ -162,7 +164,8 @@ def _evaluate_forecasts(
             scores = np.full(len(bounds), np.nan)
             if usable:
                 chosen = [histories[i] for i in usable]
-                scores[usable] = holdout_metrics(pack, located[usable], chosen, metric)  # type: ignore[arg-type]
+                scores[usable] = holdout_metrics(pack, located[usable], chosen, metric,  # type: ignore[arg-type]
+                                                 measured=holdout)
             out[label] = scores
     return out
 

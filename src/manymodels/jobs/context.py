@@ -304,6 +304,7 @@ class Target:
             validation=validation,
             task=spec.task if spec.task != "forecast" else "regression",
             forecast=forecast,
+            refit=spec.refit,
         )
         return with_naive(made)
 

@@ -308,7 +308,8 @@ def _from_histories(pack: Pack, keys: pd.DataFrame, histories: list[Series], for
     return forecast_frame(keys, plan, grid, times, values, source)
 
 
-def holdout_metrics(pack: Pack, segments: np.ndarray, histories: Sequence[Series], metric: str) -> np.ndarray:
+def holdout_metrics(pack: Pack, segments: np.ndarray, histories: Sequence[Series], metric: str,
+                    measured: bool = False) -> np.ndarray:
     """Each history's last `horizon` steps forecast by the pack from the steps before them: the metric per history
     (NaN where the pack has no usable model of its segment, or the history is too short to hold any out).
 
@@ -317,6 +318,8 @@ def holdout_metrics(pack: Pack, segments: np.ndarray, histories: Sequence[Series
         segments: each history's segment_index in the pack (-1: none).
         histories: the segments' rows on their grid.
         metric: the metric to compute.
+        measured: forecast with the models the training's holdout measured where the pack keeps them (a `refit`
+            model saw those steps), else with the models kept to forecast.
     """
     plan, grid = plan_and_grid(pack)
     out = np.full(len(histories), np.nan)
@@ -326,6 +329,8 @@ def holdout_metrics(pack: Pack, segments: np.ndarray, histories: Sequence[Series
     forecasters, served, _ = load_forecasters(pack, asked, damaged_unserved=True)
     if not forecasters:
         return out
+    if measured:
+        forecasters = [f.measured if f.measured is not None else f for f in forecasters]
     rows = [int(i) for i in np.flatnonzero(served)]
     before = [histories[i].upto(len(histories[i]) - horizon - 1) for i in rows]
     width = max(tail_width(plan, f) for f in forecasters)

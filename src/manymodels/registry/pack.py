@@ -497,9 +497,7 @@ class Pack:
         loaded = (fmt, load_forecaster(blob) if fmt == FORMAT_FORECAST else load_model(fmt, blob, self.info.task))
         if isinstance(loaded[1], Forecaster):
             try:
-                for forecaster in (loaded[1], *loaded[1].members):  # a pooled model: its own, or an ensemble member's
-                    if forecaster.shared is not None:
-                        self._attach_shared(forecaster)
+                self._attach_shared(loaded[1])
             except DamagedModel as exc:
                 with self._lock:
                     self._damaged[segment] = exc
@@ -510,14 +508,22 @@ class Pack:
                 self._models.popitem(last=False)
         return loaded, False
 
-    def _attach_shared(self, forecaster: Forecaster) -> None:
-        """Give a forecaster that references a pooled model (`shared`) that model's inner models.
+    def _attach_shared(self, forecaster: Forecaster, measured: bool = False) -> None:
+        """Give each part of a forecaster that references a pooled model (`shared`: itself, an ensemble's member; and
+        the same in the forecaster its holdout measured, from the pooled model's measured one) its inner models.
 
         Raises:
-            DamagedModel: the shared model is missing, or its bytes do not match its name.
+            DamagedModel: a shared model is missing, or its bytes do not match its name.
         """
-        pooled = self._pooled_model(str(forecaster.shared), forecaster.candidate)
-        forecaster.models, forecaster.formats, forecaster.frames = pooled.models, pooled.formats, pooled.frames
+        for part in (forecaster, *forecaster.members):
+            if part.shared is None:
+                continue
+            pooled = self._pooled_model(str(part.shared), part.candidate)
+            if measured and pooled.measured is not None:
+                pooled = pooled.measured
+            part.models, part.formats, part.frames = pooled.models, pooled.formats, pooled.frames
+        if forecaster.measured is not None:
+            self._attach_shared(forecaster.measured, measured=True)
 
     def _pooled_model(self, digest: str, candidate: str) -> Forecaster:
         """A pooled model of this pack, read once and checked against its name (the checksum of its bytes).

@@ -145,6 +145,8 @@ class Forecaster:
             keeps it once; this forecaster keeps its own scales and state, and no model until the pack attaches it).
         members, weights: an ensemble's (estimator `ensemble`): its members' forecasters (no state of their own:
             they forecast from the ensemble's) and the weight of each in the mean of their forecasts.
+        measured: with `refit`, the forecaster the holdout measured (fitted on the steps before it), kept for
+            `evaluate`; this one was fitted again on every step.
     """
 
     candidate: str
@@ -164,6 +166,7 @@ class Forecaster:
     shared: str | None = None
     members: list[Forecaster] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
+    measured: Forecaster | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -222,8 +225,11 @@ class Forecaster:
             header["shared"] = self.shared
         if self.is_ensemble:
             header["weights"] = [float(w) for w in self.weights]
+        measured = self.measured.to_bytes() if self.measured is not None else b""
+        if measured:
+            header["measured"] = len(measured)  # its bytes follow the inner models'
         text = json.dumps(header, sort_keys=True, allow_nan=False).encode()
-        return b"".join([_MAGIC, struct.pack(">Q", len(text)), text, *self.blobs])
+        return b"".join([_MAGIC, struct.pack(">Q", len(text)), text, *self.blobs, measured])
 
 
 def _json_float(value: float) -> float | None:
@@ -258,10 +264,12 @@ def shared_references(blob: bytes) -> dict[str, str]:
     """
     header, at = forecaster_header(blob)
     found = {str(header["shared"]): str(header.get("candidate", ""))} if header.get("shared") else {}
-    if header.get("estimator") == ENSEMBLE:
-        for size in header["sizes"]:
+    for size in header["sizes"]:
+        if header.get("estimator") == ENSEMBLE:
             found.update(shared_references(blob[at : at + size]))
-            at += size
+        at += size
+    if header.get("measured"):
+        found.update(shared_references(blob[at : at + int(header["measured"])]))
     return found
 
 
@@ -297,8 +305,13 @@ def load_forecaster(blob: bytes) -> Forecaster:
         members=[load_forecaster(b) for b in blobs] if header["estimator"] == ENSEMBLE else [],
         weights=[float(w) for w in header.get("weights", [])],
     )
-    for member in forecaster.members:  # they forecast from the ensemble's history
-        member.state = forecaster.state
+    if header.get("measured"):
+        forecaster.measured = load_forecaster(blob[at : at + int(header["measured"])])
+    for inner in (*forecaster.members, forecaster.measured):  # they forecast from its history
+        if inner is not None:
+            inner.state = forecaster.state
+            for member in inner.members:
+                member.state = forecaster.state
     return forecaster
 
 

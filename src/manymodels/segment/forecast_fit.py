@@ -330,9 +330,11 @@ def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Se
     if spec.selecting:
         selection = select_forecast(train, spec, grid, key)
         forecaster = cast(Forecaster, selection.predictor)
+        chosen, params = next(c for c in spec.choices() if c.name == selection.winner.name), selection.winner.params
     else:
-        only = spec.choices()[0]
-        forecaster = fit_forecaster(only, dict(only.params), plan, train, impute=_impute(spec, only), serialize=True)
+        chosen = spec.choices()[0]
+        params = dict(chosen.params)
+        forecaster = fit_forecaster(chosen, params, plan, train, impute=_impute(spec, chosen), serialize=True)
     actual = series.y[cut:]
     predicted = _holdout_forecast(forecaster, spec, key, train, grid, series.known[cut:])
     naive = forecast_one(fit_forecaster(NAIVE, {}, plan, train), train, plan, grid, horizon, series.known[cut:])
@@ -349,7 +351,31 @@ def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Se
         "n_test": horizon,
         "profile": _profile(train, plan),
     }
+    if spec.refit:  # measured: now fitted again on every step, the measured one kept for evaluate
+        forecaster = _refit(forecaster, chosen, params, spec, series)
     return forecaster.with_state(series, plan, grid), selection, kept
+
+
+def _refit(measured: Forecaster, candidate: Candidate, params: dict[str, Any], spec: SegmentSpec,
+           series: Series) -> Forecaster:
+    """The chosen candidate fitted again on every step of `series` (an ensemble: each member), with `measured` (what
+    the holdout measured) kept inside it."""
+    plan = plan_of(spec)
+    if candidate.estimator == ENSEMBLE:
+        specs = {c.name: c for c in spec.choices()}
+        members = [_fit_again(specs[m], dict(specs[m].params), spec, series) for m in candidate.members]
+        final = Forecaster(candidate.name, ENSEMBLE, plan.strategy, plan=plan, members=members,
+                           weights=list(measured.weights))
+    else:
+        final = _fit_again(candidate, params, spec, series)
+    final.measured = measured
+    return final
+
+
+def _fit_again(candidate: Candidate, params: dict[str, Any], spec: SegmentSpec, series: Series) -> Forecaster:
+    if candidate.pooled:  # the one model's fit on every step is in the pack beside its measured one
+        return _reference(spec, candidate, series)
+    return fit_forecaster(candidate, params, plan_of(spec), series, impute=_impute(spec, candidate), serialize=True)
 
 
 def _profile(train: Series, plan: ForecastPlan) -> bytes | None:
@@ -485,6 +511,9 @@ def fit_shared(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, dict
     model = fit_pooled_forecaster(candidate, dict(candidate.params), plan, trains, impute=impute, serialize=True)
     predicted, kept = _pooled_holdout(model, spec, grid, series, trains)
     scores = {k: [sorted(f), [_json_number(v) for v in p]] for k, f, p in zip(keys, folds, predicted, strict=True)}
+    if spec.refit:  # and on every series' every step: what forecasts use; the measured one is kept inside it
+        final = fit_pooled_forecaster(candidate, dict(candidate.params), plan, series, impute=impute, serialize=True)
+        final.measured, model = model, final
     return model, {**kept, "scores": json.dumps(scores, allow_nan=False)}
 
 

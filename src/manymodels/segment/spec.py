@@ -208,6 +208,8 @@ class SegmentSpec:
             split its one segment (every row) into the series its one model is fitted on together.
         shared: the pooled candidates' fits, read by each segment's selection (the fingerprint keeps their digests).
         chosen: the candidate every segment takes where it could be scored (selection rule fleet), else None.
+        refit: forecasts: the winner fitted again on every step once the holdout has measured it (the measured model
+            kept beside it, for `evaluate`).
     """
 
     segment_by: tuple[str, ...]
@@ -231,6 +233,7 @@ class SegmentSpec:
     pool_by: tuple[str, ...] = ()
     shared: tuple[SharedFit, ...] = ()
     chosen: str | None = None
+    refit: bool = False
 
     @cached_property
     def fingerprint(self) -> str:
@@ -242,7 +245,7 @@ class SegmentSpec:
         if self.shared:
             spec["shared"] = [[s.candidate, s.digest] for s in self.shared]
         # unset, newer fields change no older fingerprint
-        for newer in ("impute", "candidates", "validation", "forecast", "pool_by", "chosen"):
+        for newer in ("impute", "candidates", "validation", "forecast", "pool_by", "chosen", "refit"):
             if not spec[newer]:
                 spec.pop(newer)
         for candidate in spec.get("candidates", ()):

@@ -134,6 +134,7 @@ ENSEMBLE = ("      task: forecast\n      time: week\n      horizon: 4\n      can
          "      selection: {metric: r2}\n", 6, "weights cv weigh members by their inverse error"),
         (ENSEMBLE + "        - {name: r2, type: baseline, method: mean, members: [lgbm, ridge]}\n", 16,
          "members and weights are for type ensemble"),
+        ("      refit: true\n", 6, "refit is for task forecast"),
         # selection rule fleet: a forecast's, on an error
         (ENSEMBLE + "      selection: {rule: fleet, metric: r2}\n", 6, "selection.rule fleet divides each candidate's "
          "error by the segment's best: metric r2 is not an error"),

@@ -236,3 +236,22 @@ def test_an_ensemble_is_judged_and_forecasts_as_the_weighted_mean_of_its_members
     each = forecast_many(PLAN, GRID, kept.members, origins_from_states([kept] * 3, PLAN, GRID), 4,
                          np.repeat(known, 3, axis=0))
     np.testing.assert_allclose(together[0], np.asarray(kept.weights) @ each, atol=1e-12)
+
+
+def test_refit_keeps_the_measured_model_and_forecasts_from_one_that_saw_every_step() -> None:
+    """`refit`: the holdout's metrics and the winner are what they were without it (measured by the same model);
+    the model kept to forecast is fitted again on every step and carries the measured one, which a pack reads back."""
+    made = spec(windows=2)
+    plain, again = fit_segment(one(), made), fit_segment(one(), replace(made, refit=True))
+    assert plain.status == again.status == "ok", (plain.error, again.error)
+    assert again.candidate == plain.candidate and again.metrics == plain.metrics and again.cv_scores == plain.cv_scores
+    kept, before = load_forecaster(bytes(again.model)), load_forecaster(bytes(plain.model))
+    assert kept.measured is not None and before.measured is None
+    assert kept.measured.blobs == before.blobs  # the measured model is the one a run without refit keeps
+    assert kept.blobs != before.blobs and kept.state == before.state  # fitted again; the same history to start from
+    known = np.full((1, 4, 1), 1.05)
+    ahead = forecast_many(PLAN, GRID, [kept], origins_from_states([kept], PLAN, GRID), 4, known)
+    measured = forecast_many(PLAN, GRID, [kept.measured], origins_from_states([kept], PLAN, GRID), 4, known)
+    np.testing.assert_allclose(measured, forecast_many(PLAN, GRID, [before], origins_from_states([before], PLAN, GRID),
+                                                       4, known), atol=1e-12)
+    assert not np.allclose(ahead, measured)
