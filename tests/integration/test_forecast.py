@@ -248,25 +248,31 @@ def test_a_fallback_forecasts_thin_and_unseen_segments(tmp_path: Path) -> None:
                                got.loc[got["store"] == "young", "prediction"].to_numpy(dtype=float)[:2], atol=1e-9)
 
 
+def stores(root: Path, seed: int, settings: dict[str, object]) -> pd.DataFrame:
+    """A bundle in `root` of one forecast model `demand` over 6 stores x 40 weeks (2 stores a chunk), with these
+    settings (its candidates, selection...); the stores' rows."""
+    frame = series_frame(segments=6, steps=40, seed=seed).rename(columns={"segment": "store"})
+    (root / "data").mkdir()
+    frame.to_parquet(root / "data" / "sales.parquet", index=False)
+    model = {"task": "forecast", "dataset": "sales", "segment_by": ["store"], "label": "units", "time": "week",
+             "horizon": 4, "features": {"lags": [1, 2, 4], "known": ["price"]}, **settings}
+    bundle = {"bundle": {"name": "stores"},
+              "targets": {"dev": {"default": True, "engine": {"max_chunk_rows": 80}}},  # 2 stores a chunk
+              "resources": {"datasets": {"sales": {"path": "data/sales.parquet"}}, "models": {"demand": model}}}
+    (root / "manymodels.yml").write_text(yaml.safe_dump(bundle))
+    return frame
+
+
 def test_a_global_candidate_is_one_model_the_segments_choose(tmp_path: Path) -> None:
     """`scope: global`: one LightGBM over every store's series, scored per store on the same windows as the stores'
     own models; the stores that chose it share its one file in the pack, forecast, evaluate and are served by it, also
     from a promoted (composed) pack."""
-    frame = series_frame(segments=6, steps=40, seed=21).rename(columns={"segment": "store"})
-    (tmp_path / "data").mkdir()
-    frame.to_parquet(tmp_path / "data" / "sales.parquet", index=False)
-    model = {
-        "task": "forecast", "dataset": "sales", "segment_by": ["store"], "label": "units", "time": "week",
-        "horizon": 4, "features": {"lags": [1, 2, 4], "known": ["price"]},
+    frame = stores(tmp_path, 21, {
         "candidates": [{"name": "everyone", "scope": "global",
                         "params": {"num_boost_round": 30, "min_data_in_leaf": 3}},
                        {"name": "own", "type": "sklearn", "entry": "sklearn.linear_model.Ridge"},
                        {"name": "mix", "type": "ensemble", "members": ["everyone", "own"]}],
-    }
-    bundle = {"bundle": {"name": "pooled"},
-              "targets": {"dev": {"default": True, "engine": {"max_chunk_rows": 80}}},  # 2 stores a chunk
-              "resources": {"datasets": {"sales": {"path": "data/sales.parquet"}}, "models": {"demand": model}}}
-    (tmp_path / "manymodels.yml").write_text(yaml.safe_dump(bundle))
+    })
     trained = runner.invoke(app, ["--bundle", str(tmp_path), "train", "demand"], env=WIDE)
     assert trained.exit_code == 0, trained.output
     api = mm.load_bundle(tmp_path)
@@ -342,23 +348,14 @@ def test_a_global_candidate_is_one_model_the_segments_choose(tmp_path: Path) -> 
 def test_selection_rule_fleet_gives_every_segment_one_candidate(tmp_path: Path) -> None:
     """`selection: {rule: fleet}`: one candidate for every store, judged on a sample before the fleet is fitted (the
     run says which and how each fared); a resumed run keeps the choice; --changed-only is refused."""
-    frame = series_frame(segments=6, steps=40, seed=23).rename(columns={"segment": "store"})
-    (tmp_path / "data").mkdir()
-    frame.to_parquet(tmp_path / "data" / "sales.parquet", index=False)
-    model = {
-        "task": "forecast", "dataset": "sales", "segment_by": ["store"], "label": "units", "time": "week",
-        "horizon": 4, "features": {"lags": [1, 2, 4], "known": ["price"]},
+    frame = stores(tmp_path, 23, {
         "candidates": [{"name": "lgbm", "params": {"num_boost_round": 20, "min_data_in_leaf": 3}},
                        {"name": "ridge", "type": "sklearn", "entry": "sklearn.linear_model.Ridge"},
                        {"name": "drift", "type": "baseline", "method": "drift"},
                        {"name": "mix", "type": "ensemble", "members": ["lgbm", "ridge"]}],
         "selection": {"rule": "fleet", "sample": 4},
         "refit": True,  # the choice fitted again on every step; the measured model kept for evaluate
-    }
-    bundle = {"bundle": {"name": "fleetwide"},
-              "targets": {"dev": {"default": True, "engine": {"max_chunk_rows": 80}}},  # 2 stores a chunk
-              "resources": {"datasets": {"sales": {"path": "data/sales.parquet"}}, "models": {"demand": model}}}
-    (tmp_path / "manymodels.yml").write_text(yaml.safe_dump(bundle))
+    })
     trained = runner.invoke(app, ["--bundle", str(tmp_path), "train", "demand"], env=WIDE)
     assert trained.exit_code == 0, trained.output
     api = mm.load_bundle(tmp_path)
