@@ -286,6 +286,19 @@ def selection_problem(model: Any) -> str | None:
     return None
 
 
+def member_problems(model: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """An ensemble's members that are not candidates of its model: (key path within the model, why)."""
+    names = [c.name for c in model.candidate_specs]
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    for i, c in enumerate(model.candidates or []):
+        for j, member in enumerate(c.members or [] if c.type == "ensemble" else []):
+            if member not in names:
+                others = [n for n in names if n != c.name]
+                out.append((("candidates", i, "members", j),
+                            f"member {member!r} of ensemble {c.name} is not a candidate{did_you_mean(member, others)}"))
+    return out
+
+
 def _ensemble_problem(model: Any, names: list[str]) -> str | None:
     """Why an ensemble's members do not fit (None when they do)."""
     specs = {c.name: c for c in model.candidate_specs}
@@ -295,8 +308,7 @@ def _ensemble_problem(model: Any, names: list[str]) -> str | None:
         for member in c.members or []:
             found = specs.get(member)
             if found is None:
-                others = [n for n in names if n != c.name]
-                return f"candidate {c.name}: member {member!r} is not a candidate{did_you_mean(member, others)}"
+                continue  # named at its own line by `validate` (checks.member_problems)
             if found.name == c.name or found.type == "ensemble":
                 return f"candidate {c.name}: member {member} is an ensemble; members are models and baselines"
             if member in model.tuning and model.tuning[member].scope == "segment":

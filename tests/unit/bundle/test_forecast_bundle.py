@@ -115,8 +115,8 @@ ENSEMBLE = ("      task: forecast\n      time: week\n      horizon: 4\n      can
         ("      task: forecast\n      time: week\n      horizon: 4\n      candidates:\n"
          "        - {name: g, scope: all}\n", 14, "scope must be one of 'segment' or 'global'"),
         # ensembles: members that are candidates of this model, fixed, and the model a forecast
-        (ENSEMBLE + "        - {name: mix, type: ensemble, members: [lgbm, ridgge]}\n", 6,
-         "candidate mix: member 'ridgge' is not a candidate (did you mean 'ridge'?)"),
+        (ENSEMBLE + "        - {name: mix, type: ensemble, members: [lgbm, ridgge]}\n", 16,
+         "candidates[2].members[1]: member 'ridgge' of ensemble mix is not a candidate (did you mean 'ridge'?)"),
         (ENSEMBLE + "        - {name: mix, type: ensemble, members: [lgbm]}\n", 16,
          "an ensemble needs members: two or more"),
         (ENSEMBLE + "        - {name: mix, type: ensemble, members: [lgbm, ridge], params: {a: 1}}\n", 16,
