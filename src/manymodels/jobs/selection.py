@@ -35,7 +35,7 @@ def selection_summary(manifest: pd.DataFrame, spec: SegmentSpec) -> dict[str, fl
     ok = manifest.loc[mf.is_ok(manifest)]
     winners = ok[mf.CANDIDATE].astype("string")
     summary = {f"{WON}{c.name}": float((winners == c.name).sum()) for c in spec.choices()}
-    baselines = rules(spec)
+    baselines = spec.rules()
     if not baselines:
         return summary
     summary[BASELINE_WON] = float(winners.isin(baselines).sum())
@@ -49,20 +49,13 @@ def selection_summary(manifest: pd.DataFrame, spec: SegmentSpec) -> dict[str, fl
     return summary
 
 
-def rules(spec: SegmentSpec) -> list[str]:
-    """The candidates that are baselines: rules, and ensembles of rules alone."""
-    kinds = {c.name: c.estimator for c in spec.choices()}
-    return [c.name for c in spec.choices() if c.estimator == "baseline"
-            or (c.members and all(kinds.get(m) == "baseline" for m in c.members))]
-
-
 def baseline_warning(summary: dict[str, float], spec: SegmentSpec) -> str | None:
     """A loud line when baselines won most segments: the models do not beat a naive rule there."""
     won = summary.get(BASELINE_WON)
     ok = summary.get("segments_ok", 0.0)
     if won is None or not ok or won / ok <= LOUD_FRACTION:
         return None
-    names = rules(spec)
+    names = spec.rules()
     per = ", ".join(f"{n} {int(summary.get(WON + n, 0)):,}" for n in names)
     return (
         f"a baseline won {int(won):,} of {int(ok):,} segments ({won / ok:.0%}: {per}): the models do not beat "
@@ -123,20 +116,25 @@ def tune_globally(
         The spec to fit the fleet with, and per tuned candidate: its best params, their mean CV
         metric, the sample's size and the trials run.
     """
-    validation = validation_of(spec)
     candidates = list(spec.choices())
     found: dict[str, dict[str, Any]] = {}
     for i, candidate in enumerate(candidates):
         if not candidate.tuned_globally:
             continue
-        size = min(candidate.sample, len(data))
-        keep = np.zeros(len(data), dtype=bool)
-        keep[np.random.default_rng(validation.seed).choice(len(data), size=size, replace=False)] = True
-        sample = engine.select(data, keep, path, fmt, spec)
+        sample, size = _seeded_sample(engine, data, path, fmt, spec, candidate.sample)
         params, value, trials = _global_study(engine, sample, spec, candidate, on_trial)
         candidates[i] = replace(candidate, params=params, space={}, trials=0, scope="segment")
         found[candidate.name] = {"params": params, "cv_mean": value, "sample": size, "trials": trials}
     return replace(spec, candidates=tuple(candidates)), found
+
+
+def _seeded_sample(engine: Engine, data: Any, path: Path, fmt: str, spec: SegmentSpec, size: int) -> tuple[Any, int]:
+    """`size` of the fleet's segments (all, when fewer), drawn with `validation.seed`, and how many: the same on
+    every engine and every run of the same rows."""
+    size = min(size, len(data))
+    keep = np.zeros(len(data), dtype=bool)
+    keep[np.random.default_rng(validation_of(spec).seed).choice(len(data), size=size, replace=False)] = True
+    return engine.select(data, keep, path, fmt, spec), size
 
 
 def _global_study(
@@ -183,11 +181,8 @@ def choose_for_fleet(engine: Engine, data: Any, path: Path, fmt: str, spec: Segm
     Raises:
         DataError: no sampled segment could be scored.
     """
-    size = min(sample, len(data))
-    keep = np.zeros(len(data), dtype=bool)
-    keep[np.random.default_rng(validation_of(spec).seed).choice(len(data), size=size, replace=False)] = True
-    results = engine.fit(engine.select(data, keep, path, fmt, spec), spec, None)
-    chosen, ratios = fleet_choice(results, spec)
+    segments, size = _seeded_sample(engine, data, path, fmt, spec, sample)
+    chosen, ratios = fleet_choice(engine.fit(segments, spec, None), spec)
     return replace(spec, chosen=chosen), {"chosen": chosen, "sample": size, "ratios": ratios}
 
 

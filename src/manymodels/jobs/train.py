@@ -143,6 +143,8 @@ def train(
     if resume is not None:  # checked before an engine starts: a cluster's start takes seconds
         previous = _resumable(target, name, resume)
         segments, changed_only = previous.plan.get("segments"), bool(previous.plan.get("changed_only"))
+    if changed_only:  # before any data is read: what the whole fleet decides cannot be retrained in part
+        _whole_fleet_only(target.model(name).selection.rule, spec)
     with target.engine(engine, workers) as running:
         running.start(rows=target.rows_of(name))
         exp_id = target.tracker.experiment_id(target.experiment(name))
@@ -151,6 +153,25 @@ def train(
             _check_shard_destination(target, target.tracker.artifact_location(exp_id))
         hooks = _Hooks(on_start, on_progress, on_warning)
         return _train(target, name, running, spec, dataset, exp_id, segments, started, hooks, changed_only, previous)
+
+
+def _whole_fleet_only(rule: str, spec: SegmentSpec) -> None:
+    """Refuse `--changed-only` for a model whose segments' fits depend on every segment's rows.
+
+    Raises:
+        BundleError: a selection rule fleet, or a pooled (`scope: global`) candidate.
+    """
+    if rule == "fleet":
+        raise BundleError(
+            "--changed-only retrains the segments whose rows changed, but selection.rule fleet chooses one candidate "
+            "over the fleet's segments: train the whole fleet"
+        )
+    if pooled_candidates(spec):
+        raise BundleError(
+            f"--changed-only retrains the segments whose rows changed, but candidate(s) "
+            f"{', '.join(pooled_candidates(spec))} (scope global) are fitted on every segment's rows: train the "
+            "whole fleet"
+        )
 
 
 @dataclass
@@ -301,17 +322,6 @@ def _train(
             f"{target.config.where(key)}resources.models.{name}.min_rows is {spec.min_rows}, but the largest of the "
             f"{len(data):,} segments of {model.dataset!r} has {largest:,} rows: every segment would fail; lower "
             "min_rows"
-        )
-    if changed_only and model.selection.rule == "fleet":
-        raise BundleError(
-            "--changed-only retrains the segments whose rows changed, but selection.rule fleet chooses one candidate "
-            "over the fleet's segments: train the whole fleet"
-        )
-    if changed_only and pooled_candidates(spec):
-        raise BundleError(
-            f"--changed-only retrains the segments whose rows changed, but candidate(s) "
-            f"{', '.join(pooled_candidates(spec))} (scope global) are fitted on every segment's rows: train the "
-            "whole fleet"
         )
     tuned: dict[str, dict[str, Any]] = {}
     if tuned_globally(spec) and previous is not None:  # what the run found, not a new study's result

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from manymodels.registry.manifest import CHECKSUM, PROFILE, SEGMENT_INDEX, SHARD, SHARD_CHECKSUM, SOURCE_RUN, PackLayout
-from manymodels.registry.pack import DamagedModel, Pack, PackInfo, model_problem, read_shared_model, write_pack_files
+from manymodels.registry.pack import Pack, PackInfo, model_problem, write_pack_files
 from manymodels.segment import shard_name
 from manymodels.segment.shards import checksum, list_files, write_file, write_shard
 
@@ -65,11 +65,7 @@ def copy_shared(shared_dir: Path, packs: Sequence[Pack]) -> int:
         for name in list_files(pack.layout.shared, "*.model"):
             if (shared_dir / name).exists():
                 continue
-            digest = name.removesuffix(".model")
-            try:
-                blob = read_shared_model(pack.layout, digest)
-            except ValueError as exc:
-                raise DamagedModel(f"{pack.root}: the pooled model {digest} is damaged: {exc}") from exc
+            blob = pack.shared_bytes(name.removesuffix(".model"))
             shared_dir.mkdir(parents=True, exist_ok=True)
             write_file(shared_dir / name, blob)
             copied += 1

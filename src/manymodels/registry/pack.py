@@ -534,15 +534,29 @@ class Pack:
         with self._lock:
             pooled = self._pooled.get(digest)
         if pooled is None:
+            blob = self.shared_bytes(digest, candidate)
             try:
-                pooled = load_forecaster(read_shared_model(self.layout, digest))
-            except (OSError, ValueError) as exc:
-                of = f" of candidate {candidate}" if candidate else ""
-                raise DamagedModel(f"{self.root}: the pooled model {digest}{of} is damaged: {_first_line(exc)}") \
-                    from exc
+                pooled = load_forecaster(blob)
+            except ValueError as exc:
+                raise self._pooled_damage(digest, candidate, exc) from exc
             with self._lock:
                 self._pooled[digest] = pooled
         return pooled
+
+    def shared_bytes(self, digest: str, candidate: str = "") -> bytes:
+        """A pooled model's bytes (`shared/<checksum>.model`), checked against the checksum that names it.
+
+        Raises:
+            DamagedModel: it is missing, does not read, or its bytes do not match its name.
+        """
+        try:
+            return read_shared_model(self.layout, digest)
+        except (OSError, ValueError) as exc:
+            raise self._pooled_damage(digest, candidate, exc) from exc
+
+    def _pooled_damage(self, digest: str, candidate: str, exc: Exception) -> DamagedModel:
+        of = f" of candidate {candidate}" if candidate else ""
+        return DamagedModel(f"{self.root}: the pooled model {digest}{of} is damaged: {_first_line(exc)}")
 
     def _blob(self, shard: str, segment: int, lenient: bool = False) -> tuple[str, bytes] | None:
         """A model's (format, bytes) as its shard holds them; None when the shard lacks it. With `lenient` (its

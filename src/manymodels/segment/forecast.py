@@ -203,8 +203,9 @@ class Forecaster:
     def to_bytes(self) -> bytes:
         """The forecaster's bytes: a JSON header, then each inner model's bytes in its own format (an ensemble's:
         each member's forecaster bytes)."""
+        formats, blobs = self.formats, self.blobs
         if self.is_ensemble:
-            self.formats, self.blobs = [FORMAT_FORECAST] * len(self.members), [m.to_bytes() for m in self.members]
+            formats, blobs = [FORMAT_FORECAST] * len(self.members), [m.to_bytes() for m in self.members]
         header = {
             "version": 1,
             "candidate": self.candidate,
@@ -215,10 +216,10 @@ class Forecaster:
             "window": self.window,
             "value": self.value,
             "scales": None if self.scales is None else [[_json_float(v) for v in row] for row in self.scales.tolist()],
-            "formats": list(self.formats),
+            "formats": list(formats),
             "frames": self.frames,
             "plan": None if self.plan is None else asdict(self.plan),
-            "sizes": [len(b) for b in self.blobs],
+            "sizes": [len(b) for b in blobs],
             "state": self.state,
         }
         if self.shared is not None:
@@ -229,7 +230,7 @@ class Forecaster:
         if measured:
             header["measured"] = len(measured)  # its bytes follow the inner models'
         text = json.dumps(header, sort_keys=True, allow_nan=False).encode()
-        return b"".join([_MAGIC, struct.pack(">Q", len(text)), text, *self.blobs, measured])
+        return b"".join([_MAGIC, struct.pack(">Q", len(text)), text, *blobs, measured])
 
 
 def _json_float(value: float) -> float | None:
@@ -262,6 +263,8 @@ def shared_references(blob: bytes) -> dict[str, str]:
     Raises:
         ValueError: not a forecaster's bytes.
     """
+    if b'"shared"' not in blob:  # no header of it names one (most segments: read at every verify)
+        return {}
     header, at = forecaster_header(blob)
     found = {str(header["shared"]): str(header.get("candidate", ""))} if header.get("shared") else {}
     for size in header["sizes"]:
@@ -309,10 +312,14 @@ def load_forecaster(blob: bytes) -> Forecaster:
         forecaster.measured = load_forecaster(blob[at : at + int(header["measured"])])
     for inner in (*forecaster.members, forecaster.measured):  # they forecast from its history
         if inner is not None:
-            inner.state = forecaster.state
-            for member in inner.members:
-                member.state = forecaster.state
+            _give_state(inner, forecaster.state)
     return forecaster
+
+
+def _give_state(forecaster: Forecaster, state: dict[str, Any]) -> None:
+    forecaster.state = state
+    for member in forecaster.members:
+        _give_state(member, state)
 
 
 def tail_width(plan: ForecastPlan, forecaster: Forecaster | None = None) -> int:

@@ -186,13 +186,7 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
     forced = next((s for s in scored if s.name == spec.chosen and math.isfinite(s.mean)), None)
     if forced is not None:  # the fleet's choice, where it could be scored
         winner, candidate = forced, next(c for c in spec.choices() if c.name == forced.name)
-    if candidate.estimator == ENSEMBLE:
-        fitted = _fit_ensemble(candidate, winner, spec, train)
-    elif candidate.pooled:
-        fitted = _reference(spec, candidate, train)
-    else:
-        fitted = fit_forecaster(candidate, winner.params, plan, train, impute=_impute(spec, candidate),
-                                serialize=True)
+    fitted = _fit_chosen(candidate, winner.params, spec, train)
     # A forecaster stands where selection keeps a predictor: fit_forecast takes it back out.
     return Selection(winner, scored, len(origins), cast(Predictor, fitted), FORMAT_FORECAST, b"", validation.maximize)
 
@@ -202,8 +196,7 @@ def _ensemble_scores(candidate: Candidate, spec: SegmentSpec, scored: list[Score
     """An ensemble's window metrics, from its members' window forecasts (no fit of its own); its `params` hold the
     weight of each member on this segment."""
     by_name = {s.name: s for s in scored}
-    specs = {c.name: c for c in spec.choices()}
-    entry = Scored(candidate.name, {}, baseline=all(specs[m].estimator == "baseline" for m in candidate.members))
+    entry = Scored(candidate.name, {}, baseline=candidate.name in spec.rules())
     try:
         failed = [m for m in candidate.members if by_name[m].error is not None or m not in kept]
         if failed:
@@ -236,16 +229,19 @@ def ensemble_weights(candidate: Candidate, members: list[Scored], maximize: bool
     return [v / sum(inverse) for v in inverse]
 
 
-def _fit_ensemble(candidate: Candidate, winner: Scored, spec: SegmentSpec, train: Series) -> Forecaster:
-    """An ensemble that won: each member fitted on the training steps, weighed as on the windows."""
+def _fit_chosen(candidate: Candidate, params: dict[str, Any], spec: SegmentSpec, series: Series) -> Forecaster:
+    """A chosen candidate fitted on `series`, ready to keep: a pooled one as a reference to its one model, an
+    ensemble as each member so fitted and weighed as its `params` say (what its windows gave), any other as its own
+    model."""
     plan = plan_of(spec)
-    specs = {c.name: c for c in spec.choices()}
-    weights = winner.params["weights"]
-    fitted = [_reference(spec, specs[m], train) if specs[m].pooled else
-              fit_forecaster(specs[m], dict(specs[m].params), plan, train, impute=_impute(spec, specs[m]),
-                             serialize=True) for m in candidate.members]
-    return Forecaster(candidate.name, ENSEMBLE, plan.strategy, plan=plan, members=fitted,
-                      weights=[float(weights[m]) for m in candidate.members])
+    if candidate.estimator == ENSEMBLE:
+        specs = {c.name: c for c in spec.choices()}
+        members = [_fit_chosen(specs[m], dict(specs[m].params), spec, series) for m in candidate.members]
+        return Forecaster(candidate.name, ENSEMBLE, plan.strategy, plan=plan, members=members,
+                          weights=[float(params["weights"][m]) for m in candidate.members])
+    if candidate.pooled:
+        return _reference(spec, candidate, series)
+    return fit_forecaster(candidate, params, plan, series, impute=_impute(spec, candidate), serialize=True)
 
 
 def _reference(spec: SegmentSpec, candidate: Candidate, train: Series) -> Forecaster:
@@ -334,7 +330,7 @@ def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Se
     else:
         chosen = spec.choices()[0]
         params = dict(chosen.params)
-        forecaster = fit_forecaster(chosen, params, plan, train, impute=_impute(spec, chosen), serialize=True)
+        forecaster = _fit_chosen(chosen, params, spec, train)
     actual = series.y[cut:]
     predicted = _holdout_forecast(forecaster, spec, key, train, grid, series.known[cut:])
     naive = forecast_one(fit_forecaster(NAIVE, {}, plan, train), train, plan, grid, horizon, series.known[cut:])
@@ -351,31 +347,10 @@ def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Se
         "n_test": horizon,
         "profile": _profile(train, plan),
     }
-    if spec.refit:  # measured: now fitted again on every step, the measured one kept for evaluate
-        forecaster = _refit(forecaster, chosen, params, spec, series)
+    if spec.refit:  # measured: now fitted again on every step (a pooled model's such fit is in the pack beside its
+        # measured one), the measured one kept inside it for evaluate
+        forecaster = replace(_fit_chosen(chosen, params, spec, series), measured=forecaster)
     return forecaster.with_state(series, plan, grid), selection, kept
-
-
-def _refit(measured: Forecaster, candidate: Candidate, params: dict[str, Any], spec: SegmentSpec,
-           series: Series) -> Forecaster:
-    """The chosen candidate fitted again on every step of `series` (an ensemble: each member), with `measured` (what
-    the holdout measured) kept inside it."""
-    plan = plan_of(spec)
-    if candidate.estimator == ENSEMBLE:
-        specs = {c.name: c for c in spec.choices()}
-        members = [_fit_again(specs[m], dict(specs[m].params), spec, series) for m in candidate.members]
-        final = Forecaster(candidate.name, ENSEMBLE, plan.strategy, plan=plan, members=members,
-                           weights=list(measured.weights))
-    else:
-        final = _fit_again(candidate, params, spec, series)
-    final.measured = measured
-    return final
-
-
-def _fit_again(candidate: Candidate, params: dict[str, Any], spec: SegmentSpec, series: Series) -> Forecaster:
-    if candidate.pooled:  # the one model's fit on every step is in the pack beside its measured one
-        return _reference(spec, candidate, series)
-    return fit_forecaster(candidate, params, plan_of(spec), series, impute=_impute(spec, candidate), serialize=True)
 
 
 def _profile(train: Series, plan: ForecastPlan) -> bytes | None:

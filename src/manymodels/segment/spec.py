@@ -294,6 +294,12 @@ class SegmentSpec:
             return self.candidates
         return (Candidate(self.estimator, self.estimator, self.entry, dict(self.params)),)
 
+    def rules(self) -> list[str]:
+        """The candidates that are baselines: rules, and ensembles of rules alone."""
+        kinds = {c.name: c.estimator for c in self.choices()}
+        return [c.name for c in self.choices() if c.estimator == "baseline"
+                or (c.members and all(kinds.get(m) == "baseline" for m in c.members))]
+
 
 def _plain(value: Any) -> Any:
     """A field's value as `dataclasses.asdict` gives it (dataclasses as mappings, tuples of them as lists)."""

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from manymodels.errors import DataError
-from manymodels.jobs.selection import fleet_choice, rules
+from manymodels.jobs.selection import fleet_choice
 from manymodels.segment.fit import SegmentResult
 from manymodels.segment.spec import Candidate, SegmentSpec
 
@@ -19,7 +19,7 @@ def test_an_ensemble_of_rules_alone_counts_as_a_baseline() -> None:
         Candidate("drift", "baseline", method="drift"),
         Candidate("rules", "ensemble", members=("naive", "drift")),
         Candidate("mixed", "ensemble", members=("lgbm", "naive"))))
-    assert rules(spec) == ["naive", "drift", "rules"]
+    assert spec.rules() == ["naive", "drift", "rules"]
 
 
 def test_the_fleet_takes_the_candidate_nearest_each_segments_best_by_median() -> None:
