@@ -201,11 +201,16 @@ def _ensemble_scores(candidate: Candidate, spec: SegmentSpec, scored: list[Score
         failed = [m for m in candidate.members if by_name[m].error is not None or m not in kept]
         if failed:
             raise SelectionError(f"member {failed[0]} could not be scored: {by_name[failed[0]].error or 'no window'}")
-        weights = ensemble_weights(candidate, [by_name[m] for m in candidate.members], validation_of(spec).maximize)
+        parts = [by_name[m] for m in candidate.members]
+        maximize = validation_of(spec).maximize
+        weights = ensemble_weights(candidate, parts, maximize)
         entry.params = {"weights": dict(zip(candidate.members, weights, strict=True))}
         metric = validation_of(spec).metric
         for k, origin in enumerate(origins):
-            combined = sum(w * kept[m][k] for m, w in zip(candidate.members, weights, strict=True))
+            # a window is judged with weights its own errors did not set: `cv` weights from the other windows
+            # (equal where there is none), or the ensemble would look better than it will forecast
+            honest = ensemble_weights(candidate, parts, maximize, leave_out=k) if candidate.weights == "cv" else weights
+            combined = sum(w * kept[m][k] for m, w in zip(candidate.members, honest, strict=True))
             entry.folds.append(window_metric(metric, train.y[origin + 1 : origin + 1 + horizon],
                                              np.asarray(combined, dtype=np.float64)))
     except Exception as exc:  # noqa: BLE001 - an ensemble that cannot be scored leaves the others to win
@@ -213,16 +218,25 @@ def _ensemble_scores(candidate: Candidate, spec: SegmentSpec, scored: list[Score
     return entry
 
 
-def ensemble_weights(candidate: Candidate, members: list[Scored], maximize: bool) -> list[float]:
+def ensemble_weights(candidate: Candidate, members: list[Scored], maximize: bool,
+                     leave_out: int | None = None) -> list[float]:
     """Each member's weight in an ensemble's mean (summing to 1): equal, or `cv`: the inverse of its mean window
-    error, so a member twice as wrong weighs half as much.
+    error, so a member twice as wrong weighs half as much. `leave_out`: the mean over every window but that one
+    (equal weights where a member has no other window).
 
     Raises:
         SelectionError: `cv` with a member whose windows gave no error to weigh it by.
     """
+    equal = [1.0 / len(members)] * len(members)
     if candidate.weights != "cv":
-        return [1.0 / len(members)] * len(members)
-    means = [m.mean for m in members]
+        return equal
+    if leave_out is None:
+        means = [m.mean for m in members]
+    else:
+        others = [[v for k, v in enumerate(m.folds) if k != leave_out and math.isfinite(v)] for m in members]
+        if not all(others):
+            return equal
+        means = [float(np.mean(v)) for v in others]
     if maximize or any(not math.isfinite(v) or v < 0 for v in means):
         raise SelectionError(f"weights cv need each member's mean window error; got {means}")
     inverse = [1.0 / max(v, 1e-12) for v in means]

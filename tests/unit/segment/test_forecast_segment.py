@@ -217,14 +217,22 @@ def test_an_ensemble_is_judged_and_forecasts_as_the_weighted_mean_of_its_members
         for c in (LGBM, RIDGE, naive):
             fitted = fit_forecaster(c, dict(c.params), PLAN, before)
             alone[c.name].append(forecast_one(fitted, before, PLAN, GRID, PLAN.horizon, train.known[ahead]))
-    means = {n: scores[n]["mean"] for n in alone}
-    inverse = {n: 1 / means[n] for n in alone}
-    for name, weights in (("equal", dict.fromkeys(alone, 1 / 3)),
-                          ("by_cv", {n: inverse[n] / sum(inverse.values()) for n in alone})):
+    def inverse_error(windows: list[int]) -> dict[str, float]:
+        inverse = {n: 1 / np.mean([scores[n]["folds"][k] for k in windows]) for n in alone}
+        return {n: v / sum(inverse.values()) for n, v in inverse.items()}
+
+    # `cv` judges each window with weights from the other windows' errors: its own would flatter it
+    every = range(len(origins))
+    for name, weights in (("equal", [dict.fromkeys(alone, 1 / 3)] * len(origins)),
+                          ("by_cv", [inverse_error([j for j in every if j != k]) for k in every])):
         want = [window_metric("rmse", train.y[o + 1 : o + 1 + PLAN.horizon],
-                              sum(weights[n] * alone[n][k] for n in alone)) for k, o in enumerate(origins)]
+                              sum(weights[k][n] * alone[n][k] for n in alone)) for k, o in enumerate(origins)]
         assert scores[name]["folds"] == pytest.approx(want, abs=1e-9), name
         assert scores[name]["folds"] != pytest.approx(scores["ridge"]["folds"])  # a mean, not one member
+    # the weights it keeps to forecast with are from every window
+    chosen = fit_segment(one(), replace(made, chosen="by_cv"))
+    assert chosen.candidate == "by_cv", chosen.error
+    assert load_forecaster(bytes(chosen.model)).weights == pytest.approx(list(inverse_error(list(every)).values()))
 
     members = [fit_forecaster(c, dict(c.params), PLAN, history, serialize=True) for c in (LGBM, RIDGE, naive)]
     made_one = Forecaster("mix", "ensemble", plan=PLAN, members=members, weights=[0.5, 0.3, 0.2])
