@@ -9,7 +9,8 @@ MAX_CHUNK_SEGMENTS = 2_000
 CHUNKS_PER_WORKER = 8
 
 
-def plan_chunks(sizes: np.ndarray, workers: int, max_chunk_rows: int | None = None) -> list[tuple[int, int]]:
+def plan_chunks(sizes: np.ndarray, workers: int, max_chunk_rows: int | None = None,
+                heavy: bool = False) -> list[tuple[int, int]]:
     """Split segments 0..n-1 (in order) into contiguous runs of similar total rows.
 
     Args:
@@ -17,6 +18,8 @@ def plan_chunks(sizes: np.ndarray, workers: int, max_chunk_rows: int | None = No
         workers: how many fits run at once; there are several chunks per worker so the
             pool stays busy to the end and progress moves smoothly.
         max_chunk_rows: an upper bound on a chunk's rows (a segment larger than it stays whole).
+        heavy: each segment's fit costs far more than its rows say (statistical models, tuning per segment): no
+            floor of MIN_CHUNK_ROWS, so a small fleet is still spread over every worker.
 
     Returns:
         (first segment, end segment) of each chunk, covering every segment once.
@@ -25,7 +28,7 @@ def plan_chunks(sizes: np.ndarray, workers: int, max_chunk_rows: int | None = No
     if n == 0:
         return []
     total = int(sizes.sum())
-    target = max(MIN_CHUNK_ROWS, total // max(1, workers * CHUNKS_PER_WORKER))
+    target = max(1 if heavy else MIN_CHUNK_ROWS, total // max(1, workers * CHUNKS_PER_WORKER))
     if max_chunk_rows is not None:
         target = min(target, max_chunk_rows)
     chunks: list[tuple[int, int]] = []

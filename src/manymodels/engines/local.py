@@ -155,7 +155,7 @@ class LocalEngine:
         `on_progress` hears of every segment as it is done (not of whole chunks), from the
         workers too: each writes its chunk's count to a small file the driver reads.
         """
-        chunks = plan_chunks(data.sizes, self.workers, self.max_chunk_rows)
+        chunks = plan_chunks(data.sizes, self.workers, self.max_chunk_rows, heavy=spec.heavy)
         results: list[SegmentResult] = []
         workers = min(self.workers, len(chunks))
         tasks = [self._task(data, chunk_id, first, end) for chunk_id, (first, end) in enumerate(chunks)]

@@ -143,11 +143,13 @@ class SparkEngine:
         )
         warming.start()  # Python workers import LightGBM while the JVM reads and counts
         try:
-            return self._tag(read_with_spark(self.session, path, fmt).select(*spec.columns), spec.segment_by, segments)
+            return self._tag(read_with_spark(self.session, path, fmt).select(*spec.columns), spec.segment_by, segments,
+                             heavy=spec.heavy)
         finally:
             warming.join()
 
-    def _tag(self, df: Any, segment_by: Sequence[str], segments: Sequence[str] | None = None) -> SparkFleet:
+    def _tag(self, df: Any, segment_by: Sequence[str], segments: Sequence[str] | None = None,
+             heavy: bool = False) -> SparkFleet:
         """The rows tagged with their segment's index, chunk and partition label; the plan from the counts."""
         from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
 
@@ -160,7 +162,7 @@ class SparkEngine:
             counts = counts[wanted_mask(counts[by], segments)].reset_index(drop=True)
         keys = counts[by].copy()
         sizes = counts["count"].to_numpy(dtype=np.int64)
-        chunks = plan_chunks(sizes, self.workers, self.max_chunk_rows)
+        chunks = plan_chunks(sizes, self.workers, self.max_chunk_rows, heavy=heavy)
         chunk_of = np.zeros(len(keys), dtype=np.int64)
         for chunk_id, (first, end) in enumerate(chunks):
             chunk_of[first:end] = chunk_id

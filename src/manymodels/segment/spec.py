@@ -288,6 +288,12 @@ class SegmentSpec:
         """Whether segments are cross-validated (and their candidates chosen), not just fitted."""
         return self.validation is not None
 
+    @property
+    def heavy(self) -> bool:
+        """Whether a segment's fit costs far more than its rows say: a statistical model (a search over model
+        forms per window) or tuning per segment (trials x windows); engines then spread even a small fleet."""
+        return any(c.estimator == "statsforecast" or (c.trials and c.scope == "segment") for c in self.choices())
+
     def choices(self) -> tuple[Candidate, ...]:
         """The candidates: as given, or the one estimator under its type's name."""
         if self.candidates:

@@ -45,3 +45,25 @@ def test_segment_labels_of_no_segments_is_an_empty_series() -> None:
 
     labels = segment_labels(pd.DataFrame({"store": [], "region": []}))
     assert isinstance(labels, pd.Series) and labels.tolist() == []  # `train --segments-from` a run that flagged none
+
+
+def test_heavy_fits_spread_a_small_fleet_over_every_worker() -> None:
+    """A statistical model or tuning per segment costs far more than its rows say: 100 segments of 200 rows fit in
+    one chunk by rows, and on 2 workers that left one idle; heavy, they are 16 chunks, 8 per worker."""
+    sizes = np.full(100, 200)
+    assert plan_chunks(sizes, workers=2) == [(0, 100)]
+    heavy = plan_chunks(sizes, workers=2, heavy=True)
+    assert covered(heavy, 100) and len(heavy) >= 16
+    assert plan_chunks(np.full(3, 10), workers=2, heavy=True) == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_a_statistical_or_tuned_candidate_makes_a_spec_heavy() -> None:
+    from manymodels.segment import SegmentSpec
+    from manymodels.segment.spec import Candidate
+
+    plain = SegmentSpec(segment_by=("s",), label="y", features=(), candidates=(Candidate("lgbm"),))
+    assert not plain.heavy
+    assert SegmentSpec(segment_by=("s",), label="y", features=(),
+                       candidates=(Candidate("ets", "statsforecast", "AutoETS"),)).heavy
+    assert SegmentSpec(segment_by=("s",), label="y", features=(),
+                       candidates=(Candidate("lgbm", space={"num_leaves": {"choices": [4, 8]}}, trials=5),)).heavy
