@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 RUNTIME := $(VENV)/.runtime
 EXAMPLE := examples/store_sales
+# The forecast extra (statsforecast, which asks for pandas < 3) is tested in a virtualenv of its own: .venv keeps
+# pandas 3, so both are tested.
+FORECAST_VENV ?= .venv-forecast
+FORECAST := $(FORECAST_VENV)/.installed
 
 .PHONY: demo test lint install bench clean
 
@@ -19,6 +23,12 @@ $(INSTALLED): $(RUNTIME)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(INSTALLED)
 
+$(FORECAST): pyproject.toml
+	test -x $(FORECAST_VENV)/bin/python || $(PYTHON) -m venv $(FORECAST_VENV)
+	$(FORECAST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FORECAST_VENV)/bin/python -m pip install --quiet -e '.[test-forecast]'
+	touch $(FORECAST)
+
 install: $(INSTALLED)
 
 demo: $(RUNTIME)
@@ -31,12 +41,16 @@ lint: $(INSTALLED)
 	$(BIN)/lint-imports
 
 # Two pytest processes side by side: the files marked `apart` (tests/conftest.py: real processes that mostly
-# wait) beside the rest; the second's report follows the first's. Either failing fails the target.
+# wait) beside the rest; then, in the second, the forecast extra's virtualenv is made and tests/extra run in it.
+# The second's report follows the first's. Any of them failing fails the target.
 test: lint
-	$(BIN)/pytest -m apart -p no:cacheprovider > .pytest-apart.log 2>&1 & apart=$$!; \
-	$(BIN)/pytest -m "not apart"; rest=$$?; \
+	{ $(BIN)/pytest -m apart -p no:cacheprovider --ignore=tests/extra; first=$$?; \
+	  $(MAKE) --no-print-directory $(FORECAST) && $(FORECAST_VENV)/bin/pytest tests/extra -p no:cacheprovider; \
+	  extra=$$?; test $$first -eq 0 && test $$extra -eq 0; } > .pytest-apart.log 2>&1 & apart=$$!; \
+	$(BIN)/pytest -m "not apart" --ignore=tests/extra; rest=$$?; \
 	wait $$apart; other=$$?; \
-	echo "===== the tests run apart (pytest -m apart) ====="; cat .pytest-apart.log; \
+	echo "===== the tests run apart (pytest -m apart), then the forecast extra's (tests/extra) ====="; \
+	cat .pytest-apart.log; \
 	test $$rest -eq 0 && test $$other -eq 0
 
 # Benchmarks (not part of `make test`): needs the [bench] extra (pyspark for the seed pattern) and ../shared/bench.
@@ -49,4 +63,4 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/forecast_speed.py
 
 clean:
-	rm -rf $(VENV) $(EXAMPLE)/data $(EXAMPLE)/.manymodels .pytest_cache .mypy_cache .ruff_cache .pytest-apart.log
+	rm -rf $(VENV) $(FORECAST_VENV) $(EXAMPLE)/data $(EXAMPLE)/.manymodels .pytest_cache .mypy_cache .ruff_cache .pytest-apart.log

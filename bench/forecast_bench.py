@@ -183,6 +183,7 @@ def mlforecast_runs(panel: Panel, train: pd.DataFrame, full: pd.DataFrame,
 
 ONLY: list[str] = []  # --candidates: manymodels' candidates to keep (all by default)
 RULE: list[str] = []  # --rule: the selection rule (best: per series, the default; fleet: one for every series)
+STATISTICAL: list[bool] = []  # --statistical: statsforecast's AutoETS and AutoARIMA among the candidates too
 REFIT: list[bool] = []  # --refit: fit the chosen model again on every step once the holdout has measured it
 
 
@@ -206,6 +207,14 @@ def manymodels_bundle(panel: Panel) -> dict[str, Any]:
         {"name": "everything", "type": "ensemble", "members": ["lgbm", "global_lgbm", "ridge", "naive", "drift"],
          "weights": "cv"},
     ]
+    if STATISTICAL and STATISTICAL[0]:  # the anchors' own models, as candidates (the forecast extra)
+        season = {"season_length": panel.season} if panel.season > 1 else {}
+        candidates += [
+            {"name": "ets", "type": "statsforecast", "model": "AutoETS", "params": season},
+            {"name": "arima", "type": "statsforecast", "model": "AutoARIMA", "params": season},
+            # issue 26's combination: on its panel the equal mean of these four beat every single method
+            {"name": "combo", "type": "ensemble", "members": ["ets", "arima", "lgbm", "ridge"]},
+        ]
     if ONLY:
         candidates = [c for c in candidates if c["name"] in ONLY]
         kept = {c["name"] for c in candidates}
@@ -289,7 +298,10 @@ def main() -> None:
                         help="manymodels' selection rule: best per series (default), or one for the fleet")
     parser.add_argument("--refit", action="store_true", help="manymodels' refit: true (the chosen model fitted "
                         "again on every step before forecasting)")
+    parser.add_argument("--statistical", action="store_true", help="statsforecast's AutoETS and AutoARIMA among "
+                        "manymodels' candidates, and an ensemble of them with LightGBM and ridge")
     args = parser.parse_args()
+    STATISTICAL.append(args.statistical)
     ONLY.extend(n for n in args.candidates.split(",") if n)
     RULE.append(args.rule)
     REFIT.append(args.refit)

@@ -22,7 +22,14 @@ from manymodels.bundle.selection import member_problems
 from manymodels.bundle.source import dotted
 from manymodels.data import is_numeric, output_format, read_frame, read_schema
 from manymodels.errors import BundleError, DataError
-from manymodels.estimators import accepted_params, add_import_roots, resolve_entry
+from manymodels.estimators import (
+    MissingExtra,
+    accepted_params,
+    add_import_roots,
+    model_names,
+    model_params,
+    resolve_entry,
+)
 
 # Column names manymodels writes beside a model's segment columns (the manifest, the evaluation and monitoring
 # tables) or beside its input columns (scores): a segment, feature or label column of the same name would clash
@@ -164,7 +171,7 @@ def estimator_problems(config: BundleConfig, name: str, model: ModelSpec) -> lis
     fitted: list[tuple[tuple[str | int, ...], str, str | None, dict[str, Any], str]]
     if model.candidates:
         fitted = [((*base, "candidates", i), c.type, c.entry, c.params, c.name)
-                  for i, c in enumerate(model.candidates) if c.type not in ("baseline", "ensemble")]
+                  for i, c in enumerate(model.candidates) if c.type not in ("baseline", "ensemble", "statsforecast")]
     else:
         est = model.estimator
         fitted = [((*base, "estimator"), est.type, est.entry, est.params, est.type)]
@@ -188,6 +195,7 @@ def estimator_problems(config: BundleConfig, name: str, model: ModelSpec) -> lis
             for at, param in named
             if param not in known
         ]
+    problems += _statistical_problems(config, base, model)
     for i, c in enumerate(model.candidates or []):
         if c.entry:
             try:
@@ -195,6 +203,30 @@ def estimator_problems(config: BundleConfig, name: str, model: ModelSpec) -> lis
             except BundleError as exc:
                 at = (*base, "candidates", i, "entry")
                 problems.append(f"{config.where(at)}{dotted(at)}: {exc}")
+    return problems
+
+
+def _statistical_problems(config: BundleConfig, base: tuple[str | int, ...], model: ModelSpec) -> list[str]:
+    """statsforecast candidates whose model class or params statsforecast does not have (or no statsforecast)."""
+    problems: list[str] = []
+    for i, c in enumerate(model.candidates or []):
+        if c.type != "statsforecast" or c.model is None:
+            continue
+        key = (*base, "candidates", i)
+        try:
+            known = model_params(c.model)
+        except BundleError as exc:
+            missing = isinstance(exc, MissingExtra)
+            at = (*key, "type") if missing else (*key, "model")
+            hint = "" if missing else did_you_mean(c.model, model_names())
+            problems.append(f"{config.where(at)}{dotted(at)}: {exc}{hint}")
+            continue
+        named: list[tuple[tuple[str | int, ...], str]] = [((*key, "params", p), p) for p in c.params]
+        tuning = model.tuning.get(c.name)
+        if tuning is not None:
+            named += [((*base, "tuning", c.name, "space", p), p) for p in tuning.space]
+        problems += [f"{config.where(at)}{dotted(at)}: statsforecast's {c.model} has no parameter {param!r}"
+                     f"{did_you_mean(param, known)}" for at, param in named if param not in known]
     return problems
 
 

@@ -113,6 +113,10 @@ def forecast_problem(model: Any) -> str | None:
         if ensembles:
             return (f"candidate(s) {', '.join(ensembles)}: type ensemble (a mean of members' forecasts) is for task "
                     "forecast")
+        statistical = [c.name for c in model.candidate_specs if c.type == "statsforecast"]
+        if statistical:
+            return (f"candidate(s) {', '.join(statistical)}: type statsforecast (a statistical forecast model) is for "
+                    "task forecast")
         pooled = [c.name for c in model.candidate_specs if c.scope == "global"]
         if pooled:
             return (f"candidate(s) {', '.join(pooled)}: scope global (one model over every segment's series) is for "

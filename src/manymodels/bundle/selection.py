@@ -64,14 +64,19 @@ class CandidateSpec(Strict):
     `scope: global` (forecasts; models, not baselines): one model fitted over every segment's series together,
     on the same features, windows and horizon; each segment chooses between its own models and it.
 
+    `type: statsforecast` (forecasts; the `forecast` extra): statsforecast's `model` by class name (AutoETS,
+    AutoARIMA, AutoTheta, CrostonOptimized, ...) with its constructor's `params`, fitted on each segment's label
+    values (not the features or transforms: the model takes the series' level, trend and season itself).
+
     `type: ensemble` (forecasts): the weighted mean of other candidates' forecasts (`members`, by name), with
     `weights` `equal` or `cv` (each member's inverse mean error on the segment's windows). Its window forecasts
     are combined from its members' (no fit of its own), so selection judges it on the same windows.
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    type: Literal["lightgbm", "sklearn", "python", "baseline", "ensemble"] = "lightgbm"
+    type: Literal["lightgbm", "sklearn", "python", "baseline", "statsforecast", "ensemble"] = "lightgbm"
     entry: str | None = None
+    model: str | None = Field(default=None, min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
     method: Literal["mean", "median", "last", "seasonal", "naive", "seasonal_naive", "drift", "window_average"] | None \
         = None
@@ -87,6 +92,11 @@ class CandidateSpec(Strict):
             return self._an_ensemble()
         if self.members is not None or "weights" in self.model_fields_set:
             raise ValueError("members and weights are for type ensemble")
+        if self.type == "statsforecast":
+            return self._a_statistical_model()
+        if self.model is not None:
+            raise ValueError("model is for type statsforecast (its model class, e.g. AutoETS); "
+                             f"type {self.type} takes {'entry' if self.type in ('sklearn', 'python') else 'params'}")
         if self.type == "baseline" and self.scope == "global":
             raise ValueError("a baseline is a rule each segment applies to its own history: scope global is for "
                              "models (lightgbm, sklearn, python)")
@@ -111,12 +121,24 @@ class CandidateSpec(Strict):
             raise ValueError(f"type {self.type} needs entry, an import path such as 'pkg.module:Name'")
         return self
 
+    def _a_statistical_model(self) -> CandidateSpec:
+        if self.model is None:
+            raise ValueError("type statsforecast needs model: a statsforecast model class, e.g. AutoETS, AutoARIMA, "
+                             "AutoTheta or CrostonOptimized")
+        given = sorted({"entry", "method", "period", "window"} & self.model_fields_set)
+        if given:
+            raise ValueError(f"type statsforecast takes model and params (its constructor's), not {', '.join(given)}")
+        if self.scope == "global":
+            raise ValueError("a statsforecast model is fitted on one series' values: scope global is for lightgbm, "
+                             "sklearn and python")
+        return self
+
     def _an_ensemble(self) -> CandidateSpec:
         if not self.members or len(set(self.members)) < 2:
             raise ValueError("an ensemble needs members: two or more other candidates' names, e.g. [lgbm, naive]")
         if len(set(self.members)) != len(self.members):
             raise ValueError("an ensemble's members are named once each")
-        given = sorted({"entry", "params", "method", "period", "window", "scope"} & self.model_fields_set)
+        given = sorted({"entry", "model", "params", "method", "period", "window", "scope"} & self.model_fields_set)
         if given:
             raise ValueError(f"an ensemble combines its members' forecasts: it takes members and weights, not "
                              f"{', '.join(given)}")

@@ -2,7 +2,8 @@
 
 Kinds: `lightgbm` (the default; saved as LightGBM model text), `sklearn` (any estimator class by
 import path) and `python` (a user's own class or function by import path); the last two are
-saved with pickle, as nothing else exists for arbitrary Python objects. Baselines (`mean`,
+saved with pickle, as nothing else exists for arbitrary Python objects; `statsforecast` (forecasts: ETS,
+ARIMA, Theta... by class name, the optional `forecast` extra) saved in skops' format. Baselines (`mean`,
 `median`, `last`, `seasonal`) are what model selection compares the others with; saved as JSON.
 """
 
@@ -18,6 +19,17 @@ from manymodels.estimators.core import (
     is_constant,
     load_model,
     resolve_entry,
+)
+from manymodels.estimators.statistical import (
+    FORMAT_STATSFORECAST,
+    MissingExtra,
+    StatisticalModel,
+    dump_statistical,
+    fit_statistical,
+    model_names,
+    model_params,
+    uses_exog,
+    window_forecast,
 )
 
 __all__ = [
@@ -35,4 +47,13 @@ __all__ = [
     "is_constant",
     "load_model",
     "resolve_entry",
+    "FORMAT_STATSFORECAST",
+    "MissingExtra",
+    "StatisticalModel",
+    "dump_statistical",
+    "fit_statistical",
+    "model_names",
+    "model_params",
+    "uses_exog",
+    "window_forecast",
 ]

@@ -20,6 +20,7 @@ import pandas as pd
 
 from manymodels.errors import BundleError
 from manymodels.estimators.baseline import FORMAT_BASELINE, Baseline
+from manymodels.estimators.statistical import FORMAT_STATSFORECAST, StatisticalModel, load_statistical
 
 FORMAT_LIGHTGBM = "lightgbm-text"
 FORMAT_PICKLE = "pickle"
@@ -204,6 +205,8 @@ def load_model(fmt: str, blob: bytes, task: str) -> Predictor:
         return _ObjectPredictor(model, task)
     if fmt == FORMAT_BASELINE:
         return Baseline.from_bytes(blob)
+    if fmt == FORMAT_STATSFORECAST:
+        return StatisticalModel(load_statistical(blob))
     raise ValueError(f"unknown model format {fmt!r}")
 
 

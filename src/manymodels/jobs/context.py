@@ -279,8 +279,9 @@ class Target:
         root = self.config.root
         roots = [str(root / "src"), str(root)] if (root / "src").is_dir() else [str(root)]
         # With candidates, the fallback (and anything fitting one estimator) takes the first that is not a baseline.
-        first = next((c for c in spec.candidate_specs if c.type not in ("baseline", "ensemble")),
-                     next(c for c in spec.candidate_specs if c.type != "ensemble"))  # an ensemble has members
+        # (a statistical model, fitted on one series' values, cannot be one model over many: LightGBM stands in)
+        first = next((c for c in spec.candidate_specs if c.type not in ("baseline", "ensemble", "statsforecast")),
+                     None)
         validation = candidates = None
         if spec.validation is not None or spec.task == "forecast":
             validation, candidates = selection_spec(spec)
@@ -289,9 +290,9 @@ class Target:
             segment_by=tuple(spec.segment_by),
             label=spec.label,
             features=tuple(features),
-            estimator=first.type if first.type != "baseline" else "lightgbm",
-            entry=first.entry,
-            params=dict(first.params),
+            estimator=first.type if first is not None else "lightgbm",
+            entry=first.entry if first is not None else None,
+            params=dict(first.params) if first is not None else {},
             test_size=spec.split.test_size,
             seed=spec.split.seed,
             split_by=spec.split.by,
@@ -343,6 +344,14 @@ class Target:
         except GridError as exc:
             key = ("resources", "models", model, "time")
             raise BundleError(f"{self.config.where(key)}resources.models.{model}.time: {exc}") from exc
+
+    @staticmethod
+    def model_packages(spec: SegmentSpec) -> tuple[str, ...]:
+        """Packages beyond manymodels' own that its models need to load where MLflow serves them (pinned in the
+        model's requirements): statsforecast's models, kept in skops' format."""
+        if any(c.estimator == "statsforecast" for c in spec.choices()):
+            return ("statsforecast", "skops")
+        return ()
 
     def estimator_code(self, spec: SegmentSpec) -> list[Path]:
         """The project's own module or package an estimator's import path names, to ship with the model.
@@ -396,7 +405,7 @@ def selection_spec(spec: ModelSpec) -> tuple[Validation, tuple[Candidate, ...]]:
             Candidate(
                 name=c.name,
                 estimator=c.type,
-                entry=c.entry,
+                entry=c.model if c.type == "statsforecast" else c.entry,
                 params=dict(c.params),
                 method=c.method,
                 period=c.period,

@@ -207,7 +207,8 @@ def _register(
         # Self-contained like a training run's model: the project's estimator code, a signature, an example.
         model_dir = folder.path / PackLayout.MODEL
         spec = target.segment_spec(name, challenger.info.features)
-        pack_dir = save_pack_model(model_dir, code=target.estimator_code(spec))
+        pack_dir = save_pack_model(model_dir, code=target.estimator_code(spec),
+                                   packages=target.model_packages(spec))
         # A seasonal baseline on either side keeps the time column among the pack's inputs.
         extra: dict[str, object] = {k: v for pack, _ in parts for k, v in pack.info.extra.items() if k == TIME}
         info = replace(challenger.info, run_id=run_id, extra={**extra, "kind": "composite"})

@@ -361,7 +361,8 @@ def _train(
         # the run fails, for a resume; removed once the pack is whole here).
         run_staging = None if folder.upload is None else target.staging(run_id)
         model_dir = folder.path / PackLayout.MODEL
-        pack = PackLayout(save_pack_model(model_dir, code=target.estimator_code(spec)))
+        pack = PackLayout(save_pack_model(model_dir, code=target.estimator_code(spec),
+                                          packages=target.model_packages(spec)))
         shards = Path(pack.shards)
         shards.mkdir(parents=True, exist_ok=True)
         shard_dir = _shard_dir(target, run_id, folder.path, folder.upload is not None)

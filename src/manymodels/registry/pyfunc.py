@@ -53,13 +53,15 @@ def _load_pyfunc(path: str) -> PackPyfunc:
     return PackPyfunc(Pack(path))
 
 
-def save_pack_model(model_dir: Path, code: Sequence[Path] = ()) -> Path:
+def save_pack_model(model_dir: Path, code: Sequence[Path] = (), packages: Sequence[str] = ()) -> Path:
     """Write an MLflow pyfunc model around an empty pack folder; workers then write shards into it.
 
     Args:
         model_dir: the model's folder (created).
         code: modules or packages (files or folders) the models need to load, copied into the
             model's `code/` folder, which MLflow puts on `sys.path` before loading.
+        packages: more packages its models need (statsforecast's), pinned in its requirements beside MLflow's,
+            LightGBM's and the rest.
 
     Returns:
         The pack folder inside the model.
@@ -78,7 +80,7 @@ def save_pack_model(model_dir: Path, code: Sequence[Path] = ()) -> Path:
             )
         else:
             shutil.copy2(source, destination)
-    requirements = [requirement(), *(_pinned(name) for name in REQUIREMENTS)]
+    requirements = [requirement(), *(_pinned(name) for name in (*REQUIREMENTS, *packages))]
     (model_dir / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
     python = platform.python_version()
     env = {"python": python, "build_dependencies": ["pip"], "dependencies": ["-r requirements.txt"]}

@@ -26,13 +26,25 @@ import numpy as np
 import pandas as pd
 
 from manymodels.data.timegrid import NUMBER, TimeGrid, calendar_values, parse_times, time_from_text, time_text
-from manymodels.estimators import FORMAT_LIGHTGBM, Predictor, fit_model, is_constant, load_model
+from manymodels.estimators import (
+    FORMAT_LIGHTGBM,
+    FORMAT_STATSFORECAST,
+    Predictor,
+    StatisticalModel,
+    dump_statistical,
+    fit_model,
+    fit_statistical,
+    is_constant,
+    load_model,
+)
 from manymodels.segment.features import feature_rows
 from manymodels.segment.spec import Candidate, ForecastPlan
 from manymodels.segment.transforms import forward, inverse, quiet_nan
 
 FORMAT_FORECAST = "forecast"
 ENSEMBLE = "ensemble"
+STATISTICAL = "statsforecast"
+WHOLE = 1 << 40  # the tail width of a forecaster that forecasts from the whole history (a statistical model)
 _MAGIC = b"MMFC1\n"
 BASELINES = ("naive", "seasonal_naive", "drift", "window_average", "mean", "median")
 
@@ -129,7 +141,7 @@ class Forecaster:
 
     Attributes:
         candidate: the candidate's name.
-        estimator: `lightgbm`, `sklearn`, `python` or `baseline`.
+        estimator: `lightgbm`, `sklearn`, `python`, `baseline`, `statsforecast` or `ensemble`.
         strategy: `recursive` or `direct`.
         method, period, window, value: a baseline's method, season, window, and fitted value (mean, median).
         scales: the transforms' fitted (mean, std) per transform (NaN for those that fit nothing).
@@ -172,6 +184,11 @@ class Forecaster:
     def is_baseline(self) -> bool:
         """Whether it forecasts by a rule, with no fitted model."""
         return self.estimator == "baseline"
+
+    @property
+    def is_statistical(self) -> bool:
+        """Whether it is a statsforecast model, which forecasts from the whole history of label values."""
+        return self.estimator == STATISTICAL
 
     @property
     def is_ensemble(self) -> bool:
@@ -326,6 +343,8 @@ def tail_width(plan: ForecastPlan, forecaster: Forecaster | None = None) -> int:
     """How many of its last label values a segment keeps to forecast from (features, transforms, baselines)."""
     if forecaster is not None and forecaster.is_ensemble:
         return max(tail_width(plan, m) for m in forecaster.members)
+    if forecaster is not None and forecaster.is_statistical:
+        return WHOLE
     if forecaster is not None and forecaster.plan is not None:
         plan = forecaster.plan
     need = plan.reach + plan.differencing
@@ -350,6 +369,10 @@ def fit_forecaster(
     """
     if candidate.estimator == "baseline":
         return _fit_baseline(candidate, plan, series)
+    if candidate.estimator == STATISTICAL:
+        model = fit_statistical(str(candidate.entry), params, statistical_values(series.y))
+        return Forecaster(candidate.name, STATISTICAL, plan.strategy, plan=plan, models=[StatisticalModel(model)],
+                          formats=[FORMAT_STATSFORECAST], blobs=[dump_statistical(model) if serialize else b""])
     return fit_pooled_forecaster(candidate, params, plan, [series], impute, serialize)
 
 
@@ -404,6 +427,21 @@ def fit_pooled_forecaster(
     return out
 
 
+def statistical_values(y: np.ndarray) -> np.ndarray:
+    """A history's label values as a statistical model takes them: every step's, none missing.
+
+    Raises:
+        ForecastDataError: a missing value (statsforecast's models take none), or fewer than 2 steps.
+    """
+    missing = int(np.count_nonzero(~np.isfinite(y)))
+    if missing:
+        raise ForecastDataError(f"statsforecast models need every step's label: {missing} of {len(y)} steps have "
+                                "none (gaps: missing); use gaps: zero, or fill them in the data")
+    if len(y) < 2:
+        raise ForecastDataError(f"{len(y)} step(s) of history: a statistical model needs 2 or more")
+    return y
+
+
 def _fit_baseline(candidate: Candidate, plan: ForecastPlan, series: Series) -> Forecaster:
     method = str(candidate.method)
     if method not in BASELINES:
@@ -455,7 +493,8 @@ class Origins:
 
 def origins_from_states(forecasters: Sequence[Forecaster], plan: ForecastPlan, grid: TimeGrid) -> Origins:
     """The origins packs keep: each forecaster's state (the end of its segment's training data)."""
-    width = max([1, *(max(tail_width(plan, f), len(f.state["tail"])) for f in forecasters)])
+    width = max([1, *(len(f.state["tail"]) if tail_width(plan, f) == WHOLE else
+                      max(tail_width(plan, f), len(f.state["tail"])) for f in forecasters)])
     tail = np.full((len(forecasters), width), np.nan)
     for i, f in enumerate(forecasters):
         values = _floats(f.state["tail"])
@@ -475,7 +514,7 @@ def origins_from_states(forecasters: Sequence[Forecaster], plan: ForecastPlan, g
 
 def origins_from_series(histories: Sequence[Series], plan: ForecastPlan, width: int) -> Origins:
     """Origins at the end of each history (rows of data, not a pack's state)."""
-    width = max(width, 1)
+    width = max(min(width, max((len(s) for s in histories), default=1)), 1)
     tail = np.full((len(histories), width), np.nan)
     first = np.full(len(histories), np.nan)
     span = np.zeros(len(histories), dtype=np.int64)
@@ -523,12 +562,15 @@ def forecast_many(
         combined = np.zeros((n, steps))
         np.add.at(combined, np.asarray(owner, dtype=np.int64), each * weights[:, None])
         out[ensembles] = combined[ensembles]
+    statistical = [i for i, f in enumerate(forecasters) if f.is_statistical]
+    for i in statistical:  # one series at a time: statsforecast's models forecast from a series' values
+        out[i] = _statistical(forecasters[i], origins.tail[i], steps)
     baselines = [i for i, f in enumerate(forecasters) if f.is_baseline]
     if baselines:
         out[baselines] = _baselines([forecasters[i] for i in baselines], _subset(origins, baselines), steps)
     groups: dict[ForecastPlan, list[int]] = {}
     for i, f in enumerate(forecasters):
-        if not f.is_baseline and not f.is_ensemble:
+        if not f.is_baseline and not f.is_ensemble and not f.is_statistical:
             groups.setdefault(f.plan or plan, []).append(i)
     for own, rows in groups.items():  # segments fitted with another plan (a champion's, kept by a promotion)
         index = np.asarray(rows, dtype=np.int64)
@@ -540,6 +582,17 @@ def forecast_many(
                                                                                              len(own.static))
         out[index] = _modelled(chosen, part, own, grid, steps, known[index][:, :, columns])
     return out
+
+
+def _statistical(forecaster: Forecaster, tail: np.ndarray, steps: int) -> np.ndarray:
+    """A statistical model's forecast from a history's values (left-padded with NaN), NaN where it has a gap."""
+    known = np.flatnonzero(np.isfinite(tail))
+    if known.size < 2 or not np.isfinite(tail[known[0] :]).all():
+        return np.full(steps, np.nan)
+    model = forecaster.models[0]
+    if not isinstance(model, StatisticalModel):
+        raise TypeError(f"candidate {forecaster.candidate} holds no statsforecast model")
+    return model.forecast(tail[known[0] :], steps)
 
 
 def _subset(origins: Origins, rows: Sequence[int] | np.ndarray) -> Origins:

@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from manymodels.data.timegrid import TimeGrid, infer_freq, parse_times
-from manymodels.estimators import Predictor
+from manymodels.estimators import Predictor, window_forecast
 from manymodels.segment.forecast import (
     ENSEMBLE,
     FORMAT_FORECAST,
+    STATISTICAL,
     ForecastDataError,
     Forecaster,
     Series,
@@ -30,6 +31,7 @@ from manymodels.segment.forecast import (
     forecast_many,
     origins_from_series,
     series_of,
+    statistical_values,
     tail_width,
 )
 from manymodels.segment.metrics import compute_metrics
@@ -159,9 +161,12 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
         out = []
         for origin in origins:
             history = train.upto(origin)
-            fitted = fit_forecaster(candidate, params, plan, history, impute=_impute(spec, candidate))
             future = slice(origin + 1, origin + 1 + horizon)
-            predicted = forecast_one(fitted, history, plan, grid, horizon, train.known[future])
+            if candidate.estimator == STATISTICAL:  # fitted and forecast in one call: the window keeps nothing
+                predicted = window_forecast(str(candidate.entry), params, statistical_values(history.y), horizon)
+            else:
+                fitted = fit_forecaster(candidate, params, plan, history, impute=_impute(spec, candidate))
+                predicted = forecast_one(fitted, history, plan, grid, horizon, train.known[future])
             out.append(window_metric(validation.metric, train.y[future], predicted))
             if candidate.name in members:
                 kept.setdefault(candidate.name, []).append(predicted)

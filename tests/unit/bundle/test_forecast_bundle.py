@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -144,6 +145,17 @@ ENSEMBLE = ("      task: forecast\n      time: week\n      horizon: 4\n      can
         ("      validation: {kind: kfold}\n      candidates:\n        - {name: a}\n        - {name: b, "
          "type: baseline, method: mean}\n        - {name: mix, type: ensemble, members: [a, b]}\n", 6,
          "candidate(s) mix: type ensemble (a mean of members' forecasts) is for task forecast"),
+        # statsforecast's models: a model class, the candidate a forecast's own
+        (ENSEMBLE + "        - {name: ets, type: statsforecast}\n", 16, "type statsforecast needs model: a "
+         "statsforecast model class, e.g. AutoETS"),
+        (ENSEMBLE + "        - {name: ets, type: statsforecast, model: AutoETS, entry: x.Y}\n", 16,
+         "type statsforecast takes model and params (its constructor's), not entry"),
+        (ENSEMBLE + "        - {name: ets, type: statsforecast, model: AutoETS, scope: global}\n", 16,
+         "a statsforecast model is fitted on one series' values: scope global is for lightgbm"),
+        (ENSEMBLE + "        - {name: l2, model: AutoETS}\n", 16, "model is for type statsforecast"),
+        ("      validation: {kind: kfold}\n      candidates:\n        - {name: a}\n"
+         "        - {name: ets, type: statsforecast, model: AutoETS}\n", 6,
+         "candidate(s) ets: type statsforecast (a statistical forecast model) is for task forecast"),
     ],
 )
 def test_each_mistake_is_one_located_line(tmp_path: Path, model: str, line: int, message: str) -> None:
@@ -195,3 +207,14 @@ def test_a_numeric_time_on_its_step_validates(tmp_path: Path) -> None:
     frame["week"] = 1952 + 5 * frame.groupby("store").cumcount()  # gapminder's years
     assert problems(tmp_path, smallest(horizon="2", freq="5"), frame) == []
     assert problems(tmp_path, smallest(horizon="2"), frame) == []  # the step inferred
+
+
+def test_a_statistical_candidate_without_the_extra_names_it(tmp_path: Path) -> None:
+    """Without statsforecast (this virtualenv: it asks for pandas < 3), validate says which extra to install, at the
+    candidate's type; the forecast extra's own tests run in .venv-forecast."""
+    pytest.importorskip("pandas", minversion="3")  # where statsforecast cannot be installed beside it
+    if importlib.util.find_spec("statsforecast") is not None:
+        pytest.skip("statsforecast is installed here")
+    found = problems(tmp_path, ENSEMBLE + "        - {name: ets, type: statsforecast, model: AutoETS}\n")
+    assert found == ["manymodels.yml:16: resources.models.demand.candidates[2].type: type statsforecast needs "
+                     "statsforecast, which is not installed: pip install 'manymodels[forecast]'"], found

@@ -1,0 +1,163 @@
+"""Statistical forecast models from statsforecast (ETS, ARIMA, Theta, Croston...), fitted per segment.
+
+statsforecast is an optional dependency (`pip install 'manymodels[forecast]'`): nothing here imports it until a
+bundle names a `type: statsforecast` candidate. A fitted model is kept in skops' format (no pickle): loading it
+builds only the model's own class and statsforecast's result records, and refuses a file that names any other type.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+import numpy as np
+
+from manymodels.errors import BundleError
+
+FORMAT_STATSFORECAST = "statsforecast-skops"
+EXTRA = "pip install 'manymodels[forecast]'"
+# What a saved statsforecast model may hold besides its own class (ETS, Theta, CES keep their fit as these).
+_RECORDS = ("statsforecast.utils.results",)
+
+
+class MissingExtra(BundleError):
+    """statsforecast is not installed."""
+
+
+def _models() -> Any:
+    try:
+        return importlib.import_module("statsforecast.models")
+    except ImportError as exc:
+        raise MissingExtra(f"type statsforecast needs statsforecast, which is not installed: {EXTRA}") from exc
+
+
+def model_names() -> list[str]:
+    """The model classes statsforecast offers (what `model:` may name).
+
+    Raises:
+        BundleError: statsforecast is not installed.
+    """
+    models, base = _models(), _base_class()
+    return sorted(n for n, v in vars(models).items()
+                  if inspect.isclass(v) and issubclass(v, base) and v is not base and not n.startswith("_"))
+
+
+def _base_class() -> type:
+    base: type = importlib.import_module("statsforecast.models")._TS
+    return base
+
+
+def model_class(name: str) -> type:
+    """The statsforecast model class `name`.
+
+    Raises:
+        BundleError: statsforecast is not installed, or has no such model.
+    """
+    models = _models()
+    found = getattr(models, name, None)
+    if not (inspect.isclass(found) and issubclass(found, _base_class())) or name.startswith("_"):
+        raise BundleError(f"statsforecast has no model {name!r}")
+    return found
+
+
+def model_params(name: str) -> set[str]:
+    """The keyword arguments a statsforecast model's constructor takes (`alias` left out: the candidate's name is).
+
+    Raises:
+        BundleError: statsforecast is not installed, or has no such model.
+    """
+    signature = inspect.signature(model_class(name))
+    return {p for p in signature.parameters if p not in ("self", "alias")}
+
+
+def uses_exog(name: str) -> bool:
+    """Whether the model reads exogenous regressors (`known` features): AutoARIMA, ARIMA and a few others."""
+    return bool(getattr(model_class(name), "uses_exog", False))
+
+
+def fit_statistical(name: str, params: dict[str, Any], y: np.ndarray) -> Any:
+    """A statsforecast model fitted on one series' values (finite, oldest first)."""
+    model = model_class(name)(**params)
+    model.fit(np.ascontiguousarray(y, dtype=np.float64))
+    return model
+
+
+def forecast_statistical(model: Any, y: np.ndarray, steps: int) -> np.ndarray:
+    """`steps` forecasts from the end of `y` by a fitted model: its fitted parameters applied to `y` (statsforecast's
+    `forward`), or, for models that keep no parameters to apply (Croston, ADIDA...), fitted again on `y`."""
+    values = np.ascontiguousarray(y, dtype=np.float64)
+    if hasattr(model, "forward"):
+        out = model.forward(y=values, h=steps)
+    else:
+        out = type(model)(**_constructor_args(model)).forecast(y=values, h=steps)
+    return np.asarray(out["mean"], dtype=np.float64)
+
+
+def window_forecast(name: str, params: dict[str, Any], y: np.ndarray, steps: int) -> np.ndarray:
+    """A model fitted on `y` and forecasting `steps` from its end, in one call (a validation window's: nothing kept)."""
+    out = model_class(name)(**params).forecast(y=np.ascontiguousarray(y, dtype=np.float64), h=steps)
+    return np.asarray(out["mean"], dtype=np.float64)
+
+
+def _constructor_args(model: Any) -> dict[str, Any]:
+    names = inspect.signature(type(model)).parameters
+    return {n: getattr(model, n) for n in names if hasattr(model, n) and n != "prediction_intervals"}
+
+
+def dump_statistical(model: Any) -> bytes:
+    """A fitted model's bytes, in skops' format.
+
+    Raises:
+        ValueError: the model holds something skops cannot keep safely (e.g. MSTL's frame).
+    """
+    import skops.io
+
+    try:
+        return bytes(skops.io.dumps(model))
+    except (TypeError, NotImplementedError) as exc:
+        raise ValueError(f"statsforecast model {type(model).__name__} cannot be saved without pickle: {exc}") from exc
+
+
+def load_statistical(blob: bytes) -> Any:
+    """Read back what `dump_statistical` wrote, building only a statsforecast model class and its result records.
+
+    Raises:
+        ValueError: the bytes name any other type (a file that is not what manymodels wrote).
+    """
+    try:
+        import skops.io
+    except ImportError as exc:
+        raise ValueError(f"a statsforecast model needs skops and statsforecast to load: {EXTRA}") from exc
+    untrusted = skops.io.get_untrusted_types(data=blob)
+    prefix = "statsforecast.models."
+    allowed = set(_RECORDS) | {t for t in untrusted if t.startswith(prefix) and "." not in t[len(prefix):]}
+    models = {t for t in untrusted if t.startswith(prefix)}
+    wrong = sorted(set(untrusted) - allowed)
+    if wrong or len(models) > 1:
+        raise ValueError(f"a statsforecast model's file names types it must not hold: {', '.join(wrong or models)}")
+    for name in models:  # the one class it names is a statsforecast model
+        try:
+            model_class(name[len(prefix):])
+        except BundleError as exc:
+            raise ValueError(str(exc)) from exc
+    return skops.io.loads(blob, trusted=sorted(allowed & set(untrusted)))
+
+
+class StatisticalModel:
+    """A fitted statsforecast model where a forecaster keeps its models: it forecasts from a series, not rows."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def predict(self, X: Any) -> np.ndarray:  # noqa: N803 - the Predictor protocol's name
+        """Not for rows of features: a statistical model forecasts from a series' values (`forecast`).
+
+        Raises:
+            TypeError: always.
+        """
+        raise TypeError(f"{type(self.model).__name__} forecasts from a series' values, not from rows of features")
+
+    def forecast(self, y: np.ndarray, steps: int) -> np.ndarray:
+        """`steps` forecasts from the end of `y` (see `forecast_statistical`)."""
+        return forecast_statistical(self.model, y, steps)

@@ -1,0 +1,216 @@
+"""statsforecast's models as forecast candidates (the `forecast` extra), as a user runs them: validate, train among
+LightGBM and baselines, forecast from the pack through the CLI, evaluate and promote; the forecasts are
+statsforecast's own, the saved models load without pickle and refuse anything else.
+
+statsforecast asks for pandas < 3: `make test` runs this folder in a second virtualenv (.venv-forecast, made from
+the `test-forecast` extra); in .venv, which has pandas 3 and no statsforecast, it is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from typer.testing import CliRunner
+
+pytest.importorskip("statsforecast", reason="the forecast extra runs in .venv-forecast (make test)")
+
+import skops.io  # noqa: E402
+from statsforecast import StatsForecast  # noqa: E402
+from statsforecast.models import AutoARIMA, AutoETS  # noqa: E402
+
+import manymodels as mm  # noqa: E402
+from helpers import (  # noqa: E402
+    forecast_block,
+    free_port,
+    latest_pack,
+    series_frame,
+    stop_process,
+    wait_until_up,
+    write_bundle,
+)
+from manymodels.cli.main import app  # noqa: E402
+from manymodels.estimators.statistical import dump_statistical, load_statistical  # noqa: E402
+from manymodels.segment.forecast import load_forecaster  # noqa: E402
+
+runner = CliRunner()
+WIDE = {"COLUMNS": "200"}
+STATISTICAL = [
+    {"name": "ets", "type": "statsforecast", "model": "AutoETS", "params": {"season_length": 4}},
+    {"name": "arima", "type": "statsforecast", "model": "AutoARIMA", "params": {"season_length": 4}},
+    {"name": "croston", "type": "statsforecast", "model": "CrostonOptimized"},
+]
+
+
+def frame() -> pd.DataFrame:
+    return series_frame(segments=6, steps=48, seed=3, noise=1.0).drop(columns=["price", "region"])
+
+
+def block(**overrides: object) -> dict[str, object]:
+    made = forecast_block(features={"lags": [1, 2, 4]}, candidates=[
+        *STATISTICAL,
+        {"name": "lgbm", "type": "lightgbm", "params": {"num_boost_round": 20, "min_data_in_leaf": 3}},
+        {"name": "naive", "type": "baseline", "method": "naive"},
+        {"name": "stats", "type": "ensemble", "members": ["ets", "arima"]},
+    ], refit=True)
+    made.update(overrides)
+    return made
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Validated and trained through the CLI, once."""
+    root = tmp_path_factory.mktemp("statsforecast")
+    write_bundle(root, frame=frame(), models={"demand": block()})
+    checked = runner.invoke(app, ["--bundle", str(root), "validate"])
+    assert checked.exit_code == 0, checked.output
+    trained = runner.invoke(app, ["--bundle", str(root), "train", "demand", "--workers", "2"], env=WIDE)
+    assert trained.exit_code == 0, trained.output
+    assert "6 ok / 0 failed of 6" in trained.output, trained.output
+    yield root
+
+
+def test_statistical_candidates_are_chosen_per_segment_and_forecast_as_statsforecast_does(project: Path) -> None:
+    """Each segment chooses among statsforecast's models, LightGBM, a baseline and an ensemble on the same windows;
+    with `refit`, a segment won by AutoETS or AutoARIMA forecasts what statsforecast itself forecasts from the same
+    rows, through the CLI, from the pack alone."""
+    api = mm.load_bundle(project)
+    manifest = api.manifest("demand").set_index("segment")
+    scored = json.loads(manifest["cv_scores"].iloc[0])
+    assert {"ets", "arima", "croston", "lgbm", "naive", "stats"} <= set(scored)  # all judged on the same windows
+    assert all(len(scored[n]["folds"]) == 2 for n in ("ets", "arima", "lgbm"))
+    won = manifest.index[manifest["candidate"].isin(["ets", "arima"])]
+    assert len(won) >= 1, manifest["candidate"].tolist()
+    out = project / "next.parquet"
+    made = runner.invoke(app, ["--bundle", str(project), "forecast", "demand", "--out", str(out)], env=WIDE)
+    assert made.exit_code == 0, made.output
+    forecasts = pd.read_parquet(out)
+    assert len(forecasts) == 6 * 4 and forecasts["prediction"].notna().all()
+    history = frame().sort_values(["segment", "week"])
+    for segment in won:
+        rows = history[history["segment"] == segment]
+        model = {"ets": AutoETS, "arima": AutoARIMA}[manifest.loc[segment, "candidate"]](season_length=4)
+        theirs = StatsForecast(models=[model], freq="W-MON").forecast(
+            df=pd.DataFrame({"unique_id": segment, "ds": rows["week"].to_numpy(), "y": rows["units"].to_numpy()}), h=4)
+        ours = forecasts[forecasts["segment"] == segment].sort_values("week")
+        np.testing.assert_allclose(ours["prediction"].to_numpy(), theirs.iloc[:, -1].to_numpy(), atol=1e-6)
+        assert (ours["week"].to_numpy() == theirs["ds"].to_numpy()).all()
+
+
+def test_evaluate_and_promote_judge_the_model_the_holdout_measured(project: Path) -> None:
+    """`refit` keeps the measured model inside: evaluate on the holdout gives training's metric, to the digit, for
+    statistical winners too; the first promotion registers every segment."""
+    api = mm.load_bundle(project)
+    manifest = api.manifest("demand").set_index("segment")
+    table = api.evaluate("demand").table.set_index("segment")
+    np.testing.assert_allclose(table.loc[manifest.index, "challenger"], manifest["rmse"], atol=1e-9)
+    promoted = api.promote("demand")
+    assert promoted.version is not None and promoted.previous is None and promoted.promoted == 6, promoted
+    expected = api.forecast("demand")  # the champion, from the registry
+    assert len(expected) == 6 * 4
+
+
+def test_mlflow_pyfunc_and_serve_answer_with_the_statistical_models(project: Path) -> None:
+    """The champion (promoted above) loads in MLflow's pyfunc and in `manymodels serve` (real HTTP), answers rows of
+    segment and time as `forecast` does, and its requirements pin statsforecast and skops."""
+    api = mm.load_bundle(project)
+    if not api.versions("demand"):
+        api.promote("demand")
+    expected = api.forecast("demand").set_index(["segment", "week"])["prediction"]
+    rows = expected.reset_index()[["segment", "week"]]
+    rows = rows[rows.groupby("segment").cumcount() < 2]
+    want = expected.loc[list(zip(rows["segment"], rows["week"], strict=True))].to_numpy(dtype=float)
+    mlflow.set_tracking_uri(api.tracking_uri)
+    uri = f"models:/{api.registered_model('demand')}@champion"
+    answered = mlflow.pyfunc.load_model(uri).predict(rows)["prediction"].to_numpy(dtype=float)
+    np.testing.assert_allclose(answered, want, atol=1e-9)
+    required = Path(mlflow.artifacts.download_artifacts(f"{uri}/requirements.txt")).read_text().split()
+    assert {r.split("==")[0] for r in required} >= {"statsforecast", "skops", "lightgbm"}, required
+
+    port = free_port()
+    log = project / "serve.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("manymodels")), "--bundle", str(project), "serve",
+                                 "demand", "--port", str(port)], stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(f"{url}/ping", proc, log)
+        records = rows.assign(week=rows["week"].dt.strftime("%Y-%m-%d")).to_dict("records")
+        reply = requests.post(f"{url}/invocations", json={"dataframe_records": records}, timeout=60)
+        assert reply.status_code == 200, reply.text
+        np.testing.assert_allclose([p["prediction"] for p in reply.json()["predictions"]], want, atol=1e-9)
+    finally:
+        stop_process(proc)
+
+
+def test_a_saved_statistical_model_is_skops_and_loads_only_statsforecast_types(project: Path) -> None:
+    """The pack keeps a statistical model in skops' format, never pickle; loading it builds only its model class and
+    statsforecast's result records, and refuses a file that names any other type before building anything."""
+    api = mm.load_bundle(project)
+    pack = latest_pack(api)
+    manifest = pack.manifest.set_index("segment")
+    segment = int(manifest.loc[manifest["candidate"].isin(["ets", "arima"]), "segment_index"].iloc[0])
+    forecaster = pack.model_of(segment)
+    assert forecaster.formats == ["statsforecast-skops"]
+    blob = forecaster.measured.blobs[0]  # the model the holdout measured; the forecaster's own is fitted again
+    assert set(skops.io.get_untrusted_types(data=blob)) <= {"statsforecast.models.AutoETS",
+                                                             "statsforecast.models.AutoARIMA",
+                                                             "statsforecast.utils.results"}
+    assert load_forecaster(forecaster.to_bytes()).models[0].model.__class__.__name__ in ("AutoETS", "AutoARIMA")
+
+    ran = []
+    hostile = skops.io.dumps(Planted(ran))
+    with pytest.raises(ValueError, match="must not hold"):
+        load_statistical(hostile)
+    assert not ran
+    assert load_statistical(dump_statistical(AutoETS(season_length=4).fit(np.arange(20.0)))).model_ is not None
+
+
+class Planted:
+    """A type no statsforecast model holds: what a tampered file would name."""
+
+    def __init__(self, ran: list[str]) -> None:
+        self.ran = ran
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        state["ran"].append("built")  # type: ignore[attr-defined]
+        self.__dict__.update(state)
+
+
+def test_validate_names_an_unknown_model_and_parameter_at_their_lines(tmp_path: Path) -> None:
+    """A model statsforecast does not have, and a parameter its constructor does not take: each at its own line,
+    with the closest name."""
+    write_bundle(tmp_path, frame=frame(), models={"demand": block(candidates=[
+        {"name": "ets", "type": "statsforecast", "model": "AutoETs"},
+        {"name": "arima", "type": "statsforecast", "model": "AutoARIMA", "params": {"season_lenght": 4}},
+    ])})
+    checked = runner.invoke(app, ["--bundle", str(tmp_path), "validate"], env=WIDE)
+    assert checked.exit_code == 2, checked.output
+    text = " ".join(checked.output.split())
+    assert "candidates[0].model: statsforecast has no model 'AutoETs' (did you mean 'AutoETS'?)" in text, text
+    assert "candidates[1].params.season_lenght: statsforecast's AutoARIMA has no parameter 'season_lenght' (did you " \
+           "mean 'season_length'?)" in text, text
+    assert "manymodels.yml:" in text
+
+
+def test_a_segment_with_a_gap_fails_the_statistical_candidates_not_the_run(tmp_path: Path) -> None:
+    """statsforecast's models take no missing value: with `gaps: missing` a segment with a hole is judged without
+    them (each one's error kept), and chooses among the others."""
+    rows = frame()
+    holed = rows.drop(rows[(rows["segment"] == "store_00")].sort_values("week").index[20])
+    write_bundle(tmp_path, frame=holed, models={"demand": block(gaps="missing", refit=False)})
+    api = mm.load_bundle(tmp_path)
+    run = api.train("demand", workers=1)
+    manifest = run.manifest.set_index("segment")
+    assert (manifest["status"] == "ok").all(), manifest["error"].tolist()
+    scored = json.loads(manifest.loc["store_00", "cv_scores"])
+    assert "need every step's label" in scored["ets"]["error"], scored["ets"]
+    assert manifest.loc["store_00", "candidate"] not in ("ets", "arima", "croston", "stats")
