@@ -23,11 +23,13 @@ $(INSTALLED): $(RUNTIME)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(INSTALLED)
 
+# Made inside `test`'s recipe (not as a recursive make: `make -n test` would run one), when pyproject.toml is newer.
+FORECAST_SETUP := { test -x $(FORECAST_VENV)/bin/python || $(PYTHON) -m venv $(FORECAST_VENV); } \
+	&& $(FORECAST_VENV)/bin/python -m pip install --quiet --upgrade pip \
+	&& $(FORECAST_VENV)/bin/python -m pip install --quiet -e '.[test-forecast]' && touch $(FORECAST)
+
 $(FORECAST): pyproject.toml
-	test -x $(FORECAST_VENV)/bin/python || $(PYTHON) -m venv $(FORECAST_VENV)
-	$(FORECAST_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(FORECAST_VENV)/bin/python -m pip install --quiet -e '.[test-forecast]'
-	touch $(FORECAST)
+	$(FORECAST_SETUP)
 
 install: $(INSTALLED)
 
@@ -45,7 +47,8 @@ lint: $(INSTALLED)
 # The second's report follows the first's. Any of them failing fails the target.
 test: lint
 	{ $(BIN)/pytest -m apart -p no:cacheprovider --ignore=tests/extra; first=$$?; \
-	  $(MAKE) --no-print-directory $(FORECAST) && $(FORECAST_VENV)/bin/pytest tests/extra -p no:cacheprovider; \
+	  { test $(FORECAST) -nt pyproject.toml || { $(FORECAST_SETUP); }; } \
+	  && $(FORECAST_VENV)/bin/pytest tests/extra -p no:cacheprovider; \
 	  extra=$$?; test $$first -eq 0 && test $$extra -eq 0; } > .pytest-apart.log 2>&1 & apart=$$!; \
 	$(BIN)/pytest -m "not apart" --ignore=tests/extra; rest=$$?; \
 	wait $$apart; other=$$?; \

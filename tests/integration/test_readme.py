@@ -68,6 +68,8 @@ def test_readme_has_the_two_setup_commands() -> None:
     assert "pip install --quiet -e .\n" in demo and "[dev]" not in demo
     test = subprocess.run(["make", "-n", "-B", "test"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "pip install --quiet -e '.[dev]'" in test
+    # the forecast extra's virtualenv is made in the recipe itself: a recursive $(MAKE) would run even under `make -n`
+    assert "-e '.[test-forecast]'" in test and "$(MAKE)" not in makefile
 
 
 @pytest.mark.slow
