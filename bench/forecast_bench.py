@@ -228,7 +228,9 @@ def manymodels_bundle(panel: Panel) -> dict[str, Any]:
             "models": {"fleet": {
                 "task": "forecast", "dataset": "train", "segment_by": ["unique_id"], "label": "y", "time": "ds",
                 "horizon": panel.horizon, "features": features, "validation": {"windows": panel.windows},
-                "candidates": candidates, "selection": {"rule": RULE[0] if RULE else "best"},
+                "candidates": candidates,
+                # regret: every candidate also forecasts manymodels' own holdout, so the run says what choosing cost
+                "selection": {"rule": RULE[0] if RULE else "best", "regret": True},
                 "refit": bool(REFIT and REFIT[0]),
             }},
         },
@@ -265,6 +267,10 @@ def manymodels_runs(panel: Panel, train: pd.DataFrame, full: pd.DataFrame,
     frames["p"] = frames["p"].astype(float)
     print(f"    manymodels: {ok} of {full['unique_id'].nunique()} series forecast; winners {won}; "
           f"train {fitted:.1f} s", flush=True)
+    if "regret_p50" in run.summary:
+        print(f"    manymodels' selection on its own holdout: {int(run.summary['segments_chose_best'])} of {ok} chose "
+              f"the best candidate; regret (RMSE) median {run.summary['regret_p50']:.4g}, mean "
+              f"{run.summary['regret_mean']:.4g}", flush=True)
     return {"manymodels (selected per series)": frames}
 
 

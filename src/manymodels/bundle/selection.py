@@ -240,11 +240,15 @@ class SelectionSpec(Strict):
     segment takes one candidate, the one whose mean window error, divided by each segment's best, has the lowest
     median over `sample` segments (default 200, drawn with `validation.seed`), judged before the fleet is fitted; a
     segment where it could not be scored takes its own best. For short series, whose few windows choose noisily.
+
+    `regret: true` (forecasts): every candidate also forecasts each segment's holdout (one more fit per candidate),
+    so the run reports the selection's regret: the winner's holdout error minus the best candidate's.
     """
 
     metric: str | None = None
     rule: Literal["best", "fleet"] = "best"
     sample: int = Field(default=200, ge=1)
+    regret: bool = False
 
     @model_validator(mode="after")
     def _sample_is_fleet(self) -> SelectionSpec:
@@ -287,6 +291,8 @@ def selection_problem(model: Any) -> str | None:
     problem = _ensemble_problem(model, names)
     if problem:
         return problem
+    if model.selection.regret and not forecast:
+        return "selection.regret is for task forecast (every candidate forecasts the segment's holdout)"
     if model.selection.rule == "fleet":
         if not forecast:
             return "selection.rule fleet is for task forecast (each segment's rolling-origin windows, over the fleet)"

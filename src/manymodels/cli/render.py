@@ -123,6 +123,10 @@ def train_summary(outcome: TrainOutcome) -> None:
         if "baseline_gain_p50" in s:
             line += f"; winners beat the best baseline by {s['baseline_gain_p50']:.1%} (median)"
         table.add_row("won (CV)", line)
+    if "regret_p50" in s:
+        table.add_row("regret (holdout)", f"{int(s['segments_chose_best']):,} of {int(s['segments_ok']):,} chose the "
+                      f"holdout's best candidate; the winner's {m} minus the best's: median {s['regret_p50']:.4g}, "
+                      f"mean {s['regret_mean']:.4g}")
     if "segments_carried" in s:
         table.add_row(
             "changed only",

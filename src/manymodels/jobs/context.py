@@ -306,6 +306,7 @@ class Target:
             task=spec.task if spec.task != "forecast" else "regression",
             forecast=forecast,
             refit=spec.refit,
+            regret=spec.selection.regret,
         )
         return with_naive(made)
 

@@ -24,6 +24,9 @@ from manymodels.segment.spec import Candidate
 WON = "won."  # summary key prefix: segments each candidate won
 BASELINE_WON = "segments_baseline_won"
 GAIN_P50 = "baseline_gain_p50"  # the median relative margin of the winner over the best baseline
+REGRET_P50 = "regret_p50"  # selection.regret: the median, over segments, of the winner's holdout error minus the best's
+REGRET_MEAN = "regret_mean"
+CHOSE_BEST = "segments_chose_best"  # segments whose winner was also the best candidate on the holdout
 LOUD_FRACTION = 0.5  # more than this share of segments won by a baseline: a warning
 
 
@@ -35,6 +38,11 @@ def selection_summary(manifest: pd.DataFrame, spec: SegmentSpec) -> dict[str, fl
     ok = manifest.loc[mf.is_ok(manifest)]
     winners = ok[mf.CANDIDATE].astype("string")
     summary = {f"{WON}{c.name}": float((winners == c.name).sum()) for c in spec.choices()}
+    maximize = spec.validation is not None and spec.validation.maximize
+    regret = mf.selection_regrets(ok, maximize)
+    if regret.notna().any():
+        summary[REGRET_P50], summary[REGRET_MEAN] = float(regret.median()), float(regret.mean())
+        summary[CHOSE_BEST] = float((regret <= 0).sum())
     baselines = spec.rules()
     if not baselines:
         return summary

@@ -10,6 +10,7 @@ this module is where the rest of the code finds them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import pyarrow as pa
 
 from manymodels.segment import SegmentResult, SegmentSpec, metric_names
 from manymodels.segment.fit import FAILED, OK
+from manymodels.segment.forecast_fit import selection_regret
 from manymodels.segment.shards import join_location
 
 # Status of a segment's fit, in the manifest's STATUS column.
@@ -198,6 +200,20 @@ def build_manifest(keys: pd.DataFrame, results: Sequence[SegmentResult], spec: S
 def served(manifest: pd.DataFrame) -> pd.DataFrame:
     """The rows of segments that have a model."""
     return manifest.loc[manifest[STATUS] == OK]
+
+
+def selection_regrets(manifest: pd.DataFrame, maximize: bool = False) -> pd.Series:
+    """Each segment's selection regret on its holdout, from its CV_SCORES (NaN where its candidates' holdout errors
+    were not measured: the bundle's `selection.regret`)."""
+    if CV_SCORES not in manifest.columns or CANDIDATE not in manifest.columns:
+        return pd.Series(np.nan, index=manifest.index, dtype=float)
+    values = []
+    for text, winner in zip(manifest[CV_SCORES], manifest[CANDIDATE], strict=True):
+        found = None
+        if isinstance(text, str) and '"holdout"' in text:
+            found = selection_regret(json.loads(text), str(winner), maximize)
+        values.append(np.nan if found is None else found)
+    return pd.Series(values, index=manifest.index, dtype=float)
 
 
 def is_ok(manifest: pd.DataFrame) -> pd.Series:

@@ -227,6 +227,15 @@ def selection_section(manifest: pd.DataFrame) -> Section | None:
                 "Positive: the winner's mean fold error is below the best baseline's.",
             )
         )
+    regret = mf.selection_regrets(manifest.loc[ok])
+    if regret.notna().any():
+        measured = regret.dropna().to_numpy(dtype=float)
+        section.facts += [("chose the holdout's best", f"{int((measured <= 0).sum()):,} of {measured.size:,}"),
+                          ("regret on the holdout (median)", cell(float(np.median(measured))))]
+        section.charts.append(Chart(
+            histogram(measured, "Selection's regret on the holdout", "winner's error minus the best candidate's"),
+            "0: the segment chose the candidate that did best on its holdout; above 0: what the choice cost there.",
+        ))
     section.notes += _best_params(manifest, ok)
     return section
 

@@ -358,6 +358,8 @@ def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Se
         raise ForecastDataError("the holdout's steps have no label value to measure the forecast on")
     if not np.isfinite(predicted[known]).all():
         raise ForecastDataError(f"the {forecaster.candidate} forecast of the holdout is not a number")
+    if spec.regret and selection is not None:
+        _holdout_errors(selection, spec, key, train, grid, series.known[cut:], actual, predicted)
     kept = {
         "metrics": compute_metrics("regression", actual[known], predicted[known]),
         "step_metric": json.dumps(step_metrics(spec.metric, actual, predicted)),
@@ -370,6 +372,41 @@ def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Se
         # measured one), the measured one kept inside it for evaluate
         forecaster = replace(_fit_chosen(chosen, params, spec, series), measured=forecaster)
     return forecaster.with_state(series, plan, grid), selection, kept
+
+
+def _holdout_errors(selection: Selection, spec: SegmentSpec, key: str, train: Series, grid: TimeGrid,
+                    known: np.ndarray, actual: np.ndarray, predicted: np.ndarray) -> None:
+    """Every scored candidate's error on the holdout (`Scored.holdout`), fitted on the same steps as the winner: the
+    winner's is the measured forecast; an ensemble's is its members' holdout forecasts, weighed as on its windows.
+    A candidate that cannot forecast it gets none (it does not count)."""
+    specs = {c.name: c for c in spec.choices()}
+    forecasts: dict[str, np.ndarray] = {selection.winner.name: predicted}
+    scored = [s for s in selection.scored if s.error is None and math.isfinite(s.mean)]
+    for entry in sorted(scored, key=lambda s: specs[s.name].estimator == ENSEMBLE):  # members before ensembles
+        candidate = specs[entry.name]
+        if entry.name not in forecasts:
+            try:
+                if candidate.estimator == ENSEMBLE:
+                    weights = entry.params["weights"]
+                    combined = sum(float(weights[m]) * forecasts[m] for m in candidate.members)
+                    forecasts[entry.name] = np.asarray(combined, dtype=np.float64)
+                else:
+                    fitted = _fit_chosen(candidate, entry.params, spec, train)
+                    forecasts[entry.name] = _holdout_forecast(fitted, spec, key, train, grid, known)
+            except Exception:  # noqa: BLE001, S112 - a candidate that cannot forecast the holdout has no regret
+                continue
+        entry.holdout = window_metric(spec.metric, actual, forecasts[entry.name])
+
+
+def selection_regret(scores: dict[str, Any], winner: str, maximize: bool = False) -> float | None:
+    """The selection's regret on a segment's holdout: the winner's error minus the best candidate's (0: it chose the
+    best), from its `cv_scores` (None where the holdout errors were not measured)."""
+    errors = {n: v.get("holdout") for n, v in scores.items() if isinstance(v, dict)}
+    finite = {n: float(v) for n, v in errors.items() if v is not None and math.isfinite(v)}
+    if winner not in finite:
+        return None
+    best = max(finite.values()) if maximize else min(finite.values())
+    return (best - finite[winner]) if maximize else (finite[winner] - best)
 
 
 def _profile(train: Series, plan: ForecastPlan) -> bytes | None:

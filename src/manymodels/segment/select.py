@@ -42,6 +42,7 @@ class Scored:
     trials: int = 0
     error: str | None = None
     baseline: bool = False
+    holdout: float | None = None  # its error on the segment's holdout (selection's regret), when measured
 
     @property
     def mean(self) -> float:
@@ -63,6 +64,8 @@ class Scored:
             out["trials"], out["params"] = self.trials, self.params
         if self.error:
             out["error"] = self.error
+        if self.holdout is not None:
+            out["holdout"] = _finite(self.holdout)
         return out
 
 

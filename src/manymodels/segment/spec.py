@@ -210,6 +210,8 @@ class SegmentSpec:
         chosen: the candidate every segment takes where it could be scored (selection rule fleet), else None.
         refit: forecasts: the winner fitted again on every step once the holdout has measured it (the measured model
             kept beside it, for `evaluate`).
+        regret: forecasts: every candidate also forecasts the holdout (one more fit each), so the selection's
+            regret (the winner's holdout error minus the best candidate's) is known per segment.
     """
 
     segment_by: tuple[str, ...]
@@ -234,6 +236,7 @@ class SegmentSpec:
     shared: tuple[SharedFit, ...] = ()
     chosen: str | None = None
     refit: bool = False
+    regret: bool = False
 
     @cached_property
     def fingerprint(self) -> str:
@@ -245,7 +248,7 @@ class SegmentSpec:
         if self.shared:
             spec["shared"] = [[s.candidate, s.digest] for s in self.shared]
         # unset, newer fields change no older fingerprint
-        for newer in ("impute", "candidates", "validation", "forecast", "pool_by", "chosen", "refit"):
+        for newer in ("impute", "candidates", "validation", "forecast", "pool_by", "chosen", "refit", "regret"):
             if not spec[newer]:
                 spec.pop(newer)
         for candidate in spec.get("candidates", ()):

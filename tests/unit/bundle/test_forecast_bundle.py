@@ -142,6 +142,8 @@ ENSEMBLE = ("      task: forecast\n      time: week\n      horizon: 4\n      can
         (ENSEMBLE + "      selection: {sample: 50}\n", 16, "sample is for rule fleet"),
         ("      validation: {kind: kfold}\n      selection: {rule: fleet}\n", 6,
          "selection.rule fleet is for task forecast"),
+        ("      validation: {kind: kfold}\n      selection: {regret: true}\n", 6,
+         "selection.regret is for task forecast"),
         ("      validation: {kind: kfold}\n      candidates:\n        - {name: a}\n        - {name: b, "
          "type: baseline, method: mean}\n        - {name: mix, type: ensemble, members: [a, b]}\n", 6,
          "candidate(s) mix: type ensemble (a mean of members' forecasts) is for task forecast"),

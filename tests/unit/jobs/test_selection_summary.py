@@ -44,3 +44,34 @@ def test_the_fleet_takes_the_candidate_nearest_each_segments_best_by_median() ->
     assert tie == "b"  # b and c both at 1: the first listed
     with pytest.raises(DataError, match="no sampled segment could be scored"):
         fleet_choice([result({}, status="failed")], spec)
+
+
+def test_the_regret_is_the_winners_holdout_error_minus_the_best_candidates() -> None:
+    """`selection.regret`: per segment, from each candidate's holdout error in its scores; the fleet's median and
+    mean, and how many segments chose the holdout's best; the report shows them; segments without holdout errors
+    (not measured) count in none of it."""
+    import pandas as pd
+
+    from manymodels.jobs.selection import selection_summary
+    from manymodels.registry import manifest as mf
+    from manymodels.report.sections import selection_section
+    from manymodels.segment.spec import Validation
+
+    spec = SegmentSpec(segment_by=("s",), label="y", features=(), validation=Validation(kind="time", windows=2),
+                       candidates=(Candidate("a"), Candidate("b")))
+    scores = [{"a": {"mean": 1.0, "holdout": 2.0}, "b": {"mean": 1.5, "holdout": 1.5}},  # chose a: regret 0.5
+              {"a": {"mean": 1.0, "holdout": 1.0}, "b": {"mean": 2.0, "holdout": 3.0}},  # chose a, the best: 0
+              {"a": {"mean": 3.0, "holdout": 4.0}, "b": {"mean": 1.0, "holdout": 1.0}},  # chose b, the best: 0
+              {"a": {"mean": 1.0}, "b": {"mean": 2.0}}]  # not measured
+    manifest = pd.DataFrame({"s": list("wxyz"), mf.STATUS: "ok", mf.CANDIDATE: ["a", "a", "b", "a"],
+                             mf.CV_SCORES: [json.dumps(s) for s in scores], mf.CV_MEAN: [1.0, 1.0, 1.0, 1.0],
+                             mf.CV_STD: 0.0, mf.CV_BASELINE: float("nan"), mf.CV_FOLDS: 2, mf.PARAMS: "{}"})
+    assert mf.selection_regrets(manifest).tolist()[:3] == [0.5, 0.0, 0.0]
+    assert mf.selection_regrets(manifest).isna().tolist() == [False, False, False, True]
+    summary = selection_summary(manifest, spec)
+    assert summary["regret_p50"] == 0.0 and summary["regret_mean"] == pytest.approx(0.5 / 3)
+    assert summary["segments_chose_best"] == 2.0
+    section = selection_section(manifest)
+    assert section is not None
+    assert ("chose the holdout's best", "2 of 3") in section.facts
+    assert "Selection's regret on the holdout" in json.dumps([c.figure for c in section.charts])

@@ -263,3 +263,34 @@ def test_refit_keeps_the_measured_model_and_forecasts_from_one_that_saw_every_st
     np.testing.assert_allclose(measured, forecast_many(PLAN, GRID, [before], origins_from_states([before], PLAN, GRID),
                                                        4, known), atol=1e-12)
     assert not np.allclose(ahead, measured)
+
+
+def test_with_regret_every_candidate_forecasts_the_holdout_as_the_winner_does() -> None:
+    """`regret`: each candidate's holdout error is what it gets fitted on the winner's steps and forecasting the
+    holdout (the winner's is training's metric, naive's the manifest's holdout_naive, an ensemble's its members'
+    weighed); the models kept are the same as without it."""
+    naive = Candidate("naive", "baseline", method="naive")
+    mix = Candidate("mix", "ensemble", members=("lgbm", "ridge"))
+    made = spec(candidates=(LGBM, RIDGE, naive, mix), windows=2)
+    plain, measured = fit_segment(one(), made), fit_segment(one(), replace(made, regret=True))
+    assert plain.status == measured.status == "ok", (plain.error, measured.error)
+    assert measured.model == plain.model and measured.candidate == plain.candidate
+    assert "holdout" not in str(plain.cv_scores)
+    scores = json.loads(str(measured.cv_scores))
+    assert scores[measured.candidate]["holdout"] == pytest.approx(measured.metrics["rmse"], abs=1e-12)
+    assert scores["naive"]["holdout"] == pytest.approx(measured.holdout_naive, abs=1e-12)
+    history = series_of(one(), PLAN, "units", GRID)
+    cut = len(history) - PLAN.horizon
+    train = history.upto(cut - 1)
+    alone = {c.name: forecast_one(fit_forecaster(c, dict(c.params), PLAN, train), train, PLAN, GRID, PLAN.horizon,
+                                  history.known[cut:]) for c in (LGBM, RIDGE)}
+    for name in ("lgbm", "ridge"):
+        assert scores[name]["holdout"] == pytest.approx(window_metric("rmse", history.y[cut:], alone[name]), abs=1e-9)
+    weights = scores["mix"]
+    assert weights["holdout"] == pytest.approx(window_metric("rmse", history.y[cut:],
+                                                             0.5 * alone["lgbm"] + 0.5 * alone["ridge"]), abs=1e-9)
+    best = min(v["holdout"] for v in scores.values())
+    from manymodels.segment.forecast_fit import selection_regret
+
+    assert selection_regret(scores, str(measured.candidate)) == pytest.approx(
+        scores[measured.candidate]["holdout"] - best)
