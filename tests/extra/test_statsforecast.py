@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -31,6 +32,7 @@ import manymodels as mm  # noqa: E402
 from helpers import (  # noqa: E402
     forecast_block,
     free_port,
+    future_known,
     latest_pack,
     series_frame,
     stop_process,
@@ -60,7 +62,7 @@ def block(**overrides: object) -> dict[str, object]:
         {"name": "lgbm", "type": "lightgbm", "params": {"num_boost_round": 20, "min_data_in_leaf": 3}},
         {"name": "naive", "type": "baseline", "method": "naive"},
         {"name": "stats", "type": "ensemble", "members": ["ets", "arima"]},
-    ], refit=True)
+    ], refit=True, selection={"regret": True})
     made.update(overrides)
     return made
 
@@ -75,6 +77,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     trained = runner.invoke(app, ["--bundle", str(root), "train", "demand", "--workers", "2"], env=WIDE)
     assert trained.exit_code == 0, trained.output
     assert "6 ok / 0 failed of 6" in trained.output, trained.output
+    assert "regret (holdout)" in trained.output and "chose the holdout's best candidate" in trained.output
     yield root
 
 
@@ -87,6 +90,7 @@ def test_statistical_candidates_are_chosen_per_segment_and_forecast_as_statsfore
     scored = json.loads(manifest["cv_scores"].iloc[0])
     assert {"ets", "arima", "croston", "lgbm", "naive", "stats"} <= set(scored)  # all judged on the same windows
     assert all(len(scored[n]["folds"]) == 2 for n in ("ets", "arima", "lgbm"))
+    assert all("holdout" in scored[n] for n in ("ets", "arima", "croston", "lgbm", "naive", "stats"))
     won = manifest.index[manifest["candidate"].isin(["ets", "arima"])]
     assert len(won) >= 1, manifest["candidate"].tolist()
     out = project / "next.parquet"
@@ -214,3 +218,59 @@ def test_a_segment_with_a_gap_fails_the_statistical_candidates_not_the_run(tmp_p
     scored = json.loads(manifest.loc["store_00", "cv_scores"])
     assert "need every step's label" in scored["ets"]["error"], scored["ets"]
     assert manifest.loc["store_00", "candidate"] not in ("ets", "arima", "croston", "stats")
+
+
+def test_a_model_that_reads_regressors_takes_the_known_features(tmp_path: Path) -> None:
+    """AutoARIMA reads the `known` features as exogenous regressors: in its windows, its fit and its forecasts
+    (from the pack's kept history of them and the values ahead); with `refit`, what statsforecast forecasts with the
+    same regressors. On series that price moves, it beats the same model without them."""
+    rows = series_frame(segments=4, steps=48, seed=5).drop(columns=["region"])
+    t = (rows["week"] - rows["week"].min()).dt.days.to_numpy() // 7
+    noise = np.random.default_rng(5).normal(0, 0.5, len(rows))
+    rows["units"] = 50 + 0.3 * t - 30 * (rows["price"].to_numpy() - 1) + noise  # price moves units; no season
+    arima = {"name": "arima", "type": "statsforecast", "model": "AutoARIMA"}
+    with_price = block(features={"lags": [1], "known": ["price"]}, candidates=[arima])
+    write_bundle(tmp_path / "with", frame=rows, models={"demand": with_price})
+    write_bundle(tmp_path / "without", frame=rows, models={"demand": block(features={"lags": [1]},
+                                                                                 candidates=[arima])})
+    ahead = future_known(rows)
+    ahead.to_parquet(tmp_path / "with" / "future.parquet", index=False)
+    api, plain = mm.load_bundle(tmp_path / "with"), mm.load_bundle(tmp_path / "without")
+    trained, alone = api.train("demand", workers=1), plain.train("demand", workers=1)
+    manifest = trained.manifest.set_index("segment")
+    won = manifest.index[manifest["candidate"] == "arima"]
+    assert len(won) >= 2, manifest["candidate"].tolist()
+    with_rmse = manifest.loc[won, "rmse"]
+    assert with_rmse.median() < alone.manifest.set_index("segment").loc[won, "rmse"].median()
+
+    ours = api.forecast("demand", known=str(tmp_path / "with" / "future.parquet"))
+    history = rows.sort_values(["segment", "week"])
+    for segment in won:
+        part = history[history["segment"] == segment]
+        frame_ = pd.DataFrame({"unique_id": segment, "ds": part["week"].to_numpy(), "y": part["units"].to_numpy(),
+                               "price": part["price"].to_numpy()})
+        future_ = ahead[ahead["segment"] == segment].rename(columns={"segment": "unique_id", "week": "ds"})
+        theirs = StatsForecast(models=[AutoARIMA()], freq="W-MON").forecast(
+            df=frame_, h=4, X_df=future_[["unique_id", "ds", "price"]])
+        got = ours[ours["segment"] == segment].sort_values("week")["prediction"].to_numpy()
+        np.testing.assert_allclose(got, theirs["AutoARIMA"].to_numpy(), atol=1e-6)
+    # without the values ahead, a model that reads them cannot forecast: the command says so
+    with pytest.raises(Exception, match="price"):
+        api.forecast("demand")
+
+
+def test_statistical_candidates_on_spark_give_the_local_engines_models(tmp_path: Path, spark: Any) -> None:
+    """The engine contract for statistical candidates: trained on Spark (local[2], executors importing statsforecast
+    as the driver does), every segment's winner, holdout metric and forecast are the local engine's."""
+    write_bundle(tmp_path, frame=frame(), models={"demand": block(selection={})})
+    local = mm.load_bundle(tmp_path).train("demand", workers=1)
+    on_spark = mm.load_bundle(tmp_path, spark=spark).train("demand")
+    a = local.manifest.set_index("segment").sort_index()
+    b = on_spark.manifest.set_index("segment").sort_index()
+    assert (b["status"] == "ok").all(), b["error"].tolist()
+    assert a["candidate"].tolist() == b["candidate"].tolist()
+    np.testing.assert_allclose(a["rmse"].to_numpy(), b["rmse"].to_numpy(), atol=1e-9)
+    api = mm.load_bundle(tmp_path)
+    mine = api.forecast("demand", run_id=local.run_id).sort_values(["segment", "week"])
+    theirs = api.forecast("demand", run_id=on_spark.run_id).sort_values(["segment", "week"])
+    np.testing.assert_allclose(mine["prediction"].to_numpy(), theirs["prediction"].to_numpy(), atol=1e-9)

@@ -76,28 +76,48 @@ def uses_exog(name: str) -> bool:
     return bool(getattr(model_class(name), "uses_exog", False))
 
 
-def fit_statistical(name: str, params: dict[str, Any], y: np.ndarray) -> Any:
-    """A statsforecast model fitted on one series' values (finite, oldest first)."""
+def fit_statistical(name: str, params: dict[str, Any], y: np.ndarray, X: np.ndarray | None = None) -> Any:  # noqa: N803
+    """A statsforecast model fitted on one series' values (finite, oldest first), and its exogenous regressors `X`
+    (one row per value) where the model reads them."""
     model = model_class(name)(**params)
-    model.fit(np.ascontiguousarray(y, dtype=np.float64))
+    model.fit(_array(y), _array(X) if X is not None and X.shape[1] and _reads_exog(model) else None)
     return model
 
 
-def forecast_statistical(model: Any, y: np.ndarray, steps: int) -> np.ndarray:
+def forecast_statistical(model: Any, y: np.ndarray, steps: int, X: np.ndarray | None = None,  # noqa: N803
+                         X_future: np.ndarray | None = None) -> np.ndarray:  # noqa: N803
     """`steps` forecasts from the end of `y` by a fitted model: its fitted parameters applied to `y` (statsforecast's
-    `forward`), or, for models that keep no parameters to apply (Croston, ADIDA...), fitted again on `y`."""
-    values = np.ascontiguousarray(y, dtype=np.float64)
+    `forward`), or, for models that keep no parameters to apply (Croston, ADIDA...), fitted again on `y`. `X`, the
+    regressors of `y`'s steps, and `X_future`, of the steps ahead, are read where the model reads them."""
+    exog = _exog(model, X, X_future)
     if hasattr(model, "forward"):
-        out = model.forward(y=values, h=steps)
+        out = model.forward(y=_array(y), h=steps, **exog)
     else:
-        out = type(model)(**_constructor_args(model)).forecast(y=values, h=steps)
+        out = type(model)(**_constructor_args(model)).forecast(y=_array(y), h=steps, **exog)
     return np.asarray(out["mean"], dtype=np.float64)
 
 
-def window_forecast(name: str, params: dict[str, Any], y: np.ndarray, steps: int) -> np.ndarray:
+def window_forecast(name: str, params: dict[str, Any], y: np.ndarray, steps: int, X: np.ndarray | None = None,  # noqa: N803
+                    X_future: np.ndarray | None = None) -> np.ndarray:  # noqa: N803
     """A model fitted on `y` and forecasting `steps` from its end, in one call (a validation window's: nothing kept)."""
-    out = model_class(name)(**params).forecast(y=np.ascontiguousarray(y, dtype=np.float64), h=steps)
+    model = model_class(name)(**params)
+    out = model.forecast(y=_array(y), h=steps, **_exog(model, X, X_future))
     return np.asarray(out["mean"], dtype=np.float64)
+
+
+def _reads_exog(model: Any) -> bool:
+    return bool(getattr(model, "uses_exog", False))
+
+
+def _exog(model: Any, X: np.ndarray | None, X_future: np.ndarray | None) -> dict[str, Any]:  # noqa: N803
+    """The regressors' keyword arguments for a model that reads them (none otherwise, or without regressors)."""
+    if not _reads_exog(model) or X is None or X_future is None or X.shape[1] == 0:
+        return {}
+    return {"X": _array(X), "X_future": _array(X_future)}
+
+
+def _array(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.float64)
 
 
 def _constructor_args(model: Any) -> dict[str, Any]:
@@ -158,6 +178,12 @@ class StatisticalModel:
         """
         raise TypeError(f"{type(self.model).__name__} forecasts from a series' values, not from rows of features")
 
-    def forecast(self, y: np.ndarray, steps: int) -> np.ndarray:
+    @property
+    def reads_exog(self) -> bool:
+        """Whether the model reads exogenous regressors (the forecast's `known` features)."""
+        return _reads_exog(self.model)
+
+    def forecast(self, y: np.ndarray, steps: int, X: np.ndarray | None = None,  # noqa: N803
+                 X_future: np.ndarray | None = None) -> np.ndarray:  # noqa: N803
         """`steps` forecasts from the end of `y` (see `forecast_statistical`)."""
-        return forecast_statistical(self.model, y, steps)
+        return forecast_statistical(self.model, y, steps, X, X_future)

@@ -36,6 +36,7 @@ from manymodels.estimators import (
     fit_statistical,
     is_constant,
     load_model,
+    uses_exog,
 )
 from manymodels.segment.features import feature_rows
 from manymodels.segment.spec import Candidate, ForecastPlan
@@ -215,6 +216,8 @@ class Forecaster:
             "static": [_json_float(v) for v in series.static.tolist()],
             "count": len(series),
         }
+        if width == WHOLE and series.known.shape[1]:  # a statistical model's regressors, over the same history
+            self.state["known"] = [[_json_float(v) for v in row] for row in series.known.tolist()]
         return self
 
     def to_bytes(self) -> bytes:
@@ -370,7 +373,9 @@ def fit_forecaster(
     if candidate.estimator == "baseline":
         return _fit_baseline(candidate, plan, series)
     if candidate.estimator == STATISTICAL:
-        model = fit_statistical(str(candidate.entry), params, statistical_values(series.y))
+        name = str(candidate.entry)
+        model = fit_statistical(name, params, statistical_values(series.y),
+                                statistical_known(series) if uses_exog(name) else None)
         return Forecaster(candidate.name, STATISTICAL, plan.strategy, plan=plan, models=[StatisticalModel(model)],
                           formats=[FORMAT_STATSFORECAST], blobs=[dump_statistical(model) if serialize else b""])
     return fit_pooled_forecaster(candidate, params, plan, [series], impute, serialize)
@@ -442,6 +447,21 @@ def statistical_values(y: np.ndarray) -> np.ndarray:
     return y
 
 
+def statistical_known(series: Series) -> np.ndarray | None:
+    """A history's known features as a statistical model reads them (exogenous regressors), None without any.
+
+    Raises:
+        ForecastDataError: a step without its known values.
+    """
+    if series.known.shape[1] == 0:
+        return None
+    missing = int(np.count_nonzero(~np.isfinite(series.known).all(axis=1)))
+    if missing:
+        raise ForecastDataError(f"statsforecast models read the known features of every step: {missing} of "
+                                f"{len(series)} steps lack them")
+    return series.known
+
+
 def _fit_baseline(candidate: Candidate, plan: ForecastPlan, series: Series) -> Forecaster:
     method = str(candidate.method)
     if method not in BASELINES:
@@ -479,6 +499,8 @@ class Origins:
         first: each history's first known label value (drift's line starts there).
         span: steps from that value to the origin.
         static: segments x static features.
+        known: each history's known features (steps x the plan's known, the last row at the origin), where a
+            statistical model reads them (None where not kept).
     """
 
     tail: np.ndarray
@@ -486,6 +508,7 @@ class Origins:
     first: np.ndarray
     span: np.ndarray
     static: np.ndarray
+    known: list[np.ndarray | None] | None = None
 
     def __len__(self) -> int:
         return len(self.tail)
@@ -509,7 +532,22 @@ def origins_from_states(forecasters: Sequence[Forecaster], plan: ForecastPlan, g
         values = _floats(f.state.get("static", []))
         if len(values) == len(plan.static):  # another plan's (forecast_many reads its own from the state)
             static[i] = values
-    return Origins(tail, last, first, span, static)
+    known = [_kept_known(f, plan) for f in forecasters]
+    return Origins(tail, last, first, span, static, known if any(k is not None for k in known) else None)
+
+
+def _kept_known(forecaster: Forecaster, plan: ForecastPlan) -> np.ndarray | None:
+    """The known features' history a state keeps, in `plan`'s columns (NaN for a column its own plan lacks)."""
+    rows = forecaster.state.get("known")
+    if not rows:
+        return None
+    own = (forecaster.plan or plan).known
+    values = np.array([_floats(r) for r in rows]).reshape(len(rows), len(own))
+    out = np.full((len(rows), len(plan.known)), np.nan)
+    for j, name in enumerate(plan.known):
+        if name in own:
+            out[:, j] = values[:, own.index(name)]
+    return out
 
 
 def origins_from_series(histories: Sequence[Series], plan: ForecastPlan, width: int) -> Origins:
@@ -526,7 +564,8 @@ def origins_from_series(histories: Sequence[Series], plan: ForecastPlan, width: 
             first[i], span[i] = s.y[known[0]], len(s) - 1 - known[0]
     last = np.array([s.times[-1] for s in histories]) if histories else np.zeros(0)
     static = np.array([s.static for s in histories]).reshape(len(histories), len(plan.static))
-    return Origins(tail, last, first, span, static)
+    regressors: list[np.ndarray | None] | None = [s.known for s in histories] if plan.known else None
+    return Origins(tail, last, first, span, static, regressors)
 
 
 def forecast_many(
@@ -564,7 +603,8 @@ def forecast_many(
         out[ensembles] = combined[ensembles]
     statistical = [i for i, f in enumerate(forecasters) if f.is_statistical]
     for i in statistical:  # one series at a time: statsforecast's models forecast from a series' values
-        out[i] = _statistical(forecasters[i], origins.tail[i], steps)
+        history = origins.known[i] if origins.known is not None else None
+        out[i] = _statistical(forecasters[i], origins.tail[i], steps, history, known[i])
     baselines = [i for i, f in enumerate(forecasters) if f.is_baseline]
     if baselines:
         out[baselines] = _baselines([forecasters[i] for i in baselines], _subset(origins, baselines), steps)
@@ -584,21 +624,34 @@ def forecast_many(
     return out
 
 
-def _statistical(forecaster: Forecaster, tail: np.ndarray, steps: int) -> np.ndarray:
-    """A statistical model's forecast from a history's values (left-padded with NaN), NaN where it has a gap."""
-    known = np.flatnonzero(np.isfinite(tail))
-    if known.size < 2 or not np.isfinite(tail[known[0] :]).all():
-        return np.full(steps, np.nan)
+def _statistical(forecaster: Forecaster, tail: np.ndarray, steps: int, history: np.ndarray | None,
+                 ahead: np.ndarray) -> np.ndarray:
+    """A statistical model's forecast from a history's values (left-padded with NaN) and, for a model that reads
+    them, the known features' history and values ahead (steps x the plan's known); NaN where it cannot forecast (a
+    gap; a regressor missing)."""
+    nothing = np.full(steps, np.nan)
+    values = np.flatnonzero(np.isfinite(tail))
+    if values.size < 2 or not np.isfinite(tail[values[0] :]).all():
+        return nothing
+    y = tail[values[0] :]
     model = forecaster.models[0]
     if not isinstance(model, StatisticalModel):
         raise TypeError(f"candidate {forecaster.candidate} holds no statsforecast model")
-    return model.forecast(tail[known[0] :], steps)
+    if not model.reads_exog or ahead.shape[-1] == 0:
+        return model.forecast(y, steps)
+    if history is None or len(history) < len(y):
+        return nothing
+    X, X_future = history[-len(y) :], ahead[:steps]  # noqa: N806 - statsforecast's names
+    if not (np.isfinite(X).all() and np.isfinite(X_future).all()):
+        return nothing
+    return model.forecast(y, steps, X, X_future)
 
 
 def _subset(origins: Origins, rows: Sequence[int] | np.ndarray) -> Origins:
     index = np.asarray(rows, dtype=np.int64)
+    known = None if origins.known is None else [origins.known[i] for i in index.tolist()]
     return Origins(origins.tail[index], origins.last[index], origins.first[index], origins.span[index],
-                   origins.static[index])
+                   origins.static[index], known)
 
 
 def _last_known(tail: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from manymodels.data.timegrid import TimeGrid, infer_freq, parse_times
-from manymodels.estimators import Predictor, window_forecast
+from manymodels.estimators import Predictor, uses_exog, window_forecast
 from manymodels.segment.forecast import (
     ENSEMBLE,
     FORMAT_FORECAST,
@@ -31,6 +31,7 @@ from manymodels.segment.forecast import (
     forecast_many,
     origins_from_series,
     series_of,
+    statistical_known,
     statistical_values,
     tail_width,
 )
@@ -163,7 +164,10 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
             history = train.upto(origin)
             future = slice(origin + 1, origin + 1 + horizon)
             if candidate.estimator == STATISTICAL:  # fitted and forecast in one call: the window keeps nothing
-                predicted = window_forecast(str(candidate.entry), params, statistical_values(history.y), horizon)
+                name = str(candidate.entry)
+                regressors = statistical_known(history) if uses_exog(name) else None
+                predicted = window_forecast(name, params, statistical_values(history.y), horizon, regressors,
+                                            train.known[future])
             else:
                 fitted = fit_forecaster(candidate, params, plan, history, impute=_impute(spec, candidate))
                 predicted = forecast_one(fitted, history, plan, grid, horizon, train.known[future])
