@@ -124,6 +124,20 @@ def scores(predicted: pd.DataFrame, actual: pd.DataFrame, column: str) -> tuple[
     return float(np.median(np.sqrt(per["sq"]))), float(np.median(per["ab"]))
 
 
+LEVELS = (80, 95)
+BANDS: dict[str, pd.DataFrame] = {}  # method -> its h=H forecast with lo-<level> / hi-<level> columns
+
+
+def coverage(bands: pd.DataFrame, actual: pd.DataFrame, level: int) -> tuple[float, int]:
+    """Median over series of the share of held-out values inside the interval, and how many series had one."""
+    both = actual.merge(bands, on=["unique_id", "ds"], how="left")
+    lo, hi = both[f"lo-{level}"].to_numpy(dtype=float), both[f"hi-{level}"].to_numpy(dtype=float)
+    y = both["y"].to_numpy(dtype=float)
+    both["inside"] = np.where(np.isfinite(lo) & np.isfinite(hi), (y >= lo) & (y <= hi), np.nan)
+    per = both.groupby("unique_id")["inside"].mean().dropna()
+    return (float(per.median()) if len(per) else float("nan")), len(per)
+
+
 # statsforecast ---------------------------------------------------------------------------------------------
 
 
@@ -135,7 +149,10 @@ def statsforecast_runs(panel: Panel, train: pd.DataFrame, full: pd.DataFrame) ->
     if panel.season > 1:
         models.append(SeasonalNaive(season_length=panel.season))
     sf = StatsForecast(models=models, freq=panel.freq, n_jobs=2)  # manymodels trains on 2 workers too
-    ahead = sf.forecast(df=train[["unique_id", "ds", "y"]], h=panel.horizon)
+    ahead = sf.forecast(df=train[["unique_id", "ds", "y"]], h=panel.horizon, level=list(LEVELS))
+    for n in ("AutoETS", "AutoARIMA"):  # their own (model-based) intervals
+        BANDS[f"statsforecast {n}"] = ahead[["unique_id", "ds"]].assign(
+            **{f"{side}-{lv}": ahead[f"{n}-{side}-{lv}"] for lv in LEVELS for side in ("lo", "hi")})
     one = sf.cross_validation(df=full[["unique_id", "ds", "y"]], h=1, n_windows=panel.horizon, step_size=1,
                               refit=False)
     names = [str(m) for m in models]
@@ -252,7 +269,8 @@ def manymodels_runs(panel: Panel, train: pd.DataFrame, full: pd.DataFrame,
         won = run.manifest["candidate"].value_counts().to_dict()
         ok = int(run.summary["segments_ok"])
         known_arg = "known" if panel.exog else None
-        ahead = project.forecast("fleet", known=known_arg)
+        ahead = project.forecast("fleet", known=known_arg, levels=list(LEVELS))
+        BANDS["manymodels (selected per series)"] = ahead.drop(columns=["prediction"])
         # h=1: one step from each newer history (the actual rows before it), the same models
         origins = sorted(full["ds"].unique())[-panel.horizon - 1 : -1]
         steps = []
@@ -291,6 +309,12 @@ def run(panel: Panel) -> dict[str, dict[str, float]]:
         h_rmse, h_mae = scores(frame.loc["H"], test, "p")
         o_rmse, o_mae = scores(frame.loc["1"], one_step, "p")
         results[method] = {"h1_rmse": o_rmse, "h1_mae": o_mae, "hH_rmse": h_rmse, "hH_mae": h_mae}
+    for method, bands in BANDS.items():  # prediction intervals at h=H: the median series' coverage per level
+        for level in LEVELS:
+            covered, series = coverage(bands, test, level)
+            results[method][f"coverage_{level}"] = covered
+            print(f"    {method}: {level}% interval, median coverage {covered:.3f} over {series} series", flush=True)
+    BANDS.clear()
     return results
 
 

@@ -458,6 +458,14 @@ class ForecastContract:
             assert again.segments_without_model == 0
             pd.testing.assert_frame_equal(again.frame.sort_values(order).reset_index(drop=True),
                                           want.sort_values(order).reset_index(drop=True), atol=1e-9)
+            # prediction intervals: the same bounds on every engine; none for the fallback's (no windows of its own)
+            banded, _ = forecast_state(Pack(root), None, 4, known, levels=(50.0,))
+            got = engine.forecast(str(root), 4, None, known, levels=(50.0,)).frame
+            pd.testing.assert_frame_equal(got.sort_values(order).reset_index(drop=True),
+                                          banded.sort_values(order).reset_index(drop=True), atol=1e-9)
+            own = banded["model_source"] == "segment"
+            assert banded.loc[own, "lo-50"].notna().all() and banded.loc[~own, "hi-50"].isna().all()
+            assert (banded.loc[own, "lo-50"] < banded.loc[own, "prediction"]).all()
 
         def test_pooled_candidates_fit_score_and_forecast_the_same(self, engine: Engine, tmp_path: Path) -> None:
             """A `scope: global` candidate: one fit over the fleet on the engine, its windows' metrics per series

@@ -79,6 +79,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     assert trained.exit_code == 0, trained.output
     assert "5 ok / 1 failed of 6" in trained.output and "won (CV)" in trained.output
     assert "thin: 30 step(s) of history" in trained.output  # the young store, named
+    assert "intervals (holdout)" in trained.output and "95%: median coverage" in trained.output
     yield root
 
 
@@ -118,7 +119,34 @@ def test_forecast_errors_are_one_line_and_exit_2(project: Path, tmp_path: Path) 
     past = runner.invoke(app, ["--bundle", str(project), "forecast", "demand", "--known", "future", "--horizon", "13",
                                "--out", str(tmp_path / "x.parquet")])
     assert past.exit_code == 2 and "--horizon 13 is past the 12 steps" in past.output
+    level = runner.invoke(app, ["--bundle", str(project), "forecast", "demand", "--known", "future", "--level", "100",
+                                "--out", str(tmp_path / "x.parquet")])
+    assert level.exit_code == 2 and "--level is a percent between 0 and 100" in level.output
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_prediction_intervals_come_from_each_segments_windows(project: Path, tmp_path: Path) -> None:
+    """`--level`: lo-<level> and hi-<level> around each forecast, nested (95% around 80%), widening with the step;
+    the same from the Python API and from newer rows; training judged them on the holdout (interval_scores)."""
+    out = tmp_path / "bands.parquet"
+    done = runner.invoke(app, ["--bundle", str(project), "forecast", "demand", "--known", "future", "--level", "80",
+                               "--level", "95", "--out", str(out)], env=WIDE)
+    assert done.exit_code == 0, done.output
+    got = pd.read_parquet(out)
+    assert list(got.columns) == ["store", "week", "step", "prediction", "model_source", "lo-80", "hi-80", "lo-95",
+                                 "hi-95"]
+    assert got[["lo-80", "hi-80", "lo-95", "hi-95"]].notna().all().all()
+    assert ((got["lo-95"] <= got["lo-80"]) & (got["lo-80"] < got["prediction"]) & (got["prediction"] < got["hi-80"])
+            & (got["hi-80"] <= got["hi-95"])).all()
+    width = (got["hi-80"] - got["lo-80"]).to_numpy().reshape(5, 12)
+    assert (np.diff(width, axis=1) > 0).all()  # wider each step ahead
+    api = mm.load_bundle(project)
+    same = api.forecast("demand", known="future", levels=[80, 95])
+    pd.testing.assert_frame_equal(same, got, check_dtype=False)
+    newer = api.forecast("demand", known="future", data="sales", levels=[80, 95])
+    np.testing.assert_allclose(newer["lo-95"].to_numpy(dtype=float), got["lo-95"].to_numpy(dtype=float), atol=1e-9)
+    scores = api.manifest("demand").set_index("store")["interval_scores"].dropna().map(json.loads)
+    assert len(scores) == 5 and all(0 <= s["95"]["coverage"] <= 1 and s["80"]["winkler"] > 0 for s in scores)
 
 
 def test_evaluate_and_promote_compare_the_same_horizon(project: Path) -> None:

@@ -40,7 +40,7 @@ RESERVED_COLUMNS = frozenset({
     "segment_index", "status", "error", "rows", "n_train", "n_test", "shard", "checksum", "shard_checksum",
     "model_format", "fingerprint", "fit_seconds", "constant", "profile", "source_run", "carried", "attempt",
     "candidate", "params", "cv_folds", "cv_mean", "cv_std", "cv_baseline", "cv_scores", "cv_folds_won",
-    "step_metric", "holdout_naive", "forecast_state",
+    "step_metric", "holdout_naive", "forecast_state", "interval_scores",
     # metrics
     "rmse", "mae", "mape", "r2", "logloss", "auc", "accuracy",
     # evaluation and promotion

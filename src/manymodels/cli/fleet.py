@@ -154,8 +154,14 @@ def forecast_cmd(
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Local engine: processes to forecast on (default: cores).")
     ] = None,
+    level: Annotated[
+        list[float] | None,
+        typer.Option("--level", help="Add a prediction interval at this level (percent; repeat for more): columns "
+                                     "lo-<level> and hi-<level>, conformal per segment from its validation windows."),
+    ] = None,
 ) -> None:
-    """Forecast the next steps of every segment: rows of segment, time, step, prediction, model_source.
+    """Forecast the next steps of every segment: rows of segment, time, step, prediction, model_source (and
+    lo-<level>, hi-<level> per --level).
 
     Uses the champion version once there is one, else the latest training run (or --version / --run).
     """
@@ -164,7 +170,7 @@ def forecast_cmd(
     def body() -> int:
         ctx = checked(target, var, fits=False)
         outcome = forecast(ctx, model, horizon=horizon, data=data, known=known, output=out, run_id=run,
-                           version=version, workers=workers)
+                           version=version, workers=workers, levels=level or ())
         render.forecast_summary(outcome)
         return 0
 

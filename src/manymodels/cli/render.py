@@ -123,6 +123,12 @@ def train_summary(outcome: TrainOutcome) -> None:
         if "baseline_gain_p50" in s:
             line += f"; winners beat the best baseline by {s['baseline_gain_p50']:.1%} (median)"
         table.add_row("won (CV)", line)
+    covered = sorted((float(k.split("_")[1]), v) for k, v in s.items() if k.startswith("coverage_") and
+                     k.endswith("_p50"))
+    if covered:
+        table.add_row("intervals (holdout)", "  ".join(
+            f"{level:g}%: median coverage {value:.0%} ({int(s.get(f'segments_with_interval_{level:g}', 0)):,} "
+            "segments)" for level, value in covered))
     if "regret_p50" in s:
         table.add_row("regret (holdout)", f"{int(s['segments_chose_best']):,} of {int(s['segments_ok']):,} chose the "
                       f"holdout's best candidate; the winner's {m} minus the best's: median {s['regret_p50']:.4g}, "

@@ -196,7 +196,8 @@ class Engine(Protocol):
 
 
     def forecast(
-        self, pack: str, steps: int, history: Source | None = None, known: pd.DataFrame | None = None
+        self, pack: str, steps: int, history: Source | None = None, known: pd.DataFrame | None = None,
+        levels: Sequence[float] = (),
     ) -> Forecasted:
         """The next `steps` of every segment: from the state the pack keeps, or from each segment's latest rows of
         `history` (segment columns, time, label, known features), with the pack's models.
@@ -206,10 +207,11 @@ class Engine(Protocol):
             steps: how many steps (at most the trained horizon).
             history: newer rows to forecast from (None: the pack's state).
             known: the known features' future values (segment columns, time, the known columns).
+            levels: prediction intervals to add (percents): `lo-<level>` and `hi-<level>` columns.
 
         Returns:
-            One row per segment and step (the segment columns, the time, `step`, `prediction`, `model_source`), and
-            how many segments had no model.
+            One row per segment and step (the segment columns, the time, `step`, `prediction`, `model_source`, and
+            the interval columns), and how many segments had no model.
         """
         ...
 

@@ -255,7 +255,8 @@ class LocalEngine:
         return pd.concat([data.keys.reset_index(drop=True), table.drop(columns=mf.SEGMENT_INDEX)], axis=1)
 
     def forecast(
-        self, pack: str, steps: int, history: Source | None = None, known: pd.DataFrame | None = None
+        self, pack: str, steps: int, history: Source | None = None, known: pd.DataFrame | None = None,
+        levels: Sequence[float] = (),
     ) -> Forecasted:
         """Forecasts of chunks of segments on the pool (or here, when few): from the pack's state, whose segments
         are chunked in shard order (each worker reads its shards once), or from `history`, grouped by segment."""
@@ -268,18 +269,18 @@ class LocalEngine:
             keys = forecast_keys(opened)  # shard order; then the thin segments the fallback forecasts
             chunks = plan_chunks(np.full(len(keys), max(steps, 1), dtype=np.int64), self.workers, self.max_chunk_rows)
             parts_of = (keys.iloc[first:end].reset_index(drop=True) for first, end in chunks)
-            tasks = ((pack, part, steps, future.rows_of(part)) for part in parts_of)
+            tasks = ((pack, part, steps, future.rows_of(part), tuple(levels)) for part in parts_of)
             parts = list(self._map(forecast_chunk, tasks, len(chunks)))
             asked = known_segments(opened)
         else:
             data = prepare(_frame(history, history_columns(opened)), by)
             chunks = plan_chunks(data.sizes, self.workers, self.max_chunk_rows)
-            tasks = ((self._task(data, number, first, end)[0], pack, steps, future.rows_of(data.keys.iloc[first:end]))
-                     for number, (first, end) in enumerate(chunks))
+            tasks = ((self._task(data, number, first, end)[0], pack, steps, future.rows_of(data.keys.iloc[first:end]),
+                      tuple(levels)) for number, (first, end) in enumerate(chunks))
             parts = list(self._map(forecast_history_chunk, tasks, len(chunks)))
             asked = len(data)
         if not parts:
-            parts = [forecast_chunk(pack, opened.manifest[by].iloc[:0], steps, None)]
+            parts = [forecast_chunk(pack, opened.manifest[by].iloc[:0], steps, None, levels)]
         frame = pd.concat(parts, ignore_index=True)
         return Forecasted(frame, asked - len(frame) // max(steps, 1))
 

@@ -320,24 +320,27 @@ def monitor_chunk(
     return out
 
 
-def forecast_chunk(root: str, keys: pd.DataFrame, steps: int, known: pd.DataFrame | None) -> pd.DataFrame:
-    """The next `steps` of a chunk of a pack's segments, from the state the pack keeps (no data)."""
+def forecast_chunk(root: str, keys: pd.DataFrame, steps: int, known: pd.DataFrame | None,
+                   levels: Sequence[float] = ()) -> pd.DataFrame:
+    """The next `steps` of a chunk of a pack's segments, from the state the pack keeps (no data); with `levels`,
+    their prediction intervals."""
     from threadpoolctl import threadpool_limits
 
     from manymodels.registry.forecasting import forecast_state
 
     with threadpool_limits(limits=1):
-        return forecast_state(open_pack(root), keys, steps, known)[0]
+        return forecast_state(open_pack(root), keys, steps, known, levels)[0]
 
 
-def forecast_history_chunk(frame: pd.DataFrame, root: str, steps: int, known: pd.DataFrame | None) -> pd.DataFrame:
+def forecast_history_chunk(frame: pd.DataFrame, root: str, steps: int, known: pd.DataFrame | None,
+                           levels: Sequence[float] = ()) -> pd.DataFrame:
     """The next `steps` of a chunk of segments, each from its own latest rows in `frame` (whole segments)."""
     from threadpoolctl import threadpool_limits
 
     from manymodels.registry.forecasting import forecast_history
 
     with threadpool_limits(limits=1):
-        return forecast_history(open_pack(root), frame, steps, known)[0]
+        return forecast_history(open_pack(root), frame, steps, known, levels)[0]
 
 
 @dataclass(frozen=True)

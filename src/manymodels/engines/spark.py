@@ -52,7 +52,14 @@ from manymodels.engines.spark_session import (
     to_pandas,
 )
 from manymodels.registry import manifest as mf
-from manymodels.registry.forecasting import forecast_keys, history_columns, known_segments, plan_and_grid
+from manymodels.registry.forecasting import (
+    forecast_keys,
+    history_columns,
+    known_segments,
+    lower_column,
+    plan_and_grid,
+    upper_column,
+)
 from manymodels.registry.pack import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE, PackPredict
 from manymodels.segment import SegmentResult, SegmentSpec
 
@@ -282,7 +289,8 @@ class SparkEngine:
         return pd.concat([fleet.keys.reset_index(drop=True), rows.drop(columns=mf.SEGMENT_INDEX)], axis=1)
 
     def forecast(
-        self, pack: str, steps: int, history: Source | None = None, known: pd.DataFrame | None = None
+        self, pack: str, steps: int, history: Source | None = None, known: pd.DataFrame | None = None,
+        levels: Sequence[float] = (),
     ) -> Forecasted:
         """Forecasts of chunks of segments, one task per chunk: the pack's segments (in shard order, so a task reads
         its shards once) or the segments of `history` read by Spark; the forecast rows come back to the driver."""
@@ -296,7 +304,7 @@ class SparkEngine:
             keys = forecast_keys(opened)  # shard order; then the thin segments the fallback forecasts
             asked = known_segments(opened)
             if len(keys) == 0:
-                return Forecasted(forecast_chunk(pack, keys, steps, None), asked)
+                return Forecasted(forecast_chunk(pack, keys, steps, None, levels), asked)
             chunks = plan_chunks(np.full(len(keys), max(steps, 1), dtype=np.int64), self.workers, self.max_chunk_rows)
             chunk_of = np.zeros(len(keys), dtype=np.int64)
             for number, (first, end) in enumerate(chunks):
@@ -309,24 +317,25 @@ class SparkEngine:
 
             def forecast_group(pdf: pd.DataFrame) -> pd.DataFrame:
                 part = pdf.sort_values(INDEX, kind="stable")[by].reset_index(drop=True)
-                return _portable(forecast_chunk(pack, part, steps, future.rows_of(part)), plan.time, dates)
+                return _portable(forecast_chunk(pack, part, steps, future.rows_of(part), levels), plan.time, dates)
         else:
             columns = history_columns(opened)
             fleet = self._tag(self._read(history).select(*columns), by)
             asked = len(fleet)
             if len(fleet) == 0:
-                return Forecasted(forecast_chunk(pack, opened.manifest[by].iloc[:0], steps, None), asked)
+                return Forecasted(forecast_chunk(pack, opened.manifest[by].iloc[:0], steps, None, levels), asked)
 
             def forecast_group(pdf: pd.DataFrame) -> pd.DataFrame:
                 rows, bounds = _chunk_bounds(pdf)
                 part = rows[by].iloc[[lo for _, lo, _ in bounds]].reset_index(drop=True)
-                done = forecast_history_chunk(rows[columns], pack, steps, future.rows_of(part))
+                done = forecast_history_chunk(rows[columns], pack, steps, future.rows_of(part), levels)
                 return _portable(done, plan.time, dates)
 
         key_types = [f for f in fleet.frame.schema.fields if f.name in by]
         schema = ", ".join([*(f"`{f.name}` {f.dataType.simpleString()}" for f in key_types),
                             f"`{plan.time}` {'long' if dates else 'double'}", "step long", "prediction double",
-                            "model_source string"])
+                            "model_source string",
+                            *(f"`{side(level)}` double" for level in levels for side in (lower_column, upper_column))])
         rows = self._per_chunk(fleet, forecast_group, schema)
         return Forecasted(_from_portable(rows, plan.time, dates), asked - len(rows) // max(steps, 1))
 
@@ -407,7 +416,8 @@ def _portable(frame: pd.DataFrame, time: str, dates: bool) -> pd.DataFrame:
         out[time] = out[time].astype("datetime64[ns]").astype("int64")
     else:
         out[time] = out[time].astype("float64")
-    out["prediction"] = out["prediction"].astype("float64")
+    for column in ["prediction", *(c for c in out.columns if c.startswith(("lo-", "hi-")))]:  # intervals too
+        out[column] = out[column].astype("float64")
     for column in out.columns:  # text as Python strings: Arrow-backed text of concatenated parts is chunked, which
         if pd.api.types.is_string_dtype(out[column]):  # Spark's Arrow writer does not take
             out[column] = out[column].astype(object)
@@ -421,9 +431,11 @@ def _from_portable(rows: pd.DataFrame, time: str, dates: bool) -> pd.DataFrame:
         out[time] = pd.to_datetime(out[time].astype("int64"), unit="ns")
     elif len(out) and (np.mod(out[time].to_numpy(dtype=float), 1) == 0).all():
         out[time] = out[time].astype("int64")
-    prediction = pd.array(out["prediction"].to_numpy(dtype=float), dtype="Float64")
-    prediction[~np.isfinite(out["prediction"].to_numpy(dtype=float))] = pd.NA
-    out["prediction"] = prediction
+    for column in ["prediction", *(c for c in out.columns if c.startswith(("lo-", "hi-")))]:
+        values = out[column].to_numpy(dtype=float)
+        nullable = pd.array(values, dtype="Float64")
+        nullable[~np.isfinite(values)] = pd.NA
+        out[column] = nullable
     out["model_source"] = out["model_source"].astype("string")
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def forecast(
     version: int | None = None,
     engine: Engine | None = None,
     workers: int | None = None,
+    levels: Sequence[float] = (),
 ) -> ForecastOutcome:
     """Forecast the next `horizon` steps of every segment of a forecast family.
 
@@ -58,9 +60,12 @@ def forecast(
         version: a registered version instead.
         engine: the engine to forecast on (a job's); default: the target's, for this call.
         workers: processes to forecast on (default: the target's engine setting, else the cores).
+        levels: prediction intervals to add (percents, each between 0 and 100): `lo-<level>`, `hi-<level>` columns,
+            conformal per segment from its validation windows' errors (none where too few: see README).
 
     Raises:
-        BundleError: not a forecast model, both a run and a version, or a horizon past the trained one.
+        BundleError: not a forecast model, both a run and a version, a horizon past the trained one, or a level
+            outside (0, 100).
         DataError: the known values lack a segment's step (named), a history off the grid.
     """
     spec = target.model(name)
@@ -70,6 +75,10 @@ def forecast(
         raise BundleError("give --run or --version, not both")
     if horizon is not None and horizon < 1:
         raise BundleError(f"--horizon must be at least 1; got {horizon}")
+    wrong = [v for v in levels if not (isinstance(v, (int, float)) and 0 < v < 100)]
+    if wrong:
+        raise BundleError(f"--level is a percent between 0 and 100, e.g. 80 or 95; got {wrong[0]!r}")
+    levels = tuple(dict.fromkeys(float(v) for v in levels))
     if output is not None:
         output_format(output)  # an unknown suffix is an error before any work
     history = target.source(data) if data is not None else None
@@ -91,7 +100,7 @@ def forecast(
             raise BundleError(f"--horizon {steps} is past the {plan.horizon} steps model {name!r} was trained and "
                               "measured for: forecast at most that many, or train with a longer horizon")
         root = target.reachable_pack(running, info, pack)
-        done = running.forecast(root, steps, history, future)
+        done = running.forecast(root, steps, history, future, levels)
     by = [*pack.segment_by, STEP]
     frame = done.frame.sort_values(by, kind="stable").reset_index(drop=True) if len(done.frame) else done.frame
     segments = len(frame) // steps if steps else 0

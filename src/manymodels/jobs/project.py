@@ -178,9 +178,11 @@ class Project:
         version: int | None = None,
         run_id: str | None = None,
         output: str | Path | None = None,
+        levels: Sequence[float] = (),
     ) -> pd.DataFrame:
         """The next `horizon` steps (default: the trained horizon) of every segment of a forecast model: rows of
-        segment columns, time, `step`, `prediction`, `model_source`.
+        segment columns, time, `step`, `prediction`, `model_source`, and `lo-<level>`, `hi-<level>` per `levels`
+        (prediction intervals, percents).
 
         From the champion version (or `version`, or the run `run_id`); each segment starts from the history its
         pack keeps, or from its latest rows of `data` (a frame, dataset name or path: newer history, no
@@ -188,7 +190,7 @@ class Project:
         """
         out = Path(output) if output is not None else None
         return forecast(self.target_context, model, horizon=horizon, data=data, known=known, output=out,
-                        run_id=run_id, version=version).frame
+                        run_id=run_id, version=version, levels=levels).frame
 
     @_quiet
     def evaluate(self, model: str, run_id: str | None = None, data: Any = None, save: bool = True) -> Evaluation:

@@ -92,6 +92,24 @@ def naive_summary(manifest: pd.DataFrame, spec: SegmentSpec) -> dict[str, float]
             NAIVE_JUDGED: float(judged.sum())}
 
 
+def interval_summary(manifest: pd.DataFrame) -> dict[str, float]:
+    """A forecast fleet's prediction intervals judged on the holdout: per level measured in training, the median
+    over segments of their coverage (`coverage_<level>_p50`) and how many segments had an interval at it
+    (`segments_with_interval_<level>`)."""
+    if mf.INTERVAL_SCORES not in manifest.columns:
+        return {}
+    found: dict[str, list[float]] = {}
+    for text in manifest.loc[mf.is_ok(manifest), mf.INTERVAL_SCORES].dropna().astype(str):
+        for level, scores in json.loads(text).items():
+            if scores.get("coverage") is not None:
+                found.setdefault(level, []).append(float(scores["coverage"]))
+    out: dict[str, float] = {}
+    for level, values in sorted(found.items(), key=lambda kv: float(kv[0])):
+        out[f"coverage_{level}_p50"] = float(np.median(values))
+        out[f"segments_with_interval_{level}"] = float(len(values))
+    return out
+
+
 def naive_warning(summary: dict[str, float], spec: SegmentSpec) -> str | None:
     """A loud line when the chosen forecasts lose to `naive` on the holdout: on most segments, or on the median."""
     worse, judged = summary.get(NAIVE_WORSE), summary.get(NAIVE_JUDGED)

@@ -37,6 +37,7 @@ from manymodels.jobs.pooled import fit_pooled_candidates, pooled_candidates
 from manymodels.jobs.selection import (
     baseline_warning,
     choose_for_fleet,
+    interval_summary,
     naive_summary,
     naive_warning,
     selection_summary,
@@ -427,6 +428,7 @@ def _train(
             summary.update({f"segments_{k}": float(v) for k, v in plan.counts.items()})
         summary.update(selection_summary(manifest, spec))
         summary.update(naive_summary(manifest, spec))
+        summary.update(interval_summary(manifest))
         if summary["segments_constant"]:
             warnings.append(constant_warning(int(summary["segments_constant"]), spec))
             hooks.warn(warnings[-1])

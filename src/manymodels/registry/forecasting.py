@@ -35,6 +35,7 @@ from manymodels.segment.forecast import (
     tail_width,
 )
 from manymodels.segment.forecast_fit import window_metric
+from manymodels.segment.intervals import half_widths
 from manymodels.segment.spec import ForecastPlan
 
 if TYPE_CHECKING:
@@ -168,8 +169,8 @@ def thin_states(pack: Pack, keys: pd.DataFrame) -> tuple[np.ndarray, list[dict[s
     return mask, [json.loads(str(text)) for text in found[mask]]
 
 
-def forecast_state(pack: Pack, keys: pd.DataFrame | None, steps: int, known: pd.DataFrame | None = None
-                   ) -> tuple[pd.DataFrame, int]:
+def forecast_state(pack: Pack, keys: pd.DataFrame | None, steps: int, known: pd.DataFrame | None = None,
+                   levels: Sequence[float] = ()) -> tuple[pd.DataFrame, int]:
     """The next `steps` of segments from the state the pack keeps: rows of segment columns, time, step,
     `prediction`, `model_source` (`segment`, or `fallback` for a segment too thin for a model of its own).
 
@@ -178,6 +179,7 @@ def forecast_state(pack: Pack, keys: pd.DataFrame | None, steps: int, known: pd.
         keys: the segments (segment columns); None: every segment the pack or its fallback forecasts.
         steps: how many steps (at most the trained horizon).
         known: the known features' future values (rows of segment, time and the known columns).
+        levels: prediction intervals to add (percents): columns `lo-<level>` and `hi-<level>`.
 
     Returns:
         The forecasts, and how many of the segments asked have no forecast (no model, no state).
@@ -188,7 +190,7 @@ def forecast_state(pack: Pack, keys: pd.DataFrame | None, steps: int, known: pd.
     index = pack.locate(keys) if len(keys) else np.zeros(0, dtype=np.int64)
     forecasters, served_mask, _ = load_forecasters(pack, index)
     parts = [_from_states(pack, keys.loc[served_mask].reset_index(drop=True), forecasters, plan, grid, steps, known,
-                          "segment")]
+                          "segment", levels)]
     rest = keys.loc[~served_mask].reset_index(drop=True)
     fallback = fallback_forecaster(pack)
     thin = np.zeros(len(rest), dtype=bool)
@@ -196,18 +198,27 @@ def forecast_state(pack: Pack, keys: pd.DataFrame | None, steps: int, known: pd.
         thin, states = thin_states(pack, rest)
         stood_in = [replace(fallback, state=state) for state in states]
         parts.append(_from_states(pack, rest.loc[thin].reset_index(drop=True), stood_in, plan, grid, steps, known,
-                                  "fallback"))
+                                  "fallback", levels))
     frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     return frame, int(len(rest) - thin.sum())
 
 
 def _from_states(pack: Pack, keys: pd.DataFrame, forecasters: list[Forecaster], plan: ForecastPlan, grid: TimeGrid,
-                 steps: int, known: pd.DataFrame | None, source: str) -> pd.DataFrame:
+                 steps: int, known: pd.DataFrame | None, source: str, levels: Sequence[float] = ()) -> pd.DataFrame:
     origins = origins_from_states(forecasters, plan, grid)
     times = grid.future(origins.last, steps)
     values = forecast_many(plan, grid, forecasters, origins, steps,
                            future_known(plan, grid, known, keys, times, pack.info.model))
-    return forecast_frame(keys, plan, grid, times, values, source)
+    return forecast_frame(keys, plan, grid, times, values, source, bands(forecasters, levels, steps), levels)
+
+
+def bands(forecasters: Sequence[Forecaster], levels: Sequence[float], steps: int) -> np.ndarray | None:
+    """Each forecaster's interval half-widths (segments x levels x steps) from its windows' errors; NaN for one
+    with none kept (a fallback) or too few for a level. None without levels."""
+    if not levels:
+        return None
+    return np.array([half_widths(f.residuals, levels, steps) for f in forecasters]).reshape(
+        len(forecasters), len(levels), steps)
 
 
 def known_segments(pack: Pack) -> int:
@@ -233,8 +244,9 @@ def forecast_keys(pack: Pack) -> pd.DataFrame:
 
 
 def forecast_frame(keys: pd.DataFrame, plan: ForecastPlan, grid: TimeGrid, times: np.ndarray, values: np.ndarray,
-                   source: str) -> pd.DataFrame:
-    """Forecasts as rows: each segment's keys, the time forecast, the step (1, 2, ...), `prediction`, `model_source`."""
+                   source: str, widths: np.ndarray | None = None, levels: Sequence[float] = ()) -> pd.DataFrame:
+    """Forecasts as rows: each segment's keys, the time forecast, the step (1, 2, ...), `prediction`, `model_source`;
+    with interval `widths` (segments x levels x steps), `lo-<level>` and `hi-<level>` per level."""
     n, steps = values.shape
     out = keys.loc[np.repeat(np.arange(n), steps)].reset_index(drop=True)
     flat = times.reshape(-1)
@@ -247,7 +259,24 @@ def forecast_frame(keys: pd.DataFrame, plan: ForecastPlan, grid: TimeGrid, times
     prediction[~np.isfinite(values.reshape(-1))] = pd.NA
     out["prediction"] = prediction
     out["model_source"] = pd.array([source] * len(out), dtype="string")
+    for j, level in enumerate(levels):
+        width = widths[:, j, :].reshape(-1) if widths is not None else np.full(len(out), np.nan)
+        for name, side in ((lower_column(level), values.reshape(-1) - width),
+                           (upper_column(level), values.reshape(-1) + width)):
+            column = pd.array(side, dtype="Float64")
+            column[~np.isfinite(side)] = pd.NA
+            out[name] = column
     return out
+
+
+def lower_column(level: float) -> str:
+    """The column of an interval's lower bound: `lo-80`."""
+    return f"lo-{level:g}"
+
+
+def upper_column(level: float) -> str:
+    """The column of an interval's upper bound: `hi-80`."""
+    return f"hi-{level:g}"
 
 
 def histories_of(frame: pd.DataFrame, by: Sequence[str], plan: ForecastPlan, label: str, grid: TimeGrid
@@ -272,8 +301,8 @@ def histories_of(frame: pd.DataFrame, by: Sequence[str], plan: ForecastPlan, lab
     return pd.DataFrame(keys).reset_index(drop=True), histories
 
 
-def forecast_history(pack: Pack, history: pd.DataFrame, steps: int, known: pd.DataFrame | None = None
-                     ) -> tuple[pd.DataFrame, int]:
+def forecast_history(pack: Pack, history: pd.DataFrame, steps: int, known: pd.DataFrame | None = None,
+                     levels: Sequence[float] = ()) -> tuple[pd.DataFrame, int]:
     """The next `steps` of each segment of `history` (rows of segment, time, label, known features) from its own
     latest row, with the pack's models (no retraining).
 
@@ -288,24 +317,24 @@ def forecast_history(pack: Pack, history: pd.DataFrame, steps: int, known: pd.Da
     fallback = fallback_forecaster(pack)
     parts = [_from_histories(pack, keys.loc[served].reset_index(drop=True),
                              [h for h, ok in zip(histories, served, strict=True) if ok], forecasters, plan, grid,
-                             steps, known, "segment")]
+                             steps, known, "segment", levels)]
     if fallback is not None and (~served).any():  # thin or unseen segments: the fallback, from their own rows
         rest = [h for h, ok in zip(histories, served, strict=True) if not ok]
         parts.append(_from_histories(pack, keys.loc[~served].reset_index(drop=True), rest, [fallback] * len(rest),
-                                     plan, grid, steps, known, "fallback"))
+                                     plan, grid, steps, known, "fallback", levels))
         return pd.concat(parts, ignore_index=True), 0
     return parts[0], int((~served).sum())
 
 
 def _from_histories(pack: Pack, keys: pd.DataFrame, histories: list[Series], forecasters: list[Forecaster],
                     plan: ForecastPlan, grid: TimeGrid, steps: int, known: pd.DataFrame | None,
-                    source: str) -> pd.DataFrame:
+                    source: str, levels: Sequence[float] = ()) -> pd.DataFrame:
     width = max([tail_width(plan, f) for f in forecasters], default=1)
     origins = origins_from_series(histories, plan, width)
     times = grid.future(origins.last, steps)
     values = forecast_many(plan, grid, forecasters, origins, steps,
                            future_known(plan, grid, known, keys, times, pack.info.model))
-    return forecast_frame(keys, plan, grid, times, values, source)
+    return forecast_frame(keys, plan, grid, times, values, source, bands(forecasters, levels, steps), levels)
 
 
 def holdout_metrics(pack: Pack, segments: np.ndarray, histories: Sequence[Series], metric: str,

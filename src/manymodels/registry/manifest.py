@@ -57,6 +57,7 @@ CV_SCORES = "cv_scores"  # JSON: per candidate, mean, std and fold metrics (and 
 
 # Forecast families' columns: the primary metric of each holdout step (JSON list), the naive forecast's metric.
 STEP_METRIC = "step_metric"
+INTERVAL_SCORES = "interval_scores"  # forecasts, JSON: per level, the holdout's coverage and Winkler score
 HOLDOUT_NAIVE = "holdout_naive"
 FORECAST_STATE = "forecast_state"  # a thin segment's state (JSON), which train keeps beside the fallback
 SERIES_SCORES = "series_scores"  # a pooled candidate's fit: each series' window metrics and holdout forecast (JSON)
@@ -93,6 +94,7 @@ SELECTION_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
 
 FORECAST_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     (STEP_METRIC, pa.string()), (HOLDOUT_NAIVE, pa.float64()), (FORECAST_STATE, pa.string()),
+    (INTERVAL_SCORES, pa.string()),
 )
 
 
@@ -139,6 +141,7 @@ def result_rows(results: Sequence[SegmentResult], spec: SegmentSpec) -> pd.DataF
         rows[STEP_METRIC] = pd.array([r.step_metric for r in results], dtype="string")
         rows[HOLDOUT_NAIVE] = np.array([r.holdout_naive for r in results], dtype=float)
         rows[FORECAST_STATE] = pd.array([r.forecast_state for r in results], dtype="string")
+        rows[INTERVAL_SCORES] = pd.array([r.interval_scores for r in results], dtype="string")
     if spec.pooled_fit:
         rows[SERIES_SCORES] = pd.array([r.series_scores for r in results], dtype="string")
     for metric in metric_names(task):
@@ -186,6 +189,7 @@ def results_from_rows(rows: pd.DataFrame, spec: SegmentSpec) -> list[SegmentResu
         for result, rec in zip(results, rows.to_dict("records"), strict=True):
             result.step_metric, result.holdout_naive = _text(rec[STEP_METRIC]), float(rec[HOLDOUT_NAIVE])
             result.forecast_state = _text(rec.get(FORECAST_STATE))
+            result.interval_scores = _text(rec.get(INTERVAL_SCORES))
             result.series_scores = _text(rec.get(SERIES_SCORES))
     return results
 

@@ -65,6 +65,8 @@ class SegmentResult:
     forecast_state: str | None = None
     # A pooled candidate's fit over the fleet: each series' window metrics and holdout forecast (JSON).
     series_scores: str | None = None
+    # Forecasts: its prediction intervals judged on the holdout (JSON: per level, coverage and Winkler score).
+    interval_scores: str | None = None
 
 
 def row_hashes(frame: pd.DataFrame, spec: SegmentSpec) -> np.ndarray:
@@ -178,6 +180,7 @@ def _fit_forecast(result: SegmentResult, frame: pd.DataFrame, spec: SegmentSpec)
         result.holdout_naive, result.profile = kept["holdout_naive"], kept["profile"]
         result.n_train, result.n_test = kept["n_train"], kept["n_test"]
         result.series_scores = kept.get("scores")
+        result.interval_scores = kept.get("intervals")
         result.model_format, result.model, result.status = FORMAT_FORECAST, blob, OK
         result.checksum = checksum(blob)
         result.constant = forecaster.constant

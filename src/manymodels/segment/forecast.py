@@ -160,6 +160,8 @@ class Forecaster:
             they forecast from the ensemble's) and the weight of each in the mean of their forecasts.
         measured: with `refit`, the forecaster the holdout measured (fitted on the steps before it), kept for
             `evaluate`; this one was fitted again on every step.
+        residuals: its validation windows' errors (windows x steps), from which its prediction intervals come
+            (`segment.intervals`); None where none were kept (no selection, a fallback).
     """
 
     candidate: str
@@ -180,6 +182,7 @@ class Forecaster:
     members: list[Forecaster] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     measured: Forecaster | None = None
+    residuals: np.ndarray | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -246,6 +249,8 @@ class Forecaster:
             header["shared"] = self.shared
         if self.is_ensemble:
             header["weights"] = [float(w) for w in self.weights]
+        if self.residuals is not None:
+            header["residuals"] = [[_json_float(v) for v in row] for row in self.residuals.tolist()]
         measured = self.measured.to_bytes() if self.measured is not None else b""
         if measured:
             header["measured"] = len(measured)  # its bytes follow the inner models'
@@ -327,6 +332,7 @@ def load_forecaster(blob: bytes) -> Forecaster:
         shared=header.get("shared"),
         members=[load_forecaster(b) for b in blobs] if header["estimator"] == ENSEMBLE else [],
         weights=[float(w) for w in header.get("weights", [])],
+        residuals=np.array([_floats(row) for row in header["residuals"]]) if header.get("residuals") else None,
     )
     if header.get("measured"):
         forecaster.measured = load_forecaster(blob[at : at + int(header["measured"])])

@@ -35,6 +35,7 @@ from manymodels.segment.forecast import (
     statistical_values,
     tail_width,
 )
+from manymodels.segment.intervals import HOLDOUT_LEVELS, half_widths, interval_scores, window_residuals
 from manymodels.segment.metrics import compute_metrics
 from manymodels.segment.profile import WIDTH, column_profile
 from manymodels.segment.select import Scored, Selection, SelectionError, describe, tune, validation_of, winner_of
@@ -149,6 +150,7 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
     horizon = plan.horizon
     members = {m for c in spec.choices() if c.estimator == ENSEMBLE for m in c.members}
     kept: dict[str, list[np.ndarray]] = {}  # an ensemble member's forecast of each window
+    windows: dict[tuple[str, str], list[np.ndarray]] = {}  # every candidate's, by its name and params: intervals
 
     def fold_scores(candidate: Candidate, params: dict[str, Any]) -> list[float]:
         if candidate.pooled:
@@ -156,10 +158,12 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
             lacking = [o for o in origins if o not in found]
             if lacking:
                 raise SelectionError(f"the pooled fit of {candidate.name} has no window at step {lacking[0]}")
+            made = [_floats_of(found[o][2]) for o in origins]
+            windows[(candidate.name, _params_key(params))] = made
             if candidate.name in members:
-                kept[candidate.name] = [_floats_of(found[o][2]) for o in origins]
+                kept[candidate.name] = made
             return [math.nan if found[o][1] is None else float(found[o][1]) for o in origins]
-        out = []
+        out, forecasts = [], []
         for origin in origins:
             history = train.upto(origin)
             future = slice(origin + 1, origin + 1 + horizon)
@@ -172,8 +176,10 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
                 fitted = fit_forecaster(candidate, params, plan, history, impute=_impute(spec, candidate))
                 predicted = forecast_one(fitted, history, plan, grid, horizon, train.known[future])
             out.append(window_metric(validation.metric, train.y[future], predicted))
-            if candidate.name in members:
-                kept.setdefault(candidate.name, []).append(predicted)
+            forecasts.append(predicted)
+        windows[(candidate.name, _params_key(params))] = forecasts
+        if candidate.name in members:
+            kept[candidate.name] = forecasts
         return out
 
     scored = []
@@ -190,18 +196,26 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
             entry.error = describe(exc)
         scored.append(entry)
     for candidate in (c for c in spec.choices() if c.estimator == ENSEMBLE):
-        scored.append(_ensemble_scores(candidate, spec, scored, kept, train, origins, horizon))
+        scored.append(_ensemble_scores(candidate, spec, scored, kept, train, origins, horizon, windows))
     winner, candidate = winner_of(scored, spec, "window")
     forced = next((s for s in scored if s.name == spec.chosen and math.isfinite(s.mean)), None)
     if forced is not None:  # the fleet's choice, where it could be scored
         winner, candidate = forced, next(c for c in spec.choices() if c.name == forced.name)
     fitted = _fit_chosen(candidate, winner.params, spec, train)
+    chosen = windows.get((winner.name, _params_key(winner.params)))
+    if chosen is not None and len(chosen) == len(origins):  # its windows' errors: its prediction intervals
+        fitted.residuals = window_residuals([train.y[o + 1 : o + 1 + horizon] for o in origins], chosen)
     # A forecaster stands where selection keeps a predictor: fit_forecast takes it back out.
     return Selection(winner, scored, len(origins), cast(Predictor, fitted), FORMAT_FORECAST, b"", validation.maximize)
 
 
+def _params_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
 def _ensemble_scores(candidate: Candidate, spec: SegmentSpec, scored: list[Scored], kept: dict[str, list[np.ndarray]],
-                     train: Series, origins: list[int], horizon: int) -> Scored:
+                     train: Series, origins: list[int], horizon: int,
+                     windows: dict[tuple[str, str], list[np.ndarray]]) -> Scored:
     """An ensemble's window metrics, from its members' window forecasts (no fit of its own); its `params` hold the
     weight of each member on this segment."""
     by_name = {s.name: s for s in scored}
@@ -215,13 +229,16 @@ def _ensemble_scores(candidate: Candidate, spec: SegmentSpec, scored: list[Score
         weights = ensemble_weights(candidate, parts, maximize)
         entry.params = {"weights": dict(zip(candidate.members, weights, strict=True))}
         metric = validation_of(spec).metric
+        forecasts = []
         for k, origin in enumerate(origins):
             # a window is judged with weights its own errors did not set: `cv` weights from the other windows
             # (equal where there is none), or the ensemble would look better than it will forecast
             honest = ensemble_weights(candidate, parts, maximize, leave_out=k) if candidate.weights == "cv" else weights
-            combined = sum(w * kept[m][k] for m, w in zip(candidate.members, honest, strict=True))
-            entry.folds.append(window_metric(metric, train.y[origin + 1 : origin + 1 + horizon],
-                                             np.asarray(combined, dtype=np.float64)))
+            combined = np.asarray(sum(w * kept[m][k] for m, w in zip(candidate.members, honest, strict=True)),
+                                  dtype=np.float64)
+            entry.folds.append(window_metric(metric, train.y[origin + 1 : origin + 1 + horizon], combined))
+            forecasts.append(combined)
+        windows[(candidate.name, _params_key(entry.params))] = forecasts
     except Exception as exc:  # noqa: BLE001 - an ensemble that cannot be scored leaves the others to win
         entry.error = describe(exc)
     return entry
@@ -372,9 +389,13 @@ def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Se
         "n_test": horizon,
         "profile": _profile(train, plan),
     }
+    if forecaster.residuals is not None:  # its windows' intervals, judged on the holdout
+        widths = half_widths(forecaster.residuals, HOLDOUT_LEVELS, horizon)
+        kept["intervals"] = json.dumps(interval_scores(actual, predicted, widths, HOLDOUT_LEVELS), sort_keys=True)
     if spec.refit:  # measured: now fitted again on every step (a pooled model's such fit is in the pack beside its
         # measured one), the measured one kept inside it for evaluate
-        forecaster = replace(_fit_chosen(chosen, params, spec, series), measured=forecaster)
+        forecaster = replace(_fit_chosen(chosen, params, spec, series), measured=forecaster,
+                             residuals=forecaster.residuals)
     return forecaster.with_state(series, plan, grid), selection, kept
 
 

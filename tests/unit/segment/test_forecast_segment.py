@@ -294,3 +294,32 @@ def test_with_regret_every_candidate_forecasts_the_holdout_as_the_winner_does() 
 
     assert selection_regret(scores, str(measured.candidate)) == pytest.approx(
         scores[measured.candidate]["holdout"] - best)
+
+
+def test_the_winner_keeps_its_windows_errors_and_training_judges_its_intervals_on_the_holdout() -> None:
+    """The kept forecaster carries its validation windows' errors (actual minus its own window forecasts: the
+    intervals' source), through its bytes; the manifest's interval_scores are those intervals on the holdout."""
+    from manymodels.segment.intervals import HOLDOUT_LEVELS, half_widths, interval_scores
+
+    made = spec(candidates=(RIDGE,), windows=3)
+    result = fit_segment(one(), made)
+    assert result.status == "ok", result.error
+    kept = load_forecaster(bytes(result.model))
+    history = series_of(one(), PLAN, "units", GRID)
+    cut = len(history) - PLAN.horizon
+    train = history.upto(cut - 1)
+    origins = forecast_windows(len(train), made)
+    want = []
+    for origin in origins:
+        before, ahead = train.upto(origin), slice(origin + 1, origin + 1 + PLAN.horizon)
+        fitted = fit_forecaster(RIDGE, {}, PLAN, before)
+        want.append(train.y[ahead] - forecast_one(fitted, before, PLAN, GRID, PLAN.horizon, train.known[ahead]))
+    assert kept.residuals is not None and kept.residuals.shape == (3, PLAN.horizon)
+    np.testing.assert_allclose(kept.residuals, np.array(want), atol=1e-9)
+    fitted = fit_forecaster(RIDGE, {}, PLAN, train)
+    predicted = forecast_one(fitted, train, PLAN, GRID, PLAN.horizon, history.known[cut:])
+    expected = interval_scores(history.y[cut:], predicted, half_widths(kept.residuals, HOLDOUT_LEVELS, PLAN.horizon),
+                               HOLDOUT_LEVELS)
+    found = json.loads(str(result.interval_scores))
+    assert found["95"] == expected["95"] == {"coverage": None, "winkler": None}  # 12 errors: too few for 95%
+    assert found["80"] == pytest.approx(expected["80"]) and expected["80"]["coverage"] is not None
