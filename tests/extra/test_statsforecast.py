@@ -259,18 +259,21 @@ def test_a_model_that_reads_regressors_takes_the_known_features(tmp_path: Path) 
         api.forecast("demand")
 
 
-def test_statistical_candidates_on_spark_give_the_local_engines_models(tmp_path: Path, spark: Any) -> None:
-    """The engine contract for statistical candidates: trained on Spark (local[2], executors importing statsforecast
-    as the driver does), every segment's winner, holdout metric and forecast are the local engine's."""
-    write_bundle(tmp_path, frame=frame(), models={"demand": block(selection={})})
-    local = mm.load_bundle(tmp_path).train("demand", workers=1)
-    on_spark = mm.load_bundle(tmp_path, spark=spark).train("demand")
-    a = local.manifest.set_index("segment").sort_index()
+def test_statistical_candidates_on_spark_give_the_local_engines_models(project: Path, spark: Any) -> None:
+    """The engine contract for statistical candidates: the module's bundle trained on Spark (local[2], executors
+    importing statsforecast as the driver does) gives every segment the local engine's winner, holdout metric,
+    regret scores and forecast."""
+    api = mm.load_bundle(project)
+    local_run = api.runs("demand")[-1].run_id  # the module's first training, on the local engine
+    on_spark = mm.load_bundle(project, spark=spark).train("demand")
+    a = api.manifest("demand", local_run).set_index("segment").sort_index()
     b = on_spark.manifest.set_index("segment").sort_index()
     assert (b["status"] == "ok").all(), b["error"].tolist()
     assert a["candidate"].tolist() == b["candidate"].tolist()
     np.testing.assert_allclose(a["rmse"].to_numpy(), b["rmse"].to_numpy(), atol=1e-9)
-    api = mm.load_bundle(tmp_path)
-    mine = api.forecast("demand", run_id=local.run_id).sort_values(["segment", "week"])
+    for mine_, theirs_ in zip(a["cv_scores"].map(json.loads), b["cv_scores"].map(json.loads), strict=True):
+        assert mine_.keys() == theirs_.keys()
+        assert [mine_[n]["holdout"] for n in mine_] == pytest.approx([theirs_[n]["holdout"] for n in mine_], abs=1e-9)
+    mine = api.forecast("demand", run_id=local_run).sort_values(["segment", "week"])
     theirs = api.forecast("demand", run_id=on_spark.run_id).sort_values(["segment", "week"])
     np.testing.assert_allclose(mine["prediction"].to_numpy(), theirs["prediction"].to_numpy(), atol=1e-9)
