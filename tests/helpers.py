@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +171,22 @@ def wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path, seconds: f
             proc.kill()
             raise RuntimeError(f"{url} did not come up: {log.read_text(errors='replace')[-3000:]}")
         time.sleep(0.5)
+
+
+@contextmanager
+def serving(project: Path, model: str = "demand") -> Iterator[str]:
+    """`manymodels serve` of a project's model (the interpreter's own script), up on a free loopback port: its URL;
+    stopped on the way out. Its output goes to serve.log in the project."""
+    port, log = free_port(), project / "serve.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("manymodels")), "--bundle", str(project), "serve",
+                                 model, "--port", str(port)], stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(f"{url}/ping", proc, log)
+        yield url
+    finally:
+        stop_process(proc)
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:

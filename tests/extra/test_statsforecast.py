@@ -9,8 +9,6 @@ the `test-forecast` extra); in .venv, which has pandas 3 and no statsforecast, i
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,12 +29,10 @@ from statsforecast.models import AutoARIMA, AutoETS  # noqa: E402
 import manymodels as mm  # noqa: E402
 from helpers import (  # noqa: E402
     forecast_block,
-    free_port,
     future_known,
     latest_pack,
     series_frame,
-    stop_process,
-    wait_until_up,
+    serving,
     write_bundle,
 )
 from manymodels.cli.main import app  # noqa: E402
@@ -139,20 +135,11 @@ def test_mlflow_pyfunc_and_serve_answer_with_the_statistical_models(project: Pat
     required = Path(mlflow.artifacts.download_artifacts(f"{uri}/requirements.txt")).read_text().split()
     assert {r.split("==")[0] for r in required} >= {"statsforecast", "skops", "lightgbm"}, required
 
-    port = free_port()
-    log = project / "serve.log"
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen([str(Path(sys.executable).with_name("manymodels")), "--bundle", str(project), "serve",
-                                 "demand", "--port", str(port)], stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_up(f"{url}/ping", proc, log)
+    with serving(project) as url:
         records = rows.assign(week=rows["week"].dt.strftime("%Y-%m-%d")).to_dict("records")
         reply = requests.post(f"{url}/invocations", json={"dataframe_records": records}, timeout=60)
         assert reply.status_code == 200, reply.text
         np.testing.assert_allclose([p["prediction"] for p in reply.json()["predictions"]], want, atol=1e-9)
-    finally:
-        stop_process(proc)
 
 
 def test_a_saved_statistical_model_is_skops_and_loads_only_statsforecast_types(project: Path) -> None:

@@ -4,9 +4,6 @@ evaluate, promote, the pyfunc, `serve` over real HTTP, `monitor` and a job, on o
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,12 +16,11 @@ import yaml
 from typer.testing import CliRunner
 
 import manymodels as mm
-from helpers import ISSUE_25_MODEL, free_port, series_frame, stop_after, stop_process, wait_until_up
+from helpers import ISSUE_25_MODEL, series_frame, serving, stop_after
 from manymodels.cli.main import app
 from manymodels.registry.pack import DamagedModel
 
 runner = CliRunner()
-MANYMODELS = str(Path(sys.executable).with_name("manymodels"))
 WIDE = {"COLUMNS": "200"}
 
 BUNDLE = """\
@@ -177,14 +173,7 @@ def test_the_champion_answers_rows_of_segment_time_and_known_values(project: Pat
     want = expected.loc[list(zip(rows["store"], rows["week"], strict=True))].to_numpy(dtype=float)
     np.testing.assert_allclose(answered, want, atol=1e-9)
 
-    port = free_port()
-    log = project / "serve.log"
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen([MANYMODELS, "--bundle", str(project), "serve", "demand", "--port", str(port)],
-                                stdout=sink, stderr=subprocess.STDOUT, env={**os.environ})
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_up(f"{url}/ping", proc, log)
+    with serving(project) as url:
         records = rows.assign(week=rows["week"].dt.strftime("%Y-%m-%d")).to_dict("records")
         reply = requests.post(f"{url}/invocations", json={"dataframe_records": records}, timeout=30)
         assert reply.status_code == 200, reply.text
@@ -194,8 +183,6 @@ def test_the_champion_answers_rows_of_segment_time_and_known_values(project: Pat
         alone = [r for r in records if r["week"] == "2026-12-21"][:1]
         refused = requests.post(f"{url}/invocations", json={"dataframe_records": alone}, timeout=30)
         assert refused.status_code == 400 and "passes through step 1" in refused.json()["message"]
-    finally:
-        stop_process(proc)
 
 
 def test_monitor_judges_the_forecast_error_per_step(project: Path, tmp_path: Path) -> None:
