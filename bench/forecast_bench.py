@@ -128,14 +128,16 @@ LEVELS = (80, 95)
 BANDS: dict[str, pd.DataFrame] = {}  # method -> its h=H forecast with lo-<level> / hi-<level> columns
 
 
-def coverage(bands: pd.DataFrame, actual: pd.DataFrame, level: int) -> tuple[float, int]:
-    """Median over series of the share of held-out values inside the interval, and how many series had one."""
+def coverage(bands: pd.DataFrame, actual: pd.DataFrame, level: int) -> tuple[float, float, int]:
+    """Median over series of the share of held-out values inside the interval (in steps of 1/H per series), the
+    share over every held-out value that had an interval, and how many series had one."""
     both = actual.merge(bands, on=["unique_id", "ds"], how="left")
     lo, hi = both[f"lo-{level}"].to_numpy(dtype=float), both[f"hi-{level}"].to_numpy(dtype=float)
     y = both["y"].to_numpy(dtype=float)
     both["inside"] = np.where(np.isfinite(lo) & np.isfinite(hi), (y >= lo) & (y <= hi), np.nan)
     per = both.groupby("unique_id")["inside"].mean().dropna()
-    return (float(per.median()) if len(per) else float("nan")), len(per)
+    pooled = float(np.nanmean(both["inside"])) if np.isfinite(both["inside"]).any() else float("nan")
+    return (float(per.median()) if len(per) else float("nan")), pooled, len(per)
 
 
 # statsforecast ---------------------------------------------------------------------------------------------
@@ -311,9 +313,11 @@ def run(panel: Panel) -> dict[str, dict[str, float]]:
         results[method] = {"h1_rmse": o_rmse, "h1_mae": o_mae, "hH_rmse": h_rmse, "hH_mae": h_mae}
     for method, bands in BANDS.items():  # prediction intervals at h=H: the median series' coverage per level
         for level in LEVELS:
-            covered, series = coverage(bands, test, level)
+            covered, pooled, series = coverage(bands, test, level)
             results[method][f"coverage_{level}"] = covered
-            print(f"    {method}: {level}% interval, median coverage {covered:.3f} over {series} series", flush=True)
+            results[method][f"coverage_{level}_pooled"] = pooled
+            print(f"    {method}: {level}% interval, median coverage {covered:.3f} over {series} series; "
+                  f"{pooled:.3f} of every held-out value", flush=True)
     BANDS.clear()
     return results
 
