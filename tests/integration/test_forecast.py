@@ -97,6 +97,7 @@ def test_forecast_from_the_pack_with_known_future_values(project: Path, tmp_path
     pd.testing.assert_frame_equal(api, got, check_dtype=False)
     page = mm.load_bundle(project).report("demand", out=tmp_path / "report.html").read_text()
     assert "Forecast error by step (holdout)" in page and "worse than naive on the holdout" in page
+    assert "95% interval (holdout)" in page and "median coverage" in page
     again = mm.load_bundle(project).forecast("demand", known="future", data="sales")
     np.testing.assert_allclose(again["prediction"].to_numpy(dtype=float), got["prediction"].to_numpy(dtype=float),
                                atol=1e-9)

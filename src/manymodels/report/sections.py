@@ -286,7 +286,34 @@ def forecast_section(manifest: pd.DataFrame, metric: str) -> Section | None:
                               cell(_nan_stat(lambda v: np.nanpercentile(v, 90), table[:, k]))]
                              for k in range(steps)],
                             caption="The holdout's error by step", css="steps")]
+    section.facts += _interval_facts(manifest.loc[ok])
     return section
+
+
+def _interval_facts(manifest: pd.DataFrame) -> list[tuple[str, str]]:
+    """Per level training measured, its prediction intervals on the holdout: the median segment's coverage and
+    Winkler score, and how many segments had too few window errors for an interval at that level."""
+    if mf.INTERVAL_SCORES not in manifest.columns:
+        return []
+    found: dict[str, list[tuple[float, float]]] = {}
+    rows = [json.loads(text) for text in manifest[mf.INTERVAL_SCORES].dropna().astype(str)]
+    for scores in rows:
+        for level, score in scores.items():
+            found.setdefault(level, [])
+            if score.get("coverage") is not None:
+                found[level].append((float(score["coverage"]), float(score["winkler"])))
+    facts = []
+    for level, values in sorted(found.items(), key=lambda kv: float(kv[0])):
+        if not values:
+            facts.append((f"{level}% interval (holdout)", f"none: all {len(rows):,} segments had too few window "
+                                                          "errors for it"))
+            continue
+        coverage, winkler = np.median([v[0] for v in values]), np.median([v[1] for v in values])
+        short = len(rows) - len(values)
+        facts.append((f"{level}% interval (holdout)",
+                      f"median coverage {coverage:.0%}, median Winkler score {cell(float(winkler))}"
+                      + (f"; {short:,} segments with too few window errors for it" if short else "")))
+    return facts
 
 
 def _nan_stat(stat: Any, values: np.ndarray) -> float | None:

@@ -75,3 +75,25 @@ def test_the_regret_is_the_winners_holdout_error_minus_the_best_candidates() -> 
     assert section is not None
     assert ("chose the holdout's best", "2 of 3") in section.facts
     assert "Selection's regret on the holdout" in json.dumps([c.figure for c in section.charts])
+
+
+def test_the_report_and_the_summary_give_interval_coverage_per_level() -> None:
+    """A forecast run's intervals on the holdout: the summary's median coverage per level and how many segments
+    had one; the report's facts, saying how many had too few window errors for a level."""
+    import pandas as pd
+
+    from manymodels.jobs.selection import interval_summary
+    from manymodels.registry import manifest as mf
+    from manymodels.report.sections import forecast_section
+
+    scores = [{"80": {"coverage": 0.75, "winkler": 10.0}, "95": {"coverage": None, "winkler": None}},
+              {"80": {"coverage": 1.0, "winkler": 12.0}, "95": {"coverage": None, "winkler": None}},
+              {"80": {"coverage": 0.5, "winkler": 20.0}, "95": {"coverage": None, "winkler": None}}]
+    manifest = pd.DataFrame({"s": list("xyz"), mf.STATUS: "ok", mf.INTERVAL_SCORES: [json.dumps(s) for s in scores],
+                             mf.STEP_METRIC: json.dumps([1.0, 2.0]), mf.HOLDOUT_NAIVE: 2.0, "rmse": 1.5})
+    assert interval_summary(manifest) == {"coverage_80_p50": 0.75, "segments_with_interval_80": 3.0}
+    section = forecast_section(manifest, "rmse")
+    assert section is not None
+    facts = dict(section.facts)
+    assert facts["80% interval (holdout)"] == "median coverage 75%, median Winkler score 12"
+    assert facts["95% interval (holdout)"] == "none: all 3 segments had too few window errors for it"
