@@ -96,17 +96,12 @@ def interval_summary(manifest: pd.DataFrame) -> dict[str, float]:
     """A forecast fleet's prediction intervals judged on the holdout: per level measured in training, the median
     over segments of their coverage (`coverage_<level>_p50`) and how many segments had an interval at it
     (`segments_with_interval_<level>`)."""
-    if mf.INTERVAL_SCORES not in manifest.columns:
-        return {}
-    found: dict[str, list[float]] = {}
-    for text in manifest.loc[mf.is_ok(manifest), mf.INTERVAL_SCORES].dropna().astype(str):
-        for level, scores in json.loads(text).items():
-            if scores.get("coverage") is not None:
-                found.setdefault(level, []).append(float(scores["coverage"]))
+    found, _ = mf.interval_scores_by_level(manifest.loc[mf.is_ok(manifest)])
     out: dict[str, float] = {}
-    for level, values in sorted(found.items(), key=lambda kv: float(kv[0])):
-        out[f"coverage_{level}_p50"] = float(np.median(values))
-        out[f"segments_with_interval_{level}"] = float(len(values))
+    for level, values in found.items():
+        if values:
+            out[f"coverage_{level}_p50"] = float(np.median([coverage for coverage, _ in values]))
+            out[f"segments_with_interval_{level}"] = float(len(values))
     return out
 
 

@@ -206,6 +206,22 @@ def served(manifest: pd.DataFrame) -> pd.DataFrame:
     return manifest.loc[manifest[STATUS] == OK]
 
 
+def interval_scores_by_level(manifest: pd.DataFrame) -> tuple[dict[str, list[tuple[float, float]]], int]:
+    """Each level's prediction intervals judged on the holdout (INTERVAL_SCORES), over the rows given: per level (in
+    ascending order), the (coverage, Winkler score) of each segment that had an interval at it, and how many
+    segments were judged at all (a level's shortfall: those with too few window errors for it)."""
+    if INTERVAL_SCORES not in manifest.columns:
+        return {}, 0
+    rows = [json.loads(text) for text in manifest[INTERVAL_SCORES].dropna().astype(str)]
+    found: dict[str, list[tuple[float, float]]] = {}
+    for scores in rows:
+        for level, score in scores.items():
+            found.setdefault(level, [])
+            if score.get("coverage") is not None:
+                found[level].append((float(score["coverage"]), float(score["winkler"])))
+    return dict(sorted(found.items(), key=lambda kv: float(kv[0]))), len(rows)
+
+
 def selection_regrets(manifest: pd.DataFrame, maximize: bool = False) -> pd.Series:
     """Each segment's selection regret on its holdout, from its CV_SCORES (NaN where its candidates' holdout errors
     were not measured: the bundle's `selection.regret`)."""

@@ -293,23 +293,15 @@ def forecast_section(manifest: pd.DataFrame, metric: str) -> Section | None:
 def _interval_facts(manifest: pd.DataFrame) -> list[tuple[str, str]]:
     """Per level training measured, its prediction intervals on the holdout: the median segment's coverage and
     Winkler score, and how many segments had too few window errors for an interval at that level."""
-    if mf.INTERVAL_SCORES not in manifest.columns:
-        return []
-    found: dict[str, list[tuple[float, float]]] = {}
-    rows = [json.loads(text) for text in manifest[mf.INTERVAL_SCORES].dropna().astype(str)]
-    for scores in rows:
-        for level, score in scores.items():
-            found.setdefault(level, [])
-            if score.get("coverage") is not None:
-                found[level].append((float(score["coverage"]), float(score["winkler"])))
+    found, judged = mf.interval_scores_by_level(manifest)
     facts = []
-    for level, values in sorted(found.items(), key=lambda kv: float(kv[0])):
+    for level, values in found.items():
         if not values:
-            facts.append((f"{level}% interval (holdout)", f"none: all {len(rows):,} segments had too few window "
+            facts.append((f"{level}% interval (holdout)", f"none: all {judged:,} segments had too few window "
                                                           "errors for it"))
             continue
         coverage, winkler = np.median([v[0] for v in values]), np.median([v[1] for v in values])
-        short = len(rows) - len(values)
+        short = judged - len(values)
         facts.append((f"{level}% interval (holdout)",
                       f"median coverage {coverage:.0%}, median Winkler score {cell(float(winkler))}"
                       + (f"; {short:,} segments with too few window errors for it" if short else "")))

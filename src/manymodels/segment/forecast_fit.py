@@ -148,9 +148,8 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
     plan, validation = plan_of(spec), validation_of(spec)
     origins = forecast_windows(len(train), spec)
     horizon = plan.horizon
-    members = {m for c in spec.choices() if c.estimator == ENSEMBLE for m in c.members}
-    kept: dict[str, list[np.ndarray]] = {}  # an ensemble member's forecast of each window
-    windows: dict[tuple[str, str], list[np.ndarray]] = {}  # every candidate's, by its name and params: intervals
+    # every candidate's forecast of each window, by its name and params: ensembles and intervals read them
+    windows: dict[tuple[str, str], list[np.ndarray]] = {}
 
     def fold_scores(candidate: Candidate, params: dict[str, Any]) -> list[float]:
         if candidate.pooled:
@@ -158,10 +157,7 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
             lacking = [o for o in origins if o not in found]
             if lacking:
                 raise SelectionError(f"the pooled fit of {candidate.name} has no window at step {lacking[0]}")
-            made = [_floats_of(found[o][2]) for o in origins]
-            windows[(candidate.name, _params_key(params))] = made
-            if candidate.name in members:
-                kept[candidate.name] = made
+            windows[(candidate.name, _params_key(params))] = [_floats_of(found[o][2]) for o in origins]
             return [math.nan if found[o][1] is None else float(found[o][1]) for o in origins]
         out, forecasts = [], []
         for origin in origins:
@@ -178,8 +174,6 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
             out.append(window_metric(validation.metric, train.y[future], predicted))
             forecasts.append(predicted)
         windows[(candidate.name, _params_key(params))] = forecasts
-        if candidate.name in members:
-            kept[candidate.name] = forecasts
         return out
 
     scored = []
@@ -196,7 +190,7 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
             entry.error = describe(exc)
         scored.append(entry)
     for candidate in (c for c in spec.choices() if c.estimator == ENSEMBLE):
-        scored.append(_ensemble_scores(candidate, spec, scored, kept, train, origins, horizon, windows))
+        scored.append(_ensemble_scores(candidate, spec, scored, train, origins, horizon, windows))
     winner, candidate = winner_of(scored, spec, "window")
     forced = next((s for s in scored if s.name == spec.chosen and math.isfinite(s.mean)), None)
     if forced is not None:  # the fleet's choice, where it could be scored
@@ -213,17 +207,18 @@ def _params_key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
-def _ensemble_scores(candidate: Candidate, spec: SegmentSpec, scored: list[Scored], kept: dict[str, list[np.ndarray]],
-                     train: Series, origins: list[int], horizon: int,
-                     windows: dict[tuple[str, str], list[np.ndarray]]) -> Scored:
-    """An ensemble's window metrics, from its members' window forecasts (no fit of its own); its `params` hold the
-    weight of each member on this segment."""
+def _ensemble_scores(candidate: Candidate, spec: SegmentSpec, scored: list[Scored], train: Series, origins: list[int],
+                     horizon: int, windows: dict[tuple[str, str], list[np.ndarray]]) -> Scored:
+    """An ensemble's window metrics, from its members' window forecasts (no fit of its own: `windows`, where it
+    adds its own); its `params` hold the weight of each member on this segment."""
     by_name = {s.name: s for s in scored}
     entry = Scored(candidate.name, {}, baseline=candidate.name in spec.rules())
     try:
-        failed = [m for m in candidate.members if by_name[m].error is not None or m not in kept]
+        kept = {m: windows.get((m, _params_key(by_name[m].params))) for m in candidate.members}  # fixed params
+        failed = [m for m in candidate.members if by_name[m].error is not None or kept[m] is None]
         if failed:
             raise SelectionError(f"member {failed[0]} could not be scored: {by_name[failed[0]].error or 'no window'}")
+        ready = {m: w for m, w in kept.items() if w is not None}
         parts = [by_name[m] for m in candidate.members]
         maximize = validation_of(spec).maximize
         weights = ensemble_weights(candidate, parts, maximize)
@@ -234,7 +229,7 @@ def _ensemble_scores(candidate: Candidate, spec: SegmentSpec, scored: list[Score
             # a window is judged with weights its own errors did not set: `cv` weights from the other windows
             # (equal where there is none), or the ensemble would look better than it will forecast
             honest = ensemble_weights(candidate, parts, maximize, leave_out=k) if candidate.weights == "cv" else weights
-            combined = np.asarray(sum(w * kept[m][k] for m, w in zip(candidate.members, honest, strict=True)),
+            combined = np.asarray(sum(w * ready[m][k] for m, w in zip(candidate.members, honest, strict=True)),
                                   dtype=np.float64)
             entry.folds.append(window_metric(metric, train.y[origin + 1 : origin + 1 + horizon], combined))
             forecasts.append(combined)
