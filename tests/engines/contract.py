@@ -333,7 +333,8 @@ class OperationsContract:
             got = got.loc[want.index]
             assert got["model_index"].tolist() == want["model_index"].tolist()
             assert got.loc["never_seen", "model_index"] == -1 and got.loc["flat", "model_index"] == -1
-            numbers = [c for c in want.columns if c.startswith(("psi_", "ks_", "p_"))] + ["metric_new", "rows"]
+            numbers = [c for c in want.columns if c.startswith(("psi_", "ks_", "p_"))]
+            numbers += ["metric_new", "rows", "loss_p"]
             np.testing.assert_allclose(got[numbers].to_numpy(dtype=float), want[numbers].to_numpy(dtype=float),
                                        atol=1e-9)
             assert got.loc["seg_003", "psi_1"] > 1.0 > got.loc["seg_004", "psi_1"]  # f1 moved in seg_003 only
@@ -527,3 +528,7 @@ class ForecastContract:
             np.testing.assert_allclose(got["metric_new"], 1.0, atol=1e-9)  # every one off by one, the fallback's too
             np.testing.assert_allclose(got[[f"step_{k}" for k in range(1, 5)]], 1.0, atol=1e-9)
             assert got.loc["thin", "model_index"] == -1  # no model of its own
+            own = got["model_index"] >= 0
+            assert got.loc[own, "loss_p"].between(0, 1).all() and got.loc[~own, "loss_p"].isna().all()
+            assert (got["banded"] <= got["rows"]).all() and (got["misses"] <= got["banded"]).all()
+            assert (got.loc[own, "window_count"] >= 2).all()  # each model's validation windows, for the design effect

@@ -199,6 +199,10 @@ def test_monitor_judges_the_forecast_error_per_step(project: Path, tmp_path: Pat
     outcome = project_api.monitor("demand", path, save=False)
     table = outcome.table.set_index("store")
     assert table.loc["store_01", "status"] == "degraded" and table.loc["store_00", "rows"] == 12
+    # 12 of 12 outside the band; the 12 steps of one forecast count as fewer independent rows (design_effect)
+    assert table.loc["store_01", "coverage_95"] == 0.0 and table.loc["store_01", "coverage_p"] < 1e-3
+    assert (table["design_effect"] > 1).all() and table["design_effect"].nunique() == 1
+    assert (table.drop(index="store_01")["coverage_95"] == 1.0).all()  # 2 off: inside every band
     assert outcome.steps is not None and outcome.steps["segments"].tolist() == [5] * 12
 
 

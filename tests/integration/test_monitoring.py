@@ -154,3 +154,39 @@ def test_a_job_fails_its_monitor_task_on_a_breach(watched: dict[str, Any]) -> No
     output = _cli(watched["path"], "run", "watch", code=1)
     assert "breach: 4 of 7 judged segments (57.1%) drifted or degraded" in output
     assert "1 degraded, 3 drifted" in output  # the task's own summary, as `monitor` prints it
+
+
+def _linear_rows(names: list[str], rows: int, seed: int, noise: np.ndarray) -> pd.DataFrame:
+    """label = x . w_s + b_s + noise_s: the same w_s, b_s for every seed (so new rows follow training's truth)."""
+    truth = np.random.default_rng(0)
+    w, b = truth.normal(size=(len(names), 3)), truth.normal(scale=10, size=len(names))
+    rng = np.random.default_rng(seed)
+    idx = np.repeat(np.arange(len(names)), rows)
+    x = rng.random((len(idx), 3))
+    frame = pd.DataFrame(x, columns=["f0", "f1", "f2"]).assign(segment=np.array(names, dtype=object)[idx])
+    frame["label"] = np.einsum("ij,ij->i", x, w[idx]) + b[idx] + rng.normal(size=len(idx)) * noise[idx]
+    return frame
+
+
+def test_unchanged_segments_are_not_degraded_by_chance_and_changed_ones_are(tmp_path: Path) -> None:
+    """150 segments whose new rows follow their training's law exactly, 40 new labelled rows against 40 holdout
+    rows: their metric moves by chance past the relative bar in many, and none may be flagged; 5 whose noise
+    tripled are. (Judged on the relative change alone, a scheduled job failed CI on nothing.)"""
+    names = [f"s{i:03d}" for i in range(155)]
+    noise = np.ones(len(names))
+    train = _linear_rows(names, 160, seed=1, noise=noise)  # 120 training rows, 40 holdout rows per segment
+    model = model_block(estimator={"type": "sklearn", "entry": "sklearn.linear_model.LinearRegression"},
+                        split={"test_size": 0.25, "seed": 7})
+    path = write_bundle(tmp_path, frame=train, models={"demand": model})
+    _cli(path, "train", "demand", "--workers", "2")
+    noise[-5:] = 3.0
+    new = tmp_path / "new.parquet"
+    _linear_rows(names, 40, seed=2, noise=noise).to_parquet(new, index=False)
+    output = _cli(path, "monitor", "demand", "--data", str(new))  # exit 0: no breach
+    table = mm.load_bundle(path).monitor("demand", new, save=False).table.set_index("segment")
+    unchanged = table.loc[names[:-5]]
+    assert (unchanged["metric_increase"] > 0.25).sum() >= 5  # the relative bar alone would flag these
+    assert set(unchanged["status"]) == {"ok"}, unchanged.loc[unchanged["status"] != "ok"]
+    assert set(table.loc[names[-5:], "status"]) == {"degraded"} and (table.loc[names[-5:], "degraded_q"] < 1e-3).all()
+    assert unchanged["metric_p"].between(0, 1).all() and unchanged["degraded_q"].notna().all()
+    assert "5 degraded" in output

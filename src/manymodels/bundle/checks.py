@@ -48,6 +48,9 @@ RESERVED_COLUMNS = frozenset({
     "reason", "over_quality_gate", "basis",
     # monitoring
     "psi_max", "worst_column", "drifted", "degraded", "metric_increase", "served_by", "model_index", "metric_new",
+    "metric_p", "coverage_95", "coverage_p", "degraded_q", "drifted_q", "loss_p", "banded", "misses",
+    "design_effect", "window_between", "window_within", "window_between_signed",
+    "window_within_signed", "window_count", "window_steps",
     # scores
     "prediction", "model_source",
 })

@@ -195,11 +195,13 @@ class MonitoringSpec(Strict):
 
     A segment with at least `min_rows` new rows is judged: it drifted when a feature's or the
     predictions' population stability index against its training profile exceeds `psi_max` and a
-    PSI that large had less than `significance` chance without drift (few rows give large PSIs
-    by chance alone: about 10 / rows with 10 bins); it
-    degraded when the new rows carry the label and the metric got worse than the holdout metric
-    by more than `metric_increase_max` (relative: 0.25 is 25%). The fleet breaches (exit 1) when
-    more than `max_drifted_fraction` of the judged segments drifted or degraded.
+    PSI that large is unlikely without drift (few rows give large PSIs by chance alone: about
+    10 / rows with 10 bins); it degraded when the new rows carry the label, the metric got worse
+    than the holdout metric by more than `metric_increase_max` (relative: 0.25 is 25%) and the
+    errors grew beyond chance (a rank test against the holdout's; a forecast: also its actuals
+    outside its 95% interval beyond chance). Both flags hold the fleet's false discovery rate at
+    `significance` (`segment.significance`). The fleet breaches (exit 1) when more than
+    `max_drifted_fraction` of the judged segments drifted or degraded.
     """
 
     psi_max: float = Field(default=0.2, gt=0.0)

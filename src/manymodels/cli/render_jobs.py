@@ -150,6 +150,17 @@ def monitor_summary(outcome: MonitorOutcome, limit: int = 15) -> None:
         Text.assemble(("within thresholds", "green"),
                       f" ({outcome.drifted_fraction:.1%} of judged segments drifted or degraded)"))
     head.add_row("fleet", verdict)
+    head.add_row("judged", f"flagged where chance explains it at q < {outcome.significance:g} (false discovery "
+                            "rate over the fleet)")
+    import numpy as np
+
+    from manymodels.jobs import drift as d
+
+    if d.COVERAGE in outcome.table.columns:
+        covered = outcome.table[d.COVERAGE].to_numpy(dtype=float)
+        if np.isfinite(covered).any():
+            head.add_row("95% band", f"{np.nanmedian(covered):.0%} of new actuals inside (median of "
+                                     f"{int(np.isfinite(covered).sum()):,} segments)")
     if outcome.steps is not None and len(outcome.steps):
         per_step = [f"{int(r['step'])}: {_shown(r[outcome.metric])}" for _, r in outcome.steps.iterrows()
                     if r["segments"]]
@@ -161,14 +172,13 @@ def monitor_summary(outcome: MonitorOutcome, limit: int = 15) -> None:
     out.print(head)
     for line in outcome.warnings:
         err.print(f"warning: {line}", markup=False)
-    from manymodels.jobs import drift as d
-
     flagged = outcome.table[outcome.table[d.STATUS].isin([d.DEGRADED, d.DRIFTED])]
     shown = flagged.head(limit)
     if shown.empty:
         return
     table = Table(title=f"segments to look at ({len(shown):,} of {len(flagged):,})", title_justify="left")
-    columns = [*outcome.segment_by, d.STATUS, d.ROWS, d.WORST_COLUMN, d.PSI_MAX, outcome.metric, d.INCREASE]
+    columns = [*outcome.segment_by, d.STATUS, d.ROWS, d.WORST_COLUMN, d.PSI_MAX, outcome.metric, d.INCREASE,
+               *[c for c in (d.DEGRADED_Q, d.DRIFTED_Q, d.COVERAGE) if c in shown.columns]]
     for column in columns:
         table.add_column(column, overflow="fold")
     for _, row in shown.iterrows():

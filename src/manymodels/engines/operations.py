@@ -20,7 +20,8 @@ from manymodels.registry.pack import Pack
 from manymodels.segment import SegmentSpec, compute_metrics
 from manymodels.segment.fit import evaluation_rows, row_hashes, segment_fingerprints
 from manymodels.segment.metrics import grouped_metric
-from manymodels.segment.profile import WIDTH, drift, read_profiles
+from manymodels.segment.profile import WIDTH, drift, read_losses, read_profiles
+from manymodels.segment.significance import loss_rank_p, row_losses
 
 PREDICTION = "prediction"
 # Columns of an evaluation's per-segment table, beside the segment columns and one metric column per contender.
@@ -210,6 +211,12 @@ MON_ROWS = "rows"
 MON_MODEL = "model_index"
 MON_METRIC = "metric_new"
 MON_STEP = "step_"  # a forecast's metric on the new rows k steps after training: step_1, step_2, ...
+MON_LOSS_P = "loss_p"  # the chance of new rows' losses ranking this high above the holdout's without change
+MON_BANDED, MON_MISSES = "banded", "misses"  # a forecast's labelled rows with a MONITOR_LEVEL band, those outside it
+# A forecast model's validation windows' errors: how they hang together within a window (intervals.window_sums).
+MON_WINDOWS = ("window_between", "window_within", "window_between_signed", "window_within_signed", "window_count",
+               "window_steps")
+MONITOR_LEVEL = 95  # the prediction interval monitoring checks the actuals against
 
 
 @dataclass(frozen=True)
@@ -223,11 +230,12 @@ class Watch:
     scored: bool  # the rows carry `prediction` (a score output): not predicted again
     inputs: tuple[str, ...] = ()  # other columns the pack reads to predict (the time column of a forecast)
     steps: int = 0  # a forecast's horizon: its metric is judged per step too (`step_<k>` columns)
+    band: tuple[str, ...] = ()  # scored forecast rows that carry their MONITOR_LEVEL interval: its two columns
 
     @property
     def read(self) -> list[str]:
         """The columns monitoring reads of the new rows, beside the segment columns."""
-        extra = [PREDICTION] if self.scored else []
+        extra = [PREDICTION, *self.band] if self.scored else []
         return list(dict.fromkeys([*self.features, *self.inputs, *extra, *([self.label] if self.label else [])]))
 
     @property
@@ -261,7 +269,8 @@ def monitor_chunk(
 
     Returns:
         One row per segment: SEGMENT_INDEX, MON_ROWS, MON_MODEL, psi_i, ks_i and p_i per profiled column (p: the
-        chance of such a PSI without drift), MON_METRIC.
+        chance of such a PSI without drift), MON_METRIC, MON_LOSS_P (with the label), MON_STEP<k> (forecasts),
+        MON_BANDED and MON_MISSES (forecasts with the label: rows with a MONITOR_LEVEL interval, and outside it).
     """
     from threadpoolctl import threadpool_limits
 
@@ -277,14 +286,19 @@ def monitor_chunk(
     profiles = np.full((count, watch.columns, WIDTH), np.nan, dtype=np.float32)
     profiles[known] = read_profiles(list(blobs), watch.columns)[0]
     steps: np.ndarray | None = None  # a forecast's row steps, found as its rows are forecast
+    low = high = np.full(len(frame), np.nan)  # a forecast's MONITOR_LEVEL interval per row
     if watch.scored:
         predicted = pd.to_numeric(frame[PREDICTION], errors="coerce").astype(float)
+        if watch.band:
+            low, high = (pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+                         for c in watch.band)
     elif pack.plan is not None:
         from manymodels.registry.forecasting import answer_rows
 
         with threadpool_limits(limits=1):
-            values, _, steps = answer_rows(pack, frame.reset_index(drop=True))
+            values, _, steps, width = answer_rows(pack, frame.reset_index(drop=True), level=MONITOR_LEVEL)
         predicted = pd.Series(values)
+        low, high = values - width, values + width
     else:
         with threadpool_limits(limits=1):
             predicted = pack.predict(frame)[PREDICTION].astype(float)
@@ -296,14 +310,30 @@ def monitor_chunk(
         out[f"psi_{c}"] = psi[:, c]
         out[f"ks_{c}"] = ks[:, c]
         out[f"p_{c}"] = chance[:, c]
-    out[MON_METRIC] = np.nan
+    out[MON_METRIC] = out[MON_LOSS_P] = np.nan
     for k in range(watch.steps):
         out[f"{MON_STEP}{k + 1}"] = np.nan
+    if watch.steps:
+        out[MON_BANDED] = out[MON_MISSES] = 0
+        sums = _window_sums(pack, model)
+        for j, column in enumerate(MON_WINDOWS):
+            out[column] = sums[:, j] if j < 4 else sums[:, j].astype(np.int64)
     if watch.label is not None and count:
         y = pd.to_numeric(frame[watch.label], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         guess = predicted.to_numpy()
+        judged = np.isfinite(guess) & np.isfinite(y)
+        holdout = np.full((count, WIDTH), np.nan, dtype=np.float32)
+        holdout[known] = read_losses(list(blobs), watch.columns)
+        tested = pack.manifest.set_index(mf.SEGMENT_INDEX)[mf.N_TEST].reindex(model).to_numpy(dtype=float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            losses = row_losses(watch.metric, y[judged], guess[judged])
+        out[MON_LOSS_P] = loss_rank_p(positions[judged], count, losses, holdout, np.nan_to_num(tested))
         if watch.steps:  # a forecast: judged on the rows it forecasts (1 to horizon steps after training)
-            forecast = np.isfinite(guess) & np.isfinite(y)
+            forecast = judged
+            banded = forecast & np.isfinite(low) & np.isfinite(high)
+            outside = banded & ((y < low) | (y > high))
+            out[MON_BANDED] = np.bincount(positions[banded], minlength=count)
+            out[MON_MISSES] = np.bincount(positions[outside], minlength=count)
             out[MON_ROWS] = np.bincount(positions[forecast], minlength=count)
             out[MON_METRIC] = grouped_metric(watch.task, watch.metric, positions[forecast], count, y[forecast],
                                              guess[forecast])
@@ -317,6 +347,19 @@ def monitor_chunk(
                                                            guess[at])
         else:
             out[MON_METRIC] = grouped_metric(watch.task, watch.metric, positions, count, y, guess)
+    return out
+
+
+def _window_sums(pack: Pack, models: np.ndarray) -> np.ndarray:
+    """Per segment (its model's segment_index; -1: none), `intervals.window_sums` of its forecaster's windows."""
+    from manymodels.registry.forecasting import load_forecasters
+    from manymodels.segment.intervals import window_sums
+
+    out = np.full((len(models), len(MON_WINDOWS)), np.nan)
+    out[:, 4:] = 0
+    forecasters, served, _ = load_forecasters(pack, models, damaged_unserved=True)
+    for row, forecaster in zip(np.flatnonzero(served), forecasters, strict=True):
+        out[row] = window_sums(forecaster.residuals)
     return out
 
 

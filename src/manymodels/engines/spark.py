@@ -24,10 +24,14 @@ from manymodels.engines.chunking import plan_chunks
 from manymodels.engines.operations import (
     EVAL_FINGERPRINT,
     EVAL_ROWS,
+    MON_BANDED,
+    MON_LOSS_P,
     MON_METRIC,
+    MON_MISSES,
     MON_MODEL,
     MON_ROWS,
     MON_STEP,
+    MON_WINDOWS,
     PREDICTION,
     Contender,
     KnownValues,
@@ -274,7 +278,11 @@ class SparkEngine:
         models = model_positions(fleet.keys, root)
         fields = [f"{mf.SEGMENT_INDEX} long, {MON_ROWS} long, {MON_MODEL} long"]
         fields += [f"psi_{c} double, ks_{c} double, p_{c} double" for c in range(watch.columns)]
-        fields += [f"{MON_METRIC} double", *(f"{MON_STEP}{k + 1} double" for k in range(watch.steps))]
+        fields += [f"{MON_METRIC} double, {MON_LOSS_P} double",
+                   *(f"{MON_STEP}{k + 1} double" for k in range(watch.steps))]
+        if watch.steps:
+            fields.append(f"{MON_BANDED} long, {MON_MISSES} long")
+            fields += [f"{c} {'double' if j < 4 else 'long'}" for j, c in enumerate(MON_WINDOWS)]
         schema = ", ".join(fields)
 
         def monitor_group(pdf: pd.DataFrame) -> pd.DataFrame:

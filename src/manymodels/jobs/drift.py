@@ -13,8 +13,19 @@ import numpy as np
 import pandas as pd
 
 from manymodels.bundle.schema import HIGHER_IS_BETTER
-from manymodels.engines.operations import MON_METRIC, MON_MODEL, MON_ROWS, PREDICTION
+from manymodels.engines.operations import (
+    MON_BANDED,
+    MON_LOSS_P,
+    MON_METRIC,
+    MON_MISSES,
+    MON_MODEL,
+    MON_ROWS,
+    MON_WINDOWS,
+    MONITOR_LEVEL,
+    PREDICTION,
+)
 from manymodels.registry import manifest as mf
+from manymodels.segment.significance import coverage_p, deflated, design_effect, false_discovery, intra_correlation
 
 MONITORING_TABLE = "monitoring.parquet"  # in a monitoring run: the table
 # Segment statuses of a monitoring table, worst first.
@@ -25,17 +36,27 @@ STATUS_ORDER = (DEGRADED, DRIFTED, OK, NO_PROFILE, NOT_JUDGED, UNSEEN)
 STATUS, ROWS, PSI_MAX, WORST_COLUMN = "status", "rows", "psi_max", "worst_column"
 DRIFTED_COL, DEGRADED_COL, INCREASE, SERVED_BY = "drifted", "degraded", "metric_increase", "served_by"
 PSI_PREFIX, KS_PREFIX, P_PREFIX = "psi.", "ks.", "p."  # p: the chance of such a PSI without drift
+# The tests' p-values (the chance of what was seen without change) and, over the fleet, their Benjamini-Hochberg
+# q-values: the errors against the holdout's, a forecast's actuals outside its MONITOR_LEVEL band, drift.
+METRIC_P, COVERAGE, COVERAGE_P = "metric_p", f"coverage_{MONITOR_LEVEL}", "coverage_p"
+DEGRADED_Q, DRIFTED_Q = "degraded_q", "drifted_q"
+DESIGN = "design_effect"  # a forecast's new rows count as rows / design_effect independent ones
 
 
 def judge(raw: pd.DataFrame, manifest: pd.DataFrame, segment_by: list[str], features: list[str], metric: str,
            policy: Any, has_fallback: bool) -> pd.DataFrame:
     """Name the engine's columns, add the holdout metric, decide each segment's status; worst first.
 
-    Judged: a segment with a model and at least `policy.min_rows` new rows. Degraded: its metric on
-    the new rows is worse than its holdout metric by more than `metric_increase_max` (relative).
-    Drifted: a column's PSI above `psi_max`, and unlikely by chance (below `significance`). Not
-    judged: too few rows. Unseen: no model (the fallback serves it, when there is one). No profile:
-    a model trained before profiles existed (judged on its metric only).
+    Judged: a segment with a model and at least `policy.min_rows` new rows. Degraded: its metric on the new rows is
+    worse than its holdout metric by more than `metric_increase_max` (relative) and its errors rank above the
+    holdout's beyond chance (`significance.loss_rank_p`; a model trained before holdout losses were kept: the
+    change alone), or (a forecast) more of its actuals fall outside its MONITOR_LEVEL band than chance explains
+    (a forecast's rows count as fewer independent ones: `significance.design_effect`).
+    Drifted: a column's PSI above `psi_max`, and unlikely by chance (the segment's smallest such p-value times its
+    columns). Both flags are decided on Benjamini-Hochberg q-values over the judged segments (the metric and
+    coverage tests one family, drift another) below `significance`. Not judged: too few rows. Unseen: no model
+    (the fallback serves it, when there is one). No profile: a model trained before profiles existed (judged on
+    its metric only).
     """
     names = [*features, PREDICTION]
     table = raw[segment_by].copy()
@@ -64,9 +85,31 @@ def judge(raw: pd.DataFrame, manifest: pd.DataFrame, segment_by: list[str], feat
     table[WORST_COLUMN] = np.where(has_psi, np.asarray(names, dtype=object)[largest], None)
     judged = known & (table[ROWS].to_numpy() >= policy.min_rows)
     shifted = np.nan_to_num(psi, nan=0.0) > policy.psi_max
-    shifted &= np.nan_to_num(chance, nan=1.0) < policy.significance
-    drifted = judged & shifted.any(axis=1)
-    degraded = judged & np.isfinite(increase) & (increase > policy.metric_increase_max)
+    drift_p = _drift_p(chance, shifted)
+    drift_q = np.full(len(table), np.nan)
+    drift_q[judged] = false_discovery(drift_p[judged])
+    drifted = judged & shifted.any(axis=1) & (np.nan_to_num(drift_q, nan=1.0) < policy.significance)
+    metric_p = raw[MON_LOSS_P].to_numpy(dtype=float) if MON_LOSS_P in raw.columns else np.full(len(table), np.nan)
+    cover_p = np.full(len(table), np.nan)
+    if MON_BANDED in raw.columns:  # a forecast: its rows are steps of one forecast, not independent rows
+        sums = [raw[c].to_numpy(dtype=float)[judged] for c in MON_WINDOWS]
+        sizes, signs = intra_correlation(*sums[0:2], *sums[4:]), intra_correlation(*sums[2:4], *sums[4:])
+        design = design_effect(table[ROWS].to_numpy(dtype=float), sizes)
+        table[DESIGN] = design
+        metric_p = deflated(metric_p, design)
+        banded, misses = raw[MON_BANDED].to_numpy(dtype=np.int64), raw[MON_MISSES].to_numpy(dtype=np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            table[COVERAGE] = np.where(banded > 0, 1 - misses / banded, np.nan)
+        cover_p = coverage_p(misses, banded, MONITOR_LEVEL, design_effect(banded, signs))
+        table[COVERAGE_P] = cover_p
+    table[METRIC_P] = metric_p
+    both = np.full((len(table), 2), np.nan)
+    both[judged] = false_discovery(np.column_stack([metric_p, cover_p])[judged].reshape(-1)).reshape(-1, 2)
+    table[DEGRADED_Q] = np.fmin(both[:, 0], both[:, 1])
+    table[DRIFTED_Q] = drift_q
+    beyond_chance = np.where(np.isfinite(metric_p), np.nan_to_num(both[:, 0], nan=1.0) < policy.significance, True)
+    degraded = judged & np.isfinite(increase) & (increase > policy.metric_increase_max) & beyond_chance
+    degraded |= judged & (np.nan_to_num(both[:, 1], nan=1.0) < policy.significance)
     status = np.select(
         [~known, ~judged, degraded, drifted, ~has_psi],
         [UNSEEN, NOT_JUDGED, DEGRADED, DRIFTED, NO_PROFILE],
@@ -78,3 +121,13 @@ def judge(raw: pd.DataFrame, manifest: pd.DataFrame, segment_by: list[str], feat
     size = np.where(degraded, np.nan_to_num(increase, nan=0.0), np.nan_to_num(table[PSI_MAX].to_numpy(dtype=float)))
     order = np.lexsort((-size, rank))
     return table.iloc[order].reset_index(drop=True)
+
+
+def _drift_p(chance: np.ndarray, shifted: np.ndarray) -> np.ndarray:
+    """Per segment, the chance of its drift without any: the smallest p-value of its columns whose PSI is over the
+    threshold (of all its columns when none is), times its columns (one test of the segment, whatever its width)."""
+    columns = max(chance.shape[1], 1)
+    scaled = np.minimum(chance * columns, 1.0)
+    over = np.where(shifted & np.isfinite(scaled), scaled, np.inf).min(axis=1, initial=np.inf)
+    every = np.where(np.isfinite(scaled), scaled, np.inf).min(axis=1, initial=np.inf)
+    return np.where(np.isfinite(over), over, np.where(np.isfinite(every), every, np.nan))

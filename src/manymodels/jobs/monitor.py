@@ -20,7 +20,7 @@ import pandas as pd
 
 from manymodels.data import output_format, write_parquet, write_table
 from manymodels.engines import Engine, segment_labels
-from manymodels.engines.operations import MON_STEP, PREDICTION, Watch
+from manymodels.engines.operations import MON_STEP, MONITOR_LEVEL, PREDICTION, Watch
 from manymodels.errors import DataError, RegistryError
 from manymodels.jobs.context import Target
 from manymodels.jobs.drift import (
@@ -35,6 +35,7 @@ from manymodels.jobs.drift import (
 )
 from manymodels.jobs.pages import monitoring_section, run_facts, write_report
 from manymodels.registry import RunInfo
+from manymodels.registry.forecasting import lower_column, upper_column
 from manymodels.registry.tracking import TAG, current_user
 from manymodels.report import REPORT_FILE
 
@@ -58,6 +59,7 @@ class MonitorOutcome:
     warnings: list[str] = field(default_factory=list)
     segment_by: list[str] = field(default_factory=list)
     steps: pd.DataFrame | None = None  # a forecast's metric per step after training, over the fleet
+    significance: float = 0.01  # the false discovery rate the flags were decided at
     @property
     def judged(self) -> int:
         """Segments with a model and enough new rows to judge."""
@@ -103,8 +105,10 @@ def monitor(
     others = tuple(c for c in pack.info.inputs if c not in (*segment_by, *features)  # the time column, when there
                    and (c in pack.info.required or columns is None or c in columns))
     plan = pack.plan
+    band = (lower_column(MONITOR_LEVEL), upper_column(MONITOR_LEVEL))
+    carried = plan is not None and scored and columns is not None and all(c in columns for c in band)
     watch = Watch(tuple(features), label, pack.info.task, pack.info.metric, scored, others,
-                  plan.horizon if plan is not None else 0)
+                  plan.horizon if plan is not None else 0, band if carried else ())
     policy = model.monitoring
     if plan is not None and "min_rows" not in policy.model_fields_set:  # a forecast judges at most its horizon's rows
         policy = policy.model_copy(update={"min_rows": min(policy.min_rows, plan.horizon)})
@@ -169,7 +173,7 @@ def _outcome(name: str, info: RunInfo, version: int | None, data: str, metric: s
             f"monitoring.max_drifted_fraction {policy.max_drifted_fraction:.0%}"
         )
     return MonitorOutcome(name, info.run_id, version, data, metric, table, counts, fraction, breached, problems,
-                          segment_by=segment_by)
+                          segment_by=segment_by, significance=policy.significance)
 
 
 def monitoring_experiment(target: Target) -> str:

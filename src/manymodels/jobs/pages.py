@@ -28,7 +28,7 @@ from manymodels.jobs.decide import (
     STATUS_ORDER,
     worst_first,
 )
-from manymodels.jobs.drift import INCREASE, PSI_MAX, PSI_PREFIX, WORST_COLUMN
+from manymodels.jobs.drift import COVERAGE, DEGRADED_Q, DRIFTED_Q, INCREASE, PSI_MAX, PSI_PREFIX, WORST_COLUMN
 from manymodels.jobs.drift import ROWS as MON_ROWS
 from manymodels.jobs.drift import STATUS as MON_STATUS
 from manymodels.registry import manifest as mf
@@ -170,6 +170,11 @@ def evaluation_section(
     return section
 
 
+def _share(value: Any) -> str:
+    number = float(value) if isinstance(value, int | float | np.floating) else float("nan")
+    return f"{number:.0%}" if np.isfinite(number) else ""
+
+
 def _percent(value: Any) -> str:
     try:
         number = float(value)
@@ -212,7 +217,8 @@ def monitoring_section(table: pd.DataFrame, segment_by: Sequence[str], metric: s
         Chart(heatmap(grid, labels[: len(head)], [c[len(PSI_PREFIX):] for c in psi_columns],
                       f"PSI of the first {len(head)} segments to look at, by column", "PSI"),
               "Darker: a larger shift. A PSI of few rows is large by chance alone (about 10 / rows): a segment is "
-              "flagged only when a PSI is above monitoring.psi_max and unlikely by chance (the table's p.<column>)."),
+              "flagged only when a PSI is above monitoring.psi_max and unlikely by chance (q: its p-value adjusted "
+              "for the fleet's count of segments)."),
         Chart(histogram(table[PSI_MAX].to_numpy(dtype=float), "Largest PSI per segment", "PSI")),
         Chart(bars(list(counts), list(counts.values()), "Segments by status", "status")),
     ]
@@ -220,9 +226,18 @@ def monitoring_section(table: pd.DataFrame, segment_by: Sequence[str], metric: s
         section.charts.append(Chart(histogram(table[INCREASE].to_numpy(dtype=float),
                                               f"Change of {metric} on new rows against the holdout", "relative change"),
                                     "Positive: worse than when the model was trained."))
+    covered = table[COVERAGE].to_numpy(dtype=float) if COVERAGE in table.columns else np.empty(0)
+    if np.isfinite(covered).any():
+        section.facts.append(("new actuals inside their 95% band (median segment)",
+                              f"{np.nanmedian(covered):.0%} of {int(np.isfinite(covered).sum()):,} segments"))
+    columns = [c for c in (DEGRADED_Q, DRIFTED_Q) if c in table.columns]
+    least = table[columns].min(axis=1, skipna=True) if columns else pd.Series(np.nan, index=table.index)
     rows = [[labels[i], str(r[MON_STATUS]), f"{int(r[MON_ROWS]):,}", cell(r[WORST_COLUMN]), cell(r[PSI_MAX]),
-             cell(r[metric]), cell(r[f"{metric}_holdout"]), _percent(r[INCREASE])]
+             cell(r[metric]), cell(r[f"{metric}_holdout"]), _percent(r[INCREASE]), cell(least.iloc[i]),
+             *([_share(r[COVERAGE])] if len(covered) else [])]
             for i, (_, r) in enumerate(table.head(worst).iterrows())]
     section.tables.append(Table(["segment", "status", "rows", "worst column", "PSI", metric, f"{metric} (holdout)",
-                                 "change"], rows, caption=f"The first {len(rows)} segments to look at", css="monitor"))
+                                 "change", "q", *(["in 95% band"] if len(covered) else [])], rows,
+                                caption=f"The first {len(rows)} segments to look at (q: the chance that the fleet's "
+                                        "flags at this segment's level are by chance alone)", css="monitor"))
     return section

@@ -439,12 +439,12 @@ def row_steps(pack: Pack, frame: pd.DataFrame) -> np.ndarray:
 
 def forecast_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Rows of (segment, time, known features): the forecast of each row's time, and who made it (`answer_rows`)."""
-    values, source, _ = answer_rows(pack, frame, damaged_unserved)
+    values, source, _, _ = answer_rows(pack, frame, damaged_unserved)
     return values, source
 
 
-def answer_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def answer_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False, level: float | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rows of (segment, time, known features): the forecast, from the segment's state, of each row's time.
 
     A segment's own model answers its rows; with a fallback, so does the fallback for a segment too thin for a model
@@ -455,7 +455,8 @@ def answer_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False
 
     Returns:
         Predictions (NaN: none), each row's source (`segment`, `fallback`, `damaged` or None), as
-        `Pack.predict_arrays`, and each row's step after its segment's last training time (0: none).
+        `Pack.predict_arrays`, each row's step after its segment's last training time (0: none), and with a
+        `level`, the half-width of each row's prediction interval at that level (NaN: none, or no level).
 
     Raises:
         DataError: a time that does not parse; a row of a recursive forecast whose earlier steps have no row.
@@ -464,8 +465,9 @@ def answer_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False
     values = np.full(len(frame), np.nan)
     source = np.full(len(frame), None, dtype=object)
     at_step = np.zeros(len(frame), dtype=np.int64)
+    width = np.full(len(frame), np.nan)
     if len(frame) == 0:
-        return values, source, at_step
+        return values, source, at_step, width
     groups, hurt = _groups(pack, frame, damaged_unserved)
     source[hurt] = "damaged"
     for group, forecasters, name in groups:
@@ -485,7 +487,9 @@ def answer_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False
         predicted = forecast_many(plan, grid, forecasters, placed.origins, steps, known)
         values[asked] = predicted[place, step - 1]
         source[asked] = name
-    return values, source, at_step
+        if level is not None:
+            width[asked] = bands(forecasters, [level], steps)[place, 0, step - 1]  # type: ignore[index]
+    return values, source, at_step, width
 
 
 def _every_step_known(frame: pd.DataFrame, plan: ForecastPlan, grid: TimeGrid, future: np.ndarray,

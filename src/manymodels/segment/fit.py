@@ -16,9 +16,10 @@ from manymodels.estimators import FORMAT_BASELINE, add_import_roots, fit_model, 
 from manymodels.segment.forecast import FORMAT_FORECAST, ForecastDataError
 from manymodels.segment.forecast_fit import ThinSegment, fit_forecast
 from manymodels.segment.metrics import compute_metrics
-from manymodels.segment.profile import make_profile
+from manymodels.segment.profile import make_profile, with_losses
 from manymodels.segment.select import Selection, describe, select
 from manymodels.segment.shards import checksum, join_location, shard_name, write_shard
+from manymodels.segment.significance import row_losses
 from manymodels.segment.spec import SegmentSpec
 
 OK = "ok"
@@ -156,9 +157,11 @@ def fit_segment(frame: pd.DataFrame, spec: SegmentSpec, index: int = 0, hashes: 
             )
         # A baseline reads its time column; every other model its features.
         held_out = frame.iloc[test] if fmt == FORMAT_BASELINE else X.iloc[test]
-        result.metrics = compute_metrics(spec.task, y[test], predictor.predict(held_out))
-        result.profile = _profile(predictor, frame.iloc[train] if fmt == FORMAT_BASELINE else X.iloc[train],
-                                  X.iloc[train])
+        predicted = predictor.predict(held_out)
+        result.metrics = compute_metrics(spec.task, y[test], predicted)
+        result.profile = with_losses(
+            _profile(predictor, frame.iloc[train] if fmt == FORMAT_BASELINE else X.iloc[train], X.iloc[train]),
+            row_losses(spec.metric, y[test], predicted))
         result.n_train, result.n_test = len(train), len(test)
         result.model_format, result.model, result.status = fmt, blob, OK
         result.checksum = checksum(blob)

@@ -37,8 +37,9 @@ from manymodels.segment.forecast import (
 )
 from manymodels.segment.intervals import HOLDOUT_LEVELS, half_widths, interval_scores, window_residuals
 from manymodels.segment.metrics import compute_metrics
-from manymodels.segment.profile import WIDTH, column_profile
+from manymodels.segment.profile import WIDTH, column_profile, with_losses
 from manymodels.segment.select import Scored, Selection, SelectionError, describe, tune, validation_of, winner_of
+from manymodels.segment.significance import row_losses
 from manymodels.segment.spec import Candidate, ForecastPlan, SegmentSpec, SharedFit, series_key
 from manymodels.segment.transforms import forward
 
@@ -382,7 +383,7 @@ def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Se
         "holdout_naive": window_metric(spec.metric, actual, naive),
         "n_train": cut,
         "n_test": horizon,
-        "profile": _profile(train, plan),
+        "profile": with_losses(_profile(train, plan), row_losses(spec.metric, actual[known], predicted[known])),
     }
     if forecaster.residuals is not None:  # its windows' intervals, judged on the holdout
         widths = half_widths(forecaster.residuals, HOLDOUT_LEVELS, horizon)

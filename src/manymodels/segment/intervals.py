@@ -75,3 +75,37 @@ def interval_scores(actual: np.ndarray, predicted: np.ndarray, widths: np.ndarra
         out[f"{level:g}"] = {"coverage": float(np.mean((y >= lo) & (y <= hi))),
                              "winkler": float(np.mean(hi - lo + penalty))}
     return out
+
+
+def window_sums(residuals: np.ndarray | None) -> tuple[float, float, float, float, int, int]:
+    """How much a forecast's errors hang together within one forecast's steps: the one-way analysis of variance of
+    its windows' scores (error / sqrt(step), standardized), of their sizes (absolute) and of their signs kept, as
+    (between-window and within-window sums of squares of the absolute scores, the same of the signed ones, windows,
+    steps), over the windows with every step known; NaN sums with fewer than two windows.
+
+    Errors of one forecast are not independent (a level missed in step 1 is missed in step 12 too), so monitoring
+    counts a segment's new rows as fewer independent ones (`significance.design_effect`), by the intra-window
+    correlation these sums give, pooled over the fleet: of the errors' sizes for the test of the errors, of the
+    signed errors for the test of interval coverage (a forecast off in one direction misses its band step after
+    step).
+    """
+    nan = float("nan")
+    if residuals is None or residuals.ndim != 2 or residuals.shape[1] < 2:
+        return nan, nan, nan, nan, 0, 0
+    complete = residuals[np.isfinite(residuals).all(axis=1)]
+    windows, steps = complete.shape
+    if windows < 2:
+        return nan, nan, nan, nan, windows, steps
+    signed = complete / np.sqrt(np.arange(1, steps + 1, dtype=np.float64))[None, :]
+    return (*_anova(np.abs(signed)), *_anova(signed), windows, steps)
+
+
+def _anova(scores: np.ndarray) -> tuple[float, float]:
+    """Between-row and within-row sums of squares of scores (rows x columns), standardized first; NaN if constant."""
+    spread = scores.std()
+    if not spread > 0:
+        return float("nan"), float("nan")
+    scores = (scores - scores.mean()) / spread
+    means = scores.mean(axis=1)
+    steps = scores.shape[1]
+    return float(steps * np.sum(means**2)), float(np.sum((scores - means[:, None]) ** 2))

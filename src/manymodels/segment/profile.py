@@ -6,7 +6,9 @@ share of rows in each of the 10 bins the edges make, a text column by the share 
 of 10 hash buckets of its values; then a bin for values above the largest seen in training (so a
 constant or 0/1 column that moves up shows), and one for missing values. One column is 23
 float32 numbers (kind, 9 edges, the largest value, 12 shares): a segment with 8 features and its
-predictions keeps 828 bytes.
+predictions keeps 828 bytes. A profile may end with one more row, of the same kind: where the model's errors on
+the holdout fell (each row's loss under the metric, `with_losses`), which monitoring compares the errors on new
+rows with (`significance.loss_rank_p`).
 
 Drift (`drift`) takes the rows of many segments at once and computes, per segment and column,
 the population stability index (PSI), a Kolmogorov-Smirnov-type distance (the largest gap
@@ -82,16 +84,39 @@ def make_profile(features: pd.DataFrame, predictions: np.ndarray) -> bytes:
     return np.asarray(rows, dtype=np.float32).tobytes()
 
 
+def with_losses(profile: bytes | None, losses: np.ndarray) -> bytes | None:
+    """A profile with its holdout's losses appended as one more row (None stays None: no profile, nothing to add)."""
+    if profile is None:
+        return None
+    finite = np.asarray(losses, dtype=np.float64)
+    row = column_profile(pd.Series(finite[np.isfinite(finite)]))
+    return profile + row.astype(np.float32).tobytes()
+
+
 def read_profiles(blobs: Sequence[bytes | None], columns: int) -> tuple[np.ndarray, np.ndarray]:
     """Profiles as one array (segments x columns x WIDTH) and which segments have one (a profile of the
-    wrong size, say from other features, counts as none)."""
+    wrong size, say from other features, counts as none); a holdout-loss row after the columns is left out."""
     out = np.full((len(blobs), columns, WIDTH), np.nan, dtype=np.float32)
     size = columns * WIDTH * 4
-    have = np.fromiter((isinstance(b, bytes) and len(b) == size for b in blobs), dtype=bool, count=len(blobs))
+    have = np.fromiter((isinstance(b, bytes) and len(b) in (size, size + WIDTH * 4) for b in blobs), dtype=bool,
+                       count=len(blobs))
     if have.any():
-        joined = b"".join(b for b, ok in zip(blobs, have, strict=True) if ok)  # type: ignore[misc]
+        joined = b"".join(b[:size] for b, ok in zip(blobs, have, strict=True) if ok)  # type: ignore[index]
         out[have] = np.frombuffer(joined, dtype=np.float32).reshape(-1, columns, WIDTH)
     return out, have
+
+
+def read_losses(blobs: Sequence[bytes | None], columns: int) -> np.ndarray:
+    """Each profile's holdout-loss row (segments x WIDTH); NaN for a profile without one (trained before they
+    existed, or of another size)."""
+    out = np.full((len(blobs), WIDTH), np.nan, dtype=np.float32)
+    size = columns * WIDTH * 4
+    have = np.fromiter((isinstance(b, bytes) and len(b) == size + WIDTH * 4 for b in blobs), dtype=bool,
+                       count=len(blobs))
+    if have.any():
+        joined = b"".join(b[size:] for b, ok in zip(blobs, have, strict=True) if ok)  # type: ignore[index]
+        out[have] = np.frombuffer(joined, dtype=np.float32).reshape(-1, WIDTH)
+    return out
 
 
 def drift(

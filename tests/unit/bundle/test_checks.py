@@ -169,6 +169,7 @@ def test_the_reserved_names_cover_every_column_manymodels_writes() -> None:
                 decide.HAS_CHAMPION, decide.SAME_MODEL, decide.STATUS, decide.CHANGE, decide.DECISION, decide.REASON,
                 decide.OVER_GATE}
     written |= {drift.STATUS, drift.ROWS, drift.PSI_MAX, drift.WORST_COLUMN, drift.DRIFTED_COL, drift.DEGRADED_COL,
-                drift.INCREASE, drift.SERVED_BY, "prediction", "model_source"}
+                drift.INCREASE, drift.SERVED_BY, drift.METRIC_P, drift.COVERAGE, drift.COVERAGE_P, drift.DEGRADED_Q,
+                drift.DRIFTED_Q, "prediction", "model_source"}
     assert written <= RESERVED_COLUMNS, written - RESERVED_COLUMNS
     assert reserved("psi.price") and not reserved("price")
