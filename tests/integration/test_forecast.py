@@ -163,16 +163,27 @@ def test_evaluate_and_promote_compare_the_same_horizon(project: Path) -> None:
 
 
 def test_the_champion_answers_rows_of_segment_time_and_known_values(project: Path) -> None:
-    """MLflow's pyfunc and `manymodels serve` (real HTTP) forecast the rows' times, as `forecast` does."""
+    """MLflow's pyfunc and `manymodels serve` (real HTTP) forecast the rows' times, as `forecast` does, with the
+    same prediction intervals when asked for `levels`."""
     project_api = mm.load_bundle(project)
-    expected = project_api.forecast("demand", known="future").set_index(["store", "week"])["prediction"]
+    banded = project_api.forecast("demand", known="future", levels=[80]).set_index(["store", "week"])
+    expected = banded["prediction"]
     rows = future(sales()).query("store != 'young'")
     rows = rows[rows["week"] <= pd.Timestamp("2026-12-21")]  # steps 1 to 3 of every store
     mlflow.set_tracking_uri(project_api.tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/{project_api.registered_model('demand')}@champion")
     answered = model.predict(rows)["prediction"].to_numpy(dtype=float)
-    want = expected.loc[list(zip(rows["store"], rows["week"], strict=True))].to_numpy(dtype=float)
+    asked = list(zip(rows["store"], rows["week"], strict=True))
+    want = expected.loc[asked].to_numpy(dtype=float)
     np.testing.assert_allclose(answered, want, atol=1e-9)
+    with_bands = model.predict(rows, params={"levels": [80]})
+    assert list(with_bands.columns) == ["prediction", "model_source", "lo-80", "hi-80"]
+    low, high = banded.loc[asked, "lo-80"].to_numpy(dtype=float), banded.loc[asked, "hi-80"].to_numpy(dtype=float)
+    np.testing.assert_allclose(with_bands["lo-80"].to_numpy(dtype=float), low, atol=1e-9)
+    np.testing.assert_allclose(with_bands["hi-80"].to_numpy(dtype=float), high, atol=1e-9)
+    params = model.metadata.get_params_schema()
+    assert params is not None and json.loads(params.to_json()) == [{"name": "levels", "type": "double",
+                                                                     "default": [], "shape": [-1]}]
 
     with serving(project) as url:
         records = rows.assign(week=rows["week"].dt.strftime("%Y-%m-%d")).to_dict("records")
@@ -180,6 +191,17 @@ def test_the_champion_answers_rows_of_segment_time_and_known_values(project: Pat
         assert reply.status_code == 200, reply.text
         served = [p["prediction"] for p in reply.json()["predictions"]]
         np.testing.assert_allclose(served, want, atol=1e-9)
+        body = {"dataframe_records": records, "params": {"levels": [80]}}
+        reply = requests.post(f"{url}/invocations", json=body, timeout=30)
+        assert reply.status_code == 200, reply.text
+        answers = reply.json()["predictions"]
+        np.testing.assert_allclose([a["lo-80"] for a in answers], low, atol=1e-9)
+        np.testing.assert_allclose([a["hi-80"] for a in answers], high, atol=1e-9)
+        for params, said in [({"levels": [100]}, "between 0 and 100"),
+                             ({"level": [80]}, "unknown parameter(s) 'level'"), ([80], "must be an object")]:
+            refused = requests.post(f"{url}/invocations", json={"dataframe_records": records, "params": params},
+                                    timeout=30)
+            assert refused.status_code == 400 and said in refused.json()["message"], refused.text
         # Step 3 alone passes through steps 1 and 2, whose known values it was not given: a 4xx naming them.
         alone = [r for r in records if r["week"] == "2026-12-21"][:1]
         refused = requests.post(f"{url}/invocations", json={"dataframe_records": alone}, timeout=30)

@@ -296,9 +296,9 @@ def monitor_chunk(
         from manymodels.registry.forecasting import answer_rows
 
         with threadpool_limits(limits=1):
-            values, _, steps, width = answer_rows(pack, frame.reset_index(drop=True), level=MONITOR_LEVEL)
+            values, _, steps, width = answer_rows(pack, frame.reset_index(drop=True), levels=[MONITOR_LEVEL])
         predicted = pd.Series(values)
-        low, high = values - width, values + width
+        low, high = values - width[:, 0], values + width[:, 0]
     else:
         with threadpool_limits(limits=1):
             predicted = pack.predict(frame)[PREDICTION].astype(float)

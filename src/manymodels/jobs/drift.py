@@ -125,8 +125,9 @@ def judge(raw: pd.DataFrame, manifest: pd.DataFrame, segment_by: list[str], feat
 
 def _drift_p(chance: np.ndarray, shifted: np.ndarray) -> np.ndarray:
     """Per segment, the chance of its drift without any: the smallest p-value of its columns whose PSI is over the
-    threshold (of all its columns when none is), times its columns (one test of the segment, whatever its width)."""
-    columns = max(chance.shape[1], 1)
+    threshold (of all its columns when none is), times its columns tested (one test of the segment, whatever its
+    width)."""
+    columns = np.maximum(np.isfinite(chance).sum(axis=1), 1)[:, None]  # the columns tested (with a p-value)
     scaled = np.minimum(chance * columns, 1.0)
     over = np.where(shifted & np.isfinite(scaled), scaled, np.inf).min(axis=1, initial=np.inf)
     every = np.where(np.isfinite(scaled), scaled, np.inf).min(axis=1, initial=np.inf)

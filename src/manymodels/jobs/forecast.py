@@ -13,6 +13,7 @@ from manymodels.engines import Engine
 from manymodels.errors import BundleError
 from manymodels.jobs.context import Target
 from manymodels.registry.forecasting import STEP
+from manymodels.segment.intervals import checked_levels
 
 
 @dataclass
@@ -75,10 +76,10 @@ def forecast(
         raise BundleError("give --run or --version, not both")
     if horizon is not None and horizon < 1:
         raise BundleError(f"--horizon must be at least 1; got {horizon}")
-    wrong = [v for v in levels if not (isinstance(v, (int, float)) and 0 < v < 100)]
-    if wrong:
-        raise BundleError(f"--level is a percent between 0 and 100, e.g. 80 or 95; got {wrong[0]!r}")
-    levels = tuple(dict.fromkeys(float(v) for v in levels))
+    try:
+        levels = checked_levels(levels, "--level")
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
     if output is not None:
         output_format(output)  # an unknown suffix is an error before any work
     history = target.source(data) if data is not None else None

@@ -218,7 +218,7 @@ def _register(
             info = replace(info, features=list(plan.known), extra={**info.extra, FORECAST: asdict(plan)})
         example = target.example_rows(name, info.inputs)
         if example is not None:
-            describe_model(model_dir, example)
+            describe_model(model_dir, example, forecast=bool(plans))
         manifest = compose_pack(pack_dir, info, parts, fallback_from=[pack for pack, _ in parts])
         write_parquet(table, folder.path / PROMOTION_TABLE)
         sources = manifest[mf.SOURCE_RUN].value_counts().to_dict()

@@ -403,7 +403,7 @@ def _train(
         write_pack_files(Path(pack.root), info, manifest)
         example = target.example_rows(name, info.inputs)
         if example is not None:
-            describe_model(model_dir, example)
+            describe_model(model_dir, example, forecast=spec.forecast is not None)
         write_parquet(segment_metrics(manifest, spec), folder.path / SEGMENT_METRICS)
         fallback = None
         thin_served = None

@@ -443,7 +443,18 @@ def forecast_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = Fals
     return values, source
 
 
-def answer_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False, level: float | None = None
+def band_rows(pack: Pack, frame: pd.DataFrame, levels: Sequence[float]
+              ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """`forecast_rows` with each row's prediction intervals: `lo-<level>` and `hi-<level>` per level (NaN where the
+    row has no forecast, or its model too few window errors for the level)."""
+    values, source, _, width = answer_rows(pack, frame, levels=levels)
+    out: dict[str, np.ndarray] = {}
+    for j, level in enumerate(levels):
+        out[lower_column(level)], out[upper_column(level)] = values - width[:, j], values + width[:, j]
+    return values, source, out
+
+
+def answer_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False, levels: Sequence[float] = ()
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rows of (segment, time, known features): the forecast, from the segment's state, of each row's time.
 
@@ -455,8 +466,8 @@ def answer_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False,
 
     Returns:
         Predictions (NaN: none), each row's source (`segment`, `fallback`, `damaged` or None), as
-        `Pack.predict_arrays`, each row's step after its segment's last training time (0: none), and with a
-        `level`, the half-width of each row's prediction interval at that level (NaN: none, or no level).
+        `Pack.predict_arrays`, each row's step after its segment's last training time (0: none), and the
+        half-width of each row's prediction interval at each of `levels` (rows x levels; NaN: none).
 
     Raises:
         DataError: a time that does not parse; a row of a recursive forecast whose earlier steps have no row.
@@ -465,7 +476,7 @@ def answer_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False,
     values = np.full(len(frame), np.nan)
     source = np.full(len(frame), None, dtype=object)
     at_step = np.zeros(len(frame), dtype=np.int64)
-    width = np.full(len(frame), np.nan)
+    width = np.full((len(frame), len(levels)), np.nan)
     if len(frame) == 0:
         return values, source, at_step, width
     groups, hurt = _groups(pack, frame, damaged_unserved)
@@ -487,8 +498,8 @@ def answer_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False,
         predicted = forecast_many(plan, grid, forecasters, placed.origins, steps, known)
         values[asked] = predicted[place, step - 1]
         source[asked] = name
-        if level is not None:
-            width[asked] = bands(forecasters, [level], steps)[place, 0, step - 1]  # type: ignore[index]
+        if levels:
+            width[asked] = bands(forecasters, levels, steps)[place, :, step - 1]  # type: ignore[index]
     return values, source, at_step, width
 
 

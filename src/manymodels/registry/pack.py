@@ -188,23 +188,57 @@ class Pack:
         """The columns that route a row to its model."""
         return list(self.info.segment_by)
 
-    def predict(self, frame: pd.DataFrame, damaged_unserved: bool = False) -> pd.DataFrame:
+    def predict(self, frame: pd.DataFrame, damaged_unserved: bool = False, levels: Sequence[float] = ()
+                ) -> pd.DataFrame:
         """One prediction per input row, in input order, by the row's segment model, else the fallback.
 
         Returns:
             A frame with the input's index, a nullable float column `prediction` (null: no model
             at all) and `model_source`: `segment`, `fallback`, `damaged` (the fallback served a row whose
-            own model is damaged) or null.
+            own model is damaged) or null; with `levels` (a forecast), `lo-<level>` and `hi-<level>` per level.
 
         Raises:
-            DataError: the input lacks a segment or feature column.
+            DataError: the input lacks a segment or feature column; `levels` of a model that is no forecast.
             DamagedModel: a row's model is damaged and no fallback serves the row.
         """
-        values, source = self.predict_arrays(frame, damaged_unserved)
+        if levels:
+            values, source, bands = self.predict_bands(frame, levels)
+        else:
+            (values, source), bands = self.predict_arrays(frame, damaged_unserved), {}
+        absent = _absent(source)
         prediction = pd.array(values, dtype="Float64")
-        prediction[_absent(source)] = pd.NA
-        return pd.DataFrame({"prediction": prediction, MODEL_SOURCE: pd.array(source, dtype="string")},
-                            index=frame.index)
+        prediction[absent] = pd.NA
+        out = pd.DataFrame({"prediction": prediction, MODEL_SOURCE: pd.array(source, dtype="string")},
+                           index=frame.index)
+        for name, bound in bands.items():
+            column = pd.array(bound, dtype="Float64")
+            column[~np.isfinite(bound)] = pd.NA
+            out[name] = column
+        return out
+
+    def predict_bands(self, frame: pd.DataFrame, levels: Sequence[float]
+                      ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """A forecast's `predict_arrays` with each row's prediction interval per level (`lo-<level>`,
+        `hi-<level>`: NaN where none).
+
+        Raises:
+            DataError: the model is no forecast, a level is no percent, or as `predict_arrays`.
+        """
+        from manymodels.segment.intervals import checked_levels
+
+        if self.plan is None:
+            raise DataError(f"model {self.info.model!r} is no forecast: prediction intervals (levels) come with "
+                            "forecasts only")
+        try:
+            levels = checked_levels(levels, "each of levels")
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+        missing = [c for c in self.info.required if c not in frame.columns]
+        if missing:
+            raise DataError(f"input lacks column(s) {', '.join(missing)} that model {self.info.model!r} needs")
+        from manymodels.registry.forecasting import band_rows
+
+        return band_rows(self, frame, levels)
 
     def predict_arrays(self, frame: pd.DataFrame, damaged_unserved: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """`predict` as plain arrays (what a server answers with, without building frames): float predictions

@@ -33,6 +33,7 @@ CODE_FOLDER = "code"
 MLMODEL = "MLmodel"
 EXAMPLE_FILE = "input_example.json"
 SERVING_EXAMPLE_FILE = "serving_input_example.json"
+LEVELS_PARAM = "levels"  # a forecast's prediction intervals to add, as percents (its signature's one parameter)
 # What loading a pack needs; pinned to this environment's versions at training time.
 REQUIREMENTS = ("mlflow", "lightgbm", "pandas", "pyarrow", "numpy", "scikit-learn")
 
@@ -44,8 +45,10 @@ class PackPyfunc:
         self.pack = pack
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """A frame with column `prediction`, one row per input row, null for unknown segments."""
-        return self.pack.predict(model_input)
+        """A frame with column `prediction`, one row per input row, null for unknown segments; a forecast's
+        `params={"levels": [80, 95]}` adds its prediction intervals (`lo-80`, `hi-80`, ...)."""
+        levels = (params or {}).get(LEVELS_PARAM) or ()
+        return self.pack.predict(model_input, levels=list(levels))
 
 
 def _load_pyfunc(path: str) -> PackPyfunc:
@@ -104,16 +107,18 @@ def save_pack_model(model_dir: Path, code: Sequence[Path] = (), packages: Sequen
     return pack_dir
 
 
-def describe_model(model_dir: Path, example: pd.DataFrame) -> None:
-    """Add a signature (the example's columns in; `prediction` and `model_source` out) and the example itself.
+def describe_model(model_dir: Path, example: pd.DataFrame, forecast: bool = False) -> None:
+    """Add a signature (the example's columns in; `prediction` and `model_source` out; a forecast's one parameter,
+    `levels`) and the example itself.
 
     Args:
         model_dir: a model written by `save_pack_model`.
         example: a few input rows: the segment columns and the features, typed as in training.
+        forecast: the pack forecasts: its signature takes `levels` (a list of percents, default none).
     """
     from mlflow.models import Model, infer_signature
     from mlflow.models.signature import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     model = Model.load(str(model_dir / MLMODEL))
     outputs = Schema([ColSpec("double", "prediction", required=False), ColSpec("string", MODEL_SOURCE, required=False)])
@@ -122,7 +127,11 @@ def describe_model(model_dir: Path, example: pd.DataFrame) -> None:
         # MLflow will not take int64 where a signature says double, and the example comes from training data.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
         inputs = infer_signature(example).inputs
-    model.signature = ModelSignature(inputs=inputs, outputs=outputs)
+    if forecast:
+        params = ParamSchema([ParamSpec(LEVELS_PARAM, "double", [], (-1,))])
+        model.signature = ModelSignature(inputs=inputs, outputs=outputs, params=params)
+    else:
+        model.signature = ModelSignature(inputs=inputs, outputs=outputs)
     split = example.to_json(orient="split", index=False, date_format="iso")
     (model_dir / EXAMPLE_FILE).write_text(split, encoding="utf-8")
     # What a client posts to `mlflow models serve`'s /invocations (MLflow's scoring protocol).

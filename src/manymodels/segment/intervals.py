@@ -19,6 +19,18 @@ import numpy as np
 HOLDOUT_LEVELS = (80, 95)  # the levels training measures on each segment's holdout
 
 
+def checked_levels(levels: Sequence[object], name: str = "a level") -> tuple[float, ...]:
+    """Interval levels as percents, each once, in the order given.
+
+    Raises:
+        ValueError: a level that is not a number between 0 and 100 (said as `name`'s).
+    """
+    wrong = [v for v in levels if isinstance(v, bool) or not (isinstance(v, int | float) and 0 < v < 100)]
+    if wrong:
+        raise ValueError(f"{name} is a percent between 0 and 100, e.g. 80 or 95; got {wrong[0]!r}")
+    return tuple(dict.fromkeys(float(v) for v in levels))  # type: ignore[arg-type]
+
+
 def window_residuals(actual: Sequence[np.ndarray], predicted: Sequence[np.ndarray]) -> np.ndarray:
     """The windows' errors (actual minus forecast): windows x steps, NaN where a step had no actual value."""
     rows = [np.asarray(a, dtype=np.float64) - np.asarray(p, dtype=np.float64)

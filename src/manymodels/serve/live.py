@@ -70,9 +70,18 @@ class Live:
         """The columns that pick a row's model."""
         return self.pack.segment_by
 
-    def predict(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Predictions (NaN: no model) and which model served each row (`segment`, `fallback`, None)."""
-        return self.pack.predict_arrays(frame)
+    def predict(self, frame: pd.DataFrame, levels: tuple[float, ...] = ()
+                ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Predictions (NaN: no model), which model served each row (`segment`, `fallback`, None), and with
+        `levels` (a forecast), each row's prediction intervals (`lo-80`, `hi-80`, ...).
+
+        Raises:
+            DataError: a row the pack cannot answer, or levels of a model that is no forecast.
+        """
+        if levels:
+            return self.pack.predict_bands(frame, levels)
+        values, source = self.pack.predict_arrays(frame)
+        return values, source, {}
 
     def segment(self, path: str) -> dict[str, Any]:
         """What serves one segment, its key given as URL path parts in `segment_by` order (`/segments/3/north`).

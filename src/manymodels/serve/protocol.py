@@ -1,9 +1,10 @@
 """MLflow's scoring protocol, as `mlflow models serve` speaks it: request bodies in, predictions out.
 
 Accepted on `/invocations`: JSON with exactly one of `dataframe_split`, `dataframe_records`,
-`instances` or `inputs` (an optional `params` is ignored: a pack takes none), CSV (`text/csv`)
-and Parquet (`application/vnd.apache.parquet`). The answer is `{"predictions": [{"prediction": ..,
-"model_source": ..}, ..]}`, one object per row in request order, as MLflow writes a frame.
+`instances` or `inputs`, and an optional `params` (a forecast's one parameter: `{"levels": [80, 95]}`,
+its prediction intervals), CSV (`text/csv`) and Parquet (`application/vnd.apache.parquet`). The answer
+is `{"predictions": [{"prediction": .., "model_source": ..}, ..]}` (with levels, `lo-80`, `hi-80`, ...
+too), one object per row in request order, as MLflow writes a frame.
 
 Every problem with a request is a `RequestError`: an HTTP status and one sentence naming what is
 wrong (a column, a row, a limit), answered as JSON; never a stack trace.
@@ -24,6 +25,7 @@ JSON, CSV, PARQUET = "application/json", "text/csv", "application/vnd.apache.par
 DF_SPLIT, DF_RECORDS, INSTANCES, INPUTS = "dataframe_split", "dataframe_records", "instances", "inputs"
 FORMATS = (DF_SPLIT, DF_RECORDS, INSTANCES, INPUTS)
 PARAMS = "params"
+LEVELS = "levels"  # the one parameter: a forecast's prediction intervals, as percents
 NUMBER, INTEGER, TEXT, BOOLEAN, DATETIME = "number", "integer", "text", "boolean", "datetime"
 # MLflow signature types -> how a column is conformed.
 SIGNATURE_TYPES = {
@@ -118,12 +120,48 @@ def conform(frame: pd.DataFrame, columns: Columns) -> pd.DataFrame:
     return frame
 
 
-def predictions_body(prediction: np.ndarray, source: np.ndarray) -> bytes:
-    """`{"predictions": [{"prediction": p, "model_source": s}, ..]}`; a missing prediction or source is null."""
+def requested_levels(body: bytes, content_type: str | None) -> tuple[float, ...]:
+    """The prediction intervals a JSON body's `params` asks for (`{"levels": [80, 95]}`); none for other bodies.
+
+    Raises:
+        RequestError: 400 for `params` that is not an object, a parameter other than `levels`, or a level that
+            is not a percent between 0 and 100.
+    """
+    if _content_type(content_type)[0] != JSON or b'"params"' not in body:  # the common request: no second parse
+        return ()
+    try:
+        params = json.loads(body.decode("utf-8")).get(PARAMS)
+    except (ValueError, AttributeError):
+        return ()  # `parse` names what is wrong with the body
+    if params is None:
+        return ()
+    if not isinstance(params, dict):
+        raise RequestError(400, f"{PARAMS!r} must be an object, e.g. {{\"levels\": [80, 95]}}")
+    unknown = sorted(set(params) - {LEVELS})
+    if unknown:
+        raise RequestError(400, f"unknown parameter(s) {', '.join(map(repr, unknown))}: a model here takes "
+                                f"{LEVELS!r} only (a forecast's prediction intervals, e.g. [80, 95])")
+    levels = params.get(LEVELS) or []
+    if not isinstance(levels, list):
+        levels = [levels]
+    from manymodels.segment.intervals import checked_levels
+
+    try:
+        return checked_levels(levels, "each of params.levels")
+    except ValueError as exc:
+        raise RequestError(400, _short(exc)) from None
+
+
+def predictions_body(prediction: np.ndarray, source: np.ndarray, bands: dict[str, np.ndarray] | None = None) -> bytes:
+    """`{"predictions": [{"prediction": p, "model_source": s}, ..]}`, with each of `bands`' columns (`lo-80`, ...)
+    when given; a missing prediction, bound or source is null."""
     rows = [
         {"prediction": None if math.isnan(p) else p, "model_source": s}
         for p, s in zip(prediction.tolist(), source.tolist(), strict=True)
     ]
+    for name, values in (bands or {}).items():
+        for row, value in zip(rows, values.tolist(), strict=True):
+            row[name] = None if math.isnan(value) else value
     return json.dumps({"predictions": rows}, allow_nan=False).encode()
 
 

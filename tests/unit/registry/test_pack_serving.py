@@ -142,3 +142,10 @@ def test_only_the_rows_of_seasonal_baselines_need_the_time_column(tmp_path: Path
     columns = columns_of(pack, None)
     assert columns.required == ("segment", "x") and columns.optional == ("week",)
     conform(pd.DataFrame({"segment": ["plain"], "x": ["1.5"]}), columns)  # a request without the time: fine
+
+
+def test_levels_are_for_forecasts_only(pack: Pack) -> None:
+    rows = pd.DataFrame({"segment": ["s001"], "x": [1.0]})
+    with pytest.raises(DataError, match="model 'm' is no forecast: prediction intervals"):
+        pack.predict(rows, levels=[80])
+    assert list(pack.predict(rows).columns) == ["prediction", "model_source"]

@@ -8,7 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from manymodels.serve.protocol import CSV, JSON, PARQUET, Columns, RequestError, parse, predictions_body
+from manymodels.serve.protocol import (
+    CSV,
+    JSON,
+    PARQUET,
+    Columns,
+    RequestError,
+    parse,
+    predictions_body,
+    requested_levels,
+)
 
 COLUMNS = Columns(("store", "price", "region"), {"store": "integer", "price": "number", "region": "text"})
 ROWS = [{"store": 1, "price": 2.5, "region": "north"}, {"store": 7, "price": None, "region": "007"}]
@@ -106,3 +115,26 @@ def test_answers_are_mlflows_records_with_nulls() -> None:
     body = json.loads(predictions_body(np.array([1.5, np.nan]), np.array(["segment", None], dtype=object)))
     assert body == {"predictions": [{"prediction": 1.5, "model_source": "segment"},
                                     {"prediction": None, "model_source": None}]}
+
+
+def test_a_forecasts_levels_come_from_params_and_anything_else_there_is_refused() -> None:
+    rows = {"dataframe_records": ROWS}
+    assert requested_levels(_json({**rows, "params": {"levels": [95, 80, 95]}}), JSON) == (95.0, 80.0)
+    assert requested_levels(_json({**rows, "params": {"levels": 90}}), JSON) == (90.0,)
+    assert requested_levels(_json(rows), JSON) == () and requested_levels(b"store\n1\n", CSV) == ()
+    assert requested_levels(_json({**rows, "params": None}), JSON) == ()
+    for params, said in [({"levels": [0]}, "between 0 and 100"), ({"levels": ["80"]}, "got '80'"),
+                         ({"levels": [True]}, "got True"), ({"x": 1}, "unknown parameter(s) 'x'"),
+                         ("levels", "must be an object")]:
+        with pytest.raises(RequestError) as caught:
+            requested_levels(_json({**rows, "params": params}), JSON)
+        assert caught.value.status == 400 and said in caught.value.message
+
+
+def test_bounds_are_added_to_each_answer_and_missing_ones_are_null() -> None:
+    body = predictions_body(np.array([1.0, np.nan]), np.array(["segment", None], dtype=object),
+                            {"lo-80": np.array([0.5, np.nan]), "hi-80": np.array([1.5, np.nan])})
+    assert json.loads(body)["predictions"] == [
+        {"prediction": 1.0, "model_source": "segment", "lo-80": 0.5, "hi-80": 1.5},
+        {"prediction": None, "model_source": None, "lo-80": None, "hi-80": None},
+    ]
