@@ -264,3 +264,42 @@ def test_statistical_candidates_on_spark_give_the_local_engines_models(project: 
     mine = api.forecast("demand", run_id=local_run).sort_values(["segment", "week"])
     theirs = api.forecast("demand", run_id=on_spark.run_id).sort_values(["segment", "week"])
     np.testing.assert_allclose(mine["prediction"].to_numpy(), theirs["prediction"].to_numpy(), atol=1e-9)
+
+
+def test_a_statistical_model_gives_its_own_intervals_when_asked(tmp_path: Path) -> None:
+    """`intervals: model`: a segment won by AutoETS forecasts statsforecast's own prediction intervals (with
+    `refit`, the same as StatsForecast's from the same rows, at 80% and at 95%, where 2 windows of 4 steps are
+    too few for a conformal 95%); training measures them on the holdout; a segment won by the baseline keeps its
+    conformal 80% and has no 95%. On another type, `intervals: model` is a validate error at its line."""
+    ets = {"name": "ets", "type": "statsforecast", "model": "AutoETS", "params": {"season_length": 4},
+           "intervals": "model"}
+    write_bundle(tmp_path, frame=frame(), models={"demand": block(candidates=[
+        ets, {"name": "naive", "type": "baseline", "method": "naive"}])})
+    api = mm.load_bundle(tmp_path)
+    manifest = api.train("demand", workers=1).manifest.set_index("segment")
+    won = manifest.index[manifest["candidate"] == "ets"]
+    assert len(won) >= 1, manifest["candidate"].tolist()
+    scores = manifest.loc[won, "interval_scores"].map(json.loads)
+    assert all(s["95"]["coverage"] is not None and s["95"]["winkler"] > 0 for s in scores)  # the model's own
+    ours = api.forecast("demand", levels=[80, 95])
+    history = frame().sort_values(["segment", "week"])
+    for segment in won:
+        rows = history[history["segment"] == segment]
+        theirs = StatsForecast(models=[AutoETS(season_length=4)], freq="W-MON").forecast(
+            df=pd.DataFrame({"unique_id": segment, "ds": rows["week"].to_numpy(), "y": rows["units"].to_numpy()}),
+            h=4, level=[80, 95])
+        got = ours[ours["segment"] == segment].sort_values("week")
+        for column in ("lo-80", "hi-80", "lo-95", "hi-95"):
+            np.testing.assert_allclose(got[column].to_numpy(dtype=float), theirs[f"AutoETS-{column}"].to_numpy(),
+                                       atol=1e-6)
+    others = ours[~ours["segment"].isin(won)]
+    if len(others):  # the baseline's: conformal 80% from its 8 window errors, no 95% (19 needed)
+        assert others["lo-80"].notna().all() and others["lo-95"].isna().all()
+
+    wrong = block(candidates=[{"name": "naive", "type": "baseline", "method": "naive", "intervals": "model"},
+                              {"name": "lgbm", "type": "lightgbm"}])
+    write_bundle(tmp_path / "wrong", frame=frame(), models={"demand": wrong})
+    checked = runner.invoke(app, ["--bundle", str(tmp_path / "wrong"), "validate"], env=WIDE)
+    text = " ".join(checked.output.split())
+    assert checked.exit_code == 2 and "intervals: model (a model's own prediction intervals) is for type " \
+                                      "statsforecast" in text and "manymodels.yml:" in text, text

@@ -67,6 +67,8 @@ class CandidateSpec(Strict):
     `type: statsforecast` (forecasts; the `forecast` extra): statsforecast's `model` by class name (AutoETS,
     AutoARIMA, AutoTheta, CrostonOptimized, ...) with its constructor's `params`, fitted on each segment's label
     values (not the features or transforms: the model takes the series' level, trend and season itself).
+    `intervals: model` gives its forecasts the model's own prediction intervals (statsforecast's, from its fitted
+    errors) instead of the conformal ones every candidate gets (`conformal`, the default) from its windows.
 
     `type: ensemble` (forecasts): the weighted mean of other candidates' forecasts (`members`, by name), with
     `weights` `equal` or `cv` (each member's inverse mean error on the segment's windows). Its window forecasts
@@ -85,6 +87,7 @@ class CandidateSpec(Strict):
     scope: Literal["segment", "global"] = "segment"
     members: list[str] | None = None
     weights: Literal["equal", "cv"] = "equal"
+    intervals: Literal["conformal", "model"] = "conformal"
 
     @model_validator(mode="after")
     def _fields_of_type(self) -> CandidateSpec:
@@ -92,6 +95,9 @@ class CandidateSpec(Strict):
             return self._an_ensemble()
         if self.members is not None or "weights" in self.model_fields_set:
             raise ValueError("members and weights are for type ensemble")
+        if self.intervals == "model" and self.type != "statsforecast":
+            raise ValueError("intervals: model (a model's own prediction intervals) is for type statsforecast; "
+                             f"a {self.type} candidate's are conformal, from its validation windows")
         if self.type == "statsforecast":
             return self._a_statistical_model()
         if self.model is not None:

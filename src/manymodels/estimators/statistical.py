@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -89,12 +90,34 @@ def forecast_statistical(model: Any, y: np.ndarray, steps: int, X: np.ndarray | 
     """`steps` forecasts from the end of `y` by a fitted model: its fitted parameters applied to `y` (statsforecast's
     `forward`), or, for models that keep no parameters to apply (Croston, ADIDA...), fitted again on `y`. `X`, the
     regressors of `y`'s steps, and `X_future`, of the steps ahead, are read where the model reads them."""
+    return np.asarray(_forward(model, y, steps, X, X_future)["mean"], dtype=np.float64)
+
+
+def interval_widths(model: Any, y: np.ndarray, steps: int, levels: Sequence[float], X: np.ndarray | None = None,  # noqa: N803
+                    X_future: np.ndarray | None = None) -> np.ndarray:  # noqa: N803
+    """The model's own prediction intervals around `forecast_statistical`'s forecasts, as half-widths (levels x
+    steps: half the distance between statsforecast's `lo-L` and `hi-L`); NaN for a model that gives none (Croston,
+    ADIDA: statsforecast computes theirs only by conformal cross-validation, which `prediction_intervals` asks
+    for at construction)."""
+    out = np.full((len(levels), steps), np.nan)
+    try:
+        found = _forward(model, y, steps, X, X_future, [int(v) if float(v).is_integer() else v for v in levels])
+    except Exception:  # noqa: BLE001 - statsforecast raises differently per model that has no intervals
+        return out
+    for i, level in enumerate(levels):
+        low, high = found.get(f"lo-{level:g}"), found.get(f"hi-{level:g}")
+        if low is not None and high is not None:
+            out[i] = (np.asarray(high, dtype=np.float64) - np.asarray(low, dtype=np.float64)) / 2
+    return out
+
+
+def _forward(model: Any, y: np.ndarray, steps: int, X: np.ndarray | None, X_future: np.ndarray | None,  # noqa: N803
+             level: list[Any] | None = None) -> dict[str, Any]:
     exog = _exog(model, X, X_future)
+    extra = {"level": level} if level else {}
     if hasattr(model, "forward"):
-        out = model.forward(y=_array(y), h=steps, **exog)
-    else:
-        out = type(model)(**_constructor_args(model)).forecast(y=_array(y), h=steps, **exog)
-    return np.asarray(out["mean"], dtype=np.float64)
+        return dict(model.forward(y=_array(y), h=steps, **exog, **extra))
+    return dict(type(model)(**_constructor_args(model)).forecast(y=_array(y), h=steps, **exog, **extra))
 
 
 def window_forecast(name: str, params: dict[str, Any], y: np.ndarray, steps: int, X: np.ndarray | None = None,  # noqa: N803
@@ -187,3 +210,8 @@ class StatisticalModel:
                  X_future: np.ndarray | None = None) -> np.ndarray:  # noqa: N803
         """`steps` forecasts from the end of `y` (see `forecast_statistical`)."""
         return forecast_statistical(self.model, y, steps, X, X_future)
+
+    def widths(self, y: np.ndarray, steps: int, levels: Sequence[float], X: np.ndarray | None = None,  # noqa: N803
+               X_future: np.ndarray | None = None) -> np.ndarray:  # noqa: N803
+        """Its own prediction intervals' half-widths around `forecast` (see `interval_widths`)."""
+        return interval_widths(self.model, y, steps, levels, X, X_future)

@@ -419,6 +419,7 @@ def selection_spec(spec: ModelSpec) -> tuple[Validation, tuple[Candidate, ...]]:
                 pooled=c.scope == "global",
                 members=tuple(c.members or ()),
                 weights=c.weights,
+                own_intervals=c.intervals == "model",
             )
         )
     return validation, tuple(candidates)

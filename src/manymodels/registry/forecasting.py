@@ -29,6 +29,7 @@ from manymodels.segment.forecast import (
     Origins,
     Series,
     forecast_many,
+    model_widths,
     origins_from_series,
     origins_from_states,
     series_of,
@@ -207,18 +208,25 @@ def _from_states(pack: Pack, keys: pd.DataFrame, forecasters: list[Forecaster], 
                  steps: int, known: pd.DataFrame | None, source: str, levels: Sequence[float] = ()) -> pd.DataFrame:
     origins = origins_from_states(forecasters, plan, grid)
     times = grid.future(origins.last, steps)
-    values = forecast_many(plan, grid, forecasters, origins, steps,
-                           future_known(plan, grid, known, keys, times, pack.info.model))
-    return forecast_frame(keys, plan, grid, times, values, source, bands(forecasters, levels, steps), levels)
+    ahead = future_known(plan, grid, known, keys, times, pack.info.model)
+    values = forecast_many(plan, grid, forecasters, origins, steps, ahead)
+    return forecast_frame(keys, plan, grid, times, values, source,
+                          bands(forecasters, levels, steps, origins, ahead), levels)
 
 
-def bands(forecasters: Sequence[Forecaster], levels: Sequence[float], steps: int) -> np.ndarray | None:
-    """Each forecaster's interval half-widths (segments x levels x steps) from its windows' errors; NaN for one
-    with none kept (a fallback) or too few for a level. None without levels."""
+def bands(forecasters: Sequence[Forecaster], levels: Sequence[float], steps: int, origins: Origins | None = None,
+          known: np.ndarray | None = None) -> np.ndarray | None:
+    """Each forecaster's interval half-widths (segments x levels x steps): conformal, from its windows' errors
+    (NaN for one with none kept, a fallback, or too few for a level); a statistical model's own (`intervals:
+    model`) where it gives them, forecast from `origins` with the `known` values ahead. None without levels."""
     if not levels:
         return None
-    return np.array([half_widths(f.residuals, levels, steps) for f in forecasters]).reshape(
+    out = np.array([half_widths(f.residuals, levels, steps) for f in forecasters]).reshape(
         len(forecasters), len(levels), steps)
+    if origins is not None and any(f.own_intervals for f in forecasters):
+        own = model_widths(forecasters, origins, steps, known, levels)
+        out = np.where(np.isfinite(own), own, out)
+    return out
 
 
 def known_segments(pack: Pack) -> int:
@@ -332,9 +340,10 @@ def _from_histories(pack: Pack, keys: pd.DataFrame, histories: list[Series], for
     width = max([tail_width(plan, f) for f in forecasters], default=1)
     origins = origins_from_series(histories, plan, width)
     times = grid.future(origins.last, steps)
-    values = forecast_many(plan, grid, forecasters, origins, steps,
-                           future_known(plan, grid, known, keys, times, pack.info.model))
-    return forecast_frame(keys, plan, grid, times, values, source, bands(forecasters, levels, steps), levels)
+    ahead = future_known(plan, grid, known, keys, times, pack.info.model)
+    values = forecast_many(plan, grid, forecasters, origins, steps, ahead)
+    return forecast_frame(keys, plan, grid, times, values, source,
+                          bands(forecasters, levels, steps, origins, ahead), levels)
 
 
 def holdout_metrics(pack: Pack, segments: np.ndarray, histories: Sequence[Series], metric: str,
@@ -499,7 +508,7 @@ def answer_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False,
         values[asked] = predicted[place, step - 1]
         source[asked] = name
         if levels:
-            width[asked] = bands(forecasters, levels, steps)[place, :, step - 1]  # type: ignore[index]
+            width[asked] = bands(forecasters, levels, steps, placed.origins, known)[place, :, step - 1]  # type: ignore[index]
     return values, source, at_step, width
 
 

@@ -162,6 +162,8 @@ class Forecaster:
             `evaluate`; this one was fitted again on every step.
         residuals: its validation windows' errors (windows x steps), from which its prediction intervals come
             (`segment.intervals`); None where none were kept (no selection, a fallback).
+        own_intervals: a statistical model's: its prediction intervals are the model's own (statsforecast's), not
+            conformal ones from `residuals`.
     """
 
     candidate: str
@@ -183,6 +185,7 @@ class Forecaster:
     weights: list[float] = field(default_factory=list)
     measured: Forecaster | None = None
     residuals: np.ndarray | None = None
+    own_intervals: bool = False
 
     @property
     def is_baseline(self) -> bool:
@@ -251,6 +254,8 @@ class Forecaster:
             header["weights"] = [float(w) for w in self.weights]
         if self.residuals is not None:
             header["residuals"] = [[_json_float(v) for v in row] for row in self.residuals.tolist()]
+        if self.own_intervals:
+            header["own_intervals"] = True
         measured = self.measured.to_bytes() if self.measured is not None else b""
         if measured:
             header["measured"] = len(measured)  # its bytes follow the inner models'
@@ -333,6 +338,7 @@ def load_forecaster(blob: bytes) -> Forecaster:
         members=[load_forecaster(b) for b in blobs] if header["estimator"] == ENSEMBLE else [],
         weights=[float(w) for w in header.get("weights", [])],
         residuals=np.array([_floats(row) for row in header["residuals"]]) if header.get("residuals") else None,
+        own_intervals=bool(header.get("own_intervals", False)),
     )
     if header.get("measured"):
         forecaster.measured = load_forecaster(blob[at : at + int(header["measured"])])
@@ -383,7 +389,8 @@ def fit_forecaster(
         model = fit_statistical(name, params, statistical_values(series.y),
                                 statistical_known(series) if uses_exog(name) else None)
         return Forecaster(candidate.name, STATISTICAL, plan.strategy, plan=plan, models=[StatisticalModel(model)],
-                          formats=[FORMAT_STATSFORECAST], blobs=[dump_statistical(model) if serialize else b""])
+                          formats=[FORMAT_STATSFORECAST], blobs=[dump_statistical(model) if serialize else b""],
+                          own_intervals=candidate.own_intervals)
     return fit_pooled_forecaster(candidate, params, plan, [series], impute, serialize)
 
 
@@ -630,12 +637,26 @@ def forecast_many(
     return out
 
 
+def model_widths(forecasters: Sequence[Forecaster], origins: Origins, steps: int, known: np.ndarray | None,
+                 levels: Sequence[float]) -> np.ndarray:
+    """The half-widths of the prediction intervals statistical models with `own_intervals` give their own forecasts
+    from their origins (segments x levels x steps); NaN for every other forecaster, and where a model gives none."""
+    out = np.full((len(forecasters), len(levels), steps), np.nan)
+    if known is None:
+        known = np.full((len(forecasters), steps, 0), np.nan)
+    for i, forecaster in enumerate(forecasters):
+        if forecaster.own_intervals and forecaster.is_statistical:
+            history = origins.known[i] if origins.known is not None else None
+            out[i] = _statistical(forecaster, origins.tail[i], steps, history, known[i], levels)
+    return out
+
+
 def _statistical(forecaster: Forecaster, tail: np.ndarray, steps: int, history: np.ndarray | None,
-                 ahead: np.ndarray) -> np.ndarray:
+                 ahead: np.ndarray, levels: Sequence[float] = ()) -> np.ndarray:
     """A statistical model's forecast from a history's values (left-padded with NaN) and, for a model that reads
     them, the known features' history and values ahead (steps x the plan's known); NaN where it cannot forecast (a
-    gap; a regressor missing)."""
-    nothing = np.full(steps, np.nan)
+    gap; a regressor missing). With `levels`: its own intervals' half-widths instead (levels x steps)."""
+    nothing = np.full((len(levels), steps) if levels else steps, np.nan)
     values = np.flatnonzero(np.isfinite(tail))
     if values.size < 2 or not np.isfinite(tail[values[0] :]).all():
         return nothing
@@ -644,13 +665,13 @@ def _statistical(forecaster: Forecaster, tail: np.ndarray, steps: int, history: 
     if not isinstance(model, StatisticalModel):
         raise TypeError(f"candidate {forecaster.candidate} holds no statsforecast model")
     if not model.reads_exog or ahead.shape[-1] == 0:
-        return model.forecast(y, steps)
+        return model.widths(y, steps, levels) if levels else model.forecast(y, steps)
     if history is None or len(history) < len(y):
         return nothing
     X, X_future = history[-len(y) :], ahead[:steps]  # noqa: N806 - statsforecast's names
     if not (np.isfinite(X).all() and np.isfinite(X_future).all()):
         return nothing
-    return model.forecast(y, steps, X, X_future)
+    return model.widths(y, steps, levels, X, X_future) if levels else model.forecast(y, steps, X, X_future)
 
 
 def _subset(origins: Origins, rows: Sequence[int] | np.ndarray) -> Origins:

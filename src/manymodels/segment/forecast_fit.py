@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, cast
 
@@ -29,6 +30,7 @@ from manymodels.segment.forecast import (
     fit_forecaster,
     fit_pooled_forecaster,
     forecast_many,
+    model_widths,
     origins_from_series,
     series_of,
     statistical_known,
@@ -116,6 +118,16 @@ def forecast_one(forecaster: Forecaster, history: Series, plan: ForecastPlan, gr
     padded = np.full((steps, len(plan.known)), np.nan)
     padded[: len(known)] = known[:steps]
     return forecast_many(plan, grid, [forecaster], origins, steps, padded[None])[0]
+
+
+def own_widths(forecaster: Forecaster, history: Series, plan: ForecastPlan, steps: int, known: np.ndarray,
+               levels: Sequence[float]) -> np.ndarray:
+    """A statistical model's own intervals (`intervals: model`) around its forecast from the end of `history`, as
+    half-widths (levels x steps); NaN for any other forecaster or where the model gives none."""
+    origins = origins_from_series([history], plan, tail_width(plan, forecaster))
+    padded = np.full((steps, len(plan.known)), np.nan)
+    padded[: len(known)] = known[:steps]
+    return model_widths([forecaster], origins, steps, padded[None], levels)[0]
 
 
 def window_metric(metric: str, actual: np.ndarray, predicted: np.ndarray) -> float:
@@ -385,8 +397,11 @@ def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Se
         "n_test": horizon,
         "profile": with_losses(_profile(train, plan), row_losses(spec.metric, actual[known], predicted[known])),
     }
-    if forecaster.residuals is not None:  # its windows' intervals, judged on the holdout
+    if forecaster.residuals is not None or forecaster.own_intervals:  # its intervals, judged on the holdout
         widths = half_widths(forecaster.residuals, HOLDOUT_LEVELS, horizon)
+        if forecaster.own_intervals:  # the model's own, where it gives them
+            own = own_widths(forecaster, train, plan, horizon, series.known[cut:], HOLDOUT_LEVELS)
+            widths = np.where(np.isfinite(own), own, widths)
         kept["intervals"] = json.dumps(interval_scores(actual, predicted, widths, HOLDOUT_LEVELS), sort_keys=True)
     if spec.refit:  # measured: now fitted again on every step (a pooled model's such fit is in the pack beside its
         # measured one), the measured one kept inside it for evaluate

@@ -32,6 +32,7 @@ class Candidate:
             global`), whose window forecasts each segment's selection reads (`SegmentSpec.shared`).
         members: an ensemble's (estimator `ensemble`) candidates, by name, whose forecasts it averages.
         weights: an ensemble's weights: `equal`, or `cv` (each member's inverse mean window error).
+        own_intervals: a statistical model's forecasts get the model's own prediction intervals, not conformal ones.
     """
 
     name: str
@@ -49,6 +50,7 @@ class Candidate:
     pooled: bool = False
     members: tuple[str, ...] = ()
     weights: str = "equal"
+    own_intervals: bool = False
 
     @property
     def tuned_globally(self) -> bool:
