@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -303,3 +304,35 @@ def test_a_statistical_model_gives_its_own_intervals_when_asked(tmp_path: Path) 
     text = " ".join(checked.output.split())
     assert checked.exit_code == 2 and "intervals: model (a model's own prediction intervals) is for type " \
                                       "statsforecast" in text and "manymodels.yml:" in text, text
+
+
+def test_a_model_reads_its_own_regressors_from_a_pack_that_knows_more(tmp_path: Path) -> None:
+    """A promotion's composite pack keeps every plan's known features; a statistical model fitted with fewer reads
+    its own from them (history and values ahead): the same forecasts and intervals as under its own plan."""
+    from manymodels.data.timegrid import TimeGrid
+    from manymodels.segment.forecast import (
+        fit_forecaster,
+        forecast_many,
+        model_widths,
+        origins_from_series,
+        series_of,
+        tail_width,
+    )
+    from manymodels.segment.spec import Candidate, ForecastPlan
+
+    rows = series_frame(segments=1, steps=40, seed=7).drop(columns=["region"])
+    rows["promo"] = np.arange(len(rows)) % 2 * 1.0
+    grid = TimeGrid.of("W-MON", "date")
+    own = ForecastPlan(time="week", horizon=4, freq="W-MON", lags=(1,), known=("price",), transforms=())
+    wide = replace(own, known=("promo", "price"))
+    arima = Candidate("arima", "statsforecast", entry="AutoARIMA", own_intervals=True)
+    fitted = replace(fit_forecaster(arima, {}, own, series_of(rows, own, "units", grid)), plan=own)
+    ahead = np.column_stack([np.ones(4), np.linspace(0.9, 1.1, 4)])  # promo, price
+    alone = forecast_many(own, grid, [fitted], origins_from_series([series_of(rows, own, "units", grid)], own,
+                                                                     tail_width(own, fitted)), 4, ahead[None, :, 1:])
+    origins = origins_from_series([series_of(rows, wide, "units", grid)], wide, tail_width(wide, fitted))
+    together = forecast_many(wide, grid, [fitted], origins, 4, ahead[None])
+    assert np.isfinite(alone).all()
+    np.testing.assert_allclose(together, alone, atol=1e-9)
+    widths = model_widths(wide, [fitted], origins, 4, ahead[None], [80])
+    assert np.isfinite(widths).all() and (widths > 0).all()

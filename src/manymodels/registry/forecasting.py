@@ -211,20 +211,21 @@ def _from_states(pack: Pack, keys: pd.DataFrame, forecasters: list[Forecaster], 
     ahead = future_known(plan, grid, known, keys, times, pack.info.model)
     values = forecast_many(plan, grid, forecasters, origins, steps, ahead)
     return forecast_frame(keys, plan, grid, times, values, source,
-                          bands(forecasters, levels, steps, origins, ahead), levels)
+                          bands(forecasters, levels, steps, plan, origins, ahead), levels)
 
 
-def bands(forecasters: Sequence[Forecaster], levels: Sequence[float], steps: int, origins: Origins | None = None,
-          known: np.ndarray | None = None) -> np.ndarray | None:
+def bands(forecasters: Sequence[Forecaster], levels: Sequence[float], steps: int, plan: ForecastPlan | None = None,
+          origins: Origins | None = None, known: np.ndarray | None = None) -> np.ndarray | None:
     """Each forecaster's interval half-widths (segments x levels x steps): conformal, from its windows' errors
     (NaN for one with none kept, a fallback, or too few for a level); a statistical model's own (`intervals:
-    model`) where it gives them, forecast from `origins` with the `known` values ahead. None without levels."""
+    model`) where it gives them, forecast from `origins` with the `known` values ahead (in `plan`'s columns). None
+    without levels."""
     if not levels:
         return None
     out = np.array([half_widths(f.residuals, levels, steps) for f in forecasters]).reshape(
         len(forecasters), len(levels), steps)
-    if origins is not None and any(f.own_intervals for f in forecasters):
-        own = model_widths(forecasters, origins, steps, known, levels)
+    if plan is not None and origins is not None and any(f.own_intervals for f in forecasters):
+        own = model_widths(plan, forecasters, origins, steps, known, levels)
         out = np.where(np.isfinite(own), own, out)
     return out
 
@@ -343,7 +344,7 @@ def _from_histories(pack: Pack, keys: pd.DataFrame, histories: list[Series], for
     ahead = future_known(plan, grid, known, keys, times, pack.info.model)
     values = forecast_many(plan, grid, forecasters, origins, steps, ahead)
     return forecast_frame(keys, plan, grid, times, values, source,
-                          bands(forecasters, levels, steps, origins, ahead), levels)
+                          bands(forecasters, levels, steps, plan, origins, ahead), levels)
 
 
 def holdout_metrics(pack: Pack, segments: np.ndarray, histories: Sequence[Series], metric: str,
@@ -508,7 +509,8 @@ def answer_rows(pack: Pack, frame: pd.DataFrame, damaged_unserved: bool = False,
         values[asked] = predicted[place, step - 1]
         source[asked] = name
         if levels:
-            width[asked] = bands(forecasters, levels, steps, placed.origins, known)[place, :, step - 1]  # type: ignore[index]
+            width[asked] = bands(forecasters, levels, steps, plan, placed.origins, known)[  # type: ignore[index]
+                place, :, step - 1]
     return values, source, at_step, width
 
 

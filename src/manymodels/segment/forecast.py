@@ -616,8 +616,8 @@ def forecast_many(
         out[ensembles] = combined[ensembles]
     statistical = [i for i, f in enumerate(forecasters) if f.is_statistical]
     for i in statistical:  # one series at a time: statsforecast's models forecast from a series' values
-        history = origins.known[i] if origins.known is not None else None
-        out[i] = _statistical(forecasters[i], origins.tail[i], steps, history, known[i])
+        history, ahead = _own_known(forecasters[i], plan, origins, i, known)
+        out[i] = _statistical(forecasters[i], origins.tail[i], steps, history, ahead)
     baselines = [i for i, f in enumerate(forecasters) if f.is_baseline]
     if baselines:
         out[baselines] = _baselines([forecasters[i] for i in baselines], _subset(origins, baselines), steps)
@@ -637,18 +637,31 @@ def forecast_many(
     return out
 
 
-def model_widths(forecasters: Sequence[Forecaster], origins: Origins, steps: int, known: np.ndarray | None,
-                 levels: Sequence[float]) -> np.ndarray:
+def model_widths(plan: ForecastPlan, forecasters: Sequence[Forecaster], origins: Origins, steps: int,
+                 known: np.ndarray | None, levels: Sequence[float]) -> np.ndarray:
     """The half-widths of the prediction intervals statistical models with `own_intervals` give their own forecasts
-    from their origins (segments x levels x steps); NaN for every other forecaster, and where a model gives none."""
+    from their origins (segments x levels x steps); NaN for every other forecaster, and where a model gives none.
+    `known` (segments x steps x known) and the origins' regressors are in `plan`'s columns."""
     out = np.full((len(forecasters), len(levels), steps), np.nan)
     if known is None:
         known = np.full((len(forecasters), steps, 0), np.nan)
     for i, forecaster in enumerate(forecasters):
         if forecaster.own_intervals and forecaster.is_statistical:
-            history = origins.known[i] if origins.known is not None else None
-            out[i] = _statistical(forecaster, origins.tail[i], steps, history, known[i], levels)
+            history, ahead = _own_known(forecaster, plan, origins, i, known)
+            out[i] = _statistical(forecaster, origins.tail[i], steps, history, ahead, levels)
     return out
+
+
+def _own_known(forecaster: Forecaster, plan: ForecastPlan, origins: Origins, i: int, known: np.ndarray
+               ) -> tuple[np.ndarray | None, np.ndarray]:
+    """A statistical model's regressors (history, values ahead) in its own plan's columns: a pack's plan may hold
+    more (a promotion's composite keeps every plan's known features), which are not the model's."""
+    history = origins.known[i] if origins.known is not None else None
+    ahead = known[i]
+    if forecaster.plan is None or forecaster.plan.known == plan.known:
+        return history, ahead
+    columns = [plan.known.index(c) for c in forecaster.plan.known if c in plan.known]
+    return (None if history is None else history[:, columns]), ahead[:, columns]
 
 
 def _statistical(forecaster: Forecaster, tail: np.ndarray, steps: int, history: np.ndarray | None,

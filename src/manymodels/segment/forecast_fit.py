@@ -127,7 +127,7 @@ def own_widths(forecaster: Forecaster, history: Series, plan: ForecastPlan, step
     origins = origins_from_series([history], plan, tail_width(plan, forecaster))
     padded = np.full((steps, len(plan.known)), np.nan)
     padded[: len(known)] = known[:steps]
-    return model_widths([forecaster], origins, steps, padded[None], levels)[0]
+    return model_widths(plan, [forecaster], origins, steps, padded[None], levels)[0]
 
 
 def window_metric(metric: str, actual: np.ndarray, predicted: np.ndarray) -> float:
