@@ -150,11 +150,16 @@ def monitor_summary(outcome: MonitorOutcome, limit: int = 15) -> None:
         Text.assemble(("within thresholds", "green"),
                       f" ({outcome.drifted_fraction:.1%} of judged segments drifted or degraded)"))
     head.add_row("fleet", verdict)
-    head.add_row("judged", f"flagged where chance explains it at q < {outcome.significance:g} (false discovery "
-                            "rate over the fleet)")
     import numpy as np
 
     from manymodels.jobs import drift as d
+
+    judged = outcome.table[d.STATUS].isin([d.OK, d.DRIFTED, d.DEGRADED, d.NO_PROFILE]).to_numpy()
+    past = judged & (outcome.table[d.INCREASE].to_numpy(dtype=float) > outcome.metric_increase_max)
+    head.add_row("beyond chance", f"a flag needs q < {outcome.significance:g} (the fleet's false discovery rate); "
+                                  f"{int(past.sum()):,} judged segment(s) have {outcome.metric} worse than the "
+                                  f"holdout's by more than {outcome.metric_increase_max:.0%}, "
+                                  f"{outcome.counts[d.DEGRADED]:,} degraded beyond chance")
 
     if d.COVERAGE in outcome.table.columns:
         covered = outcome.table[d.COVERAGE].to_numpy(dtype=float)

@@ -110,8 +110,11 @@ def judge(raw: pd.DataFrame, manifest: pd.DataFrame, segment_by: list[str], feat
     beyond_chance = np.where(np.isfinite(metric_p), np.nan_to_num(both[:, 0], nan=1.0) < policy.significance, True)
     degraded = judged & np.isfinite(increase) & (increase > policy.metric_increase_max) & beyond_chance
     degraded |= judged & (np.nan_to_num(both[:, 1], nan=1.0) < policy.significance)
+    # A forecast without known features has no column to judge drift on (its own values have no reference): its
+    # profile holds its holdout's errors alone, and it is judged on them, not "without profile".
+    errors_only = np.full(len(table), MON_BANDED in raw.columns and not features)
     status = np.select(
-        [~known, ~judged, degraded, drifted, ~has_psi],
+        [~known, ~judged, degraded, drifted, ~has_psi & ~errors_only],
         [UNSEEN, NOT_JUDGED, DEGRADED, DRIFTED, NO_PROFILE],
         default=OK,
     )

@@ -60,6 +60,7 @@ class MonitorOutcome:
     segment_by: list[str] = field(default_factory=list)
     steps: pd.DataFrame | None = None  # a forecast's metric per step after training, over the fleet
     significance: float = 0.01  # the false discovery rate the flags were decided at
+    metric_increase_max: float = 0.25  # the relative bar the metric is judged against
     @property
     def judged(self) -> int:
         """Segments with a model and enough new rows to judge."""
@@ -173,7 +174,8 @@ def _outcome(name: str, info: RunInfo, version: int | None, data: str, metric: s
             f"monitoring.max_drifted_fraction {policy.max_drifted_fraction:.0%}"
         )
     return MonitorOutcome(name, info.run_id, version, data, metric, table, counts, fraction, breached, problems,
-                          segment_by=segment_by, significance=policy.significance)
+                          segment_by=segment_by, significance=policy.significance,
+                          metric_increase_max=policy.metric_increase_max)
 
 
 def monitoring_experiment(target: Target) -> str:
