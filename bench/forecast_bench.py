@@ -203,6 +203,7 @@ def mlforecast_runs(panel: Panel, train: pd.DataFrame, full: pd.DataFrame,
 ONLY: list[str] = []  # --candidates: manymodels' candidates to keep (all by default)
 RULE: list[str] = []  # --rule: the selection rule (best: per series, the default; fleet: one for every series)
 STATISTICAL: list[bool] = []  # --statistical: statsforecast's AutoETS and AutoARIMA among the candidates too
+OWN_INTERVALS: list[bool] = []  # --model-intervals: those two give their own intervals (`intervals: model`)
 REFIT: list[bool] = []  # --refit: fit the chosen model again on every step once the holdout has measured it
 
 
@@ -228,9 +229,10 @@ def manymodels_bundle(panel: Panel) -> dict[str, Any]:
     ]
     if STATISTICAL and STATISTICAL[0]:  # the anchors' own models, as candidates (the forecast extra)
         season = {"season_length": panel.season} if panel.season > 1 else {}
+        own = {"intervals": "model"} if OWN_INTERVALS and OWN_INTERVALS[0] else {}
         candidates += [
-            {"name": "ets", "type": "statsforecast", "model": "AutoETS", "params": season},
-            {"name": "arima", "type": "statsforecast", "model": "AutoARIMA", "params": season},
+            {"name": "ets", "type": "statsforecast", "model": "AutoETS", "params": season, **own},
+            {"name": "arima", "type": "statsforecast", "model": "AutoARIMA", "params": season, **own},
             # issue 26's combination: on its panel the equal mean of these four beat every single method
             {"name": "combo", "type": "ensemble", "members": ["ets", "arima", "lgbm", "ridge"]},
         ]
@@ -334,8 +336,11 @@ def main() -> None:
                         "again on every step before forecasting)")
     parser.add_argument("--statistical", action="store_true", help="statsforecast's AutoETS and AutoARIMA among "
                         "manymodels' candidates, and an ensemble of them with LightGBM and ridge")
+    parser.add_argument("--model-intervals", action="store_true", help="with --statistical: AutoETS and AutoARIMA "
+                        "give their own prediction intervals where they win (intervals: model)")
     args = parser.parse_args()
     STATISTICAL.append(args.statistical)
+    OWN_INTERVALS.append(args.model_intervals)
     ONLY.extend(n for n in args.candidates.split(",") if n)
     RULE.append(args.rule)
     REFIT.append(args.refit)

@@ -46,6 +46,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     names = [f"seg_{i:02d}" for i in range(8)] + [HOSTILE, "thin"]
     frame = segment_frame(names=names, rows=60)
     frame = frame[(frame["segment"] != "thin") | (frame.groupby("segment").cumcount() < 5)]  # fails min_rows
+    frame = frame[(frame["segment"] != "seg_07") | (frame.groupby("segment").cumcount() < 40)]  # sizes differ
     path = write_bundle(root, frame=frame, models={"demand": _model()})
     _cli(path, "train", "demand", "--workers", "1")
     _cli(path, "evaluate", "demand")
@@ -132,3 +133,25 @@ def test_report_by_version_and_its_errors(fleet: dict[str, Any], tmp_path: Path)
     assert unknown.exit_code == 1 and "has no version 9" in unknown.output and "Traceback" not in unknown.output
     written = fleet["project"].report("demand", out=tmp_path / "api.html")  # the Python API: the champion's
     assert "<title>demand: promotion report</title>" in written.read_text(encoding="utf-8")
+
+
+def test_chart_titles_stand_clear_of_the_toolbar(fleet: dict[str, Any], browser: Any) -> None:
+    """Hovered, each chart shows plotly's toolbar at its top right: no title runs under it."""
+    page, problems = open_page(browser, fleet["page"])
+    try:
+        plots = page.locator(".js-plotly-plot")
+        for i in range(plots.count()):
+            plot = plots.nth(i)
+            plot.scroll_into_view_if_needed()
+            plot.hover()
+            bar = plot.locator(".modebar").bounding_box()
+            titles = plot.locator(".gtitle")
+            assert bar is not None and titles.count() <= 1
+            if titles.count():
+                box = titles.first.bounding_box()
+                assert box is not None
+                apart = box["x"] + box["width"] <= bar["x"] or box["y"] >= bar["y"] + bar["height"]
+                assert apart, f"chart {i + 1}: title {titles.first.text_content()!r} {box} under the toolbar {bar}"
+        assert problems == []
+    finally:
+        page.close()

@@ -33,12 +33,15 @@ def sample_index(count: int, limit: int = MAX_POINTS) -> np.ndarray:
 
 
 def _layout(title: str, x: str, y: str, **more: Any) -> dict[str, Any]:
+    """A figure's layout. The title sits on its own line just above the plot, from its left edge, under the toolbar
+    plotly shows at the top right on hover (a centred title ran under it)."""
     grid = {"gridcolor": "#e5e8ee", "zerolinecolor": "#c9ced8"}
     return {
-        "title": {"text": title},
+        "title": {"text": title, "x": 0, "xref": "paper", "xanchor": "left", "y": 1, "yref": "paper",
+                  "yanchor": "bottom", "pad": {"b": 10}, "font": {"size": 15}},
         "xaxis": {"title": {"text": x}, **grid, **more.pop("xaxis", {})},
         "yaxis": {"title": {"text": y}, **grid, **more.pop("yaxis", {})},
-        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+        "margin": {"l": 60, "r": 20, "t": 66, "b": 50},
         "height": 360,
         "paper_bgcolor": "#fff",
         "plot_bgcolor": "#fff",

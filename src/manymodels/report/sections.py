@@ -90,23 +90,21 @@ def fleet_section(
         if mf.N_TRAIN in manifest.columns
         else manifest[mf.ROWS].to_numpy(dtype=float)
     )
-    shown = scatter(
-        np.where(ok, size, np.nan),
-        values,
-        labels,
-        f"{metric} vs training rows",
-        "training rows (log)",
-        metric,
-        log_x=True,
-    )
     summary.charts = [
         Chart(histogram(good, f"{metric} over segments", metric), f"{good.size:,} segments with a {metric}."),
         Chart(
             ecdf(good, f"{metric}: cumulative share of segments", metric),
             "Read off: the share of segments at or below a value.",
         ),
-        Chart(shown[0], _sampled(shown[1], int(np.isfinite(values[ok]).sum()))),
     ]
+    sizes = size[ok & np.isfinite(values) & np.isfinite(size)]
+    if sizes.size and np.ptp(sizes) == 0:  # one column of points says nothing about size
+        summary.notes.append(f"Every segment trained on {int(sizes[0]):,} rows: the chart of {metric} by training "
+                             "rows is left out.")
+    else:
+        shown = scatter(np.where(ok, size, np.nan), values, labels, f"{metric} vs training rows",
+                        "training rows (log)", metric, log_x=True)
+        summary.charts.append(Chart(shown[0], _sampled(shown[1], int(np.isfinite(values[ok]).sum()))))
     sections = [summary, _worst(manifest, labels, values, ok, metric, higher, worst, segment_by)]
     failures = _failures(manifest, labels, ok)
     if failures is not None:

@@ -120,3 +120,14 @@ def test_a_forecast_run_shows_its_error_by_step_and_against_naive() -> None:
     assert section is not None and dict(section.facts)["worse than naive on the holdout"] == "1 of 2 segments"
     assert [row[0] for row in section.tables[0].rows] == ["1", "2"] and section.charts
     assert forecast_section(manifest.drop(columns="step_metric"), "rmse") is None
+
+
+def test_a_chart_by_training_rows_is_left_out_when_every_segment_has_as_many() -> None:
+    """Segments of one length (a forecast fleet's, often) would draw one column of points: a line says why not."""
+    manifest = _manifest(50).assign(n_train=136)
+    fleet = training_sections(manifest, ["store"], "rmse", [("run", "r1")])[0]
+    assert [c.figure["layout"]["title"]["text"] for c in fleet.charts] == ["rmse over segments",
+                                                                             "rmse: cumulative share of segments"]
+    assert "Every segment trained on 136 rows: the chart of rmse by training rows is left out." in fleet.notes
+    varied = training_sections(_manifest(50), ["store"], "rmse", [("run", "r1")])[0]
+    assert varied.charts[-1].figure["layout"]["title"]["text"] == "rmse vs training rows"
