@@ -74,8 +74,11 @@ def read_records(shard_dir: str) -> pd.DataFrame:
 
 
 def drop_records(shard_dir: str) -> None:
-    """Remove the records and the plan of a shard folder (a finished run keeps only its shards)."""
-    remove_files(shard_dir, [*list_files(shard_dir, RECORDS), *list_files(shard_dir, PLAN)])
+    """Remove the records and the plan of a shard folder (a finished run keeps only its shards), and what writers
+    killed mid-write left (`.results-NNNNN.parquet.PID.tmp`, `.shard-NNNNN.parquet.PID.tmp`: a worker of a process
+    killed with -9 can still be writing one when the process dies)."""
+    leftovers = [*list_files(shard_dir, "." + RECORDS + ".*.tmp"), *list_files(shard_dir, ".shard-*.parquet.*.tmp")]
+    remove_files(shard_dir, [*list_files(shard_dir, RECORDS), *list_files(shard_dir, PLAN), *leftovers])
 
 
 def write_plan(shard_dir: str, plan: dict[str, Any]) -> None:
