@@ -258,6 +258,8 @@ class SegmentSpec:
                 candidate.pop("window")
             if not candidate.get("pooled"):
                 candidate.pop("pooled", None)
+            if not candidate.get("own_intervals"):  # conformal intervals, as before `intervals: model` existed
+                candidate.pop("own_intervals", None)
             if not candidate.get("members"):  # not an ensemble: as before ensembles were
                 candidate.pop("members", None)
                 candidate.pop("weights", None)

@@ -162,6 +162,9 @@ def test_unset_selection_leaves_old_fingerprints_alone() -> None:
     assert mixed.fingerprint != chosen.fingerprint
     assert replace(mixed, candidates=(*chosen.choices(), Candidate("mix", "ensemble", members=("lgbm", "n"),
                                                                    weights="cv"))).fingerprint != mixed.fingerprint
+    own = replace(chosen, candidates=(*chosen.choices(), Candidate("ets", "statsforecast", entry="AutoETS")))
+    assert replace(own, candidates=(*chosen.choices(), Candidate("ets", "statsforecast", entry="AutoETS",
+                                                                 own_intervals=True))).fingerprint != own.fingerprint
 
 
 def test_a_last_baseline_is_measured_as_far_ahead_as_the_holdout_uses_it() -> None:
