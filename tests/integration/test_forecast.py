@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -16,7 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 import manymodels as mm
-from helpers import ISSUE_25_MODEL, series_frame, serving, stop_after
+from helpers import ISSUE_25_MODEL, open_page, series_frame, serving, stop_after
 from manymodels.cli.main import app
 from manymodels.registry.pack import DamagedModel
 
@@ -424,3 +425,49 @@ def test_selection_rule_fleet_gives_every_segment_one_candidate(tmp_path: Path) 
 
     changed = runner.invoke(app, ["--bundle", str(tmp_path), "train", "demand", "--changed-only"], env=WIDE)
     assert changed.exit_code == 2 and "selection.rule fleet" in changed.output
+
+
+def test_the_report_draws_the_worst_segments_and_any_other_picked(project: Path, tmp_path: Path,
+                                                                   browser: Any) -> None:
+    """In headless Chromium: each drawn segment has its history, actual values, forecast and shaded intervals; the
+    selector finds a store by part of its name and draws it from the page's own data; `--segment` writes one
+    store's page; no console error anywhere. (The champion is a promotion's composite: its plots came along.)"""
+    page_file, one = tmp_path / "report.html", tmp_path / "store.html"
+    wrote = runner.invoke(app, ["--bundle", str(project), "report", "demand", "--out", str(page_file)], env=WIDE)
+    assert wrote.exit_code == 0, wrote.output
+    page, problems = open_page(browser, page_file)
+    try:
+        plots = page.locator("#forecast-plots .charts .js-plotly-plot")
+        assert plots.count() == 5  # every store with a model (under the 25 drawn)
+        for i in range(plots.count()):
+            plot = plots.nth(i)
+            names = plot.locator("g.legend text.legendtext").all_text_contents()
+            assert {"history", "actual", "forecast", "80% interval", "95% interval"} <= set(names), names
+            assert plot.locator("path.js-fill").count() >= 2, f"plot {i + 1} has no shaded interval"
+        page.fill("#pick-query", "store_03")
+        buttons = page.locator("#pick-list button")
+        assert buttons.all_text_contents() == ["store_03"]
+        buttons.first.click()
+        chart = page.locator("#pick-chart")
+        chart.locator("g.trace").first.wait_for()
+        assert "store_03" in (chart.locator(".gtitle").text_content() or "")
+        assert chart.locator("g.trace").count() == 7 and chart.locator("path.js-fill").count() >= 2
+        assert problems == []
+    finally:
+        page.close()
+    alone = runner.invoke(app, ["--bundle", str(project), "report", "demand", "--segment", "store_03", "--out",
+                                str(one)], env=WIDE)
+    assert alone.exit_code == 0 and "segment report of demand" in alone.output, alone.output
+    page, problems = open_page(browser, one)
+    try:
+        assert page.locator(".js-plotly-plot").count() == 1 and page.locator("path.js-fill").count() >= 2
+        assert problems == []
+    finally:
+        page.close()
+    wrong = runner.invoke(app, ["--bundle", str(project), "report", "demand", "--segment", "store_3", "--out",
+                                str(one)], env=WIDE)
+    assert wrong.exit_code == 2 and "has no segment 'store_3'" in wrong.output and "did you mean" in wrong.output
+    trained = [r.run_id for r in mm.load_bundle(project).runs("demand")]  # training runs, newest first
+    thin = runner.invoke(app, ["--bundle", str(project), "report", "demand", "--segment", "young", "--run",
+                               trained[0], "--out", str(one)], env=WIDE)
+    assert thin.exit_code == 2 and "nothing to draw: it failed: thin" in thin.output, thin.output

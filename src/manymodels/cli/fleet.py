@@ -353,13 +353,16 @@ def report_cmd(
     run: Annotated[str | None, typer.Option("--run", help="The run to show (a training or promotion run).")] = None,
     version: Annotated[int | None, typer.Option("--version", min=1, help="The registered version to show.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Where to write the page.")] = Path("report.html"),
+    segment: Annotated[str | None, typer.Option(
+        "--segment", help="A forecast's one segment (its values joined by '|'): its own page.")] = None,
 ) -> None:
     """Write one self-contained HTML page of a run: the fleet's metrics, worst segments, failures, evaluations.
 
     Default: the champion's run, else the latest training run; `--run` may name a training, promotion or
-    monitoring run. The page needs no network to view.
+    monitoring run. A forecast's page draws its worst segments and any other one picked on the page;
+    `--segment KEY` writes one segment's page. The page needs no network to view.
     """
-    from manymodels.jobs.report import html_report
+    from manymodels.jobs.report import html_report, segment_report
     from manymodels.report import write_page
 
     def body() -> int:
@@ -367,7 +370,10 @@ def report_cmd(
             render.err.print("give --run or --version, not both")
             return 2
         ctx = checked(target, var, fits=False)
-        made = html_report(ctx, model, run_id=run, version=version)
+        if segment is not None:
+            made = segment_report(ctx, model, segment, run_id=run, version=version)
+        else:
+            made = html_report(ctx, model, run_id=run, version=version)
         path = write_page(out, made.html)
         shown = f"version {made.version}, run {made.run_id}" if made.version is not None else f"run {made.run_id}"
         evaluations = f", {len(made.evaluations)} evaluation(s)" if made.evaluations else ""

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from manymodels.bundle.schema import HIGHER_IS_BETTER
+from manymodels.data.timegrid import TimeGrid
 from manymodels.engines.operations import EVAL_ROWS
 from manymodels.jobs.decide import (
     CHALLENGER,
@@ -48,6 +49,7 @@ from manymodels.report import (
     selection_section,
     write_page,
 )
+from manymodels.report.forecast_plots import forecast_plots_section
 from manymodels.report.sections import WORST
 
 EVALUATION_FOLDER = "evaluation"  # in a challenger's run: vs-v<N>.parquet (the table) and vs-v<N>.html
@@ -67,9 +69,11 @@ def run_facts(
 
 
 def training_sections(
-    manifest: pd.DataFrame, segment_by: Sequence[str], metric: str, facts: list[tuple[str, str]]
+    manifest: pd.DataFrame, segment_by: Sequence[str], metric: str, facts: list[tuple[str, str]],
+    plots: pd.Series | None = None, grid: TimeGrid | None = None,
 ) -> list[Section]:
-    """Fleet summary, distributions, worst segments, failures, and model selection when the run selected."""
+    """Fleet summary, distributions, worst segments, failures, and model selection when the run selected; a
+    forecast's error by step and its segments drawn (from the manifest's HOLDOUT_PLOT, else `plots`)."""
     sections = fleet_section(manifest, segment_by, metric, metric in HIGHER_IS_BETTER, facts)
     chosen = selection_section(manifest)
     if chosen is not None:
@@ -77,6 +81,10 @@ def training_sections(
     steps = forecast_section(manifest, metric)
     if steps is not None:
         sections.append(steps)
+        drawn = forecast_plots_section(manifest, plots, segment_labels(manifest, segment_by), metric,
+                                       metric in HIGHER_IS_BETTER, grid)
+        if drawn is not None:
+            sections.append(drawn)
     if mf.SOURCE_RUN in manifest.columns:
         served = mf.served(manifest)[mf.SOURCE_RUN].astype("string").fillna("(none)").value_counts()
         if len(served) > 1 or mf.CARRIED not in manifest.columns:

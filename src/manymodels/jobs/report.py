@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from manymodels.bundle.schema import HIGHER_IS_BETTER
-from manymodels.errors import RegistryError
+from manymodels.data.timegrid import TimeGrid
+from manymodels.errors import DataError, RegistryError
 from manymodels.jobs.context import Target
 from manymodels.jobs.decide import CHALLENGER, DECISION
 from manymodels.jobs.drift import MONITORING_TABLE
@@ -28,7 +31,8 @@ from manymodels.jobs.pages import (
 )
 from manymodels.registry import manifest as mf
 from manymodels.registry.tracking import TAG, RunInfo
-from manymodels.report import Section
+from manymodels.report import Chart, Section
+from manymodels.report.forecast_plots import read_record, segment_figure
 
 
 def run_report(target: Target, run_id: str, worst: int = 10, failed_limit: int | None = None) -> dict[str, Any]:
@@ -105,14 +109,7 @@ def html_report(target: Target, name: str, run_id: str | None = None, version: i
     Raises:
         RegistryError: no such run or version, a run of another model, or nothing trained yet.
     """
-    if version is not None:
-        info = target.resolve_version(name, version)
-    elif run_id is not None:
-        info = target.tracker.run(run_id)
-        if info.model != name:
-            raise RegistryError(f"run {run_id} is of model {info.model!r}, not {name!r}")
-    else:
-        info, version = target.resolve_serving(name, None)
+    info, version = _resolved(target, name, run_id, version)
     if info.tags.get(TAG + "kind") == "monitor":
         return _monitoring_report(target, name, info)
     pack = target.open_pack(info)
@@ -122,7 +119,10 @@ def html_report(target: Target, name: str, run_id: str | None = None, version: i
     if version is not None:
         extra.append(("version", str(version)))
     facts = run_facts(info.run_id, info.start_time, info.tags.get(TAG + "target"), extra)
-    sections: list[Section] = training_sections(pack.manifest, list(meta.segment_by), meta.metric, facts)
+    plan = pack.plan
+    grid = TimeGrid.of(plan.freq, plan.time_kind) if plan is not None and plan.freq else None
+    plots = pack.plots() if plan is not None else None
+    sections: list[Section] = training_sections(pack.manifest, list(meta.segment_by), meta.metric, facts, plots, grid)
     shown: list[str] = []
     for artifact, table in _tables(target, info, kind):
         if CHALLENGER in table.columns and DECISION in table.columns:
@@ -131,6 +131,54 @@ def html_report(target: Target, name: str, run_id: str | None = None, version: i
             sections[-1].anchor = f"evaluation-{len(shown)}"
             shown.append(artifact)
     return HtmlReport(page(name, kind, sections), info.run_id, kind, version, shown)
+
+
+def _resolved(target: Target, name: str, run_id: str | None, version: int | None) -> tuple[RunInfo, int | None]:
+    if version is not None:
+        return target.resolve_version(name, version), version
+    if run_id is not None:
+        info = target.tracker.run(run_id)
+        if info.model != name:
+            raise RegistryError(f"run {run_id} is of model {info.model!r}, not {name!r}")
+        return info, None
+    return target.resolve_serving(name, None)
+
+
+def segment_report(target: Target, name: str, key: str, run_id: str | None = None, version: int | None = None
+                   ) -> HtmlReport:
+    """One segment's page of a forecast run (as `html_report` picks the run): its history, holdout, forecast and
+    intervals, and what training found of it.
+
+    Raises:
+        DataError: the model is no forecast; no such segment in the run (the closest named); a segment with
+            nothing drawn (it failed, or was trained before its plot was kept).
+        RegistryError: as `html_report`.
+    """
+    info, version = _resolved(target, name, run_id, version)
+    pack = target.open_pack(info)
+    plan, manifest = pack.plan, pack.manifest
+    if plan is None:
+        raise DataError(f"model {name!r} is no forecast: --segment draws a forecast's segment")
+    labels = mf.segment_labels(manifest[list(pack.segment_by)]).astype(str)
+    found = np.flatnonzero(labels.to_numpy() == key)
+    if not found.size:
+        close = difflib.get_close_matches(key, labels.tolist(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(f"run {info.run_id} of model {name!r} has no segment {key!r}{hint}")
+    row = manifest.iloc[int(found[0])]
+    record = read_record(pack.plots().get(int(row[mf.SEGMENT_INDEX])))
+    if record is None:
+        why = f"it failed: {row[mf.ERROR]}" if row[mf.STATUS] != mf.OK else "its run kept no plot of it"
+        raise DataError(f"segment {key!r} has nothing to draw: {why}")
+    grid = TimeGrid.of(plan.freq, plan.time_kind) if plan.freq else None
+    value = float(row[pack.info.metric]) if pack.info.metric in manifest.columns else float("nan")
+    facts = run_facts(info.run_id, info.start_time, info.tags.get(TAG + "target"), [
+        ("model", name), ("segment", key), ("rows", f"{int(row[mf.ROWS]):,}"),
+        *([("candidate", str(row[mf.CANDIDATE]))] if mf.CANDIDATE in manifest.columns else []),
+        (pack.info.metric, f"{value:.4g}")])
+    section = Section(f"Segment {key}", "segment", facts=facts,
+                      charts=[Chart(segment_figure(key, record, grid, pack.info.metric, value))])
+    return HtmlReport(page(name, f"segment {key}", [section]), info.run_id, "segment", version, [])
 
 
 def _tables(target: Target, info: RunInfo, kind: str) -> list[tuple[str, pd.DataFrame]]:

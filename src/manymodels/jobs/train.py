@@ -18,6 +18,7 @@ import pandas as pd
 
 from manymodels import faults
 from manymodels.data import write_parquet
+from manymodels.data.timegrid import TimeGrid
 from manymodels.engines import Dataset, Engine, Fleet
 from manymodels.engines.base import segment_labels
 from manymodels.engines.records import (
@@ -445,8 +446,9 @@ def _train(
             warnings.append(line)
             hooks.warn(line)
 
+        grid = _grid(info)
         write_report(folder.path / REPORT_FILE, name, "training",
-                     lambda: training_sections(manifest, spec.segment_by, spec.metric, facts), warn)
+                     lambda: training_sections(manifest, spec.segment_by, spec.metric, facts, grid=grid), warn)
         tags = {TAG + "segments": str(len(manifest))}
         if spec.chosen is not None:  # selection rule fleet: the one candidate, and how each fared on the sample
             tags[TAG + "selection.chosen"] = spec.chosen
@@ -773,3 +775,11 @@ def _params(target: Target, name: str, spec: SegmentSpec, engine: Engine) -> dic
             if c.trials:
                 params[f"tuning.{c.name}"] = f"{c.sampler} trials={c.trials} scope={c.scope} space={sorted(c.space)}"
     return params
+
+
+def _grid(info: PackInfo) -> TimeGrid | None:
+    """A forecast pack's time grid (None for other packs, or a plan without its grid)."""
+    plan = info.extra.get(FORECAST)
+    if not isinstance(plan, dict) or not plan.get("freq"):
+        return None
+    return TimeGrid.of(plan["freq"], str(plan.get("time_kind", "date")))

@@ -15,7 +15,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from manymodels.registry.manifest import CHECKSUM, PROFILE, SEGMENT_INDEX, SHARD, SHARD_CHECKSUM, SOURCE_RUN, PackLayout
+from manymodels.registry.manifest import (
+    CHECKSUM,
+    HOLDOUT_PLOT,
+    PROFILE,
+    SEGMENT_INDEX,
+    SHARD,
+    SHARD_CHECKSUM,
+    SOURCE_RUN,
+    PackLayout,
+)
 from manymodels.registry.pack import Pack, PackInfo, model_problem, write_pack_files
 from manymodels.segment import shard_name
 from manymodels.segment.shards import checksum, list_files, write_file, write_shard
@@ -115,6 +124,9 @@ def copy_models(
         if PROFILE not in rows.columns:  # the profiles travel with their models (monitoring reads them)
             profiles = pack.profiles()
             rows[PROFILE] = rows[SEGMENT_INDEX].map(profiles).astype(object) if len(profiles) else None
+        if HOLDOUT_PLOT not in rows.columns and pack.plan is not None:  # and a forecast's plots (the report's)
+            plots = pack.plots()
+            rows[HOLDOUT_PLOT] = rows[SEGMENT_INDEX].map(plots).astype(object) if len(plots) else None
         new_index = np.empty(len(rows), dtype=np.int64)
         new_shard: list[str] = []
         new_sum: list[str] = []

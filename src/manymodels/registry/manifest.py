@@ -58,6 +58,8 @@ CV_SCORES = "cv_scores"  # JSON: per candidate, mean, std and fold metrics (and 
 # Forecast families' columns: the primary metric of each holdout step (JSON list), the naive forecast's metric.
 STEP_METRIC = "step_metric"
 INTERVAL_SCORES = "interval_scores"  # forecasts, JSON: per level, the holdout's coverage and Winkler score
+# Forecasts, JSON: what the report draws of a segment (segment.forecast_fit.plot_record); kept apart, as PROFILE.
+HOLDOUT_PLOT = "holdout_plot"
 HOLDOUT_NAIVE = "holdout_naive"
 FORECAST_STATE = "forecast_state"  # a thin segment's state (JSON), which train keeps beside the fallback
 SERIES_SCORES = "series_scores"  # a pooled candidate's fit: each series' window metrics and holdout forecast (JSON)
@@ -94,7 +96,7 @@ SELECTION_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
 
 FORECAST_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     (STEP_METRIC, pa.string()), (HOLDOUT_NAIVE, pa.float64()), (FORECAST_STATE, pa.string()),
-    (INTERVAL_SCORES, pa.string()),
+    (INTERVAL_SCORES, pa.string()), (HOLDOUT_PLOT, pa.string()),
 )
 
 
@@ -142,6 +144,7 @@ def result_rows(results: Sequence[SegmentResult], spec: SegmentSpec) -> pd.DataF
         rows[HOLDOUT_NAIVE] = np.array([r.holdout_naive for r in results], dtype=float)
         rows[FORECAST_STATE] = pd.array([r.forecast_state for r in results], dtype="string")
         rows[INTERVAL_SCORES] = pd.array([r.interval_scores for r in results], dtype="string")
+        rows[HOLDOUT_PLOT] = pd.array([r.holdout_plot for r in results], dtype="string")
     if spec.pooled_fit:
         rows[SERIES_SCORES] = pd.array([r.series_scores for r in results], dtype="string")
     for metric in metric_names(task):
@@ -190,6 +193,7 @@ def results_from_rows(rows: pd.DataFrame, spec: SegmentSpec) -> list[SegmentResu
             result.step_metric, result.holdout_naive = _text(rec[STEP_METRIC]), float(rec[HOLDOUT_NAIVE])
             result.forecast_state = _text(rec.get(FORECAST_STATE))
             result.interval_scores = _text(rec.get(INTERVAL_SCORES))
+            result.holdout_plot = _text(rec.get(HOLDOUT_PLOT))
             result.series_scores = _text(rec.get(SERIES_SCORES))
     return results
 
@@ -301,7 +305,8 @@ class PackLayout:
 
         pack.json            what the models are: segment_by, features, task, metric, run
         manifest.parquet     one row per segment (this module's columns)
-        profiles.parquet     segment_index, profile: each segment's reference profile (segment.profile)
+        profiles.parquet     segment_index, profile: each segment's reference profile (segment.profile); a
+                             forecast's holdout_plot too (what the report draws of the segment)
         shards/shard-NNNNN.parquet   the models themselves, native formats, many per file
         fallback/            optional: a pack of its own, for rows whose segment has no model
         shared/<checksum>.model   forecasts' pooled candidates: one model each, named by the checksum of its

@@ -25,6 +25,7 @@ from manymodels.errors import DataError, RegistryError
 from manymodels.estimators import FORMAT_BASELINE, FORMAT_LIGHTGBM, Predictor, has_text, load_model
 from manymodels.registry.manifest import (
     CHECKSUM,
+    HOLDOUT_PLOT,
     PROFILE,
     SEGMENT_INDEX,
     SHARD,
@@ -102,8 +103,9 @@ def write_pack_files(pack_dir: Path, info: PackInfo, manifest: pd.DataFrame) -> 
     """Write a pack's manifest, its profiles (apart: scoring never reads them) and description beside the shards."""
     layout = PackLayout(pack_dir)
     if PROFILE in manifest.columns:
-        write_parquet(manifest[[SEGMENT_INDEX, PROFILE]], Path(layout.profiles))
-        manifest = manifest.drop(columns=PROFILE)
+        apart = [c for c in (PROFILE, HOLDOUT_PLOT) if c in manifest.columns]
+        write_parquet(manifest[[SEGMENT_INDEX, *apart]], Path(layout.profiles))
+        manifest = manifest.drop(columns=apart)
     write_parquet(manifest, Path(layout.manifest))
     Path(layout.info).write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")
 
@@ -175,13 +177,32 @@ class Pack:
             self._profiles = pd.Series(dtype=object, name=PROFILE)
             if exists(self.layout.profiles):
                 try:
-                    table = pd.read_parquet(io.BytesIO(read_bytes(self.layout.profiles)))
+                    table = pd.read_parquet(io.BytesIO(read_bytes(self.layout.profiles)),
+                                            columns=[SEGMENT_INDEX, PROFILE])
                 except (OSError, ValueError) as exc:
                     self._profiles = None
                     raise RegistryError(f"{self.root}: unreadable profiles: {exc}") from exc
                 self._profiles = pd.Series(table[PROFILE].to_numpy(dtype=object),
                                            index=table[SEGMENT_INDEX].to_numpy(), name=PROFILE)
         return self._profiles
+
+    def plots(self) -> pd.Series:
+        """A forecast's segments' holdout plots (JSON text, `forecast_fit.plot_record`), by segment_index; empty
+        for a pack without them (not a forecast, or trained before they were kept).
+
+        Raises:
+            RegistryError: the file is there but does not read.
+        """
+        if not exists(self.layout.profiles):
+            return pd.Series(dtype=object, name=HOLDOUT_PLOT)
+        try:
+            table = pd.read_parquet(io.BytesIO(read_bytes(self.layout.profiles)))
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"{self.root}: unreadable profiles: {exc}") from exc
+        if HOLDOUT_PLOT not in table.columns:
+            return pd.Series(dtype=object, name=HOLDOUT_PLOT)
+        return pd.Series(table[HOLDOUT_PLOT].to_numpy(dtype=object), index=table[SEGMENT_INDEX].to_numpy(),
+                         name=HOLDOUT_PLOT)
 
     @property
     def segment_by(self) -> list[str]:

@@ -54,6 +54,7 @@ class Section:
     notes: list[str] = field(default_factory=list)
     charts: list[Chart] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
+    html: str = ""  # markup of manymodels' own making (its data escaped there), after the charts
 
 
 _TEMPLATE = "page.html.j2"  # beside this module: the page, its style, where charts and tables go
@@ -83,7 +84,8 @@ def render_page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
                 config={"displaylogo": False, "responsive": True},
             )
             charts.append({"html": jinja2.utils.markupsafe.Markup(html), "caption": chart.caption})
-        views.append({**section.__dict__, "charts": charts})
+        views.append({**section.__dict__, "charts": charts,
+                      "html": jinja2.utils.markupsafe.Markup(section.html)})  # noqa: S704 - made by forecast_plots
     return _template().render(
         title=title,
         subtitle=subtitle,

@@ -68,6 +68,8 @@ class SegmentResult:
     series_scores: str | None = None
     # Forecasts: its prediction intervals judged on the holdout (JSON: per level, coverage and Winkler score).
     interval_scores: str | None = None
+    # Forecasts: its recent history, holdout, holdout forecast and interval widths (JSON), which the report draws.
+    holdout_plot: str | None = None
 
 
 def row_hashes(frame: pd.DataFrame, spec: SegmentSpec) -> np.ndarray:
@@ -184,6 +186,7 @@ def _fit_forecast(result: SegmentResult, frame: pd.DataFrame, spec: SegmentSpec)
         result.n_train, result.n_test = kept["n_train"], kept["n_test"]
         result.series_scores = kept.get("scores")
         result.interval_scores = kept.get("intervals")
+        result.holdout_plot = kept.get("plot")
         result.model_format, result.model, result.status = FORMAT_FORECAST, blob, OK
         result.checksum = checksum(blob)
         result.constant = forecaster.constant

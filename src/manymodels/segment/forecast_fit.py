@@ -18,7 +18,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from manymodels.data.timegrid import TimeGrid, infer_freq, parse_times
+from manymodels.data.timegrid import TimeGrid, infer_freq, parse_times, time_text
 from manymodels.estimators import Predictor, uses_exog, window_forecast
 from manymodels.segment.forecast import (
     ENSEMBLE,
@@ -128,6 +128,26 @@ def own_widths(forecaster: Forecaster, history: Series, plan: ForecastPlan, step
     padded = np.full((steps, len(plan.known)), np.nan)
     padded[: len(known)] = known[:steps]
     return model_widths(plan, [forecaster], origins, steps, padded[None], levels)[0]
+
+
+PLOT_HISTORY = 24  # steps of history before the holdout a plot keeps (at least; twice the horizon if longer)
+
+
+def plot_record(train: Series, grid: TimeGrid, actual: np.ndarray, predicted: np.ndarray, widths: np.ndarray
+                ) -> str:
+    """What the report draws of a segment, as JSON: the time of the first step kept (`start`), the last steps of
+    history before the holdout (`history`: PLOT_HISTORY, or twice the horizon), the holdout's actual values, its
+    forecast, and the half-widths of its 80% and 95% intervals (null: none). Six significant digits: a plot's."""
+    keep = min(len(train), max(PLOT_HISTORY, 2 * len(actual)))
+
+    def numbers(values: np.ndarray) -> list[float | None]:
+        return [float(f"{v:.6g}") if np.isfinite(v) else None for v in np.asarray(values, dtype=np.float64)]
+
+    return json.dumps({
+        "start": time_text(train.times[len(train) - keep], grid.kind) if keep else None,
+        "history": numbers(train.y[len(train) - keep:]), "actual": numbers(actual), "forecast": numbers(predicted),
+        "w80": numbers(widths[0]), "w95": numbers(widths[1]),
+    }, allow_nan=False)
 
 
 def window_metric(metric: str, actual: np.ndarray, predicted: np.ndarray) -> float:
@@ -397,12 +417,14 @@ def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Se
         "n_test": horizon,
         "profile": with_losses(_profile(train, plan), row_losses(spec.metric, actual[known], predicted[known])),
     }
+    widths = np.full((len(HOLDOUT_LEVELS), horizon), np.nan)
     if forecaster.residuals is not None or forecaster.own_intervals:  # its intervals, judged on the holdout
         widths = half_widths(forecaster.residuals, HOLDOUT_LEVELS, horizon)
         if forecaster.own_intervals:  # the model's own, where it gives them
             own = own_widths(forecaster, train, plan, horizon, series.known[cut:], HOLDOUT_LEVELS)
             widths = np.where(np.isfinite(own), own, widths)
         kept["intervals"] = json.dumps(interval_scores(actual, predicted, widths, HOLDOUT_LEVELS), sort_keys=True)
+    kept["plot"] = plot_record(train, grid, actual, predicted, widths)
     if spec.refit:  # measured: now fitted again on every step (a pooled model's such fit is in the pack beside its
         # measured one), the measured one kept inside it for evaluate
         forecaster = replace(_fit_chosen(chosen, params, spec, series), measured=forecaster,

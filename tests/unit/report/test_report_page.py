@@ -131,3 +131,45 @@ def test_a_chart_by_training_rows_is_left_out_when_every_segment_has_as_many() -
     assert "Every segment trained on 136 rows: the chart of rmse by training rows is left out." in fleet.notes
     varied = training_sections(_manifest(50), ["store"], "rmse", [("run", "r1")])[0]
     assert varied.charts[-1].figure["layout"]["title"]["text"] == "rmse vs training rows"
+
+
+def _plotted(n: int, horizon: int = 12) -> pd.DataFrame:
+    """A forecast manifest whose segments carry their plot records (as training keeps them)."""
+    rng = np.random.default_rng(3)
+    manifest = _manifest(n).drop(columns="rmse").assign(rmse=rng.gamma(4.0, 0.3, n), status="ok")
+    records = []
+    for _ in range(n):
+        level = rng.normal(100, 10)
+        forecast = (level + rng.normal(size=horizon)).round(3).tolist()
+        records.append(json.dumps({"start": "2026-01-05T00:00:00", "history": (level + rng.normal(size=24)).tolist(),
+                                   "actual": (level + rng.normal(size=horizon)).tolist(), "forecast": forecast,
+                                   "w80": [1.0] * horizon, "w95": [None] * horizon}))
+    return manifest.assign(holdout_plot=records, step_metric="[1.0]", holdout_naive=1.0)
+
+
+def test_a_forecast_page_draws_25_segments_and_packs_every_other_in_bounded_bytes() -> None:
+    from manymodels.report.forecast_plots import forecast_plots_section
+
+    manifest = _plotted(20_000)
+    labels = [f"s{i}" for i in range(len(manifest))]
+    section = forecast_plots_section(manifest, None, labels, "rmse", False, None)
+    assert section is not None and len(section.charts) == 25
+    worst = manifest["rmse"].sort_values(ascending=False).index[:25]
+    assert [c.figure["layout"]["title"]["text"].split(" — ")[0] for c in section.charts] == [labels[i] for i in worst]
+    data = re.search(r'id="pick-data">(.*?)</script>', section.html, flags=re.S)
+    assert data is not None and len(data.group(1)) / len(manifest) < 200  # bytes a segment in the page
+    packed = json.loads(data.group(1))
+    assert len(packed["meta"]) == 20_000 and packed["meta"][0][0] == labels[worst[0]]
+
+
+def test_a_segment_called_like_a_script_stays_text_in_the_selector() -> None:
+    from manymodels.report.forecast_plots import forecast_plots_section
+
+    manifest = _plotted(3)
+    hostile = "</script><script>alert(1)</script>"
+    section = forecast_plots_section(manifest, None, [hostile, "a", "b"], "rmse", False, None)
+    assert section is not None and "alert(1)</script>" not in section.html and "<script>alert" not in section.html
+    html = render_page("demand", "test", [section])
+    assert "<script>alert" not in html and "alert(1)</script>" not in html
+    data = re.search(r'id="pick-data">(.*?)</script>', html, flags=re.S)
+    assert data is not None and json.loads(data.group(1))["meta"][0][0] == hostile  # read back as it was
