@@ -1,0 +1,53 @@
+"""statsforecast's models as candidates on Spark Connect (a local Connect server, `remote("local[2]")`): the
+executors fit and forecast them as the local engine does (the contract, for the forecast extra)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("statsforecast", reason="the forecast extra runs in .venv-forecast (make test)")
+
+import manymodels as mm  # noqa: E402
+from helpers import forecast_block, series_frame, write_bundle  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def connect_spark() -> Iterator[Any]:
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = SparkSession.builder.remote("local[2]").appName("manymodels-forecast-connect").getOrCreate()
+    assert type(session).__module__.startswith("pyspark.sql.connect")  # really Connect, not classic
+    yield session
+    session.stop()
+
+
+def test_statistical_candidates_on_spark_connect_give_the_local_engines_models(tmp_path: Path,
+                                                                              connect_spark: Any) -> None:
+    frame = series_frame(segments=4, steps=40, seed=9, noise=1.0).drop(columns=["price", "region"])
+    block = forecast_block(features={"lags": [1, 2]}, candidates=[
+        {"name": "ets", "type": "statsforecast", "model": "AutoETS", "params": {"season_length": 4},
+         "intervals": "model"},
+        {"name": "naive", "type": "baseline", "method": "naive"},
+    ])
+    write_bundle(tmp_path, frame=frame, models={"demand": block})
+    local = mm.load_bundle(tmp_path).train("demand", workers=1)
+    remote = mm.load_bundle(tmp_path, spark=connect_spark).train("demand")
+    a = local.manifest.set_index("segment").sort_index()
+    b = remote.manifest.set_index("segment").sort_index()
+    assert (b["status"] == "ok").all(), b["error"].tolist()
+    assert "ets" in set(b["candidate"]) and a["candidate"].tolist() == b["candidate"].tolist()
+    np.testing.assert_allclose(a["rmse"].to_numpy(), b["rmse"].to_numpy(), atol=1e-9)
+    api = mm.load_bundle(tmp_path)
+    mine = api.forecast("demand", run_id=local.run_id, levels=[95]).sort_values(["segment", "week"])
+    theirs = api.forecast("demand", run_id=remote.run_id, levels=[95]).sort_values(["segment", "week"])
+    for column in ("prediction", "lo-95", "hi-95"):
+        np.testing.assert_allclose(mine[column].to_numpy(dtype=float), theirs[column].to_numpy(dtype=float),
+                                   atol=1e-9)
