@@ -57,6 +57,18 @@ def spark() -> Iterator[Any]:
     session.stop()
 
 
+@pytest.fixture(scope="module")
+def connect_spark() -> Iterator[Any]:
+    """A real Spark Connect session for the module: a local Connect server, `remote("local[2]")`."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = SparkSession.builder.remote("local[2]").appName("manymodels-connect-tests").getOrCreate()
+    assert type(session).__module__.startswith("pyspark.sql.connect")  # really Connect, not classic
+    yield session
+    session.stop()
+
+
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,17 +9,6 @@ from contract import EngineContract, ForecastContract, OperationsContract
 
 from manymodels.engines import Engine
 from manymodels.engines.spark import SparkEngine
-
-
-@pytest.fixture(scope="module")
-def connect_spark() -> Iterator[Any]:
-    from pyspark.sql import SparkSession
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = SparkSession.builder.remote("local[2]").appName("manymodels-connect-tests").getOrCreate()
-    assert type(session).__module__.startswith("pyspark.sql.connect")  # really Connect, not classic
-    yield session
-    session.stop()
 
 
 @pytest.mark.slow

@@ -3,9 +3,6 @@ executors fit and forecast them as the local engine does (the contract, for the 
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +13,6 @@ pytest.importorskip("statsforecast", reason="the forecast extra runs in .venv-fo
 
 import manymodels as mm  # noqa: E402
 from helpers import forecast_block, series_frame, write_bundle  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def connect_spark() -> Iterator[Any]:
-    from pyspark.sql import SparkSession
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = SparkSession.builder.remote("local[2]").appName("manymodels-forecast-connect").getOrCreate()
-    assert type(session).__module__.startswith("pyspark.sql.connect")  # really Connect, not classic
-    yield session
-    session.stop()
 
 
 def test_statistical_candidates_on_spark_connect_give_the_local_engines_models(tmp_path: Path,

@@ -313,9 +313,9 @@ def monitor_chunk(
     out[MON_METRIC] = out[MON_LOSS_P] = np.nan
     for k in range(watch.steps):
         out[f"{MON_STEP}{k + 1}"] = np.nan
-    if watch.steps:
+    if watch.steps:  # the design effect's sums: read from the models only where there is a label to test
         out[MON_BANDED] = out[MON_MISSES] = 0
-        sums = _window_sums(pack, model)
+        sums = _window_sums(pack, model if watch.label is not None else np.full(count, -1, dtype=np.int64))
         for j, column in enumerate(MON_WINDOWS):
             out[column] = sums[:, j] if j < 4 else sums[:, j].astype(np.int64)
     if watch.label is not None and count:

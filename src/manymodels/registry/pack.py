@@ -193,14 +193,16 @@ class Pack:
         Raises:
             RegistryError: the file is there but does not read.
         """
+        none = pd.Series(dtype=object, name=HOLDOUT_PLOT)
         if not exists(self.layout.profiles):
-            return pd.Series(dtype=object, name=HOLDOUT_PLOT)
+            return none
         try:
-            table = pd.read_parquet(io.BytesIO(read_bytes(self.layout.profiles)))
+            source = pq.ParquetFile(io.BytesIO(read_bytes(self.layout.profiles)))
+            if HOLDOUT_PLOT not in source.schema_arrow.names:
+                return none
+            table = source.read(columns=[SEGMENT_INDEX, HOLDOUT_PLOT]).to_pandas()  # not the profiles' bytes
         except (OSError, ValueError) as exc:
             raise RegistryError(f"{self.root}: unreadable profiles: {exc}") from exc
-        if HOLDOUT_PLOT not in table.columns:
-            return pd.Series(dtype=object, name=HOLDOUT_PLOT)
         return pd.Series(table[HOLDOUT_PLOT].to_numpy(dtype=object), index=table[SEGMENT_INDEX].to_numpy(),
                          name=HOLDOUT_PLOT)
 

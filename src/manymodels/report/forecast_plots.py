@@ -40,15 +40,12 @@ def read_record(text: Any) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and "forecast" in record else None
 
 
-def _floats(values: Sequence[Any]) -> np.ndarray:
-    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-
-
 def _series(record: dict[str, Any]) -> dict[str, np.ndarray]:
-    forecast = _floats(record["forecast"])
-    out = {"history": _floats(record["history"]), "actual": _floats(record["actual"]), "forecast": forecast}
+    forecast = np.asarray(record["forecast"], dtype=np.float64)  # null: NaN
+    out = {"history": np.asarray(record["history"], dtype=np.float64),
+           "actual": np.asarray(record["actual"], dtype=np.float64), "forecast": forecast}
     for level in ("80", "95"):
-        width = _floats(record.get(f"w{level}") or [None] * len(forecast))
+        width = np.asarray(record.get(f"w{level}") or [None] * len(forecast), dtype=np.float64)
         out[f"lo{level}"], out[f"hi{level}"] = forecast - width, forecast + width
     return out
 
@@ -80,10 +77,18 @@ def segment_figure(label: str, record: dict[str, Any], grid: TimeGrid | None, me
          "line": {"color": FORECAST, "dash": "dash"}},
     ]
     title = f"{label} — {metric} {value:.4g}" if np.isfinite(value) else label
-    layout = _layout(title, "time" if grid is not None else "steps from the holdout's start", "")
+    return {"data": traces, "layout": _segment_layout(title, "time" if grid is not None else STEPS_AXIS)}
+
+
+STEPS_AXIS = "steps from the holdout's start"
+
+
+def _segment_layout(title: str, x: str) -> dict[str, Any]:
+    """A segment figure's layout, the page's own figures' and the selector's alike."""
+    layout = _layout(title, x, "")
     layout["legend"] = {"orientation": "h", "y": -0.25}
     layout["height"] = 380
-    return {"data": traces, "layout": layout}
+    return layout
 
 
 def _plain(values: np.ndarray) -> list[float | None]:
@@ -117,7 +122,9 @@ def selector_html(packed: dict[str, Any]) -> str:
     """The selector: a search box, the matching segments (the first 20) and the picked segment's figure, drawn by
     the page's own script from `pack_series`' data (held as JSON in a script element, with `<`, `>` and `&` as JSON
     escapes: no segment name can end the element or start markup)."""
-    data = json.dumps(packed, separators=(",", ":"))
+    data = json.dumps({**packed, "layout": _segment_layout("", STEPS_AXIS),
+                       "colors": {"history": HISTORY, "actual": ACTUAL, "forecast": FORECAST, "95": BAND_95,
+                                  "80": BAND_80}}, separators=(",", ":"))
     data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return (
         '<div class="pick"><label>segment <input type="search" id="pick-query" placeholder="type part of a '
@@ -157,20 +164,17 @@ _SCRIPT = """
        showlegend: false, name: name + " low"},
       {type: "scatter", mode: "lines", x: after, y: part(hi), line: {width: 0}, fill: "tonexty",
        fillcolor: color, name: name}];
+    const c = packed.colors;
     const traces = [].concat(
-      band(2, 3, "95% interval", "rgba(31, 119, 180, 0.12)"), band(4, 5, "80% interval", "rgba(31, 119, 180, 0.25)"),
-      [{type: "scatter", mode: "lines", x: before, y: values(i, 0, past), name: "history", line: {color: "#8a94a6"}},
-       {type: "scatter", mode: "lines+markers", x: after, y: part(0), name: "actual", line: {color: "#1d2330"},
+      band(2, 3, "95% interval", c["95"]), band(4, 5, "80% interval", c["80"]),
+      [{type: "scatter", mode: "lines", x: before, y: values(i, 0, past), name: "history", line: {color: c.history}},
+       {type: "scatter", mode: "lines+markers", x: after, y: part(0), name: "actual", line: {color: c.actual},
         marker: {size: 4}},
        {type: "scatter", mode: "lines", x: after, y: part(1), name: "forecast",
-        line: {color: "#1f77b4", dash: "dash"}}]);
-    const title = m[0] + (m[1] ? " (history from " + String(m[1]).slice(0, 10) + ")" : "");
-    Plotly.newPlot("pick-chart", traces, {
-      title: {text: title, x: 0, xref: "paper", xanchor: "left", y: 1, yref: "paper", yanchor: "bottom",
-              pad: {b: 10}, font: {size: 15}},
-      xaxis: {title: {text: "steps from the holdout's start"}},
-      margin: {l: 60, r: 20, t: 66, b: 50}, height: 380, legend: {orientation: "h", y: -0.25}},
-      {displaylogo: false, responsive: true});
+        line: {color: c.forecast, dash: "dash"}}]);
+    const layout = JSON.parse(JSON.stringify(packed.layout));  // the page's own segment figures' layout
+    layout.title.text = m[0] + (m[1] ? " (history from " + String(m[1]).slice(0, 10) + ")" : "");
+    Plotly.newPlot("pick-chart", traces, layout, {displaylogo: false, responsive: true});
   }
   function show() {
     const text = query.value.trim().toLowerCase();
