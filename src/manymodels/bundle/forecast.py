@@ -14,7 +14,7 @@ ORIGIN_BASELINES = ("naive", "seasonal_naive", "drift", "window_average")
 FORECAST_BASELINES = (*ORIGIN_BASELINES, "mean", "median")
 DEFAULT_LAGS = (1, 2, 3)
 # Fields only a forecast model takes (besides features as a mapping).
-FORECAST_ONLY = ("time", "freq", "horizon", "target_transform", "strategy", "gaps", "refit")
+FORECAST_ONLY = ("time", "freq", "horizon", "target_transform", "strategy", "gaps", "refit", "hierarchy", "reconcile")
 # The calendar feature a grid's offset suggests (the default when none are given).
 DEFAULT_CALENDAR = {"MS": "month", "ME": "month", "W": "week_of_year", "D": "day_of_week", "B": "day_of_week",
                     "QS": "quarter", "QE": "quarter"}
@@ -149,7 +149,32 @@ def forecast_problem(model: Any) -> str | None:
             hint = f" (did you mean {named!r}?)" if named else did_you_mean(str(c.method), FORECAST_BASELINES)
             return f"baseline {c.name}: method {c.method} is for regression tasks; a forecast's baselines are " \
                    f"{', '.join(FORECAST_BASELINES)}{hint}"
+    why = _hierarchy_problem(model)
+    if why:
+        return why
     if model.fallback is not None and model.fallback != "global":
         return ("a forecast's fallback is global (one model over every segment's history): fallback by parent "
                 "groups is not built for forecasts yet")
+    return None
+
+
+def _hierarchy_problem(model: Any) -> str | None:
+    """Why a forecast's `hierarchy` and `reconcile` do not fit its segments (None when they do)."""
+    if model.hierarchy is None:
+        return "reconcile is for a hierarchy: add hierarchy: [<top column>, ..., <segment column>]" \
+            if model.reconcile is not None else None
+    levels, by = list(model.hierarchy), list(model.segment_by)
+    twice = sorted({c for c in levels if levels.count(c) > 1})
+    if twice:
+        return f"hierarchy lists {', '.join(twice)} twice"
+    if set(levels) != set(by):
+        extra = [c for c in levels if c not in by]
+        if extra:
+            return (f"hierarchy names {', '.join(extra)}, not in segment_by {by}: a hierarchy orders segment_by's "
+                    f"columns from the top level down (add {', '.join(extra)} to segment_by)")
+        missing = [c for c in by if c not in levels]
+        return f"hierarchy leaves out segment_by's {', '.join(missing)}: list every segment column, top level first"
+    if model.null_segments == "own":
+        return ("null_segments own: a hierarchy marks its aggregated series with a null in the columns below their "
+                "level, so a null segment value cannot be a segment of its own; use drop or fail")
     return None

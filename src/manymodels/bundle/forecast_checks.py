@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from manymodels.data.hierarchy import ends_problem, nesting_problem
 from manymodels.data.timegrid import DATE, NUMBER, GridError, TimeGrid, infer_freq, parse_times
 
 # Columns a forecast writes beside the segment columns and the time column (and `prediction`, `model_source`).
@@ -90,6 +91,12 @@ def forecast_data_problems(model: Any, frame: pd.DataFrame, kind: str) -> list[P
         return problems
     steps = pd.Series(positions).groupby(codes).agg(lambda p: int(p.max() - p.min() + 1)).to_numpy()
     problems += _history_problems(model, int(steps.max()))
+    if model.hierarchy:
+        levels = list(model.hierarchy)
+        why = nesting_problem(frame, levels) or ends_problem(
+            frame[levels].assign(**{str(model.time): times}), levels, str(model.time))
+        if why:
+            problems.append((("hierarchy",), why))
     return problems
 
 

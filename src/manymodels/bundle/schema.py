@@ -241,8 +241,10 @@ class ModelSpec(Strict):
     features `features` names (a mapping: lags, rolling, calendar, known, static), the label
     transformed by `target_transform` (default: `[{diff: 1}]`), one model fed its own forecasts
     (`strategy: recursive`, the default) or one per step (`direct`); `gaps` says what a hole in a
-    segment's grid is. Its candidates are chosen on rolling-origin windows that each forecast the
-    horizon (`validation`: `{kind: time, windows: 3}` by default); `naive` is always among them.
+    segment's grid is. `hierarchy` (segment_by's columns from the top) forecasts every level above
+    the segments too and reconciles them (`reconcile`, default `min_trace_shrink`). Its candidates
+    are chosen on rolling-origin windows that each forecast the horizon (`validation`:
+    `{kind: time, windows: 3}` by default); `naive` is always among them.
     """
 
     dataset: str
@@ -260,6 +262,10 @@ class ModelSpec(Strict):
     # Forecasts: after the holdout is measured, fit the chosen candidate again on every step (kept beside the model
     # the holdout measured, which `evaluate` judges), so forecasts start from a model that saw the latest steps.
     refit: bool = False
+    # Forecasts: segment_by's columns from the top level down; every level above the segments (and a total) is
+    # forecast too, from the rows summed, and the forecasts are reconciled so that they add up.
+    hierarchy: list[str] | None = Field(default=None, min_length=1)
+    reconcile: Literal["bottom_up", "top_down", "min_trace_ols", "min_trace_shrink"] | None = None
     estimator: EstimatorSpec = Field(default_factory=EstimatorSpec)
     split: SplitSpec = Field(default_factory=SplitSpec)
     metric: str | None = None
@@ -278,7 +284,7 @@ class ModelSpec(Strict):
     selection: SelectionSpec = Field(default_factory=SelectionSpec)
     description: str | None = None
 
-    @field_validator("segment_by", mode="before")
+    @field_validator("segment_by", "hierarchy", mode="before")
     @classmethod
     def _one_column_is_a_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value

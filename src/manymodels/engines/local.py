@@ -16,6 +16,7 @@ from loky import ProcessPoolExecutor
 
 from manymodels import faults
 from manymodels.data import read_frame, write_table
+from manymodels.data.hierarchy import with_levels
 from manymodels.engines.base import (
     Dataset,
     Forecasted,
@@ -131,6 +132,8 @@ class LocalEngine:
     def load(self, path: Path, fmt: str, spec: SegmentSpec, segments: Sequence[str] | None = None) -> PreparedData:
         """Read the columns training needs once, keep the named segments, group by segment."""
         frame = read_frame(path, fmt, spec.columns)
+        if spec.forecast is not None and spec.forecast.hierarchy:  # the levels above the segments are series too
+            frame = with_levels(frame, spec.forecast.hierarchy, spec.label, spec.forecast.time)
         if segments:
             frame = frame[wanted_mask(frame[list(spec.segment_by)], segments)]
         return prepare(frame, list(spec.segment_by))

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from manymodels.data.hierarchy import nesting_problem
 from manymodels.engines.base import Dataset, Forecasted, Progress, Scored, Source, segment_labels, wanted_mask
 from manymodels.engines.chunking import plan_chunks
 from manymodels.engines.operations import (
@@ -55,6 +56,7 @@ from manymodels.engines.spark_session import (
     stage_progress,
     to_pandas,
 )
+from manymodels.errors import DataError
 from manymodels.registry import manifest as mf
 from manymodels.registry.forecasting import (
     forecast_keys,
@@ -154,8 +156,10 @@ class SparkEngine:
         )
         warming.start()  # Python workers import LightGBM while the JVM reads and counts
         try:
-            return self._tag(read_with_spark(self.session, path, fmt).select(*spec.columns), spec.segment_by, segments,
-                             heavy=spec.heavy)
+            rows = read_with_spark(self.session, path, fmt).select(*spec.columns)
+            if spec.forecast is not None and spec.forecast.hierarchy:  # the levels above the segments are series too
+                rows = spark_levels(rows, spec.forecast.hierarchy, spec.label, spec.forecast.time)
+            return self._tag(rows, spec.segment_by, segments, heavy=spec.heavy)
         finally:
             warming.join()
 
@@ -498,3 +502,50 @@ def _unserved_counts(scored: Any, segment_by: list[str]) -> tuple[int, int, int,
     ).first()
     return (int(row["rows"]), int(row["missing"]), int(row["segments"] or 0), int(row["fallback"]),
             int(row["damaged"]))
+
+
+def spark_levels(df: Any, hierarchy: Sequence[str], label: str, time: str) -> Any:
+    """`data.hierarchy.with_levels` in Spark: the segments' rows, then each level above summed by time (numbers
+    carried as the level's mean, text as the one value its children share, else null).
+
+    Raises:
+        DataError: a segment column holds a null, or a segment is under two parents (named).
+    """
+    from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
+    from pyspark.sql import types as T  # noqa: N812
+
+    levels = list(hierarchy)
+    nulls = df.filter(F.greatest(*[F.col(c).isNull() for c in levels]) if len(levels) > 1
+                      else F.col(levels[0]).isNull()).count()
+    if nulls:
+        raise DataError(f"{nulls:,} rows have a null in segment column(s) {', '.join(levels)}: a hierarchy marks the "
+                        "series above the segments with nulls, so the segments' rows may not hold any (fill or drop "
+                        "them first)")
+    pairs = to_pandas(df.select(*levels).distinct())  # one row per segment: what nesting needs
+    problem = nesting_problem(pairs, levels)
+    if problem:
+        raise DataError(problem)
+    numeric = (T.NumericType, T.BooleanType)
+    others = [f.name for f in df.schema.fields if f.name not in (*levels, label, time)]
+    numbers = {f.name for f in df.schema.fields if f.name in others and isinstance(f.dataType, numeric)}
+    base = df.withColumn(label, F.col(label).cast("double"))
+    for column in numbers:
+        base = base.withColumn(column, F.col(column).cast("double"))
+    parts = [base]
+    for depth in range(len(levels) - 1, -1, -1):
+        sums = [F.sum(label).alias(label)]
+        for column in others:
+            if column in numbers:
+                sums.append(F.avg(column).alias(column))
+            else:
+                one = F.countDistinct(column) == 1
+                sums.append(F.when(one & (F.count(F.lit(1)) == F.count(column)), F.first(column, ignorenulls=True))
+                            .alias(column))
+        part = base.groupBy(*levels[:depth], time).agg(*sums)
+        for column in levels[depth:]:
+            part = part.withColumn(column, F.lit(None).cast(base.schema[column].dataType))
+        parts.append(part.select(*base.columns))
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.unionByName(part)
+    return out

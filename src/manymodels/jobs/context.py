@@ -442,4 +442,6 @@ def forecast_plan(spec: ModelSpec, time_kind: str, freq: str | None) -> Forecast
         transforms=tuple(spec.transforms),
         strategy=spec.strategy,
         gaps=spec.gaps,
+        hierarchy=tuple(spec.hierarchy or ()),
+        reconcile=(spec.reconcile or "min_trace_shrink") if spec.hierarchy else None,
     )

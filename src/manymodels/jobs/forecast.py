@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from manymodels.data import output_format, write_table
-from manymodels.engines import Engine
+from manymodels.data import output_format, read_frame, write_table
+from manymodels.data.hierarchy import with_levels
+from manymodels.engines import Dataset, Engine
 from manymodels.errors import BundleError
+from manymodels.estimators.reconcile import require as require_reconciler
 from manymodels.jobs.context import Target
 from manymodels.registry.forecasting import STEP
+from manymodels.registry.hierarchy import reconcile_rows
 from manymodels.segment.intervals import checked_levels
 
 
@@ -31,6 +34,8 @@ class ForecastOutcome:
     version: int | None = None
     from_data: bool = False
     segments_fallback: int = 0  # forecast by the fallback: thin in training, or unseen (with --data)
+    reconcile: str | None = None  # a hierarchy's reconciliation method (None: no hierarchy)
+    reconcile_problem: str | None = None  # why a hierarchy's forecasts were left as they are (None: reconciled)
 
 
 def forecast(
@@ -100,13 +105,39 @@ def forecast(
         if steps > plan.horizon:
             raise BundleError(f"--horizon {steps} is past the {plan.horizon} steps model {name!r} was trained and "
                               "measured for: forecast at most that many, or train with a longer horizon")
+        hierarchy = plan.hierarchy
+        if hierarchy:  # the levels above the segments, from the rows given
+            require_reconciler()
+            if history is not None:
+                history = with_levels(_pandas(target, history), hierarchy, pack.info.label, plan.time)
+            if future is not None:
+                future = with_levels(future, hierarchy, None, plan.time)
         root = target.reachable_pack(running, info, pack)
         done = running.forecast(root, steps, history, future, levels)
     by = [*pack.segment_by, STEP]
     frame = done.frame.sort_values(by, kind="stable").reset_index(drop=True) if len(done.frame) else done.frame
+    reconciled = reconcile_rows(pack, frame, steps, levels) if hierarchy else None
+    if reconciled is not None:
+        frame = reconciled.frame
     segments = len(frame) // steps if steps else 0
     if output is not None:
         write_table(frame, output)
     by_fallback = int((frame["model_source"] == "fallback").sum()) // steps if len(frame) else 0
     return ForecastOutcome(name, info.run_id, frame, output, steps, segments, done.segments_without_model, served,
-                           history is not None, by_fallback)
+                           history is not None, by_fallback,
+                           reconciled.method if reconciled is not None else None,
+                           reconciled.problem if reconciled is not None else None)
+
+
+def _pandas(target: Target, source: object) -> pd.DataFrame:
+    """Rows of newer history as a pandas frame (a hierarchy sums its levels from them here, on the driver).
+
+    Raises:
+        BundleError: an engine's own frame (a Spark DataFrame): give a file, a dataset or a pandas frame.
+    """
+    if isinstance(source, pd.DataFrame):
+        return source
+    if isinstance(source, Dataset):
+        return read_frame(Path(source.path), source.fmt)
+    raise BundleError("a hierarchy's newer history is summed into its levels here: give --data as a dataset, a file "
+                      "or a pandas frame, not a Spark DataFrame")

@@ -33,6 +33,7 @@ from manymodels.jobs.drift import COVERAGE, DEGRADED_Q, DRIFTED_Q, INCREASE, PSI
 from manymodels.jobs.drift import ROWS as MON_ROWS
 from manymodels.jobs.drift import STATUS as MON_STATUS
 from manymodels.registry import manifest as mf
+from manymodels.registry.hierarchy import LevelAccuracy
 from manymodels.report import (
     Chart,
     Section,
@@ -50,7 +51,7 @@ from manymodels.report import (
     write_page,
 )
 from manymodels.report.forecast_plots import forecast_plots_section
-from manymodels.report.sections import WORST
+from manymodels.report.sections import WORST, hierarchy_section
 
 EVALUATION_FOLDER = "evaluation"  # in a challenger's run: vs-v<N>.parquet (the table) and vs-v<N>.html
 PROMOTION_TABLE = "promotion.parquet"  # in a promotion's run: the table it promoted by
@@ -70,7 +71,7 @@ def run_facts(
 
 def training_sections(
     manifest: pd.DataFrame, segment_by: Sequence[str], metric: str, facts: list[tuple[str, str]],
-    plots: pd.Series | None = None, grid: TimeGrid | None = None,
+    plots: pd.Series | None = None, grid: TimeGrid | None = None, levels: LevelAccuracy | None = None,
 ) -> list[Section]:
     """Fleet summary, distributions, worst segments, failures, and model selection when the run selected; a
     forecast's error by step and its segments drawn (from the manifest's HOLDOUT_PLOT, else `plots`)."""
@@ -85,6 +86,8 @@ def training_sections(
                                        metric in HIGHER_IS_BETTER, grid)
         if drawn is not None:
             sections.append(drawn)
+    if levels is not None:
+        sections.append(hierarchy_section(levels))
     if mf.SOURCE_RUN in manifest.columns:
         served = mf.served(manifest)[mf.SOURCE_RUN].astype("string").fillna("(none)").value_counts()
         if len(served) > 1 or mf.CARRIED not in manifest.columns:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from manymodels.bundle.schema import HIGHER_IS_BETTER
 from manymodels.data.timegrid import TimeGrid
-from manymodels.errors import DataError, RegistryError
+from manymodels.errors import BundleError, DataError, RegistryError
 from manymodels.jobs.context import Target
 from manymodels.jobs.decide import CHALLENGER, DECISION
 from manymodels.jobs.drift import MONITORING_TABLE
@@ -30,6 +30,7 @@ from manymodels.jobs.pages import (
     training_sections,
 )
 from manymodels.registry import manifest as mf
+from manymodels.registry.hierarchy import LevelAccuracy, holdout_levels
 from manymodels.registry.tracking import TAG, RunInfo
 from manymodels.report import Chart, Section
 from manymodels.report.forecast_plots import read_record, segment_figure
@@ -122,7 +123,14 @@ def html_report(target: Target, name: str, run_id: str | None = None, version: i
     plan = pack.plan
     grid = TimeGrid.of(plan.freq, plan.time_kind) if plan is not None and plan.freq else None
     plots = pack.plots() if plan is not None else None
-    sections: list[Section] = training_sections(pack.manifest, list(meta.segment_by), meta.metric, facts, plots, grid)
+    levels = None
+    if plan is not None and plan.hierarchy:
+        try:
+            levels = holdout_levels(pack)
+        except BundleError as exc:  # hierarchicalforecast missing: the rest of the page still shows
+            levels = LevelAccuracy(str(plan.reconcile), meta.metric, pd.DataFrame(), str(exc))
+    sections: list[Section] = training_sections(pack.manifest, list(meta.segment_by), meta.metric, facts, plots, grid,
+                                                levels)
     shown: list[str] = []
     for artifact, table in _tables(target, info, kind):
         if CHALLENGER in table.columns and DECISION in table.columns:

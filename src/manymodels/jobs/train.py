@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import socket
 import tempfile
@@ -31,6 +32,7 @@ from manymodels.engines.records import (
     write_record,
 )
 from manymodels.errors import BundleError, DataError, EngineSetupError
+from manymodels.estimators.reconcile import require as require_reconciler
 from manymodels.jobs.changes import ChangePlan, plan_changes
 from manymodels.jobs.context import Target
 from manymodels.jobs.pages import run_facts, training_sections, write_report
@@ -49,6 +51,7 @@ from manymodels.jobs.selection import (
 from manymodels.registry import PackInfo, write_pack_files
 from manymodels.registry import manifest as mf
 from manymodels.registry.compose import copy_models
+from manymodels.registry.hierarchy import LevelAccuracy, holdout_levels
 from manymodels.registry.manifest import PackLayout
 from manymodels.registry.pack import FORECAST, TIME, Pack
 from manymodels.registry.pyfunc import describe_model, save_pack_model
@@ -268,6 +271,8 @@ def _null_segments(
 ) -> tuple[Fleet, str | None]:
     """The fleet without the segments whose key holds a null (`null_segments: drop`), and the warning saying so;
     as it is with `own`; a DataError with `fail`. Never silent: null keys used to be pooled into one model."""
+    if spec.forecast is not None and spec.forecast.hierarchy:
+        return data, None  # nulls key the levels above the segments (the segments' own rows hold none: load checks)
     null_key = data.keys.isna().any(axis=1).to_numpy() if len(data.keys.columns) else np.zeros(len(data), bool)
     if not null_key.any():
         return data, None
@@ -313,6 +318,8 @@ def _train(
 ) -> TrainOutcome:
     model = target.model(name)
     path = Path(dataset.path)
+    if spec.forecast is not None and spec.forecast.hierarchy:
+        require_reconciler()  # before any work: the levels are reconciled once the fleet is fitted
     data = engine.load(path, dataset.fmt, spec, segments)
     data, null_warning = _null_segments(target, name, engine, data, path, dataset.fmt, spec)
     if len(data) == 0:
@@ -430,6 +437,12 @@ def _train(
         summary.update(selection_summary(manifest, spec))
         summary.update(naive_summary(manifest, spec))
         summary.update(interval_summary(manifest))
+        levels = _level_accuracy(Path(pack.root), spec)
+        if levels is not None:
+            summary.update(level_summary(levels))
+            if levels.problem:
+                warnings.append(f"hierarchy: {levels.problem}")
+                hooks.warn(warnings[-1])
         if summary["segments_constant"]:
             warnings.append(constant_warning(int(summary["segments_constant"]), spec))
             hooks.warn(warnings[-1])
@@ -448,7 +461,8 @@ def _train(
 
         grid = _grid(info)
         write_report(folder.path / REPORT_FILE, name, "training",
-                     lambda: training_sections(manifest, spec.segment_by, spec.metric, facts, grid=grid), warn)
+                     lambda: training_sections(manifest, spec.segment_by, spec.metric, facts, grid=grid,
+                                               levels=levels), warn)
         tags = {TAG + "segments": str(len(manifest))}
         if spec.chosen is not None:  # selection rule fleet: the one candidate, and how each fared on the sample
             tags[TAG + "selection.chosen"] = spec.chosen
@@ -460,6 +474,29 @@ def _train(
         if folder.upload is None:  # the run's own folder: its records stay until it is finished, for a resume
             drop_records(str(shards))
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds, warnings)
+
+
+def _level_accuracy(root: Path, spec: SegmentSpec) -> LevelAccuracy | None:
+    """A hierarchy's holdout accuracy per level, before and after reconciliation (None: no hierarchy)."""
+    if spec.forecast is None or not spec.forecast.hierarchy:
+        return None
+    pack = Pack(root)
+    try:
+        return holdout_levels(pack)
+    finally:
+        pack.close()
+
+
+def level_summary(levels: LevelAccuracy) -> dict[str, float]:
+    """A hierarchy's per-level holdout medians as run metrics: `level.<level>.<metric>_base` and `_reconciled`."""
+    out: dict[str, float] = {}
+    for row in levels.table.itertuples(index=False):
+        name = re.sub(r"[^A-Za-z0-9_.\- ]", "_", str(row.level))
+        for kind in ("base", "reconciled"):
+            value = float(getattr(row, kind))
+            if math.isfinite(value):
+                out[f"level.{name}.{levels.metric}_{kind}"] = value
+    return out
 
 
 def pack_info(target: Target, name: str, spec: SegmentSpec, run_id: str) -> PackInfo:

@@ -274,12 +274,13 @@ def segment_labels(keys: pd.DataFrame) -> pd.Series:
 
 
 def _text_of(values: pd.Series) -> pd.Series:
-    """A key column as text, as `astype(str)` writes it; a missing key as Python writes it ('None', 'nan')."""
+    """A key column as text, as `astype(str)` writes it; a missing key as 'None', whatever marks it (None, NaN,
+    pandas' NA): a manifest read back and rows given later name the same segment alike."""
     text = values.astype(str)
     missing = values.isna().to_numpy()
     if missing.any():
         text = text.astype(object)
-        text[missing] = [str(v) for v in values[missing]]
+        text[missing] = "None"
     return text
 
 

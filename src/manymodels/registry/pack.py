@@ -33,7 +33,13 @@ from manymodels.registry.manifest import (
     PackLayout,
     routes,
 )
-from manymodels.segment.forecast import FORMAT_FORECAST, Forecaster, load_forecaster, shared_references
+from manymodels.segment.forecast import (
+    FORMAT_FORECAST,
+    Forecaster,
+    forecaster_header,
+    load_forecaster,
+    shared_references,
+)
 from manymodels.segment.shards import (
     checksum,
     exists,
@@ -376,6 +382,28 @@ class Pack:
         if at is None:
             raise DamagedModel(f"{self.root}: no model of segment_index {segment}")
         return self._model(str(router.shards[at]), int(segment), router.checksums[at])[0][1]
+
+    def window_errors(self, segments: np.ndarray) -> list[np.ndarray | None]:
+        """Each forecast segment's validation-window errors (windows x steps), read from its model's header (no
+        model loaded); None where it has none: no model of its own (-1), none kept, or damaged bytes."""
+        router = self._routes()
+        out: list[np.ndarray | None] = []
+        for segment in segments.tolist():
+            at = router.position.get(int(segment))
+            if at is None:
+                out.append(None)
+                continue
+            try:
+                found = self._blob(str(router.shards[at]), int(segment), lenient=router.checksums[at] is not None)
+            except DamagedModel:
+                out.append(None)
+                continue
+            if found is None or found[0] != FORMAT_FORECAST or model_problem(found, router.checksums[at], None):
+                out.append(None)
+                continue
+            rows = forecaster_header(found[1])[0].get("residuals")
+            out.append(np.array([[np.nan if v is None else float(v) for v in row] for row in rows]) if rows else None)
+        return out
 
     def shard_order(self, segments: np.ndarray) -> np.ndarray:
         """Positions that put these served segments in shard order (each shard read once when loading them)."""

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from manymodels.registry import manifest as mf
+from manymodels.registry.hierarchy import LevelAccuracy
 from manymodels.report.charts import MAX_POINTS, bars, boxes, ecdf, histogram, scatter
 from manymodels.report.page import Chart, Section, Table, cell
 
@@ -308,3 +309,33 @@ def _interval_facts(manifest: pd.DataFrame) -> list[tuple[str, str]]:
 
 def _nan_stat(stat: Any, values: np.ndarray) -> float | None:
     return float(stat(values)) if np.isfinite(values).any() else None
+
+
+def hierarchy_section(levels: LevelAccuracy) -> Section:
+    """A hierarchy's holdout accuracy per level: each level's median metric of its own forecasts and of the
+    reconciled ones (or why the holdout was not reconciled)."""
+    section = Section("Hierarchy: accuracy by level (holdout)", "hierarchy",
+                      facts=[("reconciliation", levels.method), ("levels", f"{len(levels.table):,} with the total")])
+    if levels.problem:
+        section.notes.append(f"Not reconciled: {levels.problem}.")
+        return section
+    metric = levels.metric
+    section.tables = [Table(
+        ["level", "series", f"median {metric}: own forecasts", f"median {metric}: reconciled", "change"],
+        [[str(r.level), f"{int(r.series):,}", cell(_finite(r.base)), cell(_finite(r.reconciled)),
+          _change(float(r.base), float(r.reconciled))] for r in levels.table.itertuples(index=False)],
+        caption="Each level's series forecast the holdout with their own models, then reconciled so that every "
+                "level adds up: the median over the level's series of each.",
+        css="levels",
+    )]
+    return section
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _change(before: float, after: float) -> str:
+    if not (np.isfinite(before) and np.isfinite(after)) or before == 0:
+        return ""
+    return f"{(after - before) / abs(before):+.1%}"

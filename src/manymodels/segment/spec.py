@@ -112,6 +112,10 @@ class ForecastPlan:
         transforms: the label's transforms, in order: ("diff", period), ("log1p", 1), ("scale", 1).
         strategy: `recursive` (one model, its predictions fed back) or `direct` (one model per step).
         gaps: what a hole in a segment's grid means: `error`, `zero` (no sale) or `missing`.
+        hierarchy: the segment columns from the top level down (empty: no hierarchy); every level above the segments
+            is a set of segments too, keyed by null in the columns below it (the total: null in all).
+        reconcile: how a hierarchy's forecasts are made to add up (`bottom_up`, `top_down`, `min_trace_ols`,
+            `min_trace_shrink`); None without a hierarchy.
     """
 
     time: str
@@ -126,13 +130,15 @@ class ForecastPlan:
     transforms: tuple[tuple[str, int], ...] = (("diff", 1),)
     strategy: str = "recursive"
     gaps: str = "error"
+    hierarchy: tuple[str, ...] = ()
+    reconcile: str | None = None
 
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> ForecastPlan:
         """A plan read back from `dataclasses.asdict` (JSON: lists for tuples, mappings for rolling windows)."""
         given = dict(fields)
         given["rolling"] = tuple(Rolling(r["window"], tuple(r["stats"]), r["lag"]) for r in given.get("rolling", ()))
-        for name in ("lags", "calendar", "known", "static"):
+        for name in ("lags", "calendar", "known", "static", "hierarchy"):
             given[name] = tuple(given.get(name, ()))
         given["transforms"] = tuple((str(k), int(v)) for k, v in given.get("transforms", ()))
         return cls(**given)
@@ -253,6 +259,9 @@ class SegmentSpec:
         for newer in ("impute", "candidates", "validation", "forecast", "pool_by", "chosen", "refit", "regret"):
             if not spec[newer]:
                 spec.pop(newer)
+        if spec.get("forecast"):  # how the levels add up changes no segment's model given its rows
+            spec["forecast"].pop("hierarchy", None)
+            spec["forecast"].pop("reconcile", None)
         for candidate in spec.get("candidates", ()):
             if candidate.get("window") is None:  # newer than most fingerprints: unset changes none
                 candidate.pop("window")
