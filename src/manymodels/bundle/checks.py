@@ -30,6 +30,7 @@ from manymodels.estimators import (
     model_params,
     resolve_entry,
 )
+from manymodels.estimators.reconcile import require as require_reconciler
 
 # Column names manymodels writes beside a model's segment columns (the manifest, the evaluation and monitoring
 # tables) or beside its input columns (scores): a segment, feature or label column of the same name would clash
@@ -199,6 +200,11 @@ def estimator_problems(config: BundleConfig, name: str, model: ModelSpec) -> lis
             if param not in known
         ]
     problems += _statistical_problems(config, base, model)
+    if model.hierarchy:
+        try:
+            require_reconciler()
+        except BundleError as exc:
+            problems.append(f"{config.where((*base, 'hierarchy'))}{dotted((*base, 'hierarchy'))}: {exc}")
     for i, c in enumerate(model.candidates or []):
         if c.entry:
             try:

@@ -1,0 +1,171 @@
+"""A forecast hierarchy (the `hierarchy` extra), as a user runs it: validate, train every level (the regions and the
+total summed from the stores' rows), forecast through the CLI with intervals, and the forecasts add up at every
+step; the holdout's accuracy per level before and after reconciliation in the run, the CLI and the report; the same
+levels on Spark; each method as hierarchicalforecast gives it.
+
+hierarchicalforecast asks for pandas < 3: `make test` runs this folder in .venv-forecast; elsewhere it is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("hierarchicalforecast", reason="the hierarchy extra runs in .venv-forecast (make test)")
+
+import manymodels as mm  # noqa: E402
+from helpers import forecast_block, future_known, series_frame, write_bundle  # noqa: E402
+from manymodels.cli.main import app  # noqa: E402
+from manymodels.data.hierarchy import summing  # noqa: E402
+from manymodels.estimators.reconcile import reconcile  # noqa: E402
+
+runner = CliRunner()
+WIDE = {"COLUMNS": "200"}
+STORES, STEPS, HORIZON = 6, 40, 4
+
+
+def frame() -> pd.DataFrame:
+    """Six stores in three regions (r0, r1, r2: two each), weekly, with a known price."""
+    return series_frame(segments=STORES, steps=STEPS, seed=5, noise=1.0)
+
+
+def block(**overrides: object) -> dict[str, object]:
+    made = forecast_block(segment_by=["region", "segment"], hierarchy=["region", "segment"],
+                          features={"lags": [1, 2, 4], "known": ["price"]}, validation={"windows": 5}, candidates=[
+                              {"name": "ridge", "type": "sklearn", "entry": "sklearn.linear_model.Ridge"},
+                              {"name": "lgbm", "type": "lightgbm",
+                               "params": {"num_boost_round": 20, "min_data_in_leaf": 3}},
+                          ])
+    made.update(overrides)
+    return made
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Validated and trained through the CLI, once."""
+    root = tmp_path_factory.mktemp("hierarchy")
+    write_bundle(root, frame=frame(), models={"demand": block()})
+    checked = runner.invoke(app, ["--bundle", str(root), "validate"])
+    assert checked.exit_code == 0, checked.output
+    trained = runner.invoke(app, ["--bundle", str(root), "train", "demand", "--workers", "2"], env=WIDE)
+    assert trained.exit_code == 0, trained.output
+    assert "10 ok / 0 failed of 10" in trained.output, trained.output  # 6 stores, 3 regions, the total
+    assert "levels (holdout)" in trained.output and "own -> reconciled" in trained.output, trained.output
+    yield root
+
+
+def _known(rows: pd.DataFrame) -> pd.DataFrame:
+    return future_known(rows, HORIZON).merge(rows[["segment", "region"]].drop_duplicates(), on="segment")
+
+
+def _levels(forecasts: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """The stores' sum, the regions' sum and the total of one column, by week."""
+    stores = forecasts[forecasts["level"] == "segment"].groupby("week")[column].sum()
+    regions = forecasts[forecasts["level"] == "region"].groupby("week")[column].sum()
+    total = forecasts[forecasts["level"] == "total"].set_index("week")[column]
+    return stores, regions, total
+
+
+def test_every_level_is_forecast_and_the_forecasts_add_up(project: Path) -> None:
+    """`forecast` writes the stores, the regions and the total (a `level` column), each from its own model, then
+    reconciled (min_trace_shrink, the default): the stores add up to their region and to the total at every step,
+    the levels' own forecasts kept as `base_prediction` (which do not add up); intervals hold the forecast."""
+    rows = frame()
+    (project / "known.parquet").parent.mkdir(exist_ok=True)
+    _known(rows).to_parquet(project / "known.parquet", index=False)
+    out = project / "next.csv"
+    made = runner.invoke(app, ["--bundle", str(project), "forecast", "demand", "--known",
+                               str(project / "known.parquet"), "--level", "80", "--level", "95", "--out", str(out)],
+                         env=WIDE)
+    assert made.exit_code == 0, made.output
+    forecasts = pd.read_csv(out)
+    assert len(forecasts) == 10 * HORIZON
+    assert forecasts["level"].value_counts().to_dict() == {"segment": 24, "region": 12, "total": 4}
+    stores, regions, total = _levels(forecasts, "prediction")
+    np.testing.assert_allclose(stores.to_numpy(), total.to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(regions.to_numpy(), total.to_numpy(), rtol=1e-9)
+    by_region = forecasts[forecasts["level"] == "segment"].groupby(["region", "week"])["prediction"].sum()
+    own = forecasts[forecasts["level"] == "region"].set_index(["region", "week"])["prediction"]
+    np.testing.assert_allclose(by_region.loc[own.index].to_numpy(), own.to_numpy(), rtol=1e-9)
+    base_stores, _, base_total = _levels(forecasts, "base_prediction")
+    assert np.abs(base_stores.to_numpy() - base_total.to_numpy()).max() > 1e-6  # reconciliation did something
+    for level in (80, 95):
+        assert (forecasts[f"lo-{level}"] <= forecasts["prediction"] + 1e-9).all()
+        assert (forecasts["prediction"] <= forecasts[f"hi-{level}"] + 1e-9).all()
+    assert (forecasts["hi-95"] - forecasts["lo-95"] >= forecasts["hi-80"] - forecasts["lo-80"] - 1e-9).all()
+
+
+def test_the_levels_are_summed_from_the_rows_and_newer_history_is_summed_too(project: Path) -> None:
+    """A region's series is its stores' units summed by week (price: their mean); `forecast --data` with the same
+    history (the stores' rows only) sums the levels again and forecasts what the pack's own history forecasts."""
+    api = mm.load_bundle(project)
+    rows = frame()
+    known = _known(rows)
+    kept = api.forecast("demand", known=known).sort_values(["region", "segment", "week"], na_position="last")
+    given = api.forecast("demand", data=rows, known=known).sort_values(["region", "segment", "week"],
+                                                                      na_position="last")
+    np.testing.assert_allclose(kept["prediction"].to_numpy(dtype=float), given["prediction"].to_numpy(dtype=float),
+                               rtol=1e-9)
+    manifest = api.manifest("demand", run_id=api.runs("demand")[-1].run_id)
+    regions = manifest[manifest["segment"].isna() & manifest["region"].notna()]
+    summed = rows.groupby("region")["units"].size()
+    assert sorted(regions["region"]) == sorted(summed.index)
+    assert (regions["rows"].to_numpy() == STEPS).all()  # one row per week, summed over its two stores
+
+
+def test_training_records_each_levels_accuracy_before_and_after(project: Path) -> None:
+    """The run's metrics hold each level's median holdout rmse of its own forecasts and reconciled; the report
+    shows the same in its hierarchy section."""
+    api = mm.load_bundle(project)
+    run_id = api.runs("demand")[0].run_id
+    mlflow.set_tracking_uri(api.tracking_uri)
+    metrics = mlflow.get_run(run_id).data.metrics
+    for level in ("total", "region", "segment"):
+        assert np.isfinite(metrics[f"level.{level}.rmse_base"])
+        assert np.isfinite(metrics[f"level.{level}.rmse_reconciled"])
+    page = api.report("demand", out=project / "report.html", run_id=run_id).read_text()
+    assert "Hierarchy: accuracy by level (holdout)" in page and "min_trace_shrink" in page
+    assert f"{metrics['level.total.rmse_reconciled']:.4g}" in page
+
+
+def test_each_method_adds_up_as_hierarchicalforecast_reconciles() -> None:
+    """bottom_up keeps the stores' forecasts and sums them; top_down keeps the total's and splits it; min_trace_ols
+    and min_trace_shrink move every level: all add up at every step."""
+    keys = pd.DataFrame({"region": ["a", "a", "b", "a", "b", None], "store": ["s1", "s2", "s3", None, None, None]})
+    matrix, bottom, tags = summing(keys, ["region", "store"])
+    rng = np.random.default_rng(1)
+    base = np.array([[10.0, 11], [20, 21], [30, 31], [33, 30], [29, 33], [64, 60]])
+    errors = rng.normal(size=(6, 8))
+    for method in ("bottom_up", "top_down", "min_trace_ols", "min_trace_shrink"):
+        mean, bounds = reconcile(method, matrix, tags, base, errors, {80.0: np.ones((6, 2))})
+        np.testing.assert_allclose(matrix @ mean[bottom], mean, atol=1e-9)
+        if method == "bottom_up":
+            np.testing.assert_allclose(mean[bottom], base[bottom])
+        if method == "top_down":
+            np.testing.assert_allclose(mean[5], base[5])
+            assert not bounds  # its intervals need whole histories: the caller centres the base widths
+        else:
+            lower, upper = bounds[80.0]
+            assert (lower < mean).all() and (mean < upper).all()
+
+
+@pytest.mark.parametrize("session", ["spark", "connect_spark"])
+def test_the_levels_on_spark_are_the_local_engines(project: Path, session: str, request: pytest.FixtureRequest
+                                                   ) -> None:
+    """Spark (classic and Connect) sums the levels itself (one groupBy per level): the same series, the same models
+    and metrics."""
+    api = mm.load_bundle(project)
+    local = api.manifest("demand", run_id=api.runs("demand")[-1].run_id)
+    remote = mm.load_bundle(project, spark=request.getfixturevalue(session)).train("demand").manifest
+    key = ["region", "segment"]
+    a = local.sort_values(key, na_position="last").reset_index(drop=True)
+    b = remote.sort_values(key, na_position="last").reset_index(drop=True)
+    assert (b["status"] == "ok").all(), b["error"].tolist()
+    assert a["candidate"].tolist() == b["candidate"].tolist() and a["rows"].tolist() == b["rows"].tolist()
+    np.testing.assert_allclose(a["rmse"].to_numpy(), b["rmse"].to_numpy(), atol=1e-9)
