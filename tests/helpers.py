@@ -397,3 +397,38 @@ ISSUE_25_MODEL = """\
         - {name: drift, type: baseline, method: drift}
         - {name: avg4, type: baseline, method: window_average, window: 4}
 """
+
+
+# A forecast hierarchy over series_frame's columns (tests/extra: the hierarchy extra).
+def hierarchy_frame() -> pd.DataFrame:
+    """Six stores in three regions (r0, r1, r2: two each), weekly, with a known price."""
+    return series_frame(segments=6, steps=40, seed=5, noise=1.0)
+
+
+def hierarchy_block(**overrides: object) -> dict[str, object]:
+    made = forecast_block(segment_by=["region", "segment"], hierarchy=["region", "segment"],
+                          features={"lags": [1, 2, 4], "known": ["price"]}, validation={"windows": 5}, candidates=[
+                              {"name": "ridge", "type": "sklearn", "entry": "sklearn.linear_model.Ridge"},
+                              {"name": "lgbm", "type": "lightgbm",
+                               "params": {"num_boost_round": 20, "min_data_in_leaf": 3}},
+                          ])
+    made.update(overrides)
+    return made
+
+
+def same_levels_on(api: Any, on_spark: Any, first: str) -> None:
+    """A Spark project trains the levels as the local run `first` did, and evaluates them alike."""
+    local = api.manifest("demand", run_id=first)
+    remote = on_spark.train("demand").manifest
+    judged = on_spark.evaluate("demand", run_id=first, save=False).table
+    mine = api.evaluate("demand", run_id=first, save=False).table
+    order = ["region", "segment"]
+    np.testing.assert_allclose(judged.sort_values(order, na_position="last")["challenger"].to_numpy(dtype=float),
+                               mine.sort_values(order, na_position="last")["challenger"].to_numpy(dtype=float),
+                               atol=1e-9)
+    key = ["region", "segment"]
+    a = local.sort_values(key, na_position="last").reset_index(drop=True)
+    b = remote.sort_values(key, na_position="last").reset_index(drop=True)
+    assert (b["status"] == "ok").all(), b["error"].tolist()
+    assert a["candidate"].tolist() == b["candidate"].tolist() and a["rows"].tolist() == b["rows"].tolist()
+    np.testing.assert_allclose(a["rmse"].to_numpy(), b["rmse"].to_numpy(), atol=1e-9)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -20,37 +21,21 @@ from typer.testing import CliRunner
 pytest.importorskip("hierarchicalforecast", reason="the hierarchy extra runs in .venv-forecast (make test)")
 
 import manymodels as mm  # noqa: E402
-from helpers import forecast_block, future_known, series_frame, write_bundle  # noqa: E402
+from helpers import future_known, hierarchy_block, hierarchy_frame, same_levels_on, write_bundle  # noqa: E402
 from manymodels.cli.main import app  # noqa: E402
 from manymodels.data.hierarchy import summing  # noqa: E402
 from manymodels.estimators.reconcile import reconcile  # noqa: E402
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200"}
-STORES, STEPS, HORIZON = 6, 40, 4
-
-
-def frame() -> pd.DataFrame:
-    """Six stores in three regions (r0, r1, r2: two each), weekly, with a known price."""
-    return series_frame(segments=STORES, steps=STEPS, seed=5, noise=1.0)
-
-
-def block(**overrides: object) -> dict[str, object]:
-    made = forecast_block(segment_by=["region", "segment"], hierarchy=["region", "segment"],
-                          features={"lags": [1, 2, 4], "known": ["price"]}, validation={"windows": 5}, candidates=[
-                              {"name": "ridge", "type": "sklearn", "entry": "sklearn.linear_model.Ridge"},
-                              {"name": "lgbm", "type": "lightgbm",
-                               "params": {"num_boost_round": 20, "min_data_in_leaf": 3}},
-                          ])
-    made.update(overrides)
-    return made
+STEPS, HORIZON = 40, 4
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Validated and trained through the CLI, once."""
     root = tmp_path_factory.mktemp("hierarchy")
-    write_bundle(root, frame=frame(), models={"demand": block()})
+    write_bundle(root, frame=hierarchy_frame(), models={"demand": hierarchy_block()})
     checked = runner.invoke(app, ["--bundle", str(root), "validate"])
     assert checked.exit_code == 0, checked.output
     trained = runner.invoke(app, ["--bundle", str(root), "train", "demand", "--workers", "2"], env=WIDE)
@@ -76,7 +61,7 @@ def test_every_level_is_forecast_and_the_forecasts_add_up(project: Path) -> None
     """`forecast` writes the stores, the regions and the total (a `level` column), each from its own model, then
     reconciled (min_trace_shrink, the default): the stores add up to their region and to the total at every step,
     the levels' own forecasts kept as `base_prediction` (which do not add up); intervals hold the forecast."""
-    rows = frame()
+    rows = hierarchy_frame()
     (project / "known.parquet").parent.mkdir(exist_ok=True)
     _known(rows).to_parquet(project / "known.parquet", index=False)
     out = project / "next.csv"
@@ -105,7 +90,7 @@ def test_the_levels_are_summed_from_the_rows_and_newer_history_is_summed_too(pro
     """A region's series is its stores' units summed by week (price: their mean); `forecast --data` with the same
     history (the stores' rows only) sums the levels again and forecasts what the pack's own history forecasts."""
     api = mm.load_bundle(project)
-    rows = frame()
+    rows = hierarchy_frame()
     known = _known(rows)
     kept = api.forecast("demand", known=known).sort_values(["region", "segment", "week"], na_position="last")
     given = api.forecast("demand", data=rows, known=known).sort_values(["region", "segment", "week"],
@@ -155,17 +140,35 @@ def test_each_method_adds_up_as_hierarchicalforecast_reconciles() -> None:
             assert (lower < mean).all() and (mean < upper).all()
 
 
-@pytest.mark.parametrize("session", ["spark", "connect_spark"])
-def test_the_levels_on_spark_are_the_local_engines(project: Path, session: str, request: pytest.FixtureRequest
-                                                   ) -> None:
-    """Spark (classic and Connect) sums the levels itself (one groupBy per level): the same series, the same models
-    and metrics."""
+def test_the_levels_on_spark_are_the_local_engines(project: Path, spark: Any) -> None:
+    """Spark sums the levels itself (one groupBy per level), in training and in evaluate: the same series, the same
+    models and metrics (on Spark Connect: tests/extra/test_statsforecast_connect.py)."""
     api = mm.load_bundle(project)
-    local = api.manifest("demand", run_id=api.runs("demand")[-1].run_id)
-    remote = mm.load_bundle(project, spark=request.getfixturevalue(session)).train("demand").manifest
+    first = api.runs("demand")[-1].run_id
+    same_levels_on(api, mm.load_bundle(project, spark=spark), first)
+
+
+def test_evaluate_promote_and_monitor_judge_every_level(project: Path) -> None:
+    """evaluate sums the levels from the rows as training did (each series' holdout metric to the digit), the first
+    promotion registers every level, and monitor sums the stores' new rows into their region and the total."""
+    api = mm.load_bundle(project)
+    first = api.runs("demand")[-1].run_id
+    manifest = api.manifest("demand", run_id=first)
+    table = api.evaluate("demand", run_id=first).table
     key = ["region", "segment"]
-    a = local.sort_values(key, na_position="last").reset_index(drop=True)
-    b = remote.sort_values(key, na_position="last").reset_index(drop=True)
-    assert (b["status"] == "ok").all(), b["error"].tolist()
-    assert a["candidate"].tolist() == b["candidate"].tolist() and a["rows"].tolist() == b["rows"].tolist()
-    np.testing.assert_allclose(a["rmse"].to_numpy(), b["rmse"].to_numpy(), atol=1e-9)
+    a = manifest.sort_values(key, na_position="last").reset_index(drop=True)
+    b = table.sort_values(key, na_position="last").reset_index(drop=True)
+    assert len(b) == 10 and b["segment"].isna().sum() == 4
+    np.testing.assert_allclose(b["challenger"].to_numpy(dtype=float), a["rmse"].to_numpy(dtype=float), atol=1e-9)
+    promoted = api.promote("demand", run_id=first)
+    assert promoted.version is not None and promoted.promoted == 10, promoted
+    rows = hierarchy_frame()
+    ahead = api.forecast("demand", known=_known(rows))
+    stores = ahead[ahead["level"] == "segment"]
+    noise = np.random.default_rng(2).normal(0, 1.0, len(stores))
+    new = stores[["region", "segment", "week"]].assign(units=stores["prediction"].to_numpy() + noise).merge(
+        _known(rows), on=["region", "segment", "week"])
+    judged = api.monitor("demand", new, save=False).table
+    assert len(judged) == 10, judged
+    levels = judged[judged["segment"].isna()]
+    assert (levels["rows"] == HORIZON).all() and (levels["status"] != "no_data").all(), levels

@@ -1,5 +1,6 @@
-"""statsforecast's models as candidates on Spark Connect (a local Connect server, `remote("local[2]")`): the
-executors fit and forecast them as the local engine does (the contract, for the forecast extra)."""
+"""The forecast extras on Spark Connect (a local Connect server, `remote("local[2]")`, started once for the module):
+statsforecast's models as candidates, fitted and forecast by the executors as the local engine does, and a
+hierarchy's levels summed and trained as the local engine does (the contract, for the extras)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("statsforecast", reason="the forecast extra runs in .venv-forecast (make test)")
+
+from test_hierarchy import block as hierarchy_block  # noqa: E402
+from test_hierarchy import frame as hierarchy_frame  # noqa: E402
+from test_hierarchy import same_levels_on  # noqa: E402
 
 import manymodels as mm  # noqa: E402
 from helpers import forecast_block, series_frame, write_bundle  # noqa: E402
@@ -37,3 +42,11 @@ def test_statistical_candidates_on_spark_connect_give_the_local_engines_models(t
     for column in ("prediction", "lo-95", "hi-95"):
         np.testing.assert_allclose(mine[column].to_numpy(dtype=float), theirs[column].to_numpy(dtype=float),
                                    atol=1e-9)
+
+
+def test_a_hierarchys_levels_on_spark_connect_are_the_local_engines(tmp_path: Path, connect_spark: Any) -> None:
+    pytest.importorskip("hierarchicalforecast", reason="the hierarchy extra runs in .venv-forecast (make test)")
+    write_bundle(tmp_path, frame=hierarchy_frame(), models={"demand": hierarchy_block()})
+    api = mm.load_bundle(tmp_path)
+    first = api.train("demand", workers=1).run_id
+    same_levels_on(api, mm.load_bundle(tmp_path, spark=connect_spark), first)

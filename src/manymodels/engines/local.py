@@ -243,7 +243,10 @@ class LocalEngine:
         self, source: Source, spec: SegmentSpec, metric: str, contenders: Sequence[Contender], holdout: bool
     ) -> pd.DataFrame:
         """Evaluate chunks of whole segments on the pool (or here, when small); one row per segment returns."""
-        data = prepare(_frame(source, spec.columns), list(spec.segment_by))  # the rows as read: freed once grouped
+        frame = _frame(source, spec.columns)
+        if spec.forecast is not None and spec.forecast.hierarchy:  # the levels above the segments, summed here too
+            frame = with_levels(frame, spec.forecast.hierarchy, spec.label, spec.forecast.time)
+        data = prepare(frame, list(spec.segment_by))  # the rows as read: freed once grouped
         chunks = plan_chunks(data.sizes, self.workers, self.max_chunk_rows)
         judged = [(c.label, c.root, wanted_segments(data.keys, c.skip)) for c in contenders]
         tasks = (
@@ -291,7 +294,11 @@ class LocalEngine:
         """Each segment's drift and metric on its new rows; rows already scored: one vectorised pass here, else
         chunks of whole segments predicted on the pool."""
         columns = list(dict.fromkeys([*segment_by, *watch.read]))
-        data = prepare(_frame(source, columns), list(segment_by))
+        frame = _frame(source, columns)
+        plan = open_pack(root).plan
+        if plan is not None and plan.hierarchy and not watch.scored:  # the levels above, from the segments' rows
+            frame = with_levels(frame, plan.hierarchy, watch.label, plan.time)
+        data = prepare(frame, list(segment_by))
         models = model_positions(data.keys, root)
         whole = 1 if watch.scored or len(data) == 0 else None
         chunks = [(0, len(data))] if whole else plan_chunks(data.sizes, self.workers, self.max_chunk_rows)

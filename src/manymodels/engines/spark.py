@@ -258,7 +258,10 @@ class SparkEngine:
     ) -> pd.DataFrame:
         """Each chunk's segments evaluated on an executor; one row per segment comes back, never a row of data."""
         self.start()
-        fleet = self._tag(self._read(source).select(*spec.columns), spec.segment_by)
+        rows = self._read(source).select(*spec.columns)
+        if spec.forecast is not None and spec.forecast.hierarchy:  # the levels above the segments, summed here too
+            rows = spark_levels(rows, spec.forecast.hierarchy, spec.label, spec.forecast.time)
+        fleet = self._tag(rows, spec.segment_by)
         judged = [(c.label, c.root, wanted_segments(fleet.keys, c.skip)) for c in contenders]
         fields = [f"{mf.SEGMENT_INDEX} long, {EVAL_ROWS} long, {EVAL_FINGERPRINT} string"]
         schema = ", ".join(fields + [f"{label} double" for label, _, _ in judged])
@@ -278,7 +281,11 @@ class SparkEngine:
         """Each chunk's segments judged on an executor against the pack's profiles; only per-segment rows return."""
         self.start()
         columns = list(dict.fromkeys([*segment_by, *watch.read]))
-        fleet = self._tag(self._read(source).select(*columns), segment_by)
+        rows = self._read(source).select(*columns)
+        plan = open_pack(root).plan
+        if plan is not None and plan.hierarchy and not watch.scored:  # the levels above, from the segments' rows
+            rows = spark_levels(rows, plan.hierarchy, watch.label, plan.time)
+        fleet = self._tag(rows, segment_by)
         models = model_positions(fleet.keys, root)
         fields = [f"{mf.SEGMENT_INDEX} long, {MON_ROWS} long, {MON_MODEL} long"]
         fields += [f"psi_{c} double, ks_{c} double, p_{c} double" for c in range(watch.columns)]
@@ -504,7 +511,7 @@ def _unserved_counts(scored: Any, segment_by: list[str]) -> tuple[int, int, int,
             int(row["damaged"]))
 
 
-def spark_levels(df: Any, hierarchy: Sequence[str], label: str, time: str) -> Any:
+def spark_levels(df: Any, hierarchy: Sequence[str], label: str | None, time: str) -> Any:
     """`data.hierarchy.with_levels` in Spark: the segments' rows, then each level above summed by time (numbers
     carried as the level's mean, text as the one value its children share, else null).
 
@@ -526,14 +533,15 @@ def spark_levels(df: Any, hierarchy: Sequence[str], label: str, time: str) -> An
     if problem:
         raise DataError(problem)
     numeric = (T.NumericType, T.BooleanType)
+    has_label = label is not None and label in df.columns
     others = [f.name for f in df.schema.fields if f.name not in (*levels, label, time)]
     numbers = {f.name for f in df.schema.fields if f.name in others and isinstance(f.dataType, numeric)}
-    base = df.withColumn(label, F.col(label).cast("double"))
+    base = df.withColumn(str(label), F.col(str(label)).cast("double")) if has_label else df
     for column in numbers:
         base = base.withColumn(column, F.col(column).cast("double"))
     parts = [base]
     for depth in range(len(levels) - 1, -1, -1):
-        sums = [F.sum(label).alias(label)]
+        sums = [F.sum(str(label)).alias(str(label))] if has_label else []
         for column in others:
             if column in numbers:
                 sums.append(F.avg(column).alias(column))
