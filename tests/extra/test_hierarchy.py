@@ -172,3 +172,27 @@ def test_evaluate_promote_and_monitor_judge_every_level(project: Path) -> None:
     assert len(judged) == 10, judged
     levels = judged[judged["segment"].isna()]
     assert (levels["rows"] == HORIZON).all() and (levels["status"] != "no_data").all(), levels
+
+
+def test_a_series_without_a_forecast_leaves_the_levels_unreconciled_and_says_so(tmp_path: Path) -> None:
+    """A store too thin for a model (no fallback): training warns that the holdout is not reconciled, `forecast`
+    writes every other series' own forecast with its level and says why they are not reconciled: nothing lost."""
+    rows = hierarchy_frame()
+    thin = rows[(rows["segment"] != "store_00") | (rows["week"] > rows["week"].max() - pd.Timedelta(weeks=5))]
+    write_bundle(tmp_path, frame=thin, models={"demand": hierarchy_block()})
+    trained = runner.invoke(app, ["--bundle", str(tmp_path), "train", "demand"], env=WIDE)
+    assert trained.exit_code == 0, trained.output
+    text = " ".join(trained.output.split())
+    assert "9 ok / 1 failed of 10" in text and "hierarchy: some series have no holdout forecast" in text, text
+    known = future_known(thin, HORIZON).merge(thin[["segment", "region"]].drop_duplicates(), on="segment")
+    known.to_parquet(tmp_path / "known.parquet", index=False)
+    out = tmp_path / "next.parquet"
+    made = runner.invoke(app, ["--bundle", str(tmp_path), "forecast", "demand", "--known",
+                               str(tmp_path / "known.parquet"), "--out", str(out)], env=WIDE)
+    assert made.exit_code == 0, made.output
+    said = " ".join(made.output.split())
+    assert "1 series have no forecast (first: region='r0', segment='store_00'): the forecasts are not reconciled" \
+           in said, said
+    forecasts = pd.read_parquet(out)
+    assert len(forecasts) == 9 * HORIZON and "base_prediction" not in forecasts.columns
+    assert set(forecasts["level"]) == {"segment", "region", "total"}

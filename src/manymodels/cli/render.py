@@ -217,6 +217,12 @@ def forecast_summary(outcome: ForecastOutcome) -> None:
     if outcome.segments_without_model:
         table.add_row(Text("no model", style="yellow"),
                       f"{outcome.segments_without_model:,} segments (failed or thin in training: not forecast)")
+    if outcome.reconcile is not None and outcome.reconcile_problem is None:
+        table.add_row("hierarchy", f"every level forecast and reconciled ({outcome.reconcile}): the segments add up "
+                                   "to each level above them at every step (`level` column; `base_prediction`: each "
+                                   "level's own forecast)")
+    elif outcome.reconcile is not None:
+        table.add_row(Text("hierarchy", style="yellow"), f"{outcome.reconcile_problem} (each level's own forecast)")
     if outcome.output is not None:
         table.add_row("written to", str(outcome.output))
     out.print(table)
