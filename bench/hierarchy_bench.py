@@ -120,8 +120,10 @@ def theirs(panel: Panel) -> tuple[dict[str, dict[str, float]], float]:
         Y_hat_df=base, Y_df=fitted, S_df=s, tags=tags)
     seconds = time.perf_counter() - started
     joined = rec.merge(test, on=["unique_id", "ds"])
-    columns = {"own": "AutoETS", "bottom_up": "AutoETS/BottomUp", "top_down": "AutoETS/TopDown_method-forecast_proportions",
-               "min_trace_ols": "AutoETS/MinTrace_method-ols", "min_trace_shrink": "AutoETS/MinTrace_method-mint_shrink"}
+    columns = {"own": "AutoETS", "bottom_up": "AutoETS/BottomUp",
+               "top_down": "AutoETS/TopDown_method-forecast_proportions",
+               "min_trace_ols": "AutoETS/MinTrace_method-ols",
+               "min_trace_shrink": "AutoETS/MinTrace_method-mint_shrink"}
     out: dict[str, dict[str, float]] = {}
     for level, ids in zip(("total", *panel.levels), tags.values(), strict=True):
         part = joined[joined["unique_id"].isin(ids)]
