@@ -432,3 +432,20 @@ def same_levels_on(api: Any, on_spark: Any, first: str) -> None:
     assert (b["status"] == "ok").all(), b["error"].tolist()
     assert a["candidate"].tolist() == b["candidate"].tolist() and a["rows"].tolist() == b["rows"].tolist()
     np.testing.assert_allclose(a["rmse"].to_numpy(), b["rmse"].to_numpy(), atol=1e-9)
+
+
+def bundle_problems(root: Path, text: str, data: pd.DataFrame | None = None) -> list[str]:
+    """Every problem `validate` reports for a bundle's text (manymodels.yml in `root`); with `data` (written as
+    sales.parquet), its rows too."""
+    from manymodels.bundle import check_bundle, load_config
+    from manymodels.errors import BundleError
+
+    path = root / "manymodels.yml"
+    path.write_text(text)
+    if data is not None:
+        data.to_parquet(root / "sales.parquet", index=False)
+    try:
+        config = load_config(path)
+    except BundleError as exc:
+        return exc.problems
+    return check_bundle(config, data=data is not None)

@@ -33,7 +33,8 @@ from manymodels.registry import manifest as mf
 from manymodels.registry.hierarchy import LevelAccuracy, holdout_levels
 from manymodels.registry.tracking import TAG, RunInfo
 from manymodels.report import Chart, Section
-from manymodels.report.forecast_plots import read_record, segment_figure
+from manymodels.report.forecast_plots import segment_figure
+from manymodels.segment.forecast_fit import read_plot_record
 
 
 def run_report(target: Target, run_id: str, worst: int = 10, failed_limit: int | None = None) -> dict[str, Any]:
@@ -174,7 +175,7 @@ def segment_report(target: Target, name: str, key: str, run_id: str | None = Non
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise DataError(f"run {info.run_id} of model {name!r} has no segment {key!r}{hint}")
     row = manifest.iloc[int(found[0])]
-    record = read_record(pack.plots().get(int(row[mf.SEGMENT_INDEX])))
+    record = read_plot_record(pack.plots().get(int(row[mf.SEGMENT_INDEX])))
     if record is None:
         why = f"it failed: {row[mf.ERROR]}" if row[mf.STATUS] != mf.OK else "its run kept no plot of it"
         raise DataError(f"segment {key!r} has nothing to draw: {why}")

@@ -7,7 +7,6 @@ fallback) or ending at another time leaves the forecasts as they are, and the re
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from manymodels.estimators.reconcile import reconcile, residual_matrix
 from manymodels.registry import manifest as mf
 from manymodels.registry.forecasting import STEP, lower_column, upper_column
 from manymodels.registry.pack import Pack
-from manymodels.segment.forecast_fit import window_metric
+from manymodels.segment.forecast_fit import read_plot_record, window_metric
 
 BASE = "base_prediction"  # the level's own forecast, before reconciliation
 
@@ -166,17 +165,12 @@ def holdout_levels(pack: Pack) -> LevelAccuracy:
 
 
 def _record(text: object) -> tuple[list[float], list[float]] | None:
-    if not isinstance(text, str):
+    """A series' holdout actual values and forecast, from its plot record (None: none kept)."""
+    record = read_plot_record(text)
+    if record is None or "actual" not in record:
         return None
-    try:
-        record = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(record, dict) or "actual" not in record or "forecast" not in record:
-        return None
-    nan = math.nan
-    return ([nan if v is None else float(v) for v in record["actual"]],
-            [nan if v is None else float(v) for v in record["forecast"]])
+    return ([math.nan if v is None else float(v) for v in record["actual"]],
+            [math.nan if v is None else float(v) for v in record["forecast"]])
 
 
 def _median(values: list[float]) -> float:

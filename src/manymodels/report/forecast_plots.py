@@ -23,21 +23,11 @@ from manymodels.data.timegrid import TimeGrid, time_from_text
 from manymodels.registry.manifest import HOLDOUT_PLOT, SEGMENT_INDEX, is_ok
 from manymodels.report.charts import Figure, _layout
 from manymodels.report.page import Chart, Section
+from manymodels.segment.forecast_fit import read_plot_record
 
 HISTORY, ACTUAL, FORECAST = "#8a94a6", "#1d2330", "#1f77b4"
 BAND_95, BAND_80 = "rgba(31, 119, 180, 0.12)", "rgba(31, 119, 180, 0.25)"
 MISSING = 255  # a packed value that is not there
-
-
-def read_record(text: Any) -> dict[str, Any] | None:
-    """A segment's plot record, or None (none kept, or not JSON)."""
-    if not isinstance(text, str):
-        return None
-    try:
-        record = json.loads(text)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) and "forecast" in record else None
 
 
 def _series(record: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -219,7 +209,7 @@ def forecast_plots_section(manifest: pd.DataFrame, plots: pd.Series | None, labe
         texts = manifest[SEGMENT_INDEX].map(plots).to_numpy(dtype=object)
     else:
         return None
-    records = [read_record(t) for t in texts]
+    records = [read_plot_record(t) for t in texts]
     have = np.array([r is not None for r in records], dtype=bool) & is_ok(manifest).to_numpy()
     if not have.any():
         return None

@@ -150,6 +150,17 @@ def plot_record(train: Series, grid: TimeGrid, actual: np.ndarray, predicted: np
     }, allow_nan=False)
 
 
+def read_plot_record(text: Any) -> dict[str, Any] | None:
+    """What `plot_record` wrote, or None (none kept, or not its JSON)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "forecast" in record else None
+
+
 def window_metric(metric: str, actual: np.ndarray, predicted: np.ndarray) -> float:
     """The metric over a window's steps whose actual value is known (NaN when none is)."""
     known = np.isfinite(actual)

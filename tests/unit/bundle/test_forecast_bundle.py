@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import ISSUE_25_MODEL, series_frame
-from manymodels.bundle import check_bundle, load_config
-from manymodels.errors import BundleError
+from helpers import ISSUE_25_MODEL, bundle_problems, series_frame
+from manymodels.bundle import load_config
 
 HEAD = """\
 bundle: {name: shop}
@@ -36,15 +35,7 @@ def sales(steps: int = 120, stores: int = 3) -> pd.DataFrame:
 
 def problems(tmp_path: Path, model: str, data: pd.DataFrame | None = None) -> list[str]:
     """Every problem `validate` reports for a model section (YAML, 6 spaces in); with `data`, its rows too."""
-    path = tmp_path / "manymodels.yml"
-    path.write_text(HEAD + model)
-    if data is not None:
-        data.to_parquet(tmp_path / "sales.parquet", index=False)
-    try:
-        config = load_config(path)
-    except BundleError as exc:
-        return exc.problems
-    return check_bundle(config, data=data is not None)
+    return bundle_problems(tmp_path, HEAD + model, data)
 
 
 def test_the_issues_bundle_validates_as_written(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from helpers import forecast_block, series_frame, write_bundle
-from manymodels.bundle import check_bundle, load_config
+from helpers import bundle_problems, forecast_block, series_frame, write_bundle
+from manymodels.bundle import load_config
 from manymodels.cli.main import app
 from manymodels.data.hierarchy import level_names, summing, with_levels
 from manymodels.errors import BundleError, DataError
@@ -40,15 +40,7 @@ def sales() -> pd.DataFrame:
 
 def problems(tmp_path: Path, model: str, data: pd.DataFrame | None = None) -> list[str]:
     """What `validate` says of a model section (6 spaces in), less the missing extra (said once, tested below)."""
-    path = tmp_path / "manymodels.yml"
-    path.write_text(HEAD + model)
-    if data is not None:
-        data.to_parquet(tmp_path / "sales.parquet", index=False)
-    try:
-        config = load_config(path)
-    except BundleError as exc:
-        return exc.problems
-    return [p for p in check_bundle(config, data=data is not None) if NOT_INSTALLED not in p]
+    return [p for p in bundle_problems(tmp_path, HEAD + model, data) if NOT_INSTALLED not in p]
 
 
 def test_a_hierarchy_over_the_segment_columns_validates(tmp_path: Path) -> None:
