@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
 
 from manymodels.errors import BundleError
 
@@ -68,6 +67,8 @@ def reconcile(method: str, summing: np.ndarray, tags: dict[str, np.ndarray], for
         BundleError: hierarchicalforecast is not installed; `min_trace_shrink` without errors for every series.
         ValueError: the method failed on these forecasts (its own message).
     """
+    from scipy.stats import norm  # here, not at import: validate and --help import this module
+
     reconciler = _reconciler(method)
     # hierarchicalforecast takes the series top level first, the bottom ones last (it finds them there)
     order = np.concatenate([np.asarray(v, dtype=np.int64) for v in tags.values()])
