@@ -11,6 +11,7 @@ import pyarrow as pa
 from manymodels.bundle.forecast import ForecastFeaturesSpec
 from manymodels.bundle.forecast_checks import (
     FORECAST_RESERVED,
+    HIERARCHY_RESERVED,
     forecast_data_problems,
     forecast_schema_problems,
     time_kind_of,
@@ -107,7 +108,8 @@ def check_bundle(config: BundleConfig, data: bool = True, params: bool = True) -
         if isinstance(model.fallback, FallbackSpec):
             named += [((*base, "fallback", "segment_by", i), c) for i, c in enumerate(model.fallback.segment_by)]
         problems += [_reserved_problem(config, key, column) for key, column in named
-                     if reserved(column) or (model.task == "forecast" and column in FORECAST_RESERVED)]
+                     if reserved(column) or (model.task == "forecast" and column in FORECAST_RESERVED)
+                     or (model.hierarchy and column in HIERARCHY_RESERVED)]
     for name, job in res.jobs.items():
         problems += _check_job(config, name, job)
     if data:

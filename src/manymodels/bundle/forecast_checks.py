@@ -19,6 +19,7 @@ from manymodels.data.timegrid import DATE, NUMBER, GridError, TimeGrid, infer_fr
 
 # Columns a forecast writes beside the segment columns and the time column (and `prediction`, `model_source`).
 FORECAST_RESERVED = frozenset({"step"})
+HIERARCHY_RESERVED = frozenset({"level", "base_prediction"})  # a hierarchy's forecast rows carry these too
 
 Problem = tuple[tuple[str | int, ...], str]
 
@@ -172,4 +173,5 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-__all__ = ["DATE", "FORECAST_RESERVED", "forecast_data_problems", "forecast_schema_problems", "time_kind_of"]
+__all__ = ["DATE", "FORECAST_RESERVED", "HIERARCHY_RESERVED", "forecast_data_problems", "forecast_schema_problems",
+           "time_kind_of"]

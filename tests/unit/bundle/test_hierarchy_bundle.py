@@ -65,6 +65,8 @@ def test_a_hierarchy_over_the_segment_columns_validates(tmp_path: Path) -> None:
          "reconcile"),
         ("      segment_by: [region, store]\n      hierarchy: [region, store]\n      null_segments: own\n", 6,
          "null_segments own: a hierarchy marks its aggregated series with a null"),
+        ("      segment_by: [level, store]\n      hierarchy: [level, store]\n", 12,
+         "segment_by[0]: column 'level' has a name manymodels gives its own columns"),
     ],
 )
 def test_each_mistake_is_one_located_line(tmp_path: Path, model: str, line: int, message: str) -> None:
