@@ -12,12 +12,15 @@ import pytest
 
 pytest.importorskip("statsforecast", reason="the forecast extra runs in .venv-forecast (make test)")
 
-from test_hierarchy import block as hierarchy_block  # noqa: E402
-from test_hierarchy import frame as hierarchy_frame  # noqa: E402
-from test_hierarchy import same_levels_on  # noqa: E402
-
 import manymodels as mm  # noqa: E402
-from helpers import forecast_block, series_frame, write_bundle  # noqa: E402
+from helpers import (  # noqa: E402
+    forecast_block,
+    hierarchy_block,
+    hierarchy_frame,
+    same_levels_on,
+    series_frame,
+    write_bundle,
+)
 
 
 def test_statistical_candidates_on_spark_connect_give_the_local_engines_models(tmp_path: Path,
