@@ -12,6 +12,10 @@ from typing import Any
 
 import pytest
 
+# MLflow 3's client reports usage to mlflow-telemetry.io from a thread: not from tests (a call counted or not by the
+# machine's speed, and no test leaves the machine)
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 from helpers import free_port, stop_process, wait_until_up
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -68,6 +69,10 @@ def test_one_run_read_back_with_mlflows_own_client(tmp_path: Path, mlflow_server
 @pytest.mark.slow
 def test_tracking_calls_do_not_grow_with_the_fleet(tmp_path: Path, mlflow_server: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # the machine's temporary folder may hold other runs' staging folders (each one asked about at the start of a
+    # training): this test's own count must not depend on them
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     calls = count_tracking_calls(monkeypatch)
     counts = []
     for segments in (5, 150):
@@ -75,8 +80,11 @@ def test_tracking_calls_do_not_grow_with_the_fleet(tmp_path: Path, mlflow_server
         models = {"demand": model_block(estimator={"type": "lightgbm", "params": {"num_boost_round": 2}})}
         write_bundle(root, frame=segment_frame(segments=segments, rows=20), tracking_uri=mlflow_server,
                      models=models)
-        calls.clear()
-        run = mm.load_bundle(root).train("demand", workers=1)
+        project = mm.load_bundle(root)
+        context = project.target_context
+        context.tracker.experiment_id(context.experiment("demand"))  # as training makes it, if no test did before
+        calls.clear()  # so every count finds the experiment there: the same calls in any order of tests
+        run = project.train("demand", workers=1)
         assert run.summary["segments_ok"] == segments
         counts.append(len(tracking_only(calls)))
     assert counts[0] == counts[1], counts
