@@ -133,11 +133,12 @@ def train_summary(outcome: TrainOutcome) -> None:
         table.add_row("regret (holdout)", f"{int(s['segments_chose_best']):,} of {int(s['segments_ok']):,} chose the "
                       f"holdout's best candidate; the winner's {m} minus the best's: median {s['regret_p50']:.4g}, "
                       f"mean {s['regret_mean']:.4g}")
-    by_level = [k for k in s if k.startswith("level.") and k.endswith(f"{m}_base")]
-    if by_level:
-        table.add_row("levels (holdout)", "  ".join(
-            f"{k.split('.')[1]} {s[k]:.4g} -> {s[k[: -len('_base')] + '_reconciled']:.4g}"
-            for k in by_level if k[: -len("_base")] + "_reconciled" in s) + f"  (median {m}, own -> reconciled)")
+    levels = {k[len("level."): -len(f".{m}_base")]: (v, s.get(k[: -len("_base")] + "_reconciled"))
+              for k, v in s.items() if k.startswith("level.") and k.endswith(f".{m}_base")}
+    if levels:
+        table.add_row("levels (holdout)", "  ".join(f"{name} {own:.4g} -> {after:.4g}" for name, (own, after)
+                                                    in levels.items() if after is not None)
+                      + f"  (median {m}, own -> reconciled)")
     if "segments_carried" in s:
         table.add_row(
             "changed only",

@@ -69,7 +69,7 @@ def reconcile(method: str, summing: np.ndarray, tags: dict[str, np.ndarray], for
     """
     from scipy.stats import norm  # here, not at import: validate and --help import this module
 
-    reconciler = _reconciler(method)
+    _reconciler(method)  # an unknown method, or no hierarchicalforecast: before any work
     # hierarchicalforecast takes the series top level first, the bottom ones last (it finds them there)
     order = np.concatenate([np.asarray(v, dtype=np.int64) for v in tags.values()])
     back = np.argsort(order)
@@ -84,10 +84,10 @@ def reconcile(method: str, summing: np.ndarray, tags: dict[str, np.ndarray], for
     if errors is not None and np.isfinite(errors).any(axis=1).all():  # errors as observations less zero fits
         given["y_insample"] = errors[order]
         given["y_hat_insample"] = np.where(np.isfinite(errors), 0.0, np.nan)[order]
+    mean: np.ndarray | None = None
+    bounds: dict[float, tuple[np.ndarray, np.ndarray]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the library warns of what it handles (negative or near-zero values)
-        mean = np.asarray(reconciler.fit_predict(**given)["mean"], dtype=np.float64)[back]
-        bounds: dict[float, tuple[np.ndarray, np.ndarray]] = {}
         for level, width in (widths or {}).items():
             z = float(norm.ppf(0.5 + level / 200.0))
             sigma = np.where(np.isfinite(width), width / z, np.nan)[order]
@@ -98,6 +98,9 @@ def reconcile(method: str, summing: np.ndarray, tags: dict[str, np.ndarray], for
                                                   intervals_method="normality")
             quantiles = np.asarray(out["quantiles"], dtype=np.float64)[back]  # series x steps x (lower, upper)
             bounds[level] = (quantiles[:, :, 0], quantiles[:, :, -1])
+            mean = np.asarray(out["mean"], dtype=np.float64)[back]  # the same with any sigmah: not fitted again
+        if mean is None:
+            mean = np.asarray(_reconciler(method).fit_predict(**given)["mean"], dtype=np.float64)[back]
     return mean, bounds
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from manymodels.data import output_format, read_frame, write_table
+from manymodels.data import output_format, write_table
 from manymodels.data.hierarchy import with_levels
-from manymodels.engines import Dataset, Engine
+from manymodels.engines import Engine
 from manymodels.errors import BundleError
 from manymodels.estimators.reconcile import require as require_reconciler
 from manymodels.jobs.context import Target
@@ -108,8 +108,12 @@ def forecast(
         hierarchy = plan.hierarchy
         if hierarchy:  # the levels above the segments, from the rows given
             require_reconciler()
-            if history is not None:
-                history = with_levels(_pandas(target, history), hierarchy, pack.info.label, plan.time)
+            if data is not None:
+                rows = target.read_input(data)
+                if not isinstance(rows, pd.DataFrame):  # an engine's own frame (Spark's)
+                    raise BundleError("a hierarchy's newer history is summed into its levels here: give --data as "
+                                      "a dataset, a file or a pandas frame, not a Spark DataFrame")
+                history = with_levels(rows, hierarchy, pack.info.label, plan.time)
             if future is not None:
                 future = with_levels(future, hierarchy, None, plan.time)
         root = target.reachable_pack(running, info, pack)
@@ -128,16 +132,3 @@ def forecast(
                            reconciled.method if reconciled is not None else None,
                            reconciled.problem if reconciled is not None else None)
 
-
-def _pandas(target: Target, source: object) -> pd.DataFrame:
-    """Rows of newer history as a pandas frame (a hierarchy sums its levels from them here, on the driver).
-
-    Raises:
-        BundleError: an engine's own frame (a Spark DataFrame): give a file, a dataset or a pandas frame.
-    """
-    if isinstance(source, pd.DataFrame):
-        return source
-    if isinstance(source, Dataset):
-        return read_frame(Path(source.path), source.fmt)
-    raise BundleError("a hierarchy's newer history is summed into its levels here: give --data as a dataset, a file "
-                      "or a pandas frame, not a Spark DataFrame")

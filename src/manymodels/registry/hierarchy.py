@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,25 @@ def _missing(pack: Pack, keys: pd.DataFrame) -> str | None:
     return f"{len(absent):,} series have no forecast (first: {shown})"
 
 
+def _reconciled(pack: Pack, keys: pd.DataFrame, method: str, base: np.ndarray,
+                widths: dict[float, np.ndarray] | None = None) -> tuple[np.ndarray, dict[float, Any]]:
+    """The series of `keys` (every one of the pack's hierarchy) reconciled from their forecasts `base` (series x
+    steps); `min_trace_shrink` reads their window errors from the models' headers.
+
+    Raises:
+        DataError: a series without the levels above it; ValueError, LinAlgError: the method failed.
+    """
+    assert pack.plan is not None  # noqa: S101 - callers ask only of a hierarchy's pack
+    matrix, _, tags = summing(keys, pack.plan.hierarchy)
+    errors = (residual_matrix(pack.window_errors(pack.locate(keys)), base.shape[1])
+              if method == "min_trace_shrink" else None)
+    return reconcile(method, matrix, tags, base, errors, widths)
+
+
+def _failure(method: str, exc: Exception) -> str:
+    return str(exc) if isinstance(exc, DataError) else f"reconcile {method} failed ({exc})"
+
+
 def reconcile_rows(pack: Pack, frame: pd.DataFrame, steps: int, levels: Sequence[float]) -> Reconciled:
     """A hierarchy's forecast rows reconciled by its method: `prediction` (and the `lo-`/`hi-` bounds) made to add
     up at every step, the level's own forecast kept as `base_prediction`, a `level` column added.
@@ -88,13 +108,9 @@ def reconcile_rows(pack: Pack, frame: pd.DataFrame, steps: int, levels: Sequence
             dtype=np.float64)
         widths[level] = width
     try:
-        matrix, _, tags = summing(keys, plan.hierarchy)
-        errors = residual_matrix(pack.window_errors(pack.locate(keys)), steps) if method != "bottom_up" else None
-        mean, bounds = reconcile(method, matrix, tags, base, errors, widths)
-    except DataError as exc:
-        return Reconciled(out, method, f"{exc}: the forecasts are not reconciled")
-    except (ValueError, np.linalg.LinAlgError) as exc:
-        return Reconciled(out, method, f"reconcile {method} failed ({exc}): the forecasts are not reconciled")
+        mean, bounds = _reconciled(pack, keys, method, base, widths)
+    except (DataError, ValueError, np.linalg.LinAlgError) as exc:
+        return Reconciled(out, method, f"{_failure(method, exc)}: the forecasts are not reconciled")
     out.insert(out.columns.get_loc("prediction"), BASE, out["prediction"].to_numpy(dtype=np.float64))
     out["prediction"] = mean[codes, step]
     for level in levels:
@@ -146,14 +162,9 @@ def holdout_levels(pack: Pack) -> LevelAccuracy:
     keys = manifest[by]
     truth, base = np.array(actual), np.array(predicted)
     try:
-        matrix, _, tags = summing(keys, plan.hierarchy)
-        errors = residual_matrix(pack.window_errors(pack.locate(keys)), base.shape[1]) \
-            if method != "bottom_up" else None
-        mean, _ = reconcile(method, matrix, tags, base, errors)
-    except DataError as exc:
-        return LevelAccuracy(method, metric, empty, f"{exc}: the holdout is not reconciled")
-    except (ValueError, np.linalg.LinAlgError) as exc:
-        return LevelAccuracy(method, metric, empty, f"reconcile {method} failed on the holdout ({exc})")
+        mean, _ = _reconciled(pack, keys, method, base)
+    except (DataError, ValueError, np.linalg.LinAlgError) as exc:
+        return LevelAccuracy(method, metric, empty, f"{_failure(method, exc)}: the holdout is not reconciled")
     names = level_names(keys, plan.hierarchy)
     rows = []
     for name in (TOTAL, *plan.hierarchy):

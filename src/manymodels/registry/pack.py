@@ -37,6 +37,7 @@ from manymodels.segment.forecast import (
     FORMAT_FORECAST,
     Forecaster,
     forecaster_header,
+    header_residuals,
     load_forecaster,
     shared_references,
 )
@@ -401,8 +402,7 @@ class Pack:
             if found is None or found[0] != FORMAT_FORECAST or model_problem(found, router.checksums[at], None):
                 out.append(None)
                 continue
-            rows = forecaster_header(found[1])[0].get("residuals")
-            out.append(np.array([[np.nan if v is None else float(v) for v in row] for row in rows]) if rows else None)
+            out.append(header_residuals(forecaster_header(found[1])[0]))
         return out
 
     def shard_order(self, segments: np.ndarray) -> np.ndarray:

@@ -286,6 +286,12 @@ def forecaster_header(blob: bytes) -> tuple[dict[str, Any], int]:
     return json.loads(blob[start : start + size].decode()), start + size
 
 
+def header_residuals(header: dict[str, Any]) -> np.ndarray | None:
+    """The validation-window errors (windows x steps) a forecaster's header keeps, or None."""
+    rows = header.get("residuals")
+    return np.array([_floats(row) for row in rows]) if rows else None
+
+
 def shared_references(blob: bytes) -> dict[str, str]:
     """The pooled models a forecaster's bytes reference (its own, or its ensemble's members'): checksum -> the
     candidate; read from the headers, no model loaded.
@@ -337,7 +343,7 @@ def load_forecaster(blob: bytes) -> Forecaster:
         shared=header.get("shared"),
         members=[load_forecaster(b) for b in blobs] if header["estimator"] == ENSEMBLE else [],
         weights=[float(w) for w in header.get("weights", [])],
-        residuals=np.array([_floats(row) for row in header["residuals"]]) if header.get("residuals") else None,
+        residuals=header_residuals(header),
         own_intervals=bool(header.get("own_intervals", False)),
     )
     if header.get("measured"):
