@@ -38,7 +38,8 @@ def main() -> int:
     import manymodels as mm
     from manymodels.errors import ManymodelsError
     from manymodels.registry.manifest import PackLayout
-    from manymodels.registry.pack import DAMAGED_SOURCE, Pack
+    from manymodels.registry.pack import Pack
+    from manymodels.registry.pack_info import DAMAGED_SOURCE
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "bundle"

@@ -73,7 +73,8 @@ def judge(root: Path, rows: pd.DataFrame, expected: tuple[np.ndarray, np.ndarray
           ) -> tuple[str, str]:
     """(outcome, detail) of reading a pack that may be damaged."""
     from manymodels.errors import ManymodelsError
-    from manymodels.registry.pack import DAMAGED_SOURCE, Pack
+    from manymodels.registry.pack import Pack
+    from manymodels.registry.pack_info import DAMAGED_SOURCE
 
     want_values, want_source = expected
     try:

@@ -21,7 +21,8 @@ from manymodels.jobs.pooled import fit_pooled_candidates
 from manymodels.jobs.train import keep_states
 from manymodels.registry.forecasting import forecast_state
 from manymodels.registry.manifest import build_manifest
-from manymodels.registry.pack import FORECAST, Pack, PackInfo, write_pack_files
+from manymodels.registry.pack import Pack
+from manymodels.registry.pack_info import FORECAST, PackInfo, write_pack_files
 from manymodels.segment import SegmentSpec, read_shard
 from manymodels.segment.forecast_fit import fallback_plan, with_naive
 from manymodels.segment.spec import Candidate, ForecastPlan, Validation

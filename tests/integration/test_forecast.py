@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 import manymodels as mm
 from helpers import ISSUE_25_MODEL, open_page, series_frame, serving, stop_after
 from manymodels.cli.main import app
-from manymodels.registry.pack import DamagedModel
+from manymodels.registry.pack_info import DamagedModel
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200"}

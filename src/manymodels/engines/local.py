@@ -49,7 +49,7 @@ from manymodels.engines.records import fit_recorded
 from manymodels.errors import DataError, EngineError, EngineSetupError
 from manymodels.registry import manifest as mf
 from manymodels.registry.forecasting import forecast_keys, history_columns, known_segments, plan_and_grid
-from manymodels.registry.pack import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE
+from manymodels.registry.pack_info import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE
 from manymodels.segment import SegmentResult, SegmentSpec
 from manymodels.segment.fit import FAILED, segment_fingerprints
 

@@ -66,7 +66,8 @@ from manymodels.registry.forecasting import (
     plan_and_grid,
     upper_column,
 )
-from manymodels.registry.pack import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE, PackPredict
+from manymodels.registry.pack import PackPredict
+from manymodels.registry.pack_info import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE
 from manymodels.segment import SegmentResult, SegmentSpec
 
 # Every chunk is one pandas frame in one Python worker, sent as Arrow: stay far below Arrow's

@@ -30,7 +30,7 @@ from manymodels.registry import Pack
 from manymodels.registry import manifest as mf
 from manymodels.registry.compose import compose_pack
 from manymodels.registry.manifest import PackLayout
-from manymodels.registry.pack import FORECAST, TIME
+from manymodels.registry.pack_info import FORECAST, TIME
 from manymodels.registry.pyfunc import describe_model, save_pack_model
 from manymodels.registry.tracking import TAG, current_user
 from manymodels.registry.versions import CHAMPION, COMPLETE, PREVIOUS, ModelRegistry, VersionInfo

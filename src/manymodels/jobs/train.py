@@ -53,7 +53,8 @@ from manymodels.registry import manifest as mf
 from manymodels.registry.compose import copy_models
 from manymodels.registry.hierarchy import LevelAccuracy, holdout_levels
 from manymodels.registry.manifest import PackLayout
-from manymodels.registry.pack import FORECAST, TIME, Pack
+from manymodels.registry.pack import Pack
+from manymodels.registry.pack_info import FORECAST, TIME
 from manymodels.registry.pyfunc import describe_model, save_pack_model
 from manymodels.registry.tracking import (
     ARTIFACTS_DIR,

@@ -10,7 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from manymodels.registry.pack import Pack, PackInfo, PackPredict, write_pack_files
+    from manymodels.registry.pack import Pack, PackPredict
+    from manymodels.registry.pack_info import PackInfo, write_pack_files
     from manymodels.registry.tracking import RunInfo, Tracker
 
 __all__ = ["Pack", "PackInfo", "PackPredict", "RunInfo", "Tracker", "write_pack_files"]

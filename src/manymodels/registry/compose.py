@@ -25,7 +25,9 @@ from manymodels.registry.manifest import (
     SOURCE_RUN,
     PackLayout,
 )
-from manymodels.registry.pack import Pack, PackInfo, model_problem, write_pack_files
+from manymodels.registry.pack import Pack
+from manymodels.registry.pack_info import PackInfo, write_pack_files
+from manymodels.registry.shard_files import model_problem
 from manymodels.segment import shard_name
 from manymodels.segment.shards import checksum, list_files, write_file, write_shard
 

@@ -78,7 +78,7 @@ def load_forecasters(pack: Pack, segments: np.ndarray, damaged_unserved: bool = 
     Raises:
         DamagedModel: a segment's model is damaged, unless `damaged_unserved`.
     """
-    from manymodels.registry.pack import DamagedModel
+    from manymodels.registry.pack_info import DamagedModel
 
     served = segments >= 0
     damaged = np.zeros(len(segments), dtype=bool)
@@ -141,7 +141,7 @@ def future_known(plan: ForecastPlan, grid: TimeGrid, known: pd.DataFrame | None,
 
 def fallback_forecaster(pack: Pack) -> Forecaster | None:
     """A forecast pack's fallback: its one model over every segment's series (None without one, or damaged)."""
-    from manymodels.registry.pack import DamagedModel
+    from manymodels.registry.pack_info import DamagedModel
 
     fallback = pack.fallback
     if fallback is None or fallback.plan is None:

@@ -26,7 +26,8 @@ import yaml
 
 from manymodels.distribution import requirement
 from manymodels.registry.manifest import PackLayout
-from manymodels.registry.pack import MODEL_SOURCE, Pack
+from manymodels.registry.pack import Pack
+from manymodels.registry.pack_info import MODEL_SOURCE
 
 PACK_FOLDER = PackLayout.PACK
 CODE_FOLDER = "code"

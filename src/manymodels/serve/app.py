@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from manymodels.errors import DataError
-from manymodels.registry.pack import DAMAGED_SOURCE, FALLBACK_SOURCE, SEGMENT, DamagedModel
+from manymodels.registry.pack_info import DAMAGED_SOURCE, FALLBACK_SOURCE, SEGMENT, DamagedModel
 from manymodels.serve import metrics
 from manymodels.serve.live import Live
 from manymodels.serve.protocol import RequestError, parse, predictions_body, requested_levels

@@ -31,7 +31,7 @@ from manymodels.registry.manifest import (
     segment_columns,
     served,
 )
-from manymodels.registry.pack import FALLBACK_SOURCE, SEGMENT
+from manymodels.registry.pack_info import FALLBACK_SOURCE, SEGMENT
 from manymodels.serve.protocol import SIGNATURE_TYPES, TEXT, Columns, RequestError, conform
 
 

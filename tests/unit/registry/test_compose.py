@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 import manymodels.registry.compose as compose
-from manymodels.registry.pack import Pack, PackInfo, write_pack_files
+from manymodels.registry.pack import Pack
+from manymodels.registry.pack_info import PackInfo, write_pack_files
 from manymodels.segment.shards import write_shard
 
 

@@ -22,7 +22,8 @@ from manymodels.errors import RegistryError
 from manymodels.estimators import FORMAT_BASELINE, Baseline
 from manymodels.registry import manifest as mf
 from manymodels.registry.compose import copy_models
-from manymodels.registry.pack import DAMAGED_SOURCE, DamagedModel, Pack, PackInfo, write_pack_files
+from manymodels.registry.pack import Pack
+from manymodels.registry.pack_info import DAMAGED_SOURCE, DamagedModel, PackInfo, write_pack_files
 from manymodels.segment import SegmentSpec, fit_chunk
 
 SPEC = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"),

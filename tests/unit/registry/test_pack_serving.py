@@ -13,7 +13,8 @@ import pytest
 import manymodels.segment.shards as shards
 from manymodels.errors import DataError, RegistryError
 from manymodels.estimators import FORMAT_BASELINE, Baseline
-from manymodels.registry.pack import Pack, PackInfo, write_pack_files
+from manymodels.registry.pack import Pack
+from manymodels.registry.pack_info import PackInfo, write_pack_files
 from manymodels.segment.shards import write_shard
 
 SEGMENTS = 300  # two shards of 150, each in row groups of 16 models (ROW_GROUP_BYTES shrunk below)
