@@ -101,7 +101,7 @@ def test_the_monitoring_run_is_logged_with_its_table_and_page(watched: dict[str,
 
 
 def _user() -> str:
-    from manymodels.registry.tracking import current_user
+    from manymodels.registry.provenance import current_user
 
     return "".join(c if c.isalnum() else "_" for c in current_user().split("@")[0].lower())
 

@@ -28,8 +28,10 @@ from manymodels.engines import Dataset, Engine, make_engine, open_engine
 from manymodels.errors import BundleError, DataError, RegistryError
 from manymodels.registry import Pack, RunInfo, Tracker
 from manymodels.registry.manifest import PackLayout
+from manymodels.registry.mlflow_env import bound_http, check_reachable
 from manymodels.registry.pack import publish_pack
-from manymodels.registry.tracking import STATUS_OK, TAG, bound_http, current_user
+from manymodels.registry.provenance import current_user
+from manymodels.registry.run_state import STATUS_OK, TAG
 from manymodels.registry.versions import CHAMPION, ModelRegistry, VersionInfo
 from manymodels.segment import SegmentSpec
 from manymodels.segment.forecast_fit import with_naive
@@ -74,9 +76,8 @@ class Target:
         """
         spec = self.config.resolved.tracking
         bound_http(spec.timeout_s, spec.retries)
-        tracker = Tracker(self.config.tracking_uri, self.config.embedded_artifacts)
-        tracker.check_reachable(timeout=min(spec.timeout_s, 5.0))
-        return tracker
+        check_reachable(self.config.tracking_uri, timeout=min(spec.timeout_s, 5.0))
+        return Tracker(self.config.tracking_uri, self.config.embedded_artifacts)
 
     def model(self, name: str) -> ModelSpec:
         """A model family of the bundle (a BundleError naming the families when there is none)."""

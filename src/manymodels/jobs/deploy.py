@@ -24,16 +24,8 @@ from manymodels import faults
 from manymodels.errors import ManymodelsError, RegistryError
 from manymodels.jobs.context import Target
 from manymodels.registry import Tracker
-from manymodels.registry.tracking import (
-    STATUS_DEAD,
-    TAG,
-    current_user,
-    git_branch,
-    git_commit,
-    git_dirty,
-    git_on_branch,
-    run_status,
-)
+from manymodels.registry.provenance import current_user, git_branch, git_commit, git_dirty, git_on_branch
+from manymodels.registry.run_state import STATUS_DEAD, TAG, run_status
 from manymodels.registry.versions import CHAMPION, ModelRegistry
 
 HASH = TAG + "bundle_hash"

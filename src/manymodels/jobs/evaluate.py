@@ -45,7 +45,8 @@ from manymodels.jobs.selection import BASIS, CV_CHALLENGER, CV_CHAMPION, cv_comp
 from manymodels.registry import Pack, RunInfo
 from manymodels.registry import manifest as mf
 from manymodels.registry.manifest import PackLayout
-from manymodels.registry.tracking import TAG, current_user
+from manymodels.registry.provenance import current_user
+from manymodels.registry.run_state import TAG
 from manymodels.registry.versions import CHALLENGER as CHALLENGER_ALIAS
 from manymodels.registry.versions import ModelRegistry, VersionInfo
 from manymodels.report import Section

@@ -36,7 +36,8 @@ from manymodels.jobs.drift import (
 from manymodels.jobs.pages import monitoring_section, run_facts, write_report
 from manymodels.registry import RunInfo
 from manymodels.registry.forecasting import lower_column, upper_column
-from manymodels.registry.tracking import TAG, current_user
+from manymodels.registry.provenance import current_user
+from manymodels.registry.run_state import TAG
 from manymodels.report import REPORT_FILE
 
 

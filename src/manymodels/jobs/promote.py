@@ -31,8 +31,9 @@ from manymodels.registry import manifest as mf
 from manymodels.registry.compose import compose_pack
 from manymodels.registry.manifest import PackLayout
 from manymodels.registry.pack_info import FORECAST, TIME
+from manymodels.registry.provenance import current_user
 from manymodels.registry.pyfunc import describe_model, save_pack_model
-from manymodels.registry.tracking import TAG, current_user
+from manymodels.registry.run_state import TAG
 from manymodels.registry.versions import CHAMPION, COMPLETE, PREVIOUS, ModelRegistry, VersionInfo
 from manymodels.report import REPORT_FILE, Section
 from manymodels.segment.spec import ForecastPlan

@@ -31,7 +31,7 @@ from manymodels.jobs.pages import (
 )
 from manymodels.registry import manifest as mf
 from manymodels.registry.hierarchy import LevelAccuracy, holdout_levels
-from manymodels.registry.tracking import TAG, RunInfo
+from manymodels.registry.run_state import TAG, RunInfo
 from manymodels.report import Chart, Section
 from manymodels.report.forecast_plots import segment_figure
 from manymodels.segment.forecast_fit import read_plot_record

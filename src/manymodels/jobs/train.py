@@ -55,16 +55,15 @@ from manymodels.registry.hierarchy import LevelAccuracy, holdout_levels
 from manymodels.registry.manifest import PackLayout
 from manymodels.registry.pack import Pack
 from manymodels.registry.pack_info import FORECAST, TIME
+from manymodels.registry.provenance import current_user, git_commit
 from manymodels.registry.pyfunc import describe_model, save_pack_model
-from manymodels.registry.tracking import (
+from manymodels.registry.run_state import (
     ARTIFACTS_DIR,
     FINISH_FILE,
     STATUS_OK,
     STATUS_RUNNING,
     TAG,
     RunInfo,
-    current_user,
-    git_commit,
     heartbeat_silence,
     local_path,
     param_text,

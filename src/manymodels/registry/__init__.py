@@ -12,16 +12,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from manymodels.registry.pack import Pack, PackPredict
     from manymodels.registry.pack_info import PackInfo, write_pack_files
-    from manymodels.registry.tracking import RunInfo, Tracker
+    from manymodels.registry.run_state import RunInfo
+    from manymodels.registry.tracking import Tracker
 
 __all__ = ["Pack", "PackInfo", "PackPredict", "RunInfo", "Tracker", "write_pack_files"]
 
 _HOME = {
     "Pack": "pack",
-    "PackInfo": "pack",
+    "PackInfo": "pack_info",
     "PackPredict": "pack",
-    "write_pack_files": "pack",
-    "RunInfo": "tracking",
+    "write_pack_files": "pack_info",
+    "RunInfo": "run_state",
     "Tracker": "tracking",
 }
 

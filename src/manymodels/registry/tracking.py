@@ -3,54 +3,47 @@
 from __future__ import annotations
 
 import contextlib
-import getpass
 import io
 import json
-import logging
 import os
 import re
 import shutil
-import socket
-import subprocess  # noqa: S404 - runs git with fixed arguments, never a shell
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from manymodels import faults
-from manymodels.errors import RegistryError, TrackingUnreachable
-from manymodels.registry.process import identity, is_gone
+from manymodels.errors import RegistryError
+from manymodels.registry.mlflow_env import file_lock, quiet_mlflow
+from manymodels.registry.process import identity
+from manymodels.registry.run_state import (
+    ARTIFACTS_DIR,
+    FINISH_FILE,
+    HEARTBEAT,
+    HEARTBEAT_EVERY,
+    HEARTBEAT_SECONDS,
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_RUNNING,
+    TAG,
+    RunFolder,
+    RunInfo,
+    local_path,
+    param_text,
+    run_status,
+    staging_prefix,
+)
 
-TAG = "manymodels."
-STATUS_OK = "ok"
-STATUS_FAILED = "failed"
-STATUS_RUNNING = "running"
-FINISH_FILE = "finish.json"  # beside a staged run's artifacts: what finishing it still has to log
-ARTIFACTS_DIR = "artifacts"  # the staged artifacts, in a temporary folder of the run's own
-STATUS_DEAD = "dead"  # shown, never written: tagged running, but the process that ran it is gone
-# A run at work on a tracking server writes the time every HEARTBEAT_SECONDS, so a run whose process died on another
-# host (a CI runner, a cluster's driver) is shown dead once STALE_BEATS beats are missed; on this host its pid says.
-HEARTBEAT = "heartbeat"
-HEARTBEAT_EVERY = "heartbeat_every"
-HEARTBEAT_SECONDS = 60.0
-STALE_BEATS = 5
 _BATCH = 100  # MLflow's limit of params (and tags) per log_batch call
-# MLflow prints "🏃 View run … at: …" links to stdout after each run unless this says not to.
-SUPPRESS_RUN_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
-# ... and draws a "Downloading artifacts" progress bar for every artifact read (an evaluation table, say).
-ARTIFACT_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-
-
-_HTTP_SET: dict[str, str] = {}  # the MLflow HTTP settings bound_http wrote (others in the environment are the user's)
 
 
 class FinishFailed(RegistryError):
@@ -61,88 +54,6 @@ def _first(text: str, limit: int = 300) -> str:
     """A message's first line, cut short (urllib3's retry errors run to several hundred characters)."""
     line = str(text).strip().splitlines()[0] if str(text).strip() else ""
     return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def bound_http(timeout_s: float, retries: int) -> None:
-    """Bound MLflow's HTTP client for this process: `timeout_s` per request, `retries` retries backing off 0, 2, 4,
-    8 ... s (its defaults wait minutes: 4 min before saying a server is down, 20 min for one that never answers).
-    MLflow reads these at every request. A value already in the environment that this function did not write
-    (the user's, or `serve`'s shorter ones) is left as it is."""
-    wanted = {
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, round(timeout_s))),
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
-    }
-    for key, value in wanted.items():
-        if key not in os.environ or os.environ[key] == _HTTP_SET.get(key):
-            os.environ[key] = _HTTP_SET[key] = value
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `path` (created if missing) for the block; where there is no fcntl (Windows), none."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextmanager
-def quiet_mlflow() -> Iterator[None]:
-    """While manymodels works: MLflow's INFO lines (database set-up, waits), run links and artifact progress
-    bars kept out of the output; the caller's own settings come back afterwards."""
-    logger = logging.getLogger("mlflow")  # MLflow set its level when it was imported (above)
-    level = logger.level
-    saved = {name: os.environ.get(name) for name in (SUPPRESS_RUN_LINKS, ARTIFACT_BARS)}
-    if logger.getEffectiveLevel() < logging.WARNING:
-        logger.setLevel(logging.WARNING)
-    os.environ[SUPPRESS_RUN_LINKS] = "true"
-    os.environ[ARTIFACT_BARS] = "false"
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-_PARAM_MAX = 6000
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """A training run as listed: id, when, outcome and its summary metrics."""
-
-    run_id: str
-    model: str
-    status: str
-    start_time: float
-    end_time: float | None
-    metrics: dict[str, float]
-    tags: dict[str, str]
-    artifact_uri: str
-    params: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class RunFolder:
-    """A run's artifact folder on this machine; `upload` is the folder to log when the store is remote, else None.
-
-    `keep`: set once work worth resuming is written there; a staged folder is then kept when the run fails.
-    """
-
-    path: Path
-    upload: Path | None
-    keep: bool = False
 
 
 class Tracker:
@@ -158,40 +69,11 @@ class Tracker:
         database.parent.mkdir(parents=True, exist_ok=True)
         # MLflow creates (or upgrades) the embedded store's tables on first use; two commands starting at once on a
         # fresh store both did, and one failed ("table ... already exists"). One process at a time does it here.
-        with _file_lock(database.with_name(database.name + ".lock")):
+        with file_lock(database.with_name(database.name + ".lock")):
             self.client = MlflowClient(tracking_uri=tracking_uri)
             with quiet_mlflow():
                 self.client.search_experiments(max_results=1)
                 self.client.search_registered_models(max_results=1)
-
-    def check_reachable(self, timeout: float = 5.0) -> None:
-        """Ask a tracking server over HTTP whether it is up, once and quickly (a local store always is).
-
-        Raises:
-            TrackingUnreachable: no answer within `timeout` seconds, or not a tracking server's answer.
-        """
-        parsed = urlparse(self.tracking_uri)
-        if parsed.scheme not in ("http", "https"):
-            return
-        import requests  # MLflow's own HTTP client library
-
-        url = self.tracking_uri.rstrip("/") + "/health"
-        try:
-            answer = requests.get(url, timeout=timeout)
-        except requests.RequestException as exc:
-            reason = type(exc).__name__
-            if isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower():
-                reason = "connection refused"
-            elif isinstance(exc, requests.Timeout):
-                reason = f"no answer in {timeout:g} s"
-            raise TrackingUnreachable(
-                f"tracking server {self.tracking_uri} is not reachable ({reason}): start it, or check the "
-                f"target's tracking_uri (try: curl {url})"
-            ) from exc
-        if answer.status_code >= 500:
-            raise TrackingUnreachable(
-                f"tracking server {self.tracking_uri} is not reachable (HTTP {answer.status_code} from {url})"
-            )
 
     def experiment_id(self, name: str, create: bool = True) -> str | None:
         """The experiment's id, created (with a local artifact folder when embedded) if missing."""
@@ -298,7 +180,7 @@ class Tracker:
         staging = None
         if local is None:  # staged here, uploaded by finish_run
             staging = (self.staged(run_id) if resume else None) or Path(
-                tempfile.mkdtemp(prefix=_staging_prefix(run_id))
+                tempfile.mkdtemp(prefix=staging_prefix(run_id))
             )
             local = staging / ARTIFACTS_DIR
         folder = RunFolder(local, None if staging is None else local)
@@ -358,7 +240,7 @@ class Tracker:
     @staticmethod
     def staged(run_id: str) -> Path | None:
         """The folder a run's process staged its artifacts in on this machine (`run_folder`), if it is still here."""
-        found = sorted(Path(tempfile.gettempdir()).glob(_staging_prefix(run_id) + "*"))
+        found = sorted(Path(tempfile.gettempdir()).glob(staging_prefix(run_id) + "*"))
         return next((f for f in found if f.is_dir()), None)
 
     def sweep_staging(self, bundle: str, model: str) -> list[Path]:
@@ -372,7 +254,7 @@ class Tracker:
             The folders removed.
         """
         removed = []
-        for folder in Path(tempfile.gettempdir()).glob(_staging_prefix("*") + "*"):
+        for folder in Path(tempfile.gettempdir()).glob(staging_prefix("*") + "*"):
             run_id = folder.name.split("-")[1]
             if not folder.is_dir() or not re.fullmatch(r"[0-9a-f]{32}", run_id):
                 continue
@@ -531,118 +413,11 @@ class Tracker:
         return target
 
 
-def _staging_prefix(run_id: str) -> str:
-    """How a run's staging folder in the temporary folder is named: this, then a random part."""
-    return f"manymodels-{run_id}-"
-
-
-def current_user() -> str:
-    """Who is running this (recorded on runs, versions and locks)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-def local_path(uri: str) -> Path | None:
-    """The local folder of a `file:` (or schemeless) artifact URI; None for remote stores."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if parsed.scheme == "" and uri.startswith("/"):
-        return Path(uri)
-    return None
-
-
-def git_commit(folder: Path) -> str | None:
-    """The git commit of the folder's checkout, or None outside git."""
-    return _git(folder, "rev-parse", "HEAD")
-
-
-def git_branch(folder: Path) -> str | None:
-    """The checked-out branch (None outside git or on a detached HEAD)."""
-    branch = _git(folder, "rev-parse", "--abbrev-ref", "HEAD")
-    return None if branch in (None, "HEAD") else branch
-
-
-def git_on_branch(folder: Path, branch: str) -> bool:
-    """Whether HEAD is a commit of `branch` (its local branch or `origin/<branch>`): a CI job on a tag of it, say."""
-    refs = (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}")  # full refs: never read as an option
-    return any(_git(folder, "merge-base", "--is-ancestor", "HEAD", ref) is not None for ref in refs)
-
-
-def git_dirty(folder: Path, ignore: Path | None = None) -> list[str] | None:
-    """Uncommitted changes of the checkout (`git status --porcelain` lines), but those under `ignore`.
-
-    Returns None outside git.
-    """
-    top = _git(folder, "rev-parse", "--show-toplevel")
-    if top is None or _git(folder, "rev-parse", "HEAD") is None:
-        return None
-    lines = (_git(folder, "status", "--porcelain") or "").splitlines()
-    if ignore is None:
-        return lines
-    try:
-        skip = ignore.resolve().relative_to(Path(top).resolve()).as_posix().rstrip("/") + "/"
-    except ValueError:
-        return lines
-    return [line for line in lines if not (line[3:].strip('"') + "/").startswith(skip)]
-
-
-def _git(folder: Path, *args: str) -> str | None:
-    """A git command's output (fixed arguments, never a shell), or None when git or the checkout is missing."""
-    git = shutil.which("git")
-    if git is None:
-        return None
-    try:
-        out = subprocess.run(  # noqa: S603 - fixed arguments, no shell
-            [git, *args],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def param_text(value: Any) -> str:
-    """A param's value as MLflow keeps it (text, cut to its length limit)."""
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, list):
-        text = ",".join(map(str, value))
-    else:
-        text = repr(value)
-    return text if len(text) <= _PARAM_MAX else text[: _PARAM_MAX - 3] + "..."
-
 
 def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def run_status(tags: Mapping[str, str], state: str, now: float | None = None) -> str:
-    """A run's status as shown: its status tag (else MLflow's state), `dead` for a run still tagged running whose
-    process is gone: on this host, its pid is; on another, its heartbeat stopped `STALE_BEATS` beats ago."""
-    status = tags.get(TAG + "status", state.lower())
-    if status != STATUS_RUNNING:
-        return status
-    gone = is_gone(tags.get(TAG + "host"), tags.get(TAG + "pid"), tags.get(TAG + "pid_start"))
-    if gone is None and tags.get(TAG + "host") != socket.gethostname():
-        silent = heartbeat_silence(tags, time.time() if now is None else now)
-        gone = silent is not None and silent[0] > STALE_BEATS * silent[1]
-    return STATUS_DEAD if gone else status
-
-
-def heartbeat_silence(tags: Mapping[str, str], now: float) -> tuple[float, float] | None:
-    """Seconds since a run's last heartbeat and its interval; None for a run that does not beat (an embedded store's,
-    or one from before heartbeats)."""
-    try:
-        return now - float(tags[TAG + HEARTBEAT]), float(tags[TAG + HEARTBEAT_EVERY])
-    except (KeyError, ValueError):
-        return None
 
 
 def _info(run: Any) -> RunInfo:

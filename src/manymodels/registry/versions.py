@@ -18,7 +18,9 @@ from mlflow.exceptions import MlflowException
 
 from manymodels.errors import RegistryError
 from manymodels.registry.process import identity, is_gone
-from manymodels.registry.tracking import TAG, Tracker, current_user
+from manymodels.registry.provenance import current_user
+from manymodels.registry.run_state import TAG
+from manymodels.registry.tracking import Tracker
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
