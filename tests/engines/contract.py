@@ -17,8 +17,8 @@ import pytest
 from helpers import future_known, segment_frame, series_frame
 from manymodels.engines import Contender, Dataset, Engine, LocalEngine, prepare
 from manymodels.engines.operations import Watch, model_positions, monitor_chunk
+from manymodels.jobs.fallback import keep_states
 from manymodels.jobs.pooled import fit_pooled_candidates
-from manymodels.jobs.train import keep_states
 from manymodels.registry.forecasting import forecast_state
 from manymodels.registry.manifest import build_manifest
 from manymodels.registry.pack import Pack
