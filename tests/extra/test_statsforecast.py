@@ -38,7 +38,7 @@ from helpers import (  # noqa: E402
 )
 from manymodels.cli.main import app  # noqa: E402
 from manymodels.estimators.statistical import dump_statistical, load_statistical  # noqa: E402
-from manymodels.segment.forecast import load_forecaster  # noqa: E402
+from manymodels.segment.forecaster import load_forecaster  # noqa: E402
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200"}
@@ -310,14 +310,9 @@ def test_a_model_reads_its_own_regressors_from_a_pack_that_knows_more(tmp_path: 
     """A promotion's composite pack keeps every plan's known features; a statistical model fitted with fewer reads
     its own from them (history and values ahead): the same forecasts and intervals as under its own plan."""
     from manymodels.data.timegrid import TimeGrid
-    from manymodels.segment.forecast import (
-        fit_forecaster,
-        forecast_many,
-        model_widths,
-        origins_from_series,
-        series_of,
-        tail_width,
-    )
+    from manymodels.segment.forecast import forecast_many, model_widths, origins_from_series
+    from manymodels.segment.forecaster import fit_forecaster, tail_width
+    from manymodels.segment.series import series_of
     from manymodels.segment.spec import Candidate, ForecastPlan
 
     rows = series_frame(segments=1, steps=40, seed=7).drop(columns=["region"])

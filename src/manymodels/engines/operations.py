@@ -132,8 +132,8 @@ def _evaluate_forecasts(
     from threadpoolctl import threadpool_limits
 
     from manymodels.registry.forecasting import holdout_metrics
-    from manymodels.segment.forecast import ForecastDataError, series_of
     from manymodels.segment.forecast_fit import grid_of
+    from manymodels.segment.series import ForecastDataError, series_of
 
     plan = spec.forecast
     assert plan is not None  # noqa: S101 - the caller checked

@@ -23,20 +23,11 @@ import pandas as pd
 from manymodels.data.timegrid import NUMBER, GridError, TimeGrid, parse_times
 from manymodels.errors import DataError
 from manymodels.registry import manifest as mf
-from manymodels.segment.forecast import (
-    ForecastDataError,
-    Forecaster,
-    Origins,
-    Series,
-    forecast_many,
-    model_widths,
-    origins_from_series,
-    origins_from_states,
-    series_of,
-    tail_width,
-)
+from manymodels.segment.forecast import Origins, forecast_many, model_widths, origins_from_series, origins_from_states
 from manymodels.segment.forecast_fit import window_metric
+from manymodels.segment.forecaster import Forecaster, tail_width
 from manymodels.segment.intervals import half_widths
+from manymodels.segment.series import ForecastDataError, Series, series_of
 from manymodels.segment.spec import ForecastPlan
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from manymodels.registry.manifest import (
 from manymodels.registry.pack_info import DamagedModel, PackInfo
 from manymodels.registry.routing import Router, short
 from manymodels.registry.shard_files import ShardFile, check_name, first_line, model_problem, read_shared_model
-from manymodels.segment.forecast import (
+from manymodels.segment.forecaster import (
     FORMAT_FORECAST,
     Forecaster,
     forecaster_header,

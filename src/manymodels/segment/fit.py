@@ -13,11 +13,12 @@ import pandas as pd
 
 from manymodels import faults
 from manymodels.estimators import FORMAT_BASELINE, add_import_roots, fit_model, is_constant, time_values
-from manymodels.segment.forecast import FORMAT_FORECAST, ForecastDataError
 from manymodels.segment.forecast_fit import ThinSegment, fit_forecast
+from manymodels.segment.forecaster import FORMAT_FORECAST
 from manymodels.segment.metrics import compute_metrics
 from manymodels.segment.profile import make_profile, with_losses
 from manymodels.segment.select import Selection, describe, select
+from manymodels.segment.series import ForecastDataError
 from manymodels.segment.shards import checksum, join_location, shard_name, write_shard
 from manymodels.segment.significance import row_losses
 from manymodels.segment.spec import SegmentSpec

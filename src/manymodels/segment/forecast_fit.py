@@ -20,19 +20,14 @@ import pandas as pd
 
 from manymodels.data.timegrid import TimeGrid, infer_freq, parse_times, time_text
 from manymodels.estimators import Predictor, uses_exog, window_forecast
-from manymodels.segment.forecast import (
+from manymodels.segment.forecast import forecast_many, model_widths, origins_from_series
+from manymodels.segment.forecaster import (
     ENSEMBLE,
     FORMAT_FORECAST,
     STATISTICAL,
-    ForecastDataError,
     Forecaster,
-    Series,
     fit_forecaster,
     fit_pooled_forecaster,
-    forecast_many,
-    model_widths,
-    origins_from_series,
-    series_of,
     statistical_known,
     statistical_values,
     tail_width,
@@ -41,6 +36,7 @@ from manymodels.segment.intervals import HOLDOUT_LEVELS, half_widths, interval_s
 from manymodels.segment.metrics import compute_metrics
 from manymodels.segment.profile import WIDTH, column_profile, with_losses
 from manymodels.segment.select import Scored, Selection, SelectionError, describe, tune, validation_of, winner_of
+from manymodels.segment.series import ForecastDataError, Series, series_of
 from manymodels.segment.significance import row_losses
 from manymodels.segment.spec import Candidate, ForecastPlan, SegmentSpec, SharedFit, series_key
 from manymodels.segment.transforms import forward

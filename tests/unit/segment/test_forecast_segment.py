@@ -13,18 +13,10 @@ from helpers import series_frame
 from manymodels.data.timegrid import TimeGrid
 from manymodels.segment.features import feature_rows
 from manymodels.segment.fit import fit_segment
-from manymodels.segment.forecast import (
-    Forecaster,
-    Series,
-    fit_forecaster,
-    forecast_many,
-    load_forecaster,
-    origins_from_series,
-    origins_from_states,
-    series_of,
-    tail_width,
-)
+from manymodels.segment.forecast import forecast_many, origins_from_series, origins_from_states
 from manymodels.segment.forecast_fit import forecast_one, forecast_windows, window_metric, with_naive
+from manymodels.segment.forecaster import Forecaster, fit_forecaster, load_forecaster, tail_width
+from manymodels.segment.series import Series, series_of
 from manymodels.segment.spec import Candidate, ForecastPlan, Rolling, SegmentSpec, Validation
 from manymodels.segment.transforms import forward, inverse
 
