@@ -24,7 +24,8 @@ from manymodels.registry.manifest import build_manifest
 from manymodels.registry.pack import Pack
 from manymodels.registry.pack_info import FORECAST, PackInfo, write_pack_files
 from manymodels.segment import SegmentSpec, read_shard
-from manymodels.segment.forecast_fit import fallback_plan, with_naive
+from manymodels.segment.forecast_pooled import fallback_plan
+from manymodels.segment.forecast_windows import with_naive
 from manymodels.segment.spec import Candidate, ForecastPlan, Validation
 
 SPEC = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"),

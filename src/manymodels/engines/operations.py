@@ -132,7 +132,7 @@ def _evaluate_forecasts(
     from threadpoolctl import threadpool_limits
 
     from manymodels.registry.forecasting import holdout_metrics
-    from manymodels.segment.forecast_fit import grid_of
+    from manymodels.segment.forecast_windows import grid_of
     from manymodels.segment.series import ForecastDataError, series_of
 
     plan = spec.forecast

@@ -34,7 +34,7 @@ from manymodels.registry.provenance import current_user
 from manymodels.registry.run_state import STATUS_OK, TAG
 from manymodels.registry.versions import CHAMPION, ModelRegistry, VersionInfo
 from manymodels.segment import SegmentSpec
-from manymodels.segment.forecast_fit import with_naive
+from manymodels.segment.forecast_windows import with_naive
 from manymodels.segment.shards import is_url
 from manymodels.segment.spec import Candidate, ForecastPlan, Rolling, Validation
 

@@ -18,7 +18,7 @@ from manymodels.registry import manifest as mf
 from manymodels.registry.manifest import PackLayout
 from manymodels.registry.pack_info import FORECAST
 from manymodels.segment import SegmentSpec
-from manymodels.segment.forecast_fit import fallback_plan
+from manymodels.segment.forecast_pooled import fallback_plan
 from manymodels.segment.shards import (
     fetch_shards,
     make_folder,

@@ -34,7 +34,7 @@ from manymodels.registry.hierarchy import LevelAccuracy, holdout_levels
 from manymodels.registry.run_state import TAG, RunInfo
 from manymodels.report import Chart, Section
 from manymodels.report.forecast_plots import segment_figure
-from manymodels.segment.forecast_fit import read_plot_record
+from manymodels.segment.forecast_windows import read_plot_record
 
 
 def run_report(target: Target, run_id: str, worst: int = 10, failed_limit: int | None = None) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from manymodels.data.timegrid import NUMBER, GridError, TimeGrid, parse_times
 from manymodels.errors import DataError
 from manymodels.registry import manifest as mf
 from manymodels.segment.forecast import Origins, forecast_many, model_widths, origins_from_series, origins_from_states
-from manymodels.segment.forecast_fit import window_metric
+from manymodels.segment.forecast_windows import window_metric
 from manymodels.segment.forecaster import Forecaster, tail_width
 from manymodels.segment.intervals import half_widths
 from manymodels.segment.series import ForecastDataError, Series, series_of

@@ -21,7 +21,7 @@ from manymodels.estimators.reconcile import reconcile, residual_matrix
 from manymodels.registry import manifest as mf
 from manymodels.registry.forecasting import STEP, lower_column, upper_column
 from manymodels.registry.pack import Pack
-from manymodels.segment.forecast_fit import read_plot_record, window_metric
+from manymodels.segment.forecast_windows import read_plot_record, window_metric
 
 BASE = "base_prediction"  # the level's own forecast, before reconciliation
 

@@ -23,7 +23,7 @@ from manymodels.data.timegrid import TimeGrid, time_from_text
 from manymodels.registry.manifest import HOLDOUT_PLOT, SEGMENT_INDEX, is_ok
 from manymodels.report.charts import Figure, _layout
 from manymodels.report.page import Chart, Section
-from manymodels.segment.forecast_fit import read_plot_record
+from manymodels.segment.forecast_windows import read_plot_record
 
 HISTORY, ACTUAL, FORECAST = "#8a94a6", "#1d2330", "#1f77b4"
 BAND_95, BAND_80 = "rgba(31, 119, 180, 0.12)", "rgba(31, 119, 180, 0.25)"

@@ -13,7 +13,8 @@ import pandas as pd
 
 from manymodels import faults
 from manymodels.estimators import FORMAT_BASELINE, add_import_roots, fit_model, is_constant, time_values
-from manymodels.segment.forecast_fit import ThinSegment, fit_forecast
+from manymodels.segment.forecast_fit import fit_forecast
+from manymodels.segment.forecast_windows import ThinSegment
 from manymodels.segment.forecaster import FORMAT_FORECAST
 from manymodels.segment.metrics import compute_metrics
 from manymodels.segment.profile import make_profile, with_losses

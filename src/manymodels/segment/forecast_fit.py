@@ -11,26 +11,38 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
-from manymodels.data.timegrid import TimeGrid, infer_freq, parse_times, time_text
+from manymodels.data.timegrid import TimeGrid
 from manymodels.estimators import Predictor, uses_exog, window_forecast
-from manymodels.segment.forecast import forecast_many, model_widths, origins_from_series
+from manymodels.segment.forecast_pooled import fit_pooled, fit_shared
+from manymodels.segment.forecast_windows import (
+    NAIVE,
+    ThinSegment,
+    forecast_one,
+    forecast_windows,
+    grid_of,
+    imputer_of,
+    own_widths,
+    plan_of,
+    plot_record,
+    series_scales,
+    step_metrics,
+    thin_limit,
+    window_metric,
+)
 from manymodels.segment.forecaster import (
     ENSEMBLE,
     FORMAT_FORECAST,
     STATISTICAL,
     Forecaster,
     fit_forecaster,
-    fit_pooled_forecaster,
     statistical_known,
     statistical_values,
-    tail_width,
 )
 from manymodels.segment.intervals import HOLDOUT_LEVELS, half_widths, interval_scores, window_residuals
 from manymodels.segment.metrics import compute_metrics
@@ -39,141 +51,6 @@ from manymodels.segment.select import Scored, Selection, SelectionError, describ
 from manymodels.segment.series import ForecastDataError, Series, series_of
 from manymodels.segment.significance import row_losses
 from manymodels.segment.spec import Candidate, ForecastPlan, SegmentSpec, SharedFit, series_key
-from manymodels.segment.transforms import forward
-
-NAIVE = Candidate("naive", "baseline", method="naive")
-
-
-def plan_of(spec: SegmentSpec) -> ForecastPlan:
-    """The spec's forecast plan (a spec without one does not forecast)."""
-    if spec.forecast is None:
-        raise ValueError("the model is not a forecast")
-    return spec.forecast
-
-
-def grid_of(plan: ForecastPlan, frame: pd.DataFrame | None = None) -> TimeGrid:
-    """The plan's grid; a plan whose freq was never resolved (a spec made by hand) infers it from `frame`."""
-    if plan.freq is not None:
-        return TimeGrid.of(plan.freq, plan.time_kind)
-    if frame is None or len(frame) < 2:
-        raise ForecastDataError("the forecast's freq is not set and cannot be inferred here")
-    times = parse_times(frame[plan.time], plan.time_kind)
-    return TimeGrid.of(infer_freq(np.zeros(len(times), dtype=np.int64), times, plan.time_kind), plan.time_kind)
-
-
-def fit_need(spec: SegmentSpec) -> int:
-    """The steps of history every candidate needs to be fitted: two rows to train on after the lags and
-    differencing (models), a season or window (baselines)."""
-    plan = plan_of(spec)
-    need = 1
-    if any(c.estimator != "baseline" for c in spec.choices()):
-        need = plan.differencing + plan.reach + 2
-    for c in spec.choices():
-        need = max(need, c.period or 0, c.window or 0)
-    return need
-
-
-def thin_limit(spec: SegmentSpec) -> int:
-    """The fewest steps of history a segment needs: its holdout, and enough before it to fit every candidate.
-
-    A segment with fewer is thin: it fails with a message saying so. Selecting takes one validation window
-    more: its horizon, and the same history before it.
-    """
-    plan = plan_of(spec)
-    need = fit_need(spec)
-    windows = 2 if spec.selecting else 1  # the holdout, and the latest validation window
-    return max(windows * plan.horizon + need, max(plan.lags, default=0) + plan.horizon, spec.min_rows)
-
-
-def forecast_windows(length: int, spec: SegmentSpec) -> list[int]:
-    """The origins (positions) of the validation windows within `length` steps of training history, oldest first.
-
-    The latest window's horizon ends at the last training step; each earlier one starts `step` steps
-    sooner. Windows too early to train on are dropped (at least one is needed).
-
-    Raises:
-        SelectionError: no window leaves enough history before it.
-    """
-    plan, validation = plan_of(spec), validation_of(spec)
-    latest = length - 1 - plan.horizon
-    lowest = fit_need(spec) - 1  # the history a window needs before its origin, as a position
-    origins = [latest - k * validation.step for k in range(validation.windows)]
-    kept = sorted(o for o in origins if o >= lowest)
-    if not kept:
-        raise SelectionError(
-            f"too short to validate: {length} training steps; a window of {plan.horizon} steps needs {lowest + 1} "
-            "before it"
-        )
-    return kept
-
-
-def forecast_one(forecaster: Forecaster, history: Series, plan: ForecastPlan, grid: TimeGrid, steps: int,
-                 known: np.ndarray) -> np.ndarray:
-    """One segment's forecast, `steps` from the end of `history` (`known`: steps x known features)."""
-    origins = origins_from_series([history], plan, tail_width(plan, forecaster))
-    padded = np.full((steps, len(plan.known)), np.nan)
-    padded[: len(known)] = known[:steps]
-    return forecast_many(plan, grid, [forecaster], origins, steps, padded[None])[0]
-
-
-def own_widths(forecaster: Forecaster, history: Series, plan: ForecastPlan, steps: int, known: np.ndarray,
-               levels: Sequence[float]) -> np.ndarray:
-    """A statistical model's own intervals (`intervals: model`) around its forecast from the end of `history`, as
-    half-widths (levels x steps); NaN for any other forecaster or where the model gives none."""
-    origins = origins_from_series([history], plan, tail_width(plan, forecaster))
-    padded = np.full((steps, len(plan.known)), np.nan)
-    padded[: len(known)] = known[:steps]
-    return model_widths(plan, [forecaster], origins, steps, padded[None], levels)[0]
-
-
-PLOT_HISTORY = 24  # steps of history before the holdout a plot keeps (at least; twice the horizon if longer)
-
-
-def plot_record(train: Series, grid: TimeGrid, actual: np.ndarray, predicted: np.ndarray, widths: np.ndarray
-                ) -> str:
-    """What the report draws of a segment, as JSON: the time of the first step kept (`start`), the last steps of
-    history before the holdout (`history`: PLOT_HISTORY, or twice the horizon), the holdout's actual values, its
-    forecast, and the half-widths of its 80% and 95% intervals (null: none). Six significant digits: a plot's."""
-    keep = min(len(train), max(PLOT_HISTORY, 2 * len(actual)))
-
-    def numbers(values: np.ndarray) -> list[float | None]:
-        return [float(f"{v:.6g}") if np.isfinite(v) else None for v in np.asarray(values, dtype=np.float64)]
-
-    return json.dumps({
-        "start": time_text(train.times[len(train) - keep], grid.kind) if keep else None,
-        "history": numbers(train.y[len(train) - keep:]), "actual": numbers(actual), "forecast": numbers(predicted),
-        "w80": numbers(widths[0]), "w95": numbers(widths[1]),
-    }, allow_nan=False)
-
-
-def read_plot_record(text: Any) -> dict[str, Any] | None:
-    """What `plot_record` wrote, or None (none kept, or not its JSON)."""
-    if not isinstance(text, str):
-        return None
-    try:
-        record = json.loads(text)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) and "forecast" in record else None
-
-
-def window_metric(metric: str, actual: np.ndarray, predicted: np.ndarray) -> float:
-    """The metric over a window's steps whose actual value is known (NaN when none is)."""
-    known = np.isfinite(actual)
-    if not known.any() or not np.isfinite(predicted[known]).all():
-        return math.nan
-    return float(compute_metrics("regression", actual[known], predicted[known])[metric])
-
-
-def step_metrics(metric: str, actual: np.ndarray, predicted: np.ndarray) -> list[float | None]:
-    """The metric of each step of the forecasts given (one series: a vector of steps; many: series x steps), over
-    the series whose step has an actual value (null where none has; r2 is not one step's)."""
-    actual, predicted = np.atleast_2d(actual), np.atleast_2d(predicted)
-    out: list[float | None] = []
-    for k in range(actual.shape[1]):
-        value = window_metric(metric, actual[:, k], predicted[:, k]) if metric != "r2" else math.nan
-        out.append(None if math.isnan(value) else value)
-    return out
 
 
 def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str = "") -> Selection:
@@ -209,7 +86,7 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
                 predicted = window_forecast(name, params, statistical_values(history.y), horizon, regressors,
                                             train.known[future])
             else:
-                fitted = fit_forecaster(candidate, params, plan, history, impute=_impute(spec, candidate))
+                fitted = fit_forecaster(candidate, params, plan, history, impute=imputer_of(spec, candidate))
                 predicted = forecast_one(fitted, history, plan, grid, horizon, train.known[future])
             out.append(window_metric(validation.metric, train.y[future], predicted))
             forecasts.append(predicted)
@@ -316,7 +193,7 @@ def _fit_chosen(candidate: Candidate, params: dict[str, Any], spec: SegmentSpec,
                           weights=[float(params["weights"][m]) for m in candidate.members])
     if candidate.pooled:
         return _reference(spec, candidate, series)
-    return fit_forecaster(candidate, params, plan, series, impute=_impute(spec, candidate), serialize=True)
+    return fit_forecaster(candidate, params, plan, series, impute=imputer_of(spec, candidate), serialize=True)
 
 
 def _reference(spec: SegmentSpec, candidate: Candidate, train: Series) -> Forecaster:
@@ -343,10 +220,6 @@ def _holdout_forecast(forecaster: Forecaster, spec: SegmentSpec, key: str, train
     return forecast_one(forecaster, train, plan, grid, plan.horizon, known)
 
 
-def _impute(spec: SegmentSpec, candidate: Candidate) -> str | None:
-    return spec.impute if candidate.estimator not in ("lightgbm", "baseline") else None
-
-
 def _shared_of(spec: SegmentSpec, name: str) -> SharedFit:
     found = next((s for s in spec.shared if s.candidate == name), None)
     if found is None:
@@ -359,11 +232,6 @@ def _shared_scores(spec: SegmentSpec, name: str, key: str) -> tuple[list[Any], l
     if found is None:
         raise SelectionError(f"the pooled fit of {name} left this series out (off the grid, or too short)")
     return found
-
-
-def series_scales(plan: ForecastPlan, history: Series) -> np.ndarray:
-    """The transforms' (mean, std) fitted on one series (NaN for transforms that fit nothing)."""
-    return forward(history.y[None, :], plan.transforms)[1][0]
 
 
 def fit_forecast(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, Selection | None, dict[str, Any]]:
@@ -485,156 +353,3 @@ def _profile(train: Series, plan: ForecastPlan) -> bytes | None:
         return np.asarray(rows, dtype=np.float32).tobytes()
     except Exception:  # noqa: BLE001 - a profile never costs a segment its model
         return None
-
-
-class ThinSegment(ForecastDataError):
-    """A segment with too little history for its own model; `state` (what a pack keeps of a segment's history) lets
-    a fallback forecast it."""
-
-    def __init__(self, message: str, state: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.state = state
-
-
-def fallback_plan(plan: ForecastPlan) -> ForecastPlan:
-    """A fallback's plan: the segments', without `scale` (fitted per series on its training steps, which the short
-    and unseen series a fallback serves do not have)."""
-    return replace(plan, transforms=tuple(t for t in plan.transforms if t[0] != "scale"))
-
-
-def fit_pooled(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, dict[str, Any]]:
-    """A forecast fallback: one model fitted on the training steps of every series of `frame` (split by
-    `spec.pool_by`), measured on each series' last `horizon` steps; it keeps no state (each series it serves
-    brings its own).
-
-    Raises:
-        ForecastDataError: no series has more steps than the holdout, the lags and differencing need.
-    """
-    plan = plan_of(spec)
-    grid = grid_of(plan, frame)
-    horizon = plan.horizon
-    histories = []
-    for _, rows in frame.groupby(list(spec.pool_by), sort=True, dropna=False, observed=True):
-        try:
-            histories.append(series_of(rows, plan, spec.label, grid))
-        except ForecastDataError:
-            continue  # a series off the grid is left out of the fallback's rows (its own fit names why)
-    usable = [h for h in histories if len(h) > horizon + plan.differencing + plan.reach + 1]
-    if not usable:
-        raise ForecastDataError(
-            f"no series has more than {horizon + plan.differencing + plan.reach + 1} steps (the holdout, the largest "
-            "lag and differencing): nothing to fit the fallback on"
-        )
-    trains = [h.upto(len(h) - horizon - 1) for h in usable]
-    candidate = spec.choices()[0]
-    forecaster = fit_pooled_forecaster(candidate, dict(candidate.params), plan, trains,
-                                       impute=_impute(spec, candidate), serialize=True)
-    return forecaster, _pooled_holdout(forecaster, spec, grid, usable, trains)[1]
-
-
-def _pooled_holdout(model: Forecaster, spec: SegmentSpec, grid: TimeGrid, series: list[Series],
-                    trains: list[Series]) -> tuple[np.ndarray, dict[str, Any]]:
-    """A pooled model's forecasts of each series' holdout (series x steps), and what the manifest keeps of them."""
-    plan = plan_of(spec)
-    horizon = plan.horizon
-    known = np.array([s.known[-horizon:] for s in series]).reshape(len(series), horizon, len(plan.known))
-    predicted = _pooled_forecast(model, plan, grid, trains, known)
-    actual = np.array([s.y[-horizon:] for s in series])
-    naive = forecast_many(plan, grid, [fit_forecaster(NAIVE, {}, plan, t) for t in trains],
-                          origins_from_series(trains, plan, 1), horizon, known)
-    return predicted, {
-        "metrics": compute_metrics("regression", *_known_pairs(actual, predicted)),
-        "step_metric": json.dumps(step_metrics(spec.metric, actual, predicted)),
-        "holdout_naive": window_metric(spec.metric, actual.reshape(-1), naive.reshape(-1)),
-        "n_train": sum(len(t) for t in trains),
-        "n_test": int(np.isfinite(actual).sum()),
-        "profile": None,
-    }
-
-
-def fit_shared(frame: pd.DataFrame, spec: SegmentSpec) -> tuple[Forecaster, dict[str, Any]]:
-    """A pooled candidate's fit: one model over every series of `frame` (split by `spec.pool_by`; `spec` holds the
-    one candidate and the family's validation), scored per series on the windows its own selection uses.
-
-    Each window is one fit over every series' steps before that series' origin (the k-th window of each series,
-    counted back from its holdout), forecasting each series' horizon from its origin; the holdout's fit is the
-    model kept (every series' steps before its holdout), forecasting each series' holdout. Series too short for
-    a window (or for the holdout) are left out of its fit and score.
-
-    Returns:
-        The model (no state: each segment that chooses it keeps its own), and what the manifest keeps, plus
-        `scores` (JSON: series key -> [[origin, window metric, window forecast], ...], the holdout forecast).
-
-    Raises:
-        ForecastDataError: no series is long enough for the holdout and one window.
-    """
-    plan, validation = plan_of(spec), validation_of(spec)
-    grid = grid_of(plan, frame)
-    horizon = plan.horizon
-    candidate = spec.choices()[0]
-    impute = _impute(spec, candidate)
-    keys, series = [], []
-    for values, rows in frame.groupby(list(spec.pool_by), sort=True, dropna=False, observed=True):
-        try:
-            history = series_of(rows, plan, spec.label, grid)
-        except ForecastDataError:
-            continue  # off the grid: its own fit says why
-        if len(history) >= thin_limit(spec):
-            keys.append(series_key(values if isinstance(values, tuple) else (values,)))
-            series.append(history)
-    if not series:
-        raise ForecastDataError(f"no series has {thin_limit(spec)} steps (the holdout, a window and the history "
-                                f"before it): nothing to fit {candidate.name} on")
-    trains = [s.upto(len(s) - horizon - 1) for s in series]
-    windows: dict[int, list[tuple[int, int]]] = {}  # k-th latest window -> (series, origin)
-    for i, train in enumerate(trains):
-        try:
-            origins = forecast_windows(len(train), spec)
-        except SelectionError:
-            continue
-        for k, origin in enumerate(reversed(origins)):
-            windows.setdefault(k, []).append((i, origin))
-    folds: list[list[list[Any]]] = [[] for _ in series]
-    for members in windows.values():
-        histories = [trains[i].upto(o) for i, o in members]
-        fitted = fit_pooled_forecaster(candidate, dict(candidate.params), plan, histories, impute=impute)
-        known = np.array([trains[i].known[o + 1 : o + 1 + horizon] for i, o in members])
-        actual = np.array([trains[i].y[o + 1 : o + 1 + horizon] for i, o in members])
-        predicted = _pooled_forecast(fitted, plan, grid, histories, known)
-        for (i, origin), a, p in zip(members, actual, predicted, strict=True):  # an ensemble member's forecasts too
-            folds[i].append([origin, _json_number(window_metric(validation.metric, a, p)),
-                             [_json_number(v) for v in p]])
-    model = fit_pooled_forecaster(candidate, dict(candidate.params), plan, trains, impute=impute, serialize=True)
-    predicted, kept = _pooled_holdout(model, spec, grid, series, trains)
-    scores = {k: [sorted(f), [_json_number(v) for v in p]] for k, f, p in zip(keys, folds, predicted, strict=True)}
-    if spec.refit:  # and on every series' every step: what forecasts use; the measured one is kept inside it
-        final = fit_pooled_forecaster(candidate, dict(candidate.params), plan, series, impute=impute, serialize=True)
-        final.measured, model = model, final
-    return model, {**kept, "scores": json.dumps(scores, allow_nan=False)}
-
-
-def _pooled_forecast(model: Forecaster, plan: ForecastPlan, grid: TimeGrid, histories: list[Series],
-                     known: np.ndarray) -> np.ndarray:
-    """One pooled model's forecasts of many series from the ends of their histories, each with its own scales."""
-    views = [replace(model, scales=series_scales(plan, h)) for h in histories]
-    origins = origins_from_series(histories, plan, tail_width(plan, model))
-    return forecast_many(plan, grid, views, origins, plan.horizon, known.reshape(len(histories), plan.horizon,
-                                                                                 len(plan.known)))
-
-
-def _json_number(value: float) -> float | None:
-    return None if not math.isfinite(value) else float(value)
-
-
-def _known_pairs(actual: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    both = np.isfinite(actual) & np.isfinite(predicted)
-    return actual[both], predicted[both]
-
-
-def with_naive(spec: SegmentSpec) -> SegmentSpec:
-    """A forecast spec whose candidates include `naive` (always measured, declared or not)."""
-    if spec.forecast is None or any(c.estimator == "baseline" and c.method == "naive" for c in spec.choices()):
-        return spec
-    names = {c.name for c in spec.choices()}
-    naive = NAIVE if NAIVE.name not in names else replace(NAIVE, name="naive_baseline")
-    return replace(spec, candidates=(*spec.choices(), naive))

@@ -14,7 +14,7 @@ from manymodels.data.timegrid import TimeGrid
 from manymodels.segment.features import feature_rows
 from manymodels.segment.fit import fit_segment
 from manymodels.segment.forecast import forecast_many, origins_from_series, origins_from_states
-from manymodels.segment.forecast_fit import forecast_one, forecast_windows, window_metric, with_naive
+from manymodels.segment.forecast_windows import forecast_one, forecast_windows, window_metric, with_naive
 from manymodels.segment.forecaster import Forecaster, fit_forecaster, load_forecaster, tail_width
 from manymodels.segment.series import Series, series_of
 from manymodels.segment.spec import Candidate, ForecastPlan, Rolling, SegmentSpec, Validation
@@ -181,7 +181,7 @@ def test_series_keep_their_known_and_static_values() -> None:
 
 
 def test_step_metrics_of_one_forecast_or_of_many_series() -> None:
-    from manymodels.segment.forecast_fit import step_metrics
+    from manymodels.segment.forecast_windows import step_metrics
 
     assert step_metrics("mae", np.array([1.0, 2.0]), np.array([2.0, 2.5])) == [1.0, 0.5]
     many = step_metrics("rmse", np.array([[1.0, np.nan], [3.0, np.nan]]), np.array([[2.0, 1.0], [3.0, 1.0]]))
