@@ -293,7 +293,7 @@ def monitor_chunk(
             low, high = (pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
                          for c in watch.band)
     elif pack.plan is not None:
-        from manymodels.registry.forecasting import answer_rows
+        from manymodels.registry.forecast_rows import answer_rows
 
         with threadpool_limits(limits=1):
             values, _, steps, width = answer_rows(pack, frame.reset_index(drop=True), levels=[MONITOR_LEVEL])
@@ -338,7 +338,7 @@ def monitor_chunk(
             out[MON_METRIC] = grouped_metric(watch.task, watch.metric, positions[forecast], count, y[forecast],
                                              guess[forecast])
             if steps is None:  # rows scored before: where each stands after its segment's training
-                from manymodels.registry.forecasting import row_steps
+                from manymodels.registry.forecast_rows import row_steps
 
                 steps = row_steps(pack, frame.reset_index(drop=True))
             for k in range(watch.steps):

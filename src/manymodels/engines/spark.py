@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from manymodels.data.hierarchy import nesting_problem
 from manymodels.engines.base import Dataset, Forecasted, Progress, Scored, Source, segment_labels, wanted_mask
 from manymodels.engines.chunking import plan_chunks
 from manymodels.engines.operations import (
@@ -46,6 +45,7 @@ from manymodels.engines.operations import (
     wanted_segments,
 )
 from manymodels.engines.records import fit_recorded
+from manymodels.engines.spark_frames import from_portable, portable, spark_levels, unserved_counts, warm_workers
 from manymodels.engines.spark_session import (
     build_session,
     parallelism,
@@ -56,7 +56,6 @@ from manymodels.engines.spark_session import (
     stage_progress,
     to_pandas,
 )
-from manymodels.errors import DataError
 from manymodels.registry import manifest as mf
 from manymodels.registry.forecasting import (
     forecast_keys,
@@ -67,7 +66,7 @@ from manymodels.registry.forecasting import (
     upper_column,
 )
 from manymodels.registry.pack import PackPredict
-from manymodels.registry.pack_info import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE
+from manymodels.registry.pack_info import MODEL_SOURCE
 from manymodels.segment import SegmentResult, SegmentSpec
 
 # Every chunk is one pandas frame in one Python worker, sent as Arrow: stay far below Arrow's
@@ -153,7 +152,7 @@ class SparkEngine:
         """Read with Spark, count rows per segment (the only thing collected), plan and tag chunks."""
         self.start()
         warming = threading.Thread(
-            target=_warm_workers, args=(self.session, self.workers), name="manymodels-warm-up"
+            target=warm_workers, args=(self.session, self.workers), name="manymodels-warm-up"
         )
         warming.start()  # Python workers import LightGBM while the JVM reads and counts
         try:
@@ -337,7 +336,7 @@ class SparkEngine:
 
             def forecast_group(pdf: pd.DataFrame) -> pd.DataFrame:
                 part = pdf.sort_values(INDEX, kind="stable")[by].reset_index(drop=True)
-                return _portable(forecast_chunk(pack, part, steps, future.rows_of(part), levels), plan.time, dates)
+                return portable(forecast_chunk(pack, part, steps, future.rows_of(part), levels), plan.time, dates)
         else:
             columns = history_columns(opened)
             fleet = self._tag(self._read(history).select(*columns), by)
@@ -349,7 +348,7 @@ class SparkEngine:
                 rows, bounds = _chunk_bounds(pdf)
                 part = rows[by].iloc[[lo for _, lo, _ in bounds]].reset_index(drop=True)
                 done = forecast_history_chunk(rows[columns], pack, steps, future.rows_of(part), levels)
-                return _portable(done, plan.time, dates)
+                return portable(done, plan.time, dates)
 
         key_types = [f for f in fleet.frame.schema.fields if f.name in by]
         schema = ", ".join([*(f"`{f.name}` {f.dataType.simpleString()}" for f in key_types),
@@ -357,7 +356,7 @@ class SparkEngine:
                             "model_source string",
                             *(f"`{side(level)}` double" for level in levels for side in (lower_column, upper_column))])
         rows = self._per_chunk(fleet, forecast_group, schema)
-        return Forecasted(_from_portable(rows, plan.time, dates), asked - len(rows) // max(steps, 1))
+        return Forecasted(from_portable(rows, plan.time, dates), asked - len(rows) // max(steps, 1))
 
     def score(
         self, source: Source, pack: str, output: Path | None = None, partition_by_segment: bool = False
@@ -410,14 +409,14 @@ class SparkEngine:
         scored = partitioned.mapInPandas(predict_batches, schema=schema)
         if output is None:  # returned unwritten: the counts take one pass, the caller's action another
             with stage_conf(self.session, {_AQE: "false", _ARROW: "true"}):
-                return Scored(scored, *_unserved_counts(scored, segment_by))
+                return Scored(scored, *unserved_counts(scored, segment_by))
         with stage_conf(self.session, {_AQE: "false", _ARROW: "true"}):
             writer = scored.write.mode("overwrite")
             if partition_by_segment:
                 writer = writer.partitionBy(*segment_by)
             writer.parquet(str(output))
         written = self.session.read.parquet(str(output))
-        return Scored(written, *_unserved_counts(written, segment_by))
+        return Scored(written, *unserved_counts(written, segment_by))
 
     def _read(self, source: Source) -> Any:
         """A source as a Spark DataFrame: a dataset read by Spark, a pandas frame sent, a Spark frame as is."""
@@ -429,37 +428,6 @@ class SparkEngine:
         return source
 
 
-def _portable(frame: pd.DataFrame, time: str, dates: bool) -> pd.DataFrame:
-    """Forecast rows as Spark takes them back: dates as nanoseconds, predictions as floats (NaN for none)."""
-    out = frame.copy()
-    if dates:
-        out[time] = out[time].astype("datetime64[ns]").astype("int64")
-    else:
-        out[time] = out[time].astype("float64")
-    for column in ["prediction", *(c for c in out.columns if c.startswith(("lo-", "hi-")))]:  # intervals too
-        out[column] = out[column].astype("float64")
-    for column in out.columns:  # text as Python strings: Arrow-backed text of concatenated parts is chunked, which
-        if pd.api.types.is_string_dtype(out[column]):  # Spark's Arrow writer does not take
-            out[column] = out[column].astype(object)
-    return out
-
-
-def _from_portable(rows: pd.DataFrame, time: str, dates: bool) -> pd.DataFrame:
-    """The forecast rows as the local engine gives them (dates, nullable predictions)."""
-    out = rows.copy()
-    if dates:
-        out[time] = pd.to_datetime(out[time].astype("int64"), unit="ns")
-    elif len(out) and (np.mod(out[time].to_numpy(dtype=float), 1) == 0).all():
-        out[time] = out[time].astype("int64")
-    for column in ["prediction", *(c for c in out.columns if c.startswith(("lo-", "hi-")))]:
-        values = out[column].to_numpy(dtype=float)
-        nullable = pd.array(values, dtype="Float64")
-        nullable[~np.isfinite(values)] = pd.NA
-        out[column] = nullable
-    out["model_source"] = out["model_source"].astype("string")
-    return out
-
-
 def _chunk_bounds(pdf: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, int, int]]]:
     """On an executor: a chunk's rows grouped by segment, and (segment index, first row, end row) of each."""
     pdf = pdf.sort_values(INDEX, kind="stable").reset_index(drop=True)
@@ -467,21 +435,6 @@ def _chunk_bounds(pdf: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, int,
     cuts = np.flatnonzero(index[1:] != index[:-1]) + 1
     starts, ends = np.r_[0, cuts], np.r_[cuts, len(pdf)]
     return pdf, [(int(index[s]), int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
-
-
-def _warm_workers(spark: Any, slots: int) -> None:
-    """One tiny task per slot that starts a Python worker and imports what fitting needs (reused workers keep it)."""
-
-    def warm(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from manymodels.engines.base import warm_up
-
-        warm_up()
-        yield from batches
-
-    try:
-        spark.range(0, slots, 1, slots).mapInPandas(warm, schema="id long").collect()
-    except Exception:  # noqa: BLE001, S110 - only a head start: the fit stage imports what it needs anyway
-        pass
 
 
 def _attempt() -> int:
@@ -492,69 +445,3 @@ def _attempt() -> int:
         return int(context.attemptNumber()) if context is not None else 0
     except Exception:  # noqa: BLE001
         return 0
-
-
-def _unserved_counts(scored: Any, segment_by: list[str]) -> tuple[int, int, int, int, int]:
-    """(rows, rows without a prediction, segments without a model, rows the fallback served, rows it served for
-    a damaged model), in one job."""
-    from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
-
-    missing = F.col(PREDICTION).isNull()
-    segments = F.count_distinct(F.when(missing, F.struct(*segment_by))) if segment_by else F.max(F.when(missing, 1))
-    row = scored.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.count(F.when(missing, 1)).alias("missing"),
-        segments.alias("segments"),
-        F.count(F.when(F.col(MODEL_SOURCE) == FALLBACK_SOURCE, 1)).alias("fallback"),
-        F.count(F.when(F.col(MODEL_SOURCE) == DAMAGED_SOURCE, 1)).alias("damaged"),
-    ).first()
-    return (int(row["rows"]), int(row["missing"]), int(row["segments"] or 0), int(row["fallback"]),
-            int(row["damaged"]))
-
-
-def spark_levels(df: Any, hierarchy: Sequence[str], label: str | None, time: str) -> Any:
-    """`data.hierarchy.with_levels` in Spark: the segments' rows, then each level above summed by time (numbers
-    carried as the level's mean, text as the one value its children share, else null).
-
-    Raises:
-        DataError: a segment column holds a null, or a segment is under two parents (named).
-    """
-    from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
-    from pyspark.sql import types as T  # noqa: N812
-
-    levels = list(hierarchy)
-    nulls = df.filter(F.greatest(*[F.col(c).isNull() for c in levels]) if len(levels) > 1
-                      else F.col(levels[0]).isNull()).count()
-    if nulls:
-        raise DataError(f"{nulls:,} rows have a null in segment column(s) {', '.join(levels)}: a hierarchy marks the "
-                        "series above the segments with nulls, so the segments' rows may not hold any (fill or drop "
-                        "them first)")
-    pairs = to_pandas(df.select(*levels).distinct())  # one row per segment: what nesting needs
-    problem = nesting_problem(pairs, levels)
-    if problem:
-        raise DataError(problem)
-    numeric = (T.NumericType, T.BooleanType)
-    has_label = label is not None and label in df.columns
-    others = [f.name for f in df.schema.fields if f.name not in (*levels, label, time)]
-    numbers = {f.name for f in df.schema.fields if f.name in others and isinstance(f.dataType, numeric)}
-    base = df.withColumn(str(label), F.col(str(label)).cast("double")) if has_label else df
-    for column in numbers:
-        base = base.withColumn(column, F.col(column).cast("double"))
-    parts = [base]
-    for depth in range(len(levels) - 1, -1, -1):
-        sums = [F.sum(str(label)).alias(str(label))] if has_label else []
-        for column in others:
-            if column in numbers:
-                sums.append(F.avg(column).alias(column))
-            else:
-                one = F.countDistinct(column) == 1
-                sums.append(F.when(one & (F.count(F.lit(1)) == F.count(column)), F.first(column, ignorenulls=True))
-                            .alias(column))
-        part = base.groupBy(*levels[:depth], time).agg(*sums)
-        for column in levels[depth:]:
-            part = part.withColumn(column, F.lit(None).cast(base.schema[column].dataType))
-        parts.append(part.select(*base.columns))
-    out = parts[0]
-    for part in parts[1:]:
-        out = out.unionByName(part)
-    return out

@@ -129,7 +129,7 @@ class Pack(PackModels):
         missing = [c for c in self.info.required if c not in frame.columns]
         if missing:
             raise DataError(f"input lacks column(s) {', '.join(missing)} that model {self.info.model!r} needs")
-        from manymodels.registry.forecasting import band_rows
+        from manymodels.registry.forecast_rows import band_rows
 
         return band_rows(self, frame, levels)
 
@@ -150,7 +150,7 @@ class Pack(PackModels):
         if missing:
             raise DataError(f"input lacks column(s) {', '.join(missing)} that model {self.info.model!r} needs")
         if self.plan is not None:  # rows of (segment, time, known features): their forecasts
-            from manymodels.registry.forecasting import forecast_rows
+            from manymodels.registry.forecast_rows import forecast_rows
 
             return forecast_rows(self, frame, damaged_unserved)
         router = self._routes()
