@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from helpers import edit_bundle, git, model_block, segment_frame, write_bundle
 from manymodels.cli.main import app
 from manymodels.registry import Tracker
-from manymodels.registry.versions import LockedError, ModelRegistry
+from manymodels.registry.version_info import LockedError
+from manymodels.registry.versions import ModelRegistry
 
 runner = CliRunner()
 

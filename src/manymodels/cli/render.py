@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # the jobs layer pulls in MLflow; `--help` and `validate` nee
     from manymodels.jobs.forecast import ForecastOutcome
     from manymodels.jobs.promote import PromoteOutcome, RollbackOutcome
     from manymodels.registry import RunInfo
-    from manymodels.registry.versions import VersionInfo
+    from manymodels.registry.version_info import VersionInfo
 
 # Markup and emoji codes off: what is printed is data (segment values, errors, names may hold "[/]" or ":smile:",
 # which crashed or changed the output); our own colours are Text styles.

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -26,17 +26,20 @@ from manymodels.data import is_delta_table, read_frame, read_head, read_schema, 
 from manymodels.data.timegrid import GridError, infer_freq, parse_times
 from manymodels.engines import Dataset, Engine, make_engine, open_engine
 from manymodels.errors import BundleError, DataError, RegistryError
-from manymodels.registry import Pack, RunInfo, Tracker
 from manymodels.registry.manifest import PackLayout
 from manymodels.registry.mlflow_env import bound_http, check_reachable
-from manymodels.registry.pack import publish_pack
+from manymodels.registry.pack import Pack, publish_pack
 from manymodels.registry.provenance import current_user
-from manymodels.registry.run_state import STATUS_OK, TAG
-from manymodels.registry.versions import CHAMPION, ModelRegistry, VersionInfo
+from manymodels.registry.run_state import STATUS_OK, TAG, RunInfo
+from manymodels.registry.version_info import CHAMPION, VersionInfo
 from manymodels.segment import SegmentSpec
 from manymodels.segment.forecast_windows import with_naive
 from manymodels.segment.shards import is_url
 from manymodels.segment.spec import Candidate, ForecastPlan, Rolling, Validation
+
+if TYPE_CHECKING:  # MLflow is imported when a command first asks for the tracker, after its engine started
+    from manymodels.registry.tracking import Tracker
+    from manymodels.registry.versions import ModelRegistry
 
 
 class Target:
@@ -77,6 +80,8 @@ class Target:
         spec = self.config.resolved.tracking
         bound_http(spec.timeout_s, spec.retries)
         check_reachable(self.config.tracking_uri, timeout=min(spec.timeout_s, 5.0))
+        from manymodels.registry.tracking import Tracker
+
         return Tracker(self.config.tracking_uri, self.config.embedded_artifacts)
 
     def model(self, name: str) -> ModelSpec:
@@ -144,6 +149,8 @@ class Target:
 
     def registry(self, model: str) -> ModelRegistry:
         """The registered model of a family on the target's tracking server."""
+        from manymodels.registry.versions import ModelRegistry
+
         return ModelRegistry(self.tracker, self.registered_name(model))
 
     def staging(self, *parts: str) -> str | None:

@@ -16,17 +16,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
-
-from mlflow.exceptions import MlflowException
+from typing import TYPE_CHECKING, Any
 
 from manymodels import faults
 from manymodels.errors import ManymodelsError, RegistryError
 from manymodels.jobs.context import Target
-from manymodels.registry import Tracker
 from manymodels.registry.provenance import current_user, git_branch, git_commit, git_dirty, git_on_branch
 from manymodels.registry.run_state import STATUS_DEAD, TAG, run_status
-from manymodels.registry.versions import CHAMPION, ModelRegistry
+from manymodels.registry.version_info import CHAMPION
+
+if TYPE_CHECKING:
+    from manymodels.registry.tracking import Tracker
+    from manymodels.registry.versions import ModelRegistry
 
 HASH = TAG + "bundle_hash"
 RECORD = "bundle.json"
@@ -70,6 +71,8 @@ def deployment_experiment(target: Target) -> str:
 def target_lock(target: Target, tracker: Tracker) -> ModelRegistry:
     """The registry entry whose lock (`<bundle>.<target>.__target__.lock`) guards a target's deploys, destroys, runs."""
     config = target.config
+    from manymodels.registry.versions import ModelRegistry
+
     return ModelRegistry(tracker, target.registry_name(f"{config.name}.{config.target}.__target__"))
 
 
@@ -140,6 +143,8 @@ def deploy(target: Target, force: bool = False, force_lock: int = 0) -> DeployOu
 
 
 def _ensure_experiment(tracker: Tracker, name: str, tags: dict[str, str], outcome: DeployOutcome) -> str:
+    from mlflow.exceptions import MlflowException  # imported by the commands that reach MLflow, not at start
+
     client = tracker.client
     try:
         existing = client.get_experiment_by_name(name)
@@ -164,6 +169,8 @@ def _ensure_experiment(tracker: Tracker, name: str, tags: dict[str, str], outcom
 
 
 def _ensure_registered(registry: ModelRegistry, tags: dict[str, str], outcome: DeployOutcome) -> None:
+    from mlflow.exceptions import MlflowException  # imported by the commands that reach MLflow, not at start
+
     client = registry.client
     try:
         if not registry.exists():
@@ -181,6 +188,8 @@ def _ensure_registered(registry: ModelRegistry, tags: dict[str, str], outcome: D
 
 
 def _latest_record(tracker: Tracker, exp_id: str) -> Any:
+    from mlflow.exceptions import MlflowException  # imported by the commands that reach MLflow, not at start
+
     try:
         found = tracker.client.search_runs(
             [exp_id], f"tags.`{TAG}kind` = 'deploy'", order_by=["attributes.start_time DESC"], max_results=1
@@ -254,6 +263,8 @@ def destroy(
     files are then removed from disk (MLflow's `gc`); a server keeps them until its operator runs
     `mlflow gc`.
     """
+    from mlflow.exceptions import MlflowException  # imported by the commands that reach MLflow, not at start
+
     tracker = target.tracker
     with target_lock(target, tracker).lock("destroy", force=force_lock):
         plan = destroy_plan(target)
@@ -283,6 +294,8 @@ def destroy(
 def _busy(target: Target, plan: DestroyPlan) -> list[str]:
     """What destroying now would cut short: runs still running (their process alive, or on another host) in the
     experiments to remove, and families whose lock a live process holds."""
+    from mlflow.exceptions import MlflowException  # imported by the commands that reach MLflow, not at start
+
     tracker = target.tracker
     busy = []
     for exp_id, name in plan.experiments:

@@ -13,7 +13,7 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -47,10 +47,13 @@ from manymodels.registry import manifest as mf
 from manymodels.registry.manifest import PackLayout
 from manymodels.registry.provenance import current_user
 from manymodels.registry.run_state import TAG
-from manymodels.registry.versions import CHALLENGER as CHALLENGER_ALIAS
-from manymodels.registry.versions import ModelRegistry, VersionInfo
+from manymodels.registry.version_info import CHALLENGER as CHALLENGER_ALIAS
+from manymodels.registry.version_info import VersionInfo
 from manymodels.report import Section
 from manymodels.segment import SegmentSpec
+
+if TYPE_CHECKING:  # MLflow's import waits until a command asks the registry
+    from manymodels.registry.versions import ModelRegistry
 
 
 @dataclass

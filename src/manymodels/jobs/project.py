@@ -24,7 +24,7 @@ from manymodels.jobs.train import TrainOutcome, train
 from manymodels.registry import RunInfo
 from manymodels.registry import manifest as mf
 from manymodels.registry.mlflow_env import quiet_mlflow
-from manymodels.registry.versions import VersionInfo
+from manymodels.registry.version_info import VersionInfo
 from manymodels.report import write_page
 from manymodels.segment import metric_names
 

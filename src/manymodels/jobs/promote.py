@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -34,9 +35,12 @@ from manymodels.registry.pack_info import FORECAST, TIME
 from manymodels.registry.provenance import current_user
 from manymodels.registry.pyfunc import describe_model, save_pack_model
 from manymodels.registry.run_state import TAG
-from manymodels.registry.versions import CHAMPION, COMPLETE, PREVIOUS, ModelRegistry, VersionInfo
+from manymodels.registry.version_info import CHAMPION, COMPLETE, PREVIOUS, VersionInfo
 from manymodels.report import REPORT_FILE, Section
 from manymodels.segment.spec import ForecastPlan
+
+if TYPE_CHECKING:  # MLflow's import waits until a command asks the registry
+    from manymodels.registry.versions import ModelRegistry
 
 
 @dataclass

@@ -13,12 +13,10 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mlflow.exceptions import MlflowException
-
 from manymodels.errors import RegistryError
 from manymodels.jobs.context import Target
 from manymodels.registry import RunInfo
-from manymodels.registry.versions import VersionInfo
+from manymodels.registry.version_info import VersionInfo
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 _SEARCH_LIMIT = 10_000
@@ -78,6 +76,8 @@ def prune(
     runs' files are removed from disk at once; on a server they are deleted as MLflow deletes
     (its operator's `mlflow gc` frees their artifacts).
     """
+    from mlflow.exceptions import MlflowException  # imported by the commands that reach MLflow, not at start
+
     tracker = target.tracker
     registry = target.registry(name)
     with registry.lock("gc", force=force_lock):

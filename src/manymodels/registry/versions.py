@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from mlflow.exceptions import MlflowException
@@ -21,37 +20,11 @@ from manymodels.registry.process import identity, is_gone
 from manymodels.registry.provenance import current_user
 from manymodels.registry.run_state import TAG
 from manymodels.registry.tracking import Tracker
-
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-PREVIOUS = "previous"
-LOCK_SUFFIX = ".lock"
-
-
-# A version tag: "false" from registration until its promotion moved the aliases, then "true". A version still
-# "false" holding no alias was left by a promotion that died: never served, removed by the next promotion.
-COMPLETE = TAG + "complete"
-
-class LockedError(RegistryError):
-    """Someone else holds the lock of a registered model (a promotion, rollback or deploy in progress)."""
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """One registered model version: which run's pack it serves, its aliases and tags."""
-
-    name: str
-    version: int
-    run_id: str
-    source: str
-    aliases: tuple[str, ...]
-    created: float
-    tags: dict[str, str]
-
-    @property
-    def segments(self) -> int:
-        """How many segments the version serves (recorded when it was registered)."""
-        return int(self.tags.get(TAG + "segments", "0") or 0)
+from manymodels.registry.version_info import (
+    LOCK_SUFFIX,
+    LockedError,
+    VersionInfo,
+)
 
 
 class ModelRegistry:

@@ -24,7 +24,7 @@ from manymodels.errors import ManymodelsError, RegistryError
 from manymodels.jobs.context import Target
 from manymodels.registry import Pack
 from manymodels.registry.manifest import PackLayout
-from manymodels.registry.versions import CHAMPION
+from manymodels.registry.version_info import CHAMPION
 from manymodels.serve import metrics
 from manymodels.serve.live import Live, Serving, columns_of, model_file, stamp
 
