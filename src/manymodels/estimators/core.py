@@ -139,8 +139,8 @@ def is_constant(fmt: str, blob: bytes) -> bool:
     """
     if fmt != FORMAT_LIGHTGBM:
         return False
-    leaves = re.findall(rb"^num_leaves=(\d+)$", blob, flags=re.MULTILINE)
-    return bool(leaves) and all(n == b"1" for n in leaves)
+    trees = blob.count(b"\nnum_leaves=")  # counted, not parsed: a model's text runs to hundreds of kilobytes
+    return trees > 0 and blob.count(b"\nnum_leaves=1\n") == trees
 
 
 def fit_model(
@@ -291,6 +291,22 @@ class _LightGBMPredictor:
 
     def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         return np.asarray(self.booster.predict(lightgbm_input(X), num_threads=1), dtype=float)
+
+    def fitted_values(self) -> np.ndarray | None:
+        """Its predictions on the rows it was fitted on, in their order, without a prediction pass: the training
+        scores LightGBM kept while boosting (equal to `predict` on those rows for its built-in objectives: tested).
+        None for a model loaded from its bytes, which holds no training rows."""
+        kept: list[np.ndarray] = []
+
+        def keep(predictions: np.ndarray, _data: Any) -> tuple[str, float, bool]:
+            kept.append(np.asarray(predictions, dtype=float).copy())
+            return "kept", 0.0, False
+
+        try:
+            self.booster.eval_train(keep)
+        except Exception:  # noqa: BLE001 - no training data (a loaded model): the caller predicts instead
+            return None
+        return kept[0] if kept else None
 
 
 def _fill_values(X: pd.DataFrame, how: str) -> dict[str, float]:

@@ -202,7 +202,10 @@ def _profile(predictor: Any, inputs: pd.DataFrame, features: pd.DataFrame) -> by
     """The segment's reference profile; a model that cannot predict its own training rows gets none (monitoring
     then judges it on its metric alone): a profile never costs a segment its model."""
     try:
-        return make_profile(features, predictor.predict(inputs))
+        fitted = getattr(predictor, "fitted_values", lambda: None)()  # LightGBM kept them while boosting
+        if fitted is None or len(fitted) != len(inputs):
+            fitted = predictor.predict(inputs)
+        return make_profile(features, fitted)
     except Exception:  # noqa: BLE001 - see above
         return None
 

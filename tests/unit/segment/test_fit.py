@@ -133,3 +133,34 @@ def test_row_order_does_not_change_the_model() -> None:
     b = fit_segment(frame.sample(frac=1.0, random_state=11), SPEC)
     assert a.metrics == b.metrics
     assert a.model == b.model
+
+
+@pytest.mark.parametrize(("task", "objective"), [("regression", "regression"), ("binary", "binary"),
+                                                 ("regression", "poisson"), ("regression", "huber")])
+def test_the_profile_reads_lightgbms_training_scores_which_equal_predicting_the_training_rows(
+        task: str, objective: str) -> None:
+    from manymodels.estimators import fit_model
+    from manymodels.segment.fit import _profile
+    from manymodels.segment.profile import make_profile
+
+    frame = one_segment(rows=300, seed=3)
+    X = frame[list(SPEC.features)]  # noqa: N806
+    y = frame["label"].to_numpy()
+    y = (y > np.median(y)).astype(float) if task == "binary" else (np.abs(y) if objective == "poisson" else y)
+    predictor, fmt, blob = fit_model("lightgbm", None, {"num_boost_round": 30, "objective": objective}, task, X, y)
+    fitted = predictor.fitted_values()  # type: ignore[attr-defined]
+    assert fitted is not None and np.array_equal(fitted, predictor.predict(X))
+    assert _profile(predictor, X, X) == make_profile(X, predictor.predict(X))
+    loaded = load_model(fmt, blob, task)  # bytes hold no training rows: predicting them is the way
+    assert loaded.fitted_values() is None  # type: ignore[attr-defined]
+
+
+def test_a_model_of_single_leaves_is_constant_and_one_with_a_split_is_not() -> None:
+    from manymodels.estimators import fit_model, is_constant
+
+    frame = one_segment(rows=100)
+    X, y = frame[list(SPEC.features)], frame["label"].to_numpy()  # noqa: N806
+    _, fmt, split = fit_model("lightgbm", None, {"num_boost_round": 5, "min_data_in_leaf": 5}, "regression", X, y)
+    _, _, stumps = fit_model("lightgbm", None, {"num_boost_round": 5, "min_data_in_leaf": 500}, "regression", X, y)
+    assert not is_constant(fmt, split) and is_constant(fmt, stumps)
+    assert not is_constant("pickle", stumps)
