@@ -132,8 +132,9 @@ class Engine(Protocol):
         """Whether the workers run on this machine, so they can write to its folders."""
         ...
 
-    def start(self, rows: int | None = None) -> None:
-        """Get ready (start workers, sessions) while the driver does its own set-up."""
+    def start(self, rows: int | None = None, overlap: bool = False) -> None:
+        """Get ready (start workers, sessions) while the driver does its own set-up; with `overlap`, a small job's
+        work may go to a worker that imports the model libraries meanwhile (the local engine)."""
         ...
 
     def ready(self) -> None:

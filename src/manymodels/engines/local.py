@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -83,20 +84,32 @@ class LocalEngine:
         self._pool: ProcessPoolExecutor | None = None
         self._pool_size = 0
         self._warming: list[Future[None]] = []
+        self._helper = False  # the pool is `start(overlap=True)`'s one worker, for a job of one chunk
 
     @property
     def is_local(self) -> bool:
         """Always: the pool runs on this machine."""
         return True
 
-    def start(self, rows: int | None = None) -> None:
+    def start(self, rows: int | None = None, overlap: bool = False) -> None:
         """Start the workers now, so their imports overlap the driver's reading and tracking set-up.
 
         Args:
             rows: the dataset's row count if known; a fleet that fits one chunk runs in this
                 process and starts no pool.
+            overlap: for a job that fits one chunk, start one worker anyway when this process has not imported
+                LightGBM yet (a command's fresh process): the worker imports it (and scikit-learn, ~0.7 s) while
+                this process imports MLflow, then does the work (`_map`). A worker that cannot start leaves the
+                work to this process.
         """
-        if self._pool is not None or self.workers <= 1 or (rows is not None and rows <= MIN_CHUNK_ROWS):
+        if self._pool is not None or self.workers <= 1:
+            return
+        if rows is not None and rows <= MIN_CHUNK_ROWS:
+            if not overlap or "lightgbm" in sys.modules or (os.cpu_count() or 1) < 2:
+                return
+            self._pool_size, self._helper = 1, True
+            self._pool = _new_pool(1)
+            self._warming = [self._pool.submit(warm_up)]
             return
         self._pool_size = self.workers
         self._pool = _new_pool(self.workers)
@@ -124,7 +137,7 @@ class LocalEngine:
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""
-        self._warming = []
+        self._warming, self._helper = [], False
         if self._pool is not None:
             self._pool.shutdown(wait=True, kill_workers=True)
             self._pool = None
@@ -322,6 +335,9 @@ class LocalEngine:
         Raises:
             EngineError: a worker process died.
         """
+        if self._helper:
+            yield from self._on_helper(function, tasks)
+            return
         if self.workers <= 1 or count <= 1:
             for task in tasks:
                 yield function(*task)
@@ -366,6 +382,30 @@ class LocalEngine:
         finally:
             for future in in_flight:
                 future.cancel()
+
+    def _on_helper(self, function: Callable[..., Any], tasks: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
+        """A small job's tasks on the one worker `start(overlap=True)` launched, in order; here when it could not start.
+
+        Raises:
+            EngineError: the worker died on a task.
+        """
+        warming, self._warming = self._warming, []
+        try:
+            for future in warming:
+                future.result(timeout=START_TIMEOUT_SECONDS)
+        except Exception:  # noqa: BLE001 - only a head start: this process does the work instead
+            self.close()
+        for task in tasks:
+            if self._pool is None:
+                yield function(*task)
+                continue
+            try:
+                yield self._pool.submit(function, *task).result()
+            except BrokenProcessPool as exc:
+                self.close()
+                raise EngineError(
+                    "a worker process died (a crash in native code, or out of memory); try fewer workers"
+                ) from exc
 
     @staticmethod
     def _retry_alone(lost: list[Task], spec: SegmentSpec, shard_dir: str | None, tally: Tally) -> list[SegmentResult]:

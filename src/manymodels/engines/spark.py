@@ -123,7 +123,7 @@ class SparkEngine:
         self._slots = workers
         self.workers = workers or 1
 
-    def start(self, rows: int | None = None) -> None:
+    def start(self, rows: int | None = None, overlap: bool = False) -> None:
         """Get (or build) the session and learn how many tasks it runs at once."""
         if self.session is None:
             self.session = build_session(self.master, self.remote, self.conf)

@@ -453,3 +453,10 @@ def forecast_plan(spec: ModelSpec, time_kind: str, freq: str | None) -> Forecast
         hierarchy=tuple(spec.hierarchy or ()),
         reconcile=(spec.reconcile or "min_trace_shrink") if spec.hierarchy else None,
     )
+
+
+def source_rows(source: Any) -> int | None:
+    """The rows of a job's input when known without reading them (a file's metadata, a pandas frame's length)."""
+    if isinstance(source, Dataset):
+        return row_count(Path(source.path), source.fmt)
+    return len(source) if isinstance(source, pd.DataFrame) else None

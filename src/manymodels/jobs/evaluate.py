@@ -23,7 +23,7 @@ from manymodels.engines import Contender, Engine
 from manymodels.engines.operations import EVAL_FINGERPRINT as FINGERPRINT_NOW  # each segment's rows as they are now
 from manymodels.engines.operations import EVAL_ROWS
 from manymodels.errors import DataError, RegistryError
-from manymodels.jobs.context import Target
+from manymodels.jobs.context import Target, source_rows
 from manymodels.jobs.decide import (
     CHALLENGER,
     CHAMPION,
@@ -130,25 +130,27 @@ def evaluate(
     """
     model = target.model(name)
     spec, dataset = target.training_spec(name)
-    challenger = target.resolve_run(name, run_id)
-    if challenger.tags.get(TAG + "kind") != "train":
-        raise RegistryError(f"run {challenger.run_id} is not a training run; evaluate takes a training run")
-    registry = target.registry(name)
-    champion = target.champion(name)
-    champion_run = target.tracker.run(champion.run_id) if champion else None
-    champion_pack = target.open_pack(champion_run) if champion_run else None
-    challenger_pack = target.open_pack(challenger)
     holdout = data is None
     source = dataset if holdout else target.source(data)
-    described = f"holdout of {model.dataset}" if holdout else _described(data)
-    columns = target.columns_of(source)
-    missing = [c for c in spec.columns if columns is not None and c not in columns]
-    if missing:
-        raise DataError(f"{described}: lacks column(s) {', '.join(missing)} that evaluating {name!r} needs")
-    metric = model.promotion_metric
-    recorded = _shared_models(challenger_pack, champion_pack, list(spec.segment_by), metric)
-    shared = recorded[list(spec.segment_by)]
     with target.engine(engine) as running:
+        # Workers import the model libraries while this process reads the registry (a small evaluation: one worker)
+        running.start(rows=source_rows(source), overlap=True)
+        challenger = target.resolve_run(name, run_id)
+        if challenger.tags.get(TAG + "kind") != "train":
+            raise RegistryError(f"run {challenger.run_id} is not a training run; evaluate takes a training run")
+        registry = target.registry(name)
+        champion = target.champion(name)
+        champion_run = target.tracker.run(champion.run_id) if champion else None
+        champion_pack = target.open_pack(champion_run) if champion_run else None
+        challenger_pack = target.open_pack(challenger)
+        described = f"holdout of {model.dataset}" if holdout else _described(data)
+        columns = target.columns_of(source)
+        missing = [c for c in spec.columns if columns is not None and c not in columns]
+        if missing:
+            raise DataError(f"{described}: lacks column(s) {', '.join(missing)} that evaluating {name!r} needs")
+        metric = model.promotion_metric
+        recorded = _shared_models(challenger_pack, champion_pack, list(spec.segment_by), metric)
+        shared = recorded[list(spec.segment_by)]
         contenders = [Contender(CHALLENGER, target.reachable_pack(running, challenger, challenger_pack),
                                 shared if holdout else None)]
         if champion_pack is not None and champion_run is not None:

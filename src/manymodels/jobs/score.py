@@ -6,11 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from manymodels.data import output_format, row_count
-from manymodels.engines import Dataset, Engine
-from manymodels.jobs.context import Target
+from manymodels.data import output_format
+from manymodels.engines import Engine
+from manymodels.jobs.context import Target, source_rows
 
 
 @dataclass
@@ -63,8 +61,9 @@ def score(
     source = target.source(data)
     with target.engine(engine, workers) as running:
         # The pool's workers start now, so their imports (LightGBM's alone ~2 s) overlap this process's MLflow
-        # set-up; this process then only feeds them and never imports a model library (bench/RESULTS.md).
-        running.start(rows=_rows(source))
+        # set-up; this process then only feeds them and never imports a model library (bench/RESULTS.md). A small
+        # input gets one such worker (overlap), which does the scoring.
+        running.start(rows=source_rows(source), overlap=True)
         info, version = target.resolve_serving(name, run_id)
         pack = target.open_pack(info)
         root = target.reachable_pack(running, info, pack)
@@ -81,11 +80,3 @@ def score(
         scored.rows_fallback,
         scored.rows_damaged,
     )
-
-
-
-def _rows(source: Any) -> int | None:
-    """The rows to score, when known without reading them (a file's metadata, a pandas frame's length)."""
-    if isinstance(source, Dataset):
-        return row_count(Path(source.path), source.fmt)
-    return len(source) if isinstance(source, pd.DataFrame) else None
