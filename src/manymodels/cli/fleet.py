@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from manymodels.cli import render
+from manymodels.cli import render, render_registry
 from manymodels.cli.app import (
     BundleOpt,
     ForceLockOpt,
@@ -204,7 +204,7 @@ def evaluate_cmd(
 
             output_format(out)  # an unknown suffix is an error before any work
         result = evaluate(ctx, model, run_id=run, data=data)
-        render.evaluation_summary(result, limit)
+        render_registry.evaluation_summary(result, limit)
         if out is not None:
             write_table(result.table, out)
         return 0 if result.passed else 1
@@ -236,7 +236,7 @@ def promote_cmd(
     def body() -> int:
         ctx = checked(target, var, fits=False)
         outcome = promote(ctx, model, run_id=run, take_all=take_all, force_lock=force_lock, force=force)
-        render.promote_summary(outcome)
+        render_registry.promote_summary(outcome)
         return 0
 
     guarded(body)
@@ -256,7 +256,7 @@ def rollback_cmd(
 
     def body() -> int:
         ctx = checked(target, var, fits=False)
-        render.rollback_summary(rollback(ctx, model, to=to, force_lock=force_lock))
+        render_registry.rollback_summary(rollback(ctx, model, to=to, force_lock=force_lock))
         return 0
 
     guarded(body)
@@ -283,7 +283,7 @@ def models_cmd(
             if as_json:
                 sys.stdout.write(json.dumps(rows, indent=2) + "\n")
             else:
-                render.models_table(rows)
+                render_registry.models_table(rows)
             return 0
         config.model(model)
         registered, versions = model_versions(ctx, model)
@@ -291,7 +291,7 @@ def models_cmd(
             doc = {"model": model, "registered_model": registered, "versions": [asdict(v) for v in versions]}
             sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         else:
-            render.versions_table(model, registered, versions)
+            render_registry.versions_table(model, registered, versions)
         return 0
 
     guarded(body)

@@ -10,14 +10,13 @@ from rich.text import Text
 
 from manymodels.cli.render import (
     err,
-    evaluation_summary,
     forecast_summary,
     out,
-    promote_summary,
     safe,
     score_summary,
     train_summary,
 )
+from manymodels.cli.render_registry import evaluation_summary, promote_summary
 
 if TYPE_CHECKING:
     from pathlib import Path

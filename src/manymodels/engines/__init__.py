@@ -12,7 +12,7 @@ from manymodels.engines.local import LocalEngine
 from manymodels.engines.operations import Contender
 
 if TYPE_CHECKING:
-    from manymodels.bundle.schema import EngineSpec
+    from manymodels.bundle.settings import EngineSpec
 
 __all__ = [
     "Contender",

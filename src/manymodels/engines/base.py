@@ -10,6 +10,7 @@ from typing import Any, Protocol, Union
 import numpy as np
 import pandas as pd
 
+from manymodels.data import read_frame
 from manymodels.errors import DataError
 from manymodels.registry.manifest import segment_labels  # noqa: F401 - engines.segment_labels: how users name one
 from manymodels.segment import SegmentResult, SegmentSpec
@@ -264,3 +265,12 @@ def wanted_mask(keys: pd.DataFrame, wanted: Sequence[str]) -> np.ndarray:
         shown = ", ".join(repr(m) for m in missing[:5]) + (" …" if len(missing) > 5 else "")
         raise DataError(f"no rows for segment(s) {shown}")
     return labels.isin(wanted_set).to_numpy()
+
+
+def source_frame(source: Source, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of a source as a pandas frame (a dataset read, only `columns` when given)."""
+    if isinstance(source, Dataset):
+        return read_frame(Path(source.path), source.fmt, columns)
+    if isinstance(source, pd.DataFrame):
+        return source
+    raise DataError(f"the local engine scores pandas frames and datasets on disk, not {type(source).__name__}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 MIN_CHUNK_ROWS = 20_000
 MAX_CHUNK_SEGMENTS = 2_000
@@ -40,3 +41,11 @@ def plan_chunks(sizes: np.ndarray, workers: int, max_chunk_rows: int | None = No
         rows += size
     chunks.append((start, n))
     return chunks
+
+
+def segment_order(frame: pd.DataFrame, segment_by: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions grouped by segment (stable), and each segment's row count."""
+    if not segment_by or len(frame) == 0:
+        return np.arange(len(frame), dtype=np.int64), np.array([len(frame)] if len(frame) else [], dtype=np.int64)
+    codes = frame.groupby(segment_by, sort=True, dropna=False, observed=True).ngroup().to_numpy()
+    return np.argsort(codes, kind="stable").astype(np.int64), np.bincount(codes).astype(np.int64)

@@ -7,7 +7,6 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,11 @@ from manymodels.engines.base import (
     Source,
     prepare,
     select_prepared,
+    source_frame,
     wanted_mask,
     warm_up,
 )
-from manymodels.engines.chunking import MIN_CHUNK_ROWS, plan_chunks
+from manymodels.engines.chunking import MIN_CHUNK_ROWS, plan_chunks, segment_order
 from manymodels.engines.operations import (
     PREDICTION,
     Contender,
@@ -45,6 +45,7 @@ from manymodels.engines.operations import (
     score_chunk,
     wanted_segments,
 )
+from manymodels.engines.pool import new_pool, stopped_at_exit
 from manymodels.engines.progress import Tally
 from manymodels.engines.records import fit_recorded
 from manymodels.errors import DataError, EngineError, EngineSetupError
@@ -53,11 +54,6 @@ from manymodels.registry.forecasting import forecast_keys, history_columns, know
 from manymodels.registry.pack_info import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE
 from manymodels.segment import SegmentResult, SegmentSpec
 from manymodels.segment.fit import FAILED, segment_fingerprints
-
-# Workers are fresh interpreters (loky: fork + exec), never forked copies of this process: a forked
-# child inherits OpenMP state that deadlocks LightGBM. Unlike multiprocessing's `spawn`, loky's
-# workers do not import the caller's `__main__`, so a plain script (no `if __name__ == "__main__":`),
-# `python - < file` and a notebook kernel all work.
 
 # How long to wait for a new pool's workers to answer before saying they cannot start.
 START_TIMEOUT_SECONDS = 120.0
@@ -108,11 +104,11 @@ class LocalEngine:
             if not overlap or "lightgbm" in sys.modules or (os.cpu_count() or 1) < 2:
                 return
             self._pool_size, self._helper = 1, True
-            self._pool = _new_pool(1)
+            self._pool = new_pool(1)
             self._warming = [self._pool.submit(warm_up)]
             return
         self._pool_size = self.workers
-        self._pool = _new_pool(self.workers)
+        self._pool = new_pool(self.workers)
         self._warming = [self._pool.submit(warm_up) for _ in range(self.workers)]
 
     def ready(self) -> None:
@@ -184,8 +180,8 @@ class LocalEngine:
         largest_first = sorted(tasks, key=lambda t: -len(t[0]))
         lost: list[Task] = []
         self.ready()
-        pool, self._pool = self._pool or _new_pool(workers), None
-        with _stopped_at_exit(pool), Tally(len(chunks), len(data), on_progress) as tally:
+        pool, self._pool = self._pool or new_pool(workers), None
+        with stopped_at_exit(pool), Tally(len(chunks), len(data), on_progress) as tally:
             futures: dict[Future[list[SegmentResult]], Task] = {
                 pool.submit(fit_recorded, frame, bounds, spec, chunk_id, shard_dir, tally.slot(chunk_id)): (
                     frame,
@@ -218,7 +214,7 @@ class LocalEngine:
         Rows are grouped by segment and bin-packed into chunks as for fitting, so a worker reads
         the shards of its chunk's segments only and loads each model once.
         """
-        frame = _frame(source)
+        frame = source_frame(source)
         opened = open_pack(pack)
         info = opened.info
         needed = [c for c in info.inputs if c in frame.columns or c in info.required]
@@ -227,7 +223,7 @@ class LocalEngine:
             raise DataError(f"input lacks column(s) {', '.join(missing)} that model {info.model!r} needs")
         if opened.fallback is not None:  # a fallback by parent group routes by its own columns
             needed += [c for c in opened.fallback.segment_by if c in frame.columns and c not in needed]
-        order, sizes = _segment_order(frame, list(info.segment_by))
+        order, sizes = segment_order(frame, list(info.segment_by))
         chunks = plan_chunks(sizes, self.workers, self.max_chunk_rows)
         ends = np.cumsum(sizes)
         starts = ends - sizes
@@ -256,7 +252,7 @@ class LocalEngine:
         self, source: Source, spec: SegmentSpec, metric: str, contenders: Sequence[Contender], holdout: bool
     ) -> pd.DataFrame:
         """Evaluate chunks of whole segments on the pool (or here, when small); one row per segment returns."""
-        frame = _frame(source, spec.columns)
+        frame = source_frame(source, spec.columns)
         if spec.forecast is not None and spec.forecast.hierarchy:  # the levels above the segments, summed here too
             frame = with_levels(frame, spec.forecast.hierarchy, spec.label, spec.forecast.time)
         data = prepare(frame, list(spec.segment_by))  # the rows as read: freed once grouped
@@ -292,7 +288,7 @@ class LocalEngine:
             parts = list(self._map(forecast_chunk, tasks, len(chunks)))
             asked = known_segments(opened)
         else:
-            data = prepare(_frame(history, history_columns(opened)), by)
+            data = prepare(source_frame(history, history_columns(opened)), by)
             chunks = plan_chunks(data.sizes, self.workers, self.max_chunk_rows)
             tasks = ((self._task(data, number, first, end)[0], pack, steps, future.rows_of(data.keys.iloc[first:end]),
                       tuple(levels)) for number, (first, end) in enumerate(chunks))
@@ -307,7 +303,7 @@ class LocalEngine:
         """Each segment's drift and metric on its new rows; rows already scored: one vectorised pass here, else
         chunks of whole segments predicted on the pool."""
         columns = list(dict.fromkeys([*segment_by, *watch.read]))
-        frame = _frame(source, columns)
+        frame = source_frame(source, columns)
         plan = open_pack(root).plan
         if plan is not None and plan.hierarchy and not watch.scored:  # the levels above, from the segments' rows
             frame = with_levels(frame, plan.hierarchy, watch.label, plan.time)
@@ -346,7 +342,7 @@ class LocalEngine:
             self.ready()  # the warm-up `start` launched has ended: a pool that could not start is one clear error
         if self._pool is None:
             self._pool_size = min(self.workers - 1, count)
-            self._pool = _new_pool(self._pool_size)
+            self._pool = new_pool(self._pool_size)
         pool, feed = self._pool, 2 * self._pool_size
         helping = self._pool_size < self.workers  # a pool `start` launched with every worker: this process feeds it
         in_flight: dict[Future[Any], int] = {}
@@ -414,7 +410,7 @@ class LocalEngine:
         pool: ProcessPoolExecutor | None = None
         try:
             for frame, bounds, chunk_id in sorted(lost, key=lambda t: t[2]):
-                pool = pool or _new_pool(1)
+                pool = pool or new_pool(1)
                 try:
                     slot = tally.slot(chunk_id)
                     done = pool.submit(fit_recorded, frame, bounds, spec, chunk_id, shard_dir, slot).result()
@@ -441,68 +437,6 @@ class LocalEngine:
         lo, hi = int(data.starts[first]), int(data.starts[end])
         bounds = [(i, int(data.starts[i]) - lo, int(data.starts[i + 1]) - lo) for i in range(first, end)]
         return data.frame.iloc[lo:hi], bounds, chunk_id
-
-
-def _frame(source: Source, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """The rows of a source as a pandas frame (a dataset read, only `columns` when given)."""
-    if isinstance(source, Dataset):
-        return read_frame(Path(source.path), source.fmt, columns)
-    if isinstance(source, pd.DataFrame):
-        return source
-    raise DataError(f"the local engine scores pandas frames and datasets on disk, not {type(source).__name__}")
-
-
-def _segment_order(frame: pd.DataFrame, segment_by: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Row positions grouped by segment (stable), and each segment's row count."""
-    if not segment_by or len(frame) == 0:
-        return np.arange(len(frame), dtype=np.int64), np.array([len(frame)] if len(frame) else [], dtype=np.int64)
-    codes = frame.groupby(segment_by, sort=True, dropna=False, observed=True).ngroup().to_numpy()
-    return np.argsort(codes, kind="stable").astype(np.int64), np.bincount(codes).astype(np.int64)
-
-
-# loky restarts a worker whose memory grew 300 MB since its first task, taking it for a leak. Ours
-# grow by design (a scoring worker keeps a few shards and models of the packs it reads) and a
-# restart costs a fresh interpreter's imports: seconds, and the caches. Workers read this from the
-# environment they inherit; a value the user set is kept.
-_LEAK_CHECK = "LOKY_MAX_MEMORY_LEAK_SIZE"
-_NO_LEAK_CHECK = str(10**12)
-
-
-@contextmanager
-def _stopped_at_exit(pool: ProcessPoolExecutor) -> Iterator[ProcessPoolExecutor]:
-    """A pool for a `with` block whose end every task has answered; its workers killed when it is interrupted
-    (Ctrl-C, SIGTERM, an error): a stopped command does not wait for the chunks in flight."""
-    try:
-        yield pool
-    except BaseException:
-        pool.shutdown(wait=True, kill_workers=True)
-        raise
-    # Every task has answered: the workers are idle. Stopped at once (0.04 s), not asked to exit (0.3 s).
-    pool.shutdown(wait=True, kill_workers=True)
-
-
-def _new_pool(workers: int) -> ProcessPoolExecutor:
-    os.environ.setdefault(_LEAK_CHECK, _NO_LEAK_CHECK)
-    # No idle timeout: the pool lives exactly as long as the engine holds it, and never longer than this process.
-    return ProcessPoolExecutor(max_workers=workers, initializer=watch_parent, initargs=(os.getpid(),))
-
-
-# How often a worker looks whether the process that started it is still there.
-PARENT_CHECK_SECONDS = 0.2
-
-
-def watch_parent(parent: int) -> None:
-    """In a worker: end this process as soon as its parent is gone (killed with SIGKILL, say, which no handler
-    sees). Without it a worker finishes its chunk into a dead run's folder and lingers, holding its memory."""
-    import threading
-    import time
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_CHECK_SECONDS)
-        os._exit(1)  # the parent is gone: nobody reads what this process would still write
-
-    threading.Thread(target=watch, name="manymodels-parent-watch", daemon=True).start()
 
 
 def _lost(bounds: list[tuple[int, int, int]], spec: SegmentSpec, error: str) -> list[SegmentResult]:
