@@ -93,15 +93,16 @@ class LocalEngine:
         Args:
             rows: the dataset's row count if known; a fleet that fits one chunk runs in this
                 process and starts no pool.
-            overlap: for a job that fits one chunk, start one worker anyway when this process has not imported
-                LightGBM yet (a command's fresh process): the worker imports it (and scikit-learn, ~0.7 s) while
-                this process imports MLflow, then does the work (`_map`). A worker that cannot start leaves the
-                work to this process.
+            overlap: for a job that fits one chunk, start one worker anyway when this process has imported
+                neither MLflow nor LightGBM yet (a command's fresh process): the worker imports LightGBM (and
+                scikit-learn, ~0.7 s) while this process imports MLflow, then does the work (`_map`). Once MLflow
+                is imported (the Python API's calls, a second job) there is nothing to overlap: the work stays
+                here, where LightGBM is then imported once. A worker that cannot start leaves the work here.
         """
         if self._pool is not None or self.workers <= 1:
             return
         if rows is not None and rows <= MIN_CHUNK_ROWS:
-            if not overlap or "lightgbm" in sys.modules or (os.cpu_count() or 1) < 2:
+            if not overlap or not _imports_ahead() or (os.cpu_count() or 1) < 2:
                 return
             self._pool_size, self._helper = 1, True
             self._pool = new_pool(1)
@@ -133,9 +134,11 @@ class LocalEngine:
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""
-        self._warming, self._helper = [], False
+        helper, self._warming, self._helper = self._helper, [], False
         if self._pool is not None:
-            self._pool.shutdown(wait=True, kill_workers=True)
+            # A small job's worker, idle once its task answered, is asked to exit: killed, loky's resource tracker
+            # at times warned of a leaked semaphore (about 1 command in 20), into the command's output.
+            self._pool.shutdown(wait=True, kill_workers=not helper)
             self._pool = None
 
     def load(self, path: Path, fmt: str, spec: SegmentSpec, segments: Sequence[str] | None = None) -> PreparedData:
@@ -437,6 +440,11 @@ class LocalEngine:
         lo, hi = int(data.starts[first]), int(data.starts[end])
         bounds = [(i, int(data.starts[i]) - lo, int(data.starts[i + 1]) - lo) for i in range(first, end)]
         return data.frame.iloc[lo:hi], bounds, chunk_id
+
+
+def _imports_ahead() -> bool:
+    """Whether this process has MLflow's and LightGBM's imports ahead of it (a command's fresh process)."""
+    return "mlflow" not in sys.modules and "lightgbm" not in sys.modules
 
 
 def _lost(bounds: list[tuple[int, int, int]], spec: SegmentSpec, error: str) -> list[SegmentResult]:
