@@ -32,7 +32,8 @@ def test_a_small_job_runs_on_one_worker_and_the_driver_imports_no_model_library(
 
 
 def test_a_worker_that_cannot_start_leaves_the_small_job_to_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(sys.modules, "lightgbm", raising=False)  # as in a command's fresh process
+    for imported in ("lightgbm", "mlflow"):  # as in a command's fresh process
+        monkeypatch.delitem(sys.modules, imported, raising=False)
     engine = LocalEngine(workers=2)
     engine.start(rows=10, overlap=True)
     assert engine._pool is not None
