@@ -100,8 +100,8 @@ def browser() -> Iterator[Any]:
 APART = frozenset({
     "test_init_project.py", "test_tracking_faults.py", "test_kill.py", "test_promotion_faults.py",
     "test_store_creation.py", "test_files.py", "test_resume.py",
-    # a Spark standalone cluster's JVMs: mostly waiting for them (the main part was the longer of the two)
-    "test_spark_cluster.py",
+    # waiting for JVMs (a Spark standalone cluster) and for a tracking server's answers: the main part was the longer
+    "test_spark_cluster.py", "test_mlflow_server.py",
 })
 
 
