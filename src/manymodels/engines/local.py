@@ -374,10 +374,7 @@ class LocalEngine:
                 yield done.pop(yielded)
                 yielded += 1
         except BrokenProcessPool as exc:
-            self.close()
-            raise EngineError(
-                "a worker process died (a crash in native code, or out of memory); try fewer workers"
-            ) from exc
+            raise self._worker_died() from exc
         finally:
             for future in in_flight:
                 future.cancel()
@@ -399,12 +396,15 @@ class LocalEngine:
                 yield function(*task)
                 continue
             try:
-                yield self._pool.submit(function, *task).result()
+                done = self._pool.submit(function, *task).result()
             except BrokenProcessPool as exc:
-                self.close()
-                raise EngineError(
-                    "a worker process died (a crash in native code, or out of memory); try fewer workers"
-                ) from exc
+                raise self._worker_died() from exc
+            yield done
+
+    def _worker_died(self) -> EngineError:
+        """The pool closed, and the error a job gets when one of its workers died."""
+        self.close()
+        return EngineError("a worker process died (a crash in native code, or out of memory); try fewer workers")
 
     @staticmethod
     def _retry_alone(lost: list[Task], spec: SegmentSpec, shard_dir: str | None, tally: Tally) -> list[SegmentResult]:
