@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,10 @@ import pytest
 # MLflow 3's client reports usage to mlflow-telemetry.io from a thread: not from tests (a call counted or not by the
 # machine's speed, and no test leaves the machine)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# The commands' tables as a 200-column terminal draws them, wherever pytest runs: piped, rich falls back to 80 columns,
+# where a longer temporary path (pytest's --basetemp, pytest-xdist's `popen-gwN/`) wraps a table's cells differently
+# and a test asserting a phrase in one would depend on where it ran. A test about narrow output sets COLUMNS itself.
+os.environ["COLUMNS"] = "200"
 
 from helpers import free_port, stop_process, wait_until_up
 
@@ -54,11 +60,32 @@ def spark() -> Iterator[Any]:
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # spark.plugins emptied: after a local Spark Connect session stopped in this process (a file run before this
+    # one), the JVM starts a classic session with Connect's plugin still set, which binds port 15002 again and keeps it
+    # from the next Connect server (seen: `manymodels run` on `remote: local[2]` failed to bind).
     session = (SparkSession.builder.master("local[2,2]").appName("manymodels-tests")
-               .config("spark.sql.shuffle.partitions", "2").config("spark.ui.enabled", "false").getOrCreate())
+               .config("spark.sql.shuffle.partitions", "2").config("spark.ui.enabled", "false")
+               .config("spark.plugins", "").getOrCreate())
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+def _local_connect_lock() -> Iterator[None]:
+    """Held while a local Spark Connect server runs: pyspark starts every one on port 15002, so two at once (`make
+    test`'s pytest processes: the main part's, the forecast extra's) would clash. Machine-wide, through a file lock."""
+    with open(Path(tempfile.gettempdir()) / "manymodels-tests-spark-connect.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # waits for the other process's server to stop
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def local_connect() -> Iterator[None]:
+    """For a test whose command starts a local Spark Connect server (`remote: local[2]`): one at a time."""
+    yield from _local_connect_lock()
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +94,11 @@ def connect_spark() -> Iterator[Any]:
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = SparkSession.builder.remote("local[2]").appName("manymodels-connect-tests").getOrCreate()
-    assert type(session).__module__.startswith("pyspark.sql.connect")  # really Connect, not classic
-    yield session
-    session.stop()
+    for _ in _local_connect_lock():
+        session = SparkSession.builder.remote("local[2]").appName("manymodels-connect-tests").getOrCreate()
+        assert type(session).__module__.startswith("pyspark.sql.connect")  # really Connect, not classic
+        yield session
+        session.stop()
 
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

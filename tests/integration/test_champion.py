@@ -249,8 +249,9 @@ def test_promotions_cannot_interleave_and_a_failed_one_leaves_the_champion(
 def test_promotion_calls_do_not_grow_with_the_fleet(tmp_path: Path, mlflow_server: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     counts = []
-    # One heartbeat when a run starts, none after: a slow machine's promotion outlasting a beat's interval would
-    # add a call (46 against 47 on a loaded machine), and the count would measure the machine, not the code.
+    # One heartbeat when a run starts (sent before its work, not from the beating thread, which on a loaded machine
+    # could send it after the count: 46 against 47), none after: a slow machine's promotion outlasting a beat's
+    # interval would add a call, and the count would measure the machine, not the code.
     monkeypatch.setattr(tracking, "HEARTBEAT_SECONDS", 3600.0)
     calls = count_tracking_calls(monkeypatch)
     for segments in (5, 200):

@@ -140,7 +140,7 @@ def test_unreachable_master_is_one_clear_line_and_exit_2(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_a_job_runs_on_spark_connect_from_the_cli(tmp_path: Path) -> None:
+def test_a_job_runs_on_spark_connect_from_the_cli(tmp_path: Path, local_connect: None) -> None:
     """`manymodels run` on a Spark Connect target: train and score on one session, scores as on the local engine."""
     import subprocess
     import sys

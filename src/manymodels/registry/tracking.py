@@ -210,24 +210,31 @@ class Tracker:
 
     @contextmanager
     def heartbeat(self, run_id: str, every: float | None = None) -> Iterator[None]:
-        """While the block runs, tag the run with the time every `every` seconds (default `HEARTBEAT_SECONDS`), from
-        a thread of its own; a beat that fails is skipped. Only on a tracking server: a local store's runs are on
-        this host, where their pid tells whether they are alive (and sqlite would meet a second writer)."""
+        """While the block runs, tag the run with the time every `every` seconds (default `HEARTBEAT_SECONDS`); a beat
+        that fails is skipped. Only on a tracking server: a local store's runs are on this host, where their pid
+        tells whether they are alive (and sqlite would meet a second writer).
+
+        The first beat is sent here, before the block; the later ones from a thread of its own. (Sent from the
+        thread too, the first beat could land after the block on a loaded machine: the calls a command makes would
+        depend on the machine's speed.)"""
         if urlparse(self.tracking_uri).scheme not in ("http", "https"):
             yield
             return
         interval = HEARTBEAT_SECONDS if every is None else every
         stop = threading.Event()
 
+        def send() -> None:
+            try:
+                self.client.log_batch(run_id, tags=[RunTag(TAG + HEARTBEAT, f"{time.time():.1f}"),
+                                                    RunTag(TAG + HEARTBEAT_EVERY, f"{interval:g}")])
+            except Exception:  # noqa: BLE001, S110 - a missed beat; the work goes on
+                pass
+
         def beat() -> None:
-            while True:
-                try:
-                    self.client.log_batch(run_id, tags=[RunTag(TAG + HEARTBEAT, f"{time.time():.1f}"),
-                                                        RunTag(TAG + HEARTBEAT_EVERY, f"{interval:g}")])
-                except Exception:  # noqa: BLE001, S110 - a missed beat; the work goes on
-                    pass
-                if stop.wait(interval):
-                    return
+            while not stop.wait(interval):
+                send()
+
+        send()
 
         thread = threading.Thread(target=beat, name=f"manymodels-heartbeat-{run_id[:8]}", daemon=True)
         thread.start()
