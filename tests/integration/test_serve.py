@@ -100,6 +100,15 @@ def test_answers_equal_score_in_every_format_and_unknown_segments_get_the_fallba
                                    rtol=0, atol=1e-9)
         assert got["model_source"].tolist() == expected["model_source"].tolist()
     assert set(pd.DataFrame(answers[0].json()["predictions"])["model_source"]) == {"segment", "fallback"}
+    # Rows whose segments all have a model of their own: the plain path (serve/plain.py, no frame built), the same
+    # answers.
+    own = expected["model_source"].eq("segment").to_numpy()
+    plain = fleet.post({"dataframe_split": json.loads(rows[own].to_json(orient="split", index=False))})
+    assert plain.status_code == 200, plain.text
+    got = pd.DataFrame(plain.json()["predictions"])
+    np.testing.assert_allclose(got["prediction"].to_numpy(float), expected["prediction"].to_numpy(float)[own],
+                               rtol=0, atol=1e-9)
+    assert set(got["model_source"]) == {"segment"} and len(got) == own.sum() > 1
 
     # MLflow's own scoring client, unchanged, talks to it.
     from mlflow.pyfunc.scoring_server.client import ScoringServerClient

@@ -216,6 +216,40 @@ class Pack(PackModels):
                 source[rest[hurt]] = DAMAGED_SOURCE
         return values, source
 
+    def predict_plain(self, keys: Sequence[Any], matrix: np.ndarray) -> np.ndarray | None:
+        """Rows' predictions from their keys (plain Python values, a tuple per row for several key columns) and
+        features (one float matrix, `features` order): the path of a server's plain requests, without frames. None
+        when a row needs more than its own LightGBM model (no model of its own, a damaged model, another kind of
+        model, a forecast): `predict_arrays` answers those, with the fallback and the damage rules."""
+        if self.plan is not None:
+            return None
+        router = self._routes()
+        lookup = router.keys
+        if lookup is None:
+            return None
+        groups: dict[int, list[int]] = {}
+        for row, key in enumerate(keys):
+            route = lookup.get(key)
+            if route is None:
+                return None
+            groups.setdefault(route, []).append(row)
+        values = np.empty(len(keys))
+        hits = misses = 0
+        for route, rows in groups.items():
+            try:
+                (fmt, predictor), hit = self._model(
+                    str(router.shards[route]), int(router.segments[route]), router.checksums[route]
+                )
+            except DamagedModel:
+                return None
+            if fmt != FORMAT_LIGHTGBM:
+                return None
+            hits, misses = hits + hit, misses + (not hit)
+            values[rows] = cast(Predictor, predictor).predict(matrix[rows])
+        if self._on_cache is not None:
+            self._on_cache(hits, misses)
+        return values
+
     def shard_order(self, segments: np.ndarray) -> np.ndarray:
         """Positions that put these served segments in shard order (each shard read once when loading them)."""
         router = self._routes()

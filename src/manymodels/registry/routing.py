@@ -45,6 +45,17 @@ class Router:
         """Each served segment index's router position."""
         return dict(zip(self.segments.tolist(), range(len(self.segments)), strict=True))
 
+    @cached_property
+    def keys(self) -> dict[Any, int] | None:
+        """Each served key's router position by its plain Python value (a tuple for several key columns): routing a
+        few rows without pandas. None unless every key column holds whole numbers or text and no key is missing."""
+        if not self.dtypes or self.index.hasnans or isinstance(self.index, pd.MultiIndex) and any(
+                level.hasnans for level in self.index.levels):
+            return None
+        if not all(c in self.as_object or pd.api.types.is_integer_dtype(t) for c, t in self.dtypes.items()):
+            return None
+        return dict(zip(self.index.tolist(), range(len(self.index)), strict=True))
+
     @classmethod
     def of(cls, ok: pd.DataFrame, segment_by: Sequence[str]) -> Router:
         text = frozenset(c for c in segment_by if pd.api.types.is_string_dtype(ok[c]) or ok[c].dtype == object)

@@ -29,7 +29,8 @@ from manymodels.errors import DataError
 from manymodels.registry.pack_info import DAMAGED_SOURCE, FALLBACK_SOURCE, SEGMENT, DamagedModel
 from manymodels.serve import metrics
 from manymodels.serve.live import Live
-from manymodels.serve.protocol import RequestError, parse, predictions_body, requested_levels
+from manymodels.serve.plain import plain_rows
+from manymodels.serve.protocol import RequestError, json_payload, parse, predictions_body, requested_levels
 from manymodels.serve.server import Server
 
 log = logging.getLogger("manymodels.serve")
@@ -76,7 +77,15 @@ def create_app(server: Server) -> FastAPI:
         content_type = request.headers.get("content-type")
 
         def answer() -> tuple[bytes, np.ndarray]:
-            frame = parse(body, content_type, live.columns, server.limits.max_rows)
+            payload = json_payload(body, content_type)
+            plain = plain_rows(payload, live.columns, live.pack.info.features, live.segment_by,
+                               server.limits.max_rows)
+            if plain is not None:  # the common request: no frame built (serve/plain.py)
+                values = live.pack.predict_plain(*plain)
+                if values is not None:
+                    source = np.full(len(values), SEGMENT, dtype=object)
+                    return predictions_body(values, source), source
+            frame = parse(body, content_type, live.columns, server.limits.max_rows, payload)
             levels = requested_levels(body, content_type)
             try:
                 prediction, source, bands = live.predict(frame, levels)

@@ -63,8 +63,10 @@ class Columns:
     optional: tuple[str, ...] = ()  # read by some segments' models only: typed when sent
 
 
-def parse(body: bytes, content_type: str | None, columns: Columns, max_rows: int) -> pd.DataFrame:
-    """A request body as a frame with the model's columns typed as in training.
+def parse(body: bytes, content_type: str | None, columns: Columns, max_rows: int, payload: Any = None
+          ) -> pd.DataFrame:
+    """A request body as a frame with the model's columns typed as in training (`payload`: a JSON body already
+    decoded by `json_payload`, not decoded again).
 
     Raises:
         RequestError: 415 for a content type or charset the server does not read, 413 for too many
@@ -74,7 +76,7 @@ def parse(body: bytes, content_type: str | None, columns: Columns, max_rows: int
     if charset not in ("utf-8", "utf8"):
         raise RequestError(415, f"charset {charset!r} is not supported: send UTF-8", "UNSUPPORTED_MEDIA_TYPE")
     if mime == JSON:
-        frame = _from_json(body, max_rows)
+        frame = _from_payload(_decode(body) if payload is None else payload, max_rows)
     elif mime == CSV:
         frame = _from_csv(body, columns)
     elif mime == PARQUET:
@@ -180,13 +182,29 @@ def _content_type(header: str | None) -> tuple[str, str]:
     return mime.lower(), charset
 
 
-def _from_json(body: bytes, max_rows: int) -> pd.DataFrame:
+def json_payload(body: bytes, content_type: str | None) -> Any:
+    """A JSON body decoded (for `parse` and the plain path, decoded once); None for a body of another type or
+    charset (`parse` answers it).
+
+    Raises:
+        RequestError: 400 for a body that is not UTF-8 or not JSON.
+    """
+    mime, charset = _content_type(content_type)
+    if mime != JSON or charset not in ("utf-8", "utf8"):
+        return None
+    return _decode(body)
+
+
+def _decode(body: bytes) -> Any:
     try:
-        payload = json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise RequestError(400, f"body is not UTF-8: {_short(exc)}") from exc
     except ValueError as exc:
         raise RequestError(400, f"body is not valid JSON: {_short(exc)}") from exc
+
+
+def _from_payload(payload: Any, max_rows: int) -> pd.DataFrame:
     if not isinstance(payload, dict):
         raise RequestError(400, f"the body must be a JSON object with one of {', '.join(FORMATS)}; got a "
                                 f"{type(payload).__name__}")
