@@ -24,7 +24,14 @@ from manymodels.registry.manifest import (
 )
 from manymodels.registry.pack_info import DamagedModel, PackInfo
 from manymodels.registry.routing import Router, short
-from manymodels.registry.shard_files import ShardFile, check_name, first_line, model_problem, read_shared_model
+from manymodels.registry.shard_files import (
+    RowGroups,
+    ShardFile,
+    check_name,
+    first_line,
+    model_problem,
+    read_shared_model,
+)
 from manymodels.segment.forecaster import (
     FORMAT_FORECAST,
     Forecaster,
@@ -90,6 +97,7 @@ class PackModels:
         self._profiles: pd.Series | None = None
         self._whole_shards = whole_shards or is_url(self.root)
         self._files: OrderedDict[str, ShardFile] = OrderedDict()
+        self._row_groups = RowGroups()  # shards' row groups read last, models still compressed
         self._on_cache = on_cache
         self._lock = threading.RLock()
         self._read_lock = threading.Lock()
@@ -352,7 +360,7 @@ class PackModels:
                 file = self._files.pop(shard, None)
             if file is None:
                 try:
-                    file = ShardFile(self.layout.shard(shard), self.root, shard)
+                    file = ShardFile(self.layout.shard(shard), self.root, shard, self._row_groups)
                 except (OSError, ValueError) as exc:
                     raise self.damage(shard, segment, first_line(exc)) from exc
             with self._lock:

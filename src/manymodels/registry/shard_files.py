@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -13,9 +14,11 @@ from manymodels.registry.manifest import (
     PackLayout,
 )
 from manymodels.segment.shards import (
+    ROW_GROUP_BYTES,
     checksum,
-    group_models,
+    group_blobs,
     read_bytes,
+    unpack_model,
 )
 
 
@@ -43,13 +46,40 @@ def model_problem(found: tuple[str, bytes] | None, expected: str | None, trouble
 
 
 
-class ShardFile:
-    """One shard file kept open to read single models: only the row group holding a segment is read, and
-    the last one read is kept (segments asked together are often neighbours)."""
+class RowGroups:
+    """The row groups of a pack's shards read last, as stored (each model still compressed), up to `limit` bytes:
+    a server asked for random segments reads a row group (about a megabyte, hundreds of models) once, then
+    decompresses only the model asked for, instead of reading and decompressing the whole group for each model.
+    Not safe between threads on its own: the pack reads one model at a time."""
 
-    def __init__(self, path: Path | str, root: Path | str, name: str) -> None:
+    def __init__(self, limit: int = 64 << 20) -> None:
+        self.limit = limit
+        self._groups: OrderedDict[tuple[str, int], dict[int, tuple[str, bytes, int | None]]] = OrderedDict()
+        self._sizes: dict[tuple[str, int], int] = {}
+        self.bytes = 0
+
+    def get(self, key: tuple[str, int]) -> dict[int, tuple[str, bytes, int | None]] | None:
+        found = self._groups.get(key)
+        if found is not None:
+            self._groups.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, int], group: dict[int, tuple[str, bytes, int | None]]) -> None:
+        size = sum(len(blob) for _, blob, _ in group.values())
+        self._groups[key], self._sizes[key] = group, size
+        self.bytes += size
+        while self.bytes > self.limit and len(self._groups) > 1:
+            old, _ = self._groups.popitem(last=False)
+            self.bytes -= self._sizes.pop(old)
+
+
+class ShardFile:
+    """One shard file kept open to read single models: only the row group holding a segment is read, kept in the
+    pack's `RowGroups` (segments asked later are often in it), and only the model asked for is decompressed."""
+
+    def __init__(self, path: Path | str, root: Path | str, name: str, kept: RowGroups | None = None) -> None:
         self.name, self.root, self.path = name, root, path
-        self._last: dict[int, tuple[str, bytes]] = {}  # the last row group read (about ROW_GROUP_BYTES)
+        self.kept = kept if kept is not None else RowGroups(limit=ROW_GROUP_BYTES * 2)
         self._unchecked: pq.ParquetFile | None = None  # opened when a page fails its CRC
         try:
             self.file = pq.ParquetFile(path, page_checksum_verification=True)
@@ -64,30 +94,31 @@ class ShardFile:
             raise RegistryError(f"{root}: cannot read shard {name}: {first_line(exc)}") from exc
 
     def model(self, segment: int, lenient: bool = False) -> tuple[str, bytes] | None:
-        """The segment's (format, bytes), None when the file lacks it. With `lenient`, a row group whose page fails
-        its CRC is read again unchecked (the caller checks the model's own checksum).
+        """The segment's (format, bytes), None when the file lacks it (or its bytes do not decompress). With
+        `lenient`, a row group whose page fails its CRC is read again unchecked (the caller checks the model's own
+        checksum).
 
         Raises:
             OSError, ValueError: the row group does not read (a page failing its CRC among them, unless lenient).
         """
-        if segment in self._last:  # a neighbour of the last model read: its row group is at hand
-            return self._last[segment]
         for g, span in enumerate(self.ranges):
             if span is not None and not span[0] <= segment <= span[1]:
                 continue
-            try:
-                models = group_models(self.file, g)
-            except (OSError, ValueError):
-                if not lenient:
-                    raise
-                self._unchecked = self._unchecked or pq.ParquetFile(self.path)
-                models = group_models(self._unchecked, g)
-                if segment in models:
-                    return models[segment]  # not kept for neighbours: each is read (and checked) on its own
-                continue
-            if segment in models:
-                self._last = models
-                return models[segment]
+            group = self.kept.get((self.name, g))
+            if group is None:
+                try:
+                    group = group_blobs(self.file, g)
+                except (OSError, ValueError):
+                    if not lenient:
+                        raise
+                    self._unchecked = self._unchecked or pq.ParquetFile(self.path)
+                    unchecked = group_blobs(self._unchecked, g)  # not kept: each model is read (and checked) alone
+                    if segment in unchecked:
+                        return unpack_model(unchecked[segment])
+                    continue
+                self.kept.put((self.name, g), group)
+            if segment in group:
+                return unpack_model(group[segment])
         return None
 
     def close(self) -> None:

@@ -231,17 +231,35 @@ def group_models(file: pq.ParquetFile, group: int) -> dict[int, tuple[str, bytes
     Raises:
         OSError, ValueError: the row group does not read (a page failing its CRC, where the file checks them).
     """
+    models = {}
+    for index, stored in group_blobs(file, group).items():
+        found = unpack_model(stored)
+        if found is not None:  # else a damaged model: left out, as a model its shard does not hold
+            models[index] = found
+    return models
+
+
+def group_blobs(file: pq.ParquetFile, group: int) -> dict[int, tuple[str, bytes, int | None]]:
+    """One row group's models by segment index as stored: (format, bytes, size once decompressed; None for a shard
+    from before models were compressed one by one). `unpack_model` gives a model's own bytes.
+
+    Raises:
+        OSError, ValueError: the row group does not read (a page failing its CRC, where the file checks them).
+    """
     table = file.read_row_group(group)
     indices = table.column("segment_index").to_pylist()
     formats = table.column("format").to_pylist()
     blobs = table.column("model").to_pylist()
-    if RAW_SIZE not in table.column_names:  # a shard from before models were compressed one by one
-        return dict(zip(indices, zip(formats, blobs, strict=True), strict=True))
-    codec = pa.Codec(_CODEC)
-    models = {}
-    for index, fmt, blob, size in zip(indices, formats, blobs, table.column(RAW_SIZE).to_pylist(), strict=True):
-        try:
-            models[index] = (fmt, codec.decompress(blob, decompressed_size=size, asbytes=True))
-        except (OSError, ValueError, TypeError, pa.ArrowException):
-            continue  # a damaged model: left out, as a model its shard does not hold
-    return models
+    sizes = table.column(RAW_SIZE).to_pylist() if RAW_SIZE in table.column_names else [None] * len(indices)
+    return dict(zip(indices, zip(formats, blobs, sizes, strict=True), strict=True))
+
+
+def unpack_model(stored: tuple[str, bytes, int | None]) -> tuple[str, bytes] | None:
+    """A stored model's (format, bytes), decompressed; None when its bytes do not decompress (damaged)."""
+    fmt, blob, size = stored
+    if size is None:
+        return fmt, blob
+    try:
+        return fmt, pa.Codec(_CODEC).decompress(blob, decompressed_size=size, asbytes=True)
+    except (OSError, ValueError, TypeError, pa.ArrowException):
+        return None
