@@ -105,7 +105,9 @@ def run_wrk(wrk: str, port: int, script: Path, bodies: Path, connections: int, s
         capture_output=True, text=True, check=True, env={**os.environ, "SERVE_LOAD_BODIES": str(bodies)})
     out = done.stdout
     per_s = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, flags=re.M))
+    latency = dict(re.findall(r"^\s*(50|99)(?:\.0+)?%\s+(\S+)\s*$", out, flags=re.M))
+    if "50" not in latency or "99" not in latency:
+        raise RuntimeError(f"no latency distribution in wrk's output:\n{out}")
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)$", out, flags=re.M)
     return {

@@ -53,6 +53,18 @@ def test_shards_are_written_in_row_groups_and_a_model_is_read_alone(pack: Pack, 
     assert pack.locate(frame[["segment"]]).tolist() == [200, 3, 200, -1, -1]
 
 
+def test_row_groups_read_are_kept_up_to_their_bound_and_give_the_same_models(pack: Pack) -> None:
+    """A model read alone comes from its row group, kept (compressed) for its neighbours within the pack's bound."""
+    whole = Pack(pack.root)  # reads whole shards
+    every = pd.DataFrame({"segment": [f"s{i:03d}" for i in range(SEGMENTS) if i != 7], "x": 0.0})
+    assert pack.predict_arrays(every)[0].tolist() == whole.predict_arrays(every)[0].tolist()
+    kept = pack._row_groups
+    assert 0 < kept.bytes <= kept.limit and len(kept._groups) > 5  # every group of both shards: under 64 MB
+    kept.limit = 100  # about two groups' bytes: the oldest go first
+    kept.put(("shard-00000.parquet", 99), {0: ("x", b"y" * 60, 1)})
+    assert kept.bytes <= 100 and list(kept._groups)[-1] == ("shard-00000.parquet", 99)
+
+
 def test_the_model_cache_is_bounded_and_safe_to_share_between_threads(pack: Pack) -> None:
     counts: list[tuple[int, int]] = []
     pack._on_cache = lambda hits, misses: counts.append((hits, misses))
