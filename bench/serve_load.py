@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from serve_bench import free_port, wait_ready
 
 from _common import MANYMODELS, make_data, timed, write_bundle
 
@@ -71,14 +72,6 @@ def ensure_wrk() -> str:
     if not found:
         raise RuntimeError("apt-get install wrk did not give a wrk on PATH")
     return found
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def write_bodies(path: Path, rows: pd.DataFrame, size: int, count: int, seed: int) -> Path:
@@ -129,22 +122,6 @@ def post(port: int, body: bytes) -> None:
         raise RuntimeError(f"{answer.status}: {text[:300]!r}")
 
 
-def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, seconds: float = 900) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
-        try:
-            conn = http.client.HTTPConnection(HOST, port, timeout=2)
-            conn.request("GET", "/ping")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"server not up: {log.read_text()[-3000:]}")
-
-
 class Started:
     """A server process, up and answering, stopped on exit."""
 
@@ -154,7 +131,7 @@ class Started:
         self.out = log.open("ab")
         self.proc = subprocess.Popen(command, stdout=self.out, stderr=subprocess.STDOUT,
                                      env={**os.environ, **env}, cwd=cwd)
-        wait_ready(port, self.proc, log)
+        wait_ready(port, self.proc, log, seconds=900)  # a 100,000-segment fleet starts slowly
         self.start_s = round(time.perf_counter() - started, 2)
 
     def __enter__(self) -> Started:
