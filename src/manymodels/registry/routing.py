@@ -49,8 +49,12 @@ class Router:
     def keys(self) -> dict[Any, int] | None:
         """Each served key's router position by its plain Python value (a tuple for several key columns): routing a
         few rows without pandas. None unless every key column holds whole numbers or text and no key is missing."""
-        if not self.dtypes or self.index.hasnans or isinstance(self.index, pd.MultiIndex) and any(
-                level.hasnans for level in self.index.levels):
+        if not self.dtypes:
+            return None
+        if isinstance(self.index, pd.MultiIndex):  # (its own `hasnans` is not defined)
+            if any(codes.min(initial=0) < 0 for codes in self.index.codes):  # a missing part: code -1
+                return None
+        elif self.index.hasnans:
             return None
         if not all(c in self.as_object or pd.api.types.is_integer_dtype(t) for c, t in self.dtypes.items()):
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,3 +108,31 @@ def test_a_segment_without_a_model_of_its_own_is_left_to_the_general_path(pack: 
     assert plain is not None and pack.predict_plain(*plain) is None
     frame = pd.DataFrame([[99, 0.5, 0.2, 1]], columns=NAMES)
     assert np.isnan(pack.predict_arrays(frame)[0][0])  # which answers it: no model, no prediction
+
+
+def test_a_key_of_two_columns_is_routed_as_a_tuple(tmp_path: Path) -> None:
+    from helpers import segment_frame
+
+    spec = SegmentSpec(segment_by=("store", "region"), label="label", features=("f0", "f1", "f2"),
+                       params={"num_boost_round": 10, "min_data_in_leaf": 5})
+    frame = segment_frame(segments=4, rows=40, seed=6)
+    codes = frame.pop("segment").str[-1].astype(int)
+    frame["store"], frame["region"] = (codes // 2).astype(np.int64), np.where(codes % 2, "north", "south")
+    frame = frame.sort_values(["store", "region"], kind="stable").reset_index(drop=True)
+    keys = frame[["store", "region"]].drop_duplicates().reset_index(drop=True)
+    cut = np.flatnonzero(np.r_[True, (frame[["store", "region"]].shift() != frame[["store", "region"]]).any(axis=1)
+                               .to_numpy()[1:]])
+    bounds = [(i, int(lo), int(hi)) for i, (lo, hi) in enumerate(zip(cut, np.r_[cut[1:], len(frame)], strict=True))]
+    (tmp_path / "shards").mkdir()
+    results = fit_chunk(frame, bounds, spec, 0, str(tmp_path / "shards"))
+    info = PackInfo(model="m", segment_by=["store", "region"], features=list(spec.features), label="label",
+                    task="regression", metric="rmse")
+    write_pack_files(tmp_path, info, mf.build_manifest(keys, results, spec))
+    pack = Pack(tmp_path, whole_shards=False)
+    columns = Columns(("store", "region", "f0", "f1", "f2"), {"store": "integer", "region": "text"})
+    payload = split([[1, "north", 0.2, 0.3, 0.4], [0, "south", 0.5, 0.5, 0.5]], ["store", "region", "f0", "f1", "f2"])
+    plain = plain_rows(payload, columns, pack.info.features, pack.segment_by, max_rows=10)
+    assert plain is not None and plain[0] == [(1, "north"), (0, "south")]
+    values = pack.predict_plain(*plain)
+    assert values is not None
+    np.testing.assert_array_equal(values, general(pack, payload, columns))
