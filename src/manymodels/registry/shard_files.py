@@ -14,7 +14,6 @@ from manymodels.registry.manifest import (
     PackLayout,
 )
 from manymodels.segment.shards import (
-    ROW_GROUP_BYTES,
     checksum,
     group_blobs,
     read_bytes,
@@ -54,32 +53,30 @@ class RowGroups:
 
     def __init__(self, limit: int = 64 << 20) -> None:
         self.limit = limit
-        self._groups: OrderedDict[tuple[str, int], dict[int, tuple[str, bytes, int | None]]] = OrderedDict()
-        self._sizes: dict[tuple[str, int], int] = {}
+        self._groups: OrderedDict[tuple[str, int], tuple[dict[int, tuple[str, bytes, int | None]], int]] = OrderedDict()
         self.bytes = 0
 
     def get(self, key: tuple[str, int]) -> dict[int, tuple[str, bytes, int | None]] | None:
         found = self._groups.get(key)
-        if found is not None:
-            self._groups.move_to_end(key)
-        return found
+        if found is None:
+            return None
+        self._groups.move_to_end(key)
+        return found[0]
 
     def put(self, key: tuple[str, int], group: dict[int, tuple[str, bytes, int | None]]) -> None:
         size = sum(len(blob) for _, blob, _ in group.values())
-        self._groups[key], self._sizes[key] = group, size
+        self._groups[key] = (group, size)
         self.bytes += size
         while self.bytes > self.limit and len(self._groups) > 1:
-            old, _ = self._groups.popitem(last=False)
-            self.bytes -= self._sizes.pop(old)
+            self.bytes -= self._groups.popitem(last=False)[1][1]
 
 
 class ShardFile:
     """One shard file kept open to read single models: only the row group holding a segment is read, kept in the
     pack's `RowGroups` (segments asked later are often in it), and only the model asked for is decompressed."""
 
-    def __init__(self, path: Path | str, root: Path | str, name: str, kept: RowGroups | None = None) -> None:
-        self.name, self.root, self.path = name, root, path
-        self.kept = kept if kept is not None else RowGroups(limit=ROW_GROUP_BYTES * 2)
+    def __init__(self, path: Path | str, root: Path | str, name: str, kept: RowGroups) -> None:
+        self.name, self.root, self.path, self.kept = name, root, path, kept
         self._unchecked: pq.ParquetFile | None = None  # opened when a page fails its CRC
         try:
             self.file = pq.ParquetFile(path, page_checksum_verification=True)
