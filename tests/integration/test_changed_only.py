@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import manymodels as mm
 from helpers import edit_bundle, model_block, segment_frame, write_bundle
 from manymodels.cli.main import app
 from manymodels.engines import make_engine
+from manymodels.registry.pack import Pack, publish_pack
 
 runner = CliRunner()
 
@@ -47,8 +49,28 @@ def test_changed_only_trains_changed_and_new_segments_and_carries_the_rest(tmp_p
     assert (carried["fingerprint"] == before["fingerprint"]).all()
     assert (carried["rmse"] == before["rmse"]).all()
     assert set(manifest.loc[~manifest["carried"], "source_run"]) == {second.run_id}
-
+    # The carried models are not copied: the new pack names the champion's own shard files, by its run.
+    champion_run = project.versions("demand")[0].run_id
+    assert carried["shard"].str.startswith(f"{champion_run}/shard-").all()
+    pack = next((tmp_path / ".manymodels" / "artifacts").glob(f"*/{second.run_id}/artifacts/model/pack"))
+    assert sorted(p.name for p in (pack / "shards").iterdir()) == ["shard-00000.parquet"]  # the 2 it trained
+    references = json.loads((pack / "pack.json").read_text())["extra"]["references"]
+    assert list(references) == [champion_run]
+    assert references[champion_run].endswith(f"/{champion_run}/artifacts/model/pack")
+    assert mm.load_bundle(path).runs("demand")[0].tags["manymodels.refers"] == champion_run
     inputs = next_week(frame).drop(columns=["label"])
+    whole = Pack(pack).predict(inputs)["prediction"].to_numpy()
+    alone = Pack(pack, whole_shards=False)  # as a server reads: one model at a time
+    alone.verify()  # every shard it names, the champion's among them, whole and as checksummed
+    np.testing.assert_array_equal(alone.predict(inputs)["prediction"].to_numpy(), whole)
+    published = publish_pack(pack, str(tmp_path / "staging" / "packs" / second.run_id))  # a cluster's copy
+    assert (tmp_path / "staging" / "packs" / champion_run / "pack.json").exists()  # and what it refers to
+    np.testing.assert_array_equal(Pack(published).predict(inputs)["prediction"].to_numpy(), whole)
+    (pack / "pack.json").write_text((pack / "pack.json").read_text().replace(champion_run, "f" * 32))
+    with pytest.raises(mm.RegistryError, match=f"carries models of run {'f' * 32} by reference"):
+        Pack(pack)
+    (pack / "pack.json").write_text((pack / "pack.json").read_text().replace("f" * 32, champion_run))
+
     carried_rows = inputs["segment"].isin(carried.index).to_numpy()
     new_scores = project.score("demand", inputs, run_id=second.run_id)["prediction"].to_numpy()
     old_scores = project.score("demand", inputs, run_id=first.run_id)["prediction"].to_numpy()
@@ -58,6 +80,10 @@ def test_changed_only_trains_changed_and_new_segments_and_carries_the_rest(tmp_p
     statuses = evaluation.table.set_index("segment")["status"]
     assert set(statuses[carried.index]) == {"tied"} and statuses["seg_new"] == "new"
     assert statuses["seg_007"] == "absent"
+    promoted = project.promote("demand", run_id=second.run_id, take_all=True)  # a version holds its models itself
+    composed = project.manifest("demand", promoted.run_id)
+    assert "stored_index" not in composed.columns and not composed["shard"].str.contains("/").any()
+    np.testing.assert_array_equal(project.score("demand", inputs)["prediction"].to_numpy(), new_scores)
     assert evaluation.warnings == [  # seg_000's rows changed: a random split mixes the champion's training rows in
         "1 segment(s) have other rows than the champion trained on: with a random split their holdout includes "
         "rows the champion trained on, which flatters it; evaluate on fresh rows (--data) or split by time"]

@@ -63,3 +63,30 @@ def test_destroy_removes_the_embedded_store_files_of_the_target(tmp_path: Path) 
     assert code == 0, out
     assert "their runs and files were removed from this machine's store" in out
     assert run_folders(tmp_path) == set()
+
+
+def test_gc_keeps_a_run_whose_shards_a_kept_changed_only_run_refers_to(tmp_path: Path) -> None:
+    frame = segment_frame(segments=4, rows=60)
+    write_bundle(tmp_path, frame=frame)
+    project = mm.load_bundle(tmp_path)
+    project.train("demand", workers=1)
+    first_champion = project.promote("demand").run_id
+    changed = frame.assign(label=frame["label"].where(frame["segment"] != "seg_000", frame["label"] + 1.0))
+    write_bundle(tmp_path, frame=changed)
+    project = mm.load_bundle(tmp_path)
+    refers = project.train("demand", workers=1, changed_only=True)
+    assert refers.summary["segments_carried"] == 3
+    for _ in range(2):  # two promotions later the first champion is neither champion nor previous
+        project.promote("demand", run_id=project.train("demand", workers=1).run_id, take_all=True, force=True)
+
+    code, out = cli(tmp_path, "gc", "demand", "--keep", "3", "--auto-approve")
+    assert code == 0, out
+    assert f"keep   run {first_champion}: its models are carried by reference by run {refers.run_id}" in out
+    assert first_champion in run_folders(tmp_path)
+    inputs = changed.drop(columns=["label"])
+    scores = project.score("demand", inputs, run_id=refers.run_id)
+    assert scores["prediction"].notna().all()  # its carried models read from the kept run's files
+
+    code, out = cli(tmp_path, "gc", "demand", "--keep", "0", "--auto-approve")
+    assert code == 0, out
+    assert refers.run_id not in run_folders(tmp_path) and first_champion not in run_folders(tmp_path)

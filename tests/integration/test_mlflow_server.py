@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -143,3 +144,35 @@ def test_no_mlflow_info_or_run_links_in_our_output(tmp_path: Path, mlflow_server
             assert "View run" not in both and "View experiment" not in both, both
             assert "INFO" not in both and "Downloading artifacts" not in both, both
         assert api.stdout.strip() == "segments ok: 3"
+
+
+@pytest.mark.slow
+def test_a_changed_only_run_refers_to_the_champions_files_and_reads_them_from_a_fresh_machine(
+        tmp_path: Path, mlflow_server: str) -> None:
+    frame = segment_frame(segments=4, rows=60)
+    extra = {"bundle": {"name": "refer-test"}}
+    write_bundle(tmp_path, frame=frame, tracking_uri=mlflow_server, extra=extra)
+    project = mm.load_bundle(tmp_path)
+    first = project.train("demand", workers=1)
+    champion_run = project.promote("demand").run_id
+    changed = frame.assign(label=frame["label"].where(frame["segment"] != "seg_000", frame["label"] + 1.0))
+    write_bundle(tmp_path, frame=changed, tracking_uri=mlflow_server, extra=extra)
+    project = mm.load_bundle(tmp_path)
+    run = project.train("demand", workers=1, changed_only=True)
+    assert (run.summary["segments_trained"], run.summary["segments_carried"]) == (1, 3)
+
+    client = MlflowClient(mlflow_server)
+    uploaded = [a.path for a in client.list_artifacts(run.run_id, "model/pack/shards")]
+    assert uploaded == ["model/pack/shards/shard-00000.parquet"]  # only the model it trained went up
+    inputs = changed.drop(columns=["label"])
+    carried = inputs["segment"] != "seg_000"
+    before = project.score("demand", inputs, run_id=first.run_id)["prediction"].to_numpy()
+
+    shutil.rmtree(tmp_path / ".manymodels" / "cache")  # as on another machine: nothing downloaded yet
+    after = mm.load_bundle(tmp_path).score("demand", inputs, run_id=run.run_id)["prediction"].to_numpy()
+    assert (after[carried] == before[carried]).all() and not (after[~carried] == before[~carried]).all()
+    assert (tmp_path / ".manymodels" / "cache" / champion_run).is_dir()  # fetched beside the run's own pack
+
+    mlflow.set_tracking_uri(mlflow_server)  # MLflow alone: the pyfunc fetches the champion's pack itself
+    via_mlflow = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model").predict(inputs)["prediction"].to_numpy()
+    assert (via_mlflow == after).all()

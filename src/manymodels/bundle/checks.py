@@ -40,7 +40,8 @@ from manymodels.estimators.reconcile import require as require_reconciler
 RESERVED_COLUMNS = frozenset({
     # the manifest
     "segment_index", "status", "error", "rows", "n_train", "n_test", "shard", "checksum", "shard_checksum",
-    "model_format", "fingerprint", "fit_seconds", "constant", "profile", "source_run", "carried", "attempt",
+    "model_format", "fingerprint", "fit_seconds", "constant", "profile", "source_run", "carried", "stored_index",
+    "attempt",
     "candidate", "params", "cv_folds", "cv_mean", "cv_std", "cv_baseline", "cv_scores", "cv_folds_won",
     "step_metric", "holdout_naive", "forecast_state", "interval_scores",
     # metrics

@@ -15,7 +15,7 @@ import pandas as pd
 
 from manymodels.jobs.context import Target
 from manymodels.registry import Pack
-from manymodels.registry.manifest import FINGERPRINT, SEGMENT_INDEX, served
+from manymodels.registry.manifest import FINGERPRINT, SEGMENT_INDEX, PackLayout, served
 
 
 @dataclass
@@ -28,6 +28,7 @@ class ChangePlan:
     version: int | None
     counts: dict[str, int] = field(default_factory=dict)
     damaged: list[str] = field(default_factory=list)  # why each champion model that was damaged is trained again
+    champion_uri: str = ""  # where the champion's pack lies in its run's artifacts (what a reference records)
 
     @property
     def everything(self) -> bool:
@@ -49,7 +50,8 @@ def plan_changes(target: Target, name: str, keys: pd.DataFrame, fingerprints: li
     if champion is None:
         counts = {"trained": len(keys), "changed": 0, "new": len(keys), "carried": 0, "gone": 0, "damaged": 0}
         return ChangePlan(np.ones(len(keys), dtype=bool), pd.DataFrame(), None, None, counts)
-    pack = target.open_pack(target.tracker.run(champion.run_id))
+    info = target.tracker.run(champion.run_id)
+    pack = target.open_pack(info)
     ok = served(pack.manifest)
     current = keys.copy()
     current["_position"] = np.arange(len(keys))
@@ -75,4 +77,5 @@ def plan_changes(target: Target, name: str, keys: pd.DataFrame, fingerprints: li
         "gone": int(gone.sum()),
         "damaged": len(damaged),
     }
-    return ChangePlan(~same, carried, pack, champion.version, counts, list(damaged.values()))
+    return ChangePlan(~same, carried, pack, champion.version, counts, list(damaged.values()),
+                      f"{info.artifact_uri.rstrip('/')}/{PackLayout.IN_RUN}")

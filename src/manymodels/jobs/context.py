@@ -28,7 +28,8 @@ from manymodels.registry.manifest import PackLayout
 from manymodels.registry.mlflow_env import bound_http, check_reachable
 from manymodels.registry.pack import Pack, publish_pack
 from manymodels.registry.provenance import current_user
-from manymodels.registry.run_state import STATUS_OK, TAG, RunInfo
+from manymodels.registry.references import pack_references
+from manymodels.registry.run_state import STATUS_OK, TAG, RunInfo, local_path
 from manymodels.registry.version_info import CHAMPION, VersionInfo
 from manymodels.segment import SegmentSpec
 from manymodels.segment.forecast_windows import with_naive
@@ -212,7 +213,17 @@ class Target:
 
     def open_pack(self, info: RunInfo) -> Pack:
         """The pack of a run, read in place or downloaded once into .manymodels/cache."""
-        return Pack(self.tracker.local_artifacts(info, PackLayout.IN_RUN, self.config.embedded_dir / "cache"))
+        return Pack(self.local_pack(info, PackLayout.IN_RUN, self.config.embedded_dir / "cache"))
+
+    def local_pack(self, info: RunInfo, path: str, cache: Path) -> Path:
+        """A run's pack folder (at `path` in its artifacts) on this machine, with the packs of the runs it refers to
+        (a changed-only run's carried models) downloaded beside it when the store is remote."""
+        local = self.tracker.local_artifacts(info, path, cache)
+        if local_path(info.artifact_uri) is None:
+            root = local if path == PackLayout.IN_RUN else local / PackLayout.PACK
+            for run in pack_references(root)[1]:
+                self.tracker.local_artifacts(self.tracker.run(run), path, cache)
+        return local
 
     # Data ------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from manymodels.errors import RegistryError
 from manymodels.jobs.context import Target
 from manymodels.registry import RunInfo
+from manymodels.registry.references import REFERS_TAG
 from manymodels.registry.version_info import VersionInfo
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -56,7 +57,13 @@ def prune_plan(target: Target, name: str, keep: int) -> PrunePlan:
     for run in trained[:keep]:
         plan.kept.setdefault(run.run_id, "one of the newest training runs")
     promoted = tracker.runs(experiment, name, limit=_SEARCH_LIMIT, kind="promote")
-    finished = [r for r in [*trained, *promoted] if r.end_time is not None and r.status != "running"]
+    listed = {r.run_id: r for r in [*trained, *promoted]}
+    for run_id in list(plan.kept):  # a kept run's pack may refer to another's shards (a changed-only run's)
+        info = listed.get(run_id)
+        for other in (info.tags.get(REFERS_TAG, "") if info is not None else "").split(","):
+            if other and other != run_id:
+                plan.kept.setdefault(other, f"its models are carried by reference by run {run_id}")
+    finished = [r for r in listed.values() if r.end_time is not None and r.status != "running"]
     plan.runs = [r for r in finished if r.run_id not in plan.kept]
     gone = {r.run_id for r in plan.runs}
     plan.versions = [v for v in versions if v.run_id in gone and not v.aliases]

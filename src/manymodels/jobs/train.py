@@ -54,12 +54,13 @@ from manymodels.jobs.train_record import (
 )
 from manymodels.registry import PackInfo, write_pack_files
 from manymodels.registry import manifest as mf
-from manymodels.registry.compose import copy_models
+from manymodels.registry.compose import copy_models, refer_models
 from manymodels.registry.hierarchy import LevelAccuracy, holdout_levels
 from manymodels.registry.manifest import PackLayout
 from manymodels.registry.pack import Pack
 from manymodels.registry.pack_info import FORECAST
 from manymodels.registry.pyfunc import describe_model, save_pack_model
+from manymodels.registry.references import REFERENCES, REFERS_TAG, STORED_INDEX
 from manymodels.registry.run_state import (
     TAG,
     local_path,
@@ -273,8 +274,10 @@ def _train(
     if previous is None:
         tracker.sweep_staging(target.config.name, name)  # this model's runs killed before start afresh now
         run_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_id, artifact_uri = tracker.start_run(exp_id, run_name, run_tags(target, name),
-                                                 {**params, **tuned_params(tuned)})
+        tags = run_tags(target, name)
+        if plan is not None and plan.champion is not None and len(plan.carried):  # gc keeps what it refers to
+            tags[REFERS_TAG] = plan.champion.info.run_id
+        run_id, artifact_uri = tracker.start_run(exp_id, run_name, tags, {**params, **tuned_params(tuned)})
     else:
         same_settings(previous.run, params)
         run_id, artifact_uri = previous.run.run_id, previous.run.artifact_uri
@@ -322,7 +325,9 @@ def _train(
         if kept is not None and len(kept):
             manifest = pd.concat([manifest, kept[manifest.columns]], ignore_index=True)
         if plan is not None:
-            manifest = _carry(manifest, plan, shards, run_id)
+            manifest, referred = _carry(manifest, plan, shards, run_id)
+            if referred:
+                info = replace(info, extra={**info.extra, REFERENCES: referred})
         write_pack_files(Path(pack.root), info, manifest)
         example = target.example_rows(name, info.inputs)
         if example is not None:
@@ -406,19 +411,32 @@ def _nothing_changed(plan: ChangePlan | None) -> bool:
     return plan is not None and plan.counts.get("trained", 1) == 0 and plan.counts.get("gone", 1) == 0
 
 
-def _carry(manifest: pd.DataFrame, plan: ChangePlan, shards_dir: Path, run_id: str) -> pd.DataFrame:
-    """This run's manifest plus the champion's carried segments, their models copied into this run's pack."""
+def _carry(
+    manifest: pd.DataFrame, plan: ChangePlan, shards_dir: Path, run_id: str
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """This run's manifest plus the champion's carried segments, and the runs it refers to (run id -> where its pack
+    was): the carried models stay in the champion's shard files, named by reference (`registry.references`), or are
+    copied into this run's pack when the champion's pack cannot be referred to."""
     manifest = manifest.assign(**{mf.SOURCE_RUN: pd.array([run_id] * len(manifest), dtype="string"), mf.CARRIED: False})
     if plan.champion is None or len(plan.carried) == 0:
-        return manifest
-    carried = copy_models(shards_dir, [(plan.champion, plan.carried)], first_index=len(manifest), prefix="shard-c")
+        return manifest, {}
+    referred: dict[str, str] = {}
+    carried = refer_models(plan.champion, plan.carried, first_index=len(manifest))
+    if carried is not None and plan.champion_uri:
+        referred[plan.champion.info.run_id] = plan.champion_uri
+    else:
+        carried = copy_models(shards_dir, [(plan.champion, plan.carried)], first_index=len(manifest),
+                              prefix="shard-c")
     carried[mf.CARRIED] = True
-    missing = [c for c in manifest.columns if c not in carried.columns]
-    for column in missing:  # a column newer than the champion's manifest
-        carried[column] = pd.NA
-    merged = pd.concat([manifest, carried[manifest.columns]], ignore_index=True)
+    columns = list(manifest.columns) + [c for c in carried.columns if c == STORED_INDEX]
+    for column in columns:  # a column newer than the champion's manifest, or the references' own
+        if column not in carried.columns:
+            carried[column] = pd.NA
+    merged = pd.concat([manifest, carried[columns]], ignore_index=True)
     merged[mf.CARRIED] = merged[mf.CARRIED].astype(bool)
-    return merged
+    if STORED_INDEX in merged.columns:
+        merged[STORED_INDEX] = merged[STORED_INDEX].astype("Int64")
+    return merged, referred
 
 
 def _grid(info: PackInfo) -> TimeGrid | None:

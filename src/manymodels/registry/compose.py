@@ -27,6 +27,7 @@ from manymodels.registry.manifest import (
 )
 from manymodels.registry.pack import Pack
 from manymodels.registry.pack_info import PackInfo, write_pack_files
+from manymodels.registry.references import REFERENCES, STORED_INDEX, is_run_id, reference_name
 from manymodels.registry.shard_files import model_problem
 from manymodels.segment import shard_name
 from manymodels.segment.shards import checksum, list_files, write_file, write_shard
@@ -155,6 +156,8 @@ def copy_models(
                     flush()
         if SOURCE_RUN not in rows.columns:
             rows[SOURCE_RUN] = pack.info.run_id
+        if STORED_INDEX in rows.columns:  # a model carried by reference, copied: the new pack holds it itself
+            rows = rows.drop(columns=STORED_INDEX)
         rows[SEGMENT_INDEX] = new_index
         rows[SHARD] = pd.array(new_shard, dtype="string")
         rows[CHECKSUM] = pd.array(new_sum, dtype="string")
@@ -166,3 +169,31 @@ def copy_models(
         manifest = manifest.sort_values(SEGMENT_INDEX, kind="stable").reset_index(drop=True)
         manifest[SOURCE_RUN] = manifest[SOURCE_RUN].astype("string")
     return manifest
+
+
+def refer_models(pack: Pack, rows: pd.DataFrame, first_index: int) -> pd.DataFrame | None:
+    """The given manifest rows carried by reference to `pack`'s own shard files (see `registry.references`):
+    numbered from `first_index`, each naming its file by `pack`'s run and keeping its index in that file.
+
+    None when `pack` cannot be referred to, and its models must be copied: it refers to another run itself (no
+    chains), or it is not a run's pack.
+    """
+    run = pack.info.run_id
+    if not is_run_id(run) or pack.info.extra.get(REFERENCES) or (
+        STORED_INDEX in rows.columns and rows[STORED_INDEX].notna().any()
+    ):
+        return None
+    rows = rows.sort_values([SHARD, SEGMENT_INDEX], kind="stable").copy()
+    if PROFILE not in rows.columns:  # the profiles travel with their models (monitoring reads them)
+        profiles = pack.profiles()
+        rows[PROFILE] = rows[SEGMENT_INDEX].map(profiles).astype(object) if len(profiles) else None
+    if HOLDOUT_PLOT not in rows.columns and pack.plan is not None:  # and a forecast's plots (the report's)
+        plots = pack.plots()
+        rows[HOLDOUT_PLOT] = rows[SEGMENT_INDEX].map(plots).astype(object) if len(plots) else None
+    if SOURCE_RUN not in rows.columns:
+        rows[SOURCE_RUN] = run
+    rows[SOURCE_RUN] = rows[SOURCE_RUN].fillna(run).astype("string")
+    rows[STORED_INDEX] = pd.array(rows[SEGMENT_INDEX].to_numpy(dtype=np.int64), dtype="Int64")
+    rows[SEGMENT_INDEX] = np.arange(first_index, first_index + len(rows), dtype=np.int64)
+    rows[SHARD] = pd.array([reference_name(run, str(s)) for s in rows[SHARD]], dtype="string")
+    return rows.reset_index(drop=True)

@@ -20,6 +20,7 @@ from manymodels.estimators import FORMAT_BASELINE, FORMAT_LIGHTGBM, Predictor, h
 from manymodels.registry.manifest import HOLDOUT_PLOT, PROFILE, SEGMENT_INDEX, PackLayout
 from manymodels.registry.pack_info import DAMAGED_SOURCE, FALLBACK_SOURCE, MODEL_SOURCE, SEGMENT, DamagedModel
 from manymodels.registry.pack_models import PackModels
+from manymodels.registry.references import beside, locate, pack_references
 from manymodels.registry.routing import Router, is_missing, key_index, unserved
 from manymodels.registry.shard_files import first_line
 from manymodels.segment.shards import exists, put_file, read_bytes
@@ -303,6 +304,14 @@ def publish_pack(root: Path, dest: str) -> str:
     source, target = PackLayout(root), PackLayout(dest)
     if exists(target.info):
         return dest
+    own, runs = pack_references(root)
+    if runs:  # the packs a changed-only run's carried models lie in, published where it will look: beside
+        places = locate(root, own, runs)
+        for run in runs:
+            there = beside(dest, own, run)
+            if there is None:
+                raise RegistryError(f"{root}: cannot publish to {dest}: it must name run {own} (its references)")
+            publish_pack(Path(places[run]), str(there))
     if Path(PackLayout(source.fallback).info).exists():
         publish_pack(Path(source.fallback), str(target.fallback))
     for shard in sorted(Path(source.shards).glob("shard-*.parquet")):

@@ -23,6 +23,7 @@ from manymodels.registry.manifest import (
     routes,
 )
 from manymodels.registry.pack_info import DamagedModel, PackInfo
+from manymodels.registry.references import REFERENCES, STORED_INDEX, locate, split_reference
 from manymodels.registry.routing import Router, short
 from manymodels.registry.shard_files import (
     RowGroups,
@@ -106,6 +107,13 @@ class PackModels:
         self._bad_shards: dict[str, str] = {}  # shard files that do not read, with why
         self._troubles: dict[str, str] = {}  # shard files some of whose row groups do not read, with why
         self._pooled: dict[str, Forecaster] = {}  # pooled models segments share, by checksum
+        # runs whose shards this pack refers to (a changed-only run's carried models): where their packs lie
+        self._referenced = locate(self.root, self.info.run_id, self.info.extra.get(REFERENCES) or {})
+        self._stored: dict[int, int] = {}  # a referenced model's segment index in its file, by this pack's index
+        if STORED_INDEX in self.manifest.columns:
+            kept = self.manifest[self.manifest[STORED_INDEX].notna()]
+            self._stored = dict(zip(kept[SEGMENT_INDEX].astype("int64").tolist(),
+                                    kept[STORED_INDEX].astype("int64").tolist(), strict=True))
         self.fallback: Self | None = None
         fallback = PackLayout(self.layout.fallback)
         if exists(fallback.info):
@@ -354,13 +362,13 @@ class PackModels:
         the check: one damaged model does not cost its neighbours."""
         if self._whole_shards:
             return self.shard(shard).get(segment)
-        check_name(self.root, shard)
+        location = self._location(shard)
         with self._read_lock:  # one reader at a time per pack: a Parquet file handle is not shared safely
             with self._lock:
                 file = self._files.pop(shard, None)
             if file is None:
                 try:
-                    file = ShardFile(self.layout.shard(shard), self.root, shard, self._row_groups)
+                    file = ShardFile(location, self.root, shard, self._row_groups)
                 except (OSError, ValueError) as exc:
                     raise self.damage(shard, segment, first_line(exc)) from exc
             with self._lock:
@@ -368,7 +376,7 @@ class PackModels:
                 while len(self._files) > self._cache_size:
                     self._files.popitem(last=False)[1].close()
             try:
-                return file.model(segment, lenient)
+                return file.model(self._stored.get(segment, segment), lenient)
             except (OSError, ValueError) as exc:
                 raise self.damage(shard, segment, first_line(exc)) from exc
 
@@ -398,12 +406,12 @@ class PackModels:
         checksum, checked before it is loaded), so one flipped bit costs the models it touched, not the shard's;
         with `strict` it is an error (what `verify` asks).
         """
-        check_name(self.root, name)
+        location = self._location(name)
         if name in self._bad_shards:
             raise self.damage(name, None, self._bad_shards[name])
         changed = False
         try:
-            data = read_bytes(self.layout.shard(name))
+            data = read_bytes(location)
             changed = expected is not None and checksum(data) != expected
         except OSError as exc:
             self._bad_shards[name] = first_line(exc)
@@ -418,6 +426,8 @@ class PackModels:
                 reason = f"the file fails its checksum and does not read ({reason})"
             self._bad_shards[name] = reason
             raise self.damage(name, None, reason) from exc
+        if split_reference(name) is not None:  # another run's file: its models under this pack's numbers
+            models, unverified = self._renumber(name, models, unverified)
         if trouble:
             if strict:
                 raise self.damage(name, None, trouble)
@@ -427,6 +437,27 @@ class PackModels:
             models = {i: m for i, m in models.items()
                       if i not in unverified or (i in router.position and router.checksums[router.position[i]])}
         return models
+
+    def _location(self, name: str) -> Path | str:
+        """Where a shard file of this pack lies: its own folder, or the pack of the run a reference names."""
+        referred = split_reference(name)
+        if referred is None:
+            check_name(self.root, name)
+            return self.layout.shard(name)
+        run, file = referred
+        if run not in self._referenced:
+            raise RegistryError(f"{self.root}: shard {name!r} refers to run {run}, which pack.json does not name")
+        return PackLayout(self._referenced[run]).shard(file)
+
+    def _renumber(
+        self, name: str, models: dict[int, tuple[str, bytes]], unverified: set[int]
+    ) -> tuple[dict[int, tuple[str, bytes]], set[int]]:
+        """A referenced file's models keyed by this pack's segment indices: only those this pack's rows name."""
+        router = self._routes()
+        mine = router.segments[router.shards == name].tolist()
+        stored = {self._stored.get(int(s), int(s)): int(s) for s in mine}
+        renumbered = {stored[i]: m for i, m in models.items() if i in stored}
+        return renumbered, {stored[i] for i in unverified if i in stored}
 
     def trouble(self, shard: str) -> str | None:
         """Why part of a shard did not read, once it was read (None: all of it did)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import tempfile
 import warnings
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -25,9 +26,11 @@ import pandas as pd
 import yaml
 
 from manymodels.distribution import requirement
+from manymodels.errors import RegistryError
 from manymodels.registry.manifest import PackLayout
 from manymodels.registry.pack import Pack
 from manymodels.registry.pack_info import MODEL_SOURCE
+from manymodels.registry.references import is_run_id, locate, pack_references
 
 PACK_FOLDER = PackLayout.PACK
 CODE_FOLDER = "code"
@@ -54,7 +57,35 @@ class PackPyfunc:
 
 def _load_pyfunc(path: str) -> PackPyfunc:
     """MLflow's loader hook: `path` is the model's data folder, the pack."""
-    return PackPyfunc(Pack(path))
+    return PackPyfunc(Pack(_with_references(Path(path))))
+
+
+def _with_references(root: Path) -> Path:
+    """The pack, with the packs of the runs it refers to (a changed-only training run's carried models) where it
+    looks for them: MLflow copied this pack alone to a temporary folder, so, when they are not found, the pack is
+    linked into a folder of its own and each referenced pack downloaded beside it, by MLflow, from where it was."""
+    own, references = pack_references(root)
+    if not references:
+        return root
+    try:
+        locate(root, own, references)
+        return root
+    except RegistryError:
+        if not is_run_id(own):
+            raise
+    import mlflow  # a referenced pack is fetched as MLflow fetched this one
+
+    place = Path(tempfile.mkdtemp(prefix="manymodels-references-"))
+    (place / own).mkdir()
+    (place / own / PACK_FOLDER).symlink_to(root.resolve(), target_is_directory=True)
+    for run, uri in references.items():
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(place / run))
+        except Exception as exc:  # noqa: BLE001 - whatever MLflow raises, the pack cannot open: say which run
+            raise RegistryError(f"{root}: cannot fetch the pack of run {run}, whose models this one carries by "
+                                f"reference, from {uri}: {str(exc).strip().splitlines()[0] if str(exc) else exc}"
+                                ) from exc
+    return place / own / PACK_FOLDER
 
 
 def save_pack_model(model_dir: Path, code: Sequence[Path] = (), packages: Sequence[str] = ()) -> Path:

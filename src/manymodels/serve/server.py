@@ -115,9 +115,7 @@ class Server:
             RegistryError: the run has no pack, or a file of it does not read.
         """
         info = self.target.tracker.run(run_id)
-        model_dir = self.target.tracker.local_artifacts(
-            info, PackLayout.MODEL, self.target.config.embedded_dir / "cache" / "serve"
-        )
+        model_dir = self.target.local_pack(info, PackLayout.MODEL, self.target.config.embedded_dir / "cache" / "serve")
         root = model_dir / PackLayout.PACK
         pack = Pack(root, cache_shards=SHARDS_KEPT, cache_models=self.limits.max_models, whole_shards=False,
                     on_cache=_count_cache)
