@@ -174,7 +174,7 @@ class LocalEngine:
         results: list[SegmentResult] = []
         workers = min(self.workers, len(chunks))
         tasks = [self._task(data, chunk_id, first, end) for chunk_id, (first, end) in enumerate(chunks)]
-        if workers <= 1:
+        if workers <= 1 and self._pool is None:  # a pool `start` made is warm (LightGBM imported): it takes one chunk
             self.close()
             one = (lambda _done: on_progress(1)) if on_progress else None
             for frame, bounds, chunk_id in tasks:

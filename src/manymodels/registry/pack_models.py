@@ -227,7 +227,8 @@ class PackModels:
     def check_models(self, indices: Sequence[int]) -> dict[int, str]:
         """Which of these segments' models are damaged, each with why (their shards read whole, one at a time).
 
-        What a changed-only run asks before it carries models into a new run.
+        What a changed-only run asks before it carries models into a new run. A shard file whose bytes match its
+        checksum holds its models as they were written: only a file that does not is read model by model.
         """
         router = self._routes()
         position = router.position
@@ -235,6 +236,8 @@ class PackModels:
         damaged: dict[int, str] = {}
         for name in sorted({shard for shard, _ in wanted}):
             segments = [i for shard, i in wanted if shard == name]
+            if self._intact(name, router.shard_sums[position[segments[0]]]):
+                continue  # the file's bytes are those written: every model in it is too (no model decompressed)
             try:
                 models = self._read_whole(name, router.shard_sums[position[segments[0]]])
             except DamagedModel as exc:
@@ -245,6 +248,15 @@ class PackModels:
                 if reason:
                     damaged[segment] = str(self.damage(name, segment, reason))
         return damaged
+
+    def _intact(self, name: str, expected: str | None) -> bool:
+        """Whether a shard file's bytes match the checksum taken when it was written (False: unknown, or unread)."""
+        if expected is None or name in self._bad_shards:
+            return False
+        try:
+            return checksum(read_bytes(self._location(name))) == expected
+        except OSError:
+            return False
 
     def close(self) -> None:
         """Close the shard files kept open and drop the loaded models (the pack still reads on demand after)."""
