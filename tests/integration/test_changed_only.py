@@ -143,3 +143,12 @@ def test_spark_fingerprints_equal_the_local_engines(tmp_path: Path, spark: Any) 
     run = mm.load_bundle(path, spark=spark).train("demand", changed_only=True)
     assert (run.summary["segments_trained"], run.summary["segments_carried"], run.summary["segments_gone"]) == \
         (9 - 7, 7, 1)  # seg_000 changed (and seg_new new); seg_001..seg_006, seg_008 carried; seg_007 gone
+    # Spark's executors read the carried models where the run's pack refers to them (the champion's files)
+    inputs = next_week(frame).drop(columns=["label"])
+    on_executors = mm.load_bundle(path, spark=spark).score("demand", inputs, run_id=run.run_id).toPandas()
+    in_process = mm.load_bundle(path).score("demand", inputs, run_id=run.run_id)
+    order = ["segment", "f1", "f2"]
+    on_executors = on_executors.sort_values(order, ignore_index=True)
+    in_process = in_process.sort_values(order, ignore_index=True)
+    assert len(on_executors) == len(inputs) and on_executors["prediction"].notna().all()
+    np.testing.assert_allclose(on_executors["prediction"], in_process["prediction"], rtol=1e-6)

@@ -48,10 +48,12 @@ def prepare(frame: pd.DataFrame, segment_by: list[str]) -> PreparedData:
         keys = pd.DataFrame(index=pd.RangeIndex(1 if len(frame) else 0))
         return PreparedData(frame.reset_index(drop=True), keys, np.array([0, len(frame)][: len(keys) + 1], np.int64))
     codes = frame.groupby(segment_by, sort=True, dropna=False, observed=True).ngroup().to_numpy()
-    order = np.argsort(codes, kind="stable")
     counts = np.bincount(codes, minlength=int(codes.max()) + 1 if len(codes) else 0)
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    ordered = frame.take(order).reset_index(drop=True)
+    if len(codes) < 2 or bool((codes[1:] >= codes[:-1]).all()):  # already grouped, as files often are: no copy
+        ordered = frame.reset_index(drop=True)
+    else:
+        ordered = frame.take(np.argsort(codes, kind="stable")).reset_index(drop=True)
     keys = ordered[segment_by].iloc[starts[:-1]].reset_index(drop=True)
     return PreparedData(ordered, keys, starts)
 

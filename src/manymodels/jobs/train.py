@@ -143,7 +143,8 @@ def train(
     if changed_only:  # before any data is read: what the whole fleet decides cannot be retrained in part
         _whole_fleet_only(target.model(name).selection.rule, spec)
     with target.engine(engine, workers) as running:
-        running.start(rows=target.rows_of(name))
+        if not (changed_only and running.is_local):  # a changed-only run's workers start once it knows what changed
+            running.start(rows=target.rows_of(name))
         exp_id = target.tracker.experiment_id(target.experiment(name))
         assert exp_id is not None  # noqa: S101 - create=True always returns an id
         if not running.is_local:  # before reading any data: the cluster must have somewhere to write
@@ -258,6 +259,7 @@ def _train(
         plan = plan_changes(target, name, data.keys, engine.fingerprints(data, spec))
         if not plan.everything:
             data = engine.select(data, plan.train, path, dataset.fmt, spec)
+        engine.start(rows=int(np.asarray(data.sizes).sum()))  # no workers when what changed fits one chunk
     warnings = oversized_segments(data, target.config.resolved.engine.max_segment_rows)
     if null_warning:
         warnings.insert(0, null_warning)
@@ -357,7 +359,7 @@ def _train(
         summary.update(selection_summary(manifest, spec))
         summary.update(naive_summary(manifest, spec))
         summary.update(interval_summary(manifest))
-        levels = _level_accuracy(Path(pack.root), spec)
+        levels = _level_accuracy(Path(pack.root), spec, plan)
         if levels is not None:
             summary.update(level_summary(levels))
             if levels.problem:
@@ -396,11 +398,12 @@ def _train(
     return TrainOutcome(name, run_id, exp_id, artifact_uri, manifest, summary, spec.metric, seconds, warnings)
 
 
-def _level_accuracy(root: Path, spec: SegmentSpec) -> LevelAccuracy | None:
+def _level_accuracy(root: Path, spec: SegmentSpec, plan: ChangePlan | None) -> LevelAccuracy | None:
     """A hierarchy's holdout accuracy per level, before and after reconciliation (None: no hierarchy)."""
     if spec.forecast is None or not spec.forecast.hierarchy:
         return None
-    pack = Pack(root)
+    champion = plan.champion if plan is not None else None  # what the pack may refer to, open before it is in place
+    pack = Pack(root, referenced={champion.info.run_id: champion.root} if champion is not None else None)
     try:
         return holdout_levels(pack)
     finally:

@@ -77,7 +77,7 @@ def copy_shared(shared_dir: Path, packs: Sequence[Pack]) -> int:
         for name in list_files(pack.layout.shared, "*.model"):
             if (shared_dir / name).exists():
                 continue
-            blob = pack.shared_bytes(name.removesuffix(".model"))
+            blob = pack.pooled.blob(name.removesuffix(".model"))
             shared_dir.mkdir(parents=True, exist_ok=True)
             write_file(shared_dir / name, blob)
             copied += 1

@@ -6,7 +6,7 @@ import io
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Self, cast
@@ -23,15 +23,23 @@ from manymodels.registry.manifest import (
     routes,
 )
 from manymodels.registry.pack_info import DamagedModel, PackInfo
-from manymodels.registry.references import REFERENCES, STORED_INDEX, locate, split_reference
+from manymodels.registry.pooled_models import PooledModels
+from manymodels.registry.references import (
+    REFERENCES,
+    locate,
+    renumber,
+    shard_location,
+    split_reference,
+    stored_indices,
+)
 from manymodels.registry.routing import Router, short
 from manymodels.registry.shard_files import (
     RowGroups,
     ShardFile,
     check_name,
     first_line,
+    intact,
     model_problem,
-    read_shared_model,
 )
 from manymodels.segment.forecaster import (
     FORMAT_FORECAST,
@@ -75,6 +83,7 @@ class PackModels:
         cache_models: int = 64,
         whole_shards: bool = True,
         on_cache: Callable[[int, int], None] | None = None,
+        referenced: Mapping[str, Path | str] | None = None,
     ) -> None:
         self.root: Path | str = str(root) if is_url(root) else Path(root)
         self.layout = PackLayout(self.root)
@@ -106,14 +115,10 @@ class PackModels:
         self._damaged: dict[int, DamagedModel] = {}  # segments found damaged: never read again
         self._bad_shards: dict[str, str] = {}  # shard files that do not read, with why
         self._troubles: dict[str, str] = {}  # shard files some of whose row groups do not read, with why
-        self._pooled: dict[str, Forecaster] = {}  # pooled models segments share, by checksum
+        self.pooled = PooledModels(self.root, self.layout)  # forecasts' pooled models segments share
         # runs whose shards this pack refers to (a changed-only run's carried models): where their packs lie
-        self._referenced = locate(self.root, self.info.run_id, self.info.extra.get(REFERENCES) or {})
-        self._stored: dict[int, int] = {}  # a referenced model's segment index in its file, by this pack's index
-        if STORED_INDEX in self.manifest.columns:
-            kept = self.manifest[self.manifest[STORED_INDEX].notna()]
-            self._stored = dict(zip(kept[SEGMENT_INDEX].astype("int64").tolist(),
-                                    kept[STORED_INDEX].astype("int64").tolist(), strict=True))
+        self._referenced = locate(self.root, self.info.run_id, self.info.extra.get(REFERENCES) or {}, referenced)
+        self._stored = stored_indices(self.manifest)  # a referenced model's index in its file, by this pack's
         self.fallback: Self | None = None
         fallback = PackLayout(self.layout.fallback)
         if exists(fallback.info):
@@ -220,7 +225,7 @@ class PackModels:
                         referenced.setdefault(digest, candidate)
         present = {name.removesuffix(".model") for name in list_files(self.layout.shared, "*.model")}
         for digest in sorted(present | set(referenced)):  # a missing one is as damaged as a changed one
-            self._pooled_model(digest, referenced.get(digest, ""))
+            self.pooled.model(digest, referenced.get(digest, ""))
         if self.fallback is not None:
             self.fallback.verify()
 
@@ -236,7 +241,7 @@ class PackModels:
         damaged: dict[int, str] = {}
         for name in sorted({shard for shard, _ in wanted}):
             segments = [i for shard, i in wanted if shard == name]
-            if self._intact(name, router.shard_sums[position[segments[0]]]):
+            if name not in self._bad_shards and intact(self._location(name), router.shard_sums[position[segments[0]]]):
                 continue  # the file's bytes are those written: every model in it is too (no model decompressed)
             try:
                 models = self._read_whole(name, router.shard_sums[position[segments[0]]])
@@ -248,15 +253,6 @@ class PackModels:
                 if reason:
                     damaged[segment] = str(self.damage(name, segment, reason))
         return damaged
-
-    def _intact(self, name: str, expected: str | None) -> bool:
-        """Whether a shard file's bytes match the checksum taken when it was written (False: unknown, or unread)."""
-        if expected is None or name in self._bad_shards:
-            return False
-        try:
-            return checksum(read_bytes(self._location(name))) == expected
-        except OSError:
-            return False
 
     def close(self) -> None:
         """Close the shard files kept open and drop the loaded models (the pack still reads on demand after)."""
@@ -307,7 +303,7 @@ class PackModels:
         loaded = (fmt, load_forecaster(blob) if fmt == FORMAT_FORECAST else load_model(fmt, blob, self.info.task))
         if isinstance(loaded[1], Forecaster):
             try:
-                self._attach_shared(loaded[1])
+                self.pooled.attach(loaded[1])
             except DamagedModel as exc:
                 with self._lock:
                     self._damaged[segment] = exc
@@ -317,56 +313,6 @@ class PackModels:
             while len(self._models) > self._model_cache_size:
                 self._models.popitem(last=False)
         return loaded, False
-
-    def _attach_shared(self, forecaster: Forecaster, measured: bool = False) -> None:
-        """Give each part of a forecaster that references a pooled model (`shared`: itself, an ensemble's member; and
-        the same in the forecaster its holdout measured, from the pooled model's measured one) its inner models.
-
-        Raises:
-            DamagedModel: a shared model is missing, or its bytes do not match its name.
-        """
-        for part in (forecaster, *forecaster.members):
-            if part.shared is None:
-                continue
-            pooled = self._pooled_model(str(part.shared), part.candidate)
-            if measured and pooled.measured is not None:
-                pooled = pooled.measured
-            part.models, part.formats, part.frames = pooled.models, pooled.formats, pooled.frames
-        if forecaster.measured is not None:
-            self._attach_shared(forecaster.measured, measured=True)
-
-    def _pooled_model(self, digest: str, candidate: str) -> Forecaster:
-        """A pooled model of this pack, read once and checked against its name (the checksum of its bytes).
-
-        Raises:
-            DamagedModel: it is missing, or its bytes do not match its name.
-        """
-        with self._lock:
-            pooled = self._pooled.get(digest)
-        if pooled is None:
-            blob = self.shared_bytes(digest, candidate)
-            try:
-                pooled = load_forecaster(blob)
-            except ValueError as exc:
-                raise self._pooled_damage(digest, candidate, exc) from exc
-            with self._lock:
-                self._pooled[digest] = pooled
-        return pooled
-
-    def shared_bytes(self, digest: str, candidate: str = "") -> bytes:
-        """A pooled model's bytes (`shared/<checksum>.model`), checked against the checksum that names it.
-
-        Raises:
-            DamagedModel: it is missing, does not read, or its bytes do not match its name.
-        """
-        try:
-            return read_shared_model(self.layout, digest)
-        except (OSError, ValueError) as exc:
-            raise self._pooled_damage(digest, candidate, exc) from exc
-
-    def _pooled_damage(self, digest: str, candidate: str, exc: Exception) -> DamagedModel:
-        of = f" of candidate {candidate}" if candidate else ""
-        return DamagedModel(f"{self.root}: the pooled model {digest}{of} is damaged: {first_line(exc)}")
 
     def _blob(self, shard: str, segment: int, lenient: bool = False) -> tuple[str, bytes] | None:
         """A model's (format, bytes) as its shard holds them; None when the shard lacks it. With `lenient` (its
@@ -439,7 +385,8 @@ class PackModels:
             self._bad_shards[name] = reason
             raise self.damage(name, None, reason) from exc
         if split_reference(name) is not None:  # another run's file: its models under this pack's numbers
-            models, unverified = self._renumber(name, models, unverified)
+            router = self._routes()
+            models, unverified = renumber(models, unverified, router.segments[router.shards == name], self._stored)
         if trouble:
             if strict:
                 raise self.damage(name, None, trouble)
@@ -452,24 +399,9 @@ class PackModels:
 
     def _location(self, name: str) -> Path | str:
         """Where a shard file of this pack lies: its own folder, or the pack of the run a reference names."""
-        referred = split_reference(name)
-        if referred is None:
+        if split_reference(name) is None:
             check_name(self.root, name)
-            return self.layout.shard(name)
-        run, file = referred
-        if run not in self._referenced:
-            raise RegistryError(f"{self.root}: shard {name!r} refers to run {run}, which pack.json does not name")
-        return PackLayout(self._referenced[run]).shard(file)
-
-    def _renumber(
-        self, name: str, models: dict[int, tuple[str, bytes]], unverified: set[int]
-    ) -> tuple[dict[int, tuple[str, bytes]], set[int]]:
-        """A referenced file's models keyed by this pack's segment indices: only those this pack's rows name."""
-        router = self._routes()
-        mine = router.segments[router.shards == name].tolist()
-        stored = {self._stored.get(int(s), int(s)): int(s) for s in mine}
-        renumbered = {stored[i]: m for i, m in models.items() if i in stored}
-        return renumbered, {stored[i] for i in unverified if i in stored}
+        return shard_location(self.root, self.layout.shard(name), self._referenced, name)
 
     def trouble(self, shard: str) -> str | None:
         """Why part of a shard did not read, once it was read (None: all of it did)."""

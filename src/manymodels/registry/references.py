@@ -30,7 +30,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
 
 from manymodels.errors import RegistryError
 from manymodels.registry.run_state import TAG, local_path
@@ -78,8 +82,11 @@ def beside(root: Path | str, own_run: str, other_run: str) -> Path | str | None:
     return None
 
 
-def locate(root: Path | str, own_run: str, references: dict[str, str]) -> dict[str, Path | str]:
-    """Each referenced run's pack location (see the module's docstring for the order).
+def locate(
+    root: Path | str, own_run: str, references: dict[str, str], known: Mapping[str, Path | str] | None = None
+) -> dict[str, Path | str]:
+    """Each referenced run's pack location (see the module's docstring for the order; first, `known` ones: where the
+    caller has them open, as training has the champion's before its own pack is in place).
 
     Raises:
         RegistryError: a referenced pack is found nowhere, or the references are malformed.
@@ -88,6 +95,9 @@ def locate(root: Path | str, own_run: str, references: dict[str, str]) -> dict[s
     for run, uri in references.items():
         if not isinstance(run, str) or not _RUN_ID.fullmatch(run) or not isinstance(uri, str):
             raise RegistryError(f"{root}: not a readable model pack: a malformed reference in pack.json")
+        if known and run in known:
+            found[run] = known[run]
+            continue
         near = beside(root, own_run, run)
         if near is not None and exists(join_location(near, "pack.json")):
             found[run] = near
@@ -117,3 +127,37 @@ def pack_references(root: Path | str) -> tuple[str, dict[str, str]]:
         return "", {}
     runs = {str(r): str(u) for r, u in found.items() if isinstance(r, str) and _RUN_ID.fullmatch(r)}
     return str(info.get("run_id") or ""), runs
+
+
+def stored_indices(manifest: pd.DataFrame) -> dict[int, int]:
+    """Each referenced model's segment index in its shard file, by the pack's own segment index."""
+    if STORED_INDEX not in manifest.columns:
+        return {}
+    kept = manifest[manifest[STORED_INDEX].notna()]
+    return dict(zip(kept["segment_index"].astype("int64").tolist(), kept[STORED_INDEX].astype("int64").tolist(),
+                    strict=True))
+
+
+def shard_location(root: Path | str, own: Path | str, referenced: dict[str, Path | str], name: str) -> Path | str:
+    """Where the shard file a manifest names lies: `own` (the pack's own folder's), or in the referenced run's pack.
+
+    Raises:
+        RegistryError: the name refers to a run pack.json does not name.
+    """
+    found = split_reference(name)
+    if found is None:
+        return own
+    run, file = found
+    if run not in referenced:
+        raise RegistryError(f"{root}: shard {name!r} refers to run {run}, which pack.json does not name")
+    return join_location(referenced[run], f"shards/{file}")
+
+
+def renumber(
+    models: dict[int, tuple[str, bytes]], unverified: set[int], mine: np.ndarray, stored: dict[int, int]
+) -> tuple[dict[int, tuple[str, bytes]], set[int]]:
+    """A referenced file's models (and those read past a failed page check) keyed by the pack's own segment indices:
+    only the segments `mine` the pack's rows name in that file."""
+    numbers = {stored.get(int(s), int(s)): int(s) for s in mine.tolist()}
+    return ({numbers[i]: m for i, m in models.items() if i in numbers},
+            {numbers[i] for i in unverified if i in numbers})

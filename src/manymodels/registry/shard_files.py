@@ -124,6 +124,16 @@ class ShardFile:
             self._unchecked.close()
 
 
+def intact(location: Path | str, expected: str | None) -> bool:
+    """Whether a shard file's bytes match the checksum taken when it was written (False: unknown, or unread)."""
+    if expected is None:
+        return False
+    try:
+        return checksum(read_bytes(location)) == expected
+    except OSError:
+        return False
+
+
 def check_name(root: Path | str, name: str) -> None:
     if Path(name).name != name:  # shard names come from our manifest; refuse anything path-like
         raise RegistryError(f"{root}: bad shard name {name!r} in manifest")
