@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 import manymodels as mm
 from helpers import count_tracking_calls, model_block, segment_frame, tracking_only, write_bundle
+from manymodels.serve.server import Choice, Limits, Server
 
 
 def git_repo(root: Path) -> str:
@@ -172,6 +173,11 @@ def test_a_changed_only_run_refers_to_the_champions_files_and_reads_them_from_a_
     after = mm.load_bundle(tmp_path).score("demand", inputs, run_id=run.run_id)["prediction"].to_numpy()
     assert (after[carried] == before[carried]).all() and not (after[~carried] == before[~carried]).all()
     assert (tmp_path / ".manymodels" / "cache" / champion_run).is_dir()  # fetched beside the run's own pack
+    server = Server(mm.load_bundle(tmp_path).target_context, Choice("demand", run_id=run.run_id), Limits())
+    live = server.load(run.run_id, None)  # what `serve --run` loads: its own pack and the champion's, checked
+    served = live.pack.predict(inputs)["prediction"].to_numpy()
+    assert (served == after).all()
+    assert (tmp_path / ".manymodels" / "cache" / "serve" / champion_run / "model" / "pack" / "pack.json").exists()
 
     mlflow.set_tracking_uri(mlflow_server)  # MLflow alone: the pyfunc fetches the champion's pack itself
     via_mlflow = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model").predict(inputs)["prediction"].to_numpy()

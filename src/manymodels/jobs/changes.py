@@ -3,19 +3,23 @@
 A segment is trained again when its fingerprint differs from the one recorded for the
 champion's model (new rows, changed rows, changed parameters), when the champion has no
 model for it, or when the champion's model is damaged (its bytes fail their checksum); every
-other segment's model is carried over into the new run, as it is.
+other segment's model is carried over into the new run, as it is: by reference to the champion's own shard files
+(`registry.references`), or copied when the champion's pack cannot be referred to.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from manymodels.jobs.context import Target
 from manymodels.registry import Pack
-from manymodels.registry.manifest import FINGERPRINT, SEGMENT_INDEX, PackLayout, served
+from manymodels.registry.compose import copy_models, refer_models
+from manymodels.registry.manifest import CARRIED, FINGERPRINT, SEGMENT_INDEX, SOURCE_RUN, PackLayout, served
+from manymodels.registry.references import STORED_INDEX
 
 
 @dataclass
@@ -79,3 +83,31 @@ def plan_changes(target: Target, name: str, keys: pd.DataFrame, fingerprints: li
     }
     return ChangePlan(~same, carried, pack, champion.version, counts, list(damaged.values()),
                       f"{info.artifact_uri.rstrip('/')}/{PackLayout.IN_RUN}")
+
+
+def carry(
+    manifest: pd.DataFrame, plan: ChangePlan, shards_dir: Path, run_id: str
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """This run's manifest plus the champion's carried segments, and the runs it refers to (run id -> where its pack
+    was): the carried models stay in the champion's shard files, named by reference (`registry.references`), or are
+    copied into this run's pack when the champion's pack cannot be referred to."""
+    manifest = manifest.assign(**{SOURCE_RUN: pd.array([run_id] * len(manifest), dtype="string"), CARRIED: False})
+    if plan.champion is None or len(plan.carried) == 0:
+        return manifest, {}
+    referred: dict[str, str] = {}
+    carried = refer_models(plan.champion, plan.carried, first_index=len(manifest))
+    if carried is not None and plan.champion_uri:
+        referred[plan.champion.info.run_id] = plan.champion_uri
+    else:
+        carried = copy_models(shards_dir, [(plan.champion, plan.carried)], first_index=len(manifest),
+                              prefix="shard-c")
+    carried[CARRIED] = True
+    columns = list(manifest.columns) + [c for c in carried.columns if c == STORED_INDEX]
+    for column in columns:  # a column newer than the champion's manifest, or the references' own
+        if column not in carried.columns:
+            carried[column] = pd.NA
+    merged = pd.concat([manifest, carried[columns]], ignore_index=True)
+    merged[CARRIED] = merged[CARRIED].astype(bool)
+    if STORED_INDEX in merged.columns:
+        merged[STORED_INDEX] = merged[STORED_INDEX].astype("Int64")
+    return merged, referred

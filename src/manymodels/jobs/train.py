@@ -7,6 +7,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from manymodels.engines.records import (
 )
 from manymodels.errors import BundleError, DataError, EngineSetupError
 from manymodels.estimators.reconcile import require as require_reconciler
-from manymodels.jobs.changes import ChangePlan, plan_changes
+from manymodels.jobs.changes import ChangePlan, carry, plan_changes
 from manymodels.jobs.context import Target
 from manymodels.jobs.fallback import fit_fallback, keep_states
 from manymodels.jobs.pages import run_facts, training_sections, write_report
@@ -54,13 +55,12 @@ from manymodels.jobs.train_record import (
 )
 from manymodels.registry import PackInfo, write_pack_files
 from manymodels.registry import manifest as mf
-from manymodels.registry.compose import copy_models, refer_models
 from manymodels.registry.hierarchy import LevelAccuracy, holdout_levels
 from manymodels.registry.manifest import PackLayout
 from manymodels.registry.pack import Pack
 from manymodels.registry.pack_info import FORECAST
 from manymodels.registry.pyfunc import describe_model, save_pack_model
-from manymodels.registry.references import REFERENCES, REFERS_TAG, STORED_INDEX
+from manymodels.registry.references import REFERENCES, REFERS_TAG
 from manymodels.registry.run_state import (
     TAG,
     local_path,
@@ -145,12 +145,25 @@ def train(
     with target.engine(engine, workers) as running:
         if not (changed_only and running.is_local):  # a changed-only run's workers start once it knows what changed
             running.start(rows=target.rows_of(name))
-        exp_id = target.tracker.experiment_id(target.experiment(name))
-        assert exp_id is not None  # noqa: S101 - create=True always returns an id
-        if not running.is_local:  # before reading any data: the cluster must have somewhere to write
-            _check_shard_destination(target, target.tracker.artifact_location(exp_id))
         hooks = _Hooks(on_start, on_progress, on_warning)
-        return _train(target, name, running, spec, dataset, exp_id, segments, started, hooks, changed_only, previous)
+        if not running.is_local:  # before reading any data: the cluster must have somewhere to write
+            exp_id = _experiment(target, name)
+            _check_shard_destination(target, target.tracker.artifact_location(exp_id))
+            return _train(target, name, running, spec, dataset, lambda: exp_id, segments, started, hooks,
+                          changed_only, previous)
+        # MLflow's import and the experiment's lookup (seconds) in a thread while this one reads the data, which
+        # Arrow and NumPy do mostly without the GIL; its error, if any, is raised before anything else is done
+        with ThreadPoolExecutor(1, thread_name_prefix="manymodels-tracking") as pool:
+            found = pool.submit(_experiment, target, name)
+            return _train(target, name, running, spec, dataset, found.result, segments, started, hooks,
+                          changed_only, previous)
+
+
+def _experiment(target: Target, name: str) -> str:
+    """The model's experiment id (made when missing): the first call that imports MLflow."""
+    exp_id = target.tracker.experiment_id(target.experiment(name))
+    assert exp_id is not None  # noqa: S101 - create=True always returns an id
+    return exp_id
 
 
 def _whole_fleet_only(rule: str, spec: SegmentSpec) -> None:
@@ -226,7 +239,7 @@ def _train(
     engine: Engine,
     spec: SegmentSpec,
     dataset: Dataset,
-    exp_id: str,
+    experiment: Callable[[], str],
     segments: Sequence[str] | None,
     started: float,
     hooks: _Hooks,
@@ -249,6 +262,7 @@ def _train(
             f"{len(data):,} segments of {model.dataset!r} has {largest:,} rows: every segment would fail; lower "
             "min_rows"
         )
+    exp_id = experiment()  # the tracker's: from here on, MLflow is imported and reached
     tuned: dict[str, dict[str, Any]] = {}
     if tuned_globally(spec) and previous is not None:  # what the run found, not a new study's result
         spec = with_tuned(spec, previous.plan.get("tuned") or {})
@@ -327,7 +341,7 @@ def _train(
         if kept is not None and len(kept):
             manifest = pd.concat([manifest, kept[manifest.columns]], ignore_index=True)
         if plan is not None:
-            manifest, referred = _carry(manifest, plan, shards, run_id)
+            manifest, referred = carry(manifest, plan, shards, run_id)
             if referred:
                 info = replace(info, extra={**info.extra, REFERENCES: referred})
         write_pack_files(Path(pack.root), info, manifest)
@@ -412,34 +426,6 @@ def _level_accuracy(root: Path, spec: SegmentSpec, plan: ChangePlan | None) -> L
 
 def _nothing_changed(plan: ChangePlan | None) -> bool:
     return plan is not None and plan.counts.get("trained", 1) == 0 and plan.counts.get("gone", 1) == 0
-
-
-def _carry(
-    manifest: pd.DataFrame, plan: ChangePlan, shards_dir: Path, run_id: str
-) -> tuple[pd.DataFrame, dict[str, str]]:
-    """This run's manifest plus the champion's carried segments, and the runs it refers to (run id -> where its pack
-    was): the carried models stay in the champion's shard files, named by reference (`registry.references`), or are
-    copied into this run's pack when the champion's pack cannot be referred to."""
-    manifest = manifest.assign(**{mf.SOURCE_RUN: pd.array([run_id] * len(manifest), dtype="string"), mf.CARRIED: False})
-    if plan.champion is None or len(plan.carried) == 0:
-        return manifest, {}
-    referred: dict[str, str] = {}
-    carried = refer_models(plan.champion, plan.carried, first_index=len(manifest))
-    if carried is not None and plan.champion_uri:
-        referred[plan.champion.info.run_id] = plan.champion_uri
-    else:
-        carried = copy_models(shards_dir, [(plan.champion, plan.carried)], first_index=len(manifest),
-                              prefix="shard-c")
-    carried[mf.CARRIED] = True
-    columns = list(manifest.columns) + [c for c in carried.columns if c == STORED_INDEX]
-    for column in columns:  # a column newer than the champion's manifest, or the references' own
-        if column not in carried.columns:
-            carried[column] = pd.NA
-    merged = pd.concat([manifest, carried[columns]], ignore_index=True)
-    merged[mf.CARRIED] = merged[mf.CARRIED].astype(bool)
-    if STORED_INDEX in merged.columns:
-        merged[STORED_INDEX] = merged[STORED_INDEX].astype("Int64")
-    return merged, referred
 
 
 def _grid(info: PackInfo) -> TimeGrid | None:
