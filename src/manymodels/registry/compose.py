@@ -123,13 +123,7 @@ def copy_models(
     for pack, rows in parts:
         if len(rows) == 0:
             continue
-        rows = rows.sort_values([SHARD, SEGMENT_INDEX], kind="stable").copy()
-        if PROFILE not in rows.columns:  # the profiles travel with their models (monitoring reads them)
-            profiles = pack.profiles()
-            rows[PROFILE] = rows[SEGMENT_INDEX].map(profiles).astype(object) if len(profiles) else None
-        if HOLDOUT_PLOT not in rows.columns and pack.plan is not None:  # and a forecast's plots (the report's)
-            plots = pack.plots()
-            rows[HOLDOUT_PLOT] = rows[SEGMENT_INDEX].map(plots).astype(object) if len(plots) else None
+        rows = _with_profiles(pack, rows)
         new_index = np.empty(len(rows), dtype=np.int64)
         new_shard: list[str] = []
         new_sum: list[str] = []
@@ -183,13 +177,7 @@ def refer_models(pack: Pack, rows: pd.DataFrame, first_index: int) -> pd.DataFra
         STORED_INDEX in rows.columns and rows[STORED_INDEX].notna().any()
     ):
         return None
-    rows = rows.sort_values([SHARD, SEGMENT_INDEX], kind="stable").copy()
-    if PROFILE not in rows.columns:  # the profiles travel with their models (monitoring reads them)
-        profiles = pack.profiles()
-        rows[PROFILE] = rows[SEGMENT_INDEX].map(profiles).astype(object) if len(profiles) else None
-    if HOLDOUT_PLOT not in rows.columns and pack.plan is not None:  # and a forecast's plots (the report's)
-        plots = pack.plots()
-        rows[HOLDOUT_PLOT] = rows[SEGMENT_INDEX].map(plots).astype(object) if len(plots) else None
+    rows = _with_profiles(pack, rows)
     if SOURCE_RUN not in rows.columns:
         rows[SOURCE_RUN] = run
     rows[SOURCE_RUN] = rows[SOURCE_RUN].fillna(run).astype("string")
@@ -197,3 +185,16 @@ def refer_models(pack: Pack, rows: pd.DataFrame, first_index: int) -> pd.DataFra
     rows[SEGMENT_INDEX] = np.arange(first_index, first_index + len(rows), dtype=np.int64)
     rows[SHARD] = pd.array([reference_name(run, str(s)) for s in rows[SHARD]], dtype="string")
     return rows.reset_index(drop=True)
+
+
+def _with_profiles(pack: Pack, rows: pd.DataFrame) -> pd.DataFrame:
+    """Manifest rows in shard order with their profiles (monitoring reads them) and a forecast's plots (the report's),
+    which travel with their models."""
+    rows = rows.sort_values([SHARD, SEGMENT_INDEX], kind="stable").copy()
+    if PROFILE not in rows.columns:
+        profiles = pack.profiles()
+        rows[PROFILE] = rows[SEGMENT_INDEX].map(profiles).astype(object) if len(profiles) else None
+    if HOLDOUT_PLOT not in rows.columns and pack.plan is not None:
+        plots = pack.plots()
+        rows[HOLDOUT_PLOT] = rows[SEGMENT_INDEX].map(plots).astype(object) if len(plots) else None
+    return rows
