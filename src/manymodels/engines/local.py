@@ -47,7 +47,7 @@ from manymodels.engines.operations import (
 )
 from manymodels.engines.pool import new_pool, stopped_at_exit
 from manymodels.engines.progress import Tally
-from manymodels.engines.records import fit_recorded
+from manymodels.engines.records import drop_leftovers, fit_recorded
 from manymodels.errors import DataError, EngineError, EngineSetupError
 from manymodels.registry import manifest as mf
 from manymodels.registry.forecasting import forecast_keys, history_columns, known_segments, plan_and_grid
@@ -206,6 +206,8 @@ class LocalEngine:
                     except Exception as exc:  # noqa: BLE001 - a chunk's trouble fails its segments, not the run
                         results += _lost(futures[future][1], spec, f"{type(exc).__name__}: {exc}")
             results += self._retry_alone(lost, spec, shard_dir, tally)
+            if lost and shard_dir is not None:  # every worker is done: a stopped one's half-written file goes
+                drop_leftovers(shard_dir)
             tally.report(done=len(results))
         return sorted(results, key=lambda r: r.index)
 

@@ -77,8 +77,17 @@ def drop_records(shard_dir: str) -> None:
     """Remove the records and the plan of a shard folder (a finished run keeps only its shards), and what writers
     killed mid-write left (`.results-NNNNN.parquet.PID.tmp`, `.shard-NNNNN.parquet.PID.tmp`: a worker of a process
     killed with -9 can still be writing one when the process dies)."""
-    leftovers = [*list_files(shard_dir, "." + RECORDS + ".*.tmp"), *list_files(shard_dir, ".shard-*.parquet.*.tmp")]
-    remove_files(shard_dir, [*list_files(shard_dir, RECORDS), *list_files(shard_dir, PLAN), *leftovers])
+    remove_files(shard_dir, [*list_files(shard_dir, RECORDS), *list_files(shard_dir, PLAN), *_leftovers(shard_dir)])
+
+
+def drop_leftovers(shard_dir: str) -> None:
+    """Remove what writers killed mid-write left, once no worker writes there any more (a broken pool's: when one
+    worker dies, its neighbours are stopped too, and one of them may have been writing its shard)."""
+    remove_files(shard_dir, _leftovers(shard_dir))
+
+
+def _leftovers(shard_dir: str) -> list[str]:
+    return [*list_files(shard_dir, "." + RECORDS + ".*.tmp"), *list_files(shard_dir, ".shard-*.parquet.*.tmp")]
 
 
 def write_plan(shard_dir: str, plan: dict[str, Any]) -> None:
