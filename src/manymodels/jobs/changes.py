@@ -18,8 +18,15 @@ import pandas as pd
 from manymodels.jobs.context import Target
 from manymodels.registry import Pack
 from manymodels.registry.compose import copy_models, refer_models
-from manymodels.registry.manifest import CARRIED, FINGERPRINT, SEGMENT_INDEX, SOURCE_RUN, PackLayout, served
-from manymodels.registry.references import STORED_INDEX
+from manymodels.registry.manifest import (
+    CARRIED,
+    FINGERPRINT,
+    SEGMENT_INDEX,
+    SOURCE_RUN,
+    STORED_INDEX,
+    PackLayout,
+    served,
+)
 
 
 @dataclass
@@ -102,7 +109,7 @@ def carry(
         carried = copy_models(shards_dir, [(plan.champion, plan.carried)], first_index=len(manifest),
                               prefix="shard-c")
     carried[CARRIED] = True
-    columns = list(manifest.columns) + [c for c in carried.columns if c == STORED_INDEX]
+    columns = [*manifest.columns, *([STORED_INDEX] if STORED_INDEX in carried.columns else [])]
     for column in columns:  # a column newer than the champion's manifest, or the references' own
         if column not in carried.columns:
             carried[column] = pd.NA

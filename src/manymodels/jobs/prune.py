@@ -8,7 +8,6 @@ week. `gc` keeps the runs behind an alias (`champion`, `previous`, `challenger`)
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +16,9 @@ from manymodels.errors import RegistryError
 from manymodels.jobs.context import Target
 from manymodels.registry import RunInfo
 from manymodels.registry.references import REFERS_TAG
+from manymodels.registry.run_state import is_run_id
 from manymodels.registry.version_info import VersionInfo
 
-_RUN_ID = re.compile(r"[0-9a-f]{32}")
 _SEARCH_LIMIT = 10_000
 
 
@@ -103,7 +102,7 @@ def prune(
             purged = tracker.deleted_runs(target.experiment(name), name)
             plan.purged = tracker.purge(run_ids=purged)
         for run_id in {*purged, *(r.run_id for r in plan.runs)}:
-            if _RUN_ID.fullmatch(run_id):  # ids from MLflow, checked before they name a folder
+            if is_run_id(run_id):  # ids from MLflow, checked before they name a folder
                 shutil.rmtree(target.config.embedded_dir / "cache" / run_id, ignore_errors=True)  # downloaded packs
                 _remove_empty(target, run_id)
     return plan

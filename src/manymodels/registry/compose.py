@@ -23,11 +23,13 @@ from manymodels.registry.manifest import (
     SHARD,
     SHARD_CHECKSUM,
     SOURCE_RUN,
+    STORED_INDEX,
     PackLayout,
 )
 from manymodels.registry.pack import Pack
 from manymodels.registry.pack_info import PackInfo, write_pack_files
-from manymodels.registry.references import REFERENCES, STORED_INDEX, is_run_id, reference_name
+from manymodels.registry.references import REFERENCES, reference_name
+from manymodels.registry.run_state import is_run_id
 from manymodels.registry.shard_files import model_problem
 from manymodels.segment import shard_name
 from manymodels.segment.shards import checksum, list_files, write_file, write_shard

@@ -41,7 +41,10 @@ FINGERPRINT = "fingerprint"
 FIT_SECONDS = "fit_seconds"
 CONSTANT = "constant"
 SOURCE_RUN = "source_run"  # the training run a model came from (carried or promoted models)
-CARRIED = "carried"  # a changed-only run's model copied from the champion
+CARRIED = "carried"  # a changed-only run's model carried over from the champion
+# A model carried by reference (registry.references): its segment index in the shard file of the run it lies in
+# (null: the row's own model, under its own segment_index).
+STORED_INDEX = "stored_index"
 ATTEMPT = "attempt"  # a Spark task's attempt number, while results travel back (never persisted)
 # A segment's reference profile (segment.profile: float32 bytes). It travels with the other columns but is
 # stored apart, in PackLayout.PROFILES, so opening a pack to score never reads it.

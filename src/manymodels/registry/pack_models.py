@@ -241,10 +241,11 @@ class PackModels:
         damaged: dict[int, str] = {}
         for name in sorted({shard for shard, _ in wanted}):
             segments = [i for shard, i in wanted if shard == name]
-            if name not in self._bad_shards and intact(self._location(name), router.shard_sums[position[segments[0]]]):
+            expected = router.shard_sums[position[segments[0]]]
+            if name not in self._bad_shards and intact(self._location(name), expected):
                 continue  # the file's bytes are those written: every model in it is too (no model decompressed)
             try:
-                models = self._read_whole(name, router.shard_sums[position[segments[0]]])
+                models = self._read_whole(name, expected)
             except DamagedModel as exc:
                 damaged.update(dict.fromkeys(segments, str(exc)))
                 continue
@@ -399,9 +400,11 @@ class PackModels:
 
     def _location(self, name: str) -> Path | str:
         """Where a shard file of this pack lies: its own folder, or the pack of the run a reference names."""
-        if split_reference(name) is None:
+        referred = split_reference(name)
+        if referred is None:
             check_name(self.root, name)
-        return shard_location(self.root, self.layout.shard(name), self._referenced, name)
+            return self.layout.shard(name)
+        return shard_location(self.root, self._referenced, *referred)
 
     def trouble(self, shard: str) -> str | None:
         """Why part of a shard did not read, once it was read (None: all of it did)."""

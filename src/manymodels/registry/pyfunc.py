@@ -30,7 +30,9 @@ from manymodels.errors import RegistryError
 from manymodels.registry.manifest import PackLayout
 from manymodels.registry.pack import Pack
 from manymodels.registry.pack_info import MODEL_SOURCE
-from manymodels.registry.references import is_run_id, locate, pack_references
+from manymodels.registry.references import locate, pack_references
+from manymodels.registry.run_state import is_run_id
+from manymodels.registry.shard_files import first_line
 
 PACK_FOLDER = PackLayout.PACK
 CODE_FOLDER = "code"
@@ -83,7 +85,7 @@ def _with_references(root: Path) -> Path:
             mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(place / run))
         except Exception as exc:  # noqa: BLE001 - whatever MLflow raises, the pack cannot open: say which run
             raise RegistryError(f"{root}: cannot fetch the pack of run {run}, whose models this one carries by "
-                                f"reference, from {uri}: {str(exc).strip().splitlines()[0] if str(exc) else exc}"
+                                f"reference, from {uri}: {first_line(exc)}"
                                 ) from exc
     return place / own / PACK_FOLDER
 

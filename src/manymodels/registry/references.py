@@ -37,19 +37,13 @@ import numpy as np
 import pandas as pd
 
 from manymodels.errors import RegistryError
-from manymodels.registry.run_state import TAG, local_path
+from manymodels.registry.manifest import SEGMENT_INDEX, STORED_INDEX
+from manymodels.registry.run_state import TAG, is_run_id, local_path
 from manymodels.segment.shards import exists, is_url, join_location, read_bytes
 
 REFERENCES = "references"  # PackInfo.extra's key: {run id: the artifact URI of that run's pack, when referred}
-STORED_INDEX = "stored_index"  # a referenced model's segment index in its shard file (null: the row's own)
 REFERS_TAG = TAG + "refers"  # a training run's tag: the runs whose shards its pack refers to, comma-separated
-_RUN_ID = re.compile(r"[0-9a-f]{32}")
 _NAME = re.compile(r"([0-9a-f]{32})/(shard-[0-9a-z-]+\.parquet)")
-
-
-def is_run_id(text: str) -> bool:
-    """Whether `text` is an MLflow run id (32 hex digits): what a reference may name, and a folder be named by."""
-    return bool(_RUN_ID.fullmatch(text))
 
 
 def reference_name(run_id: str, shard: str) -> str:
@@ -66,7 +60,7 @@ def split_reference(name: str) -> tuple[str, str] | None:
 def beside(root: Path | str, own_run: str, other_run: str) -> Path | str | None:
     """Where `other_run`'s pack lies if it lies as this one does: the last path part that is this pack's run id
     replaced by the other's (None when the path holds no such part)."""
-    if not _RUN_ID.fullmatch(own_run) or not _RUN_ID.fullmatch(other_run):
+    if not is_run_id(own_run) or not is_run_id(other_run):
         return None
     if is_url(root):
         scheme, _, path = str(root).partition("://")
@@ -93,7 +87,7 @@ def locate(
     """
     found: dict[str, Path | str] = {}
     for run, uri in references.items():
-        if not isinstance(run, str) or not _RUN_ID.fullmatch(run) or not isinstance(uri, str):
+        if not isinstance(run, str) or not is_run_id(run) or not isinstance(uri, str):
             raise RegistryError(f"{root}: not a readable model pack: a malformed reference in pack.json")
         if known and run in known:
             found[run] = known[run]
@@ -125,7 +119,7 @@ def pack_references(root: Path | str) -> tuple[str, dict[str, str]]:
     found = extra.get(REFERENCES) if isinstance(extra, dict) else None
     if not isinstance(found, dict):
         return "", {}
-    runs = {str(r): str(u) for r, u in found.items() if isinstance(r, str) and _RUN_ID.fullmatch(r)}
+    runs = {str(r): str(u) for r, u in found.items() if isinstance(r, str) and is_run_id(r)}
     return str(info.get("run_id") or ""), runs
 
 
@@ -134,22 +128,18 @@ def stored_indices(manifest: pd.DataFrame) -> dict[int, int]:
     if STORED_INDEX not in manifest.columns:
         return {}
     kept = manifest[manifest[STORED_INDEX].notna()]
-    return dict(zip(kept["segment_index"].astype("int64").tolist(), kept[STORED_INDEX].astype("int64").tolist(),
+    return dict(zip(kept[SEGMENT_INDEX].astype("int64").tolist(), kept[STORED_INDEX].astype("int64").tolist(),
                     strict=True))
 
 
-def shard_location(root: Path | str, own: Path | str, referenced: dict[str, Path | str], name: str) -> Path | str:
-    """Where the shard file a manifest names lies: `own` (the pack's own folder's), or in the referenced run's pack.
+def shard_location(root: Path | str, referenced: dict[str, Path | str], run: str, file: str) -> Path | str:
+    """Where a referenced shard file lies: in the pack of run `run` (see `split_reference`).
 
     Raises:
-        RegistryError: the name refers to a run pack.json does not name.
+        RegistryError: the run is not one pack.json names.
     """
-    found = split_reference(name)
-    if found is None:
-        return own
-    run, file = found
     if run not in referenced:
-        raise RegistryError(f"{root}: shard {name!r} refers to run {run}, which pack.json does not name")
+        raise RegistryError(f"{root}: shard {run}/{file} refers to run {run}, which pack.json does not name")
     return join_location(referenced[run], f"shards/{file}")
 
 

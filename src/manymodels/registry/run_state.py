@@ -3,6 +3,7 @@ statuses, a run as listed, and whether a run still tagged running is alive."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -59,6 +60,14 @@ class RunFolder:
 def staging_prefix(run_id: str) -> str:
     """How a run's staging folder in the temporary folder is named: this, then a random part."""
     return f"manymodels-{run_id}-"
+
+
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_run_id(text: str) -> bool:
+    """Whether `text` is an MLflow run id (32 hex digits): checked before an id names a folder or a reference."""
+    return bool(_RUN_ID.fullmatch(text))
 
 
 def local_path(uri: str) -> Path | None:

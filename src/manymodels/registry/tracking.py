@@ -37,6 +37,7 @@ from manymodels.registry.run_state import (
     TAG,
     RunFolder,
     RunInfo,
+    is_run_id,
     local_path,
     param_text,
     run_status,
@@ -263,7 +264,7 @@ class Tracker:
         removed = []
         for folder in Path(tempfile.gettempdir()).glob(staging_prefix("*") + "*"):
             run_id = folder.name.split("-")[1]
-            if not folder.is_dir() or not re.fullmatch(r"[0-9a-f]{32}", run_id):
+            if not folder.is_dir() or not is_run_id(run_id):
                 continue
             try:
                 tags = self.client.get_run(run_id).data.tags
