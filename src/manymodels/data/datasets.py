@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,16 +29,17 @@ def read_schema(path: Path, fmt: str) -> pa.Schema:
     if fmt == "delta":
         return _delta(path).schema
     _must_exist(path)
+    bad = _FirstBadRow()
     try:
         if fmt == "parquet":
             return pq.read_schema(path)
-        reader = pacsv.open_csv(path)
+        reader = pacsv.open_csv(path, parse_options=bad.options())
         try:
             return reader.schema
         finally:
             reader.close()
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: cannot read {fmt} schema: {exc}") from exc
+        raise _read_error(path, f"{fmt} schema", exc, bad) from exc
 
 
 def row_count(path: Path, fmt: str) -> int | None:
@@ -68,15 +70,79 @@ def read_frame(path: Path, fmt: str, columns: Sequence[str] | None = None) -> pd
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{path}: cannot read delta table: {exc}") from exc
     _must_exist(path)
+    bad = _FirstBadRow()
     try:
         if fmt == "parquet":
             table = pq.read_table(path, columns=wanted)
         else:
             options = pacsv.ConvertOptions(include_columns=wanted) if wanted else None
-            table = pacsv.read_csv(path, convert_options=options)
+            table = pacsv.read_csv(path, convert_options=options, parse_options=bad.options())
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: cannot read {fmt}: {exc}") from exc
+        raise _read_error(path, fmt, exc, bad) from exc
     return _to_pandas(table)
+
+
+class _FirstBadRow:
+    """A CSV reader's handler of rows with the wrong number of fields: it notes the first and stops the read.
+
+    pyarrow's own error quotes the row's text, and a dataset path that points at the wrong file (an environment
+    file, a password file) would put that text in a CI log: the error built from what this notes names the line and
+    the field counts only.
+    """
+
+    def __init__(self) -> None:
+        self.expected: int | None = None
+        self.actual = 0
+        self.line: int | None = None
+
+    def __call__(self, row: Any) -> str:
+        if self.expected is None:
+            self.expected, self.actual, self.line = row.expected_columns, row.actual_columns, row.number
+        return "error"
+
+    def options(self) -> pacsv.ParseOptions:
+        return pacsv.ParseOptions(invalid_row_handler=self)
+
+
+# Where pyarrow's messages quote a file's content: the rest of a row after its field counts, a value it could not
+# convert. What they are replaced by says the content is left out on purpose.
+_QUOTED_CONTENT = (
+    (re.compile(r"(Expected \d+ columns?, got \d+):.*", re.S), r"\1 (the row's text is not shown)"),
+    (re.compile(r"(invalid value) '.*", re.S), r"\1 (not shown)"),
+)
+
+
+def without_content(message: str) -> str:
+    """A reader's error message with any of the file's content it quotes left out, on one line."""
+    for pattern, replacement in _QUOTED_CONTENT:
+        message = pattern.sub(replacement, message)
+    return " ".join(message.split())
+
+
+def _read_error(path: Path, what: str, exc: Exception, bad: _FirstBadRow) -> DataError:
+    """The error for a dataset that cannot be read, naming the file and where, never quoting its content."""
+    if bad.expected is not None:
+        line = bad.line if bad.line is not None else _first_bad_line(path)
+        where = f"line {line}" if line is not None else "a row"
+        return DataError(
+            f"{path}: cannot read {what}: {where} has {bad.actual} fields where the first line has {bad.expected} "
+            "(is this the file you meant? an unquoted value holding a comma does this too)"
+        )
+    return DataError(f"{path}: cannot read {what}: {without_content(str(exc))}")
+
+
+def _first_bad_line(path: Path) -> int | None:
+    """The line of a CSV file's first row with the wrong number of fields, read again in one thread (the threaded
+    reader does not know row numbers): only on the way to an error."""
+    bad = _FirstBadRow()
+    try:
+        with pacsv.open_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
+                            parse_options=bad.options()) as reader:
+            for _batch in reader:
+                pass
+    except (pa.ArrowException, OSError):
+        pass
+    return bad.line
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
@@ -91,6 +157,7 @@ def read_head(path: Path, fmt: str, columns: Sequence[str], rows: int = 5) -> pd
         DataError: the file is missing or unreadable.
     """
     wanted = list(dict.fromkeys(columns))
+    bad = _FirstBadRow()
     try:
         if fmt == "delta":
             table = _delta(path).head(rows, columns=wanted)
@@ -101,10 +168,10 @@ def read_head(path: Path, fmt: str, columns: Sequence[str], rows: int = 5) -> pd
                 table = pa.Table.from_batches([batch]) if batch is not None else pq.read_table(path, columns=wanted)
             else:
                 options = pacsv.ConvertOptions(include_columns=wanted)
-                with pacsv.open_csv(path, convert_options=options) as reader:
+                with pacsv.open_csv(path, convert_options=options, parse_options=bad.options()) as reader:
                     table = pa.Table.from_batches([reader.read_next_batch()])
     except (pa.ArrowException, OSError, StopIteration) as exc:
-        raise DataError(f"{path}: cannot read {fmt}: {exc}") from exc
+        raise _read_error(path, fmt, exc, bad) from exc
     return table.slice(0, rows).to_pandas()
 
 
