@@ -60,6 +60,11 @@ RESERVED_COLUMNS = frozenset({
 RESERVED_PREFIXES = ("psi.", "ks.", "p.")  # monitoring's per-column statistics
 
 
+# What LightGBM refuses in a feature's name ("special JSON characters"; a line break splits the name in two):
+# every segment's fit would fail on it, so validate says so first.
+LIGHTGBM_REFUSES = frozenset('[]{}":,\n')
+
+
 def reserved(column: str) -> bool:
     """Whether a column name clashes with one manymodels writes."""
     return column in RESERVED_COLUMNS or column.startswith(RESERVED_PREFIXES)
@@ -432,6 +437,10 @@ def _columns_problems(
             continue
         if col not in names:
             missing(key, col)
+        elif "lightgbm" in model.estimator_types and not LIGHTGBM_REFUSES.isdisjoint(col):
+            problems.append(f"{config.where(key)}{dotted(key)}: LightGBM refuses feature names holding "
+                            f'[ ] {{ }} " : , or a line break; rename column {col!r} of {where}'
+                            f"{'' if col in listed else ' or list the features without it'}")
         elif col in static:
             continue  # constant per segment: text is taken as it is
         elif not is_numeric(schema.field(col).type) and model.task == "forecast":

@@ -173,3 +173,17 @@ def test_the_reserved_names_cover_every_column_manymodels_writes() -> None:
                 drift.DRIFTED_Q, "prediction", "model_source"}
     assert written <= RESERVED_COLUMNS, written - RESERVED_COLUMNS
     assert reserved("psi.price") and not reserved("price")
+
+
+@pytest.mark.parametrize("name", ['price[eur]', "a{b}", 'say "x"', "ratio:1", "a,b", "two\nlines"])
+def test_a_feature_name_lightgbm_refuses_is_a_located_error(tmp_path: Path, name: str) -> None:
+    """Validate passed, then every segment failed with LightGBM's "special JSON characters in feature name"."""
+    frame = segment_frame().rename(columns={"f1": name})
+    found = check(tmp_path, frame=frame, models={"demand": model_block(features=["f0", name])})
+    assert any("resources.models.demand.features[1]: LightGBM refuses feature names holding" in line
+               and f"rename column {name!r} of dataset 'train'" in line for line in found), found
+    found = check(tmp_path / "all", frame=frame, models={"demand": model_block(features=None)})
+    assert any(f"rename column {name!r}" in line and "or list the features without it" in line
+               for line in found), found
+    ridge = model_block(features=["f0", name], estimator={"type": "sklearn", "entry": "sklearn.linear_model.Ridge"})
+    assert check(tmp_path / "sk", frame=frame, models={"demand": ridge}) == []  # scikit-learn takes any name
