@@ -46,6 +46,12 @@ class RegistryError(ManymodelsError):
     """Tracking or registry trouble: a run or pack that cannot be found, read or written."""
 
 
+class NotFound(RegistryError):
+    """A run or version that the tracking server does not have: the id or number asked for is wrong (bad input)."""
+
+    exit_code = 2
+
+
 class TrackingUnreachable(RegistryError):
     """The tracking server does not answer at all (at the start of a command: nothing was done)."""
 

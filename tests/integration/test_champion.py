@@ -285,7 +285,7 @@ def test_clear_errors_before_anything_is_registered(tmp_path: Path) -> None:
     code, out = cli(tmp_path, "rollback", "demand")
     assert code == 1 and "no previous champion; name a version with --to" in out, out
     code, out = cli(tmp_path, "rollback", "demand", "--to", "99")
-    assert code == 1 and "has no version 99" in out, out
+    assert code == 2 and "has no version 99" in out, out  # a wrong number is bad input
     code, out = cli(tmp_path, "models", "nosuch")
     assert code == 2 and "no model 'nosuch'" in out, out
 

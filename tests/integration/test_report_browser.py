@@ -130,7 +130,10 @@ def test_report_by_version_and_its_errors(fleet: dict[str, Any], tmp_path: Path)
     both = runner.invoke(app, ["--bundle", str(path), "report", "demand", "--run", "x", "--version", "1"])
     assert both.exit_code == 2 and "not both" in both.output
     unknown = runner.invoke(app, ["--bundle", str(path), "report", "demand", "--version", "9"])
-    assert unknown.exit_code == 1 and "has no version 9" in unknown.output and "Traceback" not in unknown.output
+    assert unknown.exit_code == 2 and "has no version 9" in unknown.output and "Traceback" not in unknown.output
+    for args in (["report", "demand", "--run", "BADID"], ["show", "BADID"]):  # an unknown id is bad input: exit 2
+        wrong = runner.invoke(app, ["--bundle", str(path), *args])
+        assert wrong.exit_code == 2 and "no run 'BADID'" in wrong.output and "Traceback" not in wrong.output, args
     written = fleet["project"].report("demand", out=tmp_path / "api.html")  # the Python API: the champion's
     assert "<title>demand: promotion report</title>" in written.read_text(encoding="utf-8")
 

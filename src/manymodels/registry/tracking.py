@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from manymodels import faults
-from manymodels.errors import RegistryError
+from manymodels.errors import NotFound, RegistryError
 from manymodels.registry.mlflow_env import file_lock, quiet_mlflow
 from manymodels.registry.process import identity
 from manymodels.registry.run_state import (
@@ -385,7 +385,8 @@ class Tracker:
         try:
             return _info(self.client.get_run(run_id))
         except MlflowException as exc:
-            raise RegistryError(f"no run {run_id!r} in MLflow at {self.tracking_uri}: {exc.message}") from exc
+            kind = NotFound if exc.error_code == "RESOURCE_DOES_NOT_EXIST" else RegistryError
+            raise kind(f"no run {run_id!r} in MLflow at {self.tracking_uri}: {exc.message}") from exc
 
     def local_artifacts(self, info: RunInfo, path: str, cache_dir: Path) -> Path:
         """A run's artifact folder on this machine: in place when the store is local, else downloaded once."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
-from manymodels.errors import RegistryError
+from manymodels.errors import NotFound, RegistryError
 from manymodels.registry.process import identity, is_gone
 from manymodels.registry.provenance import current_user
 from manymodels.registry.run_state import TAG
@@ -72,7 +72,8 @@ class ModelRegistry:
         try:
             found = self.client.get_model_version(self.name, str(version))
         except MlflowException as exc:
-            raise RegistryError(
+            kind = NotFound if exc.error_code == "RESOURCE_DOES_NOT_EXIST" else RegistryError
+            raise kind(
                 f"registered model {self.name!r} has no version {version} in MLflow at "
                 f"{self.tracker.tracking_uri}: {exc.message}"
             ) from exc
