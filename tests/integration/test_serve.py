@@ -129,6 +129,8 @@ def test_bad_requests_are_json_4xx_without_a_trace_and_the_server_carries_on(fle
                        headers={"Content-Type": "application/json"}), 400, "UTF-8"),
         (requests.post(f"{fleet.url}/invocations", data=b"hello", timeout=30,
                        headers={"Content-Type": "application/x-yaml"}), 415, "not supported"),
+        (requests.post(f"{fleet.url}/invocations", data=b"[" * 100_000, timeout=30,
+                       headers={"Content-Type": "application/json"}), 400, "nested too deeply"),
         (fleet.post({"dataframe_records": good["dataframe_records"] * 10_001}), 413, "10001 rows"),
         (requests.post(f"{fleet.url}/invocations", data=b"x" * (33 * 1024 * 1024), timeout=60,
                        headers={"Content-Type": "application/json"}), 413, "limit"),

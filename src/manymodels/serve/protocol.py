@@ -133,7 +133,7 @@ def requested_levels(body: bytes, content_type: str | None) -> tuple[float, ...]
         return ()
     try:
         params = json.loads(body.decode("utf-8")).get(PARAMS)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return ()  # `parse` names what is wrong with the body
     if params is None:
         return ()
@@ -202,6 +202,8 @@ def _decode(body: bytes) -> Any:
         raise RequestError(400, f"body is not UTF-8: {_short(exc)}") from exc
     except ValueError as exc:
         raise RequestError(400, f"body is not valid JSON: {_short(exc)}") from exc
+    except RecursionError as exc:  # json's parser recurses per level: 100,000 `[` were a 500 and a traceback
+        raise RequestError(400, "body is not valid JSON for this server: nested too deeply") from exc
 
 
 def _from_payload(payload: Any, max_rows: int) -> pd.DataFrame:
@@ -270,11 +272,21 @@ def _from_csv(body: bytes, columns: Columns) -> pd.DataFrame:
     # Text columns are read as text: a key like "007" keeps its zeros.
     text = {name: str for name, kind in columns.types.items() if kind == TEXT}
     try:
-        return pd.read_csv(io.BytesIO(body), dtype=text, encoding="utf-8")
+        frame = pd.read_csv(io.BytesIO(body), dtype=text, encoding="utf-8")
     except pd.errors.EmptyDataError as exc:
         raise RequestError(400, "the CSV body is empty: send a header line and rows") from exc
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise RequestError(400, f"body is not readable CSV: {_short(exc)}") from exc
+    # A number column with one value that is not a number ("-") is read as text whole: its numbers are numbers
+    # still, and the error names the value that is not one (it blamed the first row, a valid "2").
+    for name, kind in columns.types.items():
+        if kind in (NUMBER, INTEGER) and name in frame.columns and pd.api.types.is_string_dtype(frame[name]):
+            numbers = pd.to_numeric(frame[name], errors="coerce")
+            bad = (numbers.isna() & frame[name].notna()).to_numpy()
+            if bad.any():
+                raise _bad_value(frame[name], bad, name, "numbers")
+            frame[name] = numbers
+    return frame
 
 
 def _too_many(rows: int, limit: int) -> RequestError:

@@ -63,6 +63,8 @@ def test_numbers_sent_for_a_text_key_find_the_same_key() -> None:
     ("body", "content_type", "status", "words"),
     [
         (b"{not json", JSON, 400, ["not valid JSON"]),
+        (b"[" * 100_000, JSON, 400, ["nested too deeply"]),
+        (b'{"params": ' + b"[" * 100_000, JSON, 400, ["nested too deeply"]),
         (b"\xff\xfe\x00garbage", JSON, 400, ["not UTF-8"]),
         (_json([1, 2]), JSON, 400, ["JSON object", "list"]),
         (_json({}), JSON, 400, ["exactly one of", "empty object"]),
@@ -84,6 +86,7 @@ def test_numbers_sent_for_a_text_key_find_the_same_key() -> None:
         (b"{}", None, 415, ["(none)"]),
         (b"{}", "application/json; charset=latin-1", 415, ["latin-1", "UTF-8"]),
         (b"", CSV, 400, ["CSV body is empty"]),
+        (b"store,price,region\n1,2,n\n1,N/A,n\n1,-,n\n", CSV, 400, ["'price'", "numbers", 'row 2 has "-"']),
         (b"PAR1garbage", PARQUET, 400, ["Parquet"]),
     ],
 )
