@@ -40,7 +40,9 @@ def test_csv_dataset(tmp_path: Path) -> None:
     project = mm.load_bundle(tmp_path)
     assert project.config.resolved.resources.datasets["train"].format == "csv"
     assert project.validate() == []
-    assert project.train("demand", workers=1).summary["segments_ok"] == 3
+    summary = project.train("demand", workers=1).summary
+    assert summary["segments_ok"] == 3 and f"{summary['segments_ok']} of {summary['segments_total']}" == "3 of 3"
+    assert isinstance(summary["rows_total"], int) and isinstance(summary["wall_seconds"], float)  # counts print as 3
 
 
 def test_binary_classification_end_to_end(tmp_path: Path) -> None:

@@ -43,6 +43,9 @@ def test_hostile_segment_values_are_shown_as_they_are_by_every_command(tmp_path:
     for value in ("a[/b]", "[bold red]x", "\\[esc]", "[link=http://e]y", "\\x1b[31mred", "cr\\x0dhidden"):
         assert value in outputs["evaluate"], (value, outputs["evaluate"])
     assert "score" in outputs["run"] and "skipped" not in outputs["run"]
+    # written to a pipe with no COLUMNS (a CI log, `| grep`): tables are as wide as their values, not cut at 80
+    piped = CliRunner().invoke(app, ["--bundle", str(tmp_path), "evaluate", "demand"], env={"COLUMNS": None})
+    assert piped.exit_code == 0 and "x" * 300 in piped.output and "…" not in piped.output, piped.output
 
 
 PLANTED = "DB_PASSWORD=s3cr3t-pw"  # a line of an environment file, planted where a dataset should be

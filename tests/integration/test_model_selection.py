@@ -73,6 +73,12 @@ def test_train_chooses_per_segment_and_the_pack_serves_every_winner(tmp_path: Pa
     assert manifest.loc["store_0", "rmse"] < 1e-9  # the seasonal baseline, on the holdout weeks 32-39
     metrics = mlflow.MlflowClient(project.tracking_uri).get_run(run.run_id).data.metrics
     assert metrics["won.season"] == 3 and metrics["won.ridge"] == 3 and metrics["segments_baseline_won"] == 3
+    # `runs` and `show` name the candidates and their wins, not the model's unused default estimator
+    listed = runner.invoke(app, ["--bundle", str(path), "runs", "demand"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0 and "won: ridge 3, season 3, lgbm 0" in listed.output, listed.output
+    shown = runner.invoke(app, ["--bundle", str(path), "show", run.run_id], env={"COLUMNS": "200"})
+    assert "candidates" in shown.output and "ridge" in shown.output, shown.output
+    assert "estimator.params." not in shown.output and "lightgbm" not in shown.output, shown.output
 
     # Scoring next weeks: the seasonal stores read the week, the others their features.
     ahead = panel(seed=0, weeks=44)

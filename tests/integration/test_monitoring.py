@@ -148,6 +148,11 @@ def test_scored_rows_are_not_predicted_again_and_bad_input_is_one_clear_error(wa
     no_segment = tmp_path / "no_segment.parquet"
     new.drop(columns=["segment"]).to_parquet(no_segment, index=False)
     assert "lacks column(s) segment" in _cli(path, "monitor", "demand", "--data", str(no_segment), code=2)
+    thin = tmp_path / "thin.parquet"  # too few rows per segment to judge any: said, not "within thresholds"
+    new.groupby("segment").head(2).to_parquet(thin, index=False)
+    output = _cli(path, "monitor", "demand", "--data", str(thin))
+    assert "nothing judged: no segment with a model has" in output and "(monitoring.min_rows)" in output, output
+    assert "within thresholds" not in output
 
 
 def test_a_job_fails_its_monitor_task_on_a_breach(watched: dict[str, Any]) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -42,14 +43,34 @@ def safe(text: str) -> str:
     return text.translate(_CONTROL)
 
 
+# The width tables take when written to a file or a pipe (rich would take 80 columns and cut names short in a
+# CI log or a `| grep`): a table is as wide as its values then, up to this.
+PIPED_WIDTH = 1_000
+
+
 class _DataConsole(Console):
     """A console whose strings are data: no markup, no emoji codes, control characters escaped."""
+
+    def __init__(self, *args: Any, wide_when_piped: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wide_when_piped = wide_when_piped
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
         return super().render_str(safe(text), **kwargs)
 
+    @property
+    def size(self) -> ConsoleDimensions:
+        found = super().size
+        if self._wide_when_piped and not self.is_terminal and not os.environ.get("COLUMNS"):
+            return ConsoleDimensions(PIPED_WIDTH, found.height)
+        return found
 
-out = _DataConsole(highlight=False, soft_wrap=True, markup=False, emoji=False)
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+out = _DataConsole(highlight=False, soft_wrap=True, markup=False, emoji=False, wide_when_piped=True)
 err = _DataConsole(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
@@ -228,6 +249,8 @@ def forecast_summary(outcome: ForecastOutcome) -> None:
 
 def runs_table(model: str, runs: list[RunInfo], metric: str, champion: dict[str, int] | None = None) -> None:
     """The runs of a model, newest first; `champion`: segments of the champion each run supplied."""
+    from manymodels.jobs.selection import WON  # the segments each candidate won, in a selecting run's metrics
+
     champion = champion or {}
     table = Table(title=f"runs of {model}", title_justify="left")
     table.add_column("run", no_wrap=True)
@@ -236,9 +259,10 @@ def runs_table(model: str, runs: list[RunInfo], metric: str, champion: dict[str,
         table.add_column(col, overflow="fold")
     for r in runs:
         m = r.metrics
-        estimator = r.params.get("estimator", "")
-        if r.params.get("estimator.entry"):
-            estimator = r.params["estimator.entry"]
+        estimator = r.params.get("estimator.entry") or r.params.get("estimator", "")
+        won = sorted(((int(v), k[len(WON):]) for k, v in m.items() if k.startswith(WON)), key=lambda w: (-w[0], w[1]))
+        if won:  # selection among candidates: the segments each won, most first
+            estimator = "won: " + ", ".join(f"{name} {count:,}" for count, name in won)
         served = champion.get(r.run_id)
         table.add_row(
             r.run_id,

@@ -148,6 +148,9 @@ def monitor_summary(outcome: MonitorOutcome, limit: int = 15) -> None:
     verdict = Text.assemble(("breached", "red"), safe(": " + "; ".join(outcome.problems))) if outcome.breached else (
         Text.assemble(("within thresholds", "green"),
                       f" ({outcome.drifted_fraction:.1%} of judged segments drifted or degraded)"))
+    if not outcome.breached and outcome.judged == 0:  # no segment had the rows to judge: say so, not "within"
+        verdict = Text.assemble(("nothing judged", "yellow"), f": no segment with a model has {outcome.min_rows:,} new "
+                                "rows or more (monitoring.min_rows); send more rows per segment, or lower min_rows")
     head.add_row("fleet", verdict)
     import numpy as np
 

@@ -62,6 +62,8 @@ class MonitorOutcome:
     steps: pd.DataFrame | None = None  # a forecast's metric per step after training, over the fleet
     significance: float = 0.01  # the false discovery rate the flags were decided at
     metric_increase_max: float = 0.25  # the relative bar the metric is judged against
+    min_rows: int = 0  # the new rows a segment needs to be judged (monitoring.min_rows, a forecast's horizon at most)
+
     @property
     def judged(self) -> int:
         """Segments with a model and enough new rows to judge."""
@@ -176,7 +178,7 @@ def _outcome(name: str, info: RunInfo, version: int | None, data: str, metric: s
         )
     return MonitorOutcome(name, info.run_id, version, data, metric, table, counts, fraction, breached, problems,
                           segment_by=segment_by, significance=policy.significance,
-                          metric_increase_max=policy.metric_increase_max)
+                          metric_increase_max=policy.metric_increase_max, min_rows=policy.min_rows)
 
 
 def monitoring_experiment(target: Target) -> str:

@@ -60,8 +60,9 @@ class TrainRun:
 
     @property
     def summary(self) -> dict[str, float]:
-        """Segment counts and each metric's mean / p50 / p95 over segments."""
-        return dict(self.outcome.summary)
+        """Segment counts (ints: MLflow keeps every metric as a float) and each metric's mean / p50 / p95 over
+        segments."""
+        return {key: int(value) if key.startswith(_COUNTS) else value for key, value in self.outcome.summary.items()}
 
     @property
     def warnings(self) -> list[str]:
@@ -70,6 +71,7 @@ class TrainRun:
 
 
 _ALL_METRICS = {*metric_names("regression"), *metric_names("binary")}
+_COUNTS = ("segments_", "rows_", "fallback_ok")  # summary keys that count segments or rows
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 

@@ -162,7 +162,11 @@ def run_params(target: Target, name: str, spec: SegmentSpec, engine: Engine) -> 
         params.update({"split.by": spec.split_by, "split.cutoff": spec.cutoff})
     else:
         params.update({"split.test_size": spec.test_size, "split.seed": spec.seed})
-    params.update({f"estimator.params.{k}": v for k, v in spec.params.items()})
+    if not spec.candidates:  # with candidates, they are the models fitted (listed below), not this estimator
+        params.update({f"estimator.params.{k}": v for k, v in spec.params.items()})
+    else:
+        for key in ("estimator", "estimator.entry"):
+            params.pop(key, None)
     if spec.forecast is not None:
         plan = spec.forecast
         params.update({
