@@ -298,26 +298,73 @@ def test_an_unreachable_tracking_server_at_start_is_one_line_and_exit_2(tmp_path
     assert len(lines) == 1 and "not reachable" in lines[0] and "Traceback" not in result.stderr
 
 
-def test_two_workers_answer_on_one_port_and_metrics_add_up(fleet: Fleet) -> None:
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (openssl, as an operator makes one), valid a day."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_two_workers_answer_on_one_port_over_https_with_a_token_and_metrics_add_up(fleet: Fleet) -> None:
+    """Two workers (each reads the token and serves TLS itself), a bearer token every request needs but /ping."""
     port = free_port()
     log = fleet.root / "serve-2.log"
+    cert, key = self_signed(fleet.root)
+    token = "t0ken-" + "x" * 30
     with open(log, "wb") as out:
         proc = subprocess.Popen([MANYMODELS, "--bundle", str(fleet.root), "serve", "demand", "--port", str(port),
-                                 "--workers", "2"], stdout=out, stderr=subprocess.STDOUT, cwd=fleet.root)
-    url = f"http://127.0.0.1:{port}"
+                                 "--workers", "2", "--auth-token-env", "SERVE_TOKEN", "--ssl-certfile", str(cert),
+                                 "--ssl-keyfile", str(key)], stdout=out, stderr=subprocess.STDOUT, cwd=fleet.root,
+                                env={**os.environ, "SERVE_TOKEN": token})
+    url = f"https://127.0.0.1:{port}"
     try:
-        wait_until_up(f"{url}/ping", proc, log, seconds=90)
+        deadline = time.monotonic() + 90
+        while True:  # /ping needs no token (load balancers)
+            try:
+                if requests.get(f"{url}/ping", timeout=2, verify=str(cert)).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
         session = requests.Session()
+        tls = {"verify": str(cert), "timeout": 30}  # per request: a CA bundle in the environment outranks a session's
         row = {"dataframe_records": [{"segment": "seg_004", "f0": 0.1, "f1": 0.2, "f2": 0.3}]}
-        answers = [session.post(f"{url}/invocations", json=row, timeout=30) for _ in range(30)]
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
+            refused = session.post(f"{url}/invocations", json=row, headers=headers, **tls)
+            assert refused.status_code == 401 and refused.json()["error_code"] == "UNAUTHENTICATED", refused.text
+            assert refused.headers["WWW-Authenticate"] == "Bearer"
+        assert session.get(f"{url}/health", **tls).status_code == 401
+        session.headers["Authorization"] = f"Bearer {token}"
+        answers = [session.post(f"{url}/invocations", json=row, **tls) for _ in range(30)]
         assert {a.status_code for a in answers} == {200} and {a.headers["X-Model-Version"] for a in answers} == {"2"}
-        text = requests.get(f"{url}/metrics", timeout=30).text
+        text = session.get(f"{url}/metrics", **tls).text
         served = [float(line.split(" ")[1]) for line in text.splitlines()
                   if line.startswith('manymodels_serve_requests_total{endpoint="invocations",status="200"}')]
         assert served == [30.0]  # both workers' counts, whichever answers the scrape
+        with pytest.raises(requests.exceptions.ConnectionError):  # plain HTTP to a TLS port
+            requests.get(f"http://127.0.0.1:{port}/ping", timeout=5)
     finally:
         stop_process(proc)
     assert proc.returncode == 0, log.read_text()[-2000:]
+    assert token not in log.read_text()
+
+
+def test_access_options_that_cannot_work_are_one_line_and_exit_2(fleet: Fleet, tmp_path: Path) -> None:
+    cert, _ = self_signed(tmp_path)
+    cases = [
+        (["--auth-token-env", "NO_SUCH_VAR_HERE"], "the environment variable NO_SUCH_VAR_HERE is not set or empty"),
+        (["--ssl-certfile", str(cert)], "--ssl-certfile and --ssl-keyfile go together"),
+        (["--ssl-certfile", str(cert), "--ssl-keyfile", str(tmp_path / "nope.pem")], "nope.pem: no such file"),
+    ]
+    for args, words in cases:
+        result = subprocess.run([MANYMODELS, "--bundle", str(fleet.root), "serve", "demand", "--port",
+                                 str(free_port()), *args], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "NO_COLOR": "1"})
+        assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert "serving on" not in result.stdout
 
 
 def test_a_port_in_use_is_one_line_before_anything_listens(fleet: Fleet) -> None:

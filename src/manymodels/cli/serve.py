@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -38,6 +40,16 @@ def serve_cmd(
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=0.001, help="Largest request body, in MB.")] = 32.0,
     poll: Annotated[float, typer.Option(min=0.1, help="Seconds between looks at the alias.")] = 10.0,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    auth_token_env: Annotated[
+        str | None, typer.Option("--auth-token-env", metavar="VAR", help="Require 'Authorization: Bearer <token>' on "
+                                 "every request but /ping; the token is read from this environment variable.")
+    ] = None,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option("--ssl-certfile", help="Serve HTTPS with this certificate (PEM; with --ssl-keyfile).")
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None, typer.Option("--ssl-keyfile", help="The certificate's private key (PEM).")
+    ] = None,
 ) -> None:
     """Serve predictions over HTTP (MLflow's scoring protocol), switching when the champion moves."""
     from manymodels.serve.run import Settings, build, prepare_environment, serve
@@ -46,6 +58,10 @@ def serve_cmd(
         pinned = [flag for flag, value in (("--version", version), ("--run", run), ("--alias", alias)) if value]
         if len(pinned) > 1:
             render.err.print(f"{' and '.join(pinned)}: give one of them", markup=False)
+            return 2
+        wrong = _access_problem(auth_token_env, ssl_certfile, ssl_keyfile)
+        if wrong:  # before anything is loaded: the server would answer the wrong people, or no one
+            render.err.print(wrong, markup=False)
             return 2
         prepare_environment()  # bounded MLflow timeouts, before MLflow is imported
         settings = Settings(
@@ -60,6 +76,9 @@ def serve_cmd(
             port=port,
             workers=workers,
             access_log=access_log,
+            auth_token_env=auth_token_env,
+            ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+            ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
             limits={
                 "max_models": max_models,
                 "prewarm": prewarm,
@@ -78,10 +97,11 @@ def serve_cmd(
             f"in {time.perf_counter() - started:.1f} s",
             markup=False,
         )
-        if host not in LOOPBACK:
+        if host not in LOOPBACK and not (auth_token_env or ssl_certfile):
             render.err.print(
                 f"warning: listening on {host}: anyone who can reach this machine can ask it for predictions "
-                "(no authentication; put it behind your gateway)",
+                "(no authentication: give --auth-token-env VAR and --ssl-certfile/--ssl-keyfile, or put it behind "
+                "your gateway)",
                 markup=False,
             )
         following = f"; following alias {settings.alias}" if settings.alias else ""
@@ -94,3 +114,15 @@ def serve_cmd(
         return 0
 
     guarded(body, stop_on_sigterm=False)  # uvicorn stops gracefully on SIGTERM, exit 0
+
+
+def _access_problem(token_env: str | None, certfile: Path | None, keyfile: Path | None) -> str | None:
+    """What is wrong with the access options (one line), or None."""
+    if token_env is not None and not os.environ.get(token_env):
+        return f"--auth-token-env {token_env}: the environment variable {token_env} is not set or empty"
+    if (certfile is None) != (keyfile is None):
+        return "--ssl-certfile and --ssl-keyfile go together: give both"
+    for flag, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if path is not None and not path.is_file():
+            return f"{flag} {path}: no such file"
+    return None

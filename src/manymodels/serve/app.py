@@ -15,6 +15,7 @@ problems are 4xx, anything else a 500 that names the failure in one line and is 
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -37,9 +38,12 @@ log = logging.getLogger("manymodels.serve")
 JSON_TYPE = "application/json"
 
 
-def create_app(server: Server) -> FastAPI:
-    """The ASGI app answering for `server` (started by the caller)."""
+def create_app(server: Server, token: str | None = None) -> FastAPI:
+    """The ASGI app answering for `server` (started by the caller); with `token`, every request but /ping must
+    carry `Authorization: Bearer <token>`."""
     app = FastAPI(title="manymodels serve", docs_url=None, redoc_url=None, openapi_url=None)
+    if token:
+        app.add_middleware(BearerToken, token=token)
 
     def timed(endpoint: str) -> Callable[[Callable[..., Awaitable[Response]]], Callable[..., Awaitable[Response]]]:
         def wrap(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
@@ -137,6 +141,27 @@ def create_app(server: Server) -> FastAPI:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
+
+
+class BearerToken:
+    """ASGI middleware: a request without `Authorization: Bearer <token>` (compared in constant time) is a 401,
+    except /ping, which a load balancer asks without credentials."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] == "/ping":
+            await self.app(scope, receive, send)
+            return
+        given = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
+        if hmac.compare_digest(given, self.expected):
+            await self.app(scope, receive, send)
+            return
+        refused = JSONResponse({"error_code": "UNAUTHENTICATED", "message": "send Authorization: Bearer <token>"},
+                               status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        await refused(scope, receive, send)
 
 
 def _serving(server: Server) -> Live:

@@ -45,7 +45,18 @@ class Settings:
     port: int = 8080
     workers: int = 1
     access_log: bool = False
+    auth_token_env: str | None = None  # the environment variable holding the bearer token every request needs
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
     limits: dict[str, Any] = field(default_factory=dict)
+
+    def token(self) -> str | None:
+        """The bearer token requests must carry (read from the environment: never written in the settings)."""
+        return os.environ[self.auth_token_env] if self.auth_token_env else None
+
+    def tls(self) -> dict[str, Any]:
+        """uvicorn's TLS options: a certificate and its key, or none."""
+        return {"ssl_certfile": self.ssl_certfile, "ssl_keyfile": self.ssl_keyfile} if self.ssl_certfile else {}
 
 
 def prepare_environment() -> None:
@@ -81,7 +92,7 @@ def worker_app() -> Any:
     prepare_environment()
     _log_setup()
     settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
-    return create_app(build(settings))
+    return create_app(build(settings), token=settings.token())
 
 
 def serve(settings: Settings, server: Any = None, announce: Any = None) -> None:
@@ -99,15 +110,15 @@ def serve(settings: Settings, server: Any = None, announce: Any = None) -> None:
     from manymodels.serve.server import close_quietly
 
     _log_setup()
-    url = f"http://{settings.host}:{settings.port}"
+    url = f"{'https' if settings.ssl_certfile else 'http'}://{settings.host}:{settings.port}"
     if settings.workers <= 1:
         server = server or build(settings)
         try:
             sock = _listening_socket(settings.host, settings.port)  # a port in use: one line, before announcing
             if announce is not None:
                 announce(url)
-            config = uvicorn.Config(create_app(server), log_level="warning", access_log=settings.access_log,
-                                    timeout_graceful_shutdown=10)
+            config = uvicorn.Config(create_app(server, token=settings.token()), log_level="warning",
+                                    access_log=settings.access_log, timeout_graceful_shutdown=10, **settings.tls())
             uvicorn.Server(config).run(sockets=[sock])
         finally:
             close_quietly(server)
@@ -123,7 +134,7 @@ def serve(settings: Settings, server: Any = None, announce: Any = None) -> None:
             announce(url)
         config = uvicorn.Config("manymodels.serve.run:worker_app", factory=True, host=settings.host,
                                 port=settings.port, workers=settings.workers, log_level="warning",
-                                access_log=settings.access_log, timeout_graceful_shutdown=10)
+                                access_log=settings.access_log, timeout_graceful_shutdown=10, **settings.tls())
         from uvicorn.supervisors import Multiprocess
 
         # uvicorn.run's own socket for its workers has no protocol number, so asyncio leaves Nagle's algorithm
