@@ -20,6 +20,7 @@ from manymodels.jobs.promote import PromoteOutcome, RollbackOutcome, model_versi
 from manymodels.jobs.report import html_report
 from manymodels.jobs.runner import JobOutcome, run_job
 from manymodels.jobs.score import score
+from manymodels.jobs.selection import WON
 from manymodels.jobs.train import TrainOutcome, train
 from manymodels.registry import RunInfo
 from manymodels.registry import manifest as mf
@@ -71,7 +72,8 @@ class TrainRun:
 
 
 _ALL_METRICS = {*metric_names("regression"), *metric_names("binary")}
-_COUNTS = ("segments_", "rows_", "fallback_ok")  # summary keys that count segments or rows
+# Summary keys that count segments or rows (each candidate's wins, `won.<name>`, too).
+_COUNTS = ("segments_", "rows_", "fallback_ok", "fallback_failed", WON)
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
