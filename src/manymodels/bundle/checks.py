@@ -129,8 +129,18 @@ def model_features(model: ModelSpec, schema: pa.Schema) -> list[str]:
     listed = model.feature_columns
     if listed is not None:
         return listed
-    skip = {model.label, *model.segment_by, model.split.by}
+    skip = {model.label, *model.segment_by, model.split.by, *_pandas_index(schema)}
     return [f.name for f in schema if f.name not in skip and is_numeric(f.type)]
+
+
+def _pandas_index(schema: pa.Schema) -> list[str]:
+    """The columns where pandas kept a frame's index (`__index_level_0__`: `to_parquet` of a frame whose index is not
+    a plain range): reading the file makes them the index again, so they are no feature."""
+    try:
+        found = schema.pandas_metadata or {}
+    except (ValueError, TypeError):  # metadata that is not pandas' JSON
+        return []
+    return [c for c in found.get("index_columns", []) if isinstance(c, str)]
 
 
 def feature_keys(model: ModelSpec) -> list[tuple[tuple[str | int, ...], str]]:

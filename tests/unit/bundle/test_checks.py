@@ -10,6 +10,7 @@ import yaml
 
 from helpers import edit_bundle, model_block, segment_frame, write_bundle
 from manymodels.bundle import check_bundle, load_config
+from manymodels.bundle.checks import model_features
 from manymodels.errors import BundleError
 
 
@@ -187,3 +188,20 @@ def test_a_feature_name_lightgbm_refuses_is_a_located_error(tmp_path: Path, name
                for line in found), found
     ridge = model_block(features=["f0", name], estimator={"type": "sklearn", "entry": "sklearn.linear_model.Ridge"})
     assert check(tmp_path / "sk", frame=frame, models={"demand": ridge}) == []  # scikit-learn takes any name
+
+
+def test_the_index_pandas_kept_in_a_file_is_no_feature(tmp_path: Path) -> None:
+    """`pd.concat(frames).to_parquet(path)` keeps the repeated index as `__index_level_0__`, which reading makes the
+    index again: taken as a feature, every segment failed with `KeyError: '__index_level_0__'`."""
+    import pyarrow.parquet as pq
+
+    frame = segment_frame(segments=2, rows=10)
+    pd.concat([frame.iloc[:10], frame.iloc[10:]]).set_index(pd.Index(list(range(10)) * 2)).to_parquet(
+        tmp_path / "data.parquet")
+    schema = pq.read_schema(tmp_path / "data.parquet")
+    assert "__index_level_0__" in schema.names
+    block = model_block()
+    block.pop("features")
+    config = load_config(write_bundle(tmp_path / "b", frame=frame, models={"demand": block}))
+    assert "__index_level_0__" not in model_features(config.model("demand"), schema)
+    assert {"f0", "f1", "f2"} <= set(model_features(config.model("demand"), schema))
