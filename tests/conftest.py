@@ -27,6 +27,18 @@ from helpers import free_port, stop_process, wait_until_up
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+@pytest.fixture(autouse=True)
+def _trust_as_the_environment_says() -> Iterator[None]:
+    """Each test starts and ends with this process trusting as its environment says: a command's target (in-process
+    CLI, Python API) sets the process's trust of pickle and its signing key, which must not reach the next test."""
+    from manymodels.estimators import allow_pickle
+    from manymodels.registry.signing import use_environment_key
+
+    yield
+    allow_pickle(None)
+    use_environment_key()
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` (sqlite backend, proxied artifacts) on a free port of 127.0.0.1."""

@@ -63,8 +63,9 @@ def model_block(**overrides: Any) -> dict[str, Any]:
 
 def write_bundle(root: Path, frame: pd.DataFrame | None = None, models: dict[str, Any] | None = None,
                  tracking_uri: str | None = None, extra: dict[str, Any] | None = None,
-                 score_frame: pd.DataFrame | None = None) -> Path:
-    """A bundle folder: data/train.parquet (+ data/score.parquet), manymodels.yml with a `weekly` job."""
+                 score_frame: pd.DataFrame | None = None, target: dict[str, Any] | None = None) -> Path:
+    """A bundle folder: data/train.parquet (+ data/score.parquet), manymodels.yml with a `weekly` job; `target`:
+    settings of its `dev` target (`trust: pickle`, say)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "data").mkdir(exist_ok=True)
     frame = segment_frame() if frame is None else frame
@@ -94,11 +95,15 @@ def write_bundle(root: Path, frame: pd.DataFrame | None = None, models: dict[str
     }
     if tracking_uri:
         doc["targets"]["dev"]["tracking_uri"] = tracking_uri
+    doc["targets"]["dev"].update(target or {})
     for key, value in (extra or {}).items():
         doc[key] = value
     path = root / "manymodels.yml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+PICKLE_TRUSTED = {"trust": "pickle"}  # a target whose `python` estimators are saved (and loaded) with pickle
 
 
 def chunked_bundle(root: Path, segments: int, rows: int, per_chunk: int) -> Path:

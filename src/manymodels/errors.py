@@ -46,6 +46,10 @@ class RegistryError(ManymodelsError):
     """Tracking or registry trouble: a run or pack that cannot be found, read or written."""
 
 
+class Untrusted(RegistryError):
+    """A model this process must not load: saved with pickle where pickle is not trusted (nothing was unpickled)."""
+
+
 class NotFound(RegistryError):
     """A run or version that the tracking server does not have: the id or number asked for is wrong (bad input)."""
 

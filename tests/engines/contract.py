@@ -17,6 +17,7 @@ import pytest
 from helpers import future_known, segment_frame, series_frame
 from manymodels.engines import Contender, Dataset, Engine, LocalEngine, prepare
 from manymodels.engines.operations import Watch, model_positions, monitor_chunk
+from manymodels.estimators import allow_pickle
 from manymodels.jobs.fallback import keep_states
 from manymodels.jobs.pooled import fit_pooled_candidates
 from manymodels.registry.forecasting import forecast_state
@@ -116,6 +117,7 @@ def poisoned_fleet(folder: Path, marker: Path | None = None) -> tuple[pd.DataFra
                       ignore_index=True)
     spec = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"), estimator="python",
                        entry="killer:fit", import_roots=(str(folder),))
+    allow_pickle(True)  # a `python` estimator's models are pickled: what its target would trust (`trust: pickle`)
     return frame, spec
 
 

@@ -13,6 +13,7 @@ from contract import SPEC, EngineContract, ForecastContract, OperationsContract,
 from helpers import segment_frame
 from manymodels.engines import Contender, Dataset, Engine, LocalEngine, prepare
 from manymodels.engines.spark import SparkEngine
+from manymodels.estimators import allow_pickle
 from manymodels.segment import SegmentSpec
 
 
@@ -78,6 +79,7 @@ def test_progress_moves_per_segment_from_the_workers(tmp_path: Path) -> None:
     data = prepare(segment_frame(segments=40, rows=20, seed=3), ["segment"])
     spec = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"), estimator="python",
                        entry="slow:fit", import_roots=(str(tmp_path),))
+    allow_pickle(True)  # its models are pickled: what its target would trust
     shards = tmp_path / "shards"
     shards.mkdir()
     heard: list[int] = []

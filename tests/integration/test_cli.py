@@ -155,7 +155,7 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path: Path, change: str, expe
         frame = frame.assign(f1="x")
         models = {"demand": model_block(estimator={"type": "sklearn", "entry": "sklearn.linear_model.Ridge"})}
     elif change == "bad_entry":
-        models = {"demand": model_block(estimator={"type": "python", "entry": "not_a_module_at_all:fit"})}
+        models = {"demand": model_block(estimator={"type": "sklearn", "entry": "not_a_module_at_all:fit"})}
     write_bundle(tmp_path, frame=frame, models=models)
     if change == "missing_file":
         (tmp_path / "data" / "train.parquet").unlink()

@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import manymodels as mm
-from helpers import count_tracking_calls, model_block, segment_frame, tracking_only, write_bundle
+from helpers import PICKLE_TRUSTED, count_tracking_calls, model_block, segment_frame, tracking_only, write_bundle
 from manymodels.serve.server import Choice, Limits, Server
 
 
@@ -102,7 +102,8 @@ def test_a_crashed_run_is_never_the_one_scored(tmp_path: Path, mlflow_server: st
     good = project.train("demand", workers=1)
     (tmp_path / "crashy.py").write_text("def fit(X, y):\n    raise KeyboardInterrupt\n")
     write_bundle(tmp_path, frame=frame, tracking_uri=mlflow_server, extra={"bundle": {"name": "crash-test"}},
-                 models={"demand": model_block(estimator={"type": "python", "entry": "crashy:fit"})})
+                 models={"demand": model_block(estimator={"type": "python", "entry": "crashy:fit"})},
+                 target=PICKLE_TRUSTED)
     with pytest.raises(KeyboardInterrupt):
         mm.load_bundle(path).train("demand", workers=1)
     runs = project.runs("demand")

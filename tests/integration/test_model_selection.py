@@ -66,7 +66,7 @@ def test_train_chooses_per_segment_and_the_pack_serves_every_winner(tmp_path: Pa
     assert manifest["status"].eq("ok").all()
     winners = manifest["candidate"].to_dict()
     assert winners == {f"store_{s}": "season" if s < 3 else "ridge" for s in range(6)}
-    assert set(manifest["model_format"]) == {"baseline-json", "pickle"}  # one pack, mixed kinds
+    assert set(manifest["model_format"]) == {"baseline-json", "sklearn-skops"}  # one pack, mixed kinds
     assert (manifest["cv_folds"] == 3).all()
     scores = json.loads(manifest.loc["store_4", "cv_scores"])
     assert set(scores) == {"ridge", "lgbm", "season", "mean"} and scores["lgbm"]["trials"] == 2

@@ -15,7 +15,7 @@ import pytest
 from mlflow.models import Model
 
 import manymodels as mm
-from helpers import free_port, model_block, segment_frame, stop_process, wait_until_up, write_bundle
+from helpers import PICKLE_TRUSTED, free_port, model_block, segment_frame, stop_process, wait_until_up, write_bundle
 from manymodels.distribution import requirement
 
 # The project's own estimator: a class in the bundle's src/, pickled into the pack.
@@ -51,6 +51,7 @@ def _clean_env() -> dict[str, str]:
     """This environment, activated (its bin/ first on PATH), with nothing that puts the bundle's src/ or our
     tests on the Python path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "MANYMODELS_", "MLFLOW_"))}
+    env["MANYMODELS_TRUST"] = "pickle"  # a process with no target that loads pickled models says it trusts them
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
@@ -66,7 +67,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFram
     (package / "estimators.py").write_text(ESTIMATOR)
     block = model_block(estimator={"type": "python", "entry": "selfcontained_models.estimators:ShiftedMean",
                                    "params": {"shift": 0.5}})
-    write_bundle(root, frame=frame, models={"demand": block})
+    write_bundle(root, frame=frame, models={"demand": block}, target=PICKLE_TRUSTED)
     project = mm.load_bundle(root)
     run = project.train("demand", workers=1)
     assert run.summary["segments_ok"] == 4

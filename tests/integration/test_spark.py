@@ -11,6 +11,7 @@ import pytest
 
 import manymodels as mm
 from helpers import model_block, segment_frame, with_channel, write_bundle
+from manymodels.estimators import allow_pickle
 
 
 @pytest.mark.slow
@@ -183,6 +184,7 @@ def test_progress_is_reported_while_the_spark_stage_runs(tmp_path: Path, spark: 
     segment_frame(segments=8, rows=30).to_parquet(tmp_path / "fleet.parquet", index=False)
     spec = SegmentSpec(segment_by=("segment",), label="label", features=("f0", "f1", "f2"), estimator="python",
                        entry="slow:fit", import_roots=(str(tmp_path),))
+    allow_pickle(True)  # its models are pickled: what its target would trust (executors are handed it)
     engine = SparkEngine(session=spark, max_chunk_rows=30)  # one segment per chunk: 8 tasks on 2 cores
     data = engine.load(tmp_path / "fleet.parquet", "parquet", spec)
     steps: list[int] = []

@@ -21,6 +21,7 @@ from manymodels.bundle.messages import did_you_mean
 from manymodels.bundle.schema import FallbackSpec, JobSpec, ModelSpec
 from manymodels.bundle.selection import member_problems
 from manymodels.bundle.source import dotted
+from manymodels.bundle.trust import pickle_problems
 from manymodels.data import is_numeric, output_format, read_frame, read_schema
 from manymodels.errors import BundleError, DataError
 from manymodels.estimators import (
@@ -103,6 +104,7 @@ def check_bundle(config: BundleConfig, data: bool = True, params: bool = True) -
                 problems.append(f"{config.where((*base, 'estimator', 'entry'))}{dotted(base)}.estimator.entry: {exc}")
         if params:
             problems += estimator_problems(config, name, model)
+        problems += pickle_problems(config, name, model)
         problems += [f"{config.where((*base, *key))}{dotted((*base, *key))}: {why}"
                      for key, why in member_problems(model)]
         named: list[tuple[tuple[str | int, ...], str]] = [((*base, "segment_by", i), c) for i, c in

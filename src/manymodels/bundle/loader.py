@@ -246,7 +246,7 @@ def _apply_target(doc: dict[str, Any], smap: SourceMap, target: str) -> tuple[di
     _copy_locations(smap, ("resources",), tmap, ("resources",))
     raw_target = (doc.get("targets") or {}).get(target) or {}
     base: KeyPath = ("targets", target)
-    for key in ("mode", "tracking_uri", "tracking", "engine"):
+    for key in ("mode", "tracking_uri", "tracking", "engine", "signing_key", "trust"):
         if key in raw_target:
             tree[key] = copy.deepcopy(raw_target[key])
             _copy_locations(smap, (*base, key), tmap, (key,))

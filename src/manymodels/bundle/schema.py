@@ -23,7 +23,7 @@ from manymodels.bundle.selection import (
     ValidationSpec,
     selection_problem,
 )
-from manymodels.bundle.settings import BundleInfo, EngineSpec, TrackingSpec, VariableSpec
+from manymodels.bundle.settings import BundleInfo, EngineSpec, SigningKeySpec, TrackingSpec, VariableSpec
 from manymodels.bundle.strict import Strict
 from manymodels.bundle.tasks import TaskSpec
 
@@ -354,6 +354,8 @@ class TargetSpec(Strict):
     tracking_uri: str | None = None
     tracking: TrackingSpec | None = None
     engine: EngineSpec | None = None
+    signing_key: SigningKeySpec | None = None
+    trust: Literal["pickle"] | None = None
     variables: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     resources: dict[str, Any] | None = None
 
@@ -377,6 +379,8 @@ class ResolvedBundle(Strict):
     tracking_uri: str | None = None
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     engine: EngineSpec = Field(default_factory=EngineSpec)
+    signing_key: SigningKeySpec | None = None
+    trust: Literal["pickle"] | None = None
     variables: dict[str, str] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
 

@@ -39,6 +39,21 @@ class TrackingSpec(Strict):
     retries: int = Field(default=5, ge=0, le=20)  # backing off 0, 2, 4, 8, 16 s: rides out a ~30 s restart
 
 
+class SigningKeySpec(Strict):
+    """`targets.<name>.signing_key:` where the key that signs model packs (and checks them before any is loaded) is
+    read: an environment variable (`env`) or a file (`file`, its bytes less a trailing newline). Never the key itself:
+    a bundle lives in git."""
+
+    env: str | None = Field(default=None, min_length=1)
+    file: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SigningKeySpec:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("name one of env (an environment variable) or file (a path) holding the key")
+        return self
+
+
 class EngineSpec(Strict):
     """`engine:` where segments are fitted.
 

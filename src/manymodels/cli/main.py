@@ -38,7 +38,9 @@ def validate(
 
     def body() -> int:
         config = load(target, var)
-        problems = check_bundle(config, data=not no_data)
+        from manymodels.jobs.context import trust_problems
+
+        problems = check_bundle(config, data=not no_data) + trust_problems(config)
         if problems:
             raise BundleError(problems)
         res = config.resolved.resources

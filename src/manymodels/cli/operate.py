@@ -166,6 +166,60 @@ def upload_cmd(
     guarded(body)
 
 
+@app.command("verify")
+def verify_cmd(
+    model: Annotated[str, typer.Argument(help="The model family.")],
+    target: TargetOpt = None,
+    bundle: BundleOpt = None,
+    var: VarOpt = None,
+    version: Annotated[int | None, typer.Option("--version", min=1, help="The version (default: the champion).")
+                       ] = None,
+) -> None:
+    """Check a version as serving would, loading no model: its signature (with a signing key), every shard's and
+    model's checksum, and that its models' formats are trusted. Exit 1 when anything fails."""
+    from manymodels.jobs.verify import verify_version
+
+    def body() -> int:
+        ctx = checked(target, var, fits=False)
+        done = verify_version(ctx, model, version)
+        formats = ", ".join(f"{n} {f}" for f, n in sorted(done.formats.items())) or "no models"
+        signed = (f"signature verified with key {done.key}" if done.key is not None else
+                  "no signing key configured, so no signature checked (checksums catch damage, not tampering)")
+        render.out.print(Text(f"model {model} version {done.version} (run {done.run_id}): {signed}; "
+                              f"{done.models} models in {done.shards} shards match their checksums ({formats})"))
+        return 0
+
+    guarded(body)
+
+
+@app.command("sign")
+def sign_cmd(
+    model: Annotated[str, typer.Argument(help="The model family.")],
+    target: TargetOpt = None,
+    bundle: BundleOpt = None,
+    var: VarOpt = None,
+    version: Annotated[int | None, typer.Option("--version", min=1, help="The version (default: the champion).")
+                       ] = None,
+    run: Annotated[str | None, typer.Option("--run", help="A training run instead of a version.")] = None,
+) -> None:
+    """Sign a version's pack (or a run's) with the target's signing key, once its files match the checksums they were
+    trained with: for packs written before the key was configured. You vouch that nobody else wrote the stores."""
+    from manymodels.errors import BundleError
+    from manymodels.jobs.verify import sign_version
+
+    def body() -> int:
+        if run is not None and version is not None:
+            raise BundleError("give --version or --run, not both")
+        ctx = checked(target, var, fits=False)
+        done = sign_version(ctx, model, version, run)
+        what = f"version {done.version} (run {done.run_id})" if done.version is not None else f"run {done.run_id}"
+        render.out.print(Text(f"model {model} {what}: signed with key {done.key}"
+                              f"{' (its fallback too)' if done.packs > 1 else ''}"))
+        return 0
+
+    guarded(body)
+
+
 @app.command("summary")
 def summary_cmd(
     target: TargetOpt = None,

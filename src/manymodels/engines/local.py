@@ -45,7 +45,7 @@ from manymodels.engines.operations import (
     score_chunk,
     wanted_segments,
 )
-from manymodels.engines.pool import new_pool, stopped_at_exit
+from manymodels.engines.pool import Trusting, new_pool, stopped_at_exit
 from manymodels.engines.progress import Tally
 from manymodels.engines.records import drop_leftovers, fit_recorded
 from manymodels.errors import DataError, EngineError, EngineSetupError
@@ -186,7 +186,7 @@ class LocalEngine:
         pool, self._pool = self._pool or new_pool(workers), None
         with stopped_at_exit(pool), Tally(len(chunks), len(data), on_progress) as tally:
             futures: dict[Future[list[SegmentResult]], Task] = {
-                pool.submit(fit_recorded, frame, bounds, spec, chunk_id, shard_dir, tally.slot(chunk_id)): (
+                pool.submit(Trusting(fit_recorded), frame, bounds, spec, chunk_id, shard_dir, tally.slot(chunk_id)): (
                     frame,
                     bounds,
                     chunk_id,
@@ -356,14 +356,14 @@ class LocalEngine:
         try:
             for number, task in enumerate(tasks):
                 if len(in_flight) < feed:
-                    in_flight[pool.submit(function, *task)] = number
+                    in_flight[pool.submit(Trusting(function), *task)] = number
                 elif helping:
                     done[number] = function(*task)
                 else:
                     finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in finished:
                         done[in_flight.pop(future)] = future.result()
-                    in_flight[pool.submit(function, *task)] = number
+                    in_flight[pool.submit(Trusting(function), *task)] = number
                 for future in [f for f in in_flight if f.done()]:
                     done[in_flight.pop(future)] = future.result()
                 while yielded in done:
@@ -398,7 +398,7 @@ class LocalEngine:
                 yield function(*task)
                 continue
             try:
-                done = self._pool.submit(function, *task).result()
+                done = self._pool.submit(Trusting(function), *task).result()
             except BrokenProcessPool as exc:
                 raise self._worker_died() from exc
             yield done
@@ -418,7 +418,7 @@ class LocalEngine:
                 pool = pool or new_pool(1)
                 try:
                     slot = tally.slot(chunk_id)
-                    done = pool.submit(fit_recorded, frame, bounds, spec, chunk_id, shard_dir, slot).result()
+                    done = pool.submit(Trusting(fit_recorded), frame, bounds, spec, chunk_id, shard_dir, slot).result()
                 except BrokenProcessPool:
                     pool.shutdown(wait=False)
                     pool = None

@@ -4,10 +4,13 @@ is gone, and are stopped at once when the work is done or interrupted."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from loky import ProcessPoolExecutor
+
+from manymodels.estimators.trust import allow_pickle, pickle_allowed
 
 # Workers are fresh interpreters (loky: fork + exec), never forked copies of this process: a forked
 # child inherits OpenMP state that deadlocks LightGBM. Unlike multiprocessing's `spawn`, loky's
@@ -39,6 +42,18 @@ def new_pool(workers: int) -> ProcessPoolExecutor:
     os.environ.setdefault(_LEAK_CHECK, _NO_LEAK_CHECK)
     # No idle timeout: the pool lives exactly as long as the engine holds it, and never longer than this process.
     return ProcessPoolExecutor(max_workers=workers, initializer=watch_parent, initargs=(os.getpid(),))
+
+
+class Trusting:
+    """A task for a worker, run trusting pickle exactly as the process that submitted it did (its target's `trust`):
+    workers are handed that, never the signing key (the packs they read were checked by the submitting process)."""
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.function, self.trusts = function, pickle_allowed()
+
+    def __call__(self, *args: Any) -> Any:
+        allow_pickle(self.trusts)
+        return self.function(*args)
 
 
 # How often a worker looks whether the process that started it is still there.

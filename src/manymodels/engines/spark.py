@@ -10,7 +10,7 @@ and return per-segment rows only, so neither model bytes nor data rows pass thro
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ from manymodels.engines.spark_session import (
     stage_progress,
     to_pandas,
 )
+from manymodels.estimators import allow_pickle, pickle_allowed
 from manymodels.registry import manifest as mf
 from manymodels.registry.forecasting import (
     forecast_keys,
@@ -206,7 +207,7 @@ class SparkEngine:
         """
         settings = {_AQE: "false", _PARTITIONS: str(len(fleet.chunks)), _ARROW: "true"}
         with stage_conf(self.session, settings):
-            return to_pandas(fleet.frame.groupBy(PART).applyInPandas(work, schema=schema))
+            return to_pandas(fleet.frame.groupBy(PART).applyInPandas(_trusting(work), schema=schema))
 
     def fit(
         self, fleet: SparkFleet, spec: SegmentSpec, shard_dir: str | None, on_progress: Progress | None = None
@@ -406,7 +407,7 @@ class SparkEngine:
         # a segment's rows are adjacent and its model is loaded once; batches stream through
         # `mapInPandas`, so a task never holds more than one batch of rows and a few shards.
         partitioned = routed.repartition(len(labels), PART).sortWithinPartitions(*segment_by)
-        scored = partitioned.mapInPandas(predict_batches, schema=schema)
+        scored = partitioned.mapInPandas(_trusting(predict_batches), schema=schema)
         if output is None:  # returned unwritten: the counts take one pass, the caller's action another
             with stage_conf(self.session, {_AQE: "false", _ARROW: "true"}):
                 return Scored(scored, *unserved_counts(scored, segment_by))
@@ -426,6 +427,17 @@ class SparkEngine:
             with stage_conf(self.session, {_ARROW: "true"}):
                 return self.session.createDataFrame(source)
         return source
+
+
+def _trusting(work: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`work`, run on an executor that trusts pickle as this process does (the target's `trust`)."""
+    trusts = pickle_allowed()
+
+    def trusting(data: Any) -> Any:
+        allow_pickle(trusts)
+        return work(data)
+
+    return trusting
 
 
 def _chunk_bounds(pdf: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, int, int]]]:

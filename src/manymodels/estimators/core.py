@@ -8,7 +8,7 @@ import importlib.metadata
 import inspect
 import json
 import os
-import pickle  # noqa: S403 - only for estimators with no native format; loads only our own packs
+import pickle  # noqa: S403 - only for estimators with no other format, where the target says `trust: pickle`
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -21,9 +21,15 @@ import pandas as pd
 from manymodels.errors import BundleError
 from manymodels.estimators.baseline import FORMAT_BASELINE, Baseline
 from manymodels.estimators.statistical import FORMAT_STATSFORECAST, StatisticalModel, load_statistical
+from manymodels.estimators.trust import PickleRefused, pickle_allowed, refusal
 
 FORMAT_LIGHTGBM = "lightgbm-text"
 FORMAT_PICKLE = "pickle"
+FORMAT_SKOPS = "sklearn-skops"
+# The types a scikit-learn model saved with skops may name beyond skops' own trusted ones: scikit-learn's (its trees,
+# its loss objects...) and the wrapper that fills missing values. Anything else is refused when loading.
+_SKOPS_MODULES = ("sklearn.",)
+_SKOPS_TYPES = frozenset({"manymodels.estimators.core.Imputed"})
 DEFAULT_ROUNDS = 100
 
 
@@ -169,7 +175,12 @@ def fit_model(
             scored and dropped.
 
     Returns:
-        The fitted predictor, its format name and its bytes.
+        The fitted predictor, its format name and its bytes: a `sklearn` estimator in skops' format when skops can
+        hold it with the types `load_model` trusts, else (and a `python` one) with pickle, where this process trusts
+        pickle.
+
+    Raises:
+        PickleRefused: the model can only be saved with pickle, which this process does not trust.
     """
     if kind == "lightgbm":
         booster = _fit_lightgbm(params, task, X, y)
@@ -189,19 +200,66 @@ def fit_model(
     if fills is not None:
         model = Imputed(model, fills)
     predictor = _ObjectPredictor(model, task)
-    return predictor, FORMAT_PICKLE, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL) if serialize else b""
+    if not serialize:
+        return predictor, FORMAT_SKOPS if kind == "sklearn" else FORMAT_PICKLE, b""
+    if kind == "sklearn":
+        blob, untrusted = _skops_bytes(model)
+        if not untrusted:
+            return predictor, FORMAT_SKOPS, blob
+        if not pickle_allowed():
+            raise PickleRefused(
+                f"{entry} cannot be saved without pickle: skops would have to trust {', '.join(untrusted)} to load "
+                "it; with `trust: pickle` on the target it is saved with pickle")
+    elif not pickle_allowed():
+        raise refusal()
+    return predictor, FORMAT_PICKLE, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _skops_bytes(model: Any) -> tuple[bytes, list[str]]:
+    """A model in skops' format, and the types it names that `load_model` would refuse (none: it loads)."""
+    import skops.io
+
+    try:
+        blob = bytes(skops.io.dumps(model))
+    except (TypeError, NotImplementedError, AttributeError) as exc:  # a type skops cannot take apart
+        return b"", [f"{type(model).__module__}.{type(model).__name__} ({exc})"]
+    return blob, _refused_types(skops.io.get_untrusted_types(data=blob))
+
+
+def _refused_types(untrusted: Sequence[str]) -> list[str]:
+    return sorted(t for t in untrusted if t not in _SKOPS_TYPES and not t.startswith(_SKOPS_MODULES))
+
+
+def _load_skops(blob: bytes) -> Any:
+    """A scikit-learn model from skops' bytes, building only skops' own trusted types, scikit-learn's and `Imputed`.
+
+    Raises:
+        ValueError: the bytes name any other type (what manymodels never writes: a planted file).
+    """
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=blob)
+    wrong = _refused_types(untrusted)
+    if wrong:
+        raise ValueError(f"its skops file names types it must not hold: {', '.join(wrong)}")
+    return skops.io.loads(blob, trusted=list(untrusted))  # each of them allowed, as checked above
 
 
 def load_model(fmt: str, blob: bytes, task: str) -> Predictor:
     """Load a model saved by `fit_model`.
 
     Raises:
-        ValueError: the format is unknown.
+        PickleRefused: a pickled model, in a process that does not trust pickle (nothing is unpickled).
+        ValueError: the format is unknown; a skops file naming a type outside those trusted.
     """
     if fmt == FORMAT_LIGHTGBM:
         return _LightGBMPredictor(_booster_type()(model_str=blob.decode()))
+    if fmt == FORMAT_SKOPS:
+        return _ObjectPredictor(_load_skops(blob), task)
     if fmt == FORMAT_PICKLE:
-        model = pickle.loads(blob)  # noqa: S301 - our own pack, written by fit_model
+        if not pickle_allowed():
+            raise refusal()
+        model = pickle.loads(blob)  # noqa: S301 - only where the target trusts pickle (trust: pickle)
         return _ObjectPredictor(model, task)
     if fmt == FORMAT_BASELINE:
         return Baseline.from_bytes(blob)

@@ -23,6 +23,7 @@ from manymodels.data import is_delta_table, read_frame, read_head, read_schema, 
 from manymodels.data.timegrid import GridError, infer_freq, parse_times
 from manymodels.engines import Dataset, Engine, make_engine, open_engine
 from manymodels.errors import BundleError, DataError, RegistryError
+from manymodels.estimators import allow_pickle
 from manymodels.jobs.specs import forecast_plan, selection_spec
 from manymodels.registry.manifest import PackLayout
 from manymodels.registry.mlflow_env import bound_http, check_reachable
@@ -30,6 +31,7 @@ from manymodels.registry.pack import Pack, publish_pack
 from manymodels.registry.provenance import current_user
 from manymodels.registry.references import pack_references
 from manymodels.registry.run_state import STATUS_OK, TAG, RunInfo, local_path
+from manymodels.registry.signing import SignatureError, current_key, read_key, use_environment_key, use_key
 from manymodels.registry.version_info import CHAMPION, VersionInfo
 from manymodels.segment import SegmentSpec
 from manymodels.segment.forecast_windows import with_naive
@@ -38,6 +40,38 @@ from manymodels.segment.shards import is_url
 if TYPE_CHECKING:  # MLflow is imported when a command first asks for the tracker, after its engine started
     from manymodels.registry.tracking import Tracker
     from manymodels.registry.versions import ModelRegistry
+
+
+def install_trust(config: BundleConfig) -> None:
+    """This process's trust, as the target says (README: trust model): whether models saved with pickle load
+    (`trust: pickle`, else `MANYMODELS_TRUST`), and the key packs are signed and checked with (`signing_key`, else
+    `MANYMODELS_SIGNING_KEY`). An engine's workers are handed the first; they never need the key (the packs they read
+    were checked here).
+
+    Raises:
+        BundleError: the key's variable is not set, its file does not read, or the key is too short.
+    """
+    resolved = config.resolved
+    allow_pickle(True if resolved.trust == "pickle" else None)
+    spec = resolved.signing_key
+    try:
+        if spec is None:
+            use_environment_key()
+            current_key()  # a key in the environment that is too short is found now
+        else:
+            use_key(read_key(spec.env, config.resolve_path(spec.file) if spec.file else None))
+    except BundleError as exc:
+        use_key(None)
+        raise BundleError(f"{config.where(('signing_key',))}{exc}") from None
+
+
+def trust_problems(config: BundleConfig) -> list[str]:
+    """What `install_trust` finds wrong (validate's lines), installing the trust when nothing is."""
+    try:
+        install_trust(config)
+    except BundleError as exc:
+        return exc.problems
+    return []
 
 
 class Target:
@@ -52,6 +86,7 @@ class Target:
     """
 
     def __init__(self, config: BundleConfig, spark: Any = None, keep_session: bool = False) -> None:
+        install_trust(config)
         self.config = config
         self.spark = spark
         self.keep_session = keep_session
@@ -212,8 +247,19 @@ class Target:
         return self.tracker.run(found.run_id)
 
     def open_pack(self, info: RunInfo) -> Pack:
-        """The pack of a run, read in place or downloaded once into .manymodels/cache."""
-        return Pack(self.local_pack(info, PackLayout.IN_RUN, self.config.embedded_dir / "cache"))
+        """The pack of a run, read in place or downloaded once into .manymodels/cache.
+
+        Raises:
+            SignatureError: with a signing key, the pack is unsigned or its signature does not verify.
+        """
+        root = self.local_pack(info, PackLayout.IN_RUN, self.config.embedded_dir / "cache")
+        try:
+            return Pack(root)
+        except SignatureError as exc:
+            hint = (f" (if its files are as trained, sign it once: manymodels sign {info.model} --run {info.run_id})"
+                    if exc.unsigned else "")
+            raise SignatureError(f"run {info.run_id} is refused, none of its models loaded: {exc}{hint}",
+                                 unsigned=exc.unsigned) from None
 
     def local_pack(self, info: RunInfo, path: str, cache: Path) -> Path:
         """A run's pack folder (at `path` in its artifacts) on this machine, with the packs of the runs it refers to

@@ -16,7 +16,7 @@ from manymodels.engines.records import (
 from manymodels.registry import PackInfo, write_pack_files
 from manymodels.registry import manifest as mf
 from manymodels.registry.manifest import PackLayout
-from manymodels.registry.pack_info import FORECAST
+from manymodels.registry.pack_info import FORECAST, sign
 from manymodels.segment import SegmentSpec
 from manymodels.segment.forecast_pooled import fallback_plan
 from manymodels.segment.shards import (
@@ -69,4 +69,5 @@ def keep_states(fallback_root: Path, manifest: pd.DataFrame, spec: SegmentSpec) 
         return 0
     thin = manifest.loc[manifest[mf.FORECAST_STATE].notna(), [*spec.segment_by, mf.FORECAST_STATE]]
     write_parquet(thin.reset_index(drop=True), Path(PackLayout(fallback_root).states))
+    sign(fallback_root)
     return len(thin)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from manymodels.bundle import BundleConfig, check_bundle, load_config
 from manymodels.errors import BundleError
-from manymodels.jobs.context import Target
+from manymodels.jobs.context import Target, trust_problems
 from manymodels.jobs.evaluate import Evaluation, evaluate
 from manymodels.jobs.forecast import forecast
 from manymodels.jobs.monitor import MonitorOutcome, flagged_segments, monitor
@@ -22,6 +22,7 @@ from manymodels.jobs.runner import JobOutcome, run_job
 from manymodels.jobs.score import score
 from manymodels.jobs.selection import WON
 from manymodels.jobs.train import TrainOutcome, train
+from manymodels.jobs.verify import VerifyOutcome, verify_version
 from manymodels.registry import RunInfo
 from manymodels.registry import manifest as mf
 from manymodels.registry.mlflow_env import quiet_mlflow
@@ -122,7 +123,7 @@ class Project:
 
     def validate(self, data: bool = True) -> list[str]:
         """Every problem of the bundle (references, import paths, and with `data` the columns)."""
-        return check_bundle(self.config, data=data)
+        return check_bundle(self.config, data=data) + trust_problems(self.config)
 
     @_quiet
     def train(
@@ -218,6 +219,12 @@ class Project:
     def rollback(self, model: str, to: int | None = None) -> RollbackOutcome:
         """Point `champion` back at `to` (default: the version with alias `previous`)."""
         return rollback(self.target_context, model, to=to)
+
+    @_quiet
+    def verify(self, model: str, version: int | None = None) -> VerifyOutcome:
+        """Check a version (default: the champion) as serving would, loading no model: its signature with a signing
+        key, every shard's and model's checksum, its models' formats trusted (`manymodels verify`)."""
+        return verify_version(self.target_context, model, version)
 
     @_quiet
     def versions(self, model: str) -> list[VersionInfo]:

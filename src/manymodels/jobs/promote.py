@@ -35,6 +35,7 @@ from manymodels.registry.pack_info import FORECAST, TIME
 from manymodels.registry.provenance import current_user
 from manymodels.registry.pyfunc import describe_model, save_pack_model
 from manymodels.registry.run_state import TAG
+from manymodels.registry.signing import SignatureError
 from manymodels.registry.version_info import CHAMPION, COMPLETE, PREVIOUS, VersionInfo
 from manymodels.report import REPORT_FILE, Section
 from manymodels.segment.spec import ForecastPlan
@@ -107,7 +108,15 @@ def promote(
         champion = registry.by_alias(CHAMPION)
         challenger = target.resolve_run(name, run_id)
         challenger_pack = target.open_pack(challenger)
-        champion_pack = target.open_pack(target.tracker.run(champion.run_id)) if champion else None
+        refused = None
+        try:
+            champion_pack = target.open_pack(target.tracker.run(champion.run_id)) if champion else None
+        except SignatureError as exc:  # never composed into a signed version: that would vouch for its models
+            if not take_all:
+                was = champion.version if champion else "?"
+                raise SignatureError(f"{exc}; `promote --all` replaces champion version {was} with the challenger "
+                                     "alone", unsigned=exc.unsigned) from None
+            champion_pack, refused = None, str(exc)
         keys = list(challenger_pack.segment_by)
         evaluation = None
         if take_all:
@@ -144,6 +153,9 @@ def promote(
             f"removed version {v} of {registry.name!r}: a promotion that died before its aliases moved left it"
             for v in cleaned
         ]
+        if refused is not None:
+            outcome.warnings.append(f"no segment is kept from champion version {champion.version if champion else '?'}"
+                                    f" (its pack is refused: {refused}): the challenger alone serves")
         if outcome.promoted == 0:
             return outcome  # nothing won: the champion stays as it is
         _register(target, name, registry, champion, challenger_pack, parts, table, outcome)

@@ -23,7 +23,8 @@ from manymodels.registry.pack_models import PackModels
 from manymodels.registry.references import beside, locate, pack_references
 from manymodels.registry.routing import Router, is_missing, key_index, unserved
 from manymodels.registry.shard_files import first_line
-from manymodels.segment.shards import exists, put_file, read_bytes
+from manymodels.registry.signing import SIGNATURE
+from manymodels.segment.shards import exists, join_location, put_file
 
 
 class Pack(PackModels):
@@ -39,7 +40,7 @@ class Pack(PackModels):
             self._profiles = pd.Series(dtype=object, name=PROFILE)
             if exists(self.layout.profiles):
                 try:
-                    table = pd.read_parquet(io.BytesIO(read_bytes(self.layout.profiles)),
+                    table = pd.read_parquet(io.BytesIO(self.signed_bytes(self.layout.profiles, PackLayout.PROFILES)),
                                             columns=[SEGMENT_INDEX, PROFILE])
                 except (OSError, ValueError) as exc:
                     self._profiles = None
@@ -59,7 +60,7 @@ class Pack(PackModels):
         if not exists(self.layout.profiles):
             return none
         try:
-            source = pq.ParquetFile(io.BytesIO(read_bytes(self.layout.profiles)))
+            source = pq.ParquetFile(io.BytesIO(self.signed_bytes(self.layout.profiles, PackLayout.PROFILES)))
             if HOLDOUT_PLOT not in source.schema_arrow.names:
                 return none
             table = source.read(columns=[SEGMENT_INDEX, HOLDOUT_PLOT]).to_pandas()  # not the profiles' bytes
@@ -78,7 +79,7 @@ class Pack(PackModels):
         if not exists(where):
             return None
         try:
-            return pd.read_parquet(io.BytesIO(read_bytes(where)))
+            return pd.read_parquet(io.BytesIO(self.fallback.signed_bytes(where, PackLayout.STATES)))
         except (OSError, ValueError) as exc:
             raise RegistryError(f"{self.root}: unreadable fallback states: {first_line(exc)}") from exc
 
@@ -317,8 +318,9 @@ def publish_pack(root: Path, dest: str) -> str:
     for shard in sorted(Path(source.shards).glob("shard-*.parquet")):
         put_file(shard, target.shard(shard.name))
     put_file(Path(source.manifest), target.manifest)
-    if Path(source.profiles).exists():
-        put_file(Path(source.profiles), target.profiles)
+    for name in (PackLayout.PROFILES, PackLayout.STATES, SIGNATURE):
+        if (Path(source.root) / name).exists():
+            put_file(Path(source.root) / name, join_location(target.root, name))
     put_file(Path(source.info), target.info)
     return dest
 

@@ -18,6 +18,7 @@ from manymodels.registry.manifest import (
     SEGMENT_INDEX,
     PackLayout,
 )
+from manymodels.registry.signing import sign_pack
 from manymodels.segment.spec import ForecastPlan
 
 PACK_VERSION = 1
@@ -27,6 +28,9 @@ SEGMENT, FALLBACK_SOURCE = "segment", "fallback"
 DAMAGED_SOURCE = "damaged"
 TIME = "time"  # PackInfo.extra's key of the time column seasonal baselines read
 FORECAST = "forecast"  # PackInfo.extra's key of a forecast family's plan (segment.spec.ForecastPlan, as a dict)
+# The files a signature covers (those a pack has): its description and tables. The models are covered through the
+# manifest, which holds each one's checksum and its shard file's.
+SIGNED = (PackLayout.INFO, PackLayout.MANIFEST, PackLayout.PROFILES, PackLayout.STATES)
 
 
 class DamagedModel(RegistryError):
@@ -82,5 +86,11 @@ def write_pack_files(pack_dir: Path, info: PackInfo, manifest: pd.DataFrame) -> 
         manifest = manifest.drop(columns=apart)
     write_parquet(manifest, Path(layout.manifest))
     Path(layout.info).write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")
+    sign(pack_dir)
+
+
+def sign(pack_dir: Path) -> bool:
+    """Sign a pack's tables with this process's key, if it has one (`signing`); returns whether it did."""
+    return sign_pack(pack_dir, SIGNED)
 
 

@@ -14,7 +14,7 @@ from typing import Self, cast
 import numpy as np
 import pandas as pd
 
-from manymodels.errors import RegistryError
+from manymodels.errors import RegistryError, Untrusted
 from manymodels.estimators import Predictor, load_model
 from manymodels.registry.manifest import (
     SEGMENT_INDEX,
@@ -41,6 +41,7 @@ from manymodels.registry.shard_files import (
     intact,
     model_problem,
 )
+from manymodels.registry.signing import SIGNATURE, Signed, current_key
 from manymodels.segment.forecaster import (
     FORMAT_FORECAST,
     Forecaster,
@@ -53,6 +54,7 @@ from manymodels.segment.shards import (
     checksum,
     exists,
     is_url,
+    join_location,
     list_files,
     models_of,
     read_bytes,
@@ -88,10 +90,16 @@ class PackModels:
         self.root: Path | str = str(root) if is_url(root) else Path(root)
         self.layout = PackLayout(self.root)
         try:
-            raw = json.loads(read_bytes(self.layout.info).decode("utf-8"))
-            self.info = PackInfo(**raw)
-            self.manifest = pd.read_parquet(io.BytesIO(read_bytes(self.layout.manifest)),
-                                            page_checksum_verification=True)
+            described, listed = read_bytes(self.layout.info), read_bytes(self.layout.manifest)
+        except OSError as exc:
+            raise RegistryError(f"{self.root}: not a readable model pack: {first_line(exc)}") from exc
+        self._signed = self._signature()
+        if self._signed is not None:  # the bytes checked are the bytes parsed: nothing read unsigned
+            self._signed.check(PackLayout.INFO, described)
+            self._signed.check(PackLayout.MANIFEST, listed)
+        try:
+            self.info = PackInfo(**json.loads(described.decode("utf-8")))
+            self.manifest = pd.read_parquet(io.BytesIO(listed), page_checksum_verification=True)
         except (OSError, ValueError, TypeError, KeyError) as exc:  # KeyError: pandas' own metadata damaged
             raise RegistryError(f"{self.root}: not a readable model pack: {first_line(exc)}") from exc
         named = [*self.info.segment_by, *self.info.features]
@@ -123,6 +131,39 @@ class PackModels:
         fallback = PackLayout(self.layout.fallback)
         if exists(fallback.info):
             self.fallback = cast(Self, type(self)(fallback.root, cache_shards, cache_models, whole_shards, on_cache))
+
+    def _signature(self) -> Signed | None:
+        """The pack's signature, checked with this process's key (None: no key, nothing to check).
+
+        Raises:
+            SignatureError: with a key, a pack unsigned or whose signature does not verify.
+        """
+        key = current_key()
+        if key is None:
+            return None
+        where = join_location(self.root, SIGNATURE)
+        try:
+            record = read_bytes(where) if exists(where) else None
+        except OSError:
+            record = None
+        return Signed(str(self.root), record, key)
+
+    @property
+    def signed(self) -> bool:
+        """Whether the pack's signature was checked when it was opened (a key is configured)."""
+        return self._signed is not None
+
+    def signed_bytes(self, location: Path | str, name: str) -> bytes:
+        """A table of the pack beside its manifest (profiles, states), checked against the signature when it has one.
+
+        Raises:
+            OSError: the file does not read.
+            SignatureError: the pack is signed and the file is not, or changed.
+        """
+        data = read_bytes(location)
+        if self._signed is not None:
+            self._signed.check(name, data)
+        return data
 
     @property
     def segment_by(self) -> list[str]:
@@ -301,7 +342,11 @@ class PackModels:
                 self._damaged[segment] = damage
             raise damage
         fmt, blob = found
-        loaded = (fmt, load_forecaster(blob) if fmt == FORMAT_FORECAST else load_model(fmt, blob, self.info.task))
+        try:
+            loaded = (fmt, load_forecaster(blob) if fmt == FORMAT_FORECAST else load_model(fmt, blob, self.info.task))
+        except Untrusted as exc:
+            raise Untrusted(f"{self.root}: the model of segment {self._describe(segment)} in shard {shard} is not "
+                            f"loaded: {exc}") from None
         if isinstance(loaded[1], Forecaster):
             try:
                 self.pooled.attach(loaded[1])

@@ -163,6 +163,19 @@ class Tracker:
                 f"MLflow at {self.tracking_uri}: cannot finish run {run_id}: {_first(message)}"
             ) from exc
 
+    def log_file(self, run_id: str, path: Path, artifact_path: str) -> None:
+        """Log one file into a run's artifacts (a finished run's too), under `artifact_path`.
+
+        Raises:
+            RegistryError: the server refused or did not answer.
+        """
+        try:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+        except Exception as exc:  # noqa: BLE001 - MlflowException, or the HTTP client's or artifact store's errors
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            raise RegistryError(f"MLflow at {self.tracking_uri}: cannot log {path.name} to run {run_id}: "
+                                f"{_first(message)}") from exc
+
     @contextmanager
     def run_folder(
         self, run_id: str, artifact_uri: str, keep_in: Path | None = None, resume: bool = False

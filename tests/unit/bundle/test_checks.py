@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import edit_bundle, model_block, segment_frame, write_bundle
+from helpers import PICKLE_TRUSTED, edit_bundle, model_block, segment_frame, write_bundle
 from manymodels.bundle import check_bundle, load_config
 from manymodels.bundle.checks import model_features
 from manymodels.errors import BundleError
@@ -59,7 +59,8 @@ def test_project_estimator_imports_from_bundle_src(tmp_path: Path) -> None:
     (tmp_path / "src" / "shop_models").mkdir(parents=True)
     (tmp_path / "src" / "shop_models" / "__init__.py").write_text("def fit(X, y):\n    return None\n")
     found = check(tmp_path, models={"demand": model_block(estimator={"type": "python",
-                                                                        "entry": "shop_models:fit"})})
+                                                                        "entry": "shop_models:fit"})},
+                  target=PICKLE_TRUSTED)
     assert found == []
 
 

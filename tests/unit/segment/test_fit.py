@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from helpers import segment_frame
-from manymodels.estimators import load_model
+from manymodels.estimators import allow_pickle, load_model
 from manymodels.segment import SegmentSpec, compute_metrics, fit_segment
 from manymodels.segment.fit import data_fingerprint
 
@@ -90,14 +90,17 @@ def test_sklearn_estimator_by_import_path() -> None:
     spec = dataclasses.replace(SPEC, estimator="sklearn", entry="sklearn.linear_model.Ridge", params={"alpha": 0.1})
     result = fit_segment(one_segment(), spec)
     assert result.status == "ok", result.error
-    assert result.model_format == "pickle"
+    assert result.model_format == "sklearn-skops"  # no pickle: loading builds only the types it trusts
     assert result.metrics["rmse"] < 1.0  # the data is linear: a linear model reaches the noise
 
 
 def test_user_function_estimator() -> None:
     spec = dataclasses.replace(SPEC, estimator="python", entry="sklearn.dummy:DummyRegressor", params={})
+    refused = fit_segment(one_segment(), spec)  # saved with pickle: only where the target trusts it
+    assert refused.status == "failed" and "does not trust pickle" in str(refused.error), refused.error
+    allow_pickle(True)
     result = fit_segment(one_segment(), spec)
-    assert result.status == "ok", result.error
+    assert result.status == "ok" and result.model_format == "pickle", result.error
     missing = dataclasses.replace(SPEC, estimator="python", entry="no_such_module_xyz:fit")
     assert "cannot import module 'no_such_module_xyz'" in str(fit_segment(one_segment(), missing).error)
 
