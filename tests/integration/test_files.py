@@ -55,3 +55,18 @@ def test_a_full_disk_is_a_failure_naming_the_path(tmp_path: Path) -> None:
     assert code == 1, out  # before: exit 2, as if the input were bad
     assert f"{full / 's.parquet'}: cannot write Parquet: " in out and "No space left on device" in out, out
     assert "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_the_embedded_store_is_one_line_naming_it(tmp_path: Path) -> None:
+    """SQLite's "database or disk is full": MLflow logged it with its SQL, parameters and traceback (94 lines and
+    more); it is one line naming the store's file, exit 1."""
+    write_bundle(tmp_path, frame=segment_frame(segments=3, rows=40))
+    store = tmp_path / ".manymodels"
+    store.mkdir()
+    mount = ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=32k tmpfs "{store}" && exec "$0" "$@"']
+    code, out = run(tmp_path, "train", "demand", "--workers", "1", wrap=mount)
+    assert code == 1, out
+    lines = [line for line in out.splitlines() if line.strip() and "━" not in line]
+    assert lines == [f"error: {store / 'mlflow.db'}: the embedded tracking store does not open: the disk holding it "
+                     "is full or failing (database or disk is full): free space, then run the command again"], out

@@ -86,6 +86,8 @@ def _main(
     if not debug:
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("mlflow").setLevel(logging.DEBUG if debug else logging.WARNING)
+    # MLflow's SQL store logs a database error with its traceback and SQL before raising it; the error is one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 
 def fail(exc: BaseException) -> NoReturn:
@@ -96,8 +98,11 @@ def fail(exc: BaseException) -> NoReturn:
             render.err.print(line, markup=False)
     elif isinstance(exc, ManymodelsError):
         render.err.print(f"error: {exc}", markup=False)
-    else:
-        render.err.print(f"error: {type(exc).__name__}: {exc} (--debug shows the traceback)", markup=False)
+    else:  # one line, without the SQL and parameters a database error carries
+        from manymodels.registry.mlflow_env import mlflow_message
+
+        render.err.print(f"error: {type(exc).__name__}: {mlflow_message(exc)} (--debug shows the traceback)",
+                         markup=False)
     code = exc.exit_code if isinstance(exc, ManymodelsError) else 1
     raise typer.Exit(code)
 

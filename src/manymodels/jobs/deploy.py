@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from manymodels import faults
 from manymodels.errors import ManymodelsError, RegistryError
 from manymodels.jobs.context import Target
+from manymodels.registry.mlflow_env import mlflow_message
 from manymodels.registry.provenance import current_user, git_branch, git_commit, git_dirty, git_on_branch
 from manymodels.registry.run_state import STATUS_DEAD, TAG, run_status
 from manymodels.registry.version_info import CHAMPION
@@ -164,7 +165,7 @@ def _ensure_experiment(tracker: Tracker, name: str, tags: dict[str, str], outcom
             client.set_experiment_tag(exp_id, key, value)
     except MlflowException as exc:
         where = f"MLflow at {tracker.tracking_uri}"
-        raise RegistryError(f"{where}: cannot deploy experiment {name!r}: {exc.message}") from exc
+        raise RegistryError(f"{where}: cannot deploy experiment {name!r}: {mlflow_message(exc)}") from exc
     return exp_id
 
 
@@ -184,7 +185,7 @@ def _ensure_registered(registry: ModelRegistry, tags: dict[str, str], outcome: D
         if stale:
             outcome.updated.append(f"registered model {registry.name}")
     except MlflowException as exc:
-        raise RegistryError(f"cannot deploy registered model {registry.name!r}: {exc.message}") from exc
+        raise RegistryError(f"cannot deploy registered model {registry.name!r}: {mlflow_message(exc)}") from exc
 
 
 def _latest_record(tracker: Tracker, exp_id: str) -> Any:
@@ -195,7 +196,7 @@ def _latest_record(tracker: Tracker, exp_id: str) -> Any:
             [exp_id], f"tags.`{TAG}kind` = 'deploy'", order_by=["attributes.start_time DESC"], max_results=1
         )
     except MlflowException as exc:
-        raise RegistryError(f"cannot read the deployment records: {exc.message}") from exc
+        raise RegistryError(f"cannot read the deployment records: {mlflow_message(exc)}") from exc
     return found[0] if found else None
 
 
@@ -284,7 +285,7 @@ def destroy(
                 tracker.client.rename_experiment(exp_id, f"{name} (destroyed {stamp} {exp_id})")
                 tracker.client.delete_experiment(exp_id)
         except MlflowException as exc:
-            raise RegistryError(f"MLflow at {tracker.tracking_uri}: destroy stopped: {exc.message}") from exc
+            raise RegistryError(f"MLflow at {tracker.tracking_uri}: destroy stopped: {mlflow_message(exc)}") from exc
         plan.purged = tracker.purge(experiment_ids=[exp_id for exp_id, _ in plan.experiments])
         for model in target.config.resolved.resources.models:
             target.registry(model).drop_lock()  # a lock left by a process that died goes with the model
@@ -302,7 +303,7 @@ def _busy(target: Target, plan: DestroyPlan) -> list[str]:
         try:
             running = tracker.client.search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=50)
         except MlflowException as exc:
-            raise RegistryError(f"MLflow at {tracker.tracking_uri}: cannot list runs: {exc.message}") from exc
+            raise RegistryError(f"MLflow at {tracker.tracking_uri}: cannot list runs: {mlflow_message(exc)}") from exc
         for run in running:
             if run_status(run.data.tags, run.info.status) != STATUS_DEAD:
                 where = run.data.tags.get(TAG + "host", "?")

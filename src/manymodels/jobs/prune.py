@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from manymodels.errors import RegistryError
 from manymodels.jobs.context import Target
 from manymodels.registry import RunInfo
+from manymodels.registry.mlflow_env import mlflow_message
 from manymodels.registry.references import REFERS_TAG
 from manymodels.registry.run_state import is_run_id
 from manymodels.registry.version_info import VersionInfo
@@ -96,7 +97,7 @@ def prune(
             for run in plan.runs:
                 tracker.client.delete_run(run.run_id)
         except MlflowException as exc:
-            raise RegistryError(f"MLflow at {tracker.tracking_uri}: gc stopped: {exc.message}") from exc
+            raise RegistryError(f"MLflow at {tracker.tracking_uri}: gc stopped: {mlflow_message(exc)}") from exc
         purged: list[str] = []
         if tracker.holds_files_here:  # this and any earlier gc's deleted runs: their files go now
             purged = tracker.deleted_runs(target.experiment(name), name)

@@ -18,6 +18,33 @@ SUPPRESS_RUN_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 ARTIFACT_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
+# A store's SQL errors: MLflow's message holds the statement and its parameters (a run's values, segment names),
+# SQLAlchemy's hints and a link; none of it is for the user.
+_NOISE = ("[SQL:", "[parameters:", "(Background on this error", "(raised as a result of")
+_FULL = ("database or disk is full", "No space left on device", "disk I/O error")
+# MLflow's SQL store logs every database error at ERROR with its traceback before raising it, which manymodels
+# reports in one line; kept for --debug.
+DB_LOGGER = "mlflow.store.db.utils"
+DISK_FULL = "the disk holding it is full or failing"
+
+
+def mlflow_message(exc: BaseException, limit: int = 300) -> str:
+    """What an MLflow error says, in one line, without SQL, parameters or hints: a full disk under the embedded
+    store says so."""
+    text = str(getattr(exc, "message", None) or exc)
+    chain = [text]
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and len(chain) < 10:
+        chain.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    for marker in _FULL:
+        if any(marker in part for part in chain):
+            return f"{DISK_FULL} ({marker}): free space, then run the command again"
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(_NOISE)]
+    line = lines[0] if lines else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 _HTTP_SET: dict[str, str] = {}  # the MLflow HTTP settings bound_http wrote (others in the environment are the user's)
 
 
@@ -61,6 +88,10 @@ def quiet_mlflow() -> Iterator[None]:
 
     logger = logging.getLogger("mlflow")
     level = logger.level
+    db_logger = logging.getLogger(DB_LOGGER)
+    db_level = db_logger.level
+    if db_logger.getEffectiveLevel() < logging.CRITICAL:
+        db_logger.setLevel(logging.CRITICAL)
     saved = {name: os.environ.get(name) for name in (SUPPRESS_RUN_LINKS, ARTIFACT_BARS)}
     if logger.getEffectiveLevel() < logging.WARNING:
         logger.setLevel(logging.WARNING)
@@ -70,6 +101,7 @@ def quiet_mlflow() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+        db_logger.setLevel(db_level)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -22,8 +22,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from manymodels import faults
-from manymodels.errors import NotFound, RegistryError
-from manymodels.registry.mlflow_env import file_lock, quiet_mlflow
+from manymodels.errors import NotFound, RegistryError, StorageError
+from manymodels.registry.mlflow_env import DISK_FULL, file_lock, mlflow_message, quiet_mlflow
 from manymodels.registry.process import identity
 from manymodels.registry.run_state import (
     ARTIFACTS_DIR,
@@ -51,10 +51,10 @@ class FinishFailed(RegistryError):
     """The tracking server failed while a run was being finished (its files may be kept for `upload`)."""
 
 
-def _first(text: str, limit: int = 300) -> str:
-    """A message's first line, cut short (urllib3's retry errors run to several hundred characters)."""
-    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+def _said(exc: BaseException) -> str:
+    """An MLflow or HTTP client error in one line (urllib3's retry errors run to several hundred characters)."""
+    said = mlflow_message(exc)
+    return said if getattr(exc, "message", None) else f"{type(exc).__name__}: {said}"
 
 
 class Tracker:
@@ -70,11 +70,16 @@ class Tracker:
         database.parent.mkdir(parents=True, exist_ok=True)
         # MLflow creates (or upgrades) the embedded store's tables on first use; two commands starting at once on a
         # fresh store both did, and one failed ("table ... already exists"). One process at a time does it here.
-        with file_lock(database.with_name(database.name + ".lock")):
-            self.client = MlflowClient(tracking_uri=tracking_uri)
-            with quiet_mlflow():
-                self.client.search_experiments(max_results=1)
-                self.client.search_registered_models(max_results=1)
+        try:
+            with file_lock(database.with_name(database.name + ".lock")):
+                self.client = MlflowClient(tracking_uri=tracking_uri)
+                with quiet_mlflow():
+                    self.client.search_experiments(max_results=1)
+                    self.client.search_registered_models(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - MlflowException, SQLAlchemy's, OSError: the store does not open
+            said = mlflow_message(exc)
+            kind = StorageError if said.startswith(DISK_FULL) else RegistryError
+            raise kind(f"{database}: the embedded tracking store does not open: {said}") from exc
 
     def experiment_id(self, name: str, create: bool = True) -> str | None:
         """The experiment's id, created (with a local artifact folder when embedded) if missing."""
@@ -93,7 +98,7 @@ class Tracker:
             return str(self.client.create_experiment(name, artifact_location=location))
         except MlflowException as exc:
             raise RegistryError(
-                f"MLflow at {self.tracking_uri}: cannot get experiment {name!r}: {exc.message}"
+                f"MLflow at {self.tracking_uri}: cannot get experiment {name!r}: {mlflow_message(exc)}"
             ) from exc
 
     def artifact_location(self, experiment_id: str) -> str:
@@ -102,7 +107,7 @@ class Tracker:
             return str(self.client.get_experiment(experiment_id).artifact_location)
         except MlflowException as exc:
             raise RegistryError(
-                f"MLflow at {self.tracking_uri}: cannot read experiment {experiment_id}: {exc.message}"
+                f"MLflow at {self.tracking_uri}: cannot read experiment {experiment_id}: {mlflow_message(exc)}"
             ) from exc
 
     def start_run(
@@ -120,7 +125,7 @@ class Tracker:
                 self.client.log_batch(run_id, params=items[i : i + _BATCH])
             return run_id, str(run.info.artifact_uri)
         except MlflowException as exc:
-            raise RegistryError(f"MLflow at {self.tracking_uri}: cannot start a run: {exc.message}") from exc
+            raise RegistryError(f"MLflow at {self.tracking_uri}: cannot start a run: {mlflow_message(exc)}") from exc
 
     def finish_run(
         self,
@@ -158,9 +163,8 @@ class Tracker:
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in final.items()])
             self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
         except Exception as exc:  # noqa: BLE001 - MlflowException, or the HTTP client's own errors
-            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             raise FinishFailed(
-                f"MLflow at {self.tracking_uri}: cannot finish run {run_id}: {_first(message)}"
+                f"MLflow at {self.tracking_uri}: cannot finish run {run_id}: {_said(exc)}"
             ) from exc
 
     def log_file(self, run_id: str, path: Path, artifact_path: str) -> None:
@@ -172,9 +176,8 @@ class Tracker:
         try:
             self.client.log_artifact(run_id, str(path), artifact_path)
         except Exception as exc:  # noqa: BLE001 - MlflowException, or the HTTP client's or artifact store's errors
-            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             raise RegistryError(f"MLflow at {self.tracking_uri}: cannot log {path.name} to run {run_id}: "
-                                f"{_first(message)}") from exc
+                                f"{_said(exc)}") from exc
 
     @contextmanager
     def run_folder(
@@ -307,7 +310,7 @@ class Tracker:
             self.client.update_run(run.run_id, status="RUNNING")
         except MlflowException as exc:
             raise RegistryError(
-                f"MLflow at {self.tracking_uri}: cannot reopen run {run.run_id}: {exc.message}"
+                f"MLflow at {self.tracking_uri}: cannot reopen run {run.run_id}: {mlflow_message(exc)}"
             ) from exc
 
     def upload(self, kept: Path) -> str:
@@ -350,7 +353,7 @@ class Tracker:
         try:
             found = self.client.search_runs([exp_id], query, order_by=["attributes.start_time DESC"], max_results=limit)
         except MlflowException as exc:
-            raise RegistryError(f"MLflow at {self.tracking_uri}: cannot list runs: {exc.message}") from exc
+            raise RegistryError(f"MLflow at {self.tracking_uri}: cannot list runs: {mlflow_message(exc)}") from exc
         return [_info(r) for r in found]
 
     @property
@@ -399,7 +402,7 @@ class Tracker:
             return _info(self.client.get_run(run_id))
         except MlflowException as exc:
             kind = NotFound if exc.error_code == "RESOURCE_DOES_NOT_EXIST" else RegistryError
-            raise kind(f"no run {run_id!r} in MLflow at {self.tracking_uri}: {exc.message}") from exc
+            raise kind(f"no run {run_id!r} in MLflow at {self.tracking_uri}: {mlflow_message(exc)}") from exc
 
     def local_artifacts(self, info: RunInfo, path: str, cache_dir: Path) -> Path:
         """A run's artifact folder on this machine: in place when the store is local, else downloaded once."""
@@ -422,7 +425,7 @@ class Tracker:
             try:
                 self.client.download_artifacts(info.run_id, path, str(staging))
             except MlflowException as exc:
-                raise RegistryError(f"cannot download {path!r} of run {info.run_id}: {exc.message}") from exc
+                raise RegistryError(f"cannot download {path!r} of run {info.run_id}: {mlflow_message(exc)}") from exc
             (staging / ".complete").touch()
             try:
                 os.rename(staging, dest)

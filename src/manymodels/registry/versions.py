@@ -16,6 +16,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 
 from manymodels.errors import NotFound, RegistryError
+from manymodels.registry.mlflow_env import mlflow_message
 from manymodels.registry.process import identity, is_gone
 from manymodels.registry.provenance import current_user
 from manymodels.registry.run_state import TAG
@@ -36,7 +37,9 @@ class ModelRegistry:
         self.name = name
 
     def _error(self, what: str, exc: MlflowException) -> RegistryError:
-        return RegistryError(f"MLflow at {self.tracker.tracking_uri}: cannot {what} of {self.name!r}: {exc.message}")
+        return RegistryError(
+            f"MLflow at {self.tracker.tracking_uri}: cannot {what} of {self.name!r}: {mlflow_message(exc)}"
+        )
 
     def exists(self) -> bool:
         """Whether the registered model exists."""
@@ -75,7 +78,7 @@ class ModelRegistry:
             kind = NotFound if exc.error_code == "RESOURCE_DOES_NOT_EXIST" else RegistryError
             raise kind(
                 f"registered model {self.name!r} has no version {version} in MLflow at "
-                f"{self.tracker.tracking_uri}: {exc.message}"
+                f"{self.tracker.tracking_uri}: {mlflow_message(exc)}"
             ) from exc
         return _version(found, aliases)
 
