@@ -91,3 +91,20 @@ def test_promotion_faults_leave_nothing_half_done(tmp_path: Path) -> None:
     assert code == 1 and f"version {first} of" in out and "cannot serve" in out, out
     assert f"still version {second}" in out, out
     assert state(project) == before
+
+    # killed while it wrote its pack: a run left RUNNING with a partial pack, which gc lists as dead and the next
+    # promotion removes, files and all (before: no command listed or removed it)
+    code, out = cli(tmp_path, "promote", "demand", "--all", fault="promote.composed:kill")
+    assert code == -9, out
+    assert state(project) == before
+    (dead,) = [r for r in project.target_context.tracker.runs(project.target_context.experiment("demand"), "demand",
+                                                               kind="promote") if r.status == "dead"]
+    (folder,) = (tmp_path / ".manymodels" / "artifacts").glob(f"*/{dead.run_id}")
+    assert any(folder.rglob("*.parquet"))
+    code, out = cli(tmp_path, "gc", "demand", "--keep", "100", "--dry-run")
+    assert code == 0 and f"run {dead.run_id} (promote, dead: its process was killed before it finished)" in out, out
+    code, out = cli(tmp_path, "promote", "demand", "--all")
+    assert code == 0 and f"removed run {dead.run_id}: a promotion killed before it finished" in out, out
+    assert not folder.exists()
+    assert not [r for r in project.target_context.tracker.runs(project.target_context.experiment("demand"),
+                                                                 "demand", kind="promote") if r.status == "dead"]

@@ -27,6 +27,7 @@ from manymodels.jobs.decide import CHALLENGER as CHALLENGER_METRIC
 from manymodels.jobs.decide import DECISION, PROMOTE, REASON, gate_problems
 from manymodels.jobs.evaluate import Evaluation, evaluate, load_evaluation
 from manymodels.jobs.pages import PROMOTION_TABLE, evaluation_section, run_facts, training_sections, write_report
+from manymodels.jobs.prune import remove_dead_promotions
 from manymodels.registry import Pack
 from manymodels.registry import manifest as mf
 from manymodels.registry.compose import compose_pack
@@ -105,6 +106,7 @@ def promote(
     registry.ensure(tags={TAG + "bundle": target.config.name, TAG + "target": target.name, TAG + "model": name})
     with registry.lock("promote", force=force_lock):
         cleaned = _remove_incomplete(registry)
+        dead = remove_dead_promotions(target, name)
         champion = registry.by_alias(CHAMPION)
         challenger = target.resolve_run(name, run_id)
         challenger_pack = target.open_pack(challenger)
@@ -153,6 +155,8 @@ def promote(
             f"removed version {v} of {registry.name!r}: a promotion that died before its aliases moved left it"
             for v in cleaned
         ]
+        outcome.warnings += [f"removed run {r}: a promotion killed before it finished left it (a partial pack)"
+                             for r in dead]
         if refused is not None:
             outcome.warnings.append(f"no segment is kept from champion version {champion.version if champion else '?'}"
                                     f" (its pack is refused: {refused}): the challenger alone serves")
@@ -237,6 +241,7 @@ def _register(
         if example is not None:
             describe_model(model_dir, example, forecast=bool(plans))
         manifest = compose_pack(pack_dir, info, parts, fallback_from=[pack for pack, _ in parts])
+        faults.point("promote.composed")
         write_parquet(table, folder.path / PROMOTION_TABLE)
         sources = manifest[mf.SOURCE_RUN].value_counts().to_dict()
         outcome.sources = {str(k): int(v) for k, v in sources.items()}

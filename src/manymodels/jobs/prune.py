@@ -17,7 +17,7 @@ from manymodels.jobs.context import Target
 from manymodels.registry import RunInfo
 from manymodels.registry.mlflow_env import mlflow_message
 from manymodels.registry.references import REFERS_TAG
-from manymodels.registry.run_state import is_run_id
+from manymodels.registry.run_state import STATUS_DEAD, is_run_id
 from manymodels.registry.version_info import VersionInfo
 
 _SEARCH_LIMIT = 10_000
@@ -35,7 +35,9 @@ class PrunePlan:
 
     def lines(self) -> list[str]:
         """One line per thing to remove."""
-        return [f"run {r.run_id} ({r.tags.get('manymodels.kind', 'train')})" for r in self.runs] + [
+        return [f"run {r.run_id} ({r.tags.get('manymodels.kind', 'train')}"
+                f"{', dead: its process was killed before it finished' if r.status == STATUS_DEAD else ''})"
+                for r in self.runs] + [
             f"version {v.version} of {v.name}" for v in self.versions
         ]
 
@@ -65,6 +67,8 @@ def prune_plan(target: Target, name: str, keep: int) -> PrunePlan:
                 plan.kept.setdefault(other, f"its models are carried by reference by run {run_id}")
     finished = [r for r in listed.values() if r.end_time is not None and r.status != "running"]
     plan.runs = [r for r in finished if r.run_id not in plan.kept]
+    # A promotion killed before it finished: a partial pack no version serves and nothing resumes.
+    plan.runs += [r for r in promoted if r.status == STATUS_DEAD and r.end_time is None and r.run_id not in plan.kept]
     gone = {r.run_id for r in plan.runs}
     plan.versions = [v for v in versions if v.run_id in gone and not v.aliases]
     return plan
@@ -83,30 +87,48 @@ def prune(
     runs' files are removed from disk at once; on a server they are deleted as MLflow deletes
     (its operator's `mlflow gc` frees their artifacts).
     """
-    from mlflow.exceptions import MlflowException  # imported by the commands that reach MLflow, not at start
-
-    tracker = target.tracker
     registry = target.registry(name)
     with registry.lock("gc", force=force_lock):
         plan = prune_plan(target, name, keep)
         if approve is not None and not approve(plan):
             return None
-        try:
-            for version in plan.versions:
-                tracker.client.delete_model_version(version.name, str(version.version))
-            for run in plan.runs:
-                tracker.client.delete_run(run.run_id)
-        except MlflowException as exc:
-            raise RegistryError(f"MLflow at {tracker.tracking_uri}: gc stopped: {mlflow_message(exc)}") from exc
-        purged: list[str] = []
-        if tracker.holds_files_here:  # this and any earlier gc's deleted runs: their files go now
-            purged = tracker.deleted_runs(target.experiment(name), name)
-            plan.purged = tracker.purge(run_ids=purged)
-        for run_id in {*purged, *(r.run_id for r in plan.runs)}:
-            if is_run_id(run_id):  # ids from MLflow, checked before they name a folder
-                shutil.rmtree(target.config.embedded_dir / "cache" / run_id, ignore_errors=True)  # downloaded packs
-                _remove_empty(target, run_id)
+        plan.purged = remove_runs(target, name, plan.runs, plan.versions)
     return plan
+
+
+def remove_dead_promotions(target: Target, name: str) -> list[str]:
+    """Remove the runs of promotions of `name` killed before they finished (a partial pack no version serves), with
+    their files; called under the model's lock, so no live promotion is writing one. Returns their ids."""
+    registered = {v.run_id for v in target.registry(name).versions()} if target.registry(name).exists() else set()
+    dead = [r for r in target.tracker.runs(target.experiment(name), name, limit=_SEARCH_LIMIT, kind="promote")
+            if r.status == STATUS_DEAD and r.end_time is None and r.run_id not in registered]
+    remove_runs(target, name, dead, [])
+    return [r.run_id for r in dead]
+
+
+def remove_runs(target: Target, name: str, runs: list[RunInfo], versions: list[VersionInfo]) -> bool:
+    """Delete versions and runs; on an embedded store their files go at once (a server's operator runs `mlflow gc`).
+    Returns whether files were removed here."""
+    from mlflow.exceptions import MlflowException  # imported by the commands that reach MLflow, not at start
+
+    tracker = target.tracker
+    try:
+        for version in versions:
+            tracker.client.delete_model_version(version.name, str(version.version))
+        for run in runs:
+            tracker.client.delete_run(run.run_id)
+    except MlflowException as exc:
+        raise RegistryError(f"MLflow at {tracker.tracking_uri}: gc stopped: {mlflow_message(exc)}") from exc
+    purged: list[str] = []
+    removed = False
+    if tracker.holds_files_here:  # this and any earlier gc's deleted runs: their files go now
+        purged = tracker.deleted_runs(target.experiment(name), name)
+        removed = tracker.purge(run_ids=purged)
+    for run_id in {*purged, *(r.run_id for r in runs)}:
+        if is_run_id(run_id):  # ids from MLflow, checked before they name a folder
+            shutil.rmtree(target.config.embedded_dir / "cache" / run_id, ignore_errors=True)  # downloaded packs
+            _remove_empty(target, run_id)
+    return removed
 
 
 def _remove_empty(target: Target, run_id: str) -> None:
