@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -179,13 +179,13 @@ def wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path, seconds: f
 
 
 @contextmanager
-def serving(project: Path, model: str = "demand") -> Iterator[str]:
-    """`manymodels serve` of a project's model (the interpreter's own script), up on a free loopback port: its URL;
-    stopped on the way out. Its output goes to serve.log in the project."""
+def serving(project: Path, model: str = "demand", args: Sequence[str] = ()) -> Iterator[str]:
+    """`manymodels serve` of a project's model (the interpreter's own script, with `args`), up on a free loopback
+    port: its URL; stopped on the way out. Its output goes to serve.log in the project."""
     port, log = free_port(), project / "serve.log"
     with open(log, "wb") as sink:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("manymodels")), "--bundle", str(project), "serve",
-                                 model, "--port", str(port)], stdout=sink, stderr=subprocess.STDOUT)
+                                 model, "--port", str(port), *args], stdout=sink, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_up(f"{url}/ping", proc, log)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 import manymodels as mm
-from helpers import segment_frame, write_bundle
+from helpers import model_block, segment_frame, serving, write_bundle
 from manymodels.cli.main import app
 
 runner = CliRunner()
@@ -51,6 +53,31 @@ def test_gc_keeps_what_serves_and_the_newest_and_frees_the_rest(tmp_path: Path) 
     assert {r.info.run_id for r in left} == {first, champion, newest}
     scores = project.score("demand", segment_frame(segments=3, rows=5).drop(columns=["label"]))
     assert scores["prediction"].notna().all()  # the champion still serves
+
+
+def test_gc_and_destroy_never_delete_what_a_live_server_serves(tmp_path: Path) -> None:
+    """Before: `serve --run` of an old run, then `gc --keep 0`, and the server's fallback rows got HTTP 500 (its shard
+    file was gone). The server leases the run it serves; gc keeps it, destroy refuses, until the server stops."""
+    write_bundle(tmp_path, frame=segment_frame(segments=3, rows=60), models={"demand": model_block(fallback="global")})
+    project = mm.load_bundle(tmp_path)
+    pinned = project.train("demand", workers=1).run_id
+    project.train("demand", workers=1)
+    project.promote("demand")  # the champion and the challenger are other runs: nothing but the server holds it
+    rows = segment_frame(segments=2, rows=2).drop(columns=["label"]).assign(segment=["seg_000", "x", "seg_001", "y"])
+    body = json.dumps({"dataframe_records": rows.to_dict(orient="records")}).encode()
+    with serving(tmp_path, args=["--run", pinned]) as url:
+        code, out = cli(tmp_path, "gc", "demand", "--keep", "0", answer="y\n")
+        assert code == 0 and pinned in out and "served by" in out, out
+        assert pinned in run_folders(tmp_path)
+        request = urllib.request.Request(f"{url}/invocations", data=body,  # noqa: S310 - our own loopback server
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 - our own loopback server
+            sources = [p["model_source"] for p in json.loads(answer.read())["predictions"]]
+        assert sources == ["segment", "fallback", "segment", "fallback"]
+        code, out = cli(tmp_path, "destroy", "--auto-approve")
+        assert code == 1 and f"run {pinned} in" in out and "is served by" in out, out
+    code, out = cli(tmp_path, "gc", "demand", "--keep", "0", answer="y\n")
+    assert code == 0 and pinned not in run_folders(tmp_path), out
 
 
 def test_destroy_removes_the_embedded_store_files_of_the_target(tmp_path: Path) -> None:

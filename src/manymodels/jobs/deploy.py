@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from manymodels import faults
 from manymodels.errors import ManymodelsError, RegistryError
 from manymodels.jobs.context import Target
+from manymodels.registry.leases import LEASED, holders
 from manymodels.registry.mlflow_env import mlflow_message
 from manymodels.registry.provenance import current_user, git_branch, git_commit, git_dirty, git_on_branch
 from manymodels.registry.run_state import STATUS_DEAD, TAG, run_status
@@ -293,8 +294,8 @@ def destroy(
 
 
 def _busy(target: Target, plan: DestroyPlan) -> list[str]:
-    """What destroying now would cut short: runs still running (their process alive, or on another host) in the
-    experiments to remove, and families whose lock a live process holds."""
+    """What destroying now would cut short: runs still running (their process alive, or on another host) or served
+    by a live server (its lease) in the experiments to remove, and families whose lock a live process holds."""
     from mlflow.exceptions import MlflowException  # imported by the commands that reach MLflow, not at start
 
     tracker = target.tracker
@@ -309,6 +310,21 @@ def _busy(target: Target, plan: DestroyPlan) -> list[str]:
                 where = run.data.tags.get(TAG + "host", "?")
                 busy.append(f"run {run.info.run_id} in {name} is running (pid {run.data.tags.get(TAG + 'pid', '?')} "
                             f"on {where})")
+    # Served runs: in the experiments to remove, and in the models' own (their registered versions go).
+    places = dict(plan.experiments)
+    for experiment in sorted({target.experiment(m) for m in target.config.resolved.resources.models}):
+        found = tracker.experiment_id(experiment, create=False)
+        if found is not None:
+            places.setdefault(found, experiment)
+    for exp_id, name in places.items():
+        try:
+            leased = tracker.client.search_runs([exp_id], f"tags.`{LEASED}` = 'true'", max_results=1000)
+        except MlflowException as exc:
+            raise RegistryError(f"MLflow at {tracker.tracking_uri}: cannot list runs: {mlflow_message(exc)}") from exc
+        for run in leased:
+            held = holders(run.data.tags)
+            if held:
+                busy.append(f"run {run.info.run_id} in {name} is served by {', '.join(held)}")
     for model in target.config.resolved.resources.models:
         registry = target.registry(model)
         holder = registry.held_lock(live_only=True)

@@ -3,7 +3,8 @@
 Every training run is a whole pack (hundreds of MB at 10,000 segments), and every promotion
 writes a composite pack of its own, so a weekly pipeline grows the store by a pack or two a
 week. `gc` keeps the runs behind an alias (`champion`, `previous`, `challenger`) and the
-`keep` newest training runs; the other runs, and the registered versions that serve them, go.
+`keep` newest training runs, and the runs a live server holds (its lease); the other runs, and the registered
+versions that serve them, go.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from manymodels.errors import RegistryError
 from manymodels.jobs.context import Target
 from manymodels.registry import RunInfo
+from manymodels.registry.leases import holders
 from manymodels.registry.mlflow_env import mlflow_message
 from manymodels.registry.references import REFERS_TAG
 from manymodels.registry.run_state import STATUS_DEAD, is_run_id
@@ -60,6 +62,10 @@ def prune_plan(target: Target, name: str, keep: int) -> PrunePlan:
         plan.kept.setdefault(run.run_id, "one of the newest training runs")
     promoted = tracker.runs(experiment, name, limit=_SEARCH_LIMIT, kind="promote")
     listed = {r.run_id: r for r in [*trained, *promoted]}
+    for run in listed.values():  # a live server reads its files: they stay while it lives
+        held = holders(run.tags)
+        if held:
+            plan.kept.setdefault(run.run_id, f"served by {', '.join(held)}")
     for run_id in list(plan.kept):  # a kept run's pack may refer to another's shards (a changed-only run's)
         info = listed.get(run_id)
         for other in (info.tags.get(REFERS_TAG, "") if info is not None else "").split(","):

@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from manymodels import faults
 from manymodels.errors import NotFound, RegistryError, StorageError
+from manymodels.registry.leases import LEASED, lease_key, lease_value
 from manymodels.registry.mlflow_env import DISK_FULL, file_lock, mlflow_message, quiet_mlflow
 from manymodels.registry.process import identity
 from manymodels.registry.run_state import (
@@ -166,6 +167,29 @@ class Tracker:
             raise FinishFailed(
                 f"MLflow at {self.tracking_uri}: cannot finish run {run_id}: {_said(exc)}"
             ) from exc
+
+    def lease(self, run_id: str, every: float) -> None:
+        """Mark the run as served by this process for `every` seconds more (`leases`); renewed by calling again.
+
+        Raises:
+            RegistryError: the server refused or did not answer.
+        """
+        try:
+            self.client.set_tag(run_id, lease_key(), lease_value(every))
+            self.client.set_tag(run_id, LEASED, "true")  # found by a search; a lease itself is one tag per server
+        except Exception as exc:  # noqa: BLE001 - MlflowException, or the HTTP client's errors
+            raise RegistryError(f"MLflow at {self.tracking_uri}: cannot lease run {run_id}: {_said(exc)}") from exc
+
+    def release(self, run_id: str) -> None:
+        """Remove this process's lease of the run (a lease whose process is gone no longer holds anyway).
+
+        Raises:
+            RegistryError: the server refused or did not answer.
+        """
+        try:
+            self.client.delete_tag(run_id, lease_key())
+        except Exception as exc:  # noqa: BLE001 - see lease
+            raise RegistryError(f"MLflow at {self.tracking_uri}: cannot release run {run_id}: {_said(exc)}") from exc
 
     def log_file(self, run_id: str, path: Path, artifact_path: str) -> None:
         """Log one file into a run's artifacts (a finished run's too), under `artifact_path`.

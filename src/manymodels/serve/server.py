@@ -58,6 +58,7 @@ class Limits:
     max_rows: int = 10_000
     max_body_bytes: int = 32 * 1024 * 1024
     poll_seconds: float = 10.0
+    lease_seconds: float = 60.0  # how often the lease on the served run is renewed (`registry.leases`)
 
 
 @dataclass
@@ -114,6 +115,15 @@ class Server:
         Raises:
             RegistryError: the run has no pack, or a file of it does not read.
         """
+        leased = self._lease(run_id)
+        try:
+            return self._load(run_id, version)
+        except BaseException:
+            if leased and (self.live is None or self.live.serving.run_id != run_id):
+                self._release(run_id)
+            raise
+
+    def _load(self, run_id: str, version: int | None) -> Live:
         info = self.target.tracker.run(run_id)
         model_dir = self.target.local_pack(info, PackLayout.MODEL, self.target.config.embedded_dir / "cache" / "serve")
         root = model_dir / PackLayout.PACK
@@ -135,6 +145,7 @@ class Server:
         self._background(self._warm, live, largest[1:self.limits.prewarm])
         if self.choice.follows:
             self._background(self._follow)
+        self._background(self._renew)
         return live
 
     def stop(self) -> None:
@@ -144,6 +155,30 @@ class Server:
             self._warming.set()
         for thread in self._threads:
             thread.join(timeout=5)
+        if self.live is not None:  # files it serves may go now (a lease whose process is gone does not hold anyway)
+            self._release(self.live.serving.run_id)
+
+    # Leases: gc and destroy never delete the files of a run a live server holds ---------------
+
+    def _lease(self, run_id: str) -> bool:
+        try:
+            self.target.tracker.lease(run_id, self.limits.lease_seconds)
+        except Exception as exc:  # noqa: BLE001 - serving goes on; gc may then not know this server
+            log.warning("lease of run %s: %s", run_id, _line(exc))
+            return False
+        return True
+
+    def _release(self, run_id: str) -> None:
+        try:
+            self.target.tracker.release(run_id)
+        except Exception as exc:  # noqa: BLE001 - the lease ends with this process anyway
+            log.warning("release of run %s: %s", run_id, _line(exc))
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.limits.lease_seconds):
+            live = self.live
+            if live is not None:
+                self._lease(live.serving.run_id)
 
     # Following -------------------------------------------------------------------------------
 
@@ -207,7 +242,9 @@ class Server:
             self._warming.set()  # the old version's warming stops: its models are no longer asked for
         # One assignment: a request sees the old version or the new, never a mix. The old one is not closed:
         # requests still answering with it finish with it, and it is freed (files closed) after the last.
-        self.live = live
+        before, self.live = self.live, live
+        if before is not None and before.serving.run_id != live.serving.run_id:
+            self._release(before.serving.run_id)
         metrics.serving_version.set(live.serving.version or 0)
         metrics.models_loaded.set(live.pack.loaded_count())
 
