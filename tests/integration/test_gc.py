@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -65,12 +69,33 @@ def test_gc_and_destroy_never_delete_what_a_live_server_serves(tmp_path: Path) -
     project.promote("demand")  # the champion and the challenger are other runs: nothing but the server holds it
     rows = segment_frame(segments=2, rows=2).drop(columns=["label"]).assign(segment=["seg_000", "x", "seg_001", "y"])
     body = json.dumps({"dataframe_records": rows.to_dict(orient="records")}).encode()
-    with serving(tmp_path, args=["--run", pinned]) as url:
+    with serving(tmp_path, args=["--run", pinned, "--poll", "1"]) as url:
         code, out = cli(tmp_path, "gc", "demand", "--keep", "0", answer="y\n")
         assert code == 0 and pinned in out and "served by" in out, out
         assert pinned in run_folders(tmp_path)
         request = urllib.request.Request(f"{url}/invocations", data=body,  # noqa: S310 - our own loopback server
                                          headers={"Content-Type": "application/json"})
+        # A file it needs does not read (the fallback's shard moved away before its first request): a 503 naming
+        # the version, /health and /metrics say so, and once the file is back the version is loaded again
+        (shard,) = (tmp_path / ".manymodels" / "artifacts").glob(f"*/{pinned}/artifacts/model/pack/fallback/shards/*")
+        aside = tmp_path / "aside.parquet"
+        shard.rename(aside)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)  # noqa: S310 - our own loopback server
+        said = json.loads(refused.value.read())
+        assert refused.value.code == 503 and f"(run {pinned})" in said["message"], said
+        health = json.loads(urllib.request.urlopen(f"{url}/health", timeout=30).read())  # noqa: S310 - ours
+        assert health["status"] == "degraded" and shard.name in health["files"]["error"], health
+        assert "manymodels_serve_files_readable 0.0" in urllib.request.urlopen(  # noqa: S310 - ours
+            f"{url}/metrics", timeout=30).read().decode()
+        aside.rename(shard)  # back: the version is loaded again, and serves
+        deadline = time.monotonic() + 60
+        while health["status"] != "ok" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with contextlib.suppress(urllib.error.HTTPError):
+                urllib.request.urlopen(request, timeout=30)  # noqa: S310 - our own loopback server
+            health = json.loads(urllib.request.urlopen(f"{url}/health", timeout=30).read())  # noqa: S310 - ours
+        assert health["status"] == "ok", health
         with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 - our own loopback server
             sources = [p["model_source"] for p in json.loads(answer.read())["predictions"]]
         assert sources == ["segment", "fallback", "segment", "fallback"]

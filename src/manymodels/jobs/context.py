@@ -8,6 +8,7 @@ Task modules depend on this module, never on each other for it.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
@@ -30,7 +31,7 @@ from manymodels.registry.mlflow_env import bound_http, check_reachable
 from manymodels.registry.pack import Pack, publish_pack
 from manymodels.registry.provenance import current_user
 from manymodels.registry.references import pack_references
-from manymodels.registry.run_state import STATUS_OK, TAG, RunInfo, local_path
+from manymodels.registry.run_state import STATUS_OK, TAG, RunInfo, is_run_id, local_path
 from manymodels.registry.signing import SignatureError, current_key, read_key, use_environment_key, use_key
 from manymodels.registry.version_info import CHAMPION, VersionInfo
 from manymodels.segment import SegmentSpec
@@ -260,6 +261,13 @@ class Target:
                     if exc.unsigned else "")
             raise SignatureError(f"run {info.run_id} is refused, none of its models loaded: {exc}{hint}",
                                  unsigned=exc.unsigned) from None
+
+    def forget_download(self, run_id: str, serving: bool = False) -> None:
+        """Drop the copy of a run's files downloaded from a remote store (`serving`: a server's), so the next use
+        downloads them afresh; nothing for a store on this machine, which is read in place."""
+        if is_run_id(run_id):  # an id from MLflow, checked before it names a folder
+            cache = self.config.embedded_dir / "cache"
+            shutil.rmtree((cache / "serve" if serving else cache) / run_id, ignore_errors=True)
 
     def local_pack(self, info: RunInfo, path: str, cache: Path) -> Path:
         """A run's pack folder (at `path` in its artifacts) on this machine, with the packs of the runs it refers to

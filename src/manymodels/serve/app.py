@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from manymodels.errors import DataError
+from manymodels.errors import DataError, RegistryError
 from manymodels.registry.pack_info import DAMAGED_SOURCE, FALLBACK_SOURCE, SEGMENT, DamagedModel
 from manymodels.serve import metrics
 from manymodels.serve.live import Live
@@ -54,10 +54,17 @@ def create_app(server: Server, token: str | None = None) -> FastAPI:
                     response = await handler(*args, **kwargs)
                 except RequestError as exc:
                     response = JSONResponse(exc.body(), status_code=exc.status)
-                except DamagedModel as exc:  # no fallback to answer for it: the client is told, the log says which
-                    log.error("%s: %s", endpoint, exc)
-                    message = "a segment's model is damaged and no fallback serves it (the server log names it)"
-                    response = JSONResponse({"error_code": "DAMAGED_MODEL", "message": message}, status_code=500)
+                except RegistryError as exc:  # a file the version needs does not read: /health says so, it reloads
+                    live = server.live
+                    if live is not None:
+                        server.files_failed(live, exc)
+                    what = f"version {live.serving.version} (run {live.serving.run_id})" if live else "the version"
+                    damaged = isinstance(exc, DamagedModel)
+                    code = "DAMAGED_MODEL" if damaged else "MODEL_FILES_UNAVAILABLE"
+                    why = "a segment's model is damaged and no fallback serves it" if damaged else \
+                        "a file it needs does not read"
+                    message = f"{what}: {why}; loading it again (the server log and /health say more)"
+                    response = JSONResponse({"error_code": code, "message": message}, status_code=503)
                 except Exception as exc:  # noqa: BLE001 - a client never sees a stack trace
                     log.exception("%s failed", endpoint)
                     response = JSONResponse(

@@ -37,6 +37,9 @@ serving_version = Gauge(PREFIX + "version", "The registered version served (0: a
 swaps = Counter(PREFIX + "swaps", "Times a new version replaced the one served.", registry=_registry)
 swap_failures = Counter(PREFIX + "swap_failures", "New versions that failed to load (the old one kept serving).",
                         registry=_registry)
+files_ok = Gauge(PREFIX + "files_readable", "0 while a file the served version needs did not read (being reloaded).",
+                 registry=_registry)
+files_ok.set(1)
 tracking_up = Gauge(PREFIX + "tracking_reachable", "1 when the last look at the tracking server answered.",
                     registry=_registry, multiprocess_mode="livemin")
 

@@ -70,6 +70,8 @@ class _Trouble:
     update: str | None = None
     update_version: int | None = None
     update_at: float | None = None
+    files: str | None = None  # a file the served version needs did not read (a request found it)
+    files_at: float | None = None
     history: list[str] = field(default_factory=list)
 
 
@@ -85,6 +87,7 @@ class Server:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._warming: threading.Event | None = None
+        self._reloading = threading.Lock()
 
     # Loading ---------------------------------------------------------------------------------
 
@@ -262,6 +265,35 @@ class Server:
         thread.start()
         self._threads.append(thread)
 
+    def files_failed(self, live: Live, exc: BaseException) -> None:
+        """A request found a file of the served version unreadable (removed, or damaged on disk): say so on /health
+        and /metrics, and load the version again beside it (a remote store's copy downloaded afresh); once that
+        succeeds it serves, and the trouble is cleared. One reload at a time."""
+        if self.trouble.files is None:
+            self.trouble.files, self.trouble.files_at = _line(exc), time.time()
+            log.error("version %s (run %s): a file it needs does not read: %s", live.serving.version or "-",
+                      live.serving.run_id, _line(exc))
+        metrics.files_ok.set(0)
+        if self._reloading.acquire(blocking=False):
+            self._background(self._reload, live)
+
+    def _reload(self, live: Live) -> None:
+        try:
+            self.target.forget_download(live.serving.run_id, serving=True)
+            fresh = self.load(live.serving.run_id, live.serving.version)
+            if self.live is live:
+                self._install(fresh)
+                self.trouble.files, self.trouble.files_at = None, None
+                metrics.files_ok.set(1)
+                log.info("version %s (run %s) loaded again", live.serving.version or "-", live.serving.run_id)
+        except Exception as exc:  # noqa: BLE001 - it stays degraded, saying why
+            self.trouble.files = f"{self.trouble.files}; loading it again failed: {_line(exc)}"
+            log.error("version %s (run %s): loading it again failed: %s", live.serving.version or "-",
+                      live.serving.run_id, _line(exc))
+        finally:
+            self._stop.wait(min(RETRY_SECONDS, self.limits.poll_seconds))  # no reload storm from a burst of requests
+            self._reloading.release()
+
     # Health ----------------------------------------------------------------------------------
 
     def health(self) -> tuple[int, dict[str, Any]]:
@@ -271,7 +303,8 @@ class Server:
             return 503, {"status": "loading"}
         trouble = self.trouble
         body: dict[str, Any] = {
-            "status": "ok" if trouble.tracking is None and trouble.update is None else "degraded",
+            "status": "ok" if trouble.tracking is None and trouble.update is None and trouble.files is None
+            else "degraded",
             "serving": live.serving.describe(),
             "following": self.choice.alias if self.choice.follows else None,
             "models_loaded": len(live.pack.cached_segments()),
@@ -281,6 +314,8 @@ class Server:
         }
         if trouble.tracking is not None:
             body["tracking"] = {"error": trouble.tracking, "since": stamp(trouble.tracking_since)}
+        if trouble.files is not None:
+            body["files"] = {"error": trouble.files, "since": stamp(trouble.files_at)}
         if trouble.update is not None:
             body["update"] = {"version": trouble.update_version, "error": trouble.update,
                               "at": stamp(trouble.update_at), "retry_in_s": RETRY_SECONDS}
