@@ -4,8 +4,10 @@ on version 1, then a promotion under load, a corrupted new version, the tracking
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -68,7 +70,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Itera
     with open(fleet.log, "wb") as log:
         fleet.proc = subprocess.Popen(
             [MANYMODELS, "--bundle", str(root), "serve", "demand", "--port", str(port), "--poll", "0.3",
-             "--max-models", "4", "--prewarm", "2"],
+             "--max-models", "4", "--prewarm", "2", "--header-timeout", "2"],
             stdout=log, stderr=subprocess.STDOUT, cwd=root, env={**os.environ, "NO_COLOR": "1"},
         )
     try:
@@ -305,6 +307,33 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
                     "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
     return cert, key
+
+
+def test_connections_that_never_finish_their_headers_are_closed(fleet: Fleet) -> None:
+    """Before: a connection that sent nothing, or its headers a byte at a time, stayed open for ever (a few hundred
+    hold the server). Now its headers must be whole within --header-timeout (2 s here) of its start."""
+    port = int(fleet.url.rsplit(":", 1)[1])
+
+    def closed_after(trickle: bytes) -> float:
+        """Seconds until the server closed a connection that sends `trickle` a byte every half second."""
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            try:
+                conn.settimeout(0.5)
+                for byte in trickle:
+                    conn.sendall(bytes([byte]))
+                    with contextlib.suppress(TimeoutError):
+                        if conn.recv(1024) == b"":
+                            return time.monotonic() - started
+                conn.settimeout(30)
+                assert conn.recv(1024) == b""  # closed by the server (else a timeout raises)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # closed by the server while a byte was on its way
+        return time.monotonic() - started
+
+    assert closed_after(b"") < 30  # connected, said nothing
+    assert closed_after(b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40) < 30  # never ends its headers
+    assert fleet.get("/ping").status_code == 200  # the others are answered as ever
 
 
 def test_two_workers_answer_on_one_port_over_https_with_a_token_and_metrics_add_up(fleet: Fleet) -> None:

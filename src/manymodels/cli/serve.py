@@ -50,6 +50,10 @@ def serve_cmd(
     ssl_keyfile: Annotated[
         Path | None, typer.Option("--ssl-keyfile", help="The certificate's private key (PEM).")
     ] = None,
+    header_timeout: Annotated[
+        float, typer.Option("--header-timeout", min=0.1, help="Seconds a request's headers may take to arrive (from "
+                            "its first byte, or the connection's start): a slower connection is closed.")
+    ] = 10.0,
 ) -> None:
     """Serve predictions over HTTP (MLflow's scoring protocol), switching when the champion moves."""
     from manymodels.serve.run import Settings, build, prepare_environment, serve
@@ -79,6 +83,7 @@ def serve_cmd(
             auth_token_env=auth_token_env,
             ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
             ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+            header_timeout=header_timeout,
             limits={
                 "max_models": max_models,
                 "prewarm": prewarm,

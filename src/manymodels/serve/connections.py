@@ -1,0 +1,66 @@
+"""Connections that do not send a whole request in time are closed: uvicorn's HTTP protocol with a header deadline.
+
+uvicorn closes a connection idle between requests (`timeout_keep_alive`), but not one that never finishes its
+headers: a client sending a byte every few seconds (or nothing at all after connecting) holds a connection, and
+its memory, for ever; a few hundred of them exhaust the server. Here each request's headers must arrive whole
+within `HEADER_SECONDS` of its first byte (or of the connection, for the first): else the connection is closed.
+The deadline is read from `ENV` (set by `serve` for itself and the workers it starts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+ENV = "MANYMODELS_SERVE_HEADER_TIMEOUT"
+HEADER_SECONDS = 10.0
+
+
+def header_seconds() -> float:
+    """The deadline for a request's headers, in seconds (`ENV`, else `HEADER_SECONDS`)."""
+    try:
+        return max(0.1, float(os.environ.get(ENV, HEADER_SECONDS)))
+    except ValueError:
+        return HEADER_SECONDS
+
+
+class HeaderDeadline(HttpToolsProtocol):
+    """uvicorn's httptools protocol, closing a connection whose request headers are not whole in time."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._seconds = header_seconds()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:
+            self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._deadline = self.loop.call_later(self._seconds, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.cycle is None or self.cycle.response_complete:  # never cut an answer short
+            self.transport.close()
