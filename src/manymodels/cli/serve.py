@@ -118,7 +118,7 @@ def serve_cmd(
         serve(settings, server, announce)
         return 0
 
-    guarded(body, stop_on_sigterm=False)  # uvicorn stops gracefully on SIGTERM, exit 0
+    guarded(body)  # uvicorn stops gracefully on SIGTERM, then gives it back to our handler: exit 143
 
 
 def _access_problem(token_env: str | None, certfile: Path | None, keyfile: Path | None) -> str | None:

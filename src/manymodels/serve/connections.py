@@ -1,10 +1,16 @@
-"""Connections that do not send a whole request in time are closed: uvicorn's HTTP protocol with a header deadline.
+"""uvicorn's HTTP protocol with a header deadline, and a drain at shutdown.
+
+Connections that do not send a whole request in time are closed.
 
 uvicorn closes a connection idle between requests (`timeout_keep_alive`), but not one that never finishes its
 headers: a client sending a byte every few seconds (or nothing at all after connecting) holds a connection, and
 its memory, for ever; a few hundred of them exhaust the server. Here each request's headers must arrive whole
 within `HEADER_SECONDS` of its first byte (or of the connection, for the first): else the connection is closed.
 The deadline is read from `ENV` (set by `serve` for itself and the workers it starts).
+
+At shutdown uvicorn closes every connection idle between requests at once, so a request a client sent on a
+kept-alive connection a moment before was lost with a reset. Here such a connection is still read for
+`DRAIN_SECONDS`: a request that arrives is answered, with `Connection: close`; then it is closed.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 ENV = "MANYMODELS_SERVE_HEADER_TIMEOUT"
 HEADER_SECONDS = 10.0
+# At shutdown (SIGTERM), how long a connection idle between requests is still answered: a request already on its way
+# gets its answer (with `Connection: close`) rather than a reset connection.
+DRAIN_SECONDS = 1.0
 
 
 def header_seconds() -> float:
@@ -34,6 +43,7 @@ class HeaderDeadline(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._seconds = header_seconds()
+        self._draining = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -47,6 +57,21 @@ class HeaderDeadline(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
+        if self._draining and self.cycle is not None:
+            self.cycle.keep_alive = False  # answered, then closed
+
+    def shutdown(self) -> None:
+        """At shutdown: a connection with a request in progress closes after its answer (as uvicorn does); one idle
+        between requests is answered for `DRAIN_SECONDS` more, then closed."""
+        if self.cycle is None or self.cycle.response_complete:
+            self._draining = True
+            self.loop.call_later(DRAIN_SECONDS, self._close_idle)
+        else:
+            self.cycle.keep_alive = False
+
+    def _close_idle(self) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

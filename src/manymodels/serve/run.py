@@ -8,10 +8,12 @@ one error line here, before any worker starts, and the workers find the pack dow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -144,10 +146,34 @@ def serve(settings: Settings, server: Any = None, announce: Any = None) -> None:
                                 **settings.tls())
         from uvicorn.supervisors import Multiprocess
 
+        class Supervisor(Multiprocess):
+            """uvicorn's supervisor, which stops the shared listening socket before it stops the workers: else the
+            kernel kept accepting connections on it after the first worker stopped accepting, and reset them when the
+            last one exited. A connection refused is retried elsewhere by a load balancer; a reset one is lost."""
+
+            terminated = False
+
+            def handle_term(self) -> None:
+                self.terminated = True
+                super().handle_term()
+
+            def terminate_all(self) -> None:
+                for listening in self.sockets:
+                    with contextlib.suppress(OSError):
+                        listening.shutdown(socket.SHUT_RDWR)  # every worker's copy stops listening at once
+                    listening.close()
+                super().terminate_all()
+
         # uvicorn.run's own socket for its workers has no protocol number, so asyncio leaves Nagle's algorithm
         # on for each connection and an answer (headers, then body) waits ~40 ms for the client's delayed ACK
         # (measured: 50 ms a single-row request). A TCP socket bound here gets TCP_NODELAY like one process.
-        Multiprocess(config, sockets=[sock]).run()
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        supervisor = Supervisor(config, sockets=[sock])  # it takes SIGTERM and SIGINT for itself
+        supervisor.run()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if supervisor.terminated:  # the caller's handler says how a SIGTERM ends this process (exit 143)
+            signal.raise_signal(signal.SIGTERM)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
