@@ -248,6 +248,7 @@ def kill_points(base: Path, results: Results) -> None:
         ("promote", "promote.previous_moved:kill", ["promote", "demand", "--all"], -9),
         ("promote", "promote.previous_moved:raise", ["promote", "demand", "--all"], 1),
         ("promote", "promote.registered:term", ["promote", "demand", "--all"], 143),
+        ("promote", "promote.composed:kill", ["promote", "demand", "--all"], -9),  # a partial pack: removed next
         ("deploy", "deploy.created:kill", ["deploy"], -9),
         ("deploy", "deploy.created:term", ["deploy"], 143),
         ("run", "train.fitting:kill", ["run", "weekly"], -9),
@@ -285,6 +286,64 @@ def kill_points(base: Path, results: Results) -> None:
         if next_code:
             detail += " " + next_out[-200:]
         results.add("kill", f"{' '.join(args[:2])} at {fault}", ok, seconds, detail)
+
+
+# Trust: a planted pickle, signatures -----------------------------------------------------------------------------
+
+def trust_cases(base: Path, results: Results) -> None:
+    """A scikit-learn fleet whose champion's model is replaced by a pickle that creates a file when loaded, the
+    manifest's checksums recomputed (what checksums cannot catch); then the same with a signing key. Every command
+    that reads the champion must refuse it (exit 1, one line) and the file must never appear."""
+    import secrets
+
+    sys.path.insert(0, str(HERE.parent / "tests" / "integration"))
+    from test_trust import RIDGE, plant
+
+    root = base / "trust"
+    write_bundle(root, frame=segment_frame(segments=6, rows=60))
+    doc = yaml.safe_load((root / "manymodels.yml").read_text())
+    doc["bundle"]["name"] = f"faults-{uuid.uuid4().hex[:8]}"
+    doc["resources"]["models"]["demand"]["estimator"] = RIDGE
+    (root / "manymodels.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    for step in (["train", "demand", "--workers", "1"], ["promote", "demand"]):
+        code, out, _ = cli(root, *step)
+        need(code == 0, out)
+
+    def champion_pack() -> Path:
+        import manymodels as mm
+
+        run_id = mm.load_bundle(root).versions("demand")[0].run_id
+        (pack,) = (root / ".manymodels" / "artifacts").glob(f"*/{run_id}/artifacts/model/pack")
+        return pack
+
+    commands = [["score", "demand", "--data", "to_score", "--out", str(base / "trust-scores.parquet")],
+                ["evaluate", "demand"], ["verify", "demand"], ["train", "demand", "--changed-only", "--workers", "1"],
+                ["monitor", "demand", "--data", "to_score"]]
+
+    def attempt(label: str, marker: Path, wanted: str) -> None:
+        for args in commands:
+            code, out, seconds = cli(root, *args)
+            if args[0] == "train" and wanted == "pickle":  # the pickled model is trained again, never carried
+                ok = code == 0 and "saved with pickle" in out and not marker.exists()
+            else:
+                ok = code == 1 and wanted in out and clear(out) and not marker.exists() and len(
+                    [line for line in out.splitlines() if line.startswith("error:")]) == 1
+            results.add("trust", f"{label}: {' '.join(args[:2])}", ok, seconds,
+                        f"exit {code}, code ran: {marker.exists()}, {out.strip().splitlines()[-1][:90] if out else ''}")
+
+    marker = base / "trust-code-ran"
+    plant(champion_pack(), marker)
+    attempt("planted pickle, no key", marker, "pickle")
+    key = base / "trust.key"
+    key.write_text(secrets.token_hex(32))
+    doc["targets"]["dev"].update({"signing_key": {"file": str(key)}, "trust": "pickle"})
+    (root / "manymodels.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    attempt("unsigned pack, key and trust: pickle", marker, "not signed")
+    for step in (["train", "demand", "--workers", "1"], ["promote", "demand", "--all"]):
+        code, out, _ = cli(root, *step)
+        need(code == 0, out)
+    plant(champion_pack(), marker, segment_index=2)
+    attempt("signed pack, planted", marker, "changed after it was signed")
 
 
 def _aliases(root: Path) -> dict[str, int]:
@@ -388,14 +447,15 @@ def main() -> int:
     parser.add_argument("--flips", type=int, default=60, help="bit flips, each read in a process of its own")
     parser.add_argument("--batch-flips", type=int, default=600, help="bit flips read in one process")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "faults")
-    parser.add_argument("--only", nargs="*", default=["bundle", "data", "artifact", "kill", "tracking"])
+    parser.add_argument("--only", nargs="*", default=["bundle", "data", "artifact", "kill", "tracking", "trust"])
     args = parser.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     results = Results()
     steps = {"bundle": lambda: hostile_bundles(args.out, results), "data": lambda: hostile_values(args.out, results),
              "artifact": lambda: corrupted(args.out, results, args.flips, args.batch_flips),
-             "kill": lambda: kill_points(args.out, results), "tracking": lambda: tracking_faults(args.out, results)}
+             "kill": lambda: kill_points(args.out, results), "tracking": lambda: tracking_faults(args.out, results),
+             "trust": lambda: trust_cases(args.out, results)}
     for name in args.only:
         steps[name]()
     (args.out / "faults.json").write_text(json.dumps(results.cases, indent=1))

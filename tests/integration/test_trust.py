@@ -91,6 +91,10 @@ def test_a_planted_pickle_never_runs_without_trust_and_a_signature_refuses_it(
     code, text = cli(root, "verify", "demand")
     assert code == 1 and "1 of its models are saved with pickle" in text and f"version {first}:" in text, text
     assert not marker.exists()
+    # A changed-only training does not carry it (its checksum matches): it is trained again, and never loaded.
+    code, text = cli(root, "train", "demand", "--changed-only", "--workers", "1")
+    assert code == 0 and "its model is saved with pickle, which this target does not trust" in text, text
+    assert not marker.exists()
 
     # The target now trusts pickle, and signs: the pack, written before the key, is refused unsigned, unread.
     key = tmp_path / "signing.key"

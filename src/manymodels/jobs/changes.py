@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from manymodels.estimators import FORMAT_PICKLE, pickle_allowed
 from manymodels.jobs.context import Target
 from manymodels.registry import Pack
 from manymodels.registry.compose import copy_models, refer_models
 from manymodels.registry.manifest import (
     CARRIED,
     FINGERPRINT,
+    MODEL_FORMAT,
     SEGMENT_INDEX,
     SOURCE_RUN,
     STORED_INDEX,
@@ -74,6 +76,10 @@ def plan_changes(target: Target, name: str, keys: pd.DataFrame, fingerprints: li
     changed = int((is_known & ~same).sum())
     carried = ok.merge(current.loc[same, by], on=by, how="inner")
     damaged = pack.check_models(carried[SEGMENT_INDEX].tolist())  # a damaged model is trained again, never carried
+    if MODEL_FORMAT in carried.columns and not pickle_allowed():  # nor one saved with pickle where it is not trusted
+        pickled = carried.loc[carried[MODEL_FORMAT] == FORMAT_PICKLE, SEGMENT_INDEX].tolist()
+        damaged.update({int(i): f"segment_index {int(i)}: its model is saved with pickle, which this target does not "
+                                "trust" for i in pickled if int(i) not in damaged})
     if damaged:
         hurt = carried[SEGMENT_INDEX].isin(list(damaged)).to_numpy()
         again = current.merge(carried.loc[hurt, by], on=by, how="inner")["_position"].to_numpy()
