@@ -54,6 +54,7 @@ BundleOpt = Annotated[
     ),
 ]
 VarOpt = Annotated[list[str] | None, typer.Option("--var", help="Set a variable: --var key=value (repeatable).")]
+VersionOpt = Annotated[int | None, typer.Option("--version", min=1, help="The version (default: the champion).")]
 
 
 def _version(value: bool) -> None:

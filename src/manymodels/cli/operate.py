@@ -16,6 +16,7 @@ from manymodels.cli.app import (
     ForceLockOpt,
     TargetOpt,
     VarOpt,
+    VersionOpt,
     app,
     checked,
     files_note,
@@ -172,8 +173,7 @@ def verify_cmd(
     target: TargetOpt = None,
     bundle: BundleOpt = None,
     var: VarOpt = None,
-    version: Annotated[int | None, typer.Option("--version", min=1, help="The version (default: the champion).")
-                       ] = None,
+    version: VersionOpt = None,
 ) -> None:
     """Check a version as serving would, loading no model: its signature (with a signing key), every shard's and
     model's checksum, and that its models' formats are trusted. Exit 1 when anything fails."""
@@ -198,8 +198,7 @@ def sign_cmd(
     target: TargetOpt = None,
     bundle: BundleOpt = None,
     var: VarOpt = None,
-    version: Annotated[int | None, typer.Option("--version", min=1, help="The version (default: the champion).")
-                       ] = None,
+    version: VersionOpt = None,
     run: Annotated[str | None, typer.Option("--run", help="A training run instead of a version.")] = None,
 ) -> None:
     """Sign a version's pack (or a run's) with the target's signing key, once its files match the checksums they were
