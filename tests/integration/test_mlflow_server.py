@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 import mlflow
@@ -13,7 +14,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import manymodels as mm
-from helpers import PICKLE_TRUSTED, count_tracking_calls, model_block, segment_frame, tracking_only, write_bundle
+from helpers import (
+    PICKLE_TRUSTED,
+    count_tracking_calls,
+    edit_bundle,
+    model_block,
+    segment_frame,
+    tracking_only,
+    write_bundle,
+)
 from manymodels.serve.server import Choice, Limits, Server
 
 
@@ -183,3 +192,34 @@ def test_a_changed_only_run_refers_to_the_champions_files_and_reads_them_from_a_
     mlflow.set_tracking_uri(mlflow_server)  # MLflow alone: the pyfunc fetches the champion's pack itself
     via_mlflow = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model").predict(inputs)["prediction"].to_numpy()
     assert (via_mlflow == after).all()
+
+
+def test_a_version_signed_after_the_fact_on_a_server_verifies_from_a_fresh_machine(
+        tmp_path: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sign` on a tracking server: the signature is logged into the run's artifacts, so another machine (an empty
+    .manymodels/) downloads it with the pack and checks it; a pyfunc with MANYMODELS_SIGNING_KEY checks it too."""
+    import secrets
+
+    extra = {"bundle": {"name": f"signed-{uuid.uuid4().hex[:6]}"}}
+    write_bundle(tmp_path, frame=segment_frame(segments=3, rows=40), tracking_uri=mlflow_server, extra=extra)
+    project = mm.load_bundle(tmp_path)
+    project.train("demand", workers=1)
+    promoted = project.promote("demand")  # written before any key
+    key = secrets.token_hex(32)
+    monkeypatch.setenv("MM_SERVER_SIGNING_KEY", key)
+    edit_bundle(tmp_path / "manymodels.yml",
+                lambda doc: doc["targets"]["dev"].update({"signing_key": {"env": "MM_SERVER_SIGNING_KEY"}}))
+    signed = mm.load_bundle(tmp_path)
+    with pytest.raises(mm.RegistryError, match="not signed"):
+        signed.verify("demand")
+    from manymodels.jobs.verify import sign_version
+
+    done = sign_version(signed.target_context, "demand")
+    assert done.version == promoted.version
+    shutil.rmtree(tmp_path / ".manymodels")  # another machine: nothing downloaded yet
+    checked = mm.load_bundle(tmp_path).verify("demand")
+    assert checked.key is not None and checked.models == 3
+    monkeypatch.setenv("MANYMODELS_SIGNING_KEY", key)
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.pyfunc.load_model(f"models:/{project.registered_model('demand')}@champion")
+    assert model.predict(segment_frame(segments=3, rows=2).drop(columns=["label"]))["prediction"].notna().all()
