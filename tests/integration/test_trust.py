@@ -158,3 +158,26 @@ def test_a_signing_key_that_cannot_be_read_is_bad_input(tmp_path: Path, monkeypa
         "shorter", ""), text
     code, text = cli(tmp_path, "score", "demand", "--data", "to_score", "--out", str(tmp_path / "s.parquet"))
     assert code == 2 and "it must be at least 32" in text, text
+
+
+def test_two_projects_in_one_process_each_use_their_own_target_s_trust(tmp_path: Path) -> None:
+    """A notebook with a signed project and an unsigned one: the trust is a process's, so each call takes its own
+    target's (before: the project loaded last decided for both)."""
+    key = tmp_path / "k"
+    key.write_text(secrets.token_hex(32))
+    signed_root = tmp_path / "signed"
+    frame = segment_frame(segments=2, rows=30)
+    write_bundle(signed_root, frame=frame, models={"demand": model_block(estimator=RIDGE)},
+                 target={"signing_key": {"file": str(key)}})
+    signed = mm.load_bundle(signed_root)
+    signed.train("demand", workers=1)
+    signed.promote("demand")
+    plain_root = tmp_path / "plain"
+    write_bundle(plain_root, frame=frame, models={"demand": model_block(estimator=RIDGE)})
+    plain = mm.load_bundle(plain_root)  # loaded last: no key
+    plain.train("demand", workers=1)
+    plain.promote("demand")
+    assert signed.verify("demand").key is not None  # still checked with its key
+    assert plain.verify("demand").key is None
+    assert not (champion_pack(plain_root, plain) / "signature.json").exists()
+    assert (champion_pack(signed_root, signed) / "signature.json").exists()

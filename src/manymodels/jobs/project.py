@@ -12,7 +12,7 @@ import pandas as pd
 
 from manymodels.bundle import BundleConfig, check_bundle, load_config
 from manymodels.errors import BundleError
-from manymodels.jobs.context import Target, trust_problems
+from manymodels.jobs.context import Target, install_trust, trust_problems
 from manymodels.jobs.evaluate import Evaluation, evaluate
 from manymodels.jobs.forecast import forecast
 from manymodels.jobs.monitor import MonitorOutcome, flagged_segments, monitor
@@ -80,10 +80,15 @@ _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 def _quiet(method: _Method) -> _Method:
-    """A Project method that keeps MLflow's INFO lines and run links out of the caller's output."""
+    """A Project method that keeps MLflow's INFO lines and run links out of the caller's output, run with its own
+    target's trust (pickle, signing key: a process's settings), so two projects in one notebook never use each
+    other's."""
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        config = getattr(args[0], "config", None) if args else None
+        if isinstance(config, BundleConfig):
+            install_trust(config)
         with quiet_mlflow():
             return method(*args, **kwargs)
 
