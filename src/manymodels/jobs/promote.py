@@ -110,12 +110,11 @@ def promote(
         champion = registry.by_alias(CHAMPION)
         challenger = target.resolve_run(name, run_id)
         challenger_pack = target.open_pack(challenger)
-        refused = None
+        refused, was = None, champion.version if champion else None
         try:
             champion_pack = target.open_pack(target.tracker.run(champion.run_id)) if champion else None
         except SignatureError as exc:  # never composed into a signed version: that would vouch for its models
             if not take_all:
-                was = champion.version if champion else "?"
                 raise SignatureError(f"{exc}; `promote --all` replaces champion version {was} with the challenger "
                                      "alone", unsigned=exc.unsigned) from None
             champion_pack, refused = None, str(exc)
@@ -158,8 +157,8 @@ def promote(
         outcome.warnings += [f"removed run {r}: a promotion killed before it finished left it (a partial pack)"
                              for r in dead]
         if refused is not None:
-            outcome.warnings.append(f"no segment is kept from champion version {champion.version if champion else '?'}"
-                                    f" (its pack is refused: {refused}): the challenger alone serves")
+            outcome.warnings.append(f"no segment is kept from champion version {was} (its pack is refused: {refused}): "
+                                    "the challenger alone serves")
         if outcome.promoted == 0:
             return outcome  # nothing won: the champion stays as it is
         _register(target, name, registry, champion, challenger_pack, parts, table, outcome)

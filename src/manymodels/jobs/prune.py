@@ -105,9 +105,13 @@ def prune(
 def remove_dead_promotions(target: Target, name: str) -> list[str]:
     """Remove the runs of promotions of `name` killed before they finished (a partial pack no version serves), with
     their files; called under the model's lock, so no live promotion is writing one. Returns their ids."""
-    registered = {v.run_id for v in target.registry(name).versions()} if target.registry(name).exists() else set()
     dead = [r for r in target.tracker.runs(target.experiment(name), name, limit=_SEARCH_LIMIT, kind="promote")
-            if r.status == STATUS_DEAD and r.end_time is None and r.run_id not in registered]
+            if r.status == STATUS_DEAD and r.end_time is None]
+    if not dead:  # the usual case: no registry read, no store purge on every promotion
+        return []
+    registry = target.registry(name)
+    registered = {v.run_id for v in registry.versions()} if registry.exists() else set()
+    dead = [r for r in dead if r.run_id not in registered]
     remove_runs(target, name, dead, [])
     return [r.run_id for r in dead]
 

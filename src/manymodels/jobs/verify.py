@@ -15,8 +15,7 @@ from manymodels.registry import manifest as mf
 from manymodels.registry.manifest import PackLayout
 from manymodels.registry.pack_info import SIGNED
 from manymodels.registry.run_state import RunInfo, local_path
-from manymodels.registry.signing import SIGNATURE, current_key, sign_pack, use_key
-from manymodels.registry.version_info import CHAMPION
+from manymodels.registry.signing import SIGNATURE, current_key, sign_pack, unchecked
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ def _version_run(target: Target, model: str, version: int | None) -> tuple[int, 
     """The version asked for (default: the champion) and the run whose pack it serves."""
     target.model(model)
     if version is None:
-        champion = target.registry(model).by_alias(CHAMPION)
+        champion = target.champion(model)
         if champion is None:
             raise RegistryError(f"model {model!r} has no champion: name a version with --version")
         version = champion.version
@@ -102,12 +101,9 @@ def sign_version(target: Target, model: str, version: int | None = None, run_id:
         info = target.resolve_run(model, run_id)
     else:
         version, info = _version_run(target, model, version)
-    use_key(None)  # read it unsigned: what is checked here are its checksums
-    try:
+    with unchecked():  # read it unsigned: what is checked here are its checksums
         pack = target.open_pack(info)
         pack.verify()
-    finally:
-        use_key(key)
     # The pack and its fallback's, each at its place in the run's artifacts.
     places = [(Path(pack.root), PackLayout.IN_RUN)]
     if pack.fallback is not None:

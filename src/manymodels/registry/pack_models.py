@@ -148,11 +148,6 @@ class PackModels:
             record = None
         return Signed(str(self.root), record, key)
 
-    @property
-    def signed(self) -> bool:
-        """Whether the pack's signature was checked when it was opened (a key is configured)."""
-        return self._signed is not None
-
     def signed_bytes(self, location: Path | str, name: str) -> bytes:
         """A table of the pack beside its manifest (profiles, states), checked against the signature when it has one.
 

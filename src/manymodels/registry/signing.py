@@ -16,6 +16,8 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +96,18 @@ def use_environment_key() -> None:
     """This process's key is `MANYMODELS_SIGNING_KEY`'s, if it is set (what a process with no target does)."""
     global _configured, _key
     _configured, _key = False, None
+
+
+@contextmanager
+def unchecked() -> Iterator[None]:
+    """For the block, this process checks no signature (`sign` reads a pack unsigned); its key is as before after."""
+    global _configured, _key
+    before = _configured, _key
+    _configured, _key = True, None
+    try:
+        yield
+    finally:
+        _configured, _key = before
 
 
 def current_key() -> SigningKey | None:

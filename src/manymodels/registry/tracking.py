@@ -175,8 +175,8 @@ class Tracker:
             RegistryError: the server refused or did not answer.
         """
         try:
-            self.client.set_tag(run_id, lease_key(), lease_value(every))
-            self.client.set_tag(run_id, LEASED, "true")  # found by a search; a lease itself is one tag per server
+            # LEASED is what a search finds (one tag per server is the lease itself); both in one round trip
+            self.client.log_batch(run_id, tags=[RunTag(lease_key(), lease_value(every)), RunTag(LEASED, "true")])
         except Exception as exc:  # noqa: BLE001 - MlflowException, or the HTTP client's errors
             raise RegistryError(f"MLflow at {self.tracking_uri}: cannot lease run {run_id}: {_said(exc)}") from exc
 
