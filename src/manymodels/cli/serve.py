@@ -54,6 +54,10 @@ def serve_cmd(
         float, typer.Option("--header-timeout", min=0.1, help="Seconds a request's headers may take to arrive (from "
                             "its first byte, or the connection's start): a slower connection is closed.")
     ] = 10.0,
+    drain: Annotated[
+        float, typer.Option(min=0.0, help="At SIGTERM or Ctrl-C, seconds a connection idle between requests is still "
+                            "answered (with 'Connection: close') before it is closed.")
+    ] = 3.0,
 ) -> None:
     """Serve predictions over HTTP (MLflow's scoring protocol), switching when the champion moves."""
     from manymodels.serve.run import Settings, build, prepare_environment, serve
@@ -84,6 +88,7 @@ def serve_cmd(
             ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
             ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
             header_timeout=header_timeout,
+            drain=drain,
             limits={
                 "max_models": max_models,
                 "prewarm": prewarm,

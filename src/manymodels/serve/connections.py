@@ -9,8 +9,11 @@ within `HEADER_SECONDS` of its first byte (or of the connection, for the first):
 The deadline is read from `ENV` (set by `serve` for itself and the workers it starts).
 
 At shutdown uvicorn closes every connection idle between requests at once, so a request a client sent on a
-kept-alive connection a moment before was lost with a reset. Here such a connection is still read for
-`DRAIN_SECONDS`: a request that arrives is answered, with `Connection: close`; then it is closed.
+kept-alive connection a moment before was lost with a reset. Here such a connection is still read for the drain
+(`DRAIN_ENV`, else `DRAIN_SECONDS`): a request that arrives is answered, with `Connection: close`; then it is closed.
+A request sent on a kept-alive connection at the very moment the server closes it is lost whatever the server does
+(HTTP lets either side close an idle connection): the drain makes that moment one the client had ample time to
+avoid, not the moment the server began to stop.
 """
 
 from __future__ import annotations
@@ -23,17 +26,29 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 ENV = "MANYMODELS_SERVE_HEADER_TIMEOUT"
 HEADER_SECONDS = 10.0
+DRAIN_ENV = "MANYMODELS_SERVE_DRAIN"
 # At shutdown (SIGTERM), how long a connection idle between requests is still answered: a request already on its way
-# gets its answer (with `Connection: close`) rather than a reset connection.
-DRAIN_SECONDS = 1.0
+# gets its answer (with `Connection: close`) rather than a reset connection. (1 s was too short: a client stalled a
+# second on a loaded machine sent its next request as the connection closed, and lost it.)
+DRAIN_SECONDS = 3.0
 
 
 def header_seconds() -> float:
     """The deadline for a request's headers, in seconds (`ENV`, else `HEADER_SECONDS`)."""
+    return _seconds(ENV, HEADER_SECONDS, least=0.1)
+
+
+def drain_seconds() -> float:
+    """How long, at shutdown, a connection idle between requests is still answered (`DRAIN_ENV`, else
+    `DRAIN_SECONDS`)."""
+    return _seconds(DRAIN_ENV, DRAIN_SECONDS, least=0.0)
+
+
+def _seconds(variable: str, default: float, least: float) -> float:
     try:
-        return max(0.1, float(os.environ.get(ENV, HEADER_SECONDS)))
+        return max(least, float(os.environ.get(variable, default)))
     except ValueError:
-        return HEADER_SECONDS
+        return default
 
 
 class HeaderDeadline(HttpToolsProtocol):
@@ -43,6 +58,7 @@ class HeaderDeadline(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._seconds = header_seconds()
+        self._drain = drain_seconds()
         self._draining = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -62,10 +78,10 @@ class HeaderDeadline(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         """At shutdown: a connection with a request in progress closes after its answer (as uvicorn does); one idle
-        between requests is answered for `DRAIN_SECONDS` more, then closed."""
+        between requests is answered for the drain's seconds more, then closed."""
         if self.cycle is None or self.cycle.response_complete:
             self._draining = True
-            self.loop.call_later(DRAIN_SECONDS, self._close_idle)
+            self.loop.call_later(self._drain, self._close_idle)
         else:
             self.cycle.keep_alive = False
 

@@ -51,6 +51,7 @@ class Settings:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     header_timeout: float = 10.0  # seconds a request's headers may take (serve.connections)
+    drain: float = 3.0  # at shutdown, seconds a connection idle between requests is still answered
     limits: dict[str, Any] = field(default_factory=dict)
 
     def token(self) -> str | None:
@@ -110,11 +111,13 @@ def serve(settings: Settings, server: Any = None, announce: Any = None) -> None:
     import uvicorn
 
     from manymodels.serve.app import create_app
+    from manymodels.serve.connections import DRAIN_ENV, HeaderDeadline
     from manymodels.serve.connections import ENV as HEADER_ENV
-    from manymodels.serve.connections import HeaderDeadline
     from manymodels.serve.server import close_quietly
 
     os.environ[HEADER_ENV] = str(settings.header_timeout)  # read by each connection, in every worker
+    os.environ[DRAIN_ENV] = str(settings.drain)
+    graceful = int(settings.drain) + 10  # then uvicorn cancels what is left: never before the drain is over
 
     _log_setup()
     url = f"{'https' if settings.ssl_certfile else 'http'}://{settings.host}:{settings.port}"
@@ -125,8 +128,8 @@ def serve(settings: Settings, server: Any = None, announce: Any = None) -> None:
             if announce is not None:
                 announce(url)
             config = uvicorn.Config(create_app(server, token=settings.token()), log_level="warning",
-                                    access_log=settings.access_log, timeout_graceful_shutdown=10, http=HeaderDeadline,
-                                    **settings.tls())
+                                    access_log=settings.access_log, timeout_graceful_shutdown=graceful,
+                                    http=HeaderDeadline, **settings.tls())
             uvicorn.Server(config).run(sockets=[sock])
         finally:
             close_quietly(server)
@@ -142,8 +145,8 @@ def serve(settings: Settings, server: Any = None, announce: Any = None) -> None:
             announce(url)
         config = uvicorn.Config("manymodels.serve.run:worker_app", factory=True, host=settings.host,
                                 port=settings.port, workers=settings.workers, log_level="warning",
-                                access_log=settings.access_log, timeout_graceful_shutdown=10, http=HeaderDeadline,
-                                **settings.tls())
+                                access_log=settings.access_log, timeout_graceful_shutdown=graceful,
+                                http=HeaderDeadline, **settings.tls())
         from uvicorn.supervisors import Multiprocess
 
         class Supervisor(Multiprocess):
