@@ -130,7 +130,7 @@ class EngineContract:
         def load(self, engine: Engine, tmp_path: Path) -> Any:
             path = tmp_path / "fleet.parquet"
             fleet().to_parquet(path, index=False)
-            return engine.load(path, "parquet", SPEC)
+            return engine.load(Dataset(path, "parquet"), SPEC)
 
         def test_same_segments_statuses_and_metrics(self, engine: Engine, tmp_path: Path) -> None:
             data = self.load(engine, tmp_path)
@@ -154,7 +154,7 @@ class EngineContract:
         def test_text_categories_and_missing_values(self, engine: Engine, tmp_path: Path) -> None:
             path = tmp_path / "text.parquet"
             text_fleet().to_parquet(path, index=False)
-            data = engine.load(path, "parquet", TEXT_SPEC)
+            data = engine.load(Dataset(path, "parquet"), TEXT_SPEC)
             results = engine.fit(data, TEXT_SPEC, str(tmp_path))
             keys = data.keys["segment"].tolist()
             got = {keys[r.index]: (r.status, r.metrics.get("rmse", np.nan), r.fingerprint) for r in results}
@@ -163,11 +163,31 @@ class EngineContract:
             for seg, (_, rmse, fingerprint) in want.items():
                 assert got[seg][1] == pytest.approx(rmse, abs=1e-9) and got[seg][2] == fingerprint, seg
 
+        def test_a_csvs_missing_value_markers_are_missing_values(self, engine: Engine, tmp_path: Path) -> None:
+            """A CSV marking gaps with "-" (declared in na_values) and "N/A" (a CSV reader's own): a number column
+            stays numbers and a text column's "-" is a missing category, on every engine as in memory."""
+            expected = text_fleet()
+            written = expected.astype({"f1": object})
+            gaps = expected.index[expected["f1"].isna()]
+            written.loc[gaps, "f1"] = np.where(np.arange(len(gaps)) % 2, "-", "N/A")
+            expected.loc[expected["record_id"] % 11 == 0, "channel"] = None
+            written["channel"] = expected["channel"].fillna("-")
+            path = tmp_path / "text.csv"
+            written.to_csv(path, index=False)
+            data = engine.load(Dataset(path, "csv", ("-",)), TEXT_SPEC)
+            results = engine.fit(data, TEXT_SPEC, str(tmp_path))
+            keys = data.keys["segment"].tolist()
+            got = {keys[r.index]: (r.status, r.metrics.get("rmse", np.nan), r.fingerprint) for r in results}
+            want = reference(tmp_path, expected, TEXT_SPEC)
+            assert {seg: status for seg, (status, _, _) in got.items()} == dict.fromkeys(want, "ok")
+            for seg, (_, rmse, fingerprint) in want.items():
+                assert got[seg][1] == pytest.approx(rmse, abs=1e-9) and got[seg][2] == fingerprint, seg
+
         def test_model_selection_chooses_the_same_models(self, engine: Engine, tmp_path: Path) -> None:
             """Cross-validation, tuning and candidates give the same winners, params and fold metrics (1e-9)."""
             path = tmp_path / "fleet.parquet"
             fleet().to_parquet(path, index=False)
-            data = engine.load(path, "parquet", SELECT_SPEC)
+            data = engine.load(Dataset(path, "parquet"), SELECT_SPEC)
             keys = data.keys["segment"].tolist()
             got = selected(engine.fit(data, SELECT_SPEC, str(tmp_path)), keys)
             plain = prepare(fleet(), ["segment"])
@@ -200,7 +220,7 @@ class EngineContract:
         def test_select_narrows_the_fleet_to_the_chosen_segments(self, engine: Engine, tmp_path: Path) -> None:
             data = self.load(engine, tmp_path)
             keep = data.keys["segment"].isin(["seg_002", "seg_007", "thin"]).to_numpy()
-            chosen = engine.select(data, keep, tmp_path / "fleet.parquet", "parquet", SPEC)
+            chosen = engine.select(data, keep, Dataset(tmp_path / "fleet.parquet", "parquet"), SPEC)
             assert chosen.keys["segment"].tolist() == ["seg_002", "seg_007", "thin"]
             results = engine.fit(chosen, SPEC, str(tmp_path))
             assert [r.index for r in results] == [0, 1, 2]  # renumbered
@@ -218,7 +238,7 @@ class EngineContract:
             marker = tmp_path / "killed-once"
             frame, spec = poisoned_fleet(tmp_path, marker)
             frame.to_parquet(tmp_path / "fleet.parquet", index=False)
-            data = engine.load(tmp_path / "fleet.parquet", "parquet", spec)
+            data = engine.load(Dataset(tmp_path / "fleet.parquet", "parquet"), spec)
             shards = tmp_path / "shards"
             shards.mkdir()
             results = engine.fit(data, spec, str(shards))
@@ -234,7 +254,7 @@ class EngineContract:
         def test_only_the_named_segments(self, engine: Engine, tmp_path: Path) -> None:
             path = tmp_path / "fleet.parquet"
             fleet().to_parquet(path, index=False)
-            data = engine.load(path, "parquet", SPEC, segments=["seg_003", "thin"])
+            data = engine.load(Dataset(path, "parquet"), SPEC, segments=["seg_003", "thin"])
             assert data.keys["segment"].tolist() == ["seg_003", "thin"]
             results = engine.fit(data, SPEC, str(tmp_path))
             assert [r.status for r in results] == ["ok", "failed"]
@@ -414,7 +434,7 @@ def pooled_pack(engine: Engine, tmp_path: Path, frame: pd.DataFrame) -> tuple[Pa
     root = tmp_path / "pooled"
     (root / "shards").mkdir(parents=True)
     spec = fit_pooled_candidates(engine, POOLED_SPEC, Dataset(path, "parquet"), root, None)
-    data = engine.load(path, "parquet", spec)
+    data = engine.load(Dataset(path, "parquet"), spec)
     results = engine.fit(data, spec, str(root / "shards"))
     info = PackInfo(model="demand", segment_by=["segment"], features=list(PLAN.known), label="units",
                     task="regression", metric="rmse", run_id="pooled", extra={"time": "week", FORECAST: asdict(PLAN)})
@@ -433,7 +453,7 @@ class ForecastContract:
         def test_forecast_fleets_choose_and_measure_the_same(self, engine: Engine, tmp_path: Path) -> None:
             path = tmp_path / "series.parquet"
             forecast_fleet().to_parquet(path, index=False)
-            data = engine.load(path, "parquet", FORECAST_SPEC)
+            data = engine.load(Dataset(path, "parquet"), FORECAST_SPEC)
             results = engine.fit(data, FORECAST_SPEC, str(tmp_path))
             got = selected(results, data.keys["segment"].tolist())
             plain = prepare(forecast_fleet(), ["segment"])

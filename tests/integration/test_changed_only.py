@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import manymodels as mm
 from helpers import edit_bundle, model_block, segment_frame, write_bundle
 from manymodels.cli.main import app
-from manymodels.engines import make_engine
+from manymodels.engines import Dataset, make_engine
 from manymodels.registry.pack import Pack, publish_pack
 
 runner = CliRunner()
@@ -133,8 +133,8 @@ def test_spark_fingerprints_equal_the_local_engines(tmp_path: Path, spark: Any) 
     data_path, fmt = dataset.path, dataset.fmt
     local = make_engine("local", 1)
     on_spark = make_engine("spark", None, {}, session=spark)
-    local_fleet = local.load(data_path, fmt, spec)
-    spark_fleet = on_spark.load(data_path, fmt, spec)
+    local_fleet = local.load(Dataset(data_path, fmt), spec)
+    spark_fleet = on_spark.load(Dataset(data_path, fmt), spec)
     assert local.fingerprints(local_fleet, spec) == on_spark.fingerprints(spark_fleet, spec)
 
     mm.load_bundle(path, spark=spark).train("demand")

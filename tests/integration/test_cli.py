@@ -17,8 +17,11 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 import manymodels as mm
-from helpers import model_block, segment_frame, write_bundle
+from helpers import edit_bundle, model_block, segment_frame, write_bundle
+from manymodels.bundle import load_config
 from manymodels.cli.main import app
+from manymodels.data import read_frame
+from manymodels.jobs.context import Target
 
 runner = CliRunner()
 
@@ -44,6 +47,34 @@ def test_validate_ok_and_bad_exit_2_with_located_lines(tmp_path: Path) -> None:
     assert all(line.startswith("manymodels.yml:") for line in lines)
     assert "Traceback" not in err
     assert path.exists()
+
+
+def test_numbers_marked_missing_with_words_are_a_warning_with_the_fix(tmp_path: Path) -> None:
+    """A CSV whose number column marks gaps with "-" and "?": it reads as text, so before, validate and train
+    said nothing while LightGBM took the column as categories (or, features unlisted, left it out). Now validate
+    names the column, the values and the fix; with the fix the column is numbers and validate is silent."""
+    frame = segment_frame()
+    marked = frame.astype({"f1": object})
+    marked.loc[frame["record_id"] % 9 == 0, "f1"] = "-"
+    marked.loc[frame["record_id"] % 13 == 0, "f1"] = "?"
+    path = write_bundle(tmp_path, frame=frame)
+    marked.to_csv(tmp_path / "data" / "train.csv", index=False)
+    edit_bundle(path, lambda doc: doc["resources"]["datasets"].update(
+        train={"format": "csv", "path": "data/train.csv"}))
+    code, out, err = cli(tmp_path, "validate")
+    assert code == 0 and "valid for target dev" in out
+    rows = int(((frame["record_id"] % 9 == 0) | (frame["record_id"] % 13 == 0)).sum())
+    assert err.strip() == (
+        f"warning: manymodels.yml:11: resources.datasets.train: column 'f1' is text: it holds numbers and 2 other "
+        f"values ('-', '?') in {rows} of {len(frame)} rows read, so model 'demand' takes it as categories (LightGBM), "
+        "not numbers; if they mark missing values, add na_values: [\"-\", \"?\"] to resources.datasets.train"
+    ), err
+    edit_bundle(path, lambda doc: doc["resources"]["datasets"]["train"].update(na_values=["-", "?"]))
+    code, out, err = cli(tmp_path, "validate")
+    assert code == 0 and "valid for target dev" in out and err == ""
+    spec, dataset = Target(load_config(path)).training_spec("demand")  # what train reads: f1 is numbers again
+    read = read_frame(Path(dataset.path), dataset.fmt, spec.columns, dataset.na_values)
+    assert read["f1"].dtype == "float64" and int(read["f1"].isna().sum()) == rows
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

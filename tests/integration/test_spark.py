@@ -171,6 +171,7 @@ def test_a_job_runs_on_spark_connect_from_the_cli(tmp_path: Path, local_connect:
 
 @pytest.mark.slow
 def test_progress_is_reported_while_the_spark_stage_runs(tmp_path: Path, spark: Any) -> None:
+    from manymodels.engines import Dataset
     from manymodels.engines.spark import SparkEngine
     from manymodels.segment import SegmentSpec
 
@@ -186,7 +187,7 @@ def test_progress_is_reported_while_the_spark_stage_runs(tmp_path: Path, spark: 
                        entry="slow:fit", import_roots=(str(tmp_path),))
     allow_pickle(True)  # its models are pickled: what its target would trust (executors are handed it)
     engine = SparkEngine(session=spark, max_chunk_rows=30)  # one segment per chunk: 8 tasks on 2 cores
-    data = engine.load(tmp_path / "fleet.parquet", "parquet", spec)
+    data = engine.load(Dataset(tmp_path / "fleet.parquet", "parquet"), spec)
     steps: list[int] = []
     results = engine.fit(data, spec, str(tmp_path), steps.append)
     assert len(results) == 8 and sum(steps) == 8 and all(step > 0 for step in steps)

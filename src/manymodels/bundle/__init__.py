@@ -1,6 +1,6 @@
 """The bundle layer: manymodels.yml read, resolved for a target, validated, checked against the data."""
 
-from manymodels.bundle.checks import check_bundle
+from manymodels.bundle.checks import check_bundle, data_warnings
 from manymodels.bundle.loader import BUNDLE_FILE, BundleConfig, find_bundle, load_config
 from manymodels.bundle.schema import (
     DatasetSpec,
@@ -25,6 +25,7 @@ __all__ = [
     "SplitSpec",
     "TaskSpec",
     "check_bundle",
+    "data_warnings",
     "find_bundle",
     "load_config",
 ]

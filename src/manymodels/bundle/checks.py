@@ -22,7 +22,7 @@ from manymodels.bundle.schema import FallbackSpec, JobSpec, ModelSpec
 from manymodels.bundle.selection import member_problems
 from manymodels.bundle.source import dotted
 from manymodels.bundle.trust import pickle_problems
-from manymodels.data import is_numeric, output_format, read_frame, read_schema
+from manymodels.data import is_numeric, output_format, read_frame, read_sample, read_schema
 from manymodels.errors import BundleError, DataError
 from manymodels.estimators import (
     MissingExtra,
@@ -352,7 +352,7 @@ def _check_data(config: BundleConfig) -> list[str]:
     schemas: dict[str, pa.Schema] = {}
     for name, ds in res.datasets.items():
         try:
-            schemas[name] = read_schema(config.resolve_path(ds.path), ds.format)
+            schemas[name] = read_schema(config.resolve_path(ds.path), ds.format, ds.na_values)
         except DataError as exc:
             problems.append(f"{config.where(('resources', 'datasets', name, 'path'))}resources.datasets.{name}: {exc}")
     for name, model in res.models.items():
@@ -377,13 +377,110 @@ def _check_data(config: BundleConfig) -> list[str]:
     return problems
 
 
+# How much of a Parquet or Delta dataset the scan for text columns holding numbers reads (a CSV is read whole: its
+# types come from every row), and how many distinct other values such a column may hold to be reported.
+SCAN_ROWS = 50_000
+FEW_OTHERS = 5
+
+
+def data_warnings(config: BundleConfig) -> list[str]:
+    """What a dataset holds that fits the bundle but is likely not meant: a column a model reads as numbers (its
+    label, a feature, or with features unlisted any column) that is text because, beside numbers, it holds a few
+    other values ("N/A", "-", "?"). One line per dataset and column, naming the values, what each model makes of the
+    column, and the fix (`na_values`). Unreadable datasets are left to `check_bundle`."""
+    res = config.resolved.resources
+    effects: dict[str, dict[str, list[str]]] = {}  # dataset -> column -> what each model makes of it
+    schemas: dict[str, pa.Schema] = {}
+    for name, model in res.models.items():
+        ds = res.datasets.get(model.dataset)
+        if ds is None:
+            continue
+        try:
+            schema = schemas.get(model.dataset) or read_schema(config.resolve_path(ds.path), ds.format, ds.na_values)
+        except DataError:
+            continue
+        schemas[model.dataset] = schema
+        for column, effect in _read_as_numbers(name, model, schema).items():
+            effects.setdefault(model.dataset, {}).setdefault(column, []).append(effect)
+    lines: list[str] = []
+    for name, columns in effects.items():
+        ds = res.datasets[name]
+        try:
+            frame = read_sample(config.resolve_path(ds.path), ds.format, list(columns), SCAN_ROWS, ds.na_values)
+        except DataError:
+            continue
+        for column, said in columns.items():
+            found = numbers_and_others(frame[column])
+            if found is None:
+                continue
+            others, rows, read = found
+            shown = ", ".join(_short(v) for v in others)
+            markers = ", ".join(_short(v, quote='"') for v in others)
+            key = ("resources", "datasets", name)
+            lines.append(
+                f"{config.where(key)}{dotted(key)}: column {column!r} is text: it holds numbers and {len(others)} "
+                f"other value{'s' if len(others) > 1 else ''} ({shown}) in {rows:,} of {read:,} rows read, so "
+                f"{'; '.join(said)}; if they mark missing values, add na_values: [{markers}] to {dotted(key)}"
+            )
+    return lines
+
+
+def _read_as_numbers(name: str, model: ModelSpec, schema: pa.Schema) -> dict[str, str]:
+    """The text columns of a model's dataset it would read as numbers (its label, its features listed, or any
+    column but segments, time and split), each with what the model makes of it as text."""
+    skip = {*model.segment_by, str(model.time), model.split.by, *_pandas_index(schema)}
+    if isinstance(model.fallback, FallbackSpec):
+        skip |= set(model.fallback.segment_by)
+    if model.validation is not None and model.validation.by is not None:
+        skip.add(model.validation.by)
+    if isinstance(model.features, ForecastFeaturesSpec):
+        skip |= set(model.features.static)  # constant per segment: text is taken as it is
+    listed = model.feature_columns
+    others = sorted({t for t in model.estimator_types if t not in ("lightgbm", "baseline", "ensemble")})
+    if others:
+        as_feature = f"model {name!r} cannot fit it (type {' and '.join(others)} takes numbers)"
+    else:
+        as_feature = f"model {name!r} takes it as categories (LightGBM), not numbers"
+    found: dict[str, str] = {}
+    for column in [model.label, *(listed if listed is not None else schema.names)]:
+        if column in found or column in skip or column not in schema.names or not is_text(schema.field(column).type):
+            continue
+        if column == model.label:
+            found[column] = f"model {name!r} cannot train on it (a label must be numbers)"
+        elif listed is None:
+            found[column] = f"model {name!r} leaves it out of its features (they are its number columns)"
+        else:
+            found[column] = as_feature
+    return found
+
+
+def numbers_and_others(column: pd.Series) -> tuple[list[str], int, int] | None:
+    """A text column's few values that are not numbers (sorted), the rows holding them and the rows read — when
+    most of its values are numbers and at most `FEW_OTHERS` distinct ones are not; else None."""
+    values = column.dropna().astype(str)
+    if values.empty:
+        return None
+    numeric = pd.to_numeric(values.str.strip(), errors="coerce").notna()
+    others = values[~numeric]
+    distinct = sorted(others.unique())
+    if not distinct or len(distinct) > FEW_OTHERS or numeric.sum() < len(others):
+        return None
+    return distinct, len(others), len(column)
+
+
+def _short(value: str, quote: str = "'") -> str:
+    text = value if len(value) <= 12 else value[:11] + "…"
+    return quote + text.replace(quote, "\\" + quote) + quote
+
+
 def _forecast_data(config: BundleConfig, name: str, model: ModelSpec, schema: pa.Schema) -> list[str]:
     """A forecast model's rows checked: its time column, its grid, the history its settings need."""
     base = ("resources", "models", name)
     dataset = config.resolved.resources.datasets[model.dataset]
     kind = time_kind_of(schema.field(str(model.time)).type)
     try:
-        frame = read_frame(config.resolve_path(dataset.path), dataset.format, [*model.segment_by, str(model.time)])
+        frame = read_frame(config.resolve_path(dataset.path), dataset.format, [*model.segment_by, str(model.time)],
+                           dataset.na_values)
     except DataError as exc:
         return [f"{config.where((*base, 'dataset'))}{dotted(base)}.dataset: {exc}"]
     return [f"{config.where((*base, *key))}{dotted((*base, *key))}: {why}"

@@ -36,6 +36,9 @@ class DatasetSpec(Strict):
 
     format: Literal["parquet", "csv", "delta"] = "parquet"
     path: str = Field(min_length=1)
+    # Values that mean "missing" (as well as a CSV reader's own: "", "NA", "N/A", "NaN", "null", ...): read as
+    # missing in every column, so a number column that marks a gap with "-" stays numbers.
+    na_values: list[str] = Field(default_factory=list)
 
 
 class EstimatorSpec(Strict):

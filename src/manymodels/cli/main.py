@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from manymodels.bundle import check_bundle
+from manymodels.bundle import check_bundle, data_warnings
 from manymodels.bundle.schema import bundle_json_schema
 from manymodels.cli import fleet, operate, render, render_jobs, serve
 from manymodels.cli.app import BundleOpt, TargetOpt, VarOpt, app, guarded, load
@@ -43,6 +43,8 @@ def validate(
         problems = check_bundle(config, data=not no_data) + trust_problems(config)
         if problems:
             raise BundleError(problems)
+        for line in [] if no_data else data_warnings(config):
+            render.err.print(f"warning: {line}", markup=False)
         res = config.resolved.resources
         render.out.print(
             f"{config.file.name}: valid for target {config.target} "

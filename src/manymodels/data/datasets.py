@@ -12,16 +12,22 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from manymodels.errors import DataError, StorageError
 
 FORMATS = ("parquet", "csv", "delta")
+# What a CSV reader takes for a missing number with no `na_values` declared (pyarrow's defaults: "", "NA", "N/A",
+# "NaN", "null", ...). A column that holds only numbers and these is a number column with missing values.
+CSV_MISSING = tuple(pacsv.ConvertOptions().null_values)
 
 
-def read_schema(path: Path, fmt: str) -> pa.Schema:
-    """The columns and types of a dataset, without reading its rows (CSV: its first block).
+def read_schema(path: Path, fmt: str, na_values: Sequence[str] = ()) -> pa.Schema:
+    """The columns and types of a dataset: from its metadata (Parquet, Delta); a CSV's as reading it whole gives them
+    (its types are inferred over every row, `na_values` missing: a value first seen far down the file makes a column
+    text, so its first rows cannot tell).
 
     Raises:
         DataError: the file is missing or unreadable.
@@ -33,11 +39,8 @@ def read_schema(path: Path, fmt: str) -> pa.Schema:
     try:
         if fmt == "parquet":
             return pq.read_schema(path)
-        reader = pacsv.open_csv(path, parse_options=bad.options())
-        try:
-            return reader.schema
-        finally:
-            reader.close()
+        options = _csv_options(None, na_values)
+        return pacsv.read_csv(path, convert_options=options, parse_options=bad.options()).schema
     except (pa.ArrowException, OSError) as exc:
         raise _read_error(path, f"{fmt} schema", exc, bad) from exc
 
@@ -57,8 +60,10 @@ def row_count(path: Path, fmt: str) -> int | None:
         return None
 
 
-def read_frame(path: Path, fmt: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """A dataset as a pandas DataFrame, reading only `columns` when given.
+def read_frame(
+    path: Path, fmt: str, columns: Sequence[str] | None = None, na_values: Sequence[str] = ()
+) -> pd.DataFrame:
+    """A dataset as a pandas DataFrame, reading only `columns` when given, the values `na_values` lists missing.
 
     Raises:
         DataError: the file is missing, unreadable, or lacks a requested column.
@@ -66,20 +71,42 @@ def read_frame(path: Path, fmt: str, columns: Sequence[str] | None = None) -> pd
     wanted = list(dict.fromkeys(columns)) if columns is not None else None
     if fmt == "delta":
         try:
-            return _to_pandas(_delta(path).to_table(columns=wanted))
+            return _to_pandas(as_missing(_delta(path).to_table(columns=wanted), na_values))
         except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"{path}: cannot read delta table: {exc}") from exc
+            raise DataError(f"{path}: cannot read delta table: {without_content(str(exc))}") from exc
     _must_exist(path)
     bad = _FirstBadRow()
     try:
         if fmt == "parquet":
             table = pq.read_table(path, columns=wanted)
         else:
-            options = pacsv.ConvertOptions(include_columns=wanted) if wanted else None
-            table = pacsv.read_csv(path, convert_options=options, parse_options=bad.options())
+            table = pacsv.read_csv(path, convert_options=_csv_options(wanted, na_values), parse_options=bad.options())
     except (pa.ArrowException, OSError) as exc:
         raise _read_error(path, fmt, exc, bad) from exc
-    return _to_pandas(table)
+    return _to_pandas(as_missing(table, na_values))
+
+
+def _csv_options(wanted: list[str] | None, na_values: Sequence[str]) -> pacsv.ConvertOptions | None:
+    """How a CSV's values convert: `na_values` are missing as well as pyarrow's own markers."""
+    if not wanted and not na_values:
+        return None
+    extra = [v for v in na_values if v not in CSV_MISSING]
+    return pacsv.ConvertOptions(include_columns=wanted or [], null_values=[*CSV_MISSING, *extra])
+
+
+def as_missing(table: pa.Table, na_values: Sequence[str]) -> pa.Table:
+    """A table whose text columns hold a missing value where they held one of `na_values` (a CSV reader makes them
+    missing in number columns only; a Parquet or Delta table's text columns keep the type their writer gave)."""
+    if not na_values:
+        return table
+    markers = pa.array(list(na_values), pa.string())
+    for i, field in enumerate(table.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            column = table.column(i)
+            found = pc.is_in(column, value_set=markers.cast(field.type))
+            if pc.any(found).as_py():
+                table = table.set_column(i, field, pc.if_else(found, pa.scalar(None, field.type), column))
+    return table
 
 
 class _FirstBadRow:
@@ -150,8 +177,11 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
-def read_head(path: Path, fmt: str, columns: Sequence[str], rows: int = 5) -> pd.DataFrame:
-    """The first `rows` rows of a dataset (only `columns`), reading no more of it than one batch.
+def read_head(
+    path: Path, fmt: str, columns: Sequence[str], rows: int = 5, na_values: Sequence[str] = ()
+) -> pd.DataFrame:
+    """The first `rows` rows of a dataset (only `columns`, `na_values` missing), reading no more of it than one
+    batch.
 
     Raises:
         DataError: the file is missing or unreadable.
@@ -167,12 +197,26 @@ def read_head(path: Path, fmt: str, columns: Sequence[str], rows: int = 5) -> pd
                 batch = next(pq.ParquetFile(path).iter_batches(batch_size=rows, columns=wanted), None)
                 table = pa.Table.from_batches([batch]) if batch is not None else pq.read_table(path, columns=wanted)
             else:
-                options = pacsv.ConvertOptions(include_columns=wanted)
+                options = _csv_options(wanted, na_values)
                 with pacsv.open_csv(path, convert_options=options, parse_options=bad.options()) as reader:
                     table = pa.Table.from_batches([reader.read_next_batch()])
     except (pa.ArrowException, OSError, StopIteration) as exc:
         raise _read_error(path, fmt, exc, bad) from exc
-    return table.slice(0, rows).to_pandas()
+    return as_missing(table.slice(0, rows), na_values).to_pandas()
+
+
+def read_sample(
+    path: Path, fmt: str, columns: Sequence[str], rows: int, na_values: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Some rows of a dataset's `columns` with the types reading it gives: a CSV's every row (its types come from
+    all of them), else the first `rows`.
+
+    Raises:
+        DataError: the file is missing or unreadable.
+    """
+    if fmt == "csv":
+        return read_frame(path, fmt, columns, na_values)
+    return read_head(path, fmt, columns, rows, na_values)
 
 
 OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}

@@ -63,10 +63,12 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class Dataset:
-    """A table on disk for an engine to read itself: its path (or URL) and format (parquet, csv, delta)."""
+    """A table on disk for an engine to read itself: its path (or URL), format (parquet, csv, delta) and the values
+    it holds for a missing one (`na_values`)."""
 
     path: Path | str
     fmt: str
+    na_values: tuple[str, ...] = ()
 
 
 # What an engine scores or evaluates: a table on disk, a pandas frame, or a frame of the engine's own
@@ -148,7 +150,7 @@ class Engine(Protocol):
         """Release what `start` or `fit` acquired."""
         ...
 
-    def load(self, path: Path, fmt: str, spec: SegmentSpec, segments: Sequence[str] | None = None) -> Fleet:
+    def load(self, dataset: Dataset, spec: SegmentSpec, segments: Sequence[str] | None = None) -> Fleet:
         """The dataset's segments (only those named, when `segments` is given)."""
         ...
 
@@ -163,7 +165,7 @@ class Engine(Protocol):
         """Each segment's fingerprint (its rows and the spec), as `fit` would record it, without fitting."""
         ...
 
-    def select(self, fleet: Any, keep: np.ndarray, path: Path, fmt: str, spec: SegmentSpec) -> Fleet:
+    def select(self, fleet: Any, keep: np.ndarray, dataset: Dataset, spec: SegmentSpec) -> Fleet:
         """The fleet narrowed to the segments where `keep` is true (segment indexes renumbered)."""
         ...
 
@@ -272,7 +274,7 @@ def wanted_mask(keys: pd.DataFrame, wanted: Sequence[str]) -> np.ndarray:
 def source_frame(source: Source, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """The rows of a source as a pandas frame (a dataset read, only `columns` when given)."""
     if isinstance(source, Dataset):
-        return read_frame(Path(source.path), source.fmt, columns)
+        return read_frame(Path(source.path), source.fmt, columns, source.na_values)
     if isinstance(source, pd.DataFrame):
         return source
     raise DataError(f"the local engine scores pandas frames and datasets on disk, not {type(source).__name__}")

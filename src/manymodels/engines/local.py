@@ -141,9 +141,9 @@ class LocalEngine:
             self._pool.shutdown(wait=True, kill_workers=not helper)
             self._pool = None
 
-    def load(self, path: Path, fmt: str, spec: SegmentSpec, segments: Sequence[str] | None = None) -> PreparedData:
+    def load(self, dataset: Dataset, spec: SegmentSpec, segments: Sequence[str] | None = None) -> PreparedData:
         """Read the columns training needs once, keep the named segments, group by segment."""
-        frame = read_frame(path, fmt, spec.columns)
+        frame = read_frame(Path(dataset.path), dataset.fmt, spec.columns, dataset.na_values)
         if spec.forecast is not None and spec.forecast.hierarchy:  # the levels above the segments are series too
             frame = with_levels(frame, spec.forecast.hierarchy, spec.label, spec.forecast.time)
         if segments:
@@ -154,7 +154,7 @@ class LocalEngine:
         """Each segment's fingerprint, hashed here in one vectorised pass."""
         return segment_fingerprints(data.frame, data.starts, spec)
 
-    def select(self, data: PreparedData, keep: np.ndarray, path: Path, fmt: str, spec: SegmentSpec) -> PreparedData:
+    def select(self, data: PreparedData, keep: np.ndarray, dataset: Dataset, spec: SegmentSpec) -> PreparedData:
         """The chosen segments, from the rows already in memory."""
         return select_prepared(data, keep)
 

@@ -149,7 +149,7 @@ class SparkEngine:
             self.session.stop()
             self.session, self._owned = None, False
 
-    def load(self, path: Path, fmt: str, spec: SegmentSpec, segments: Sequence[str] | None = None) -> SparkFleet:
+    def load(self, dataset: Dataset, spec: SegmentSpec, segments: Sequence[str] | None = None) -> SparkFleet:
         """Read with Spark, count rows per segment (the only thing collected), plan and tag chunks."""
         self.start()
         warming = threading.Thread(
@@ -157,7 +157,7 @@ class SparkEngine:
         )
         warming.start()  # Python workers import LightGBM while the JVM reads and counts
         try:
-            rows = read_with_spark(self.session, path, fmt).select(*spec.columns)
+            rows = read_with_spark(self.session, dataset.path, dataset.fmt, dataset.na_values, spec.columns)
             if spec.forecast is not None and spec.forecast.hierarchy:  # the levels above the segments are series too
                 rows = spark_levels(rows, spec.forecast.hierarchy, spec.label, spec.forecast.time)
             return self._tag(rows, spec.segment_by, segments, heavy=spec.heavy)
@@ -246,10 +246,10 @@ class SparkEngine:
         found = dict(zip(rows[INDEX].astype(int), rows[mf.FINGERPRINT].astype(str), strict=True))
         return [found.get(i, f"{spec.fingerprint}-0-0") for i in range(len(fleet))]
 
-    def select(self, fleet: SparkFleet, keep: np.ndarray, path: Path, fmt: str, spec: SegmentSpec) -> SparkFleet:
+    def select(self, fleet: SparkFleet, keep: np.ndarray, dataset: Dataset, spec: SegmentSpec) -> SparkFleet:
         """The chosen segments: read again by Spark, filtered to them, planned afresh."""
         return (
-            self.load(path, fmt, spec, segments=segment_labels(fleet.keys[keep]).tolist() or None)
+            self.load(dataset, spec, segments=segment_labels(fleet.keys[keep]).tolist() or None)
             if keep.any()
             else SparkFleet(fleet.frame.limit(0), fleet.keys.iloc[:0], fleet.sizes[:0], [])
         )
@@ -422,7 +422,7 @@ class SparkEngine:
     def _read(self, source: Source) -> Any:
         """A source as a Spark DataFrame: a dataset read by Spark, a pandas frame sent, a Spark frame as is."""
         if isinstance(source, Dataset):
-            return read_with_spark(self.session, source.path, source.fmt)
+            return read_with_spark(self.session, source.path, source.fmt, source.na_values)
         if isinstance(source, pd.DataFrame):
             with stage_conf(self.session, {_ARROW: "true"}):
                 return self.session.createDataFrame(source)

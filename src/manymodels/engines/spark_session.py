@@ -7,7 +7,7 @@ import socket
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,23 +26,62 @@ _JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 LOCAL_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
-def read_with_spark(spark: Any, path: Path | str, fmt: str) -> Any:
-    """A dataset as a Spark DataFrame (CSV: with a header, types inferred; Delta: needs Delta Lake on the session).
+def read_with_spark(
+    spark: Any, path: Path | str, fmt: str, na_values: Sequence[str] = (), columns: Sequence[str] | None = None
+) -> Any:
+    """A dataset as a Spark DataFrame (only `columns` when given), read as the local engine reads it: `na_values`
+    missing in every column; a CSV's types inferred, and a CSV column of numbers and missing-value markers (the
+    declared ones, and the local reader's own "NA", "N/A", "null", ...) numbers. Delta needs Delta Lake on the
+    session.
 
     Raises:
         DataError: a Delta table on a session without Delta Lake.
     """
     if fmt == "parquet":
-        return spark.read.parquet(str(path))
-    if fmt == "delta":
+        frame = spark.read.parquet(str(path))
+    elif fmt == "delta":
         try:
-            return spark.read.format("delta").load(str(path))
+            frame = spark.read.format("delta").load(str(path))
         except Exception as exc:  # noqa: BLE001 - Spark's analysis errors are not one type across versions
             raise DataError(
                 f"{path}: reading a Delta table on Spark needs Delta Lake on the session (pip install delta-spark and "
                 f"add its io.delta jars with spark.jars.packages, or a cluster that has them): {_first_line(exc)}"
             ) from exc
-    return spark.read.option("header", True).option("inferSchema", True).csv(str(path))
+    else:
+        frame = spark.read.option("header", True).option("inferSchema", True).csv(str(path))
+    if columns is not None:
+        frame = frame.select(*dict.fromkeys(columns))
+    return _as_missing(frame, na_values, numbers=fmt == "csv")
+
+
+def _as_missing(frame: Any, na_values: Sequence[str], numbers: bool) -> Any:
+    """Text columns with `na_values` made missing; with `numbers` (a CSV), a text column holding only numbers and
+    markers (declared or the local reader's) made a number column: one pass over the text columns decides which."""
+    from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
+
+    from manymodels.data.datasets import CSV_MISSING
+
+    text = [f.name for f in frame.schema.fields if f.dataType.typeName() == "string"]
+    if not text or not (na_values or numbers):
+        return frame
+    markers = list(dict.fromkeys([*CSV_MISSING, *na_values]))
+    numeric: set[str] = set()
+    if numbers:
+        # A value that is neither missing, a marker nor a number: a column with none is a number column.
+        counts = frame.agg(*[
+            F.sum((F.col(c).isNotNull() & ~F.col(c).isin(markers) & F.col(c).try_cast("double").isNull()).cast("long"))
+            .alias(str(i)) for i, c in enumerate(text)
+        ]).collect()[0]
+        numeric = {c for i, c in enumerate(text) if not counts[str(i)]}
+    for column in text:
+        if column in numeric:
+            value = F.when(F.col(column).isin(markers), F.lit(None)).otherwise(F.col(column)).cast("double")
+        elif na_values:
+            value = F.when(F.col(column).isin(list(na_values)), F.lit(None)).otherwise(F.col(column))
+        else:
+            continue
+        frame = frame.withColumn(column, value)
+    return frame
 
 
 def build_session(master: str | None, remote: str | None, conf: dict[str, Any]) -> Any:

@@ -292,7 +292,7 @@ class Target:
         if ds is None:
             where = self.config.where(("resources", "models", model, "dataset"))
             raise BundleError(f"{where}resources.models.{model}.dataset: no dataset {name!r}")
-        return Dataset(self.config.resolve_path(ds.path), ds.format)
+        return Dataset(self.config.resolve_path(ds.path), ds.format, tuple(ds.na_values))
 
     def rows_of(self, model: str) -> int | None:
         """The row count of a model family's dataset, read from its metadata when the format keeps one."""
@@ -303,7 +303,8 @@ class Target:
         """A bundle dataset by name, or a path: a Delta table folder, CSV by suffix, else Parquet."""
         datasets = self.config.resolved.resources.datasets
         if isinstance(data, str) and data in datasets:
-            return Dataset(self.config.resolve_path(datasets[data].path), datasets[data].format)
+            ds = datasets[data]
+            return Dataset(self.config.resolve_path(ds.path), ds.format, tuple(ds.na_values))
         path = Path(data)
         if is_delta_table(path):
             return Dataset(path, "delta")
@@ -329,7 +330,7 @@ class Target:
     def columns_of(self, source: Any) -> list[str] | None:
         """A source's columns (a file's schema, a frame's columns); None for an engine's own frame."""
         if isinstance(source, Dataset):
-            return list(read_schema(Path(source.path), source.fmt).names)
+            return list(read_schema(Path(source.path), source.fmt, source.na_values).names)
         if isinstance(source, pd.DataFrame):
             return list(source.columns)
         columns = getattr(source, "columns", None)
@@ -338,7 +339,7 @@ class Target:
     def read_input(self, data: str | Path | pd.DataFrame) -> pd.DataFrame:
         """A frame: given as is, or a dataset of the bundle or a file, read whole."""
         found = self.source(data)
-        return read_frame(Path(found.path), found.fmt) if isinstance(found, Dataset) else found
+        return read_frame(Path(found.path), found.fmt, None, found.na_values) if isinstance(found, Dataset) else found
 
     def segment_spec(
         self, model: str, features: Sequence[str], time_kind: str = "date", freq: str | None = None
@@ -388,7 +389,7 @@ class Target:
             DataError: the dataset is missing or unreadable.
         """
         dataset = self.dataset(model)
-        schema = read_schema(Path(dataset.path), dataset.fmt)
+        schema = read_schema(Path(dataset.path), dataset.fmt, dataset.na_values)
         problems = model_problems(self.config, model, schema)
         if problems:
             raise BundleError(problems)
@@ -407,7 +408,7 @@ class Target:
             BundleError: the spacing names no grid (the bundle must state freq).
         """
         spec = self.model(model)
-        frame = read_frame(Path(dataset.path), dataset.fmt, [*spec.segment_by, str(spec.time)])
+        frame = read_frame(Path(dataset.path), dataset.fmt, [*spec.segment_by, str(spec.time)], dataset.na_values)
         try:
             times = parse_times(frame[str(spec.time)], kind)
             codes = frame.groupby(list(spec.segment_by), sort=False, dropna=False, observed=True).ngroup().to_numpy()
@@ -442,7 +443,7 @@ class Target:
         """The first rows of the model's dataset (`columns` only): a model's input example; None if unreadable."""
         try:
             dataset = self.dataset(model)
-            return read_head(Path(dataset.path), dataset.fmt, columns)
+            return read_head(Path(dataset.path), dataset.fmt, columns, na_values=dataset.na_values)
         except (DataError, BundleError):
             return None
 

@@ -47,7 +47,7 @@ def fit_fallback(
         plan = fallback_plan(spec.forecast)
         fallback_spec = replace(fallback_spec, pool_by=spec.segment_by, forecast=plan)
         described = replace(described, extra={**info.extra, FORECAST: asdict(plan), "kind": "fallback"})
-    data = engine.load(Path(dataset.path), dataset.fmt, fallback_spec)
+    data = engine.load(dataset, fallback_spec)
     fallback = PackLayout(PackLayout(pack_dir).fallback)
     shards = Path(fallback.shards)
     shards.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,7 @@ def fit_pooled_candidates(
     layout = PackLayout(pack_dir)
     for number, candidate in enumerate(c for c in spec.choices() if c.pooled):
         pooled = replace(spec, segment_by=(), pool_by=spec.segment_by, candidates=(candidate,), shared=())
-        data = engine.load(Path(dataset.path), dataset.fmt, pooled)
+        data = engine.load(dataset, pooled)
         where: str | Path = (Path(layout.shared) / f".fit-{number}" if run_staging is None
                              else f"{run_staging}/{PackLayout.SHARED}-fit-{number}")
         make_folder(where)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any, TypeVar, cast
 
 import pandas as pd
 
-from manymodels.bundle import BundleConfig, check_bundle, load_config
+from manymodels.bundle import BundleConfig, check_bundle, data_warnings, load_config
 from manymodels.errors import BundleError
 from manymodels.jobs.context import Target, install_trust, trust_problems
 from manymodels.jobs.evaluate import Evaluation, evaluate
@@ -127,8 +128,13 @@ class Project:
         return self.config.tracking_uri
 
     def validate(self, data: bool = True) -> list[str]:
-        """Every problem of the bundle (references, import paths, and with `data` the columns)."""
-        return check_bundle(self.config, data=data) + trust_problems(self.config)
+        """Every problem of the bundle (references, import paths, and with `data` the columns). With `data`, what a
+        dataset holds that is likely not meant (a text column of numbers and "N/A") is a `UserWarning` each."""
+        problems = check_bundle(self.config, data=data) + trust_problems(self.config)
+        if data and not problems:
+            for line in data_warnings(self.config):
+                warnings.warn(line, UserWarning, stacklevel=2)
+        return problems
 
     @_quiet
     def train(

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from manymodels.engines import Engine, Fleet
+from manymodels.engines import Dataset, Engine, Fleet
 from manymodels.engines.base import segment_labels
 from manymodels.engines.records import (
     read_plan,
@@ -154,7 +154,7 @@ def _short(value: object, limit: int = 60) -> str:
 
 
 def keep_finished(
-    shard_dir: str, data: Fleet, spec: SegmentSpec, info: PackInfo, engine: Engine, path: Path, fmt: str
+    shard_dir: str, data: Fleet, spec: SegmentSpec, info: PackInfo, engine: Engine, dataset: Dataset
 ) -> tuple[Fleet, pd.DataFrame]:
     """What a resumed run already fitted and may keep, and the segments left to fit.
 
@@ -196,7 +196,7 @@ def keep_finished(
         return data, kept
     rest = np.ones(len(data), dtype=bool)
     rest[found[_POSITION].to_numpy(dtype=np.int64)] = False
-    return engine.select(data, rest, path, fmt, spec), kept
+    return engine.select(data, rest, dataset, spec), kept
 
 
 _POSITION = "_position"

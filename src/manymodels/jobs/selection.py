@@ -6,14 +6,13 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from manymodels.bundle.schema import HIGHER_IS_BETTER
-from manymodels.engines import Engine
+from manymodels.engines import Dataset, Engine
 from manymodels.errors import DataError
 from manymodels.registry import manifest as mf
 from manymodels.segment import SegmentSpec
@@ -125,7 +124,7 @@ def naive_warning(summary: dict[str, float], spec: SegmentSpec) -> str | None:
 
 
 def tune_globally(
-    engine: Engine, data: Any, path: Path, fmt: str, spec: SegmentSpec, on_trial: Callable[[str], None] | None = None
+    engine: Engine, data: Any, dataset: Dataset, spec: SegmentSpec, on_trial: Callable[[str], None] | None = None
 ) -> tuple[SegmentSpec, dict[str, dict[str, Any]]]:
     """One Optuna study per candidate with `scope: global`, run before the fleet is fitted.
 
@@ -142,20 +141,20 @@ def tune_globally(
     for i, candidate in enumerate(candidates):
         if not candidate.tuned_globally:
             continue
-        sample, size = _seeded_sample(engine, data, path, fmt, spec, candidate.sample)
+        sample, size = _seeded_sample(engine, data, dataset, spec, candidate.sample)
         params, value, trials = _global_study(engine, sample, spec, candidate, on_trial)
         candidates[i] = replace(candidate, params=params, space={}, trials=0, scope="segment")
         found[candidate.name] = {"params": params, "cv_mean": value, "sample": size, "trials": trials}
     return replace(spec, candidates=tuple(candidates)), found
 
 
-def _seeded_sample(engine: Engine, data: Any, path: Path, fmt: str, spec: SegmentSpec, size: int) -> tuple[Any, int]:
+def _seeded_sample(engine: Engine, data: Any, dataset: Dataset, spec: SegmentSpec, size: int) -> tuple[Any, int]:
     """`size` of the fleet's segments (all, when fewer), drawn with `validation.seed`, and how many: the same on
     every engine and every run of the same rows."""
     size = min(size, len(data))
     keep = np.zeros(len(data), dtype=bool)
     keep[np.random.default_rng(validation_of(spec).seed).choice(len(data), size=size, replace=False)] = True
-    return engine.select(data, keep, path, fmt, spec), size
+    return engine.select(data, keep, dataset, spec), size
 
 
 def _global_study(
@@ -190,7 +189,7 @@ def _global_study(
     return {**candidate.params, **best.params}, float(values[complete.index(best)]), len(study.trials)
 
 
-def choose_for_fleet(engine: Engine, data: Any, path: Path, fmt: str, spec: SegmentSpec, sample: int
+def choose_for_fleet(engine: Engine, data: Any, dataset: Dataset, spec: SegmentSpec, sample: int
                      ) -> tuple[SegmentSpec, dict[str, Any]]:
     """Selection rule fleet: the candidate every segment takes, judged before the fleet is fitted on a seeded sample
     of its segments (their selection run on the engine, nothing kept).
@@ -202,7 +201,7 @@ def choose_for_fleet(engine: Engine, data: Any, path: Path, fmt: str, spec: Segm
     Raises:
         DataError: no sampled segment could be scored.
     """
-    segments, size = _seeded_sample(engine, data, path, fmt, spec, sample)
+    segments, size = _seeded_sample(engine, data, dataset, spec, sample)
     chosen, ratios = fleet_choice(engine.fit(segments, spec, None), spec)
     return replace(spec, chosen=chosen), {"chosen": chosen, "sample": size, "ratios": ratios}
 

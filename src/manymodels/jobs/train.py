@@ -197,7 +197,7 @@ class _Hooks:
 
 
 def _null_segments(
-    target: Target, name: str, engine: Engine, data: Fleet, path: Path, fmt: str, spec: SegmentSpec
+    target: Target, name: str, engine: Engine, data: Fleet, dataset: Dataset, spec: SegmentSpec
 ) -> tuple[Fleet, str | None]:
     """The fleet without the segments whose key holds a null (`null_segments: drop`), and the warning saying so;
     as it is with `own`; a DataError with `fail`. Never silent: null keys used to be pooled into one model."""
@@ -217,7 +217,7 @@ def _null_segments(
         )
     if model.null_segments == "own":
         return data, None
-    kept = engine.select(data, ~null_key, path, fmt, spec)
+    kept = engine.select(data, ~null_key, dataset, spec)
     return kept, (
         f"{rows:,} rows with a null in segment column(s) {columns} were left out (null_segments: drop, the default); "
         "set null_segments: own to fit them as a segment of their own, or fail to stop"
@@ -250,8 +250,8 @@ def _train(
     path = Path(dataset.path)
     if spec.forecast is not None and spec.forecast.hierarchy:
         require_reconciler()  # before any work: the levels are reconciled once the fleet is fitted
-    data = engine.load(path, dataset.fmt, spec, segments)
-    data, null_warning = _null_segments(target, name, engine, data, path, dataset.fmt, spec)
+    data = engine.load(dataset, spec, segments)
+    data, null_warning = _null_segments(target, name, engine, data, dataset, spec)
     if len(data) == 0:
         raise DataError(f"{path}: dataset {model.dataset!r} has no rows")
     largest = int(data.sizes.max())
@@ -267,12 +267,12 @@ def _train(
     if tuned_globally(spec) and previous is not None:  # what the run found, not a new study's result
         spec = with_tuned(spec, previous.plan.get("tuned") or {})
     elif tuned_globally(spec):  # before fingerprints: the tuned parameters are part of what a model is
-        spec, tuned = tune_globally(engine, data, path, dataset.fmt, spec)
+        spec, tuned = tune_globally(engine, data, dataset, spec)
     plan = None
     if changed_only:
         plan = plan_changes(target, name, data.keys, engine.fingerprints(data, spec))
         if not plan.everything:
-            data = engine.select(data, plan.train, path, dataset.fmt, spec)
+            data = engine.select(data, plan.train, dataset, spec)
         engine.start(rows=int(np.asarray(data.sizes).sum()))  # no workers when what changed fits one chunk
     warnings = oversized_segments(data, target.config.resolved.engine.max_segment_rows)
     if null_warning:
@@ -318,9 +318,9 @@ def _train(
         if model.selection.rule == "fleet" and previous is not None and previous.plan.get("chosen"):
             spec = replace(spec, chosen=str(previous.plan["chosen"]))  # what the run chose, not a new sample's
         elif model.selection.rule == "fleet" and len(data):
-            spec, fleet = choose_for_fleet(engine, data, path, dataset.fmt, spec, model.selection.sample)
+            spec, fleet = choose_for_fleet(engine, data, dataset, spec, model.selection.sample)
         if previous is not None:
-            data, kept = keep_finished(shard_dir, data, spec, info, engine, path, dataset.fmt)
+            data, kept = keep_finished(shard_dir, data, spec, info, engine, dataset)
         else:
             write_plan(shard_dir, {"segments": list(segments) if segments else None, "changed_only": changed_only,
                                    "tuned": {k: v["params"] for k, v in tuned.items()}, "chosen": spec.chosen})

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from helpers import PICKLE_TRUSTED, edit_bundle, model_block, segment_frame, write_bundle
-from manymodels.bundle import check_bundle, load_config
+from manymodels.bundle import check_bundle, data_warnings, load_config
 from manymodels.bundle.checks import model_features
 from manymodels.errors import BundleError
 
@@ -206,3 +207,48 @@ def test_the_index_pandas_kept_in_a_file_is_no_feature(tmp_path: Path) -> None:
     config = load_config(write_bundle(tmp_path / "b", frame=frame, models={"demand": block}))
     assert "__index_level_0__" not in model_features(config.model("demand"), schema)
     assert {"f0", "f1", "f2"} <= set(model_features(config.model("demand"), schema))
+
+
+def _marked(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """`frame` with `column` as text, "-" where record_id % 9 == 0 and "N/A" where % 13 == 0."""
+    marked = frame.astype({column: str})
+    marked.loc[frame["record_id"] % 9 == 0, column] = "-"
+    marked.loc[frame["record_id"] % 13 == 0, column] = "N/A"
+    return marked
+
+
+def test_numbers_with_a_few_words_are_a_warning_saying_what_each_model_makes_of_them(tmp_path: Path) -> None:
+    frame = _marked(_marked(segment_frame(), "f1"), "label")
+    models = {
+        "unlisted": model_block(features=None),
+        "ridge": model_block(estimator={"type": "sklearn", "entry": "sklearn.linear_model.Ridge"}),
+    }
+    config = load_config(write_bundle(tmp_path, frame=frame, models=models))
+    lines = data_warnings(config)
+    assert len(lines) == 2, lines
+    label, f1 = sorted(lines, key=lambda line: "'f1'" in line)
+    assert "resources.datasets.train: column 'label' is text: it holds numbers and 2 other values ('-', 'N/A')" in label
+    assert "model 'unlisted' cannot train on it (a label must be numbers); model 'ridge' cannot train on it" in label
+    assert ("model 'unlisted' leaves it out of its features (they are its number columns); model 'ridge' cannot fit "
+            "it (type sklearn takes numbers)") in f1
+    assert f1.endswith('add na_values: ["-", "N/A"] to resources.datasets.train')
+    assert all(line.startswith("manymodels.yml:") for line in lines)
+    edit_bundle(config.file, lambda doc: doc["resources"]["datasets"]["train"].update(na_values=["-", "N/A"]))
+    assert data_warnings(load_config(config.file)) == []
+
+
+def test_text_that_is_not_numbers_is_no_warning(tmp_path: Path) -> None:
+    frame = segment_frame()
+    frame["channel"] = np.array(["web", "shop", "phone"], dtype=object)[frame["record_id"] % 3]
+    ids = frame["record_id"].astype(str)
+    frame["code"] = ids.where(frame["record_id"] % 2 == 0, "x" + ids)  # half numbers, but many other values
+    models = {"demand": model_block(features=["f0", "channel", "code"])}
+    assert data_warnings(load_config(write_bundle(tmp_path, frame=frame, models=models))) == []
+
+
+def test_a_project_validate_warns_as_python_does(tmp_path: Path) -> None:
+    import manymodels as mm
+
+    write_bundle(tmp_path, frame=_marked(segment_frame(), "f2"))
+    with pytest.warns(UserWarning, match=r'column .f2. is text: .*add na_values: \["-", "N/A"\]'):
+        assert mm.load_bundle(tmp_path).validate() == []
