@@ -361,6 +361,8 @@ def _check_data(config: BundleConfig) -> list[str]:
             continue
         found = model_problems(config, name, schema)
         problems += found
+        if not found:
+            problems += _segment_problems(config, name, model)
         if model.task == "forecast" and not found:
             problems += _forecast_data(config, name, model, schema)
     for job_name, job in res.jobs.items():
@@ -471,6 +473,35 @@ def numbers_and_others(column: pd.Series) -> tuple[list[str], int, int] | None:
 def _short(value: str, quote: str = "'") -> str:
     text = value if len(value) <= 12 else value[:11] + "…"
     return quote + text.replace(quote, "\\" + quote) + quote
+
+
+def _segment_problems(config: BundleConfig, name: str, model: ModelSpec) -> list[str]:
+    """What `train` would stop on, read from the segment columns alone: no rows, a null key where `null_segments`
+    is fail, a `min_rows` above every segment's rows."""
+    base = ("resources", "models", name)
+    dataset = config.resolved.resources.datasets[model.dataset]
+    try:
+        keys = read_frame(config.resolve_path(dataset.path), dataset.format, model.segment_by, dataset.na_values)
+    except DataError as exc:
+        return [f"{config.where((*base, 'dataset'))}{dotted(base)}.dataset: {exc}"]
+    if keys.empty:
+        return [f"{config.where((*base, 'dataset'))}{dotted(base)}.dataset: dataset {model.dataset!r} has no rows"]
+    null = keys.isna().any(axis=1) if model.segment_by and not model.hierarchy else pd.Series(False, keys.index)
+    if null.any() and model.null_segments == "fail":
+        key = (*base, "null_segments")
+        return [f"{config.where(key)}{int(null.sum()):,} rows of {model.dataset!r} have a null in segment column(s) "
+                f"{', '.join(model.segment_by)} and {dotted(key)} is fail: fill or drop them first, or set it to drop "
+                "or own"]
+    kept = keys[~null] if model.null_segments == "drop" else keys
+    if kept.empty or not model.segment_by:
+        largest = len(kept)
+    else:
+        largest = int(kept.groupby(list(model.segment_by), dropna=False, observed=True, sort=False).size().max())
+    if model.min_rows > largest and not model.hierarchy:  # a hierarchy's levels above are series too
+        key = (*base, "min_rows")
+        return [f"{config.where(key)}{dotted(key)} is {model.min_rows}, but the largest segment of "
+                f"{model.dataset!r} has {largest:,} rows: every segment would fail; lower min_rows"]
+    return []
 
 
 def _forecast_data(config: BundleConfig, name: str, model: ModelSpec, schema: pa.Schema) -> list[str]:

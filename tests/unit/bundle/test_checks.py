@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +253,26 @@ def test_a_project_validate_warns_as_python_does(tmp_path: Path) -> None:
     write_bundle(tmp_path, frame=_marked(segment_frame(), "f2"))
     with pytest.warns(UserWarning, match=r'column .f2. is text: .*add na_values: \["-", "N/A"\]'):
         assert mm.load_bundle(tmp_path).validate() == []
+
+
+def test_what_train_would_stop_on_is_found_from_the_segment_columns(tmp_path: Path) -> None:
+    """No rows, a null key where null_segments is fail, min_rows above every segment: train stops on each before
+    any run; validate finds them first, with the line."""
+    frame = segment_frame(segments=3, rows=20)
+
+    def only(found: list[str], key: str, text: str) -> None:
+        assert len(found) == 1 and re.fullmatch(r"manymodels\.yml:\d+: " + re.escape(text), found[0]), found
+        assert f"resources.models.demand.{key}" in found[0]
+
+    only(check(tmp_path / "empty", frame=frame.iloc[:0]), "dataset",
+         "resources.models.demand.dataset: dataset 'train' has no rows")
+    nulls = frame.astype({"segment": object})
+    nulls.loc[:4, "segment"] = None
+    only(check(tmp_path / "null", frame=nulls, models={"demand": model_block(null_segments="fail")}), "null_segments",
+         "5 rows of 'train' have a null in segment column(s) segment and resources.models.demand.null_segments is "
+         "fail: fill or drop them first, or set it to drop or own")
+    assert check(tmp_path / "drop", frame=nulls) == []  # drop (the default) leaves them out, and train says so
+    only(check(tmp_path / "thin", frame=frame, models={"demand": model_block(min_rows=21)}), "min_rows",
+         "resources.models.demand.min_rows is 21, but the largest segment of 'train' has 20 rows: every segment "
+         "would fail; lower min_rows")
+    assert check(tmp_path / "enough", frame=frame, models={"demand": model_block(min_rows=20)}) == []
