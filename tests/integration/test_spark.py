@@ -234,3 +234,25 @@ def test_a_delta_table_on_a_session_without_delta_lake_is_one_clear_error(tmp_pa
     with pytest.raises(mm.DataError, match=r"train_delta: reading a Delta table on Spark needs Delta Lake"):
         mm.load_bundle(tmp_path, spark=spark).train("demand")
     assert project.runs("demand") == []
+
+
+@pytest.mark.slow
+def test_spark_types_a_csv_as_the_local_reader_does(tmp_path: Path, spark: Any) -> None:
+    """Spark's CSV reader takes only "" as missing: a number column with "N/A" (the local reader's own marker) or a
+    declared "-" was text there and numbers locally. Now both read numbers, with the same gaps, whatever the name."""
+    from manymodels.data import read_frame
+    from manymodels.engines.spark_session import read_with_spark
+
+    path = tmp_path / "d.csv"
+    path.write_text("seg,price.usd,kind,n\na,1.5,x,1\nb,-,-,2\nc,N/A,N/A,3\nd,4,y,4\n")
+    local = read_frame(path, "csv", na_values=["-"])
+    remote = read_with_spark(spark, path, "csv", ("-",)).toPandas()
+    assert list(remote.columns) == list(local.columns)
+    for column in ("price.usd", "n"):
+        np.testing.assert_array_equal(remote[column].to_numpy(float), local[column].to_numpy(float))
+    assert remote["kind"].tolist()[:1] == ["x"] and remote["kind"].isna().tolist() == local["kind"].isna().tolist()
+    assert remote["kind"].tolist()[2:] == local["kind"].tolist()[2:] == ["N/A", "y"]  # text keeps its "N/A"
+    chosen = read_with_spark(spark, path, "csv", (), columns=["price.usd", "seg"]).toPandas()
+    undeclared = read_frame(path, "csv", ["price.usd", "seg"])
+    assert list(chosen.columns) == ["price.usd", "seg"]  # "-" undeclared: text, with its "N/A" as text too
+    assert chosen["price.usd"].tolist() == undeclared["price.usd"].tolist() == ["1.5", "-", "N/A", "4"]

@@ -50,8 +50,15 @@ def read_with_spark(
     else:
         frame = spark.read.option("header", True).option("inferSchema", True).csv(str(path))
     if columns is not None:
-        frame = frame.select(*dict.fromkeys(columns))
+        frame = frame.select(*[_named(c) for c in dict.fromkeys(columns)])
     return _as_missing(frame, na_values, numbers=fmt == "csv")
+
+
+def _named(column: str) -> Any:
+    """A column by its name as written (a dot in it is no field of a struct)."""
+    from pyspark.sql import functions as F  # noqa: N812 - pyspark's own convention
+
+    return F.col("`" + column.replace("`", "``") + "`")
 
 
 def _as_missing(frame: Any, na_values: Sequence[str], numbers: bool) -> Any:
@@ -68,16 +75,16 @@ def _as_missing(frame: Any, na_values: Sequence[str], numbers: bool) -> Any:
     numeric: set[str] = set()
     if numbers:
         # A value that is neither missing, a marker nor a number: a column with none is a number column.
-        counts = frame.agg(*[
-            F.sum((F.col(c).isNotNull() & ~F.col(c).isin(markers) & F.col(c).try_cast("double").isNull()).cast("long"))
-            .alias(str(i)) for i, c in enumerate(text)
-        ]).collect()[0]
+        def other(c: str) -> Any:
+            return _named(c).isNotNull() & ~_named(c).isin(markers) & _named(c).try_cast("double").isNull()
+
+        counts = frame.agg(*[F.sum(other(c).cast("long")).alias(str(i)) for i, c in enumerate(text)]).collect()[0]
         numeric = {c for i, c in enumerate(text) if not counts[str(i)]}
     for column in text:
         if column in numeric:
-            value = F.when(F.col(column).isin(markers), F.lit(None)).otherwise(F.col(column)).cast("double")
+            value = F.when(_named(column).isin(markers), F.lit(None)).otherwise(_named(column)).cast("double")
         elif na_values:
-            value = F.when(F.col(column).isin(list(na_values)), F.lit(None)).otherwise(F.col(column))
+            value = F.when(_named(column).isin(list(na_values)), F.lit(None)).otherwise(_named(column))
         else:
             continue
         frame = frame.withColumn(column, value)
