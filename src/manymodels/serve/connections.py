@@ -8,6 +8,12 @@ its memory, for ever; a few hundred of them exhaust the server. Here each reques
 within `HEADER_SECONDS` of its first byte (or of the connection, for the first): else the connection is closed.
 The deadline is read from `ENV` (set by `serve` for itself and the workers it starts).
 
+With several workers, the supervisor closes the shared listening socket at shutdown, and the kernel resets every
+connection it had completed that no worker had accepted yet (a worker answering on its event loop accepts late; one
+still starting not at all): so it is closed only once that queue is empty (`wait_accepted`, read from the kernel
+where it tells: Linux), for at most the drain's seconds. (One process accepts them itself before it stops: its loop
+reads the socket before it checks whether to stop.)
+
 At shutdown uvicorn closes every connection idle between requests at once, so a request a client sent on a
 kept-alive connection a moment before was lost with a reset. Here such a connection is still read for the drain
 (`DRAIN_ENV`, else `DRAIN_SECONDS`): a request that arrives is answered, with `Connection: close`; then it is closed.
@@ -20,6 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import struct
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -42,6 +52,27 @@ def drain_seconds() -> float:
     """How long, at shutdown, a connection idle between requests is still answered (`DRAIN_ENV`, else
     `DRAIN_SECONDS`)."""
     return _seconds(DRAIN_ENV, DRAIN_SECONDS, least=0.0)
+
+
+def accept_queue(listening: socket.socket) -> int | None:
+    """Connections the kernel completed on a listening socket that nobody has accepted yet; None where the system
+    does not tell (Linux gives it as `tcpi_unacked` of a listening socket's TCP_INFO)."""
+    option = getattr(socket, "TCP_INFO", None)
+    if option is None:
+        return None
+    try:
+        info = listening.getsockopt(socket.IPPROTO_TCP, option, 104)
+    except OSError:
+        return None
+    return int(struct.unpack_from("I", info, 24)[0]) if len(info) >= 28 else None
+
+
+def wait_accepted(sockets: Sequence[socket.socket], seconds: float) -> None:
+    """Wait until every connection queued on `sockets` is accepted (by the workers still accepting), for at most
+    `seconds`: closing a listening socket resets the connections still queued on it."""
+    deadline = time.monotonic() + seconds
+    while any(accept_queue(s) for s in sockets) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _seconds(variable: str, default: float, least: float) -> float:

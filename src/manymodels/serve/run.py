@@ -111,7 +111,7 @@ def serve(settings: Settings, server: Any = None, announce: Any = None) -> None:
     import uvicorn
 
     from manymodels.serve.app import create_app
-    from manymodels.serve.connections import DRAIN_ENV, HeaderDeadline
+    from manymodels.serve.connections import DRAIN_ENV, HeaderDeadline, wait_accepted
     from manymodels.serve.connections import ENV as HEADER_ENV
     from manymodels.serve.server import close_quietly
 
@@ -152,7 +152,9 @@ def serve(settings: Settings, server: Any = None, announce: Any = None) -> None:
         class Supervisor(Multiprocess):
             """uvicorn's supervisor, which stops the shared listening socket before it stops the workers: else the
             kernel kept accepting connections on it after the first worker stopped accepting, and reset them when the
-            last one exited. A connection refused is retried elsewhere by a load balancer; a reset one is lost."""
+            last one exited. A connection refused is retried elsewhere by a load balancer; a reset one is lost. The
+            socket is stopped once the workers have accepted what the kernel had queued on it (those would be reset
+            too: seen when one worker was still starting and the other busy)."""
 
             terminated = False
 
@@ -161,6 +163,7 @@ def serve(settings: Settings, server: Any = None, announce: Any = None) -> None:
                 super().handle_term()
 
             def terminate_all(self) -> None:
+                wait_accepted(self.sockets, settings.drain)  # the workers accept what the kernel has queued
                 for listening in self.sockets:
                     with contextlib.suppress(OSError):
                         listening.shutdown(socket.SHUT_RDWR)  # every worker's copy stops listening at once

@@ -1,5 +1,6 @@
 """The drain at shutdown, on a real uvicorn server with our protocol and raw sockets: a connection idle between
-requests is still answered (and then closed) for the drain's seconds; after them, or with no drain, it is closed."""
+requests is still answered (and then closed) for the drain's seconds; after them, or with no drain, it is closed; a
+connection the kernel queued while the server was busy is accepted and answered before the socket closes."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from manymodels.serve.connections import DRAIN_ENV, HeaderDeadline
+from manymodels.serve.connections import DRAIN_ENV, HeaderDeadline, accept_queue, wait_accepted
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -26,7 +27,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @contextmanager
-def running(monkeypatch: pytest.MonkeyPatch, drain: float) -> Iterator[tuple[uvicorn.Server, int]]:
+def running(
+    monkeypatch: pytest.MonkeyPatch, drain: float
+) -> Iterator[tuple[uvicorn.Server, int, socket.socket]]:
     monkeypatch.setenv(DRAIN_ENV, str(drain))
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
@@ -40,7 +43,7 @@ def running(monkeypatch: pytest.MonkeyPatch, drain: float) -> Iterator[tuple[uvi
         assert time.monotonic() < deadline and thread.is_alive()
         time.sleep(0.01)
     try:
-        yield server, port
+        yield server, port, listening
     finally:
         server.should_exit = True
         thread.join(timeout=60)
@@ -78,7 +81,7 @@ def stop_accepting(server: uvicorn.Server, port: int) -> None:
 
 
 def test_an_idle_connection_is_answered_during_the_drain_then_closed(monkeypatch: pytest.MonkeyPatch) -> None:
-    with running(monkeypatch, drain=60) as (server, port):
+    with running(monkeypatch, drain=60) as (server, port, _):
         with kept_alive(port) as sends, kept_alive(port) as waits:
             stop_accepting(server, port)
             sends.sendall(REQUEST)  # a request on its way as the server stops: answered, not reset
@@ -91,7 +94,50 @@ def test_an_idle_connection_is_answered_during_the_drain_then_closed(monkeypatch
 
 
 def test_without_a_drain_an_idle_connection_is_closed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    with running(monkeypatch, drain=0) as (server, port):
+    with running(monkeypatch, drain=0) as (server, port, _):
         with kept_alive(port) as idle:
             stop_accepting(server, port)
             assert idle.recv(10) == b""  # closed by the server (the socket's timeout is 30 s)
+
+
+def test_the_kernel_says_how_many_connections_wait_to_be_accepted() -> None:
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        if accept_queue(listening) is None:
+            pytest.skip("this system does not tell a listening socket's queue")
+        port = listening.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)), socket.create_connection(("127.0.0.1", port)):
+            assert accept_queue(listening) == 2
+            accepted, _ = listening.accept()
+            with accepted:
+                assert accept_queue(listening) == 1
+
+
+def test_the_listening_socket_closes_once_the_queued_connections_are_accepted() -> None:
+    """What the supervisor of several workers waits for before it closes the shared socket: the connections queued
+    on it accepted (here by a thread, 0.3 s on), and no longer than it is given when nobody accepts."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        if accept_queue(listening) is None:
+            pytest.skip("this system does not tell a listening socket's queue")
+        port = listening.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)), socket.create_connection(("127.0.0.1", port)):
+            taken: list[socket.socket] = []
+
+            def worker() -> None:
+                time.sleep(0.3)
+                taken.extend(listening.accept()[0] for _ in range(2))
+
+            thread = threading.Thread(target=worker)
+            thread.start()
+            wait_accepted([listening], seconds=60)
+            assert accept_queue(listening) == 0 and len(taken) >= 1  # returned once the queue was empty, not at 60 s
+            thread.join()
+            for conn in taken:
+                conn.close()
+            with socket.create_connection(("127.0.0.1", port)):
+                started = time.monotonic()
+                wait_accepted([listening], seconds=0.5)  # nobody accepts: it gives up when told
+                assert time.monotonic() - started >= 0.5 and accept_queue(listening) == 1
