@@ -100,7 +100,10 @@ def test_without_a_drain_an_idle_connection_is_closed_at_once(monkeypatch: pytes
             assert idle.recv(10) == b""  # closed by the server (the socket's timeout is 30 s)
 
 
-def test_the_kernel_says_how_many_connections_wait_to_be_accepted() -> None:
+@contextmanager
+def two_queued() -> Iterator[socket.socket]:
+    """A listening socket with two connections the kernel completed and nobody accepted (skipped where the system
+    does not tell a listening socket's queue)."""
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         listening.listen(8)
@@ -108,36 +111,35 @@ def test_the_kernel_says_how_many_connections_wait_to_be_accepted() -> None:
             pytest.skip("this system does not tell a listening socket's queue")
         port = listening.getsockname()[1]
         with socket.create_connection(("127.0.0.1", port)), socket.create_connection(("127.0.0.1", port)):
-            assert accept_queue(listening) == 2
-            accepted, _ = listening.accept()
-            with accepted:
-                assert accept_queue(listening) == 1
+            yield listening
+
+
+def test_the_kernel_says_how_many_connections_wait_to_be_accepted() -> None:
+    with two_queued() as listening:
+        assert accept_queue(listening) == 2
+        accepted, _ = listening.accept()
+        with accepted:
+            assert accept_queue(listening) == 1
 
 
 def test_the_listening_socket_closes_once_the_queued_connections_are_accepted() -> None:
     """What the supervisor of several workers waits for before it closes the shared socket: the connections queued
     on it accepted (here by a thread, 0.3 s on), and no longer than it is given when nobody accepts."""
-    with socket.socket() as listening:
-        listening.bind(("127.0.0.1", 0))
-        listening.listen(8)
-        if accept_queue(listening) is None:
-            pytest.skip("this system does not tell a listening socket's queue")
-        port = listening.getsockname()[1]
-        with socket.create_connection(("127.0.0.1", port)), socket.create_connection(("127.0.0.1", port)):
-            taken: list[socket.socket] = []
+    with two_queued() as listening:
+        taken: list[socket.socket] = []
 
-            def worker() -> None:
-                time.sleep(0.3)
-                taken.extend(listening.accept()[0] for _ in range(2))
+        def worker() -> None:
+            time.sleep(0.3)
+            taken.extend(listening.accept()[0] for _ in range(2))
 
-            thread = threading.Thread(target=worker)
-            thread.start()
-            wait_accepted([listening], seconds=60)
-            assert accept_queue(listening) == 0 and len(taken) >= 1  # returned once the queue was empty, not at 60 s
-            thread.join()
-            for conn in taken:
-                conn.close()
-            with socket.create_connection(("127.0.0.1", port)):
-                started = time.monotonic()
-                wait_accepted([listening], seconds=0.5)  # nobody accepts: it gives up when told
-                assert time.monotonic() - started >= 0.5 and accept_queue(listening) == 1
+        thread = threading.Thread(target=worker)
+        thread.start()
+        wait_accepted([listening], seconds=60)
+        assert accept_queue(listening) == 0 and len(taken) >= 1  # returned once the queue was empty, not at 60 s
+        thread.join()
+        for conn in taken:
+            conn.close()
+        with socket.create_connection(listening.getsockname()):
+            started = time.monotonic()
+            wait_accepted([listening], seconds=0.5)  # nobody accepts: it gives up when told
+            assert time.monotonic() - started >= 0.5 and accept_queue(listening) == 1
