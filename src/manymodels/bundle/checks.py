@@ -362,9 +362,7 @@ def _check_data(config: BundleConfig) -> list[str]:
         found = model_problems(config, name, schema)
         problems += found
         if not found:
-            problems += _segment_problems(config, name, model)
-        if model.task == "forecast" and not found:
-            problems += _forecast_data(config, name, model, schema)
+            problems += _rows_problems(config, name, model, schema)
     for job_name, job in res.jobs.items():
         for i, task in enumerate(job.tasks):
             if task.score is None or task.score.model not in res.models:
@@ -475,15 +473,28 @@ def _short(value: str, quote: str = "'") -> str:
     return quote + text.replace(quote, "\\" + quote) + quote
 
 
-def _segment_problems(config: BundleConfig, name: str, model: ModelSpec) -> list[str]:
-    """What `train` would stop on, read from the segment columns alone: no rows, a null key where `null_segments`
-    is fail, a `min_rows` above every segment's rows."""
+def _rows_problems(config: BundleConfig, name: str, model: ModelSpec, schema: pa.Schema) -> list[str]:
+    """A model's rows checked, from its segment columns (and a forecast's time) read once: what `train` would stop
+    on, and a forecast's time, grid and history."""
     base = ("resources", "models", name)
     dataset = config.resolved.resources.datasets[model.dataset]
+    columns = [*model.segment_by, *([str(model.time)] if model.task == "forecast" else [])]
     try:
-        keys = read_frame(config.resolve_path(dataset.path), dataset.format, model.segment_by, dataset.na_values)
+        frame = read_frame(config.resolve_path(dataset.path), dataset.format, columns, dataset.na_values)
     except DataError as exc:
         return [f"{config.where((*base, 'dataset'))}{dotted(base)}.dataset: {exc}"]
+    found = _segment_problems(config, name, model, frame[list(model.segment_by)])
+    if model.task == "forecast":
+        kind = time_kind_of(schema.field(str(model.time)).type)
+        found += [f"{config.where((*base, *key))}{dotted((*base, *key))}: {why}"
+                 for key, why in forecast_data_problems(model, frame, kind or "date")]
+    return found
+
+
+def _segment_problems(config: BundleConfig, name: str, model: ModelSpec, keys: pd.DataFrame) -> list[str]:
+    """What `train` would stop on, from the segment columns alone: no rows, a null key where `null_segments` is
+    fail, a `min_rows` above every segment's rows."""
+    base = ("resources", "models", name)
     if keys.empty:
         return [f"{config.where((*base, 'dataset'))}{dotted(base)}.dataset: dataset {model.dataset!r} has no rows"]
     null = keys.isna().any(axis=1) if model.segment_by and not model.hierarchy else pd.Series(False, keys.index)
@@ -502,20 +513,6 @@ def _segment_problems(config: BundleConfig, name: str, model: ModelSpec) -> list
         return [f"{config.where(key)}{dotted(key)} is {model.min_rows}, but the largest segment of "
                 f"{model.dataset!r} has {largest:,} rows: every segment would fail; lower min_rows"]
     return []
-
-
-def _forecast_data(config: BundleConfig, name: str, model: ModelSpec, schema: pa.Schema) -> list[str]:
-    """A forecast model's rows checked: its time column, its grid, the history its settings need."""
-    base = ("resources", "models", name)
-    dataset = config.resolved.resources.datasets[model.dataset]
-    kind = time_kind_of(schema.field(str(model.time)).type)
-    try:
-        frame = read_frame(config.resolve_path(dataset.path), dataset.format, [*model.segment_by, str(model.time)],
-                           dataset.na_values)
-    except DataError as exc:
-        return [f"{config.where((*base, 'dataset'))}{dotted(base)}.dataset: {exc}"]
-    return [f"{config.where((*base, *key))}{dotted((*base, *key))}: {why}"
-            for key, why in forecast_data_problems(model, frame, kind or "date")]
 
 
 def _columns_problems(
