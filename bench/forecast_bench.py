@@ -204,6 +204,7 @@ ONLY: list[str] = []  # --candidates: manymodels' candidates to keep (all by def
 RULE: list[str] = []  # --rule: the selection rule (best: per series, the default; fleet: one for every series)
 STATISTICAL: list[bool] = []  # --statistical: statsforecast's AutoETS and AutoARIMA among the candidates too
 OWN_INTERVALS: list[bool] = []  # --model-intervals: those two give their own intervals (`intervals: model`)
+MANYMODELS_ONLY: list[bool] = []  # --manymodels-only: the anchors not run
 REFIT: list[bool] = []  # --refit: fit the chosen model again on every step once the holdout has measured it
 
 
@@ -302,9 +303,10 @@ def run(panel: Panel) -> dict[str, dict[str, float]]:
     future_exog = test[["unique_id", "ds", *panel.exog]] if panel.exog else None
     results: dict[str, dict[str, float]] = {}
     runs: dict[str, pd.DataFrame] = {}
-    for name, maker in (("statsforecast", lambda: statsforecast_runs(panel, train, full)),
-                        ("mlforecast", lambda: mlforecast_runs(panel, train, full, future_exog)),
-                        ("manymodels", lambda: manymodels_runs(panel, train, full, future_exog))):
+    makers = (("statsforecast", lambda: statsforecast_runs(panel, train, full)),
+              ("mlforecast", lambda: mlforecast_runs(panel, train, full, future_exog)),
+              ("manymodels", lambda: manymodels_runs(panel, train, full, future_exog)))
+    for name, maker in makers[2:] if any(MANYMODELS_ONLY) else makers:
         started = time.perf_counter()
         runs.update(maker())
         print(f"    {name}: {time.perf_counter() - started:.1f} s", flush=True)
@@ -328,6 +330,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default=",".join(PANELS))
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--manymodels-only", action="store_true", help="skip the anchors (their figures do not "
+                        "depend on manymodels' commit): to compare two commits of manymodels")
     parser.add_argument("--candidates", default="", help="keep only these manymodels candidates (comma-separated; "
                         "naive is always measured)")
     parser.add_argument("--rule", choices=["best", "fleet"], default="best",
@@ -344,6 +348,7 @@ def main() -> None:
     ONLY.extend(n for n in args.candidates.split(",") if n)
     RULE.append(args.rule)
     REFIT.append(args.refit)
+    MANYMODELS_ONLY.append(args.manymodels_only)
     everything = {}
     for key in args.datasets.split(","):
         panel = PANELS[key]()
@@ -353,6 +358,9 @@ def main() -> None:
         print(f"  {'method':<46} {'h=1 RMSE':>9} {'h=1 MAE':>9} {'h=H RMSE':>9} {'h=H MAE':>9}")
         for method, r in sorted(results.items(), key=lambda kv: kv[1]["hH_rmse"]):
             print(f"  {method:<46} {r['h1_rmse']:>9.3f} {r['h1_mae']:>9.3f} {r['hH_rmse']:>9.3f} {r['hH_mae']:>9.3f}")
+        if args.manymodels_only:
+            print()
+            continue
         ours = results["manymodels (selected per series)"]
         ml = min((r for m, r in results.items() if m.startswith("mlforecast")), key=lambda r: r["hH_rmse"])
         naive = results["statsforecast Naive"]

@@ -351,7 +351,8 @@ def monitor_chunk(
 
 
 def _window_sums(pack: Pack, models: np.ndarray) -> np.ndarray:
-    """Per segment (its model's segment_index; -1: none), `intervals.window_sums` of its forecaster's windows."""
+    """Per segment (its model's segment_index; -1: none), `intervals.window_sums` of its forecaster's windows (the
+    kept model's own errors: how they hang together within one forecast)."""
     from manymodels.registry.forecasting import load_forecasters
     from manymodels.segment.intervals import window_sums
 
@@ -359,7 +360,7 @@ def _window_sums(pack: Pack, models: np.ndarray) -> np.ndarray:
     out[:, 4:] = 0
     forecasters, served, _ = load_forecasters(pack, models, damaged_unserved=True)
     for row, forecaster in zip(np.flatnonzero(served), forecasters, strict=True):
-        out[row] = window_sums(forecaster.residuals)
+        out[row] = window_sums(forecaster.own_errors)
     return out
 
 

@@ -182,9 +182,10 @@ class PackModels:
             raise DamagedModel(f"{self.root}: no model of segment_index {segment}")
         return self._model(str(router.shards[at]), int(segment), router.checksums[at])[0][1]
 
-    def window_errors(self, segments: np.ndarray) -> list[np.ndarray | None]:
+    def window_errors(self, segments: np.ndarray, own: bool = False) -> list[np.ndarray | None]:
         """Each forecast segment's validation-window errors (windows x steps), read from its model's header (no
-        model loaded); None where it has none: no model of its own (-1), none kept, or damaged bytes."""
+        model loaded): its intervals' (the selection's), or with `own` its kept model's own; None where it has
+        none: no model of its own (-1), none kept, or damaged bytes."""
         router = self._routes()
         out: list[np.ndarray | None] = []
         for segment in segments.tolist():
@@ -200,7 +201,9 @@ class PackModels:
             if found is None or found[0] != FORMAT_FORECAST or model_problem(found, router.checksums[at], None):
                 out.append(None)
                 continue
-            out.append(header_residuals(forecaster_header(found[1])[0]))
+            header = forecaster_header(found[1])[0]
+            mine = header_residuals(header, "model_residuals") if own else None
+            out.append(header_residuals(header) if mine is None else mine)
         return out
 
     def served_count(self) -> int:

@@ -74,8 +74,12 @@ class Forecaster:
             they forecast from the ensemble's) and the weight of each in the mean of their forecasts.
         measured: with `refit`, the forecaster the holdout measured (fitted on the steps before it), kept for
             `evaluate`; this one was fitted again on every step.
-        residuals: its validation windows' errors (windows x steps), from which its prediction intervals come
+        residuals: the selection's validation-window errors (windows x steps; each window's by the candidate the
+            other windows chose: `forecast_fit.chosen_elsewhere`), from which its prediction intervals come
             (`segment.intervals`); None where none were kept (no selection, a fallback).
+        model_residuals: the chosen candidate's own window errors, where they differ from `residuals` (None: the
+            same): how one model's errors hang together within a forecast, for monitoring's design effect
+            (`own_errors`), which a mix of candidates' errors would overstate.
         own_intervals: a statistical model's: its prediction intervals are the model's own (statsforecast's), not
             conformal ones from `residuals`.
     """
@@ -100,6 +104,12 @@ class Forecaster:
     measured: Forecaster | None = None
     residuals: np.ndarray | None = None
     own_intervals: bool = False
+    model_residuals: np.ndarray | None = None
+
+    @property
+    def own_errors(self) -> np.ndarray | None:
+        """The kept model's own validation-window errors (windows x steps), or None."""
+        return self.residuals if self.model_residuals is None else self.model_residuals
 
     @property
     def is_baseline(self) -> bool:
@@ -168,6 +178,8 @@ class Forecaster:
             header["weights"] = [float(w) for w in self.weights]
         if self.residuals is not None:
             header["residuals"] = [[_json_float(v) for v in row] for row in self.residuals.tolist()]
+        if self.model_residuals is not None:
+            header["model_residuals"] = [[_json_float(v) for v in row] for row in self.model_residuals.tolist()]
         if self.own_intervals:
             header["own_intervals"] = True
         measured = self.measured.to_bytes() if self.measured is not None else b""
@@ -200,9 +212,9 @@ def forecaster_header(blob: bytes) -> tuple[dict[str, Any], int]:
     return json.loads(blob[start : start + size].decode()), start + size
 
 
-def header_residuals(header: dict[str, Any]) -> np.ndarray | None:
-    """The validation-window errors (windows x steps) a forecaster's header keeps, or None."""
-    rows = header.get("residuals")
+def header_residuals(header: dict[str, Any], key: str = "residuals") -> np.ndarray | None:
+    """The validation-window errors (windows x steps) a forecaster's header keeps under `key`, or None."""
+    rows = header.get(key)
     return np.array([floats(row) for row in rows]) if rows else None
 
 
@@ -258,6 +270,7 @@ def load_forecaster(blob: bytes) -> Forecaster:
         members=[load_forecaster(b) for b in blobs] if header["estimator"] == ENSEMBLE else [],
         weights=[float(w) for w in header.get("weights", [])],
         residuals=header_residuals(header),
+        model_residuals=header_residuals(header, "model_residuals"),
         own_intervals=bool(header.get("own_intervals", False)),
     )
     if header.get("measured"):

@@ -1,12 +1,14 @@
 """Prediction intervals of a forecast, conformal per segment, from the errors of its rolling-origin windows.
 
 Each validation window forecast the whole horizon from its origin, exactly as the kept model forecasts, so its
-errors are samples of the errors a forecast will make. A segment has few windows (3 by default), too few for a
-quantile per step; so the errors of every window and step are pooled, each divided by the square root of its step
-(an error that grows as a random walk's: the spread at step h is about sqrt(h) times step 1's), and the interval
-at step h is the forecast plus or minus that pool's conformal quantile times sqrt(h). A split-conformal quantile at
-level L over n scores is the ceil((n + 1) L)-th smallest: it needs n >= L / (1 - L) scores (4 for 80%, 19 for 95%);
-with fewer, the segment has no interval at that level (NaN), rather than one that claims what it cannot.
+errors are samples of the errors a forecast will make: each window's by the candidate the other windows chose
+(`forecast_fit.chosen_elsewhere`; the winner's own are the smallest by construction). A segment has few windows
+(3 by default), too few for a quantile per step; so the errors of every window and step are pooled, each divided
+by the square root of its step (an error that grows as a random walk's: the spread at step h is about sqrt(h)
+times step 1's), and the interval at step h is the forecast plus or minus that pool's conformal quantile times
+sqrt(h). A split-conformal quantile at level L over n scores is the ceil((n + 1) L)-th smallest: it needs
+n >= L / (1 - L) scores (4 for 80%, 19 for 95%); with fewer, the segment has no interval at that level (NaN),
+rather than one that claims what it cannot.
 """
 
 from __future__ import annotations

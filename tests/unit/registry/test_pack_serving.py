@@ -162,3 +162,28 @@ def test_levels_are_for_forecasts_only(pack: Pack) -> None:
     with pytest.raises(DataError, match="model 'm' is no forecast: prediction intervals"):
         pack.predict(rows, levels=[80])
     assert list(pack.predict(rows).columns) == ["prediction", "model_source"]
+
+
+def test_window_errors_are_the_intervals_or_with_own_the_kept_models(tmp_path: Path) -> None:
+    """A forecast pack's window errors, read from the models' headers: the selection's (the intervals' source) by
+    default, the kept model's own with `own` (where it kept them apart; else the same); none for a segment without."""
+    from manymodels.segment.forecaster import FORMAT_FORECAST, Forecaster
+
+    (tmp_path / "shards").mkdir()
+    selection, own = np.array([[1.0, -2.0], [3.0, np.nan]]), np.array([[0.5, -1.0], [1.5, 0.25]])
+    both = Forecaster("naive", "baseline", "recursive", method="naive", residuals=selection, model_residuals=own)
+    alone = Forecaster("naive", "baseline", "recursive", method="naive", residuals=own)
+    write_shard(tmp_path / "shards" / "shard-00000.parquet", [0, 1], [FORMAT_FORECAST] * 2,
+                [both.to_bytes(), alone.to_bytes()])
+    rows = [{"segment": s, "segment_index": i, "status": "ok", "shard": "shard-00000.parquet", "rmse": 1.0, "rows": 9}
+            for i, s in enumerate(["both", "alone"])]
+    info = PackInfo(model="m", segment_by=["segment"], features=[], label="y", task="regression", metric="rmse")
+    write_pack_files(tmp_path, info, pd.DataFrame(rows))
+    pack = Pack(tmp_path)
+    segments = np.array([0, 1, -1])
+    default, mine = pack.window_errors(segments), pack.window_errors(segments, own=True)
+    np.testing.assert_array_equal(default[0], selection)
+    np.testing.assert_array_equal(mine[0], own)
+    np.testing.assert_array_equal(default[1], own)
+    np.testing.assert_array_equal(mine[1], own)
+    assert default[2] is None and mine[2] is None

@@ -263,6 +263,9 @@ def test_refit_keeps_the_measured_model_and_forecasts_from_one_that_saw_every_st
     assert kept.measured is not None and before.measured is None
     assert kept.measured.blobs == before.blobs  # the measured model is the one a run without refit keeps
     assert kept.blobs != before.blobs and kept.state == before.state  # fitted again; the same history to start from
+    for errors in ("residuals", "model_residuals"):  # the windows' errors it carries are the measured one's
+        mine, theirs = getattr(kept, errors), getattr(before, errors)
+        assert (mine is None and theirs is None) or np.array_equal(mine, theirs, equal_nan=True), errors
     known = np.full((1, 4, 1), 1.05)
     ahead = forecast_many(PLAN, GRID, [kept], origins_from_states([kept], PLAN, GRID), 4, known)
     measured = forecast_many(PLAN, GRID, [kept.measured], origins_from_states([kept], PLAN, GRID), 4, known)
@@ -302,12 +305,15 @@ def test_with_regret_every_candidate_forecasts_the_holdout_as_the_winner_does() 
         scores[measured.candidate]["holdout"] - best)
 
 
-def test_the_winner_keeps_its_windows_errors_and_training_judges_its_intervals_on_the_holdout() -> None:
-    """The kept forecaster carries its validation windows' errors (actual minus its own window forecasts: the
-    intervals' source), through its bytes; the manifest's interval_scores are those intervals on the holdout."""
+def test_the_winner_keeps_the_selections_window_errors_and_training_judges_its_intervals_on_the_holdout() -> None:
+    """The kept forecaster carries the selection's validation-window errors (the intervals' source), through its
+    bytes: each window's error is that of the candidate the other windows choose (actual minus its forecast of
+    that window), not the winner's own, which are the smallest by construction. The manifest's interval_scores
+    are those intervals on the holdout."""
     from manymodels.segment.intervals import HOLDOUT_LEVELS, half_widths, interval_scores
+    from manymodels.segment.select import validation_of
 
-    made = spec(candidates=(RIDGE,), windows=3)
+    made = spec(candidates=(RIDGE,), windows=3)  # ridge and the naive forecast, always measured
     result = fit_segment(one(), made)
     assert result.status == "ok", result.error
     kept = load_forecaster(bytes(result.model))
@@ -315,13 +321,29 @@ def test_the_winner_keeps_its_windows_errors_and_training_judges_its_intervals_o
     cut = len(history) - PLAN.horizon
     train = history.upto(cut - 1)
     origins = forecast_windows(len(train), made)
+    metric = validation_of(made).metric
+    errors: dict[str, list[np.ndarray]] = {}
+    folds: dict[str, list[float]] = {}
+    for candidate in made.choices():
+        errors[candidate.name], folds[candidate.name] = [], []
+        for origin in origins:
+            before, ahead = train.upto(origin), slice(origin + 1, origin + 1 + PLAN.horizon)
+            fitted = fit_forecaster(candidate, dict(candidate.params), PLAN, before)
+            predicted = forecast_one(fitted, before, PLAN, GRID, PLAN.horizon, train.known[ahead])
+            errors[candidate.name].append(train.y[ahead] - predicted)
+            folds[candidate.name].append(window_metric(metric, train.y[ahead], predicted))
     want = []
-    for origin in origins:
-        before, ahead = train.upto(origin), slice(origin + 1, origin + 1 + PLAN.horizon)
-        fitted = fit_forecaster(RIDGE, {}, PLAN, before)
-        want.append(train.y[ahead] - forecast_one(fitted, before, PLAN, GRID, PLAN.horizon, train.known[ahead]))
+    for k in range(len(origins)):
+        elsewhere = {name: np.mean([v for j, v in enumerate(f) if j != k]) for name, f in folds.items()}
+        want.append(errors[min(elsewhere, key=elsewhere.__getitem__)][k])
     assert kept.residuals is not None and kept.residuals.shape == (3, PLAN.horizon)
     np.testing.assert_allclose(kept.residuals, np.array(want), atol=1e-9)
+    # ridge won on the mean, but the first two windows choose naive for the third: its error is naive's there
+    assert np.allclose(kept.residuals[:2], errors["ridge"][:2])
+    assert not np.allclose(kept.residuals[2], errors["ridge"][2])
+    # and its own beside them, for monitoring's design effect (how one model's errors hang together)
+    assert kept.model_residuals is not None and kept.own_errors is kept.model_residuals
+    np.testing.assert_allclose(kept.model_residuals, np.array(errors["ridge"]), atol=1e-9)
     fitted = fit_forecaster(RIDGE, {}, PLAN, train)
     predicted = forecast_one(fitted, train, PLAN, GRID, PLAN.horizon, history.known[cut:])
     expected = interval_scores(history.y[cut:], predicted, half_widths(kept.residuals, HOLDOUT_LEVELS, PLAN.horizon),
@@ -329,3 +351,31 @@ def test_the_winner_keeps_its_windows_errors_and_training_judges_its_intervals_o
     found = json.loads(str(result.interval_scores))
     assert found["95"] == expected["95"] == {"coverage": None, "winkler": None}  # 12 errors: too few for 95%
     assert found["80"] == pytest.approx(expected["80"]) and expected["80"]["coverage"] is not None
+
+
+def test_each_window_error_is_the_one_of_the_candidate_the_other_windows_choose() -> None:
+    """The intervals' errors: window k is forecast by the best mean over the other windows (ties: the first
+    listed), among candidates that forecast window k; a failed candidate is never taken; one window gives none."""
+    from manymodels.segment.forecast_fit import chosen_elsewhere
+    from manymodels.segment.select import Scored
+
+    def forecasts(name: str) -> list[np.ndarray]:
+        return [np.array([float(ord(name[0])), float(k)]) for k in range(3)]
+
+    lucky = Scored("lucky", folds=[1.0, 5.0, 1.0])  # a mean of 2.33: one bad window
+    steady = Scored("steady", folds=[2.0, 2.0, 2.0])  # 2.0: the winner on all three
+    gappy = Scored("gappy", folds=[0.5, float("nan"), 0.5])  # no forecast of window 1
+    broken = Scored("broken", folds=[0.1, 0.1, 0.1], error="fit failed")
+    entries = [lucky, steady, gappy, broken]
+    windows = {(s.name, "{}"): forecasts(s.name) for s in entries}
+    picked = chosen_elsewhere(entries, windows, 3, maximize=False)
+    assert picked is not None
+    # window 0: gappy's other finite window (0.5) is best; window 1: gappy did not forecast it, and without it
+    # lucky's other two (1.0) beat steady; window 2: gappy again
+    assert [int(p[0]) for p in picked] == [ord("g"), ord("l"), ord("g")]
+    assert [int(p[1]) for p in picked] == [0, 1, 2]
+    picked = chosen_elsewhere([lucky, steady], windows, 3, maximize=False)
+    assert picked is not None and [chr(int(p[0])) for p in picked] == ["s", "l", "s"]
+    high = chosen_elsewhere([lucky, steady], windows, 3, maximize=True)  # a metric to maximize: the largest mean
+    assert high is not None and [chr(int(p[0])) for p in high] == ["l", "s", "l"]
+    assert chosen_elsewhere([lucky, steady], {k: v[:1] for k, v in windows.items()}, 1, maximize=False) is None
