@@ -1,6 +1,7 @@
 """The bundle layer: manymodels.yml read, resolved for a target, validated, checked against the data."""
 
-from manymodels.bundle.checks import check_bundle, data_warnings
+from manymodels.bundle.checks import check_bundle
+from manymodels.bundle.data_checks import data_warnings
 from manymodels.bundle.loader import BUNDLE_FILE, BundleConfig, find_bundle, load_config
 from manymodels.bundle.schema import (
     DatasetSpec,

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from manymodels.bundle import BundleConfig, ModelSpec
-from manymodels.bundle.checks import model_features, model_problems
+from manymodels.bundle.columns import model_features
+from manymodels.bundle.data_checks import model_problems
 from manymodels.bundle.forecast_checks import time_kind_of
 from manymodels.data import is_delta_table, read_frame, read_head, read_schema, row_count
 from manymodels.data.timegrid import GridError, infer_freq, parse_times

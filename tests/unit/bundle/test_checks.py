@@ -12,7 +12,7 @@ import yaml
 
 from helpers import PICKLE_TRUSTED, edit_bundle, model_block, segment_frame, write_bundle
 from manymodels.bundle import check_bundle, data_warnings, load_config
-from manymodels.bundle.checks import model_features
+from manymodels.bundle.columns import model_features
 from manymodels.errors import BundleError
 
 
@@ -162,7 +162,7 @@ def test_columns_named_like_manymodels_own_are_refused_with_their_line(tmp_path:
 
 
 def test_the_reserved_names_cover_every_column_manymodels_writes() -> None:
-    from manymodels.bundle.checks import RESERVED_COLUMNS, reserved
+    from manymodels.bundle.columns import RESERVED_COLUMNS, reserved
     from manymodels.jobs import decide, drift
     from manymodels.registry import manifest as mf
     from manymodels.segment import metric_names
