@@ -124,6 +124,26 @@ def scores(predicted: pd.DataFrame, actual: pd.DataFrame, column: str) -> tuple[
     return float(np.median(np.sqrt(per["sq"]))), float(np.median(per["ab"]))
 
 
+def per_series_rmse(predicted: pd.DataFrame, actual: pd.DataFrame) -> pd.Series:
+    """RMSE of each series (index: unique_id)."""
+    both = actual.merge(predicted[["unique_id", "ds", "p"]], on=["unique_id", "ds"], how="left")
+    both["sq"] = (both["p"].to_numpy(dtype=float) - both["y"].to_numpy(dtype=float)) ** 2
+    return np.sqrt(both.groupby("unique_id")["sq"].mean())
+
+
+# The single methods issue 26 compares the selected fleet with: statsforecast's AutoETS and AutoARIMA, mlforecast.
+ANCHORS = ("statsforecast AutoETS", "statsforecast AutoARIMA", "mlforecast")
+
+
+def series_wins(runs: dict[str, pd.DataFrame], actual: pd.DataFrame, key: str) -> dict[str, int]:
+    """On how many series each of manymodels and the anchors has the lowest RMSE among them (a tie counts for each)."""
+    compared = {m: per_series_rmse(f.loc[key], actual) for m, f in runs.items()
+                if m.startswith(ANCHORS) or m.startswith("manymodels")}
+    table = pd.DataFrame(compared)
+    best = table.min(axis=1)
+    return {m: int((table[m] <= best).sum()) for m in table}
+
+
 LEVELS = (80, 95)
 BANDS: dict[str, pd.DataFrame] = {}  # method -> its h=H forecast with lo-<level> / hi-<level> columns
 
@@ -315,6 +335,10 @@ def run(panel: Panel) -> dict[str, dict[str, float]]:
         h_rmse, h_mae = scores(frame.loc["H"], test, "p")
         o_rmse, o_mae = scores(frame.loc["1"], one_step, "p")
         results[method] = {"h1_rmse": o_rmse, "h1_mae": o_mae, "hH_rmse": h_rmse, "hH_mae": h_mae}
+    if not any(MANYMODELS_ONLY):
+        for key, h in (("1", "h1"), ("H", "hH")):
+            for method, won in series_wins(runs, test, key).items():
+                results[method][f"wins_{h}"] = won
     for method, bands in BANDS.items():  # prediction intervals at h=H: the median series' coverage per level
         for level in LEVELS:
             covered, pooled, series = coverage(bands, test, level)
@@ -366,8 +390,18 @@ def main() -> None:
         naive = results["statsforecast Naive"]
         verdict = {h: (ours[f"{h}_rmse"] <= ml[f"{h}_rmse"], ours[f"{h}_rmse"] <= naive[f"{h}_rmse"])
                    for h in ("h1", "hH")}
-        print(f"  manymodels <= best mlforecast / <= naive (RMSE): h=1 {verdict['h1']}, h=H {verdict['hH']}\n",
+        print(f"  manymodels <= best mlforecast / <= naive (RMSE): h=1 {verdict['h1']}, h=H {verdict['hH']}",
               flush=True)
+        # issue 26: the fleet beats the best single anchor and wins at least as many series as any one of them
+        anchors = {m: r for m, r in results.items() if m.startswith(ANCHORS)}
+        for h in ("h1", "hH"):
+            wins = ", ".join(f"{m} {r[f'wins_{h}']}" for m, r in sorted(results.items(), key=lambda kv: -kv[1].get(
+                f"wins_{h}", -1)) if f"wins_{h}" in r)
+            beats = ours[f"{h}_rmse"] < min(r[f"{h}_rmse"] for r in anchors.values())
+            most = ours[f"wins_{h}"] >= max(r[f"wins_{h}"] for r in anchors.values())
+            print(f"  {h}: series won (lowest RMSE among manymodels and the anchors): {wins}; manymodels beats "
+                  f"the best anchor {beats}, wins as many series as any {most}", flush=True)
+        print(flush=True)
     if args.json:
         args.json.write_text(json.dumps(everything, indent=2))
 

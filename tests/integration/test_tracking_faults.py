@@ -90,6 +90,7 @@ def test_staging_folders_of_dead_runs_are_swept(tmp_path: Path, mlflow_server: s
     from mlflow.tracking import MlflowClient
 
     from manymodels.registry import Tracker
+    from manymodels.registry.staging import sweep_staging
 
     client = MlflowClient(mlflow_server)
     exp = client.create_experiment(f"sweep-{uuid.uuid4().hex[:8]}")
@@ -103,7 +104,7 @@ def test_staging_folders_of_dead_runs_are_swept(tmp_path: Path, mlflow_server: s
     folders = {name: Path(tempfile.mkdtemp(prefix=f"manymodels-{run}-")) for name, run in
                (("gone", gone), ("other", other), ("done", done), ("alive", alive), ("unknown", uuid.uuid4().hex))}
     try:
-        removed = Tracker(mlflow_server).sweep_staging("b", "m")
+        removed = sweep_staging(Tracker(mlflow_server), "b", "m")
         assert set(removed) == {folders["gone"], folders["done"]}
         assert not folders["gone"].exists() and not folders["done"].exists()
         # another model's dead run keeps its files for `train --resume` until that model trains again

@@ -40,6 +40,7 @@ from manymodels.registry.run_state import (
     local_path,
     param_text,
 )
+from manymodels.registry.staging import staged as staged_folder
 from manymodels.segment import SegmentSpec
 from manymodels.segment.fit import OK
 from manymodels.segment.shards import (
@@ -99,7 +100,7 @@ def resumable(target: Target, name: str, run_id: str) -> Previous:
     artifacts = local_path(run.artifact_uri)
     staged = artifacts is None
     if staged and target.staging(run_id) is None:  # staged in this machine's temporary folder, if it was this one
-        folder = target.tracker.staged(run_id)
+        folder = staged_folder(run_id)
         if folder is None:
             raise BundleError(
                 f"run {run_id} staged its models on the machine that ran it (host {host}) and they are not here: "

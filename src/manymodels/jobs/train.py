@@ -65,6 +65,7 @@ from manymodels.registry.run_state import (
     TAG,
     local_path,
 )
+from manymodels.registry.staging import sweep_staging
 from manymodels.report import REPORT_FILE
 from manymodels.segment import SegmentSpec
 from manymodels.segment.shards import (
@@ -288,7 +289,7 @@ def _train(
     tracker = target.tracker
     params = {**run_params(target, name, spec, engine), "changed_only": changed_only}
     if previous is None:
-        tracker.sweep_staging(target.config.name, name)  # this model's runs killed before start afresh now
+        sweep_staging(tracker, target.config.name, name)  # this model's runs killed before start afresh now
         run_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         tags = run_tags(target, name)
         if plan is not None and plan.champion is not None and len(plan.carried):  # gc keeps what it refers to

@@ -38,12 +38,12 @@ from manymodels.registry.run_state import (
     TAG,
     RunFolder,
     RunInfo,
-    is_run_id,
     local_path,
     param_text,
     run_status,
     staging_prefix,
 )
+from manymodels.registry.staging import staged
 
 _BATCH = 100  # MLflow's limit of params (and tags) per log_batch call
 
@@ -220,7 +220,7 @@ class Tracker:
         local = local_path(artifact_uri)
         staging = None
         if local is None:  # staged here, uploaded by finish_run
-            staging = (self.staged(run_id) if resume else None) or Path(
+            staging = (staged(run_id) if resume else None) or Path(
                 tempfile.mkdtemp(prefix=staging_prefix(run_id))
             )
             local = staging / ARTIFACTS_DIR
@@ -284,40 +284,6 @@ class Tracker:
         finally:
             stop.set()
             thread.join(timeout=1.0)  # a beat in flight to a server that hangs is left to finish on its own
-
-    @staticmethod
-    def staged(run_id: str) -> Path | None:
-        """The folder a run's process staged its artifacts in on this machine (`run_folder`), if it is still here."""
-        found = sorted(Path(tempfile.gettempdir()).glob(staging_prefix(run_id) + "*"))
-        return next((f for f in found if f.is_dir()), None)
-
-    def sweep_staging(self, bundle: str, model: str) -> list[Path]:
-        """Remove the staging folders (`run_folder`'s, in the temporary folder) that no command will use again:
-        those of this server's runs that finished, and those of the model's runs (in this bundle) whose process is
-        gone or that failed: a training of the model that does not resume them starts afresh (a command killed
-        with SIGKILL cleans nothing up). A run still at work keeps its folder; another model's dead run keeps it
-        for `train --resume` until that model trains again.
-
-        Returns:
-            The folders removed.
-        """
-        removed = []
-        for folder in Path(tempfile.gettempdir()).glob(staging_prefix("*") + "*"):
-            run_id = folder.name.split("-")[1]
-            if not folder.is_dir() or not is_run_id(run_id):
-                continue
-            try:
-                tags = self.client.get_run(run_id).data.tags
-            except Exception:  # noqa: BLE001, S112 - another server's run, or no answer: not ours to judge now
-                continue
-            status = run_status(tags, "running")
-            if status == STATUS_RUNNING:
-                continue  # still at work (or on another host: left alone)
-            ours = tags.get(TAG + "bundle") == bundle and tags.get(TAG + "model") == model
-            if status == STATUS_OK or ours:
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
-        return removed
 
     def reopen_run(self, run: RunInfo) -> None:
         """Mark a dead or failed run running again, by this process (a resume finishes it); `resumed` counts how
