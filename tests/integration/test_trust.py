@@ -94,6 +94,8 @@ def test_a_planted_pickle_never_runs_without_trust_and_a_signature_refuses_it(
     # A changed-only training does not carry it (its checksum matches): it is trained again, and never loaded.
     code, text = cli(root, "train", "demand", "--changed-only", "--workers", "1")
     assert code == 0 and "its model is saved with pickle, which this target does not trust" in text, text
+    assert "1 of the champion's models are saved in a format this target does not trust" in text, text
+    assert "damaged" not in text, text  # not damaged: its bytes are as written; it is the format that is refused
     assert not marker.exists()
 
     # The target now trusts pickle, and signs: the pack, written before the key, is refused unsigned, unread.

@@ -163,7 +163,9 @@ def train_summary(outcome: TrainOutcome) -> None:
             f"{int(s['segments_trained']):,} trained ({int(s['segments_changed']):,} changed, "
             f"{int(s['segments_new']):,} new), {int(s['segments_carried']):,} carried from the champion, "
             f"{int(s['segments_gone']):,} gone"
-            + (f", {int(s['segments_damaged']):,} damaged (trained again)" if s.get("segments_damaged") else ""),
+            + (f", {int(s['segments_damaged']):,} damaged (trained again)" if s.get("segments_damaged") else "")
+            + (f", {int(s['segments_untrusted']):,} in an untrusted format (trained again)"
+               if s.get("segments_untrusted") else ""),
         )
     if "segments_resumed" in s:
         kept = int(s["segments_resumed"])

@@ -41,6 +41,7 @@ class ChangePlan:
     version: int | None
     counts: dict[str, int] = field(default_factory=dict)
     damaged: list[str] = field(default_factory=list)  # why each champion model that was damaged is trained again
+    untrusted: list[str] = field(default_factory=list)  # each one saved in a format the target does not trust
     champion_uri: str = ""  # where the champion's pack lies in its run's artifacts (what a reference records)
 
     @property
@@ -61,7 +62,8 @@ def plan_changes(target: Target, name: str, keys: pd.DataFrame, fingerprints: li
     by = list(keys.columns)
     champion = target.champion(name)
     if champion is None:
-        counts = {"trained": len(keys), "changed": 0, "new": len(keys), "carried": 0, "gone": 0, "damaged": 0}
+        counts = {"trained": len(keys), "changed": 0, "new": len(keys), "carried": 0, "gone": 0, "damaged": 0,
+                  "untrusted": 0}
         return ChangePlan(np.ones(len(keys), dtype=bool), pd.DataFrame(), None, None, counts)
     info = target.tracker.run(champion.run_id)
     pack = target.open_pack(info)
@@ -76,12 +78,13 @@ def plan_changes(target: Target, name: str, keys: pd.DataFrame, fingerprints: li
     changed = int((is_known & ~same).sum())
     carried = ok.merge(current.loc[same, by], on=by, how="inner")
     damaged = pack.check_models(carried[SEGMENT_INDEX].tolist())  # a damaged model is trained again, never carried
-    if MODEL_FORMAT in carried.columns and not pickle_allowed():  # nor one saved with pickle where it is not trusted
+    untrusted: dict[int, str] = {}  # nor one saved with pickle where it is not trusted (its checksum may match a plant)
+    if MODEL_FORMAT in carried.columns and not pickle_allowed():
         pickled = carried.loc[carried[MODEL_FORMAT] == FORMAT_PICKLE, SEGMENT_INDEX].tolist()
-        damaged.update({int(i): f"segment_index {int(i)}: its model is saved with pickle, which this target does not "
-                                "trust" for i in pickled if int(i) not in damaged})
-    if damaged:
-        hurt = carried[SEGMENT_INDEX].isin(list(damaged)).to_numpy()
+        untrusted = {int(i): f"segment_index {int(i)}: its model is saved with pickle, which this target does not "
+                             "trust" for i in pickled if int(i) not in damaged}
+    if damaged or untrusted:
+        hurt = carried[SEGMENT_INDEX].isin([*damaged, *untrusted]).to_numpy()
         again = current.merge(carried.loc[hurt, by], on=by, how="inner")["_position"].to_numpy()
         same[again] = False
         carried = carried.loc[~hurt]
@@ -93,9 +96,10 @@ def plan_changes(target: Target, name: str, keys: pd.DataFrame, fingerprints: li
         "carried": len(carried),
         "gone": int(gone.sum()),
         "damaged": len(damaged),
+        "untrusted": len(untrusted),
     }
     return ChangePlan(~same, carried, pack, champion.version, counts, list(damaged.values()),
-                      f"{info.artifact_uri.rstrip('/')}/{PackLayout.IN_RUN}")
+                      list(untrusted.values()), f"{info.artifact_uri.rstrip('/')}/{PackLayout.IN_RUN}")
 
 
 def carry(

@@ -283,6 +283,11 @@ def _train(
             f"{len(plan.damaged):,} of the champion's models are damaged and are trained again instead of carried; "
             f"the first: {plan.damaged[0]}"
         )
+    if plan is not None and plan.untrusted:
+        warnings.append(
+            f"{len(plan.untrusted):,} of the champion's models are saved in a format this target does not trust and "
+            f"are trained again instead of carried (none loaded); the first: {plan.untrusted[0]}"
+        )
     for line in warnings:
         hooks.warn(line)
     engine.ready()  # a pool that cannot start is an error before any run exists
