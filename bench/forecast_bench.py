@@ -2,7 +2,9 @@
 
 For each data set, every series' last H steps are held out; each method sees the rest. Printed per method:
 the median over series of RMSE and MAE at h=1 (H rolling one-step forecasts, each from the actual history
-before it, no refit) and at h=H (one origin, H steps ahead).
+before it, no refit) and at h=H (one origin, H steps ahead); and at each horizon, on how many series each of
+manymodels and the anchors (AutoETS, AutoARIMA, mlforecast) has the lowest RMSE among them (issue 26's "wins at
+least as many series as any one of them").
 
 Anchors: statsforecast (AutoETS, AutoARIMA, Naive, SeasonalNaive) and mlforecast (LightGBM on the same lags
 and calendar features, with and without a first difference of the target). manymodels: a bundle with the
