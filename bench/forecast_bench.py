@@ -165,7 +165,10 @@ def coverage(bands: pd.DataFrame, actual: pd.DataFrame, level: int) -> tuple[flo
 # statsforecast ---------------------------------------------------------------------------------------------
 
 
-def statsforecast_runs(panel: Panel, train: pd.DataFrame, full: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def statsforecast_runs(panel: Panel, train: pd.DataFrame, full: pd.DataFrame,
+                       future_exog: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+    """statsforecast's models; the known regressors (`panel.exog`) given as a user would, to the models that read
+    them (AutoARIMA; the others ignore them), as mlforecast and manymodels get them."""
     from statsforecast import StatsForecast
     from statsforecast.models import AutoARIMA, AutoETS, Naive, SeasonalNaive
 
@@ -173,11 +176,12 @@ def statsforecast_runs(panel: Panel, train: pd.DataFrame, full: pd.DataFrame) ->
     if panel.season > 1:
         models.append(SeasonalNaive(season_length=panel.season))
     sf = StatsForecast(models=models, freq=panel.freq, n_jobs=2)  # manymodels trains on 2 workers too
-    ahead = sf.forecast(df=train[["unique_id", "ds", "y"]], h=panel.horizon, level=list(LEVELS))
+    columns = ["unique_id", "ds", "y", *panel.exog]
+    ahead = sf.forecast(df=train[columns], h=panel.horizon, level=list(LEVELS), X_df=future_exog)
     for n in ("AutoETS", "AutoARIMA"):  # their own (model-based) intervals
         BANDS[f"statsforecast {n}"] = ahead[["unique_id", "ds"]].assign(
             **{f"{side}-{lv}": ahead[f"{n}-{side}-{lv}"] for lv in LEVELS for side in ("lo", "hi")})
-    one = sf.cross_validation(df=full[["unique_id", "ds", "y"]], h=1, n_windows=panel.horizon, step_size=1,
+    one = sf.cross_validation(df=full[columns], h=1, n_windows=panel.horizon, step_size=1,
                               refit=False)
     names = [str(m) for m in models]
     return {f"statsforecast {n}": pd.concat({"H": ahead[["unique_id", "ds", n]].rename(columns={n: "p"}),
@@ -325,7 +329,7 @@ def run(panel: Panel) -> dict[str, dict[str, float]]:
     future_exog = test[["unique_id", "ds", *panel.exog]] if panel.exog else None
     results: dict[str, dict[str, float]] = {}
     runs: dict[str, pd.DataFrame] = {}
-    makers = (("statsforecast", lambda: statsforecast_runs(panel, train, full)),
+    makers = (("statsforecast", lambda: statsforecast_runs(panel, train, full, future_exog)),
               ("mlforecast", lambda: mlforecast_runs(panel, train, full, future_exog)),
               ("manymodels", lambda: manymodels_runs(panel, train, full, future_exog)))
     for name, maker in makers[2:] if any(MANYMODELS_ONLY) else makers:
