@@ -7,7 +7,10 @@ is missing — CI never runs it) sends `dataframe_split` bodies made before any 
 keep-alive connections, one wrk thread:
 
 - cold: a freshly started server (nothing asked yet), random segments from the first request on;
-- warm: after every segment was asked once (requests of 100 segments, by a plain Python loop).
+- warm: after every segment was asked once per worker (requests of 100 segments, by a plain Python loop): with
+  several workers the kernel spreads those requests, so some segments stay cold in one worker; or, with
+  `--warm-with prewarm` (manymodels only), after every worker loaded every segment's model itself
+  (`serve --prewarm FLEET`), waited for on /metrics (`manymodels_serve_models_loaded` = workers x fleet).
 
 Each cell is one wrk run of `--seconds` at `--connections` with single-row or 100-row (mixed segments) bodies;
 a cold cell starts its server afresh. Requests/s and wrk's p50 / p99 latency; non-2xx answers and socket errors
@@ -16,6 +19,7 @@ are counted and reported (a cell with any is marked).
     python bench/serve_load.py                                   # fleets 1,000 / 10,000 / 100,000 x 20 rows
     python bench/serve_load.py --fleets 1000 --seconds 5 --servers manymodels --workers 2 --warm-only
     python bench/serve_load.py --fleets 100000 --seconds 5 --servers mlflow --cold-only
+    python bench/serve_load.py --fleets 100000 --seconds 5 --servers manymodels --warm-only --warm-with prewarm
 
 Prints one JSON line per cell to stderr as it goes, and one JSON document at the end.
 """
@@ -148,11 +152,30 @@ class Started:
         self.out.close()
 
 
+def models_loaded(port: int) -> int:
+    """Segment models every worker holds, from the server's /metrics."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    found = re.search(r"^manymodels_serve_models_loaded(?:\{[^}]*\})?\s+([\d.e+]+)$", text, flags=re.M)
+    return int(float(found.group(1))) if found else 0
+
+
+def wait_loaded(port: int, count: int, proc: subprocess.Popen[bytes], seconds: float = 3600) -> None:
+    """Until the workers hold `count` models between them (each warms its own in the background)."""
+    deadline = time.monotonic() + seconds
+    while models_loaded(port) < count:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not load {count} models (exit {proc.poll()})")
+        time.sleep(2)
+
+
 def server_command(server: str, workers: int, port: int, *, project: Path, run_id: str, segments: int,
-                   model_dir: Path, mlflow: str) -> list[str]:
+                   model_dir: Path, mlflow: str, prewarm: int = 0) -> list[str]:
     if server == "manymodels":
         return [str(MANYMODELS), "--bundle", str(project), "serve", "bench", "--run", run_id, "--port", str(port),
-                "--workers", str(workers), "--max-models", str(segments), "--prewarm", "0"]
+                "--workers", str(workers), "--max-models", str(segments), "--prewarm", str(prewarm)]
     return [mlflow, "models", "serve", "-m", str(model_dir), "--env-manager", "local", "--host", HOST, "--port",
             str(port), "--workers", str(workers)]
 
@@ -168,6 +191,9 @@ def main() -> None:
     p.add_argument("--warm-only", action="store_true", help="skip the cold cells")
     p.add_argument("--cold-only", action="store_true",
                    help="skip the warm cells (asking every segment of a large fleet once first can take an hour)")
+    p.add_argument("--warm-with", choices=["requests", "prewarm"], default="requests",
+                   help="warm the cache by asking every segment once per worker (requests), or by every manymodels "
+                        "worker loading every model at start (prewarm; MLflow's server has no such option)")
     p.add_argument("--work", type=Path, default=Path(__file__).with_name("out") / "serve-load")
     args = p.parse_args()
     wrk = ensure_wrk()
@@ -222,15 +248,20 @@ def main() -> None:
                     report["cells"].extend(cells)
                     continue
                 port = free_port()
-                with Started(command(port), port, log, quiet, work) as up:
+                prewarm = args.warm_with == "prewarm" and server == "manymodels"
+                with Started(command(port, prewarm=segments if prewarm else 0), port, log, quiet, work) as up:
                     warm_started = time.perf_counter()
-                    for _ in range(workers):  # requests land on either worker: each is asked every segment once
-                        for body in warm_bodies:
-                            post(port, body)
+                    if prewarm:
+                        wait_loaded(port, workers * segments, up.proc)
+                    else:
+                        for _ in range(workers):  # requests land on either worker: each is asked every segment once
+                            for body in warm_bodies:
+                                post(port, body)
                     warm_s = round(time.perf_counter() - warm_started, 1)
                     for size in (1, 100):
                         for conns in connections:
                             cell = {**base, "cache": "warm", "rows": size, "connections": conns, "warm_s": warm_s,
+                                    "warm_with": "prewarm" if prewarm else "requests",
                                     **run_wrk(wrk, port, script, bodies[size], conns, args.seconds)}
                             cells.append(cell)
                             print(json.dumps(cell), file=sys.stderr, flush=True)
