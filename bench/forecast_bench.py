@@ -117,20 +117,19 @@ def split(panel: Panel) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame[rank >= panel.horizon].reset_index(drop=True), frame[rank < panel.horizon].reset_index(drop=True)
 
 
-def scores(predicted: pd.DataFrame, actual: pd.DataFrame, column: str) -> tuple[float, float]:
-    """Median over series of RMSE and MAE."""
+def per_series(predicted: pd.DataFrame, actual: pd.DataFrame, column: str = "p") -> pd.DataFrame:
+    """RMSE and MAE of each series (index: unique_id)."""
     both = actual.merge(predicted[["unique_id", "ds", column]], on=["unique_id", "ds"], how="left")
     err = both[column].to_numpy(dtype=float) - both["y"].to_numpy(dtype=float)
     both["sq"], both["abs"] = err**2, np.abs(err)
-    per = both.groupby("unique_id").agg(sq=("sq", "mean"), ab=("abs", "mean"))
-    return float(np.median(np.sqrt(per["sq"]))), float(np.median(per["ab"]))
+    per = both.groupby("unique_id").agg(sq=("sq", "mean"), mae=("abs", "mean"))
+    return pd.DataFrame({"rmse": np.sqrt(per["sq"]), "mae": per["mae"]})
 
 
-def per_series_rmse(predicted: pd.DataFrame, actual: pd.DataFrame) -> pd.Series:
-    """RMSE of each series (index: unique_id)."""
-    both = actual.merge(predicted[["unique_id", "ds", "p"]], on=["unique_id", "ds"], how="left")
-    both["sq"] = (both["p"].to_numpy(dtype=float) - both["y"].to_numpy(dtype=float)) ** 2
-    return np.sqrt(both.groupby("unique_id")["sq"].mean())
+def scores(predicted: pd.DataFrame, actual: pd.DataFrame, column: str) -> tuple[float, float]:
+    """Median over series of RMSE and MAE."""
+    per = per_series(predicted, actual, column)
+    return float(np.median(per["rmse"])), float(np.median(per["mae"]))
 
 
 # The single methods issue 26 compares the selected fleet with: statsforecast's AutoETS and AutoARIMA, mlforecast.
@@ -139,7 +138,7 @@ ANCHORS = ("statsforecast AutoETS", "statsforecast AutoARIMA", "mlforecast")
 
 def series_wins(runs: dict[str, pd.DataFrame], actual: pd.DataFrame, key: str) -> dict[str, int]:
     """On how many series each of manymodels and the anchors has the lowest RMSE among them (a tie counts for each)."""
-    compared = {m: per_series_rmse(f.loc[key], actual) for m, f in runs.items()
+    compared = {m: per_series(f.loc[key], actual)["rmse"] for m, f in runs.items()
                 if m.startswith(ANCHORS) or m.startswith("manymodels")}
     table = pd.DataFrame(compared)
     best = table.min(axis=1)

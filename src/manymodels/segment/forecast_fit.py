@@ -47,7 +47,16 @@ from manymodels.segment.forecaster import (
 from manymodels.segment.intervals import HOLDOUT_LEVELS, half_widths, interval_scores, window_residuals
 from manymodels.segment.metrics import compute_metrics
 from manymodels.segment.profile import WIDTH, column_profile, with_losses
-from manymodels.segment.select import Scored, Selection, SelectionError, describe, tune, validation_of, winner_of
+from manymodels.segment.select import (
+    Scored,
+    Selection,
+    SelectionError,
+    best_scored,
+    describe,
+    tune,
+    validation_of,
+    winner_of,
+)
 from manymodels.segment.series import ForecastDataError, Series, series_of
 from manymodels.segment.significance import row_losses
 from manymodels.segment.spec import Candidate, ForecastPlan, SegmentSpec, SharedFit, series_key
@@ -113,7 +122,7 @@ def select_forecast(train: Series, spec: SegmentSpec, grid: TimeGrid, key: str =
     if forced is not None:  # the fleet's choice, where it could be scored
         winner, candidate = forced, next(c for c in spec.choices() if c.name == forced.name)
     fitted = _fit_chosen(candidate, winner.params, spec, train)
-    chosen = windows.get((winner.name, _params_key(winner.params)))
+    chosen = windows.get(_window_key(winner))
     if chosen is not None and len(chosen) == len(origins):  # the windows' errors: its prediction intervals
         actual = [train.y[o + 1 : o + 1 + horizon] for o in origins]
         fitted.residuals = window_residuals(actual, chosen)
@@ -136,23 +145,22 @@ def chosen_elsewhere(scored: list[Scored], windows: dict[tuple[str, str], list[n
     """
     if count < 2:
         return None
+    complete = [s for s in scored if len(s.folds) == count and len(windows.get(_window_key(s), ())) == count]
     out = []
     for k in range(count):
-        best: tuple[float, np.ndarray] | None = None
-        for entry in scored:
-            kept = windows.get((entry.name, _params_key(entry.params)))
-            if entry.error is not None or kept is None or len(kept) != count or len(entry.folds) != count:
-                continue
-            others = [v for j, v in enumerate(entry.folds) if j != k and math.isfinite(v)]
-            if not others or not math.isfinite(entry.folds[k]):
-                continue
-            mean = float(np.mean(others))
-            if best is None or (mean > best[0] if maximize else mean < best[0]):  # ties: the first listed
-                best = (mean, kept[k])
+        # each candidate that forecast window k, judged by the selection's own rule on the other windows
+        judged = [replace(s, folds=[v for j, v in enumerate(s.folds) if j != k and math.isfinite(v)])
+                  for s in complete if math.isfinite(s.folds[k])]
+        best = best_scored(judged, maximize)
         if best is None:
             return None
-        out.append(best[1])
+        out.append(windows[_window_key(best)][k])
     return out
+
+
+def _window_key(entry: Scored) -> tuple[str, str]:
+    """Where `windows` keeps a scored candidate's window forecasts."""
+    return entry.name, _params_key(entry.params)
 
 
 def _params_key(params: dict[str, Any]) -> str:

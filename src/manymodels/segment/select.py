@@ -192,13 +192,21 @@ def winner_of(scored: list[Scored], spec: SegmentSpec, unit: str) -> tuple[Score
     Raises:
         SelectionError: every candidate failed (each one's reason named; `unit`: what could not be scored).
     """
-    usable = [s for s in scored if not math.isnan(s.mean)]
-    if not usable:
+    winner = best_scored(scored, validation_of(spec).maximize)
+    if winner is None:
         reasons = "; ".join(f"{s.name}: {s.error or f'no {unit} could be scored'}" for s in scored)
         raise SelectionError(f"every candidate failed: {reasons}")
-    means = [s.mean for s in usable]
-    winner = usable[means.index(_best(means, validation_of(spec).maximize))]
     return winner, next(c for c in spec.choices() if c.name == winner.name)
+
+
+def best_scored(scored: list[Scored], maximize: bool) -> Scored | None:
+    """The entry with the best mean metric (ties: the first listed); None when none has one. The selection's rule:
+    `winner_of` chooses by it, and the intervals' errors (`forecast_fit.chosen_elsewhere`) follow it."""
+    usable = [s for s in scored if not math.isnan(s.mean)]
+    if not usable:
+        return None
+    means = [s.mean for s in usable]
+    return usable[means.index(_best(means, maximize))]
 
 
 def fit_candidate(
